@@ -1,0 +1,46 @@
+"""The ``aicloud`` command (Typer + Rich). It talks to the control plane through the SDK only."""
+
+from __future__ import annotations
+
+import typer
+
+from aicloud import __version__
+from aicloud.cli import datasets, demo, local, resources
+from aicloud.cli.common import err_console
+from aicloud.errors import AicloudError
+
+app = typer.Typer(
+    help="aicloud: a self-hosted AI cloud. Start with `aicloud up`, then `aicloud demo`.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+admin_app = typer.Typer(help="Server administration.", no_args_is_help=True)
+
+app.command("server")(local.server)
+app.command("up")(local.up)
+app.command("down")(local.down)
+app.command("status")(local.status)
+app.command("login")(local.login)
+app.command("demo")(demo.demo)
+app.add_typer(datasets.app, name="dataset")
+app.add_typer(resources.secret_app, name="secret")
+app.add_typer(resources.token_app, name="token")
+app.add_typer(resources.workspace_app, name="workspace")
+app.add_typer(admin_app, name="admin")
+admin_app.command("rotate-key")(resources.rotate_key)
+admin_app.command("migrate")(local.migrate)
+
+
+@app.command("version")
+def version() -> None:
+    """Print the aicloud version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Entry point: typed errors become one red line and exit code 1, never a traceback."""
+    try:
+        app(prog_name="aicloud")
+    except AicloudError as exc:
+        err_console.print(f"[red]error ({exc.code}):[/] {exc.message}")
+        raise SystemExit(1) from None

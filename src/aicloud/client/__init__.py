@@ -1,0 +1,48 @@
+"""The Python SDK: ``from aicloud import Client``."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from aicloud.client.datasets import DatasetsAPI, DatasetVersion
+from aicloud.client.http import Transport, resolve
+from aicloud.client.resources import AdminAPI, SecretsAPI, TokensAPI, WorkspacesAPI
+
+__all__ = ["Client", "DatasetVersion"]
+
+
+class Client:
+    """A connection to an aicloud control plane.
+
+    ``url`` and ``token`` come from the arguments, else ``AICLOUD_URL`` / ``AICLOUD_TOKEN``,
+    else ``$AICLOUD_HOME/credentials`` (written by the server's first start or ``aicloud login``).
+    Errors the server sends are raised as the same typed exceptions (``aicloud.errors``).
+    """
+
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 60.0) -> None:
+        resolved_url, resolved_token = resolve(url, token)
+        self._transport = Transport(resolved_url, resolved_token, timeout=timeout)
+        self.datasets = DatasetsAPI(self._transport)
+        self.secrets = SecretsAPI(self._transport)
+        self.tokens = TokensAPI(self._transport)
+        self.workspaces = WorkspacesAPI(self._transport)
+        self.admin = AdminAPI(self._transport)
+
+    @property
+    def url(self) -> str:
+        return self._transport.url
+
+    def health(self) -> dict[str, str]:
+        result: dict[str, str] = self._transport.json("GET", "/healthz")
+        return result
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,166 @@
+"""Datasets in the SDK: upload files as versions, split them, download them back."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aicloud.client.progress import Advance, transfer_bar
+from aicloud.errors import DataCorruptedError
+from aicloud.schemas import DatasetSummaryOut, DatasetVersionOut, SplitResponse
+
+if TYPE_CHECKING:
+    from aicloud.client.http import Transport
+
+CHUNK = 1024 * 1024
+
+
+@dataclass
+class DatasetVersion:
+    """One immutable version of a dataset, as the server recorded it."""
+
+    id: str
+    name: str
+    version: int
+    format: str
+    filename: str
+    sha256: str
+    size_bytes: int
+    num_rows: int
+    schema: list[dict[str, Any]]
+    stats: dict[str, dict[str, Any]]
+    lineage: dict[str, Any]
+    created_at: datetime
+    _api: DatasetsAPI = field(repr=False, compare=False)
+
+    @classmethod
+    def _from_wire(cls, api: DatasetsAPI, out: DatasetVersionOut) -> DatasetVersion:
+        return cls(_api=api, **{k: getattr(out, k) for k in _FIELDS}, schema=out.schema_)
+
+    @property
+    def ref(self) -> str:
+        """``name:version``, how specs and the CLI name a version."""
+        return f"{self.name}:{self.version}"
+
+    def split(
+        self, train_size: float = 0.8, seed: int = 0, stratify: str | None = None
+    ) -> tuple[DatasetVersion, DatasetVersion]:
+        """Split into new versions of ``<name>-train`` and ``<name>-test``; same seed, same split."""
+        return self._api.split(self.name, self.version, train_size=train_size, seed=seed, stratify=stratify)
+
+    def download(self, path: str | os.PathLike[str], progress: bool = False) -> Path:
+        """Write the file to ``path`` (a folder gets the original file name); checks the sha256."""
+        return self._api.download(self.name, path, version=self.version, progress=progress)
+
+
+_FIELDS = [f for f in DatasetVersion.__dataclass_fields__ if f not in {"_api", "schema"}]
+
+
+def _multipart(path: Path, filename: str, fields: dict[str, str], advance: Advance) -> tuple[str, int, Iterator[bytes]]:
+    """A streamed multipart/form-data body with a known length: fields, then the ``file`` part."""
+    boundary = "aicloud-" + secrets.token_hex(16)
+    head = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        for k, v in fields.items()
+    )
+    safe = filename.replace('"', "_").replace("\r", "_").replace("\n", "_")
+    head += (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{safe}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    length = len(head) + path.stat().st_size + len(tail)
+
+    def body() -> Iterator[bytes]:
+        yield head
+        with open(path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                advance(len(chunk))
+                yield chunk
+        yield tail
+
+    return f"multipart/form-data; boundary={boundary}", length, body()
+
+
+class DatasetsAPI:
+    """``client.datasets``."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._t = transport
+
+    def _version(self, payload: Any) -> DatasetVersion:
+        return DatasetVersion._from_wire(self, DatasetVersionOut.model_validate(payload))
+
+    def create(
+        self, name: str, path: str | os.PathLike[str], format: str | None = None, progress: bool = False
+    ) -> DatasetVersion:
+        """Upload ``path`` as the next version of dataset ``name`` (CSV, Parquet, NPZ or JSON Lines)."""
+        path = Path(path)
+        fields = {"format": format} if format else {}
+        with transfer_bar(f"upload {path.name}", path.stat().st_size, progress) as advance:
+            ctype, length, body = _multipart(path, path.name, fields, advance)
+            payload = self._t.json(
+                "POST",
+                f"/api/v1/datasets/{name}/versions",
+                content=body,
+                headers={"Content-Type": ctype, "Content-Length": str(length)},
+                timeout=None,
+            )
+        return self._version(payload)
+
+    upload = create
+
+    def get(self, name: str, version: int | None = None) -> DatasetVersion:
+        """A version of ``name``; the latest when ``version`` is None."""
+        return self._version(self._t.json("GET", f"/api/v1/datasets/{name}/versions/{version or 'latest'}"))
+
+    def versions(self, name: str) -> list[DatasetVersion]:
+        return [self._version(v) for v in self._t.json("GET", f"/api/v1/datasets/{name}/versions")]
+
+    def split(
+        self, name: str, version: int | None = None, *, train_size: float = 0.8, seed: int = 0,
+        stratify: str | None = None,
+    ) -> tuple[DatasetVersion, DatasetVersion]:
+        body = {"train_size": train_size, "seed": seed, "stratify": stratify}
+        payload = self._t.json("POST", f"/api/v1/datasets/{name}/versions/{version or 'latest'}/split", json=body)
+        out = SplitResponse.model_validate(payload)
+        return DatasetVersion._from_wire(self, out.train), DatasetVersion._from_wire(self, out.test)
+
+    def delete(self, name: str) -> None:
+        self._t.request("DELETE", f"/api/v1/datasets/{name}")
+
+    def download(
+        self, name: str, path: str | os.PathLike[str], version: int | None = None, progress: bool = False
+    ) -> Path:
+        """Stream a version to ``path`` through a temporary file; the sha256 is checked before it is renamed."""
+        target = Path(path)
+        with self._t.stream("GET", f"/api/v1/datasets/{name}/versions/{version or 'latest'}/content",
+                            timeout=None) as response:
+            if target.is_dir():
+                disposition = response.headers.get("content-disposition", "")
+                target = target / (disposition.partition('filename="')[2].rstrip('"') or name)
+            expected = response.headers.get("x-aicloud-sha256", "")
+            total = int(response.headers.get("content-length", "0")) or None
+            tmp = target.with_name(f".{target.name}.part{os.getpid()}")
+            digest = hashlib.sha256()
+            try:
+                with open(tmp, "wb") as f, transfer_bar(f"download {target.name}", total, progress) as advance:
+                    for chunk in response.iter_bytes(CHUNK):
+                        f.write(chunk)
+                        digest.update(chunk)
+                        advance(len(chunk))
+                if expected and digest.hexdigest() != expected:
+                    raise DataCorruptedError(f"download of {name} does not match its sha256 {expected}")
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return target
+
+    def list(self) -> list[DatasetSummaryOut]:
+        return [DatasetSummaryOut.model_validate(d) for d in self._t.json("GET", "/api/v1/datasets")]

@@ -1,0 +1,91 @@
+"""The SDK's HTTP layer: where the URL and token come from, and typed errors from responses."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from aicloud.config import Settings
+from aicloud.errors import AicloudError, UnauthenticatedError, UnavailableError, error_from_payload
+
+
+def read_credentials(home: Path) -> dict[str, str]:
+    """The credentials file the server writes on first start (or ``aicloud login`` writes)."""
+    path = home / "credentials"
+    try:
+        loaded = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise AicloudError(f"cannot read {path}: {exc}; run `aicloud login` to rewrite it") from None
+    return {k: str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
+
+
+def resolve(url: str | None, token: str | None) -> tuple[str, str | None]:
+    """URL and token: arguments first, then ``AICLOUD_URL``/``AICLOUD_TOKEN``, then the credentials file."""
+    settings = Settings()
+    creds = read_credentials(settings.home)
+    url = url or settings.url or creds.get("url") or settings.server_url
+    token = token or settings.token or creds.get("token")
+    return url.rstrip("/"), token
+
+
+def raise_for_error(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        payload: Any = response.json()
+    except ValueError:
+        payload = response.text
+    raise error_from_payload(response.status_code, payload)
+
+
+class Transport:
+    """A thin wrapper over ``httpx.Client`` that raises the server's typed errors."""
+
+    def __init__(self, url: str, token: str | None, timeout: float = 60.0) -> None:
+        self.url = url
+        self.token = token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise UnavailableError(
+                f"cannot reach aicloud at {self.url} ({type(exc).__name__}); is it running? try `aicloud up`"
+            ) from None
+        if response.status_code == 401 and not self.token:
+            raise UnauthenticatedError(
+                "no token: pass token=..., set AICLOUD_TOKEN, or run `aicloud login`"
+            )
+        raise_for_error(response)
+        return response
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.request(method, path, **kwargs).json()
+
+    @contextmanager
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        try:
+            with self.http.stream(method, path, **kwargs) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise_for_error(response)
+                yield response
+        except httpx.TransportError as exc:
+            raise UnavailableError(f"connection to {self.url} failed: {type(exc).__name__}") from None
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def file_size(path: str | os.PathLike[str]) -> int:
+    return os.stat(path).st_size

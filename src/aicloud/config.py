@@ -1,0 +1,76 @@
+"""Settings: the one reader of ``AICLOUD_*`` environment variables.
+
+Every field is documented in ``docs/settings.md``; a test fails when one is not.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PORT = 8420
+
+
+def _default_home() -> Path:
+    return Path(os.path.expanduser("~")) / ".aicloud"
+
+
+class Settings(BaseSettings):
+    """Control-plane and client settings, read from the environment with the ``AICLOUD_`` prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="AICLOUD_", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home, description="Folder for the database, blobs, keys, logs.")
+    host: str = Field(default="127.0.0.1", description="Address the control plane listens on.")
+    port: int = Field(default=DEFAULT_PORT, description="Port the control plane listens on.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the metadata store; default SQLite under home."
+    )
+    blob_url: str | None = Field(default=None, description="Blob store URL; default file:// folder under home.")
+    master_key: str | None = Field(
+        default=None,
+        description="Base64 master key (32 bytes); overrides home/master.key. Never logged.",
+        repr=False,
+    )
+    max_upload_bytes: int = Field(
+        default=10 * 1024**3, description="Largest accepted upload in bytes; bigger bodies get 413."
+    )
+    url: str | None = Field(default=None, description="Client: control-plane URL (SDK and CLI).")
+    token: str | None = Field(default=None, description="Client: bearer token (SDK and CLI).", repr=False)
+    log_level: str = Field(default="info", description="Server log level.")
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'aicloud.db'}"
+
+    @cached_property
+    def resolved_blob_url(self) -> str:
+        if self.blob_url:
+            return self.blob_url
+        return f"file://{self.home / 'blobs'}"
+
+    @property
+    def credentials_path(self) -> Path:
+        return self.home / "credentials"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.home / "server.pid"
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "server.log"
+
+    @property
+    def server_url(self) -> str:
+        return self.url or f"http://{self.host}:{self.port}"
+
+
+def get_settings() -> Settings:
+    return Settings()

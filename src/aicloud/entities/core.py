@@ -1,0 +1,90 @@
+"""Domain entities of the foundation: workspaces, tokens, datasets, secrets."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class Role(str, enum.Enum):
+    """Token roles, ordered by power: a viewer reads, a member writes, an admin manages tokens."""
+
+    VIEWER = "viewer"
+    MEMBER = "member"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return {"viewer": 0, "member": 1, "admin": 2}[self.value]
+
+    def allows(self, needed: Role) -> bool:
+        return self.rank >= needed.rank
+
+
+class VersionStatus(str, enum.Enum):
+    READY = "ready"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Token:
+    """A bearer token. Only ``secret_hash`` is stored; the secret is shown once at creation."""
+
+    id: str
+    workspace_id: str
+    name: str
+    role: Role
+    secret_hash: str
+    created_at: datetime
+    scope: str | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    """An immutable version of a dataset: one stored file plus what the server learnt from it."""
+
+    id: str
+    workspace_id: str
+    name: str
+    version: int
+    format: str
+    filename: str
+    blob_digest: str
+    size_bytes: int
+    num_rows: int
+    schema: list[dict[str, Any]]
+    stats: dict[str, dict[str, Any]]
+    created_at: datetime
+    lineage: dict[str, Any] = field(default_factory=dict)
+    status: VersionStatus = VersionStatus.READY
+
+    @property
+    def sha256(self) -> str:
+        return self.blob_digest
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    name: str
+    latest_version: int
+    num_versions: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Secret:
+    id: str
+    workspace_id: str
+    name: str
+    created_at: datetime
+    ciphertext: bytes = field(default=b"", repr=False)

@@ -1,0 +1,43 @@
+"""Wire models shared by the server and the client (pydantic v2)."""
+
+from aicloud.schemas.api import (
+    NAME_PATTERN,
+    DatasetSummaryOut,
+    DatasetVersionOut,
+    ErrorBody,
+    ErrorResponse,
+    HealthOut,
+    RotateKeyOut,
+    SecretCreate,
+    SecretOut,
+    SplitRequest,
+    SplitResponse,
+    TokenCreate,
+    TokenCreated,
+    TokenOut,
+    WhoAmIOut,
+    WorkspaceCreate,
+    WorkspaceCreated,
+    WorkspaceOut,
+)
+
+__all__ = [
+    "NAME_PATTERN",
+    "DatasetSummaryOut",
+    "DatasetVersionOut",
+    "ErrorBody",
+    "ErrorResponse",
+    "HealthOut",
+    "RotateKeyOut",
+    "SecretCreate",
+    "SecretOut",
+    "SplitRequest",
+    "SplitResponse",
+    "TokenCreate",
+    "TokenCreated",
+    "TokenOut",
+    "WhoAmIOut",
+    "WorkspaceCreate",
+    "WorkspaceCreated",
+    "WorkspaceOut",
+]

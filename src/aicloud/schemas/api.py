@@ -1,0 +1,139 @@
+"""Request and response bodies of ``/api/v1``. The client parses responses with these too."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from aicloud.entities import Role
+
+#: Names of workspaces, datasets, secrets, tokens: a letter or digit first, then letters,
+#: digits, ``-``, ``_`` or ``.``; never ``..``; at most 100 characters.
+NAME_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+_NAME_RE = re.compile(NAME_PATTERN)
+
+
+def _check_name(value: str) -> str:
+    if not _NAME_RE.match(value):
+        raise ValueError(
+            "use letters, digits, '-', '_' or '.', starting with a letter or digit, at most 100 characters, no '..'"
+        )
+    return value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
+SecretName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,99}$")]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class HealthOut(BaseModel):
+    status: str
+    version: str
+
+
+class WorkspaceOut(_Out):
+    id: str
+    name: str
+    created_at: datetime
+
+
+class WorkspaceCreate(BaseModel):
+    name: Name
+
+
+class TokenCreate(BaseModel):
+    name: Name
+    role: Role = Role.MEMBER
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class TokenOut(_Out):
+    id: str
+    name: str
+    role: Role
+    scope: str | None = None
+    created_at: datetime
+    expires_at: datetime | None = None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="The bearer token. Shown once; only its hash is stored.")
+
+
+class WorkspaceCreated(BaseModel):
+    workspace: WorkspaceOut
+    admin_token: TokenCreated
+
+
+class WhoAmIOut(BaseModel):
+    workspace: WorkspaceOut
+    token_id: str
+    token_name: str
+    role: Role
+
+
+class DatasetVersionOut(_Out):
+    id: str
+    name: str
+    version: int
+    format: str
+    filename: str
+    sha256: str
+    size_bytes: int
+    num_rows: int
+    schema_: list[dict[str, Any]] = Field(alias="schema")
+    stats: dict[str, dict[str, Any]]
+    lineage: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+
+    model_config = ConfigDict(from_attributes=True, populate_by_name=True, serialize_by_alias=True)
+
+
+class DatasetSummaryOut(_Out):
+    name: str
+    latest_version: int
+    num_versions: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class SplitRequest(BaseModel):
+    train_size: float = Field(default=0.8, gt=0.0, lt=1.0)
+    seed: int = 0
+    stratify: str | None = None
+
+
+class SplitResponse(BaseModel):
+    train: DatasetVersionOut
+    test: DatasetVersionOut
+
+
+class SecretCreate(BaseModel):
+    name: SecretName
+    value: str = Field(min_length=1, max_length=65536, repr=False)
+
+
+class SecretOut(_Out):
+    name: str
+    created_at: datetime
+
+
+class RotateKeyOut(BaseModel):
+    blobs_rewrapped: int
+    secrets_rewrapped: int

@@ -1,0 +1,101 @@
+"""The control-plane FastAPI application."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from aicloud import __version__
+from aicloud.blobs import open_blob_store
+from aicloud.config import Settings
+from aicloud.errors import AicloudError
+from aicloud.server.bootstrap import bootstrap
+from aicloud.server.routes import admin, datasets, health, secrets, tokens, workspaces
+from aicloud.server.state import AppState
+from aicloud.store import open_store
+
+log = logging.getLogger("aicloud.server")
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthenticated", 403: "permission_denied", 404: "not_found",
+               405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
+               422: "validation_error", 503: "unavailable"}
+
+
+def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, "details": details}}, status_code=status)
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        out.append({"field": ".".join(loc) or "body", "message": str(err.get("msg", ""))})
+    return out
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves as ``{"error": {...}}``; nothing leaks a stack trace."""
+
+    @app.exception_handler(AicloudError)
+    async def _aicloud(_: Request, exc: AicloudError) -> JSONResponse:
+        if exc.status_code >= 500:
+            log.error("%s: %s", exc.code, exc.message)
+        return JSONResponse(exc.to_payload(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = _validation_details(exc)
+        message = "; ".join(f"{d['field']}: {d['message']}" for d in details) or "invalid request"
+        return _error(422, "validation_error", message, details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        message = str(exc.detail) if exc.status_code != 404 else "no such route"
+        return _error(exc.status_code, code, message)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return _error(500, "internal", "internal server error; see the server log")
+
+
+def open_state(settings: Settings) -> AppState:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    store = open_store(settings.resolved_database_url, migrate=True)
+    blobs = open_blob_store(settings.resolved_blob_url, master_key=settings.master_key, home=str(settings.home))
+    bootstrap(settings, store)
+    return AppState(settings=settings, store=store, blobs=blobs)
+
+
+def create_app(settings: Settings | None = None, state: AppState | None = None) -> FastAPI:
+    """Build the control plane. ``state`` lets tests inject stores; otherwise they open at start-up."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.aicloud = state or open_state(settings)
+        try:
+            yield
+        finally:
+            app.state.aicloud.store.close()
+
+    app = FastAPI(
+        title="aicloud",
+        version=__version__,
+        lifespan=lifespan,
+        description="Self-hosted AI cloud control plane. Every route but /healthz needs a bearer token.",
+        generate_unique_id_function=lambda route: route.name,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    for module in (workspaces, tokens, datasets, secrets, admin):
+        app.include_router(module.router, prefix="/api/v1")
+    return app

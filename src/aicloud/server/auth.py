@@ -1,0 +1,73 @@
+"""Bearer tokens: minting, hashing, and verifying.
+
+A token reads ``aic_<id>_<secret>``. The id finds the row; only the sha256 of the
+secret is stored, and it is compared in constant time. Secrets are 32 random bytes,
+so a fast hash is enough (there is nothing to brute-force).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aicloud.entities import Role, Token, Workspace
+from aicloud.errors import PermissionDeniedError, UnauthenticatedError
+from aicloud.store import MetadataStore
+
+TOKEN_PREFIX = "aic_"
+_TOKEN_RE = re.compile(r"^aic_(tok_[a-z0-9]{16})_([A-Za-z0-9_-]{43})$")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token's workspace and role."""
+
+    workspace: Workspace
+    token: Token
+
+    @property
+    def role(self) -> Role:
+        return self.token.role
+
+    def require(self, needed: Role) -> None:
+        if not self.role.allows(needed):
+            raise PermissionDeniedError(
+                f"this needs the {needed.value} role; your token {self.token.name!r} is {self.role.value}",
+                details={"needed": needed.value, "role": self.role.value},
+            )
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def mint_token() -> tuple[str, str, str]:
+    """A new (token id, full bearer token, secret hash)."""
+    token_id = "tok_" + secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    return token_id, f"{TOKEN_PREFIX}{token_id}_{secret}", hash_secret(secret)
+
+
+def authenticate(store: MetadataStore, authorization: str | None) -> Principal:
+    """Resolve an ``Authorization: Bearer ...`` header to a principal, or raise 401."""
+    if not authorization:
+        raise UnauthenticatedError(
+            "missing bearer token: send 'Authorization: Bearer <token>' "
+            "(run `aicloud login` or see $AICLOUD_HOME/credentials)"
+        )
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise UnauthenticatedError("the Authorization header must be 'Bearer <token>'")
+    match = _TOKEN_RE.match(value.strip())
+    if match is None:
+        raise UnauthenticatedError("invalid token")
+    token = store.tokens.get(match.group(1))
+    if token is None or not hmac.compare_digest(token.secret_hash, hash_secret(match.group(2))):
+        raise UnauthenticatedError("invalid token")
+    if token.expires_at is not None and token.expires_at <= datetime.now(UTC):
+        raise UnauthenticatedError(f"token {token.name!r} expired at {token.expires_at.isoformat()}")
+    return Principal(workspace=store.workspaces.get(token.workspace_id), token=token)

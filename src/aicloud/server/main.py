@@ -1,0 +1,30 @@
+"""Run the control plane in the foreground (``aicloud server``)."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from aicloud.config import Settings
+from aicloud.server.app import create_app
+
+
+def run_server(settings: Settings | None = None) -> None:
+    settings = settings or Settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    run_server()

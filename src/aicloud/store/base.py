@@ -1,0 +1,137 @@
+"""The metadata store interface. Backends: SQL (SQLite or PostgreSQL) in ``store.sql``.
+
+Stores return entities (``aicloud.entities``), never ORM rows. Every method is its
+own transaction. Names and ids arrive already validated by the server.
+"""
+
+from __future__ import annotations
+
+import abc
+from datetime import datetime
+from typing import Any
+
+from aicloud.entities import DatasetSummary, DatasetVersion, Role, Secret, Token, Workspace
+
+
+class WorkspaceStore(abc.ABC):
+    @abc.abstractmethod
+    def create(self, name: str) -> Workspace:
+        """Raises ConflictError when the name is taken."""
+
+    @abc.abstractmethod
+    def get(self, workspace_id: str) -> Workspace:
+        """Raises NotFoundError."""
+
+    @abc.abstractmethod
+    def get_by_name(self, name: str) -> Workspace | None: ...
+
+    @abc.abstractmethod
+    def list(self) -> list[Workspace]: ...
+
+
+class TokenStore(abc.ABC):
+    @abc.abstractmethod
+    def create(
+        self,
+        *,
+        token_id: str,
+        workspace_id: str,
+        name: str,
+        role: Role,
+        secret_hash: str,
+        scope: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> Token: ...
+
+    @abc.abstractmethod
+    def get(self, token_id: str) -> Token | None:
+        """Look a token up by id across workspaces (authentication)."""
+
+    @abc.abstractmethod
+    def list(self, workspace_id: str) -> list[Token]: ...
+
+    @abc.abstractmethod
+    def delete(self, workspace_id: str, token_id: str) -> None:
+        """Raises NotFoundError when no such token in that workspace."""
+
+
+class DatasetStore(abc.ABC):
+    @abc.abstractmethod
+    def create_version(
+        self,
+        *,
+        workspace_id: str,
+        name: str,
+        format: str,
+        filename: str,
+        blob_digest: str,
+        size_bytes: int,
+        num_rows: int,
+        schema: list[dict[str, Any]],
+        stats: dict[str, dict[str, Any]],
+        lineage: dict[str, Any] | None = None,
+    ) -> DatasetVersion:
+        """Create the dataset on first use and append the next version number, atomically.
+
+        Safe under concurrency: N concurrent calls for one name yield versions 1..N,
+        never an error about a locked database.
+        """
+
+    @abc.abstractmethod
+    def get_version(self, workspace_id: str, name: str, version: int | None = None) -> DatasetVersion:
+        """The given version, or the latest when ``version`` is None. Raises NotFoundError."""
+
+    @abc.abstractmethod
+    def get_version_by_id(self, workspace_id: str, version_id: str) -> DatasetVersion:
+        """Raises NotFoundError (also for a version of another workspace)."""
+
+    @abc.abstractmethod
+    def list_datasets(self, workspace_id: str) -> list[DatasetSummary]: ...
+
+    @abc.abstractmethod
+    def list_versions(self, workspace_id: str, name: str) -> list[DatasetVersion]:
+        """Oldest first. Raises NotFoundError when the dataset does not exist."""
+
+    @abc.abstractmethod
+    def digest_in_use(self, digest: str) -> bool:
+        """Whether any dataset version in any workspace references this blob digest."""
+
+    @abc.abstractmethod
+    def delete_dataset(self, workspace_id: str, name: str) -> list[str]:
+        """Remove a dataset and all its versions; returns blob digests no longer referenced."""
+
+
+class SecretStore(abc.ABC):
+    @abc.abstractmethod
+    def create(self, workspace_id: str, name: str, ciphertext: bytes) -> Secret:
+        """Raises ConflictError when the name exists in the workspace."""
+
+    @abc.abstractmethod
+    def get(self, workspace_id: str, name: str) -> Secret:
+        """With ``ciphertext``. Raises NotFoundError."""
+
+    @abc.abstractmethod
+    def delete(self, workspace_id: str, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def all_ciphertexts(self) -> list[tuple[str, bytes]]:
+        """(secret id, ciphertext) for every secret in every workspace, for key rotation."""
+
+    @abc.abstractmethod
+    def replace_ciphertext(self, secret_id: str, ciphertext: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def list(self, workspace_id: str) -> list[Secret]:
+        """Without ciphertext."""
+
+
+class MetadataStore(abc.ABC):
+    """All resource stores over one database."""
+
+    workspaces: WorkspaceStore
+    tokens: TokenStore
+    datasets: DatasetStore
+    secrets: SecretStore
+
+    @abc.abstractmethod
+    def close(self) -> None: ...

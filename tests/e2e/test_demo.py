@@ -1,0 +1,35 @@
+"""The README path: `aicloud up`, `aicloud demo`, `aicloud down`, as real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from aicloud.testing.server import free_port
+
+
+def test_up_demo_down(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AICLOUD_")}
+    env.update(AICLOUD_HOME=str(tmp_path / "home"), AICLOUD_PORT=str(free_port()), COLUMNS="200")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, "-m", "aicloud", *args], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc
+
+    try:
+        assert "is up" in cli("up").stdout
+        assert "already running" in cli("up").stdout
+        out = cli("demo").stdout
+        assert "digits v1" in out and "breast-cancer v1" in out
+        assert "1797 rows" in out and "569 rows" in out
+        assert "digits-train:1 (1437 rows)" in out and "digits-test:1 (360 rows)" in out
+        assert "mean" in out and "distinct" in out
+        status = cli("status").stdout
+        assert "workspace default" in status
+    finally:
+        cli("down")
+    assert not (tmp_path / "home" / "server.pid").exists()

@@ -1,0 +1,37 @@
+"""Data makers and assertions shared by the integration and e2e tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+from sklearn.datasets import load_digits
+
+
+def digits_csv(path: Path) -> Path:
+    frame = load_digits(as_frame=True).frame.rename(columns={"target": "label"})
+    frame.to_csv(path, index=False)
+    return path
+
+
+def small_csv(path: Path, rows: int = 50) -> Path:
+    pd.DataFrame(
+        {"x": range(rows), "y": [i * 0.5 for i in range(rows)], "label": [i % 2 for i in range(rows)]}
+    ).to_csv(path, index=False)
+    return path
+
+
+def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    """The response is the DESIGN.md error shape with this status (and code), and no stack trace."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}, body
+    err = body["error"]
+    assert set(err) == {"code", "message", "details"}, err
+    assert err["message"], err
+    if code is not None:
+        assert err["code"] == code, err
+    assert "Traceback" not in response.text and 'File "' not in response.text
+    return dict(err)

@@ -1,0 +1,44 @@
+"""Every route of the app carries an auth decision, so a new route cannot ship open."""
+
+from __future__ import annotations
+
+from fastapi import routing
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+
+from aicloud.server.app import create_app
+from aicloud.server.deps import AUTH_DEPENDENCIES, public
+
+PUBLIC_PATHS = {"/healthz"}
+DOCS_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+
+
+def _calls(dep: Dependant) -> set[object]:
+    found = {dep.call} if dep.call is not None else set()
+    for sub in dep.dependencies:
+        found |= _calls(sub)
+    return found
+
+
+def test_every_route_has_an_auth_decision() -> None:
+    app = create_app()
+    checked = 0
+    for ctx in routing.iter_route_contexts(app.routes):  # flattens included routers
+        route, path = ctx.original_route, ctx.path
+        if not isinstance(route, APIRoute):
+            assert path in DOCS_PATHS, f"unexpected non-API route {path}"
+            continue
+        decisions = _calls(route.dependant) & set(AUTH_DEPENDENCIES)
+        assert len(decisions) == 1, f"{sorted(route.methods)} {path} has auth decisions {decisions}"
+        if public in decisions:
+            assert path in PUBLIC_PATHS, f"{path} is public but not on the allow-list"
+        checked += 1
+    assert checked >= 10
+
+
+def test_operation_ids_are_stable_names() -> None:
+    spec = create_app().openapi()
+    ids = [op["operationId"] for path in spec["paths"].values() for op in path.values()]
+    assert len(ids) == len(set(ids))
+    assert "datasets_upload" in ids and "health" in ids
+    assert all(i.replace("_", "").isalnum() for i in ids), ids
