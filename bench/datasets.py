@@ -53,7 +53,10 @@ async def fixed_rate_gets(url: str, token: str, path: str, rate: float, seconds:
     """Open-loop load: one request every 1/rate s, whatever the latency; returns latencies in ms."""
     latencies: list[float] = []
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, limits=limits) as c:
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {token}"}, limits=limits
+    ) as c:
+
         async def one() -> None:
             t0 = time.perf_counter()
             r = await c.get(path)
@@ -107,9 +110,14 @@ def main() -> None:
             download_s = time.perf_counter() - t0
             assert (work / "back.csv").stat().st_size == size
             (work / "back.csv").unlink()
-            console.print(f"GET /datasets/bench/versions/1 at {args.rate:.0f} req/s for {args.seconds:.0f} s …")
-            lat = asyncio.run(fixed_rate_gets(srv.url, srv.token, "/api/v1/datasets/bench/versions/1",
-                                              args.rate, args.seconds))
+            console.print(
+                f"GET /datasets/bench/versions/1 at {args.rate:.0f} req/s for {args.seconds:.0f} s …"
+            )
+            lat = asyncio.run(
+                fixed_rate_gets(
+                    srv.url, srv.token, "/api/v1/datasets/bench/versions/1", args.rate, args.seconds
+                )
+            )
     copy_mbs, up_mbs, down_mbs = mb / copy_s, mb / upload_s, mb / download_s
     result = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
@@ -129,7 +137,9 @@ def main() -> None:
     for col in ("measure", "value", "vs plain copy", "target"):
         table.add_column(col)
     table.add_row("plain file copy (+fsync)", f"{copy_mbs:.0f} MB/s", "1.00", "")
-    table.add_row("upload (stream+encrypt+profile)", f"{up_mbs:.0f} MB/s", f"{up_mbs / copy_mbs:.2f}", "≥ 0.5")
+    table.add_row(
+        "upload (stream+encrypt+profile)", f"{up_mbs:.0f} MB/s", f"{up_mbs / copy_mbs:.2f}", "≥ 0.5"
+    )
     table.add_row("download (decrypt+stream)", f"{down_mbs:.0f} MB/s", f"{down_mbs / copy_mbs:.2f}", "≥ 0.5")
     table.add_row(f"GET version p50 @ {args.rate:.0f}/s", f"{result['get_p50_ms']} ms", "", "")
     table.add_row(f"GET version p99 @ {args.rate:.0f}/s", f"{result['get_p99_ms']} ms", "", "< 20 ms")

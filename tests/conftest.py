@@ -47,7 +47,9 @@ def client(server: ServerProcess) -> Iterator[Client]:
 @pytest.fixture
 def http(server: ServerProcess) -> Iterator[httpx.Client]:
     """Raw HTTP with the admin token, for asserting on status codes and bodies."""
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"}, timeout=60) as c:
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {server.token}"}, timeout=60
+    ) as c:
         yield c
 
 
@@ -61,7 +63,9 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start extra servers owned by one test (killed, restarted, or on PostgreSQL)."""
     started: list[ServerProcess] = []
 
-    def make(home: Path | None = None, env: dict[str, str] | None = None, start: bool = True) -> ServerProcess:
+    def make(
+        home: Path | None = None, env: dict[str, str] | None = None, start: bool = True
+    ) -> ServerProcess:
         proc = ServerProcess(home or tmp_path / f"home{len(started)}", env=env)
         started.append(proc)
         return proc.start() if start else proc

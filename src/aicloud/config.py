@@ -24,13 +24,17 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="AICLOUD_", extra="ignore")
 
-    home: Path = Field(default_factory=_default_home, description="Folder for the database, blobs, keys, logs.")
+    home: Path = Field(
+        default_factory=_default_home, description="Folder for the database, blobs, keys, logs."
+    )
     host: str = Field(default="127.0.0.1", description="Address the control plane listens on.")
     port: int = Field(default=DEFAULT_PORT, description="Port the control plane listens on.")
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the metadata store; default SQLite under home."
     )
-    blob_url: str | None = Field(default=None, description="Blob store URL; default file:// folder under home.")
+    blob_url: str | None = Field(
+        default=None, description="Blob store URL; default file:// folder under home."
+    )
     master_key: str | None = Field(
         default=None,
         description="Base64 master key (32 bytes); overrides home/master.key. Never logged.",

@@ -136,7 +136,7 @@ def error_from_payload(status_code: int, payload: Any) -> AicloudError:
         cls = next((c for c in ERRORS_BY_CODE.values() if c.status_code == status_code), AicloudError)
         return cls(f"HTTP {status_code}: {str(payload)[:500]}")
     code = str(err.get("code", "internal"))
-    cls = ERRORS_BY_CODE.get(code)
-    if cls is None:
-        cls = next((c for c in ERRORS_BY_CODE.values() if c.status_code == status_code), AicloudError)
-    return cls(str(err.get("message", "")), details=err.get("details"))
+    found = ERRORS_BY_CODE.get(code)
+    if found is None:
+        found = next((c for c in ERRORS_BY_CODE.values() if c.status_code == status_code), AicloudError)
+    return found(str(err.get("message", "")), details=err.get("details"))

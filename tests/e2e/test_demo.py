@@ -15,8 +15,9 @@ def test_up_demo_down(tmp_path: Path) -> None:
     env.update(AICLOUD_HOME=str(tmp_path / "home"), AICLOUD_PORT=str(free_port()), COLUMNS="200")
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "aicloud", *args], env=env, capture_output=True, text=True,
-                              timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "aicloud", *args], env=env, capture_output=True, text=True, timeout=300
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc
 

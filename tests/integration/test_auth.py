@@ -7,11 +7,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import assert_error, small_csv
 
 from aicloud import Client
 from aicloud.errors import NotFoundError, PermissionDeniedError, UnauthenticatedError
 from aicloud.testing.server import ServerProcess
+
+from helpers import assert_error, small_csv
 
 
 def test_health_is_public(server: ServerProcess) -> None:
@@ -21,13 +22,22 @@ def test_health_is_public(server: ServerProcess) -> None:
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer"}, {"Authorization": "Basic dXNlcjpwYXNz"},
-     {"Authorization": "Bearer aic_tok_0000000000000000_" + "A" * 43}, {"Authorization": "Bearer garbage"}],
+    [
+        {},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": "Bearer aic_tok_0000000000000000_" + "A" * 43},
+        {"Authorization": "Bearer garbage"},
+    ],
     ids=["missing", "empty", "basic", "wrong-secret", "garbage"],
 )
 def test_missing_or_wrong_token_is_401(server: ServerProcess, headers: dict[str, str]) -> None:
-    for method, path in [("GET", "/api/v1/datasets"), ("POST", "/api/v1/secrets"), ("GET", "/api/v1/tokens"),
-                         ("GET", "/openapi-not-a-route")]:
+    for method, path in [
+        ("GET", "/api/v1/datasets"),
+        ("POST", "/api/v1/secrets"),
+        ("GET", "/api/v1/tokens"),
+        ("GET", "/openapi-not-a-route"),
+    ]:
         r = httpx.request(method, f"{server.url}{path}", headers=headers)
         if path.startswith("/api"):
             assert_error(r, 401, "unauthenticated")
@@ -40,8 +50,9 @@ def test_credentials_file_is_private(server: ServerProcess) -> None:
     assert server.token not in server.output()  # the token is never logged
 
 
-def test_viewer_reads_but_cannot_write(client: Client, server: ServerProcess, tmp_path: Path,
-                                       unique: Callable[[str], str]) -> None:
+def test_viewer_reads_but_cannot_write(
+    client: Client, server: ServerProcess, tmp_path: Path, unique: Callable[[str], str]
+) -> None:
     name = unique("ds")
     client.datasets.create(name, small_csv(tmp_path / "a.csv"))
     viewer = client.tokens.create(unique("viewer"), role="viewer")
@@ -56,7 +67,9 @@ def test_viewer_reads_but_cannot_write(client: Client, server: ServerProcess, tm
     assert [x.version for x in client.datasets.versions(name)] == [1]
 
 
-def test_member_cannot_manage_tokens(client: Client, server: ServerProcess, unique: Callable[[str], str]) -> None:
+def test_member_cannot_manage_tokens(
+    client: Client, server: ServerProcess, unique: Callable[[str], str]
+) -> None:
     member = client.tokens.create(unique("member"), role="member")
     with Client(url=server.url, token=member.token) as m:
         with pytest.raises(PermissionDeniedError):
@@ -64,7 +77,9 @@ def test_member_cannot_manage_tokens(client: Client, server: ServerProcess, uniq
         assert m.workspaces.whoami().role.value == "member"
 
 
-def test_revoked_token_stops_working(client: Client, server: ServerProcess, unique: Callable[[str], str]) -> None:
+def test_revoked_token_stops_working(
+    client: Client, server: ServerProcess, unique: Callable[[str], str]
+) -> None:
     tok = client.tokens.create(unique("temp"), role="member")
     with Client(url=server.url, token=tok.token) as t:
         t.datasets.list()
@@ -82,16 +97,19 @@ def test_tokens_are_listed_without_secrets(http: httpx.Client, unique: Callable[
     assert created["token"] not in http.get("/api/v1/tokens").text
 
 
-def test_other_workspace_resources_are_404(client: Client, server: ServerProcess, tmp_path: Path,
-                                           unique: Callable[[str], str]) -> None:
+def test_other_workspace_resources_are_404(
+    client: Client, server: ServerProcess, tmp_path: Path, unique: Callable[[str], str]
+) -> None:
     name = unique("private")
     client.datasets.create(name, small_csv(tmp_path / "p.csv"))
     other = client.workspaces.create(unique("team"))
     with Client(url=server.url, token=other.admin_token.token) as o:
         with pytest.raises(NotFoundError):
             o.datasets.get(name)
-        r = httpx.get(f"{server.url}/api/v1/datasets/{name}/versions/1/content",
-                      headers={"Authorization": f"Bearer {other.admin_token.token}"})
+        r = httpx.get(
+            f"{server.url}/api/v1/datasets/{name}/versions/1/content",
+            headers={"Authorization": f"Bearer {other.admin_token.token}"},
+        )
         assert_error(r, 404, "not_found")
         assert name not in {d.name for d in o.datasets.list()}
         with pytest.raises(PermissionDeniedError):  # only admins of 'default' create workspaces
@@ -101,7 +119,10 @@ def test_other_workspace_resources_are_404(client: Client, server: ServerProcess
 def test_bad_token_bodies_are_422(http: httpx.Client) -> None:
     assert_error(http.post("/api/v1/tokens", json={"name": "x", "role": "root"}), 422, "validation_error")
     assert_error(http.post("/api/v1/tokens", json={"name": "../x"}), 422, "validation_error")
-    assert_error(http.post("/api/v1/tokens", content=b"{not json", headers={"Content-Type": "application/json"}),
-                 422, "validation_error")
+    assert_error(
+        http.post("/api/v1/tokens", content=b"{not json", headers={"Content-Type": "application/json"}),
+        422,
+        "validation_error",
+    )
     assert_error(http.delete("/api/v1/tokens/..%2F..%2Fetc"), 404)
     assert_error(http.delete("/api/v1/tokens/tok_0123456789abcdef"), 404, "not_found")

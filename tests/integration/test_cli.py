@@ -9,19 +9,26 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from helpers import digits_csv
-
 from aicloud.testing.server import ServerProcess
 
+from helpers import digits_csv
 
-def run_cli(srv: ServerProcess, *args: str, stdin: str | None = None, token: str | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
+
+def run_cli(
+    srv: ServerProcess, *args: str, stdin: str | None = None, token: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AICLOUD_")}
     env.update(AICLOUD_HOME=str(srv.home), AICLOUD_URL=srv.url, COLUMNS="200")
     if token:
         env["AICLOUD_TOKEN"] = token
-    proc = subprocess.run([sys.executable, "-m", "aicloud", *args], env=env, input=stdin, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "aicloud", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
@@ -31,7 +38,12 @@ def test_dataset_commands(server: ServerProcess, tmp_path: Path, unique: Callabl
     name = unique("cli")
     path = digits_csv(tmp_path / "digits.csv")
     up = run_cli(server, "dataset", "upload", name, str(path))
-    assert f"{name}" in up.stdout and "1797 rows" in up.stdout and "pixel_0_0" in up.stdout and "mean" in up.stdout
+    assert (
+        f"{name}" in up.stdout
+        and "1797 rows" in up.stdout
+        and "pixel_0_0" in up.stdout
+        and "mean" in up.stdout
+    )
     shown = json.loads(run_cli(server, "dataset", "show", f"{name}:1", "-o", "json").stdout)
     assert shown["num_rows"] == 1797 and shown["version"] == 1
     listed = json.loads(run_cli(server, "dataset", "list", "--output", "json").stdout)
@@ -50,7 +62,9 @@ def test_secret_and_token_commands(server: ServerProcess, unique: Callable[[str]
     run_cli(server, "secret", "create", secret, stdin="hunter2-value\n")
     listed = run_cli(server, "secret", "list", "-o", "json").stdout
     assert secret in listed and "hunter2" not in listed
-    created = json.loads(run_cli(server, "token", "create", unique("ci"), "--role", "viewer", "-o", "json").stdout)
+    created = json.loads(
+        run_cli(server, "token", "create", unique("ci"), "--role", "viewer", "-o", "json").stdout
+    )
     assert created["role"] == "viewer" and created["token"].startswith("aic_")
     denied = run_cli(server, "secret", "create", "X", "--value", "y", token=created["token"], check=False)
     assert denied.returncode == 1
@@ -71,6 +85,11 @@ def test_errors_are_one_line_not_tracebacks(server: ServerProcess, tmp_path: Pat
 def test_cli_without_a_server_says_what_to_do(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AICLOUD_")}
     env.update(AICLOUD_HOME=str(tmp_path), AICLOUD_URL="http://127.0.0.1:9", AICLOUD_TOKEN="x")
-    proc = subprocess.run([sys.executable, "-m", "aicloud", "dataset", "list"], env=env, capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "aicloud", "dataset", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1 and "aicloud up" in proc.stderr

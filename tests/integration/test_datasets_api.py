@@ -12,13 +12,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import digits_csv, small_csv
 
 from aicloud import Client
 from aicloud.errors import NotFoundError
 
+from helpers import digits_csv, small_csv
 
-def test_upload_records_schema_stats_and_sha(client: Client, tmp_path: Path, unique: Callable[[str], str]) -> None:
+
+def test_upload_records_schema_stats_and_sha(
+    client: Client, tmp_path: Path, unique: Callable[[str], str]
+) -> None:
     path = digits_csv(tmp_path / "digits.csv")
     ds = client.datasets.create(unique("digits"), path)
     frame = pd.read_csv(path)
@@ -33,8 +36,9 @@ def test_upload_records_schema_stats_and_sha(client: Client, tmp_path: Path, uni
     assert client.datasets.get(ds.name).id == ds.id
 
 
-def test_each_upload_is_a_new_immutable_version(client: Client, tmp_path: Path,
-                                                unique: Callable[[str], str]) -> None:
+def test_each_upload_is_a_new_immutable_version(
+    client: Client, tmp_path: Path, unique: Callable[[str], str]
+) -> None:
     name = unique("ds")
     v1 = client.datasets.create(name, small_csv(tmp_path / "a.csv", rows=10))
     v2 = client.datasets.create(name, small_csv(tmp_path / "b.csv", rows=20))
@@ -71,9 +75,17 @@ def _jsonl(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("maker", "fmt", "rows"), [(_parquet, "parquet", 4), (_npz, "npz", 10), (_jsonl, "jsonl", 7)])
-def test_other_formats(client: Client, tmp_path: Path, unique: Callable[[str], str],
-                       maker: Callable[[Path], Path], fmt: str, rows: int) -> None:
+@pytest.mark.parametrize(
+    ("maker", "fmt", "rows"), [(_parquet, "parquet", 4), (_npz, "npz", 10), (_jsonl, "jsonl", 7)]
+)
+def test_other_formats(
+    client: Client,
+    tmp_path: Path,
+    unique: Callable[[str], str],
+    maker: Callable[[Path], Path],
+    fmt: str,
+    rows: int,
+) -> None:
     path = maker(tmp_path / f"data.{fmt}")
     ds = client.datasets.create(unique(fmt), path)
     assert (ds.format, ds.num_rows) == (fmt, rows)
@@ -85,8 +97,9 @@ def test_other_formats(client: Client, tmp_path: Path, unique: Callable[[str], s
         assert ds.stats["a"]["nulls"] == 1
 
 
-def test_split_is_stratified_deterministic_and_has_lineage(client: Client, tmp_path: Path,
-                                                           unique: Callable[[str], str]) -> None:
+def test_split_is_stratified_deterministic_and_has_lineage(
+    client: Client, tmp_path: Path, unique: Callable[[str], str]
+) -> None:
     ds = client.datasets.create(unique("digits"), digits_csv(tmp_path / "d.csv"))
     train, test = ds.split(train_size=0.8, seed=0, stratify="label")
     assert train.num_rows + test.num_rows == ds.num_rows
@@ -124,8 +137,9 @@ def test_delete_dataset(client: Client, tmp_path: Path, unique: Callable[[str], 
         client.datasets.get(name)
 
 
-def test_secrets_are_never_returned(client: Client, server_home_text: Callable[[], bytes],
-                                    unique: Callable[[str], str]) -> None:
+def test_secrets_are_never_returned(
+    client: Client, server_home_text: Callable[[], bytes], unique: Callable[[str], str]
+) -> None:
     name = unique("S").replace("-", "_")
     value = "sk-" + unique("supersecretvalue")
     client.secrets.create(name, value)

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import assert_error, digits_csv, small_csv
 
 from aicloud import Client
 from aicloud.errors import NotFoundError
 from aicloud.testing.server import ServerProcess
+
+from helpers import assert_error, digits_csv, small_csv
 
 MARKER = b"PLAINTEXT-MARKER-7f3a9c"
 
@@ -37,8 +38,13 @@ def test_kill_9_during_upload_leaves_no_version(make_server: Callable[..., Serve
             time.sleep(0.001)
 
     with pytest.raises(httpx.HTTPError):
-        httpx.post(f"{srv.url}/api/v1/datasets/crashy/versions", params={"filename": "c.csv"}, content=slow_body(),
-                   headers={"Authorization": f"Bearer {srv.token}", "Content-Type": "text/csv"}, timeout=30)
+        httpx.post(
+            f"{srv.url}/api/v1/datasets/crashy/versions",
+            params={"filename": "c.csv"},
+            content=slow_body(),
+            headers={"Authorization": f"Bearer {srv.token}", "Content-Type": "text/csv"},
+            timeout=30,
+        )
     assert killed.is_set() and not srv.alive()
     srv.start()
     with Client(url=srv.url, token=srv.token) as c:
@@ -49,8 +55,9 @@ def test_kill_9_during_upload_leaves_no_version(make_server: Callable[..., Serve
     assert tmp_files == []
 
 
-def test_twenty_concurrent_uploads_make_twenty_versions(client: Client, tmp_path: Path,
-                                                        unique: Callable[[str], str]) -> None:
+def test_twenty_concurrent_uploads_make_twenty_versions(
+    client: Client, tmp_path: Path, unique: Callable[[str], str]
+) -> None:
     name = unique("concurrent")
     files = [small_csv(tmp_path / f"f{i}.csv", rows=10 + i) for i in range(20)]
     with ThreadPoolExecutor(20) as pool:
@@ -60,8 +67,9 @@ def test_twenty_concurrent_uploads_make_twenty_versions(client: Client, tmp_path
     assert len(client.datasets.versions(name)) == 20
 
 
-def test_plaintext_never_under_home(client: Client, server: ServerProcess, tmp_path: Path,
-                                    unique: Callable[[str], str]) -> None:
+def test_plaintext_never_under_home(
+    client: Client, server: ServerProcess, tmp_path: Path, unique: Callable[[str], str]
+) -> None:
     path = tmp_path / "marked.csv"
     path.write_bytes(b"text,n\n" + b"".join(MARKER + f"-{i},{i}\n".encode() for i in range(2000)))
     ds = client.datasets.create(unique("marked"), path)
@@ -85,14 +93,18 @@ def test_tampered_object_is_refused_and_rotation_keeps_old_objects(
         assert before.download(tmp_path / "b.csv").read_bytes() == original.read_bytes()
         after = c.datasets.create("after", small_csv(tmp_path / "s.csv"))
         assert after.download(tmp_path / "a.csv").read_bytes() == (tmp_path / "s.csv").read_bytes()
-        data_files = sorted(p for p in (srv.home / "blobs").rglob("*") if p.is_file() and p.stat().st_size > 50_000)
+        data_files = sorted(
+            p for p in (srv.home / "blobs").rglob("*") if p.is_file() and p.stat().st_size > 50_000
+        )
         assert data_files, "the digits object should be on disk"
         victim = data_files[0]
         raw = bytearray(victim.read_bytes())
         raw[len(raw) // 2] ^= 0x01
         victim.write_bytes(bytes(raw))
-        r = httpx.get(f"{srv.url}/api/v1/datasets/before/versions/1/content",
-                      headers={"Authorization": f"Bearer {srv.token}"})
+        r = httpx.get(
+            f"{srv.url}/api/v1/datasets/before/versions/1/content",
+            headers={"Authorization": f"Bearer {srv.token}"},
+        )
         if r.status_code == 200:  # damage past the first chunk: the stream is cut, never completed
             pytest.fail("a tampered object was served in full")
         err = assert_error(r, 500, "data_corrupted")

@@ -7,17 +7,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from helpers import digits_csv, small_csv
 
 from aicloud import Client
 from aicloud.errors import NotFoundError
 from aicloud.testing.server import ServerProcess
 
+from helpers import digits_csv, small_csv
+
 pytestmark = pytest.mark.postgres
 
 
-def test_dataset_flow_on_postgres(make_server: Callable[..., ServerProcess], pg_database: str,
-                                  tmp_path: Path) -> None:
+def test_dataset_flow_on_postgres(
+    make_server: Callable[..., ServerProcess], pg_database: str, tmp_path: Path
+) -> None:
     srv = make_server(env={"AICLOUD_DATABASE_URL": pg_database})
     with Client(url=srv.url, token=srv.token) as c:
         ds = c.datasets.create("digits", digits_csv(tmp_path / "d.csv"))

@@ -15,6 +15,14 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import make_url
+
+from aicloud.entities import DatasetVersion, Role, VersionStatus
+from aicloud.errors import ConflictError, NotFoundError, StoreSchemaError, UnavailableError
+from aicloud.store import MetadataStore, open_store
+from aicloud.store.sql import migrate
+from aicloud.store.sql.session import create_db_engine
+from aicloud.store.sql.tables import Base
+
 from store_fixtures import (  # noqa: F401  (pytest finds the fixtures: store, store_url, ...)
     create_versions_in_subprocess,
     postgres_url_fixture,
@@ -23,13 +31,6 @@ from store_fixtures import (  # noqa: F401  (pytest finds the fixtures: store, s
     store_url_fixture,
     version_fields,
 )
-
-from aicloud.entities import DatasetVersion, Role, VersionStatus
-from aicloud.errors import ConflictError, NotFoundError, StoreSchemaError, UnavailableError
-from aicloud.store import MetadataStore, open_store
-from aicloud.store.sql import migrate
-from aicloud.store.sql.session import create_db_engine
-from aicloud.store.sql.tables import Base
 
 
 def _is_utc(value: datetime) -> bool:

@@ -11,7 +11,9 @@ DOCS = Path(__file__).parents[2] / "docs" / "settings.md"
 
 def test_every_setting_is_documented() -> None:
     text = DOCS.read_text()
-    missing = [f"AICLOUD_{name.upper()}" for name in Settings.model_fields if f"`AICLOUD_{name.upper()}`" not in text]
+    missing = [
+        f"AICLOUD_{name.upper()}" for name in Settings.model_fields if f"`AICLOUD_{name.upper()}`" not in text
+    ]
     assert missing == [], f"document these in docs/settings.md: {missing}"
 
 

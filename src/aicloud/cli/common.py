@@ -18,7 +18,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-class Output(str, enum.Enum):
+class Output(enum.StrEnum):
     table = "table"
     json = "json"
 
@@ -38,7 +38,9 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: to_jsonable(v) for k, v in value.items()}
     if hasattr(value, "__dataclass_fields__"):
-        return {k: to_jsonable(getattr(value, k)) for k in value.__dataclass_fields__ if not k.startswith("_")}
+        return {
+            k: to_jsonable(getattr(value, k)) for k in value.__dataclass_fields__ if not k.startswith("_")
+        }
     if hasattr(value, "isoformat"):
         return value.isoformat()
     if isinstance(value, enum.Enum):

@@ -16,7 +16,8 @@ app = typer.Typer(help="Upload, inspect, split and download datasets.", no_args_
 def render_version(v: DatasetVersion, max_columns: int = 20) -> None:
     """A version's header line, schema and per-column stats."""
     console.print(
-        f"[bold]{v.name}[/] v{v.version}  {v.format}  {v.num_rows} rows  {v.size_bytes} bytes  sha256 {v.sha256[:16]}…"
+        f"[bold]{v.name}[/] v{v.version}  {v.format}  {v.num_rows} rows  {v.size_bytes} bytes  "
+        f"sha256 {v.sha256[:16]}…"
     )
     if v.lineage.get("source") == "split":
         p = v.lineage["parent"]
@@ -24,8 +25,17 @@ def render_version(v: DatasetVersion, max_columns: int = 20) -> None:
     rows: list[list[Any]] = []
     for col in v.schema[:max_columns]:
         s = v.stats.get(col["name"], {})
-        rows.append([col["name"], col["dtype"], fmt_num(s.get("min")), fmt_num(s.get("max")),
-                     fmt_num(s.get("mean")), fmt_num(s.get("nulls")), fmt_num(s.get("distinct"))])
+        rows.append(
+            [
+                col["name"],
+                col["dtype"],
+                fmt_num(s.get("min")),
+                fmt_num(s.get("max")),
+                fmt_num(s.get("mean")),
+                fmt_num(s.get("nulls")),
+                fmt_num(s.get("distinct")),
+            ]
+        )
     console.print(table(None, ["column", "dtype", "min", "max", "mean", "nulls", "distinct"], rows))
     if len(v.schema) > max_columns:
         console.print(f"  … and {len(v.schema) - max_columns} more columns (--output json shows all)")
@@ -47,9 +57,20 @@ def upload(
 def list_(output: Output = OutputOpt) -> None:
     """All datasets of the workspace."""
     items = client().datasets.list()
-    emit(items, output, lambda xs: console.print(table(
-        "datasets", ["name", "latest", "versions", "updated"],
-        [[d.name, d.latest_version, d.num_versions, d.updated_at.isoformat(timespec="seconds")] for d in xs])))
+    emit(
+        items,
+        output,
+        lambda xs: console.print(
+            table(
+                "datasets",
+                ["name", "latest", "versions", "updated"],
+                [
+                    [d.name, d.latest_version, d.num_versions, d.updated_at.isoformat(timespec="seconds")]
+                    for d in xs
+                ],
+            )
+        ),
+    )
 
 
 @app.command("show")
@@ -63,10 +84,28 @@ def show(ref: str = typer.Argument(..., help="NAME or NAME:VERSION"), output: Ou
 def versions(name: str, output: Output = OutputOpt) -> None:
     """Every version of a dataset."""
     items = client().datasets.versions(name)
-    emit(items, output, lambda xs: console.print(table(
-        name, ["version", "format", "rows", "bytes", "sha256", "source", "created"],
-        [[v.version, v.format, v.num_rows, v.size_bytes, v.sha256[:12], v.lineage.get("source"),
-          v.created_at.isoformat(timespec="seconds")] for v in xs])))
+    emit(
+        items,
+        output,
+        lambda xs: console.print(
+            table(
+                name,
+                ["version", "format", "rows", "bytes", "sha256", "source", "created"],
+                [
+                    [
+                        v.version,
+                        v.format,
+                        v.num_rows,
+                        v.size_bytes,
+                        v.sha256[:12],
+                        v.lineage.get("source"),
+                        v.created_at.isoformat(timespec="seconds"),
+                    ]
+                    for v in xs
+                ],
+            )
+        ),
+    )
 
 
 @app.command("split")

@@ -63,13 +63,18 @@ def up(timeout: float = typer.Option(60.0, help="seconds to wait for the server 
     with open(settings.log_path, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "aicloud", "server"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     settings.pid_path.write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            err_console.print(f"[red]the server exited with code {proc.returncode}; see {settings.log_path}[/]")
+            err_console.print(
+                f"[red]the server exited with code {proc.returncode}; see {settings.log_path}[/]"
+            )
             raise typer.Exit(1)
         if _healthy(url):
             console.print(f"aicloud is up at {url} (pid {proc.pid}, log {settings.log_path})")
@@ -109,7 +114,9 @@ def status() -> None:
         console.print(f"aicloud is not answering at {c.url}")
         raise typer.Exit(1)
     me = c.workspaces.whoami()
-    console.print(f"aicloud at {c.url}: workspace {me.workspace.name}, token {me.token_name} ({me.role.value})")
+    console.print(
+        f"aicloud at {c.url}: workspace {me.workspace.name}, token {me.token_name} ({me.role.value})"
+    )
     pid = _read_pid(settings)
     if pid:
         console.print(f"background server pid {pid}, log {settings.log_path}")

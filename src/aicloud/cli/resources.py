@@ -8,7 +8,9 @@ import typer
 
 from aicloud.cli.common import Output, OutputOpt, client, console, emit, table
 
-secret_app = typer.Typer(help="Encrypted values injected into workloads; never shown again.", no_args_is_help=True)
+secret_app = typer.Typer(
+    help="Encrypted values injected into workloads; never shown again.", no_args_is_help=True
+)
 token_app = typer.Typer(help="Bearer tokens of this workspace (admin).", no_args_is_help=True)
 workspace_app = typer.Typer(help="Workspaces (tenants).", no_args_is_help=True)
 
@@ -20,7 +22,11 @@ def secret_create(
 ) -> None:
     """Create a secret. Prefer stdin or the prompt over --value (shell history keeps arguments)."""
     if value is None:
-        value = sys.stdin.read().rstrip("\n") if not sys.stdin.isatty() else typer.prompt("value", hide_input=True)
+        value = (
+            sys.stdin.read().rstrip("\n")
+            if not sys.stdin.isatty()
+            else typer.prompt("value", hide_input=True)
+        )
     s = client().secrets.create(name, value)
     console.print(f"created secret {s.name}")
 
@@ -29,8 +35,17 @@ def secret_create(
 def secret_list(output: Output = OutputOpt) -> None:
     """Names of the workspace's secrets (values are never returned)."""
     items = client().secrets.list()
-    emit(items, output, lambda xs: console.print(table(
-        "secrets", ["name", "created"], [[s.name, s.created_at.isoformat(timespec="seconds")] for s in xs])))
+    emit(
+        items,
+        output,
+        lambda xs: console.print(
+            table(
+                "secrets",
+                ["name", "created"],
+                [[s.name, s.created_at.isoformat(timespec="seconds")] for s in xs],
+            )
+        ),
+    )
 
 
 @secret_app.command("delete")
@@ -60,10 +75,26 @@ def token_create(
 @token_app.command("list")
 def token_list(output: Output = OutputOpt) -> None:
     items = client().tokens.list()
-    emit(items, output, lambda xs: console.print(table(
-        "tokens", ["id", "name", "role", "created", "expires"],
-        [[t.id, t.name, t.role.value, t.created_at.isoformat(timespec="seconds"),
-          t.expires_at.isoformat(timespec="seconds") if t.expires_at else "never"] for t in xs])))
+    emit(
+        items,
+        output,
+        lambda xs: console.print(
+            table(
+                "tokens",
+                ["id", "name", "role", "created", "expires"],
+                [
+                    [
+                        t.id,
+                        t.name,
+                        t.role.value,
+                        t.created_at.isoformat(timespec="seconds"),
+                        t.expires_at.isoformat(timespec="seconds") if t.expires_at else "never",
+                    ]
+                    for t in xs
+                ],
+            )
+        ),
+    )
 
 
 @token_app.command("delete")
@@ -79,7 +110,9 @@ def workspace_create(name: str, output: Output = OutputOpt) -> None:
     created = client().workspaces.create(name)
 
     def render(_: object) -> None:
-        console.print(f"workspace {created.workspace.name} ({created.workspace.id}); admin token, shown once:")
+        console.print(
+            f"workspace {created.workspace.name} ({created.workspace.id}); admin token, shown once:"
+        )
         typer.echo(created.admin_token.token)
 
     emit(created, output, render)
@@ -88,9 +121,17 @@ def workspace_create(name: str, output: Output = OutputOpt) -> None:
 @workspace_app.command("list")
 def workspace_list(output: Output = OutputOpt) -> None:
     items = client().workspaces.list()
-    emit(items, output, lambda xs: console.print(table(
-        "workspaces", ["id", "name", "created"],
-        [[w.id, w.name, w.created_at.isoformat(timespec="seconds")] for w in xs])))
+    emit(
+        items,
+        output,
+        lambda xs: console.print(
+            table(
+                "workspaces",
+                ["id", "name", "created"],
+                [[w.id, w.name, w.created_at.isoformat(timespec="seconds")] for w in xs],
+            )
+        ),
+    )
 
 
 def rotate_key() -> None:

@@ -62,7 +62,9 @@ class DatasetVersion:
 _FIELDS = [f for f in DatasetVersion.__dataclass_fields__ if f not in {"_api", "schema"}]
 
 
-def _multipart(path: Path, filename: str, fields: dict[str, str], advance: Advance) -> tuple[str, int, Iterator[bytes]]:
+def _multipart(
+    path: Path, filename: str, fields: dict[str, str], advance: Advance
+) -> tuple[str, int, Iterator[bytes]]:
     """A streamed multipart/form-data body with a known length: fields, then the ``file`` part."""
     boundary = "aicloud-" + secrets.token_hex(16)
     head = b"".join(
@@ -124,11 +126,18 @@ class DatasetsAPI:
         return [self._version(v) for v in self._t.json("GET", f"/api/v1/datasets/{name}/versions")]
 
     def split(
-        self, name: str, version: int | None = None, *, train_size: float = 0.8, seed: int = 0,
+        self,
+        name: str,
+        version: int | None = None,
+        *,
+        train_size: float = 0.8,
+        seed: int = 0,
         stratify: str | None = None,
     ) -> tuple[DatasetVersion, DatasetVersion]:
         body = {"train_size": train_size, "seed": seed, "stratify": stratify}
-        payload = self._t.json("POST", f"/api/v1/datasets/{name}/versions/{version or 'latest'}/split", json=body)
+        payload = self._t.json(
+            "POST", f"/api/v1/datasets/{name}/versions/{version or 'latest'}/split", json=body
+        )
         out = SplitResponse.model_validate(payload)
         return DatasetVersion._from_wire(self, out.train), DatasetVersion._from_wire(self, out.test)
 
@@ -138,10 +147,11 @@ class DatasetsAPI:
     def download(
         self, name: str, path: str | os.PathLike[str], version: int | None = None, progress: bool = False
     ) -> Path:
-        """Stream a version to ``path`` through a temporary file; the sha256 is checked before it is renamed."""
+        """Stream a version to ``path`` via a temporary file; the sha256 is checked before the rename."""
         target = Path(path)
-        with self._t.stream("GET", f"/api/v1/datasets/{name}/versions/{version or 'latest'}/content",
-                            timeout=None) as response:
+        with self._t.stream(
+            "GET", f"/api/v1/datasets/{name}/versions/{version or 'latest'}/content", timeout=None
+        ) as response:
             if target.is_dir():
                 disposition = response.headers.get("content-disposition", "")
                 target = target / (disposition.partition('filename="')[2].rstrip('"') or name)
@@ -150,7 +160,10 @@ class DatasetsAPI:
             tmp = target.with_name(f".{target.name}.part{os.getpid()}")
             digest = hashlib.sha256()
             try:
-                with open(tmp, "wb") as f, transfer_bar(f"download {target.name}", total, progress) as advance:
+                with (
+                    open(tmp, "wb") as f,
+                    transfer_bar(f"download {target.name}", total, progress) as advance,
+                ):
                     for chunk in response.iter_bytes(CHUNK):
                         f.write(chunk)
                         digest.update(chunk)

@@ -63,9 +63,7 @@ class Transport:
                 f"cannot reach aicloud at {self.url} ({type(exc).__name__}); is it running? try `aicloud up`"
             ) from None
         if response.status_code == 401 and not self.token:
-            raise UnauthenticatedError(
-                "no token: pass token=..., set AICLOUD_TOKEN, or run `aicloud login`"
-            )
+            raise UnauthenticatedError("no token: pass token=..., set AICLOUD_TOKEN, or run `aicloud login`")
         raise_for_error(response)
         return response
 

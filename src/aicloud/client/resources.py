@@ -25,7 +25,9 @@ class SecretsAPI:
         self._t = transport
 
     def create(self, name: str, value: str) -> SecretOut:
-        return SecretOut.model_validate(self._t.json("POST", "/api/v1/secrets", json={"name": name, "value": value}))
+        return SecretOut.model_validate(
+            self._t.json("POST", "/api/v1/secrets", json={"name": name, "value": value})
+        )
 
     def list(self) -> list[SecretOut]:
         return [SecretOut.model_validate(s) for s in self._t.json("GET", "/api/v1/secrets")]
@@ -58,7 +60,9 @@ class WorkspacesAPI:
         self._t = transport
 
     def create(self, name: str) -> WorkspaceCreated:
-        return WorkspaceCreated.model_validate(self._t.json("POST", "/api/v1/workspaces", json={"name": name}))
+        return WorkspaceCreated.model_validate(
+            self._t.json("POST", "/api/v1/workspaces", json={"name": name})
+        )
 
     def list(self) -> list[WorkspaceOut]:
         return [WorkspaceOut.model_validate(w) for w in self._t.json("GET", "/api/v1/workspaces")]

@@ -33,9 +33,9 @@ from aicloud.data.formats import (
 )
 from aicloud.errors import InvalidDataError
 
-CSV_BLOCK = 32 << 20  # bytes per block of the streaming reader
-CSV_CHUNK = 32 << 20  # bytes per chunk of the chunked reader (more when a row is longer)
-PARSE_BLOCK = 4 << 20  # pyarrow's unit of parallel parsing within a chunk
+CSV_BLOCK = 4 << 20  # bytes per block of the streaming reader
+CSV_CHUNK = 4 << 20  # bytes per chunk of the chunked reader (more when a row is longer)
+PARSE_BLOCK = 1 << 20  # pyarrow's unit of parallel parsing within a chunk
 _MAX_RETRIES = 64
 
 _CONVERSION = re.compile(

@@ -5,7 +5,8 @@ For every column: ``nulls`` (nulls and float NaN), ``distinct`` (distinct non-nu
 
 * numbers: min and max as ints or floats, mean as a float;
 * booleans count as numeric: min/max are ``false``/``true``, mean is the fraction of ``true``;
-* strings: min/max are the lexicographic extremes (cut to 200 characters), mean is None;
+* strings: min/max/mean are None: text extremes are data values, and the metadata database is
+  not encrypted, so recording them would leave plaintext of the upload on disk;
 * dates, times and timestamps: min/max as ISO-like strings, mean is None;
 * anything else (binary, nested lists/structs): min/max/mean None; distinct None for nested types.
 
@@ -26,7 +27,6 @@ import pyarrow.compute as pc
 DISTINCT_CAP = 100_000
 DISTINCT_BUDGET = 4_000_000  # distinct values tracked over all columns together
 MIN_DISTINCT_CAP = 10_000
-TEXT_LIMIT = 200
 DTYPE_META = b"aicloud.dtype"
 
 _FLOAT_NAMES = {"double": "float64", "float": "float32", "halffloat": "float16"}
@@ -118,7 +118,7 @@ class ColumnStats:
             arr = arr.drop_null()
         if len(arr) == 0:
             return
-        if self.kind in ("numeric", "bool", "string", "temporal"):
+        if self.kind in ("numeric", "bool", "temporal"):
             mm = pc.min_max(arr)
             self._mins.append(mm["min"])
             self._maxs.append(mm["max"])
@@ -180,15 +180,12 @@ class ColumnStats:
         return (len(self._pending[0]) if self._pending else 0), False
 
     def _extreme(self, scalars: list[pa.Scalar], which: str) -> Any:
-        if not scalars or self.kind not in ("numeric", "bool", "string", "temporal"):
+        if not scalars or self.kind not in ("numeric", "bool", "temporal"):
             return None
         value = pc.min_max(pa.array(scalars, type=scalars[0].type))[which]
         if self.kind == "temporal":
             return pc.cast(value, pa.string()).as_py()
-        v = value.as_py()
-        if self.kind == "string" and isinstance(v, str) and len(v) > TEXT_LIMIT:
-            return v[:TEXT_LIMIT]
-        return _json_number(v)
+        return _json_number(value.as_py())
 
     def result(self) -> dict[str, Any]:
         """The JSON-safe statistics: min, max, mean, nulls, distinct, distinct_approx."""

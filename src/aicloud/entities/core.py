@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 
-class Role(str, enum.Enum):
+class Role(enum.StrEnum):
     """Token roles, ordered by power: a viewer reads, a member writes, an admin manages tokens."""
 
     VIEWER = "viewer"
@@ -23,7 +23,7 @@ class Role(str, enum.Enum):
         return self.rank >= needed.rank
 
 
-class VersionStatus(str, enum.Enum):
+class VersionStatus(enum.StrEnum):
     READY = "ready"
 
 

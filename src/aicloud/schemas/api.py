@@ -19,7 +19,8 @@ _NAME_RE = re.compile(NAME_PATTERN)
 def _check_name(value: str) -> str:
     if not _NAME_RE.match(value):
         raise ValueError(
-            "use letters, digits, '-', '_' or '.', starting with a letter or digit, at most 100 characters, no '..'"
+            "use letters, digits, '-', '_' or '.', starting with a letter or digit, "
+            "at most 100 characters, no '..'"
         )
     return value
 

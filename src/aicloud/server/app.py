@@ -23,9 +23,18 @@ from aicloud.store import open_store
 
 log = logging.getLogger("aicloud.server")
 
-_HTTP_CODES = {400: "bad_request", 401: "unauthenticated", 403: "permission_denied", 404: "not_found",
-               405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
-               422: "validation_error", 503: "unavailable"}
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    503: "unavailable",
+}
 
 
 def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
@@ -70,7 +79,9 @@ def install_error_handlers(app: FastAPI) -> None:
 def open_state(settings: Settings) -> AppState:
     settings.home.mkdir(parents=True, exist_ok=True)
     store = open_store(settings.resolved_database_url, migrate=True)
-    blobs = open_blob_store(settings.resolved_blob_url, master_key=settings.master_key, home=str(settings.home))
+    blobs = open_blob_store(
+        settings.resolved_blob_url, master_key=settings.master_key, home=str(settings.home)
+    )
     bootstrap(settings, store)
     return AppState(settings=settings, store=store, blobs=blobs)
 

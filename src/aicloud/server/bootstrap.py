@@ -40,7 +40,11 @@ def bootstrap(settings: Settings, store: MetadataStore) -> None:
         return
     token_id, token, secret_hash = mint_token()
     store.tokens.create(
-        token_id=token_id, workspace_id=ws.id, name="bootstrap-admin", role=Role.ADMIN, secret_hash=secret_hash
+        token_id=token_id,
+        workspace_id=ws.id,
+        name="bootstrap-admin",
+        role=Role.ADMIN,
+        secret_hash=secret_hash,
     )
     creds = {"url": settings.server_url, "token": token, "workspace": DEFAULT_WORKSPACE}
     write_private_file(settings.credentials_path, json.dumps(creds, indent=2) + "\n")

@@ -32,9 +32,7 @@ def public() -> None:
 def _require(role: Role):  # type: ignore[no-untyped-def]
     async def dependency(request: Request) -> Principal:
         state = get_state(request)
-        principal = await run_in_threadpool(
-            authenticate, state.store, request.headers.get("authorization")
-        )
+        principal = await run_in_threadpool(authenticate, state.store, request.headers.get("authorization"))
         principal.require(role)
         request.state.principal = principal
         return principal

@@ -117,7 +117,9 @@ class _FormState:
             self.fields[self._name] = self._value.decode("utf-8", "replace")
 
 
-async def receive_upload(request: Request, blobs: BlobStore, max_bytes: int, filename: str = "upload") -> Upload:
+async def receive_upload(
+    request: Request, blobs: BlobStore, max_bytes: int, filename: str = "upload"
+) -> Upload:
     """Store the request body as one blob. ``multipart/form-data`` must carry a ``file`` part;
     any other content type is taken as the raw file (``filename`` from the query)."""
     declared = request.headers.get("content-length")

@@ -54,7 +54,10 @@ class ServerProcess:
         self.home.mkdir(parents=True, exist_ok=True)
         out = open(self.home / "server.out", "ab")  # noqa: SIM115 (kept open for the child's life)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aicloud", "server"], env=self.env(), stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "aicloud", "server"],
+            env=self.env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         out.close()

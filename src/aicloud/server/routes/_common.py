@@ -34,4 +34,6 @@ def parse_version(value: str) -> int | None:
         return None
     if value.isdigit() and 0 < int(value) < 2**31:
         return int(value)
-    raise ValidationError.field("version", f"{value[:40]!r} is not a version: use a positive integer or 'latest'")
+    raise ValidationError.field(
+        "version", f"{value[:40]!r} is not a version: use a positive integer or 'latest'"
+    )

@@ -80,7 +80,10 @@ async def datasets_upload(
 
 @router.get("/datasets", response_model=list[DatasetSummaryOut])
 def datasets_list(principal: Viewer, state: State) -> list[DatasetSummaryOut]:
-    return [DatasetSummaryOut.model_validate(d) for d in state.store.datasets.list_datasets(principal.workspace.id)]
+    return [
+        DatasetSummaryOut.model_validate(d)
+        for d in state.store.datasets.list_datasets(principal.workspace.id)
+    ]
 
 
 @router.get("/datasets/{name}/versions", response_model=list[DatasetVersionOut])
@@ -124,10 +127,23 @@ def datasets_download(name: str, version: str, principal: Viewer, state: State) 
     return StreamingResponse(chunks(), media_type="application/octet-stream", headers=headers)
 
 
-def _split(state: AppState, principal: Principal, parent: DatasetVersion, body: SplitRequest) -> SplitResponse:
-    with state.blobs.open(parent.blob_digest) as f, state.blobs.writer() as w_train, state.blobs.writer() as w_test:
-        data.split(parent.format, f, w_train, w_test, train_size=body.train_size, seed=body.seed,
-                   stratify=body.stratify)
+def _split(
+    state: AppState, principal: Principal, parent: DatasetVersion, body: SplitRequest
+) -> SplitResponse:
+    with (
+        state.blobs.open(parent.blob_digest) as f,
+        state.blobs.writer() as w_train,
+        state.blobs.writer() as w_test,
+    ):
+        data.split(
+            parent.format,
+            f,
+            w_train,
+            w_test,
+            train_size=body.train_size,
+            seed=body.seed,
+            stratify=body.stratify,
+        )
         blobs = {"train": w_train.commit(), "test": w_test.commit()}
     out: dict[str, DatasetVersion] = {}
     params = body.model_dump()
@@ -152,14 +168,19 @@ def _split(state: AppState, principal: Principal, parent: DatasetVersion, body: 
             },
         )
     return SplitResponse(
-        train=DatasetVersionOut.model_validate(out["train"]), test=DatasetVersionOut.model_validate(out["test"])
+        train=DatasetVersionOut.model_validate(out["train"]),
+        test=DatasetVersionOut.model_validate(out["test"]),
     )
 
 
 @router.post("/datasets/{name}/versions/{version}/split", response_model=SplitResponse, status_code=201)
-def datasets_split(name: str, version: str, body: SplitRequest, principal: Member, state: State) -> SplitResponse:
+def datasets_split(
+    name: str, version: str, body: SplitRequest, principal: Member, state: State
+) -> SplitResponse:
     """Split a version into ``<name>-train`` and ``<name>-test`` versions, deterministic for a seed."""
-    parent = state.store.datasets.get_version(principal.workspace.id, check_name(name), parse_version(version))
+    parent = state.store.datasets.get_version(
+        principal.workspace.id, check_name(name), parse_version(version)
+    )
     return _split(state, principal, parent, body)
 
 
