@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     url: str | None = Field(default=None, description="Client: control-plane URL (SDK and CLI).")
     token: str | None = Field(default=None, description="Client: bearer token (SDK and CLI).", repr=False)
     log_level: str = Field(default="info", description="Server log level.")
+    auth_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a verified token is trusted without a database read; 0 disables.",
+    )
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from aicloud.entities import Role, Token, Workspace
 from aicloud.errors import PermissionDeniedError, UnauthenticatedError
+from aicloud.server.cache import TTLCache
 from aicloud.store import MetadataStore
 
 TOKEN_PREFIX = "aic_"
@@ -50,6 +51,35 @@ def mint_token() -> tuple[str, str, str]:
     token_id = "tok_" + secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     return token_id, f"{TOKEN_PREFIX}{token_id}_{secret}", hash_secret(secret)
+
+
+class PrincipalCache:
+    """Recently verified tokens, so a hot read path does not hit the database per request.
+
+    Keyed by the sha256 of the whole bearer value; entries live ``ttl`` seconds. Deleting a
+    token through this server drops its entries at once; another control-plane process sharing
+    the database notices a revocation within ``ttl`` (``AICLOUD_AUTH_CACHE_SECONDS``; 0 disables).
+    """
+
+    def __init__(self, ttl: float) -> None:
+        self._cache: TTLCache[str, Principal] = TTLCache(ttl)
+
+    @staticmethod
+    def _key(authorization: str) -> str:
+        return hashlib.sha256(authorization.encode()).hexdigest()
+
+    def get(self, authorization: str) -> Principal | None:
+        principal = self._cache.get(self._key(authorization))
+        expires = principal.token.expires_at if principal else None
+        if expires is not None and expires <= datetime.now(UTC):
+            return None
+        return principal
+
+    def put(self, authorization: str, principal: Principal) -> None:
+        self._cache.put(self._key(authorization), principal)
+
+    def forget_token(self, token_id: str) -> None:
+        self._cache.discard_where(lambda _, p: p.token.id == token_id)
 
 
 def authenticate(store: MetadataStore, authorization: str | None) -> Principal:

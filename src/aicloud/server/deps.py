@@ -32,7 +32,11 @@ def public() -> None:
 def _require(role: Role):  # type: ignore[no-untyped-def]
     async def dependency(request: Request) -> Principal:
         state = get_state(request)
-        principal = await run_in_threadpool(authenticate, state.store, request.headers.get("authorization"))
+        header = request.headers.get("authorization")
+        principal = state.principals.get(header) if header else None
+        if principal is None:
+            principal = await run_in_threadpool(authenticate, state.store, header)
+            state.principals.put(header or "", principal)
         principal.require(role)
         request.state.principal = principal
         return principal

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aicloud.blobs import BlobStore
 from aicloud.config import Settings
+from aicloud.schemas import DatasetVersionOut
+from aicloud.server.auth import PrincipalCache
+from aicloud.server.cache import TTLCache
 from aicloud.store import MetadataStore
 
 
@@ -14,3 +17,10 @@ class AppState:
     settings: Settings
     store: MetadataStore
     blobs: BlobStore
+    principals: PrincipalCache = field(init=False)
+    #: Numbered dataset versions are immutable: (workspace id, name, version) → wire model.
+    versions: TTLCache[tuple[str, str, int], DatasetVersionOut] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.principals = PrincipalCache(ttl=self.settings.auth_cache_seconds)
+        self.versions = TTLCache(ttl=60.0)

@@ -40,4 +40,5 @@ def tokens_list(principal: Admin, state: State) -> list[TokenOut]:
 @router.delete("/tokens/{token_id}", status_code=204)
 def tokens_delete(token_id: str, principal: Admin, state: State) -> Response:
     state.store.tokens.delete(principal.workspace.id, check_id(token_id, "token_id"))
+    state.principals.forget_token(token_id)
     return Response(status_code=204)

@@ -137,18 +137,23 @@ class SqlDatasetStore(DatasetStore):
 
     def get_version(self, workspace_id: str, name: str, version: int | None = None) -> DatasetVersion:
         def tx(session: Session) -> DatasetVersion:
-            dataset = _find_dataset(session, workspace_id, name)
-            query = select(DatasetVersionRow).where(DatasetVersionRow.dataset_id == dataset.id)
+            # One joined query on the hot path; the error path finds out what is missing.
+            query = (
+                select(DatasetVersionRow, DatasetRow.name)
+                .join(DatasetRow, DatasetRow.id == DatasetVersionRow.dataset_id)
+                .where(DatasetRow.workspace_id == workspace_id, DatasetRow.name == name)
+            )
             if version is None:
                 query = query.order_by(DatasetVersionRow.version.desc()).limit(1)
             else:
                 query = query.where(DatasetVersionRow.version == version)
-            row = session.scalar(query)
-            if row is None:
+            found = session.execute(query).one_or_none()
+            if found is None:
+                _find_dataset(session, workspace_id, name)
                 if version is None:
                     raise NotFoundError.of("dataset", name)
                 raise _version_not_found(name, version)
-            return _entity(row, dataset.name)
+            return _entity(found[0], found[1])
 
         return self._db.run(tx, write=False)
 
