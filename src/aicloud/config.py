@@ -46,6 +46,19 @@ class Settings(BaseSettings):
     url: str | None = Field(default=None, description="Client: control-plane URL (SDK and CLI).")
     token: str | None = Field(default=None, description="Client: bearer token (SDK and CLI).", repr=False)
     log_level: str = Field(default="info", description="Server log level.")
+    max_concurrent_jobs: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, ge=1, description="Jobs running at once; the rest queue."
+    )
+    cancel_grace_seconds: float = Field(
+        default=10.0, ge=0, description="Seconds between SIGTERM and SIGKILL when a job is cancelled."
+    )
+    max_log_bytes: int = Field(
+        default=50 * 1024 * 1024, ge=1024, description="Cap on a job's kept log; the excess is dropped."
+    )
+    executor: str = Field(default="local", description="Where jobs run: local (subprocesses).")
+    jobs_dir: Path | None = Field(
+        default=None, description="Folder for job logs and handles; default home/jobs."
+    )
     auth_cache_seconds: float = Field(
         default=5.0,
         ge=0,
@@ -63,6 +76,10 @@ class Settings(BaseSettings):
         if self.blob_url:
             return self.blob_url
         return f"file://{self.home / 'blobs'}"
+
+    @property
+    def resolved_jobs_dir(self) -> Path:
+        return self.jobs_dir or self.home / "jobs"
 
     @property
     def credentials_path(self) -> Path:

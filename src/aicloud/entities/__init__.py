@@ -1,5 +1,15 @@
 """Plain domain types returned by the stores; no ORM rows, no wire concerns."""
 
+from aicloud.entities.jobs import (
+    Job,
+    JobKind,
+    JobStatus,
+    MetricPoint,
+    Model,
+    ModelVersion,
+    Run,
+    RunStatus,
+)
 from aicloud.entities.core import (
     DatasetSummary,
     DatasetVersion,
@@ -10,4 +20,20 @@ from aicloud.entities.core import (
     Workspace,
 )
 
-__all__ = ["DatasetSummary", "DatasetVersion", "Role", "Secret", "Token", "VersionStatus", "Workspace"]
+__all__ = [
+    "DatasetSummary",
+    "DatasetVersion",
+    "Job",
+    "JobKind",
+    "JobStatus",
+    "MetricPoint",
+    "Model",
+    "ModelVersion",
+    "Role",
+    "Run",
+    "RunStatus",
+    "Secret",
+    "Token",
+    "VersionStatus",
+    "Workspace",
+]

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from aicloud.entities import DatasetSummary, DatasetVersion, Role, Secret, Token, Workspace
+from aicloud.store.training import BlobRefStore, JobStore, ModelStore, RunStore
 
 
 class WorkspaceStore(abc.ABC):
@@ -132,6 +133,10 @@ class MetadataStore(abc.ABC):
     tokens: TokenStore
     datasets: DatasetStore
     secrets: SecretStore
+    jobs: JobStore
+    runs: RunStore
+    models: ModelStore
+    blob_refs: BlobRefStore
 
     @abc.abstractmethod
     def close(self) -> None: ...

@@ -1,0 +1,158 @@
+"""Store interfaces for jobs, runs (with metric series), the model registry and blob ownership.
+
+Same rules as ``store.base``: entities out, one transaction per method, NotFoundError for
+missing objects and for objects of another workspace (indistinguishable).
+"""
+
+from __future__ import annotations
+
+import abc
+import builtins
+from datetime import datetime
+from typing import Any
+
+from aicloud.entities import Job, JobKind, JobStatus, MetricPoint, Model, ModelVersion, Run, RunStatus
+
+
+class JobStore(abc.ABC):
+    @abc.abstractmethod
+    def create(
+        self, *, workspace_id: str, name: str, kind: JobKind, spec: dict[str, Any], priority: int = 0
+    ) -> Job:
+        """A new ``pending`` job. ``name`` need not be unique."""
+
+    @abc.abstractmethod
+    def get(self, workspace_id: str, job_id: str) -> Job: ...
+
+    @abc.abstractmethod
+    def get_any(self, job_id: str) -> Job:
+        """By id across workspaces (controllers)."""
+
+    @abc.abstractmethod
+    def list(
+        self, workspace_id: str, *, status: JobStatus | None = None, limit: int = 100
+    ) -> builtins.list[Job]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    def in_states(self, states: builtins.list[JobStatus]) -> builtins.list[Job]:
+        """Every job in these states in every workspace, in queue order: priority desc, then created asc."""
+
+    @abc.abstractmethod
+    def transition(
+        self,
+        job_id: str,
+        *,
+        expect: builtins.list[JobStatus],
+        status: JobStatus,
+        reason: str | None = None,
+        message: str | None = None,
+        handle: dict[str, Any] | None = None,
+        started_at: datetime | None = None,
+        finished_at: datetime | None = None,
+        log_digest: str | None = None,
+        usage: dict[str, Any] | None = None,
+    ) -> Job | None:
+        """Compare-and-set: move the job to ``status`` only if it is in one of ``expect``.
+
+        Returns the updated job, or None when it was not in an expected state (someone else
+        moved it). Fields left None are not changed.
+        """
+
+    @abc.abstractmethod
+    def update(
+        self,
+        job_id: str,
+        *,
+        handle: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        model_version_id: str | None = None,
+        message: str | None = None,
+        usage: dict[str, Any] | None = None,
+    ) -> Job:
+        """Set the given fields (None = unchanged) without touching status."""
+
+    @abc.abstractmethod
+    def request_cancel(self, workspace_id: str, job_id: str) -> Job:
+        """Set ``cancel_requested``; a pending job becomes ``cancelled`` at once."""
+
+
+class RunStore(abc.ABC):
+    @abc.abstractmethod
+    def create(
+        self, *, workspace_id: str, job_id: str | None, name: str, params: dict[str, Any] | None = None
+    ) -> Run: ...
+
+    @abc.abstractmethod
+    def get(self, workspace_id: str, run_id: str) -> Run: ...
+
+    @abc.abstractmethod
+    def list(self, workspace_id: str, *, job_id: str | None = None, limit: int = 100) -> builtins.list[Run]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    def log_params(self, workspace_id: str, run_id: str, params: dict[str, Any]) -> Run:
+        """Merge ``params`` into the run's params."""
+
+    @abc.abstractmethod
+    def log_metrics(self, workspace_id: str, run_id: str, points: builtins.list[MetricPoint]) -> int:
+        """Append a batch of points in one transaction (and update the run's summary); returns count."""
+
+    @abc.abstractmethod
+    def metric_history(
+        self, workspace_id: str, run_id: str, name: str | None = None
+    ) -> builtins.list[MetricPoint]:
+        """Ordered by name, step, timestamp. 100k points must come back in well under 300 ms."""
+
+    @abc.abstractmethod
+    def finish(self, workspace_id: str, run_id: str, status: RunStatus) -> Run: ...
+
+
+class ModelStore(abc.ABC):
+    @abc.abstractmethod
+    def create_version(
+        self,
+        *,
+        workspace_id: str,
+        name: str,
+        files: dict[str, str],
+        signature: dict[str, Any],
+        config: dict[str, Any],
+        metrics: dict[str, float],
+        lineage: dict[str, Any],
+    ) -> ModelVersion:
+        """Create the model on first use and append the next version atomically (as datasets do)."""
+
+    @abc.abstractmethod
+    def get_version(self, workspace_id: str, name: str, version: int | None = None) -> ModelVersion:
+        """A version by number, or the latest when None. Raises NotFoundError."""
+
+    @abc.abstractmethod
+    def get_version_by_alias(self, workspace_id: str, name: str, alias: str) -> ModelVersion: ...
+
+    @abc.abstractmethod
+    def get_version_by_id(self, workspace_id: str, version_id: str) -> ModelVersion: ...
+
+    @abc.abstractmethod
+    def list_models(self, workspace_id: str) -> builtins.list[Model]: ...
+
+    @abc.abstractmethod
+    def list_versions(self, workspace_id: str, name: str) -> builtins.list[ModelVersion]: ...
+
+    @abc.abstractmethod
+    def set_alias(self, workspace_id: str, name: str, alias: str, version: int) -> ModelVersion:
+        """Point ``alias`` at ``version`` atomically (moving it from any other version)."""
+
+    @abc.abstractmethod
+    def delete_alias(self, workspace_id: str, name: str, alias: str) -> None: ...
+
+
+class BlobRefStore(abc.ABC):
+    """Which workspace uploaded which blob, so a workspace can only reference its own blobs."""
+
+    @abc.abstractmethod
+    def add(self, workspace_id: str, digest: str, size: int) -> None:
+        """Idempotent."""
+
+    @abc.abstractmethod
+    def owns(self, workspace_id: str, digest: str) -> bool: ...
