@@ -6,9 +6,12 @@ from types import TracebackType
 
 from aicloud.client.datasets import DatasetsAPI, DatasetVersion
 from aicloud.client.http import Transport, resolve
+from aicloud.client.jobs import Job, JobsAPI
+from aicloud.client.models import ModelsAPI
 from aicloud.client.resources import AdminAPI, SecretsAPI, TokensAPI, WorkspacesAPI
+from aicloud.client.runs import RunsAPI
 
-__all__ = ["Client", "DatasetVersion"]
+__all__ = ["Client", "DatasetVersion", "Job"]
 
 
 class Client:
@@ -27,6 +30,9 @@ class Client:
         self.tokens = TokensAPI(self._transport)
         self.workspaces = WorkspacesAPI(self._transport)
         self.admin = AdminAPI(self._transport)
+        self.jobs = JobsAPI(self)
+        self.runs = RunsAPI(self)
+        self.models = ModelsAPI(self)
 
     @property
     def url(self) -> str:

@@ -1,5 +1,14 @@
 """Plain domain types returned by the stores; no ORM rows, no wire concerns."""
 
+from aicloud.entities.core import (
+    DatasetSummary,
+    DatasetVersion,
+    Role,
+    Secret,
+    Token,
+    VersionStatus,
+    Workspace,
+)
 from aicloud.entities.jobs import (
     Job,
     JobKind,
@@ -9,15 +18,6 @@ from aicloud.entities.jobs import (
     ModelVersion,
     Run,
     RunStatus,
-)
-from aicloud.entities.core import (
-    DatasetSummary,
-    DatasetVersion,
-    Role,
-    Secret,
-    Token,
-    VersionStatus,
-    Workspace,
 )
 
 __all__ = [

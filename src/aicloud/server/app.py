@@ -17,7 +17,19 @@ from aicloud.blobs import open_blob_store
 from aicloud.config import Settings
 from aicloud.errors import AicloudError
 from aicloud.server.bootstrap import bootstrap
-from aicloud.server.routes import admin, datasets, health, secrets, tokens, workspaces
+from aicloud.server.jobs import JobRuntime
+from aicloud.server.routes import (
+    admin,
+    blobs,
+    datasets,
+    health,
+    jobs,
+    models,
+    runs,
+    secrets,
+    tokens,
+    workspaces,
+)
 from aicloud.server.state import AppState
 from aicloud.store import open_store
 
@@ -92,11 +104,22 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.aicloud = state or open_state(settings)
+        app_state = state or open_state(settings)
+        app.state.aicloud = app_state
+        if app_state.jobs is None:
+            from aicloud.controllers.jobs import JobController
+            from aicloud.executors import make_executor
+
+            runtime = JobRuntime(app_state)
+            app_state.jobs = JobController(
+                app_state.store.jobs, make_executor(settings), settings, runtime.launch, runtime.finished
+            )
+        app_state.jobs.start()
         try:
             yield
         finally:
-            app.state.aicloud.store.close()
+            app_state.jobs.stop()
+            app_state.store.close()
 
     app = FastAPI(
         title="aicloud",
@@ -107,6 +130,6 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     )
     install_error_handlers(app)
     app.include_router(health.router)
-    for module in (workspaces, tokens, datasets, secrets, admin):
+    for module in (workspaces, tokens, datasets, secrets, admin, blobs, jobs, runs, models):
         app.include_router(module.router, prefix="/api/v1")
     return app

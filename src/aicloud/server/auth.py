@@ -34,6 +34,19 @@ class Principal:
     def role(self) -> Role:
         return self.token.role
 
+    @property
+    def job_id(self) -> str | None:
+        """The job a job-scoped token belongs to (``scope = "job:<id>"``), else None."""
+        scope = self.token.scope or ""
+        return scope[4:] if scope.startswith("job:") else None
+
+    def require_job(self, job_id: str | None) -> None:
+        """A job-scoped token may only write to its own job's runs and models."""
+        if self.job_id is not None and job_id != self.job_id:
+            raise PermissionDeniedError(
+                "this token belongs to another job", details={"token_job": self.job_id, "job": job_id}
+            )
+
     def require(self, needed: Role) -> None:
         if not self.role.allows(needed):
             raise PermissionDeniedError(

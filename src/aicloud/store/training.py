@@ -69,6 +69,7 @@ class JobStore(abc.ABC):
         model_version_id: str | None = None,
         message: str | None = None,
         usage: dict[str, Any] | None = None,
+        log_digest: str | None = None,
     ) -> Job:
         """Set the given fields (None = unchanged) without touching status."""
 
@@ -103,6 +104,17 @@ class RunStore(abc.ABC):
         self, workspace_id: str, run_id: str, name: str | None = None
     ) -> builtins.list[MetricPoint]:
         """Ordered by name, step, timestamp. 100k points must come back in well under 300 ms."""
+
+    @abc.abstractmethod
+    def metric_columns(
+        self, workspace_id: str, run_id: str, name: str | None = None
+    ) -> dict[str, dict[str, builtins.list[Any]]]:
+        """The same points as ``metric_history``, columnar, as the API returns them.
+
+        ``{name: {"steps": [...], "values": [...], "timestamps": [...]}}``, names sorted, each
+        series ordered by step then timestamp; ``{}`` when the run has no such metric. A value
+        that was not finite (NaN, infinity) is None here (JSON null) and NaN in ``metric_history``.
+        """
 
     @abc.abstractmethod
     def finish(self, workspace_id: str, run_id: str, status: RunStatus) -> Run: ...

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import posixpath
 import time
-from collections.abc import Iterator
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -18,10 +17,10 @@ from aicloud.server.auth import Principal
 from aicloud.server.deps import Member, State, Viewer
 from aicloud.server.routes._common import check_name, parse_version
 from aicloud.server.state import AppState
+from aicloud.server.streaming import blob_response
 from aicloud.server.uploads import Upload, receive_upload
 
 router = APIRouter(tags=["datasets"])
-DOWNLOAD_CHUNK = 1024 * 1024
 
 
 def clean_filename(name: str) -> str:
@@ -119,29 +118,7 @@ async def datasets_get_version(name: str, version: str, principal: Viewer, state
 def datasets_download(name: str, version: str, principal: Viewer, state: State) -> StreamingResponse:
     """The stored file, byte-identical to the upload, streamed and decrypted on the fly."""
     row = state.store.datasets.get_version(principal.workspace.id, check_name(name), parse_version(version))
-    f = state.blobs.open(row.blob_digest)
-    try:
-        first = f.read(DOWNLOAD_CHUNK)  # fail before the headers go out if the object is damaged
-    except BaseException:
-        f.close()
-        raise
-
-    def chunks() -> Iterator[bytes]:
-        try:
-            chunk = first
-            while chunk:
-                yield chunk
-                chunk = f.read(DOWNLOAD_CHUNK)
-        finally:
-            f.close()
-
-    headers = {
-        "Content-Length": str(row.size_bytes),
-        "ETag": f'"{row.blob_digest}"',
-        "Content-Disposition": f'attachment; filename="{row.filename}"',
-        "X-Aicloud-Sha256": row.blob_digest,
-    }
-    return StreamingResponse(chunks(), media_type="application/octet-stream", headers=headers)
+    return blob_response(state.blobs, row.blob_digest, row.size_bytes, row.filename)
 
 
 def _split(

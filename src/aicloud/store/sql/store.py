@@ -7,7 +7,11 @@ from sqlalchemy.exc import OperationalError
 from aicloud.errors import UnavailableError
 from aicloud.store.base import MetadataStore
 from aicloud.store.sql import migrate as migrations
+from aicloud.store.sql.blobrefs import SqlBlobRefStore
 from aicloud.store.sql.datasets import SqlDatasetStore
+from aicloud.store.sql.jobs import SqlJobStore
+from aicloud.store.sql.models import SqlModelStore
+from aicloud.store.sql.runs import SqlRunStore
 from aicloud.store.sql.secrets import SqlSecretStore
 from aicloud.store.sql.session import Database, first_line, safe_url
 from aicloud.store.sql.tokens import SqlTokenStore
@@ -42,6 +46,10 @@ class SqlMetadataStore(MetadataStore):
         self.tokens = SqlTokenStore(self._db)
         self.datasets = SqlDatasetStore(self._db)
         self.secrets = SqlSecretStore(self._db)
+        self.jobs = SqlJobStore(self._db)
+        self.runs = SqlRunStore(self._db)
+        self.models = SqlModelStore(self._db)
+        self.blob_refs = SqlBlobRefStore(self._db)
 
     @property
     def database(self) -> Database:

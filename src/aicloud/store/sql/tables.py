@@ -12,9 +12,12 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
+    Double,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -130,4 +133,131 @@ class SecretRow(Base):
     workspace_id: Mapped[str] = mapped_column(String(64), ForeignKey("workspaces.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(255))
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# --- training: jobs, runs and their metric points, the model registry, blob ownership ---
+
+
+class JobRow(Base):
+    """A job: ``spec`` is what was asked; ``status`` moves only by compare-and-set."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index(None, "workspace_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(String(64), ForeignKey("workspaces.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON())
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    priority: Mapped[int] = mapped_column(Integer())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean())
+    reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    message: Mapped[str | None] = mapped_column(Text(), nullable=True)
+    handle: Mapped[dict[str, Any]] = mapped_column(JSON())
+    # No foreign keys: runs point at their job, and versions outlive what made them.
+    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    model_version_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    log_digest: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    usage: Mapped[dict[str, Any]] = mapped_column(JSON())
+
+
+class RunRow(Base):
+    """A run. ``summary`` maps a metric name to ``[step, timestamp, value]`` of its last point."""
+
+    __tablename__ = "runs"
+    __table_args__ = (Index(None, "workspace_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(String(64), ForeignKey("workspaces.id", ondelete="CASCADE"))
+    job_id: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    name: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON())
+    summary: Mapped[dict[str, list[Any]]] = mapped_column(JSON())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class MetricRow(Base):
+    """One point of a metric series; ``value`` is NULL where the value logged was not finite.
+
+    The index is in series order (``id`` breaks ties in the order logged) and covers
+    ``value``, so reading a series is one index range scan with no sort and no table lookups.
+    """
+
+    __tablename__ = "metrics"
+    __table_args__ = (Index(None, "run_id", "name", "step", "timestamp", "id", "value"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    run_id: Mapped[str] = mapped_column(String(64), ForeignKey("runs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    step: Mapped[int] = mapped_column(BigInteger())
+    value: Mapped[float | None] = mapped_column(Double(), nullable=True)
+    timestamp: Mapped[float] = mapped_column(Double())
+
+
+class ModelRow(Base):
+    """A registered model; ``last_version`` numbers its versions (as datasets do)."""
+
+    __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("workspace_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(String(64), ForeignKey("workspaces.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    last_version: Mapped[int] = mapped_column(Integer())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ModelVersionRow(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_id", "version"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(64), ForeignKey("models.id", ondelete="CASCADE"))
+    workspace_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
+    )
+    version: Mapped[int] = mapped_column(Integer())
+    files: Mapped[dict[str, str]] = mapped_column(JSON())
+    signature: Mapped[dict[str, Any]] = mapped_column(JSON())
+    config: Mapped[dict[str, Any]] = mapped_column(JSON())
+    metrics: Mapped[dict[str, float]] = mapped_column(JSON())
+    lineage: Mapped[dict[str, Any]] = mapped_column(JSON())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ModelAliasRow(Base):
+    """``alias`` of a model points at one of its versions; one row per alias, moved in place."""
+
+    __tablename__ = "model_aliases"
+
+    model_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("models.id", ondelete="CASCADE"), primary_key=True
+    )
+    alias: Mapped[str] = mapped_column(String(255), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class BlobRefRow(Base):
+    """A workspace uploaded the blob ``digest``: it may read and reference it."""
+
+    __tablename__ = "blob_refs"
+
+    workspace_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    digest: Mapped[str] = mapped_column(String(128), primary_key=True, index=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

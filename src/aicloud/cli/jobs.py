@@ -1,0 +1,227 @@
+"""``aicloud job ...``, ``aicloud run ...`` and ``aicloud model ...``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+
+from aicloud.cli.common import Output, OutputOpt, client, console, emit, fmt_num, print_json, table
+from aicloud.client.jobs import Job
+
+job_app = typer.Typer(
+    help="Training jobs and your own code, queued and run by the control plane.", no_args_is_help=True
+)
+run_app = typer.Typer(help="Tracked runs: params and metrics.", no_args_is_help=True)
+model_app = typer.Typer(help="The model registry: versions, aliases, lineage.", no_args_is_help=True)
+
+
+def _job_row(j: Job) -> list[Any]:
+    info = j.info
+    return [
+        info.id,
+        info.name,
+        info.kind.value,
+        info.status.value,
+        info.reason or "",
+        info.created_at.isoformat(timespec="seconds"),
+    ]
+
+
+def render_job(j: Job) -> None:
+    info = j.info
+    console.print(
+        f"[bold]{info.name}[/] {info.id}  {info.kind.value}  [bold]{info.status.value}[/]"
+        + (f" ({info.reason})" if info.reason else "")
+    )
+    if info.run_id:
+        console.print(f"  run {info.run_id}")
+    if info.model_version_id:
+        console.print(f"  model version {info.model_version_id}")
+    if info.usage:
+        console.print("  usage " + "  ".join(f"{k}={fmt_num(v)}" for k, v in info.usage.items()))
+    if info.message and info.status.value == "failed":
+        console.print("[red]last log lines:[/]")
+        console.print(info.message, markup=False, highlight=False)
+
+
+@job_app.command("run")
+def job_run(
+    file: Path = typer.Option(
+        ..., "-f", "--file", exists=True, dir_okay=False, help="job spec (YAML or JSON)"
+    ),
+    code: Path | None = typer.Option(None, help="file or folder to upload as the code of a command job"),
+    wait: bool = typer.Option(True, help="wait for the job and show its progress"),
+    output: Output = OutputOpt,
+) -> None:
+    """Submit a job from a spec file (see docs/training.md for the fields)."""
+    doc = yaml.safe_load(file.read_text())
+    if not isinstance(doc, dict) or "kind" not in doc:
+        raise typer.BadParameter("the spec must be a mapping with 'kind' (train or command) and 'spec'")
+    spec = dict(doc.get("spec") or {})
+    c = client()
+    if doc["kind"] == "train":
+        j = c.jobs.train(name=doc.get("name"), priority=int(doc.get("priority", 0)), **spec)
+    else:
+        code_path = code or (file.parent / spec.pop("code_path") if "code_path" in spec else None)
+        spec.pop("code", None)
+        j = c.jobs.run(code=code_path, name=doc.get("name"), priority=int(doc.get("priority", 0)), **spec)
+    if wait and output is Output.table:
+        j.wait(progress=True)
+    emit(j.info, output, lambda _: render_job(j))
+    if wait and j.status == "failed":
+        raise typer.Exit(1)
+
+
+@job_app.command("list")
+def job_list(
+    status: str | None = typer.Option(None, help="pending, running, succeeded, failed, cancelled"),
+    output: Output = OutputOpt,
+) -> None:
+    jobs = client().jobs.list(status=status)
+    emit(
+        [j.info for j in jobs],
+        output,
+        lambda _: console.print(
+            table("jobs", ["id", "name", "kind", "status", "reason", "created"], [_job_row(j) for j in jobs])
+        ),
+    )
+
+
+@job_app.command("show")
+def job_show(job_id: str, output: Output = OutputOpt) -> None:
+    j = client().jobs.get(job_id)
+    emit(j.info, output, lambda _: render_job(j))
+
+
+@job_app.command("logs")
+def job_logs(
+    job_id: str, follow: bool = typer.Option(False, "-f", "--follow", help="stream until the job ends")
+) -> None:
+    """Print a job's log (stdout and stderr); -f follows it live."""
+    for text in client().jobs.get(job_id).iter_logs(follow=follow):
+        typer.echo(text, nl=False)
+
+
+@job_app.command("cancel")
+def job_cancel(job_id: str) -> None:
+    """Stop a job: SIGTERM to its process group, SIGKILL after the grace period."""
+    j = client().jobs.get(job_id).cancel()
+    console.print(f"cancel requested for {j.id} ({j.info.status.value})")
+
+
+@job_app.command("wait")
+def job_wait(job_id: str, timeout: float | None = None) -> None:
+    j = client().jobs.get(job_id).wait(timeout=timeout, progress=True)
+    render_job(j)
+    if j.status != "succeeded":
+        raise typer.Exit(1)
+
+
+@run_app.command("show")
+def run_show(run_id: str, output: Output = OutputOpt) -> None:
+    run = client().runs.get(run_id)
+
+    def render(_: Any) -> None:
+        console.print(f"[bold]{run.name}[/] {run.id} {run.status.value}")
+        console.print(
+            table("params", ["param", "value"], [[k, json.dumps(v)] for k, v in run.params.items()])
+        )
+        console.print(
+            table(
+                "metrics (last value)",
+                ["metric", "value"],
+                [[k, fmt_num(v)] for k, v in sorted(run.summary.items())],
+            )
+        )
+
+    emit(run, output, render)
+
+
+@run_app.command("compare")
+def run_compare(run_ids: list[str], output: Output = OutputOpt) -> None:
+    """Params and final metrics of several runs side by side."""
+    frame = client().runs.compare(run_ids)
+    if output is Output.json:
+        print_json(json.loads(frame.reset_index().to_json(orient="records")))
+        return
+    cols = ["run_id", *frame.columns]
+    rows = [
+        [idx, *(fmt_num(v) for v in r)]
+        for idx, r in zip(frame.index, frame.itertuples(index=False), strict=True)
+    ]
+    console.print(table("runs", cols, rows))
+
+
+@model_app.command("list")
+def model_list(output: Output = OutputOpt) -> None:
+    models = client().models.list()
+    emit(
+        models,
+        output,
+        lambda xs: console.print(
+            table(
+                "models",
+                ["name", "latest", "aliases"],
+                [
+                    [m.name, m.latest_version, ", ".join(f"{a}→v{v}" for a, v in m.aliases.items())]
+                    for m in xs
+                ],
+            )
+        ),
+    )
+
+
+@model_app.command("show")
+def model_show(
+    ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS"), output: Output = OutputOpt
+) -> None:
+    v = client().models.get(ref)
+
+    def render(_: Any) -> None:
+        console.print(f"[bold]{v.name}[/] v{v.version}  aliases: {', '.join(v.aliases) or '-'}")
+        console.print(table("metrics", ["metric", "value"], [[k, fmt_num(x)] for k, x in v.metrics.items()]))
+        ins = v.signature.get("inputs", [])
+        console.print(
+            f"  inputs: {len(ins)} ({', '.join(i['name'] for i in ins[:5])}{', …' if len(ins) > 5 else ''})"
+        )
+        console.print(f"  outputs: {v.signature.get('outputs')}")
+        console.print(f"  files: {', '.join(v.files)}")
+
+    emit(v, output, render)
+
+
+@model_app.command("alias")
+def model_alias(name: str, alias: str, version: int) -> None:
+    """Point ALIAS (e.g. production) at VERSION of model NAME."""
+    v = client().models.set_alias(name, alias, version)
+    console.print(f"{name}@{alias} → v{v.version}")
+
+
+def render_lineage(lin: dict[str, Any]) -> None:
+    console.print(f"[bold]{lin['model']}[/] v{lin['version']}  aliases: {', '.join(lin['aliases']) or '-'}")
+    console.print("  metrics: " + "  ".join(f"{k}={fmt_num(v)}" for k, v in lin["metrics"].items()))
+    console.print(
+        f"  ← run {lin.get('run_id')}  ← job {lin.get('job_id')} ({lin.get('job_kind')}, "
+        f"{lin.get('task') or lin.get('job_name')})"
+    )
+    for d in lin.get("datasets", []):
+        line = f"  ← {d['role']}: dataset {d['name']}:{d['version']} ({d.get('num_rows', '?')} rows"
+        line += f", sha256 {d['sha256'][:12]}…)" if d.get("sha256") else ")"
+        console.print(line)
+        parent = d.get("parent")
+        if parent:
+            console.print(f"      ← split of {parent['name']}:{parent['version']}")
+    if lin.get("code_digest"):
+        console.print(f"  ← code {lin['code_digest'][:16]}…")
+
+
+@model_app.command("lineage")
+def model_lineage(
+    ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS"), output: Output = OutputOpt
+) -> None:
+    """What made a model version: run, job, datasets (and their parents), code."""
+    emit(client().models.lineage(ref), output, render_lineage)

@@ -1,0 +1,233 @@
+"""Jobs in the SDK: submit built-in training or your own code, wait with a progress bar, read logs."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from aicloud.errors import AicloudError
+from aicloud.schemas.jobs import JobOut
+
+if TYPE_CHECKING:
+    from aicloud.client import Client
+    from aicloud.client.models import RegisteredModel
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def _dataset_ref(value: Any) -> str:
+    """A DatasetVersion, or ``name`` / ``name:version`` text."""
+    if hasattr(value, "ref"):
+        return str(value.ref)
+    return str(value)
+
+
+def pack_code(path: str | os.PathLike[str]) -> bytes:
+    """A file or a folder as a .tar.gz (paths relative to it; caches and VCS folders left out)."""
+    root = Path(path)
+    buf = io.BytesIO()
+    skip = {".git", "__pycache__", ".venv", ".mypy_cache", ".pytest_cache"}
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        if root.is_file():
+            tar.add(root, arcname=root.name)
+        else:
+            for p in sorted(root.rglob("*")):
+                if p.is_file() and not p.is_symlink() and not (set(p.relative_to(root).parts) & skip):
+                    tar.add(p, arcname=str(p.relative_to(root)))
+    return buf.getvalue()
+
+
+class Job:
+    """A submitted job. Attributes reflect the last refresh; ``status`` refreshes while it is live."""
+
+    def __init__(self, client: Client, out: JobOut) -> None:
+        self._client = client
+        self._out = out
+
+    def __repr__(self) -> str:
+        return f"Job(id={self.id!r}, name={self.name!r}, status={self._out.status.value!r})"
+
+    @property
+    def id(self) -> str:
+        return self._out.id
+
+    @property
+    def name(self) -> str:
+        return self._out.name
+
+    @property
+    def info(self) -> JobOut:
+        return self._out
+
+    @property
+    def status(self) -> str:
+        if self._out.status.value not in TERMINAL:
+            self.refresh()
+        return self._out.status.value
+
+    @property
+    def run_id(self) -> str | None:
+        if self._out.run_id is None:
+            self.refresh()
+        return self._out.run_id
+
+    def refresh(self) -> Job:
+        self._out = JobOut.model_validate(self._client._transport.json("GET", f"/api/v1/jobs/{self.id}"))
+        return self
+
+    def cancel(self) -> Job:
+        self._out = JobOut.model_validate(
+            self._client._transport.json("POST", f"/api/v1/jobs/{self.id}/cancel")
+        )
+        return self
+
+    def metrics(self, name: str | None = None) -> dict[str, dict[str, list[float]]]:
+        """Metric series of the run: ``{name: {"steps", "values", "timestamps"}}``."""
+        if self.run_id is None:
+            return {}
+        return self._client.runs.metrics(self.run_id, name)
+
+    def logs(self) -> str:
+        """The whole log so far."""
+        return "".join(self.iter_logs(follow=False))
+
+    def iter_logs(self, follow: bool = True, poll_s: float = 0.5) -> Iterator[str]:
+        """Log text as it arrives; with ``follow`` it ends when the job has ended."""
+        offset = 0
+        while True:
+            r = self._client._transport.request(
+                "GET", f"/api/v1/jobs/{self.id}/logs", params={"offset": offset}
+            )
+            offset = int(r.headers.get("x-aicloud-log-offset", offset))
+            if r.text:
+                yield r.text
+                continue  # more may be waiting right away
+            if not follow or r.headers.get("x-aicloud-log-complete") == "1":
+                return
+            time.sleep(poll_s)
+
+    @property
+    def model_version(self) -> RegisteredModel | None:
+        """The model version this job registered, if any."""
+        if self._out.model_version_id is None:
+            self.refresh()
+        if self._out.model_version_id is None:
+            return None
+        return self._client.models.get_by_id(self._out.model_version_id)
+
+    def wait(self, timeout: float | None = None, progress: bool = False, poll_s: float = 0.5) -> Job:
+        """Block until the job ends; with ``progress`` draw a Rich bar with live metrics.
+
+        Raises AicloudError on timeout. A failed job is returned, not raised: check ``status``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        epochs = int((self._out.spec.get("params") or {}).get("epochs") or 0) or None
+        bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            disable=not progress,
+        )
+        with bar:
+            task = bar.add_task(self.name, total=epochs, info="pending")
+            while self.status not in TERMINAL:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise AicloudError(
+                        f"job {self.id} did not finish within {timeout} s (it is {self.status})"
+                    )
+                if progress and self._out.run_id:
+                    run = self._client.runs.get(self._out.run_id)
+                    shown = {k: v for k, v in run.summary.items() if not k.startswith("system/")}
+                    info = "  ".join(f"{k}={v:.4g}" for k, v in list(shown.items())[:4])
+                    done = len(self.metrics("train_loss").get("train_loss", {}).get("steps", []))
+                    bar.update(task, completed=done, info=info or self.status)
+                time.sleep(poll_s)
+            bar.update(task, completed=epochs if self.status == "succeeded" else None, info=self.status)
+        return self
+
+
+class JobsAPI:
+    """``client.jobs``."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def _submit(self, body: dict[str, Any]) -> Job:
+        return Job(
+            self._client,
+            JobOut.model_validate(self._client._transport.json("POST", "/api/v1/jobs", json=body)),
+        )
+
+    def train(
+        self,
+        task: str,
+        dataset: Any,
+        eval_dataset: Any,
+        target: str,
+        params: dict[str, Any] | None = None,
+        model_name: str | None = None,
+        name: str | None = None,
+        cpus: int = 1,
+        secrets: list[str] | None = None,
+        priority: int = 0,
+    ) -> Job:
+        """Train a built-in task (``tabular-classification``, ``tabular-regression``,
+        ``image-classification``) and register the model as ``model_name``."""
+        spec = {
+            "task": task,
+            "dataset": _dataset_ref(dataset),
+            "eval_dataset": _dataset_ref(eval_dataset),
+            "target": target,
+            "params": params or {},
+            "model_name": model_name,
+            "cpus": cpus,
+            "secrets": secrets or [],
+        }
+        return self._submit({"kind": "train", "name": name, "priority": priority, "spec": spec})
+
+    def run(
+        self,
+        command: str,
+        code: str | os.PathLike[str] | None = None,
+        datasets: dict[str, Any] | None = None,
+        name: str | None = None,
+        cpus: int = 1,
+        secrets: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        priority: int = 0,
+    ) -> Job:
+        """Run your own command; ``code`` (a file or folder) is uploaded and becomes its working folder."""
+        digest = None
+        if code is not None:
+            packed = pack_code(code)
+            digest = self._client._transport.json(
+                "POST", "/api/v1/blobs", content=packed, headers={"Content-Type": "application/gzip"}
+            )["digest"]
+        spec = {
+            "command": command,
+            "code": digest,
+            "cpus": cpus,
+            "secrets": secrets or [],
+            "env": env or {},
+            "datasets": {k: _dataset_ref(v) for k, v in (datasets or {}).items()},
+        }
+        return self._submit({"kind": "command", "name": name, "priority": priority, "spec": spec})
+
+    def get(self, job_id: str) -> Job:
+        return Job(
+            self._client, JobOut.model_validate(self._client._transport.json("GET", f"/api/v1/jobs/{job_id}"))
+        )
+
+    def list(self, status: str | None = None, limit: int = 100) -> list[Job]:
+        params: dict[str, Any] = {"limit": limit, **({"status": status} if status else {})}
+        items = self._client._transport.json("GET", "/api/v1/jobs", params=params)
+        return [Job(self._client, JobOut.model_validate(j)) for j in items]

@@ -1,0 +1,52 @@
+"""Runs in the SDK: params, metric series, and side-by-side comparison."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aicloud.schemas.jobs import MetricsOut, RunOut
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from aicloud.client import Client
+
+
+class RunsAPI:
+    """``client.runs``."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def get(self, run_id: str) -> RunOut:
+        return RunOut.model_validate(self._client._transport.json("GET", f"/api/v1/runs/{run_id}"))
+
+    def metrics(self, run_id: str, name: str | None = None) -> dict[str, dict[str, list[Any]]]:
+        """``{name: {"steps": [...], "values": [...], "timestamps": [...]}}``."""
+        params = {"name": name} if name else {}
+        out = MetricsOut.model_validate(
+            self._client._transport.json("GET", f"/api/v1/runs/{run_id}/metrics", params=params)
+        )
+        return {k: v.model_dump() for k, v in out.metrics.items()}
+
+    def compare(self, run_ids: list[str]) -> pd.DataFrame:
+        """One row per run: its params (``param.*``) and the last value of each metric."""
+        import pandas as pd
+
+        rows = []
+        for run_id in run_ids:
+            run = self.get(run_id)
+            row: dict[str, Any] = {"run_id": run.id, "name": run.name, "status": run.status.value}
+            row.update(
+                {f"param.{k}": v if not isinstance(v, list | dict) else str(v) for k, v in run.params.items()}
+            )
+            row.update({k: v for k, v in run.summary.items() if not k.startswith("system/")})
+            rows.append(row)
+        return pd.DataFrame(rows).set_index("run_id")
+
+    def list(self, job_id: str | None = None, limit: int = 100) -> list[RunOut]:
+        params: dict[str, Any] = {"limit": limit, **({"job_id": job_id} if job_id else {})}
+        return [
+            RunOut.model_validate(r)
+            for r in self._client._transport.json("GET", "/api/v1/runs", params=params)
+        ]

@@ -1,0 +1,301 @@
+"""The job controller: a reconcile loop that drives stored jobs to their processes and back.
+
+Desired state lives in the job store (``pending`` jobs, ``cancel_requested``); actual state
+comes from the executor (``poll``). Each :meth:`JobController.reconcile_once` pass:
+
+1. for every ``running`` job: SIGTERM it if a cancel was requested (once per controller
+   lifetime; executors make ``cancel`` idempotent, so a restarted controller may send it
+   again), then poll. An ended process moves the job, compare-and-set, ``running`` →
+   ``succeeded`` (exit 0) / ``failed`` (reason ``error``, message = the last 50 log lines) /
+   ``cancelled`` (a cancel was requested, whatever the exit), or ``failed`` with reason
+   ``lost`` when the executor lost it. ``usage`` records exit code, CPU seconds, peak RSS
+   and wall seconds. Then ``on_finished(job)`` and ``executor.cleanup(handle)``.
+2. starts ``pending`` jobs in queue order (priority desc, then oldest) while fewer than
+   ``max_concurrent_jobs`` run: ``launcher(job)`` builds the LaunchRequest, the executor
+   starts it, and the job moves ``pending`` → ``running`` with its handle. A launcher or
+   executor error fails that job (reason ``launch``) and the pass goes on. A job cancelled
+   between the two (the transition loses the race) has its fresh process cancelled.
+
+Re-attachment after a restart is simply the first pass: it polls persisted handles, and a
+job whose process is gone becomes ``failed``/``lost``. A job whose handle cannot be polled
+(``MAX_POLL_ERRORS`` passes in a row) is also ``lost``, so no job stays running forever.
+
+``on_finished`` runs at most once per job (only the winner of the terminal transition
+calls it; it also runs for launch failures, so the server can undo what its launcher
+made). A control plane that dies between the transition and the hook skips it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aicloud.config import Settings
+from aicloud.entities import Job, JobStatus
+from aicloud.executors.base import Executor, ExitInfo, LaunchRequest
+from aicloud.executors.logs import read_log, tail_lines
+from aicloud.store.training import JobStore
+
+__all__ = ["JobController", "LogChunk"]
+
+log = logging.getLogger("aicloud.controllers.jobs")
+
+MAX_POLL_ERRORS = 10
+MESSAGE_LINES = 50
+
+Launcher = Callable[[Job], LaunchRequest]
+FinishedHook = Callable[[Job], None]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    """A slice of a job's log: ``data`` from the requested offset, the offset to ask for next,
+    and whether the log is complete (the job has ended and nothing follows)."""
+
+    data: bytes
+    next_offset: int
+    complete: bool
+
+
+class JobController:
+    """Reconciles jobs in ``store`` with processes run by ``executor``; see the module docstring.
+
+    ``launcher(job)`` is the server's: it makes the job's run and token and returns the
+    LaunchRequest. ``on_finished(job)`` gets the job in its terminal state (store the log,
+    revoke the token). ``max_concurrent`` and ``cancel_grace_s`` default to the settings'
+    ``max_concurrent_jobs`` and ``cancel_grace_seconds``.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        executor: Executor,
+        settings: Settings,
+        launcher: Launcher,
+        on_finished: FinishedHook | None = None,
+        *,
+        interval: float = 0.25,
+        max_concurrent: int | None = None,
+        cancel_grace_s: float | None = None,
+    ) -> None:
+        self.store = store
+        self.executor = executor
+        self.settings = settings
+        self.launcher = launcher
+        self.on_finished = on_finished
+        self.interval = interval
+        self.max_concurrent = max_concurrent if max_concurrent is not None else settings.max_concurrent_jobs
+        if self.max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be >= 1, not {self.max_concurrent}")
+        self.cancel_grace_s = cancel_grace_s if cancel_grace_s is not None else settings.cancel_grace_seconds
+        self._cancel_sent: set[str] = set()
+        self._poll_errors: dict[str, int] = {}
+        # Processes whose job was cancelled while they started: cancel, wait, clean up.
+        self._orphans: list[dict[str, Any]] = []
+        self._pass_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run :meth:`reconcile_once` in a background thread every ``interval`` and on wake()."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="aicloud-job-controller", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the loop (running jobs keep running; a new controller re-attaches to them)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def wake(self) -> None:
+        """Run a pass now rather than at the next tick (after a submit or a cancel)."""
+        self._wake.set()
+
+    @property
+    def running(self) -> bool:
+        """Whether the background loop is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.reconcile_once()
+            except Exception:
+                log.exception("job controller pass failed; retrying")
+            self._wake.wait(self.interval)
+            self._wake.clear()
+
+    def reconcile_once(self) -> None:
+        """One idempotent pass: finish ended jobs, then start queued ones. Thread-safe."""
+        with self._pass_lock:
+            self._reap_orphans()
+            for job in self.store.in_states([JobStatus.RUNNING]):
+                try:
+                    self._reconcile_running(job)
+                except Exception:
+                    log.exception("job %s: reconcile failed", job.id)
+            running = len(self.store.in_states([JobStatus.RUNNING]))
+            for job in self.store.in_states([JobStatus.PENDING]):
+                if running >= self.max_concurrent:
+                    break
+                try:
+                    if self._start(job):
+                        running += 1
+                except Exception:
+                    log.exception("job %s: start failed", job.id)
+
+    # -- running jobs ------------------------------------------------------------------------
+
+    def _poll(self, job: Job) -> ExitInfo | None:
+        """Poll, turning a handle that cannot be polled (repeatedly) into ``lost``."""
+        if not job.handle:
+            return ExitInfo("lost")
+        try:
+            info = self.executor.poll(job.handle)
+        except Exception:
+            errors = self._poll_errors.get(job.id, 0) + 1
+            self._poll_errors[job.id] = errors
+            log.exception("job %s: poll failed (%d/%d)", job.id, errors, MAX_POLL_ERRORS)
+            return ExitInfo("lost") if errors >= MAX_POLL_ERRORS else None
+        self._poll_errors.pop(job.id, None)
+        return info
+
+    def _reconcile_running(self, job: Job) -> None:
+        if job.cancel_requested and job.id not in self._cancel_sent and job.handle:
+            self.executor.cancel(job.handle, self.cancel_grace_s)
+            self._cancel_sent.add(job.id)
+        info = self._poll(job)
+        if info is None or info.state == "running":
+            return
+        reason: str | None
+        message: str | None
+        if job.cancel_requested:
+            status, reason, message = JobStatus.CANCELLED, "cancelled", None
+        elif info.state == "lost":
+            status, reason = JobStatus.FAILED, "lost"
+            message = "the job's process disappeared (killed, or lost in a restart); its exit code is unknown"
+        elif info.exit_code == 0:
+            status, reason, message = JobStatus.SUCCEEDED, None, None
+        else:
+            status, reason = JobStatus.FAILED, "error"
+            message = self.tail_log(job, MESSAGE_LINES) or f"the job exited with code {info.exit_code}"
+        done = self.store.transition(
+            job.id,
+            expect=[JobStatus.RUNNING],
+            status=status,
+            reason=reason,
+            message=message,
+            finished_at=_now(),
+            usage=info.usage(),
+        )
+        if done is not None:
+            self._finished(done)
+        self._cleanup(job.handle)
+        self._cancel_sent.discard(job.id)
+        self._poll_errors.pop(job.id, None)
+
+    def _finished(self, job: Job) -> None:
+        log.info("job %s %s%s", job.id, job.status.value, f" ({job.reason})" if job.reason else "")
+        if self.on_finished is None:
+            return
+        try:
+            self.on_finished(job)
+        except Exception:
+            log.exception("job %s: on_finished failed", job.id)
+
+    def _cleanup(self, handle: dict[str, Any]) -> None:
+        if not handle:
+            return
+        try:
+            self.executor.cleanup(handle)
+        except Exception:
+            log.exception("cleanup of %r failed", handle)
+
+    # -- pending jobs ------------------------------------------------------------------------
+
+    def _start(self, job: Job) -> bool:
+        """Launch one pending job; True when it is now running."""
+        try:
+            handle = self.executor.submit(self.launcher(job))
+        except Exception as exc:
+            log.warning("job %s: launch failed: %s: %s", job.id, type(exc).__name__, exc)
+            failed = self.store.transition(
+                job.id,
+                expect=[JobStatus.PENDING],
+                status=JobStatus.FAILED,
+                reason="launch",
+                message=f"{type(exc).__name__}: {exc}"[:4000],
+                finished_at=_now(),
+            )
+            self._finished(failed if failed is not None else self.store.get_any(job.id))
+            return False
+        try:
+            started = self.store.transition(
+                job.id, expect=[JobStatus.PENDING], status=JobStatus.RUNNING, handle=handle, started_at=_now()
+            )
+        except Exception:
+            self._orphan(handle)  # never leave a process the store does not know about
+            raise
+        if started is None:  # cancelled (or otherwise moved) while it was starting
+            log.info("job %s: no longer pending; stopping the process just started", job.id)
+            self._orphan(handle)
+            self._finished(self.store.get_any(job.id))
+            return False
+        log.info("job %s running", job.id)
+        return True
+
+    def _orphan(self, handle: dict[str, Any]) -> None:
+        try:
+            self.executor.cancel(handle, 0.0)
+        except Exception:
+            log.exception("cancel of orphan %r failed", handle)
+        self._orphans.append(handle)
+
+    def _reap_orphans(self) -> None:
+        still: list[dict[str, Any]] = []
+        for handle in self._orphans:
+            try:
+                state = self.executor.poll(handle).state
+            except Exception:
+                state = "lost"
+            if state == "running":
+                still.append(handle)
+            else:
+                self._cleanup(handle)
+        self._orphans = still
+
+    # -- logs --------------------------------------------------------------------------------
+
+    def tail_log(self, job: Job, n_lines: int = MESSAGE_LINES) -> str:
+        """The last ``n_lines`` lines of the job's log file ("" when there is none)."""
+        if not job.handle:
+            return ""
+        try:
+            return tail_lines(self.executor.log_path(job.handle), n_lines)
+        except (OSError, ValueError):
+            return ""
+
+    def read_log(self, job: Job, offset: int = 0, limit: int = 1024 * 1024) -> LogChunk:
+        """Up to ``limit`` bytes of the job's log file from ``offset`` (for the logs API)."""
+        data, next_offset = b"", offset
+        if job.handle:
+            with contextlib.suppress(OSError, ValueError):
+                data, next_offset = read_log(self.executor.log_path(job.handle), offset, limit)
+        return LogChunk(data, next_offset, job.status.terminal and len(data) < limit)

@@ -1,0 +1,104 @@
+"""The Executor interface: where a job's process runs, and how the control plane watches it.
+
+An executor starts a workload from a :class:`LaunchRequest` and returns a *handle*: a small
+JSON-serialisable dict the controller persists with the job (``Job.handle``). Everything
+after that goes through the handle alone, so a restarted control plane (a new executor
+object) re-attaches to running jobs by polling their persisted handles::
+
+    handle = executor.submit(request)      # starts the process; returns at once
+    executor.poll(handle)                  # ExitInfo("running") ... ExitInfo("exited", 0, ...)
+    executor.cancel(handle, grace_s=10)    # SIGTERM now, SIGKILL after grace_s; returns at once
+    executor.log_path(handle)              # the job's (growing) log file
+    executor.cleanup(handle)               # after the end: remove the working folder; idempotent
+
+Rules every implementation follows:
+
+* ``poll`` never blocks and never raises for a job that merely died: a process that is
+  gone without a recorded exit is ``lost``.
+* ``cancel`` is idempotent (the controller may call it again after its own restart) and
+  does not wait for the grace period; the end is reported by a later ``poll``.
+* ``cleanup`` may be called on a job that is still running (a launch that lost a race):
+  it then kills what is left of it first.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = ["Executor", "ExitInfo", "LaunchError", "LaunchRequest"]
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """What to run for a job.
+
+    ``env`` is the child's whole environment (the caller builds it; nothing is inherited
+    from the control plane). ``cpus`` sets the thread-count variables (``OMP_NUM_THREADS``,
+    ``MKL_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``AICLOUD_CPUS``...) unless ``env``
+    already has them. With ``cwd`` None the executor makes a private working folder (0700,
+    outside ``$AICLOUD_HOME``), passes it as ``AICLOUD_WORKDIR`` (and ``AICLOUD_OUTPUT_DIR`` =
+    ``<workdir>/output`` unless set) and removes it in ``cleanup``.
+    """
+
+    job_id: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    cpus: int = 1
+    cwd: str | None = None
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    """What ``poll`` knows about a job's process.
+
+    ``state``: ``running``; ``exited`` (``exit_code`` known: 0 success, >0 the process's own
+    code, <0 killed by that signal, e.g. -9 after a cancel's SIGKILL); or ``lost`` (the
+    process is gone and its exit code is unknowable). Usage fields are None when unknown.
+    """
+
+    state: Literal["running", "exited", "lost"]
+    exit_code: int | None = None
+    cpu_seconds: float | None = None
+    peak_rss_bytes: int | None = None
+    wall_seconds: float | None = None
+
+    def usage(self) -> dict[str, Any]:
+        """The known usage numbers (and the exit code), as stored in ``Job.usage``."""
+        values = {
+            "exit_code": self.exit_code,
+            "cpu_seconds": self.cpu_seconds,
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "wall_seconds": self.wall_seconds,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
+
+class LaunchError(RuntimeError):
+    """The executor could not start a job (bad request, or the machinery failed)."""
+
+
+class Executor(abc.ABC):
+    """Runs workloads; see the module docstring for the contract."""
+
+    @abc.abstractmethod
+    def submit(self, req: LaunchRequest) -> dict[str, Any]:
+        """Start the job and return its JSON-serialisable handle. Raises LaunchError."""
+
+    @abc.abstractmethod
+    def poll(self, handle: dict[str, Any]) -> ExitInfo:
+        """The job's state now; non-blocking."""
+
+    @abc.abstractmethod
+    def cancel(self, handle: dict[str, Any], grace_s: float) -> None:
+        """SIGTERM the job's whole process group, SIGKILL it ``grace_s`` later. Idempotent."""
+
+    @abc.abstractmethod
+    def log_path(self, handle: dict[str, Any]) -> Path:
+        """The job's combined stdout/stderr log file (grows while the job runs)."""
+
+    @abc.abstractmethod
+    def cleanup(self, handle: dict[str, Any]) -> None:
+        """Release what the job held (its private working folder...). Idempotent."""

@@ -1,0 +1,323 @@
+"""The local executor: each job is a subprocess tree on this machine, watched by a supervisor.
+
+Layout of ``jobs_dir`` (``$AICLOUD_HOME/jobs`` by default; folders 0700, files 0600)::
+
+    <jobs_dir>/<job_id>/job.log      stdout+stderr, capped at max_log_bytes (+ one marker line)
+    <jobs_dir>/<job_id>/child.json   {"pid", "pgid"} of the job's main process (its group)
+    <jobs_dir>/<job_id>/cancel.json  {"requested_at", "grace_s"}: written by cancel()
+    <jobs_dir>/<job_id>/exit.json    written once by the supervisor when the job has ended
+
+The job's working folder is elsewhere: a private ``aicloud-job-<id>-*`` folder (0700) in the
+system temp folder, never under ``$AICLOUD_HOME``, removed by ``cleanup``.
+
+``submit`` starts :mod:`aicloud.executors.supervise` (see there), which daemonizes, runs the
+job in its own process group, writes the log and, at the end, ``exit.json``. The control
+plane holds no pipe and no thread per job: it only looks at files and ``/proc``, so a
+restarted control plane re-attaches by polling the persisted handle:
+
+* ``exit.json`` present → ``exited`` with its code and usage;
+* the supervisor alive (same pid *and* same start time, so a reused pid is not mistaken
+  for it; a zombie counts as dead) → ``running``;
+* else, if the job was cancelled → ``exited`` with code -9 (SIGKILL reached the supervisor
+  before it could write its record; the code is the cancel's SIGKILL, not the job's);
+* else → ``lost`` (the supervisor was killed: the exit code is unknowable).
+
+Cancellation: ``cancel`` writes ``cancel.json`` and sends SIGTERM to the supervisor, which
+forwards it to the job's process group and SIGKILLs the group ``grace_s`` later. If the
+supervisor itself is still alive ``ESCALATE_AFTER_S`` past that deadline, ``poll`` SIGKILLs
+the supervisor and the group itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aicloud.executors import supervise
+from aicloud.executors.base import Executor, ExitInfo, LaunchError, LaunchRequest
+
+if TYPE_CHECKING:
+    from aicloud.config import Settings
+
+__all__ = ["LocalExecutor"]
+
+SUPERVISOR = str(Path(supervise.__file__).resolve())
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "AICLOUD_CPUS",
+)
+WORKDIR_PREFIX = "aicloud-job-"
+ESCALATE_AFTER_S = 5.0
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_HAS_PROC = os.path.isdir("/proc/self")
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in ticks) of a process, from /proc; None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return fields[0].decode(), int(fields[19])
+
+
+def _alive(pid: int, start_time: int | None) -> bool:
+    """Whether the process is running and is the one we started (not a reused pid, not a zombie)."""
+    if pid <= 0:
+        return False
+    if not _HAS_PROC:  # no /proc (macOS): best effort
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    stat = _proc_stat(pid)
+    if stat is None:
+        return False
+    state, started = stat
+    if start_time is not None and started != start_time:
+        return False
+    return state not in ("Z", "X", "x")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        with open(path, "rb") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _rmtree(path: Path) -> None:
+    """Remove a folder even if the job made parts of it read-only; never follow symlinks."""
+    if not path.is_dir() or path.is_symlink():
+        return
+    for root, dirs, _files in os.walk(path):
+        for name in dirs:
+            sub = os.path.join(root, name)
+            if not os.path.islink(sub):
+                with contextlib.suppress(OSError):
+                    os.chmod(sub, 0o700)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class LocalExecutor(Executor):
+    """Runs jobs as supervised subprocesses on this machine; see the module docstring."""
+
+    def __init__(
+        self,
+        jobs_dir: Path,
+        *,
+        max_log_bytes: int = 50 * 1024 * 1024,
+        default_grace_s: float = 10.0,
+        python: str = sys.executable,
+        workdir_parent: Path | None = None,
+        start_timeout_s: float = 30.0,
+    ) -> None:
+        if max_log_bytes < 1:
+            raise ValueError(f"max_log_bytes must be >= 1, not {max_log_bytes}")
+        self.jobs_dir = Path(jobs_dir)
+        self.max_log_bytes = max_log_bytes
+        self.default_grace_s = default_grace_s
+        self.python = python
+        self.workdir_parent = workdir_parent
+        self.start_timeout_s = start_timeout_s
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalExecutor:
+        """The executor the control plane uses: jobs under ``settings.resolved_jobs_dir``."""
+        return cls(
+            settings.resolved_jobs_dir,
+            max_log_bytes=settings.max_log_bytes,
+            default_grace_s=settings.cancel_grace_seconds,
+        )
+
+    # -- paths -------------------------------------------------------------------------------
+
+    def job_dir(self, job_id: str) -> Path:
+        """``<jobs_dir>/<job_id>``; raises LaunchError for an id that is not a plain name."""
+        if not _JOB_ID.fullmatch(job_id):
+            raise LaunchError(f"job id {job_id!r} is not a valid folder name")
+        return self.jobs_dir / job_id
+
+    @staticmethod
+    def _dir(handle: dict[str, Any]) -> Path:
+        try:
+            return Path(handle["job_dir"])
+        except (KeyError, TypeError):
+            raise ValueError(f"not a local executor handle: {handle!r}") from None
+
+    def log_path(self, handle: dict[str, Any]) -> Path:
+        """``<job_dir>/job.log``."""
+        return self._dir(handle) / supervise.LOG_NAME
+
+    # -- submit ------------------------------------------------------------------------------
+
+    def _prepare_env(self, req: LaunchRequest, workdir: str | None) -> dict[str, str]:
+        env = dict(req.env)
+        for name in THREAD_VARS:
+            env.setdefault(name, str(req.cpus))
+        if workdir is not None:
+            env.setdefault("AICLOUD_WORKDIR", workdir)
+            output = env.setdefault("AICLOUD_OUTPUT_DIR", os.path.join(workdir, "output"))
+            if Path(output).is_relative_to(workdir):
+                os.makedirs(output, mode=0o700, exist_ok=True)
+        return env
+
+    def submit(self, req: LaunchRequest) -> dict[str, Any]:
+        """Start the job's supervisor and return the handle (pid + start time + folders)."""
+        if not req.argv:
+            raise LaunchError("argv is empty: nothing to run")
+        if req.cpus < 1:
+            raise LaunchError(f"cpus must be >= 1, not {req.cpus}")
+        job_dir = self.job_dir(req.job_id)
+        self.jobs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        job_dir.mkdir(mode=0o700, exist_ok=True)
+        for stale in (supervise.EXIT_NAME, supervise.CANCEL_NAME, supervise.CHILD_NAME):
+            (job_dir / stale).unlink(missing_ok=True)  # from an earlier attempt at the same job
+        owns_workdir = req.cwd is None
+        workdir = (
+            tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{req.job_id}-", dir=self.workdir_parent)
+            if req.cwd is None
+            else req.cwd
+        )
+        try:
+            env = self._prepare_env(req, workdir if owns_workdir else None)
+            cmd = [
+                self.python, "-I", SUPERVISOR, str(job_dir.resolve()), str(self.max_log_bytes),
+                str(self.default_grace_s), "--", *req.argv,
+            ]  # fmt: skip
+            try:
+                done = subprocess.run(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    env=env,
+                    cwd=workdir,
+                    timeout=self.start_timeout_s,
+                    check=False,
+                )
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise LaunchError(f"could not start the job supervisor: {exc}") from exc
+            if done.returncode != 0:
+                err = done.stderr.decode("utf-8", "replace").strip()[-2000:]
+                raise LaunchError(f"the job supervisor failed to start (exit {done.returncode}): {err}")
+            try:
+                started = json.loads(done.stdout)
+                pid, start_time = int(started["pid"]), started["start_time"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise LaunchError(f"the job supervisor said {done.stdout[:200]!r}") from exc
+        except BaseException:
+            if owns_workdir:
+                _rmtree(Path(workdir))
+            raise
+        return {
+            "executor": "local",
+            "job_id": req.job_id,
+            "job_dir": str(job_dir.resolve()),
+            "pid": pid,
+            "start_time": start_time,
+            "workdir": workdir,
+            "owns_workdir": owns_workdir,
+            "submitted_at": time.time(),
+        }
+
+    # -- poll / cancel -----------------------------------------------------------------------
+
+    @staticmethod
+    def _supervisor_alive(handle: dict[str, Any]) -> bool:
+        return _alive(int(handle.get("pid") or 0), handle.get("start_time"))
+
+    def _exit_info(self, job_dir: Path) -> ExitInfo | None:
+        record = _read_json(job_dir / supervise.EXIT_NAME)
+        if record is None:
+            return None
+        return ExitInfo(
+            "exited",
+            exit_code=int(record["exit_code"]),
+            cpu_seconds=record.get("cpu_seconds"),
+            peak_rss_bytes=record.get("peak_rss_bytes"),
+            wall_seconds=record.get("wall_seconds"),
+        )
+
+    def poll(self, handle: dict[str, Any]) -> ExitInfo:
+        """See the module docstring for how running, exited and lost are told apart."""
+        job_dir = self._dir(handle)
+        info = self._exit_info(job_dir)
+        if info is not None:
+            return info
+        if self._supervisor_alive(handle):
+            self._escalate_if_overdue(handle)
+            return ExitInfo("running")
+        info = self._exit_info(job_dir)  # it may have written its record and exited meanwhile
+        if info is not None:
+            return info
+        wall = max(0.0, time.time() - float(handle.get("submitted_at") or time.time()))
+        if (job_dir / supervise.CANCEL_NAME).exists():
+            return ExitInfo("exited", exit_code=-signal.SIGKILL, wall_seconds=round(wall, 3))
+        return ExitInfo("lost", wall_seconds=round(wall, 3))
+
+    def _escalate_if_overdue(self, handle: dict[str, Any]) -> None:
+        cancel = _read_json(self._dir(handle) / supervise.CANCEL_NAME)
+        if cancel is None:
+            return
+        deadline = float(cancel.get("requested_at", 0)) + float(cancel.get("grace_s", 0))
+        if time.time() > deadline + ESCALATE_AFTER_S:
+            self._kill_everything(handle)
+
+    def cancel(self, handle: dict[str, Any], grace_s: float) -> None:
+        """Record the cancel (first call wins) and SIGTERM the supervisor; returns at once."""
+        job_dir = self._dir(handle)
+        cancel_path = job_dir / supervise.CANCEL_NAME
+        if not cancel_path.exists():
+            supervise.write_json_atomic(
+                str(cancel_path), {"requested_at": time.time(), "grace_s": max(0.0, float(grace_s))}
+            )
+        if (job_dir / supervise.EXIT_NAME).exists():
+            return
+        if self._supervisor_alive(handle):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(handle["pid"]), signal.SIGTERM)
+
+    def _kill_everything(self, handle: dict[str, Any]) -> None:
+        """SIGKILL the supervisor (if it is still ours) and the job's process group."""
+        if self._supervisor_alive(handle):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(handle["pid"]), signal.SIGKILL)
+        child = _read_json(self._dir(handle) / supervise.CHILD_NAME)
+        if child is not None and int(child.get("pgid") or 0) > 1:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(int(child["pgid"]), signal.SIGKILL)
+
+    # -- cleanup -----------------------------------------------------------------------------
+
+    def cleanup(self, handle: dict[str, Any]) -> None:
+        """Kill what is left of a job that did not end by itself; remove its working folder.
+
+        The log and ``exit.json`` stay (the server keeps the log as a blob, then deletes it).
+        """
+        job_dir = self._dir(handle)
+        if not (job_dir / supervise.EXIT_NAME).exists():
+            self._kill_everything(handle)
+        workdir = handle.get("workdir")
+        if handle.get("owns_workdir") and workdir and Path(workdir).name.startswith(WORKDIR_PREFIX):
+            _rmtree(Path(workdir))

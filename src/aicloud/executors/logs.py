@@ -1,0 +1,47 @@
+"""Reading job logs with bounded memory: the tail of a file, or a slice from a byte offset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["read_log", "tail_lines"]
+
+
+def tail_lines(path: Path, n_lines: int = 50, *, max_bytes: int = 16 * 1024) -> str:
+    """The last ``n_lines`` lines of ``path`` (at most its last ``max_bytes``), as text.
+
+    A missing file reads as ``""``. Invalid UTF-8 is replaced, never raised.
+    """
+    if n_lines <= 0:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            start = max(0, size - max_bytes)
+            f.seek(start)
+            data = f.read(size - start)
+    except FileNotFoundError:
+        return ""
+    if start > 0:  # the first line is probably cut: drop it unless it is all we have
+        cut = data.find(b"\n")
+        if 0 <= cut < len(data) - 1:
+            data = data[cut + 1 :]
+    lines = data.decode("utf-8", "replace").splitlines()
+    return "\n".join(lines[-n_lines:])
+
+
+def read_log(path: Path, offset: int = 0, limit: int = 1024 * 1024) -> tuple[bytes, int]:
+    """Up to ``limit`` bytes of ``path`` from byte ``offset``, and the offset to read next.
+
+    A missing file, or an offset past the end, gives ``(b"", offset)``.
+    """
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, not {offset}")
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(limit)
+    except FileNotFoundError:
+        return b"", offset
+    return data, offset + len(data)

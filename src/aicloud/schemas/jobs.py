@@ -1,0 +1,128 @@
+"""Wire models of jobs, runs, metrics, blobs and the model registry."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aicloud.entities import JobKind, JobStatus, RunStatus
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class JobCreate(BaseModel):
+    kind: JobKind
+    name: str | None = Field(default=None, max_length=100)
+    priority: int = Field(default=0, ge=-100, le=100)
+    spec: dict[str, Any]
+
+
+class JobOut(_Out):
+    id: str
+    name: str
+    kind: JobKind
+    spec: dict[str, Any]
+    status: JobStatus
+    priority: int
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    cancel_requested: bool = False
+    reason: str | None = None
+    message: str | None = None
+    run_id: str | None = None
+    model_version_id: str | None = None
+    usage: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunCreate(BaseModel):
+    name: str = Field(default="run", max_length=200)
+    job_id: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunOut(_Out):
+    id: str
+    job_id: str | None
+    name: str
+    status: RunStatus
+    params: dict[str, Any]
+    summary: dict[str, float] = Field(default_factory=dict)
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+class ParamsIn(BaseModel):
+    params: dict[str, Any]
+
+
+class MetricPointIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    step: int = Field(default=0, ge=0)
+    value: float = Field(allow_inf_nan=False)
+    timestamp: float | None = None
+
+
+class MetricsIn(BaseModel):
+    points: list[MetricPointIn] = Field(max_length=10_000)
+
+
+class MetricsCount(BaseModel):
+    count: int
+
+
+class MetricSeries(BaseModel):
+    steps: list[int]
+    values: list[float]
+    timestamps: list[float]
+
+
+class MetricsOut(BaseModel):
+    metrics: dict[str, MetricSeries]
+
+
+class RunFinish(BaseModel):
+    status: Literal["succeeded", "failed", "cancelled"]
+
+
+class BlobOut(BaseModel):
+    digest: str
+    size: int
+
+
+class ModelVersionCreate(BaseModel):
+    files: dict[str, str] = Field(min_length=1)
+    signature: dict[str, Any] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    run_id: str | None = None
+    job_id: str | None = None
+
+
+class ModelVersionOut(_Out):
+    id: str
+    name: str
+    version: int
+    files: dict[str, str]
+    signature: dict[str, Any]
+    config: dict[str, Any]
+    metrics: dict[str, float]
+    lineage: dict[str, Any]
+    aliases: list[str] = Field(default_factory=list)
+    created_at: datetime
+
+
+class ModelOut(_Out):
+    id: str
+    name: str
+    latest_version: int
+    aliases: dict[str, int] = Field(default_factory=dict)
+    created_at: datetime
+
+
+class AliasSet(BaseModel):
+    version: int = Field(ge=1)

@@ -1,0 +1,92 @@
+"""Jobs: submit, list, inspect, cancel, and read logs (live while running, from the blob after)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse
+from starlette.concurrency import run_in_threadpool
+
+from aicloud.entities import Job, JobStatus
+from aicloud.schemas.jobs import JobCreate, JobOut
+from aicloud.server.deps import Member, State, Viewer
+from aicloud.server.jobs import validate_job
+from aicloud.server.routes._common import check_id
+from aicloud.server.state import AppState
+
+router = APIRouter(tags=["jobs"])
+MAX_LOG_READ = 1024 * 1024
+
+
+@router.post("/jobs", response_model=JobOut, status_code=201)
+def jobs_create(body: JobCreate, principal: Member, state: State) -> JobOut:
+    """Queue a job (``train`` or ``command``); it starts when a slot is free."""
+    name, spec = validate_job(state, principal, body)
+    job = state.store.jobs.create(
+        workspace_id=principal.workspace.id, name=name, kind=body.kind, spec=spec, priority=body.priority
+    )
+    state.wake_jobs()
+    return JobOut.model_validate(job)
+
+
+@router.get("/jobs", response_model=list[JobOut])
+def jobs_list(
+    principal: Viewer,
+    state: State,
+    status: JobStatus | None = None,
+    limit: int = Query(default=100, ge=1, le=1000),
+) -> list[JobOut]:
+    return [
+        JobOut.model_validate(j)
+        for j in state.store.jobs.list(principal.workspace.id, status=status, limit=limit)
+    ]
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut)
+def jobs_get(job_id: str, principal: Viewer, state: State) -> JobOut:
+    return JobOut.model_validate(state.store.jobs.get(principal.workspace.id, check_id(job_id, "job_id")))
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut)
+def jobs_cancel(job_id: str, principal: Member, state: State) -> JobOut:
+    """Ask a job to stop: a pending job is cancelled at once, a running one gets SIGTERM, then SIGKILL."""
+    job = state.store.jobs.request_cancel(principal.workspace.id, check_id(job_id, "job_id"))
+    state.wake_jobs()
+    return JobOut.model_validate(job)
+
+
+def _read_log(state: AppState, job: Job, offset: int) -> tuple[bytes, bool]:
+    """Up to 1 MiB of the job's log from ``offset``; and whether the log is complete.
+
+    A finished job's log is an encrypted blob. Until it is stored (a moment after the job
+    ends) the live file is read and the log is not yet complete.
+    """
+    if job.log_digest:
+        with state.blobs.open(job.log_digest) as f:
+            f.seek(offset)
+            return f.read(MAX_LOG_READ), True
+    if state.jobs is not None and job.handle:
+        chunk = state.jobs.read_log(job, offset, MAX_LOG_READ)
+        # the wrap-up that stores the log normally follows within a moment; if the control
+        # plane died in between, give up waiting for it after a while
+        stale = job.finished_at is not None and (datetime.now(UTC) - job.finished_at).total_seconds() > 30
+        return chunk.data, stale and not chunk.data
+    # a job that ended without ever starting (cancelled while pending, launch failure) has no log
+    return b"", job.status.terminal and not job.handle
+
+
+@router.get("/jobs/{job_id}/logs", response_class=PlainTextResponse)
+async def jobs_logs(
+    job_id: str, principal: Viewer, state: State, offset: int = Query(default=0, ge=0)
+) -> PlainTextResponse:
+    """Log text from byte ``offset``. Poll with the returned ``X-Aicloud-Log-Offset`` to follow;
+    ``X-Aicloud-Log-Complete: 1`` means the job has ended and everything was sent."""
+    job = await run_in_threadpool(state.store.jobs.get, principal.workspace.id, check_id(job_id, "job_id"))
+    data, complete = await run_in_threadpool(_read_log, state, job, offset)
+    complete = complete and len(data) < MAX_LOG_READ
+    headers = {
+        "X-Aicloud-Log-Offset": str(offset + len(data)),
+        "X-Aicloud-Log-Complete": "1" if complete else "0",
+    }
+    return PlainTextResponse(data.decode("utf-8", "replace"), headers=headers)

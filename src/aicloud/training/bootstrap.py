@@ -1,0 +1,254 @@
+"""The workload entry point: ``python -m aicloud.training.bootstrap`` (see docs/training.md).
+
+Started by an executor in a fresh working folder with ``AICLOUD_URL``, ``AICLOUD_TOKEN``,
+``AICLOUD_JOB_ID``, ``AICLOUD_RUN_ID`` and ``AICLOUD_JOB_SPEC`` set, it:
+
+1. downloads the job's dataset versions into ``data/<role>.<format>`` and sets ``AICLOUD_DATASETS``
+   (JSON role → path) and ``AICLOUD_DATASET_<ROLE>``;
+2. ``train`` jobs: runs the built-in task (:func:`aicloud.training.tasks.run_task`), logging params and
+   metrics to the run, and registers the model (name: the spec's ``model_name``, else the job name);
+   ``command`` jobs: downloads and safely extracts the code archive into ``code/``, then runs
+   ``/bin/sh -c <command>`` there with ``AICLOUD_OUTPUT_DIR`` set, its output passed straight through
+   and SIGTERM forwarded to it;
+3. marks the run finished (succeeded, failed or cancelled) and exits with the job's exit code
+   (the command's; 1 after an error, whose traceback goes to stderr, i.e. the job log).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import signal
+import subprocess
+import sys
+import tarfile
+import traceback
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from urllib.parse import quote
+
+from aicloud.errors import DataCorruptedError, InvalidDataError, ValidationError
+from aicloud.schemas.training import CommandSpec, TrainSpec
+from aicloud.training.env import JobDoc, WorkloadEnv
+from aicloud.training.runtime import Session, use_session
+
+
+class Cancelled(BaseException):
+    """SIGTERM arrived (the job was cancelled)."""
+
+
+def log(message: str) -> None:
+    print(f"[aicloud] {message}", flush=True)
+
+
+# -----------------------------------------------------------------------------------------------------
+# datasets and code
+
+
+def _dataset_refs(sess: Session, job: JobDoc) -> dict[str, dict[str, Any]]:
+    """Role → ``{"name", "version", "format"}``: the server's resolved versions, else resolved here."""
+    if job.resolved:
+        return {role: dict(info) for role, info in job.resolved.items() if info}
+    if job.kind == "train":
+        wanted = {"train": job.spec.get("dataset"), "eval": job.spec.get("eval_dataset")}
+    else:
+        wanted = dict(job.spec.get("datasets") or {})
+    refs: dict[str, dict[str, Any]] = {}
+    for role, ref in wanted.items():
+        if not ref:
+            continue
+        name, _, version = str(ref).partition(":")
+        info = sess.call("GET", f"/api/v1/datasets/{quote(name, safe='')}/versions/{version or 'latest'}")
+        refs[role] = {"name": info["name"], "version": info["version"], "format": info["format"]}
+    return refs
+
+
+def download_datasets(sess: Session, job: JobDoc, dest: Path) -> dict[str, Path]:
+    """Download each dataset version of the job into ``dest/<role>.<format>``."""
+    if sess.transport is None:
+        raise ValidationError.field("AICLOUD_RUN_ID", "the bootstrap needs AICLOUD_URL and AICLOUD_RUN_ID")
+    paths: dict[str, Path] = {}
+    for role, info in _dataset_refs(sess, job).items():
+        dest.mkdir(parents=True, exist_ok=True)
+        path = dest / f"{role}.{info.get('format') or 'bin'}"
+        name, version = quote(str(info["name"]), safe=""), info["version"]
+        size, _ = sess.download(f"/api/v1/datasets/{name}/versions/{version}/content", path)
+        log(f"dataset {role}: {info['name']}:{version} → {path} ({size} bytes)")
+        paths[role] = path
+    return paths
+
+
+def expose_datasets(paths: dict[str, Path], environ: dict[str, str] | os._Environ[str] = os.environ) -> None:
+    """Set ``AICLOUD_DATASETS`` (JSON role → path) and ``AICLOUD_DATASET_<ROLE>``."""
+    environ["AICLOUD_DATASETS"] = json.dumps({role: str(p) for role, p in paths.items()})
+    for role, path in paths.items():
+        environ[f"AICLOUD_DATASET_{role.upper()}"] = str(path)
+
+
+def download_blob(sess: Session, digest: str, path: Path) -> None:
+    """Download a blob and check its sha256 against the digest."""
+    _, sha = sess.download(f"/api/v1/blobs/{digest}", path)
+    if sha != digest:
+        raise DataCorruptedError(f"the code archive does not match its digest {digest}")
+
+
+def _refuse(name: str, why: str) -> InvalidDataError:
+    return InvalidDataError(f"refusing to extract {name!r} from the code archive: {why}")
+
+
+def _escapes(path: str) -> bool:
+    norm = posixpath.normpath(path)
+    return norm == ".." or norm.startswith("../")
+
+
+def extract_archive(archive: Path, dest: Path) -> int:
+    """Extract a ``.tar`` / ``.tar.gz`` into ``dest`` safely; returns the number of members.
+
+    Refuses absolute paths, ``..`` components, and links pointing outside ``dest`` (explicitly, with a
+    message naming the member), then extracts with tarfile's ``data`` filter (no devices, no setuid,
+    nothing outside the destination).
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            members = tar.getmembers()
+            for m in members:
+                name = m.name.replace("\\", "/")
+                if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+                    raise _refuse(m.name, "absolute path")
+                if ".." in name.split("/"):
+                    raise _refuse(m.name, "'..' in the path")
+                if m.issym():
+                    target = m.linkname.replace("\\", "/")
+                    if target.startswith("/") or _escapes(posixpath.join(posixpath.dirname(name), target)):
+                        raise _refuse(m.name, f"a link to {m.linkname!r}, outside the archive")
+                if m.islnk() and (m.linkname.startswith("/") or _escapes(m.linkname)):
+                    raise _refuse(m.name, f"a hard link to {m.linkname!r}, outside the archive")
+            tar.extractall(dest, members=members, filter="data")
+            return len(members)
+    except tarfile.TarError as exc:
+        raise InvalidDataError(f"the code archive cannot be extracted: {exc}") from None
+
+
+# -----------------------------------------------------------------------------------------------------
+# the two kinds of job
+
+
+def run_train(sess: Session, env: WorkloadEnv, paths: dict[str, Path], output: Path) -> int:
+    from aicloud.training.tasks import run_task
+
+    spec = TrainSpec.model_validate(env.job.spec)
+    if "train" not in paths:
+        raise ValidationError.field("spec.dataset", "no training dataset was resolved for this job")
+    refs = {r: f"{i['name']}:{i['version']}" for r, i in _dataset_refs(sess, env.job).items()}
+    sess.log_params(
+        {
+            **spec.params.model_dump(),
+            "task": spec.task,
+            "target": spec.target,
+            "dataset": refs.get("train", spec.dataset),
+            "eval_dataset": refs.get("eval", spec.eval_dataset),
+        }
+    )
+    sess.start_system_metrics()
+    result = run_task(spec, paths["train"], paths.get("eval"), output, tracker=sess)
+    sess.flush()
+    name = spec.model_name or env.job.name or "model"
+    sess.register_model(result.model_dir, name=name, metrics=result.metrics)
+    return 0
+
+
+def run_command(sess: Session, env: WorkloadEnv, workdir: Path, output: Path) -> tuple[int, str]:
+    """Run the user's command; returns (exit code, run status)."""
+    spec = CommandSpec.model_validate(env.job.spec)
+    code_dir = workdir / "code"
+    code_dir.mkdir(parents=True, exist_ok=True)
+    if spec.code:
+        archive = workdir / "code.tar.gz"
+        download_blob(sess, spec.code, archive)
+        count = extract_archive(archive, code_dir)
+        archive.unlink()
+        log(f"code: {count} files from blob {spec.code[:12]} → {code_dir}")
+    child_env = dict(os.environ)
+    child_env.update(spec.env)
+    child_env["AICLOUD_OUTPUT_DIR"] = str(output)
+    log(f"$ {spec.command}")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    proc = subprocess.Popen(["/bin/sh", "-c", spec.command], cwd=code_dir, env=child_env)
+    forwarded: list[int] = []
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        forwarded.append(signum)
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        sess.start_system_metrics(pid=proc.pid)
+        rc = proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    code = rc if rc >= 0 else 128 - rc
+    log(f"command exited with code {code}")
+    if forwarded:  # cancelled: however the command ended
+        return code, "cancelled"
+    return code, "succeeded" if rc == 0 else "failed"
+
+
+# -----------------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    workdir = Path.cwd()
+    try:
+        env = WorkloadEnv.from_environ()
+        sess = Session(env, workdir=workdir)
+    except Exception:
+        traceback.print_exc()
+        return 1
+    use_session(sess)
+    status, code = "failed", 1
+
+    def cancel(signum: int, frame: FrameType | None) -> None:
+        raise Cancelled()
+
+    previous = signal.signal(signal.SIGTERM, cancel)
+    try:
+        log(f"job {env.job_id} ({env.job.kind} {env.job.name!r}), run {env.run_id}")
+        output = env.output_dir or workdir / "output"
+        output.mkdir(parents=True, exist_ok=True)
+        os.environ["AICLOUD_OUTPUT_DIR"] = str(output)
+        paths = download_datasets(sess, env.job, workdir / "data")
+        expose_datasets(paths)
+        if env.job.kind == "train":
+            code = run_train(sess, env, paths, output)
+            status = "succeeded"
+        elif env.job.kind == "command":  # SIGTERM: Cancelled until the command starts, then forwarded
+            code, status = run_command(sess, env, workdir, output)
+        else:
+            raise ValidationError.field(
+                "kind", f"unknown job kind {env.job.kind!r}; expected train or command"
+            )
+    except Cancelled:
+        log("cancelled (SIGTERM)")
+        status, code = "cancelled", 128 + signal.SIGTERM
+    except (Exception, KeyboardInterrupt):
+        traceback.print_exc()
+        sys.stderr.flush()
+        status, code = "failed", 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        try:
+            sess.finish(status)
+        except Exception as exc:
+            print(f"[aicloud] warning: could not finish the run: {exc}", file=sys.stderr, flush=True)
+        use_session(None)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
