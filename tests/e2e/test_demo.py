@@ -29,6 +29,13 @@ def test_up_demo_down(tmp_path: Path) -> None:
         assert "1797 rows" in out and "569 rows" in out
         assert "digits-train:1 (1437 rows)" in out and "digits-test:1 (360 rows)" in out
         assert "mean" in out and "distinct" in out
+        # second part: both models trained, registered, aliased, with lineage
+        rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") >= 5}
+        for model in ("digits", "breast-cancer"):
+            accuracy = float(rows[model].split("│")[4])
+            assert accuracy >= 0.95, rows[model]
+        assert "digits v1  aliases: production" in out
+        assert "← train: dataset digits-train:1 (1437 rows" in out and "← split of digits:1" in out
         status = cli("status").stdout
         assert "workspace default" in status
     finally:

@@ -137,6 +137,7 @@ def extract_archive(archive: Path, dest: Path) -> int:
 
 
 def run_train(sess: Session, env: WorkloadEnv, paths: dict[str, Path], output: Path) -> int:
+    sess.start_system_metrics()  # before torch's import, which takes seconds
     from aicloud.training.tasks import run_task
 
     spec = TrainSpec.model_validate(env.job.spec)
@@ -152,7 +153,6 @@ def run_train(sess: Session, env: WorkloadEnv, paths: dict[str, Path], output: P
             "eval_dataset": refs.get("eval", spec.eval_dataset),
         }
     )
-    sess.start_system_metrics()
     result = run_task(spec, paths["train"], paths.get("eval"), output, tracker=sess)
     sess.flush()
     name = spec.model_name or env.job.name or "model"

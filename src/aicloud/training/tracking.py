@@ -59,6 +59,9 @@ class BatchingSink:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._last_send = (
+            0.0  # monotonic time of the last post: the first point of a quiet spell goes at once
+        )
         self.requests = 0  # HTTP requests made (for tests and diagnostics)
         self.dropped = 0
 
@@ -69,8 +72,8 @@ class BatchingSink:
             if self._thread is None and not self._stop.is_set():
                 self._thread = threading.Thread(target=self._loop, name="aicloud-metrics", daemon=True)
                 self._thread.start()
-        if size >= self.batch_size:
-            self._wake.set()
+        if size >= self.batch_size or time.monotonic() - self._last_send >= self.interval:
+            self._wake.set()  # a full batch, or the first point after a quiet spell: no waiting
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -86,6 +89,7 @@ class BatchingSink:
     def flush(self, retries: int | None = None) -> None:
         """Send everything buffered now; on failure the points go back to the buffer (bounded)."""
         with self._send_lock:
+            self._last_send = time.monotonic()
             with self._lock:
                 points, self._buffer = self._buffer, []
             for start in range(0, len(points), self.max_request):
@@ -253,6 +257,10 @@ class SystemSampler:
 
     def _loop(self) -> None:
         last_cpu, last_t = self.usage()[0], time.monotonic()
+        try:  # one sample at once, so a run shows a live metric before the work gets going
+            self.log("system/rss_mb", self.usage()[1] / 1e6)
+        except Exception as exc:
+            _warn(f"system metrics: {exc}")
         while not self._stop.wait(self.interval):
             try:
                 cpu, rss = self.usage()
