@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from helpers import small_csv
 from test_cli import run_cli
 
 from aicloud import Client
 from aicloud.testing.server import ServerProcess
+
+from helpers import small_csv
 
 
 def test_job_run_from_a_spec_file_then_model_and_run_commands(
