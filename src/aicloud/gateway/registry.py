@@ -1,0 +1,106 @@
+"""The live routing table shared by the deployment controller and the gateway.
+
+The controller (a thread) writes it: which replicas of which deployment are ready,
+draining or gone. The gateway (the event loop) reads it to pick a replica, counts
+requests in flight per replica, records the last request time, and asks for a start
+when a request arrives for a deployment at zero replicas. The autoscaler reads the
+in-flight counts. Plain attribute reads and writes of ints and floats are atomic in
+CPython; structural changes take the lock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ReplicaSlot:
+    replica_id: str
+    url: str  # http://127.0.0.1:<port>
+    generation: int
+    ready: bool = False
+    draining: bool = False
+    inflight: int = 0  # requests the gateway has sent and not yet seen answered
+
+
+@dataclass
+class Endpoint:
+    """Routing state of one deployment."""
+
+    deployment_id: str
+    workspace_id: str
+    name: str
+    replica_key: str  # bearer the gateway presents to replicas
+    replicas: dict[str, ReplicaSlot] = field(default_factory=dict)
+    last_request: float = field(default_factory=time.monotonic)
+    start_requested: bool = False  # a request is held for a cold deployment
+    waiting: int = 0  # requests held while no replica is ready
+
+    def routable(self) -> list[ReplicaSlot]:
+        return [r for r in list(self.replicas.values()) if r.ready and not r.draining]
+
+    @property
+    def inflight(self) -> int:
+        return sum(r.inflight for r in list(self.replicas.values())) + self.waiting
+
+    def choose(self, exclude: set[str] | None = None) -> ReplicaSlot | None:
+        """Least outstanding requests among ready, non-draining replicas (ties: newest generation)."""
+        candidates = [r for r in self.routable() if not exclude or r.replica_id not in exclude]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda r: (r.inflight, -r.generation))
+
+
+class EndpointRegistry:
+    """Endpoints by (workspace id, deployment name), plus a hook to wake the controller."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._endpoints: dict[tuple[str, str], Endpoint] = {}
+        self.on_demand: Callable[[], None] = lambda: None  # the controller's wake()
+
+    def get(self, workspace_id: str, name: str) -> Endpoint | None:
+        return self._endpoints.get((workspace_id, name))
+
+    def by_deployment(self, deployment_id: str) -> Endpoint | None:
+        return next((e for e in list(self._endpoints.values()) if e.deployment_id == deployment_id), None)
+
+    def ensure(self, deployment_id: str, workspace_id: str, name: str, replica_key: str) -> Endpoint:
+        with self._lock:
+            key = (workspace_id, name)
+            ep = self._endpoints.get(key)
+            if ep is None or ep.deployment_id != deployment_id:
+                ep = Endpoint(deployment_id, workspace_id, name, replica_key)
+                self._endpoints[key] = ep
+            ep.replica_key = replica_key
+            return ep
+
+    def remove(self, deployment_id: str) -> None:
+        with self._lock:
+            for key, ep in list(self._endpoints.items()):
+                if ep.deployment_id == deployment_id:
+                    del self._endpoints[key]
+
+    def set_replica(self, ep: Endpoint, slot: ReplicaSlot) -> None:
+        with self._lock:
+            current = ep.replicas.get(slot.replica_id)
+            if current is None:
+                ep.replicas[slot.replica_id] = slot
+            else:  # keep the live in-flight count
+                current.url, current.ready, current.draining = slot.url, slot.ready, slot.draining
+                current.generation = slot.generation
+
+    def drop_replica(self, ep: Endpoint, replica_id: str) -> None:
+        with self._lock:
+            ep.replicas.pop(replica_id, None)
+
+    def demand(self, ep: Endpoint) -> None:
+        """A request arrived for a deployment with no ready replica: ask the controller to start one."""
+        ep.start_requested = True
+        self.on_demand()
+
+    def all(self) -> list[Endpoint]:
+        return list(self._endpoints.values())

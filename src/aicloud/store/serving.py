@@ -1,0 +1,67 @@
+"""Store interface for deployments and replicas (same rules as ``store.base``)."""
+
+from __future__ import annotations
+
+import abc
+import builtins
+from typing import Any
+
+from aicloud.entities.serving import Deployment, DeploymentStatus, Replica, ReplicaState
+
+
+class DeploymentStore(abc.ABC):
+    @abc.abstractmethod
+    def create(
+        self, *, workspace_id: str, name: str, spec: dict[str, Any], model_version_id: str | None, desired: int
+    ) -> Deployment:
+        """Raises ConflictError when the name exists in the workspace."""
+
+    @abc.abstractmethod
+    def get(self, workspace_id: str, name: str) -> Deployment: ...
+
+    @abc.abstractmethod
+    def get_any(self, deployment_id: str) -> Deployment: ...
+
+    @abc.abstractmethod
+    def list(self, workspace_id: str) -> builtins.list[Deployment]: ...
+
+    @abc.abstractmethod
+    def list_all(self) -> builtins.list[Deployment]:
+        """Every deployment of every workspace (the controller's view)."""
+
+    @abc.abstractmethod
+    def update_spec(
+        self, workspace_id: str, name: str, spec: dict[str, Any], model_version_id: str | None
+    ) -> Deployment:
+        """Replace the spec and bump ``generation`` (replicas roll over)."""
+
+    @abc.abstractmethod
+    def set_desired(self, deployment_id: str, desired: int) -> Deployment: ...
+
+    @abc.abstractmethod
+    def set_status(self, deployment_id: str, status: DeploymentStatus, message: str | None = None) -> Deployment: ...
+
+    @abc.abstractmethod
+    def delete(self, deployment_id: str) -> None:
+        """Remove the deployment and its replica rows (after the controller stopped them)."""
+
+    @abc.abstractmethod
+    def add_replica(self, deployment_id: str, *, generation: int, port: int, handle: dict[str, Any]) -> Replica: ...
+
+    @abc.abstractmethod
+    def update_replica(
+        self,
+        replica_id: str,
+        *,
+        state: ReplicaState | None = None,
+        handle: dict[str, Any] | None = None,
+        message: str | None = None,
+    ) -> Replica:
+        """Moving to READY sets ``ready_at``."""
+
+    @abc.abstractmethod
+    def replicas(self, deployment_id: str) -> builtins.list[Replica]:
+        """Oldest first; stopped and failed replicas are removed by ``remove_replica``."""
+
+    @abc.abstractmethod
+    def remove_replica(self, replica_id: str) -> None: ...
