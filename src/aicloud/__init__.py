@@ -1,14 +1,15 @@
-"""aicloud: a self-hosted AI cloud. The public surface is :class:`Client`."""
+"""aicloud: a self-hosted AI cloud. The public surface: :class:`Client`, :class:`Service`, :func:`handler`."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Client", "__version__"]
+__all__ = ["Client", "Service", "__version__", "handler"]
 
 if TYPE_CHECKING:
     from aicloud.client import Client
+    from aicloud.serving.service import Service, handler
 
 
 def __getattr__(name: str) -> Any:
@@ -16,4 +17,8 @@ def __getattr__(name: str) -> Any:
         from aicloud.client import Client
 
         return Client
+    if name in ("Service", "handler"):
+        from aicloud.serving import service
+
+        return getattr(service, name)
     raise AttributeError(name)

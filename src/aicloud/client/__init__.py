@@ -5,13 +5,14 @@ from __future__ import annotations
 from types import TracebackType
 
 from aicloud.client.datasets import DatasetsAPI, DatasetVersion
+from aicloud.client.deployments import Deployment, DeploymentsAPI
 from aicloud.client.http import Transport, resolve
 from aicloud.client.jobs import Job, JobsAPI
 from aicloud.client.models import ModelsAPI
 from aicloud.client.resources import AdminAPI, SecretsAPI, TokensAPI, WorkspacesAPI
 from aicloud.client.runs import RunsAPI
 
-__all__ = ["Client", "DatasetVersion", "Job"]
+__all__ = ["Client", "DatasetVersion", "Deployment", "Job"]
 
 
 class Client:
@@ -33,6 +34,7 @@ class Client:
         self.jobs = JobsAPI(self)
         self.runs = RunsAPI(self)
         self.models = ModelsAPI(self)
+        self.deployments = DeploymentsAPI(self)
 
     @property
     def url(self) -> str:

@@ -38,6 +38,7 @@ class Endpoint:
     last_request: float = field(default_factory=time.monotonic)
     start_requested: bool = False  # a request is held for a cold deployment
     waiting: int = 0  # requests held while no replica is ready
+    timeout_s: float | None = None  # the spec's timeout_s: how long the gateway holds a cold request
 
     def routable(self) -> list[ReplicaSlot]:
         return [r for r in list(self.replicas.values()) if r.ready and not r.draining]

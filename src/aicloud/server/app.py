@@ -16,12 +16,14 @@ from aicloud import __version__
 from aicloud.blobs import open_blob_store
 from aicloud.config import Settings
 from aicloud.errors import AicloudError
+from aicloud.gateway.proxy import make_gateway_router
 from aicloud.server.bootstrap import bootstrap
 from aicloud.server.jobs import JobRuntime
 from aicloud.server.routes import (
     admin,
     blobs,
     datasets,
+    deployments,
     health,
     jobs,
     models,
@@ -30,6 +32,7 @@ from aicloud.server.routes import (
     tokens,
     workspaces,
 )
+from aicloud.server.serving import ServingRuntime
 from aicloud.server.state import AppState
 from aicloud.store import open_store
 
@@ -106,19 +109,33 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app_state = state or open_state(settings)
         app.state.aicloud = app_state
-        if app_state.jobs is None:
+        if app_state.jobs is None or app_state.deployments is None:
+            from aicloud.controllers.deployments import DeploymentController
             from aicloud.controllers.jobs import JobController
             from aicloud.executors import make_executor
 
+            executor = make_executor(settings)
             runtime = JobRuntime(app_state)
             app_state.jobs = JobController(
-                app_state.store.jobs, make_executor(settings), settings, runtime.launch, runtime.finished
+                app_state.store.jobs, executor, settings, runtime.launch, runtime.finished
+            )
+            serving = ServingRuntime(app_state, runtime.server_url())
+            app_state.deployments = DeploymentController(
+                app_state.store,
+                executor,
+                app_state.endpoints,
+                settings,
+                serving.launch,
+                on_removed=serving.revoke_token,
             )
         app_state.jobs.start()
+        app_state.deployments.start()
         try:
             yield
         finally:
+            app_state.deployments.stop()
             app_state.jobs.stop()
+            await app_state.gateway.aclose()
             app_state.store.close()
 
     app = FastAPI(
@@ -130,6 +147,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     )
     install_error_handlers(app)
     app.include_router(health.router)
-    for module in (workspaces, tokens, datasets, secrets, admin, blobs, jobs, runs, models):
+    for module in (workspaces, tokens, datasets, secrets, admin, blobs, jobs, runs, models, deployments):
         app.include_router(module.router, prefix="/api/v1")
+    app.include_router(make_gateway_router())
     return app

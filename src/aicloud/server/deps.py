@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from aicloud.entities import Role
+from aicloud.errors import PermissionDeniedError
 from aicloud.server.auth import Principal, authenticate
 from aicloud.server.state import AppState
 
@@ -29,6 +30,29 @@ def public() -> None:
     """Marks a route as deliberately open (health checks only)."""
 
 
+#: Routes a replica's token (scope ``deployment:<id>``) may call: it only fetches artifacts.
+REPLICA_ROUTES = frozenset({"blobs_download", "whoami"})
+
+
+def check_scope(principal: Principal, request: Request) -> None:
+    """Scoped tokens reach only what their scope is for.
+
+    ``endpoint:<name>`` tokens call one endpoint through the gateway and nothing under
+    ``/api/v1``; ``deployment:<id>`` tokens (replicas) only download artifacts. ``job:<id>``
+    tokens act as a member of the workspace, limited to their own job's runs and models
+    (checked by those routes).
+    """
+    scope = principal.token.scope or ""
+    route = request.scope.get("route")
+    name = getattr(route, "name", "")
+    if scope.startswith("endpoint:"):
+        raise PermissionDeniedError(
+            f"this token can only call the endpoint {scope[9:]!r} (/v1/endpoints/...)"
+        )
+    if scope.startswith("deployment:") and name not in REPLICA_ROUTES:
+        raise PermissionDeniedError("a replica token can only download its deployment's artifacts")
+
+
 def _require(role: Role):  # type: ignore[no-untyped-def]
     async def dependency(request: Request) -> Principal:
         state = get_state(request)
@@ -38,6 +62,7 @@ def _require(role: Role):  # type: ignore[no-untyped-def]
             principal = await run_in_threadpool(authenticate, state.store, header)
             state.principals.put(header or "", principal)
         principal.require(role)
+        check_scope(principal, request)
         request.state.principal = principal
         return principal
 
@@ -53,4 +78,6 @@ require_admin = _require(Role.ADMIN)
 Viewer = Annotated[Principal, Depends(require_viewer)]
 Member = Annotated[Principal, Depends(require_member)]
 Admin = Annotated[Principal, Depends(require_admin)]
-AUTH_DEPENDENCIES = (public, require_viewer, require_member, require_admin)
+from aicloud.gateway.proxy import require_endpoint_caller  # noqa: E402 (the gateway's own auth)
+
+AUTH_DEPENDENCIES = (public, require_viewer, require_member, require_admin, require_endpoint_caller)

@@ -7,11 +7,14 @@ from typing import TYPE_CHECKING
 
 from aicloud.blobs import BlobStore
 from aicloud.config import Settings
+from aicloud.gateway.proxy import Gateway
+from aicloud.gateway.registry import EndpointRegistry
 from aicloud.schemas import DatasetVersionOut
 from aicloud.server.auth import PrincipalCache
 from aicloud.server.cache import TTLCache
 
 if TYPE_CHECKING:
+    from aicloud.controllers.deployments import DeploymentController
     from aicloud.controllers.jobs import JobController
 from aicloud.store import MetadataStore
 
@@ -22,6 +25,9 @@ class AppState:
     store: MetadataStore
     blobs: BlobStore
     jobs: JobController | None = None
+    deployments: DeploymentController | None = None
+    endpoints: EndpointRegistry = field(default_factory=EndpointRegistry)
+    gateway: Gateway = field(init=False)
     principals: PrincipalCache = field(init=False)
     #: Numbered dataset versions are immutable: (workspace id, name, version) → wire model.
     versions: TTLCache[tuple[str, str, int], DatasetVersionOut] = field(init=False)
@@ -29,8 +35,13 @@ class AppState:
     def __post_init__(self) -> None:
         self.principals = PrincipalCache(ttl=self.settings.auth_cache_seconds)
         self.versions = TTLCache(ttl=60.0)
+        self.gateway = Gateway(self.endpoints)
 
     def wake_jobs(self) -> None:
         """Nudge the job controller after a submit or cancel, so it does not wait for its next tick."""
         if self.jobs is not None:
             self.jobs.wake()
+
+    def wake_deployments(self) -> None:
+        if self.deployments is not None:
+            self.deployments.wake()

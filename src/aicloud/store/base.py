@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from aicloud.entities import DatasetSummary, DatasetVersion, Role, Secret, Token, Workspace
+from aicloud.store.serving import DeploymentStore
 from aicloud.store.training import BlobRefStore, JobStore, ModelStore, RunStore
 
 
@@ -137,6 +138,7 @@ class MetadataStore(abc.ABC):
     runs: RunStore
     models: ModelStore
     blob_refs: BlobRefStore
+    deployments: DeploymentStore
 
     @abc.abstractmethod
     def close(self) -> None: ...

@@ -12,7 +12,13 @@ from aicloud.entities.serving import Deployment, DeploymentStatus, Replica, Repl
 class DeploymentStore(abc.ABC):
     @abc.abstractmethod
     def create(
-        self, *, workspace_id: str, name: str, spec: dict[str, Any], model_version_id: str | None, desired: int
+        self,
+        *,
+        workspace_id: str,
+        name: str,
+        spec: dict[str, Any],
+        model_version_id: str | None,
+        desired: int,
     ) -> Deployment:
         """Raises ConflictError when the name exists in the workspace."""
 
@@ -39,14 +45,26 @@ class DeploymentStore(abc.ABC):
     def set_desired(self, deployment_id: str, desired: int) -> Deployment: ...
 
     @abc.abstractmethod
-    def set_status(self, deployment_id: str, status: DeploymentStatus, message: str | None = None) -> Deployment: ...
+    def set_status(
+        self,
+        deployment_id: str,
+        status: DeploymentStatus,
+        message: str | None = None,
+        *,
+        expect: builtins.list[DeploymentStatus] | None = None,
+    ) -> Deployment:
+        """Set the status and message (None clears it). With ``expect``, compare-and-set: a
+        deployment in another status is left alone and returned as it is (so the controller
+        never overwrites ``deleting`` set by a request meanwhile)."""
 
     @abc.abstractmethod
     def delete(self, deployment_id: str) -> None:
         """Remove the deployment and its replica rows (after the controller stopped them)."""
 
     @abc.abstractmethod
-    def add_replica(self, deployment_id: str, *, generation: int, port: int, handle: dict[str, Any]) -> Replica: ...
+    def add_replica(
+        self, deployment_id: str, *, generation: int, port: int, handle: dict[str, Any]
+    ) -> Replica: ...
 
     @abc.abstractmethod
     def update_replica(

@@ -9,6 +9,7 @@ from aicloud.store.base import MetadataStore
 from aicloud.store.sql import migrate as migrations
 from aicloud.store.sql.blobrefs import SqlBlobRefStore
 from aicloud.store.sql.datasets import SqlDatasetStore
+from aicloud.store.sql.deployments import SqlDeploymentStore
 from aicloud.store.sql.jobs import SqlJobStore
 from aicloud.store.sql.models import SqlModelStore
 from aicloud.store.sql.runs import SqlRunStore
@@ -50,6 +51,7 @@ class SqlMetadataStore(MetadataStore):
         self.runs = SqlRunStore(self._db)
         self.models = SqlModelStore(self._db)
         self.blob_refs = SqlBlobRefStore(self._db)
+        self.deployments = SqlDeploymentStore(self._db)
 
     @property
     def database(self) -> Database:

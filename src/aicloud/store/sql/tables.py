@@ -261,3 +261,42 @@ class BlobRefRow(Base):
     digest: Mapped[str] = mapped_column(String(128), primary_key=True, index=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# --- serving: deployments (desired state) and their replicas (actual state) ---
+
+
+class DeploymentRow(Base):
+    """A deployment; ``generation`` grows (in the same UPDATE) on every spec change."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (UniqueConstraint("workspace_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(String(64), ForeignKey("workspaces.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON())
+    status: Mapped[str] = mapped_column(String(16))
+    generation: Mapped[int] = mapped_column(Integer())
+    desired_replicas: Mapped[int] = mapped_column(Integer())
+    model_version_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    message: Mapped[str | None] = mapped_column(Text(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ReplicaRow(Base):
+    """A serving replica: its process is known to the executor by ``handle``."""
+
+    __tablename__ = "replicas"
+    __table_args__ = (Index(None, "deployment_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(String(64), ForeignKey("deployments.id", ondelete="CASCADE"))
+    generation: Mapped[int] = mapped_column(Integer())
+    state: Mapped[str] = mapped_column(String(16))
+    port: Mapped[int] = mapped_column(Integer())
+    handle: Mapped[dict[str, Any]] = mapped_column(JSON())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    message: Mapped[str | None] = mapped_column(Text(), nullable=True)

@@ -1,0 +1,157 @@
+"""Deployments in the SDK: serve a model or your own Service, call it, scale it, roll it."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from aicloud.errors import AicloudError
+from aicloud.schemas import TokenCreated
+from aicloud.schemas.serving import DeploymentOut
+
+if TYPE_CHECKING:
+    from aicloud.client import Client
+
+
+def _rows(rows: Any) -> list[Any]:
+    """A DataFrame, a 2-D array or a list of rows/dicts → JSON-ready rows."""
+    if hasattr(rows, "to_dict") and hasattr(rows, "columns"):
+        return list(rows.to_dict(orient="records"))
+    if hasattr(rows, "tolist"):
+        return list(rows.tolist())
+    return list(rows)
+
+
+class Deployment:
+    """A deployment and its endpoint (``url``: ``<server>/v1/endpoints/<name>``)."""
+
+    def __init__(self, client: Client, out: DeploymentOut) -> None:
+        self._client = client
+        self._out = out
+
+    def __repr__(self) -> str:
+        return f"Deployment(name={self.name!r}, status={self._out.status.value!r})"
+
+    @property
+    def name(self) -> str:
+        return self._out.name
+
+    @property
+    def info(self) -> DeploymentOut:
+        return self._out
+
+    @property
+    def url(self) -> str:
+        return f"{self._client.url}/v1/endpoints/{self.name}"
+
+    @property
+    def status(self) -> str:
+        return self.refresh()._out.status.value
+
+    def refresh(self) -> Deployment:
+        self._out = DeploymentOut.model_validate(
+            self._client._transport.json("GET", f"/api/v1/deployments/{self.name}")
+        )
+        return self
+
+    def wait_ready(self, timeout: float = 120.0, poll_s: float = 0.2) -> Deployment:
+        """Block until a replica of the current generation serves (or the deployment is scaled to
+        zero, when the next request starts one); raises on failure or timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.refresh()
+            status = self._out.status.value
+            if status == "ready" and any(
+                r.state.value == "ready" and r.generation == self._out.generation for r in self._out.replicas
+            ):
+                return self
+            if status == "scaled_to_zero":
+                return self
+            if status == "failed":
+                raise AicloudError(f"deployment {self.name} failed: {self._out.message}")
+            if time.monotonic() > deadline:
+                raise AicloudError(f"deployment {self.name} not ready after {timeout} s (status {status})")
+            time.sleep(poll_s)
+
+    def call(self, path: str, json: Any = None, **kwargs: Any) -> Any:
+        """POST to ``<endpoint>/<path>`` through the gateway; returns the decoded JSON."""
+        return self._client._transport.json(
+            "POST", f"/v1/endpoints/{self.name}/{path.lstrip('/')}", json=json, **kwargs
+        )
+
+    def predict(self, rows: Any) -> list[Any]:
+        """Rows (list, 2-D array, DataFrame or list of dicts) → predictions."""
+        outputs: list[Any] = self.call("predict", {"inputs": _rows(rows)})["outputs"]
+        return outputs
+
+    def update(self, **changes: Any) -> Deployment:
+        """Change ``model`` (rolling update), scaling or batching settings."""
+        self._out = DeploymentOut.model_validate(
+            self._client._transport.json("PATCH", f"/api/v1/deployments/{self.name}", json=changes)
+        )
+        return self
+
+    def scale(self, min_replicas: int | None = None, max_replicas: int | None = None) -> Deployment:
+        return self.update(
+            **{
+                k: v
+                for k, v in (("min_replicas", min_replicas), ("max_replicas", max_replicas))
+                if v is not None
+            }
+        )
+
+    def create_token(self, name: str) -> TokenCreated:
+        """A token that can call only this endpoint."""
+        out = self._client._transport.json(
+            "POST", f"/api/v1/deployments/{self.name}/tokens", json={"name": name}
+        )
+        return TokenCreated.model_validate(out)
+
+    def delete(self) -> None:
+        self._client._transport.request("DELETE", f"/api/v1/deployments/{self.name}")
+
+
+class DeploymentsAPI:
+    """``client.deployments``."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(
+        self,
+        name: str,
+        model: str | None = None,
+        service: str | os.PathLike[str] | None = None,
+        entrypoint: str | None = None,
+        **spec: Any,
+    ) -> Deployment:
+        """Serve ``model`` (``name``, ``name:3``, ``name@production``) or your own code: ``service``
+        is a file or folder and ``entrypoint`` its ``file.py:ClassName``. ``spec`` takes
+        ``min_replicas``, ``max_replicas``, ``target_inflight``, ``max_batch_size``, ``max_wait_ms``,
+        ``idle_timeout_s``, ``cache_bytes``, ``timeout_s``, ``cpus``."""
+        body: dict[str, Any] = {"name": name, "model": model, **spec}
+        if service is not None:
+            from aicloud.client.jobs import pack_code
+
+            if entrypoint is None:
+                raise ValueError("give entrypoint='file.py:ClassName' with service=")
+            digest = self._client._transport.json(
+                "POST",
+                "/api/v1/blobs",
+                content=pack_code(service),
+                headers={"Content-Type": "application/gzip"},
+            )["digest"]
+            body["service"] = {"code": digest, "entrypoint": entrypoint}
+        out = self._client._transport.json("POST", "/api/v1/deployments", json=body)
+        return Deployment(self._client, DeploymentOut.model_validate(out))
+
+    def get(self, name: str) -> Deployment:
+        out = self._client._transport.json("GET", f"/api/v1/deployments/{name}")
+        return Deployment(self._client, DeploymentOut.model_validate(out))
+
+    def list(self) -> list[Deployment]:
+        return [
+            Deployment(self._client, DeploymentOut.model_validate(d))
+            for d in self._client._transport.json("GET", "/api/v1/deployments")
+        ]

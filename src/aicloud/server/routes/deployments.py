@@ -1,0 +1,127 @@
+"""Deployments: desired serving state. The controller makes replicas; the gateway routes to them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+from fastapi import APIRouter, Request, Response
+
+from aicloud.entities import Role
+from aicloud.entities.serving import Deployment, DeploymentStatus
+from aicloud.errors import ConflictError, NotFoundError, ValidationError
+from aicloud.schemas import TokenCreated, TokenOut
+from aicloud.schemas.serving import (
+    DeploymentCreate,
+    DeploymentOut,
+    DeploymentPatch,
+    DeploymentSpec,
+    EndpointTokenCreate,
+    ReplicaOut,
+)
+from aicloud.server.auth import Principal, mint_token
+from aicloud.server.deps import Member, State, Viewer
+from aicloud.server.routes._common import check_name
+from aicloud.server.routes.models import resolve_model_ref
+from aicloud.server.state import AppState
+
+router = APIRouter(tags=["deployments"])
+
+
+def _out(state: AppState, d: Deployment, request: Request) -> DeploymentOut:
+    out = DeploymentOut.model_validate(d)
+    out.replicas = [ReplicaOut.model_validate(r) for r in state.store.deployments.replicas(d.id)]
+    out.url = f"{str(request.base_url).rstrip('/')}/v1/endpoints/{d.name}"
+    return out
+
+
+def _resolve(
+    state: AppState, principal: Principal, spec: DeploymentSpec
+) -> tuple[dict[str, Any], str | None]:
+    data = spec.model_dump(mode="json")
+    if spec.model is not None:
+        try:
+            version = resolve_model_ref(state, principal.workspace.id, spec.model)
+        except NotFoundError as exc:
+            raise ValidationError.field("model", exc.message) from None
+        return data, version.id
+    assert spec.service is not None
+    if not state.store.blob_refs.owns(principal.workspace.id, spec.service.code):
+        raise ValidationError.field("service.code", "no such code archive in this workspace; upload it first")
+    return data, None
+
+
+@router.post("/deployments", response_model=DeploymentOut, status_code=201)
+def deployments_create(
+    body: DeploymentCreate, request: Request, principal: Member, state: State
+) -> DeploymentOut:
+    """Serve a registered model (``model``) or your own Service class (``service``)."""
+    name = check_name(body.name)
+    spec, version_id = _resolve(state, principal, body)
+    spec.pop("name", None)
+    d = state.store.deployments.create(
+        workspace_id=principal.workspace.id,
+        name=name,
+        spec=spec,
+        model_version_id=version_id,
+        desired=max(body.min_replicas, 1),
+    )
+    state.wake_deployments()
+    return _out(state, d, request)
+
+
+@router.get("/deployments", response_model=list[DeploymentOut])
+def deployments_list(request: Request, principal: Viewer, state: State) -> list[DeploymentOut]:
+    return [_out(state, d, request) for d in state.store.deployments.list(principal.workspace.id)]
+
+
+@router.get("/deployments/{name}", response_model=DeploymentOut)
+def deployments_get(name: str, request: Request, principal: Viewer, state: State) -> DeploymentOut:
+    return _out(state, state.store.deployments.get(principal.workspace.id, check_name(name)), request)
+
+
+@router.patch("/deployments/{name}", response_model=DeploymentOut)
+def deployments_update(
+    name: str, body: DeploymentPatch, request: Request, principal: Member, state: State
+) -> DeploymentOut:
+    """Change scaling or batching, or roll to another model version (zero failed requests)."""
+    current = state.store.deployments.get(principal.workspace.id, check_name(name))
+    if current.status is DeploymentStatus.DELETING:
+        raise ConflictError(f"deployment {name!r} is being deleted")
+    merged = {**current.spec, **body.model_dump(exclude_none=True)}
+    try:
+        spec = DeploymentSpec.model_validate(merged)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        raise ValidationError.field(".".join(str(p) for p in first["loc"]) or "body", first["msg"]) from None
+    data, version_id = _resolve(state, principal, spec)
+    d = state.store.deployments.update_spec(principal.workspace.id, current.name, data, version_id)
+    state.wake_deployments()
+    return _out(state, d, request)
+
+
+@router.delete("/deployments/{name}", status_code=204)
+def deployments_delete(name: str, principal: Member, state: State) -> Response:
+    """Drain and stop every replica, then remove the deployment."""
+    d = state.store.deployments.get(principal.workspace.id, check_name(name))
+    state.store.deployments.set_status(d.id, DeploymentStatus.DELETING)
+    state.wake_deployments()
+    return Response(status_code=204)
+
+
+@router.post("/deployments/{name}/tokens", response_model=TokenCreated, status_code=201)
+def deployments_create_token(
+    name: str, body: EndpointTokenCreate, principal: Member, state: State
+) -> TokenCreated:
+    """A token that can only call this deployment's endpoint (``/v1/endpoints/{name}/...``)."""
+    d = state.store.deployments.get(principal.workspace.id, check_name(name))
+    token_id, token, secret_hash = mint_token()
+    row = state.store.tokens.create(
+        token_id=token_id,
+        workspace_id=principal.workspace.id,
+        name=check_name(body.name, "name"),
+        role=Role.VIEWER,
+        secret_hash=secret_hash,
+        scope=f"endpoint:{d.name}",
+    )
+    return TokenCreated(**TokenOut.model_validate(row).model_dump(), token=token)

@@ -1,0 +1,87 @@
+"""Glue between the deployment controller and the control plane: what a replica process gets."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from aicloud.entities import Role
+from aicloud.entities.serving import Deployment, Replica
+from aicloud.errors import NotFoundError
+from aicloud.executors.base import LaunchRequest
+from aicloud.server.auth import mint_token
+from aicloud.server.state import AppState
+
+
+def model_version_payload(state: AppState, deployment: Deployment) -> dict[str, Any] | None:
+    if deployment.model_version_id is None:
+        return None
+    v = state.store.models.get_version_by_id(deployment.workspace_id, deployment.model_version_id)
+    return {
+        "id": v.id,
+        "name": v.name,
+        "version": v.version,
+        "files": v.files,
+        "config": v.config,
+        "signature": v.signature,
+    }
+
+
+class ServingRuntime:
+    """Builds replica launch requests (a token scoped to the deployment, the spec, the port, the key)."""
+
+    def __init__(self, state: AppState, server_url: str) -> None:
+        self.state = state
+        self.server_url = server_url
+
+    def launch(self, deployment: Deployment, replica_id: str, port: int, replica_key: str) -> LaunchRequest:
+        store = self.state.store
+        token_id, token, secret_hash = mint_token()
+        store.tokens.create(
+            token_id=token_id,
+            workspace_id=deployment.workspace_id,
+            name=f"replica-{replica_id}",
+            role=Role.VIEWER,
+            secret_hash=secret_hash,
+            scope=f"deployment:{deployment.id}",
+        )
+        spec = dict(deployment.spec)
+        spec["model_version"] = model_version_payload(self.state, deployment)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AICLOUD_")}
+        env.update(
+            AICLOUD_URL=self.server_url,
+            AICLOUD_TOKEN=token,
+            AICLOUD_REPLICA_PORT=str(port),
+            AICLOUD_REPLICA_ID=replica_id,
+            AICLOUD_REPLICA_KEY=replica_key,
+            AICLOUD_DEPLOYMENT_NAME=deployment.name,
+            AICLOUD_DEPLOYMENT_SPEC=json.dumps(spec),
+            PYTHONUNBUFFERED="1",
+            PATH=os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)]),
+        )
+        return LaunchRequest(
+            job_id=replica_id,
+            argv=[sys.executable, "-m", "aicloud.serving.replica"],
+            env=env,
+            cpus=int(spec.get("cpus") or 1),
+        )
+
+    def revoke_token(self, replica: Replica) -> None:
+        """A replica row was removed: its token goes with it."""
+        try:
+            deployment = self.state.store.deployments.get_any(replica.deployment_id)
+        except NotFoundError:
+            return
+        for token in self.state.store.tokens.list(deployment.workspace_id):
+            if token.name == f"replica-{replica.id}":
+                self.state.store.tokens.delete(deployment.workspace_id, token.id)
+                self.state.principals.forget_token(token.id)
+
+    def forget(self, deployment: Deployment) -> None:
+        """Revoke the tokens of a deleted deployment's replicas."""
+        for token in self.state.store.tokens.list(deployment.workspace_id):
+            if token.scope == f"deployment:{deployment.id}":
+                self.state.store.tokens.delete(deployment.workspace_id, token.id)
+                self.state.principals.forget_token(token.id)

@@ -1,0 +1,50 @@
+"""Prometheus metrics of one replica, in a registry of its own (``GET /metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class ReplicaMetrics:
+    """``aicloud_requests_total{route,code}``, ``aicloud_request_seconds{route}``,
+    ``aicloud_queue_seconds``, ``aicloud_batch_size``, ``aicloud_inflight_requests``,
+    ``aicloud_cache_hits_total``, ``aicloud_cache_misses_total``."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "aicloud_requests", "Requests answered, by route and status code", ["route", "code"], registry=r
+        )
+        self.latency = Histogram(
+            "aicloud_request_seconds",
+            "Request latency in seconds",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_time = Histogram(
+            "aicloud_queue_seconds",
+            "Time a request waited for its batch",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "aicloud_batch_size", "Units (rows or items) per model call", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.inflight = Gauge("aicloud_inflight_requests", "Requests being handled now", registry=r)
+        self.cache_hits = Counter("aicloud_cache_hits", "Response cache hits", registry=r)
+        self.cache_misses = Counter("aicloud_cache_misses", "Response cache misses", registry=r)
+
+    def observe_batch(self, size: int, queue_seconds: list[float]) -> None:
+        self.batch_size.observe(size)
+        for q in queue_seconds:
+            self.queue_time.observe(q)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

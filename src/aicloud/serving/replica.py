@@ -1,0 +1,237 @@
+"""The replica entry point: ``python -m aicloud.serving.replica`` (see docs/serving.md).
+
+Environment (set by the deployment controller):
+
+=================================  ===================================================================
+``AICLOUD_REPLICA_PORT``           port to bind on 127.0.0.1 (required)
+``AICLOUD_REPLICA_KEY``            bearer every non-health request must carry (required)
+``AICLOUD_REPLICA_ID``             for logs
+``AICLOUD_DEPLOYMENT_NAME``        the OIP model name (``/v2/models/<name>``)
+``AICLOUD_DEPLOYMENT_SPEC``        JSON: the spec plus ``model_version`` {files, ...} or ``service``
+                                   {code, entrypoint}; batching fields: ``max_batch_size``,
+                                   ``max_wait_ms``, ``max_queue``, ``timeout_s``, ``cache_bytes``,
+                                   ``max_body_bytes``
+``AICLOUD_URL``, ``AICLOUD_TOKEN``  the control plane, to download blobs
+``AICLOUD_REPLICA_DRAIN_S``        longest SIGTERM drain before exiting anyway (default 30)
+=================================  ===================================================================
+
+Test and development only (skip downloading):
+
+* ``AICLOUD_REPLICA_MODEL_DIR=<folder>``: serve this model folder;
+* ``AICLOUD_REPLICA_SERVICE=<path/file.py:ClassName>``: serve this Service class.
+
+Draining: the first SIGTERM (or SIGINT) turns ``/v2/health/ready`` and new requests to 503, waits
+until the requests in flight are answered (at most ``AICLOUD_REPLICA_DRAIN_S``), then uvicorn shuts
+down and the process exits 0. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from urllib.parse import quote
+
+from aicloud.errors import DataCorruptedError, ValidationError
+from aicloud.serving.app import ReplicaApp, ReplicaConfig, build_app
+from aicloud.serving.runtime import ArtifactRuntime
+from aicloud.serving.service import Service
+
+
+def log(message: str) -> None:
+    print(f"[aicloud replica] {message}", flush=True)
+
+
+def _env_json(env: Mapping[str, str], name: str) -> dict[str, Any]:
+    text = env.get(name)
+    if not text:
+        return {}
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise ValidationError.field(name, f"not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ValidationError.field(name, "must be a JSON object")
+    return doc
+
+
+def _safe_name(name: str) -> str:
+    if not name or "/" in name or "\\" in name or name in (".", "..") or name.startswith("."):
+        raise ValidationError.field("model_version.files", f"unsafe file name {name!r}")
+    return name
+
+
+def download_blob(transport: Any, digest: str, dest: Path) -> int:
+    """GET ``/api/v1/blobs/{digest}`` into ``dest`` (atomically), checking its sha256."""
+    expected = digest.split(":", 1)[1] if ":" in digest else digest
+    tmp = dest.with_name(dest.name + ".part")
+    sha, size = hashlib.sha256(), 0
+    with (
+        transport.stream("GET", f"/api/v1/blobs/{quote(digest, safe=':')}") as response,
+        open(tmp, "wb") as f,
+    ):
+        for chunk in response.iter_bytes(1 << 20):
+            sha.update(chunk)
+            f.write(chunk)
+            size += len(chunk)
+    if sha.hexdigest() != expected.lower():
+        tmp.unlink(missing_ok=True)
+        raise DataCorruptedError(f"blob {digest}: downloaded bytes hash to sha256:{sha.hexdigest()}")
+    os.replace(tmp, dest)
+    return size
+
+
+def _transport() -> Any:
+    from aicloud.client.http import Transport, resolve
+
+    url, token = resolve(None, None)
+    return Transport(url, token, timeout=300)
+
+
+def fetch_model(spec: dict[str, Any], workdir: Path) -> Path:
+    mv = spec.get("model_version")
+    if not isinstance(mv, dict) or not isinstance(mv.get("files"), dict) or not mv["files"]:
+        raise ValidationError.field("AICLOUD_DEPLOYMENT_SPEC", "model_version.files is missing")
+    folder = workdir / "model"
+    folder.mkdir(parents=True, exist_ok=True)
+    transport = _transport()
+    try:
+        for filename, digest in mv["files"].items():
+            size = download_blob(transport, str(digest), folder / _safe_name(str(filename)))
+            log(f"downloaded {filename} ({size} bytes)")
+    finally:
+        transport.close()
+    return folder
+
+
+def fetch_service_code(spec: dict[str, Any], workdir: Path) -> tuple[Path, str]:
+    svc = spec.get("service")
+    if not isinstance(svc, dict) or not svc.get("code") or not svc.get("entrypoint"):
+        raise ValidationError.field("AICLOUD_DEPLOYMENT_SPEC", "service needs code (a digest) and entrypoint")
+    from aicloud.training.bootstrap import extract_archive
+
+    archive = workdir / "code.tar.gz"
+    transport = _transport()
+    try:
+        download_blob(transport, str(svc["code"]), archive)
+    finally:
+        transport.close()
+    code = workdir / "code"
+    extract_archive(archive, code)
+    return code, str(svc["entrypoint"])
+
+
+def load_service_class(code_dir: Path, entrypoint: str) -> type[Service]:
+    """Import ``file.py:ClassName`` from ``code_dir`` (which joins ``sys.path`` for its own imports)."""
+    file_part, _, class_name = entrypoint.rpartition(":")
+    if not file_part or not class_name or not file_part.endswith(".py"):
+        raise ValidationError.field("service.entrypoint", f"expected 'file.py:ClassName', got {entrypoint!r}")
+    path = (code_dir / file_part).resolve()
+    if not path.is_relative_to(code_dir.resolve()) or not path.is_file():
+        raise ValidationError.field("service.entrypoint", f"{file_part!r} is not a file of the service code")
+    sys.path.insert(0, str(code_dir.resolve()))
+    module_name = path.stem
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Service)):
+        raise ValidationError.field(
+            "service.entrypoint", f"{class_name!r} in {file_part} is not a subclass of aicloud.Service"
+        )
+    return cls
+
+
+def make_app(environ: Mapping[str, str] | None = None, workdir: Path | None = None) -> ReplicaApp:
+    """Build (not start) the replica app from the environment, downloading what it serves."""
+    env = os.environ if environ is None else environ
+    workdir = workdir or Path.cwd()
+    key = env.get("AICLOUD_REPLICA_KEY", "")
+    if not key:
+        raise ValidationError.field("AICLOUD_REPLICA_KEY", "is not set; the controller passes a random key")
+    spec = _env_json(env, "AICLOUD_DEPLOYMENT_SPEC")
+    name = env.get("AICLOUD_DEPLOYMENT_NAME") or "model"
+    mv = spec.get("model_version")
+    mv = mv if isinstance(mv, dict) else {}
+    config = ReplicaConfig.from_spec(
+        spec,
+        name=name,
+        key=key,
+        replica_id=env.get("AICLOUD_REPLICA_ID", ""),
+        version=str(mv.get("version", "1")),
+    )
+    if env.get("AICLOUD_REPLICA_SERVICE"):
+        target = env["AICLOUD_REPLICA_SERVICE"]
+        file_part, _, cls_name = target.rpartition(":")
+        path = Path(file_part)
+        return build_app(config, service=load_service_class(path.parent, f"{path.name}:{cls_name}"))
+    if env.get("AICLOUD_REPLICA_MODEL_DIR"):
+        return build_app(config, runtime=ArtifactRuntime(env["AICLOUD_REPLICA_MODEL_DIR"]))
+    if isinstance(spec.get("service"), dict):
+        code, entry = fetch_service_code(spec, workdir)
+        return build_app(config, service=load_service_class(code, entry))
+    return build_app(config, runtime=ArtifactRuntime(fetch_model(spec, workdir)))
+
+
+def serve(app: ReplicaApp, port: int, drain_s: float = 30.0) -> None:
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        drain_started: float | None = None
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.drain_started is None:
+                self.drain_started = time.monotonic()
+                app.begin_drain()
+                log(f"signal {sig}: draining {app.state.inflight} request(s) in flight")
+            else:
+                self.should_exit = self.force_exit = True
+
+        async def on_tick(self, counter: int) -> bool:
+            if self.drain_started is not None and (
+                app.state.inflight == 0 or time.monotonic() - self.drain_started > drain_s
+            ):
+                self.should_exit = True
+            return await super().on_tick(counter)
+
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=int(drain_s),
+        timeout_keep_alive=75,
+    )
+    DrainingServer(config).run()
+
+
+def main() -> int:
+    port_text = os.environ.get("AICLOUD_REPLICA_PORT", "")
+    if not port_text.isdigit():
+        print("[aicloud replica] AICLOUD_REPLICA_PORT must be a port number", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    app = make_app()
+    app.start()
+    log(f"{app.config.name}: ready in {time.monotonic() - started:.2f}s, listening on 127.0.0.1:{port_text}")
+    drain_s = float(os.environ.get("AICLOUD_REPLICA_DRAIN_S") or 30)
+    serve(app, int(port_text), drain_s)
+    log("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,344 @@
+"""Model runtimes: the one small interface the replica serves a model through.
+
+    class ModelRuntime(Protocol):
+        load() → None; warmup() → None
+        prepare(inputs) → Prepared          # validate one request (400 naming the field), on the loop
+        run_batch([Prepared, ...]) → [outputs, ...]   # in the batcher's worker thread
+
+:class:`ArtifactRuntime` serves an aicloud model folder (:func:`aicloud.training.artifacts.load_model`):
+safetensors built-ins (torch) or ONNX (ONNX Runtime). A later engine (quantized ONNX, another
+backend) is one more class with these methods.
+
+Inputs of ``POST /predict`` and of the Open Inference Protocol, validated against the signature:
+
+* rows in signature order, ``[[v1, v2, ...], ...]`` (numeric signatures), or
+* rows as objects, ``[{"col": v, ...}, ...]`` (any signature; a missing column is refused).
+
+Numeric columns must be finite numbers (``true``/``false`` count as 1/0); string columns take strings
+or numbers. An empty batch, a ragged row, NaN or infinity is refused with a 400 naming the field, e.g.
+``inputs[3]: expected 64 values, got 10``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from aicloud.errors import BadRequestError
+
+NUMERIC_DTYPES = {
+    "bool",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+}
+
+
+def bad_input(field: str, problem: str) -> BadRequestError:
+    """A 400 naming the field: ``inputs[3]: expected 64 values, got 10``."""
+    return BadRequestError(f"{field}: {problem}", details=[{"field": field, "message": problem}])
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    dtype: str
+
+    @property
+    def numeric(self) -> bool:
+        return self.dtype in NUMERIC_DTYPES
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """An Open Inference Protocol tensor: name, datatype (``FP32``, ``INT64``, ``BYTES``...), shape."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+class Prepared:
+    """One request's validated input: a float64 ``(rows, columns)`` matrix or a list of row dicts."""
+
+    __slots__ = ("matrix", "records", "rows")
+
+    def __init__(self, matrix: np.ndarray | None = None, records: list[dict[str, Any]] | None = None):
+        self.matrix = matrix
+        self.records = records
+        self.rows = len(matrix) if matrix is not None else len(records or [])
+
+
+class ModelRuntime(Protocol):
+    columns: list[Column]
+
+    @property
+    def inputs(self) -> list[TensorSpec]: ...
+
+    @property
+    def outputs(self) -> list[TensorSpec]: ...
+
+    def load(self) -> None: ...
+
+    def warmup(self) -> None: ...
+
+    def prepare(self, inputs: Any, field: str = "inputs") -> Prepared: ...
+
+    def run_batch(self, batch: list[Prepared]) -> list[Any]: ...
+
+
+# -----------------------------------------------------------------------------------------------------
+# validation
+
+
+def _check_number(value: Any, field: str) -> float:
+    if isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, (int, float)):
+        raise bad_input(field, f"expected a number, got {type(value).__name__} {str(value)[:40]!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise bad_input(field, f"expected a finite number, got {value!r}")
+    return number
+
+
+def validate_rows(columns: list[Column], inputs: Any, field: str = "inputs") -> Prepared:
+    """Validate ``inputs`` (rows as lists or objects) against the signature's columns."""
+    if not isinstance(inputs, list):
+        raise bad_input(field, f"expected a list of rows, got {type(inputs).__name__}")
+    if not inputs:
+        raise bad_input(field, "empty batch: send at least one row")
+    width = len(columns)
+    numeric = all(c.numeric for c in columns)
+    first = inputs[0]
+    if isinstance(first, list) and numeric:
+        try:  # fast path: one C-level conversion; on failure find the bad value for the message
+            matrix = np.array(inputs)
+        except (ValueError, TypeError):
+            matrix = None
+        if (
+            matrix is not None
+            and matrix.dtype.kind in "biuf"
+            and matrix.ndim == 2
+            and matrix.shape[1] == width
+        ):
+            matrix = matrix.astype(np.float64, copy=False)
+            if not np.isfinite(matrix).all():
+                r, c = np.argwhere(~np.isfinite(matrix))[0]
+                raise bad_input(f"{field}[{r}][{c}]", f"expected a finite number, got {matrix[r, c]!r}")
+            return Prepared(matrix=matrix)
+        _slow_rows(columns, inputs, field)
+        raise bad_input(field, f"expected rows of {width} numbers")
+    if isinstance(first, list):
+        records = [dict(zip([c.name for c in columns], row, strict=False)) for row in inputs]
+        _slow_rows(columns, inputs, field)
+        return _records(columns, records, field, numeric)
+    if isinstance(first, Mapping):
+        return _records(columns, inputs, field, numeric)
+    raise bad_input(f"{field}[0]", f"expected a row (a list of {width} values or an object), got {first!r}")
+
+
+def _slow_rows(columns: list[Column], rows: list[Any], field: str) -> None:
+    width = len(columns)
+    for r, row in enumerate(rows):
+        if not isinstance(row, list):
+            raise bad_input(f"{field}[{r}]", f"expected a list of {width} values, got {type(row).__name__}")
+        if len(row) != width:
+            raise bad_input(f"{field}[{r}]", f"expected {width} values, got {len(row)}")
+        for c, (col, value) in enumerate(zip(columns, row, strict=True)):
+            if col.numeric:
+                _check_number(value, f"{field}[{r}][{c}] ({col.name})")
+            elif not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise bad_input(f"{field}[{r}][{c}] ({col.name})", f"expected a string, got {value!r}")
+
+
+def _records(columns: list[Column], rows: list[Any], field: str, numeric: bool) -> Prepared:
+    names = [c.name for c in columns]
+    matrix = np.empty((len(rows), len(columns)), dtype=np.float64) if numeric else None
+    out: list[dict[str, Any]] = []
+    for r, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise bad_input(
+                f"{field}[{r}]", f"expected an object of {len(columns)} columns, got {row!r}"[:200]
+            )
+        missing = [n for n in names if n not in row]
+        if missing:
+            shown = ", ".join(repr(n) for n in missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise bad_input(f"{field}[{r}]", f"missing column(s) {shown}")
+        for c, col in enumerate(columns):
+            value = row[col.name]
+            where = f"{field}[{r}].{col.name}"
+            if col.numeric:
+                number = _check_number(value, where)
+                if matrix is not None:
+                    matrix[r, c] = number
+            elif not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise bad_input(where, f"expected a string, got {value!r}")
+        if matrix is None:
+            out.append({n: row[n] for n in names})
+    return Prepared(matrix=matrix) if matrix is not None else Prepared(records=out)
+
+
+# -----------------------------------------------------------------------------------------------------
+# the aicloud model folder
+
+
+_OIP_TYPES = {
+    "float16": "FP16",
+    "float32": "FP32",
+    "float64": "FP64",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "uint8": "UINT8",
+    "bool": "BOOL",
+}
+
+
+class ArtifactRuntime:
+    """Serves an aicloud model folder. Outputs per row: the label (classifiers), a float (regression),
+    or the raw output row (generic ONNX models).
+
+    OIP metadata: one input ``input`` ``FP32 [-1, columns]`` (numeric signatures: rows in signature
+    order), or one ``[-1]`` tensor per column (``BYTES`` for string columns) otherwise; one output
+    ``output``: ``INT64``/``BYTES`` ``[-1]`` for classifiers (by their label type), ``FP64 [-1]`` for
+    regression, ``FP32 [-1, ...]`` for raw outputs.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.model: Any = None
+        self.columns: list[Column] = []
+
+    # --- ModelRuntime
+    def load(self) -> None:
+        from aicloud.training.artifacts import load_model
+
+        self.model = model = load_model(self.folder)
+        sig_inputs = [i for i in model.signature.get("inputs", []) if isinstance(i, dict)]
+        dtypes = {str(i.get("name")): str(i.get("dtype") or "float64") for i in sig_inputs}
+        names = model.input_names
+        if not names and model.input_shape:  # a generic ONNX model: one flat tensor
+            width = int(np.prod(model.input_shape))
+            names = [f"x{i}" for i in range(width)]
+            dtypes = {}
+        self.columns = [Column(n, dtypes.get(n, "float64")) for n in names]
+        pre = model.preprocessor
+        self._mean: np.ndarray | None = None
+        self._std: np.ndarray | None = None
+        self._fast = False
+        if pre is None:
+            self._fast = True
+        elif pre.image_shape is not None:
+            mean, std = pre.image_norm or [0.0, 1.0]
+            self._mean, self._std, self._fast = np.array(mean), np.array(std), True
+        elif not pre.onehot and list(pre.standardize) == pre.features == names:
+            stats = np.array([pre.standardize[n] for n in names], dtype=np.float64).reshape(-1, 2)
+            self._mean, self._std, self._fast = stats[:, 0], stats[:, 1], True
+        self._dtype = np.dtype(model.config.get("input_dtype") or "float32")
+        # the runner behind LoadedModel.outputs: features → raw outputs, skipping the pandas path
+        self._run = getattr(model, "run_features", None) or model._run
+
+    def warmup(self) -> None:
+        numeric = all(c.numeric for c in self.columns)
+        if numeric:
+            zeros = Prepared(matrix=np.zeros((1, len(self.columns))))
+        else:
+            zeros = Prepared(records=[{c.name: (0 if c.numeric else "") for c in self.columns}])
+        for _ in range(3):
+            self.run_batch([zeros, zeros])
+
+    def prepare(self, inputs: Any, field: str = "inputs") -> Prepared:
+        return validate_rows(self.columns, inputs, field)
+
+    def run_batch(self, batch: list[Prepared]) -> list[Any]:
+        counts = [p.rows for p in batch]
+        if all(p.matrix is not None for p in batch):
+            matrices = [p.matrix for p in batch if p.matrix is not None]
+            x = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
+            out = self._predict_matrix(x)
+        else:
+            records = [r for p in batch for r in self._as_records(p)]
+            out = np.asarray(self.model(records))
+        results: list[Any] = []
+        start = 0
+        for n in counts:
+            results.append(out[start : start + n].tolist())
+            start += n
+        return results
+
+    # --- details
+    def _as_records(self, p: Prepared) -> list[dict[str, Any]]:
+        if p.records is not None:
+            return p.records
+        assert p.matrix is not None
+        names = [c.name for c in self.columns]
+        return [dict(zip(names, row, strict=True)) for row in p.matrix.tolist()]
+
+    def _predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        model = self.model
+        if not self._fast:
+            return np.asarray(model(x))
+        if self._mean is not None and self._std is not None:
+            x = (x - self._mean) / self._std
+        features = np.ascontiguousarray(x, dtype=self._dtype)
+        if model.input_shape and list(features.shape[1:]) != model.input_shape:
+            features = features.reshape(features.shape[0], *model.input_shape)
+        out = self._run(features)
+        if model.is_classifier:
+            index = np.argmax(out, axis=1)
+            return np.asarray(model.labels.decode(index) if model.labels is not None else index)
+        if model.scaler is not None or model.task == "tabular-regression":
+            values = out.reshape(out.shape[0], -1)[:, 0]
+            return np.asarray(model.scaler.decode(values) if model.scaler is not None else values)
+        return np.asarray(out)
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        if all(c.numeric for c in self.columns):
+            return [TensorSpec("input", "FP32", [-1, len(self.columns)])]
+        return [
+            TensorSpec(c.name, _OIP_TYPES.get(c.dtype, "BYTES") if c.numeric else "BYTES", [-1])
+            for c in self.columns
+        ]
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        model = self.model
+        if model.is_classifier:
+            labels = model.labels.labels if model.labels is not None else [0]
+            is_int = all(isinstance(v, int) and not isinstance(v, bool) for v in labels)
+            return [TensorSpec("output", "INT64" if is_int else "BYTES", [-1])]
+        if model.scaler is not None or model.task == "tabular-regression":
+            return [TensorSpec("output", "FP64", [-1])]
+        return [TensorSpec("output", "FP32", [-1])]
+
+    @property
+    def version(self) -> str:
+        return str(self.model.config.get("version") or "1") if self.model is not None else "1"
+
+
+def columns_from_signature(signature: Mapping[str, Any]) -> list[Column]:
+    inputs = signature.get("inputs") if isinstance(signature, Mapping) else None
+    if not isinstance(inputs, Sequence):
+        return []
+    return [
+        Column(str(i.get("name")), str(i.get("dtype") or "float64")) for i in inputs if isinstance(i, Mapping)
+    ]

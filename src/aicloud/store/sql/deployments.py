@@ -1,0 +1,273 @@
+"""Deployments (desired serving state) and their replicas (actual state).
+
+``update_spec`` replaces the spec and bumps ``generation`` in one ``UPDATE ... SET
+generation = generation + 1 ... RETURNING``, so two concurrent spec changes make two
+generations and never lose a bump. ``delete`` and ``remove_replica`` are idempotent: the
+deployment controller may repeat them after its own restart.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from aicloud.entities.serving import Deployment, DeploymentStatus, Replica, ReplicaState
+from aicloud.errors import ConflictError, NotFoundError
+from aicloud.store.serving import DeploymentStore
+from aicloud.store.sql import ids
+from aicloud.store.sql.session import Database, json_normalize
+from aicloud.store.sql.tables import DeploymentRow, ReplicaRow
+
+DEPLOYMENT_PREFIX = "dep"
+REPLICA_PREFIX = "rep"
+
+
+def _deployment(row: DeploymentRow) -> Deployment:
+    return Deployment(
+        id=row.id,
+        workspace_id=row.workspace_id,
+        name=row.name,
+        spec=row.spec,
+        status=DeploymentStatus(row.status),
+        generation=row.generation,
+        desired_replicas=row.desired_replicas,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        model_version_id=row.model_version_id,
+        message=row.message,
+    )
+
+
+def _replica(row: ReplicaRow) -> Replica:
+    return Replica(
+        id=row.id,
+        deployment_id=row.deployment_id,
+        generation=row.generation,
+        state=ReplicaState(row.state),
+        port=row.port,
+        created_at=row.created_at,
+        handle=row.handle or {},
+        ready_at=row.ready_at,
+        message=row.message,
+    )
+
+
+class SqlDeploymentStore(DeploymentStore):
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # -- deployments -------------------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        workspace_id: str,
+        name: str,
+        spec: dict[str, Any],
+        model_version_id: str | None,
+        desired: int,
+    ) -> Deployment:
+        spec = json_normalize(spec)
+
+        def tx(session: Session) -> Deployment:
+            now = ids.utcnow()
+            row = DeploymentRow(
+                id=ids.new_id(DEPLOYMENT_PREFIX),
+                workspace_id=workspace_id,
+                name=name,
+                spec=spec,
+                status=DeploymentStatus.PENDING.value,
+                generation=1,
+                desired_replicas=desired,
+                model_version_id=model_version_id,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(row)
+            session.flush()
+            return _deployment(row)
+
+        return self._db.run(
+            tx,
+            conflict=lambda: ConflictError(
+                f"deployment {name!r} already exists in this workspace", details={"name": name}
+            ),
+            missing=lambda: NotFoundError.of("workspace", workspace_id),
+        )
+
+    def get(self, workspace_id: str, name: str) -> Deployment:
+        def tx(session: Session) -> Deployment:
+            query = select(DeploymentRow).where(
+                DeploymentRow.workspace_id == workspace_id, DeploymentRow.name == name
+            )
+            row = session.scalar(query)
+            if row is None:
+                raise NotFoundError.of("deployment", name)
+            return _deployment(row)
+
+        return self._db.run(tx, write=False)
+
+    def get_any(self, deployment_id: str) -> Deployment:
+        def tx(session: Session) -> Deployment:
+            row = session.get(DeploymentRow, deployment_id)
+            if row is None:
+                raise NotFoundError.of("deployment", deployment_id)
+            return _deployment(row)
+
+        return self._db.run(tx, write=False)
+
+    def list(self, workspace_id: str) -> builtins.list[Deployment]:
+        def tx(session: Session) -> builtins.list[Deployment]:
+            query = (
+                select(DeploymentRow)
+                .where(DeploymentRow.workspace_id == workspace_id)
+                .order_by(DeploymentRow.name)
+            )
+            return [_deployment(row) for row in session.scalars(query)]
+
+        return self._db.run(tx, write=False)
+
+    def list_all(self) -> builtins.list[Deployment]:
+        def tx(session: Session) -> builtins.list[Deployment]:
+            query = select(DeploymentRow).order_by(DeploymentRow.created_at, DeploymentRow.id)
+            return [_deployment(row) for row in session.scalars(query)]
+
+        return self._db.run(tx, write=False)
+
+    def _update(self, where: Any, changes: dict[str, Any], missing: str) -> Deployment:
+        changes = {**changes, "updated_at": ids.utcnow()}
+
+        def tx(session: Session) -> Deployment:
+            statement = (
+                update(DeploymentRow)
+                .where(*where)
+                .values(changes)
+                .returning(DeploymentRow)
+                .execution_options(synchronize_session=False)
+            )
+            row = session.scalars(statement).one_or_none()
+            if row is None:
+                raise NotFoundError.of("deployment", missing)
+            return _deployment(row)
+
+        return self._db.run(tx)
+
+    def update_spec(
+        self, workspace_id: str, name: str, spec: dict[str, Any], model_version_id: str | None
+    ) -> Deployment:
+        changes = {
+            "spec": json_normalize(spec),
+            "model_version_id": model_version_id,
+            "generation": DeploymentRow.generation + 1,
+        }
+        where = (DeploymentRow.workspace_id == workspace_id, DeploymentRow.name == name)
+        return self._update(where, changes, name)
+
+    def set_desired(self, deployment_id: str, desired: int) -> Deployment:
+        if desired < 0:
+            raise ValueError(f"desired replicas must be >= 0, not {desired}")
+        return self._update(
+            (DeploymentRow.id == deployment_id,), {"desired_replicas": desired}, deployment_id
+        )
+
+    def set_status(
+        self,
+        deployment_id: str,
+        status: DeploymentStatus,
+        message: str | None = None,
+        *,
+        expect: builtins.list[DeploymentStatus] | None = None,
+    ) -> Deployment:
+        changes = {"status": DeploymentStatus(status).value, "message": message}
+        if expect is None:
+            return self._update((DeploymentRow.id == deployment_id,), changes, deployment_id)
+        expected = [DeploymentStatus(s).value for s in expect]
+        where = (DeploymentRow.id == deployment_id, DeploymentRow.status.in_(expected))
+        try:
+            return self._update(where, changes, deployment_id)
+        except NotFoundError:
+            return self.get_any(deployment_id)  # in another status (or gone: NotFoundError)
+
+    def delete(self, deployment_id: str) -> None:
+        def tx(session: Session) -> None:
+            session.execute(delete(ReplicaRow).where(ReplicaRow.deployment_id == deployment_id))
+            session.execute(delete(DeploymentRow).where(DeploymentRow.id == deployment_id))
+
+        self._db.run(tx)
+
+    # -- replicas ----------------------------------------------------------------------------
+
+    def add_replica(
+        self, deployment_id: str, *, generation: int, port: int, handle: dict[str, Any]
+    ) -> Replica:
+        handle = json_normalize(handle)
+
+        def tx(session: Session) -> Replica:
+            row = ReplicaRow(
+                id=ids.new_id(REPLICA_PREFIX),
+                deployment_id=deployment_id,
+                generation=generation,
+                state=ReplicaState.STARTING.value,
+                port=port,
+                handle=handle,
+                created_at=ids.utcnow(),
+            )
+            session.add(row)
+            session.flush()
+            return _replica(row)
+
+        return self._db.run(tx, missing=lambda: NotFoundError.of("deployment", deployment_id))
+
+    def update_replica(
+        self,
+        replica_id: str,
+        *,
+        state: ReplicaState | None = None,
+        handle: dict[str, Any] | None = None,
+        message: str | None = None,
+    ) -> Replica:
+        changes: dict[str, Any] = {}
+        if state is not None:
+            changes["state"] = ReplicaState(state).value
+            if state == ReplicaState.READY:
+                changes["ready_at"] = ids.utcnow()
+        if handle is not None:
+            changes["handle"] = json_normalize(handle)
+        if message is not None:
+            changes["message"] = message
+
+        def tx(session: Session) -> Replica:
+            row: ReplicaRow | None
+            if changes:
+                statement = (
+                    update(ReplicaRow)
+                    .where(ReplicaRow.id == replica_id)
+                    .values(changes)
+                    .returning(ReplicaRow)
+                    .execution_options(synchronize_session=False)
+                )
+                row = session.scalars(statement).one_or_none()
+            else:
+                row = session.get(ReplicaRow, replica_id)
+            if row is None:
+                raise NotFoundError.of("replica", replica_id)
+            return _replica(row)
+
+        return self._db.run(tx)
+
+    def replicas(self, deployment_id: str) -> builtins.list[Replica]:
+        def tx(session: Session) -> builtins.list[Replica]:
+            query = (
+                select(ReplicaRow)
+                .where(ReplicaRow.deployment_id == deployment_id)
+                .order_by(ReplicaRow.created_at, ReplicaRow.id)
+            )
+            return [_replica(row) for row in session.scalars(query)]
+
+        return self._db.run(tx, write=False)
+
+    def remove_replica(self, replica_id: str) -> None:
+        self._db.run(lambda session: session.execute(delete(ReplicaRow).where(ReplicaRow.id == replica_id)))

@@ -1,0 +1,298 @@
+"""The replica as a real process: predict, OIP v2 via tritonclient, bad input, batching, drain, services.
+
+The model folder is written with ``save_builtin`` (no training) and served with the test-only
+``AICLOUD_REPLICA_MODEL_DIR``; a Service file with ``AICLOUD_REPLICA_SERVICE``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from helpers import assert_error
+
+KEY = "test-replica-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+WIDTH = 64
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Replica:
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = workdir / "replica.log"
+        full = {
+            **os.environ,
+            "AICLOUD_URL": "http://127.0.0.1:9",  # nothing: the test env vars skip downloading
+            "AICLOUD_TOKEN": "unused",
+            "AICLOUD_REPLICA_PORT": str(self.port),
+            "AICLOUD_REPLICA_KEY": KEY,
+            "AICLOUD_REPLICA_ID": "r1",
+            "OMP_NUM_THREADS": "1",
+            **env,
+        }
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "aicloud.serving.replica"],
+                cwd=workdir,
+                env=full,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.http = httpx.Client(base_url=self.url, headers=AUTH, timeout=30)
+
+    def wait_ready(self, timeout: float = 60) -> Replica:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"replica exited {self.proc.returncode}:\n{self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"replica not ready:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        self.http.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def write_model(folder: Path) -> Path:
+    from aicloud.training.artifacts import save_builtin
+    from aicloud.training.models import MLP
+    from aicloud.training.preprocess import Preprocessor
+
+    names = [f"pixel_{i}" for i in range(WIDTH)]
+    pre = Preprocessor(features=names, standardize={n: [0.0, 1.0] for n in names})
+    sig = {
+        "inputs": [{"name": n, "dtype": "float64"} for n in names],
+        "outputs": [{"name": "label", "dtype": "int64"}],
+    }
+    config = {
+        "task": "tabular-classification",
+        "preprocessing": pre.to_config(),
+        "signature": sig,
+        "labels": list(range(10)),
+    }
+    return save_builtin(folder, MLP(WIDTH, [32], 10), config)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_model(tmp_path_factory.mktemp("model") / "model")
+
+
+@pytest.fixture(scope="module")
+def replica(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replica]:
+    spec = {"max_batch_size": 8, "max_wait_ms": 5, "max_queue": 256, "timeout_s": 30}
+    r = Replica(
+        tmp_path_factory.mktemp("replica"),
+        {
+            "AICLOUD_REPLICA_MODEL_DIR": str(model_dir),
+            "AICLOUD_DEPLOYMENT_NAME": "digits",
+            "AICLOUD_DEPLOYMENT_SPEC": json.dumps(spec),
+        },
+    ).wait_ready()
+    yield r
+    r.stop()
+
+
+def rows(n: int) -> list[list[float]]:
+    rng = np.random.default_rng(n)
+    return rng.uniform(0, 16, size=(n, WIDTH)).round(2).tolist()
+
+
+def expected(model_dir: Path, x: list[list[float]]) -> list[int]:
+    from aicloud.training.artifacts import load_model
+
+    return [int(v) for v in load_model(model_dir)(np.asarray(x))]
+
+
+def test_predict(replica: Replica, model_dir: Path) -> None:
+    x = rows(5)
+    r = replica.http.post("/predict", json={"inputs": x})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"outputs": expected(model_dir, x)}
+    names = [f"pixel_{i}" for i in range(WIDTH)]
+    r = replica.http.post("/predict", json={"inputs": [dict(zip(names, row, strict=True)) for row in x]})
+    assert r.json() == {"outputs": expected(model_dir, x)}
+    assert_error(httpx.post(f"{replica.url}/predict", json={"inputs": x}), 401, "unauthenticated")
+    assert_error(httpx.get(f"{replica.url}/metrics", headers={"Authorization": "Bearer wrong"}), 401)
+
+
+def test_oip_with_tritonclient(replica: Replica, model_dir: Path) -> None:
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(url=f"127.0.0.1:{replica.port}")
+    try:
+        assert client.is_server_live()
+        assert client.is_model_ready("digits", headers=AUTH)
+        meta = client.get_model_metadata("digits", headers=AUTH)
+        assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, WIDTH]}]
+        assert meta["outputs"] == [{"name": "output", "datatype": "INT64", "shape": [-1]}]
+        x = np.asarray(rows(4), dtype=np.float32)
+        want = expected(model_dir, x.astype(np.float64).tolist())
+        for binary in (True, False):
+            inp = triton.InferInput("input", list(x.shape), "FP32")
+            inp.set_data_from_numpy(x, binary_data=binary)
+            out = triton.InferRequestedOutput("output", binary_data=binary)
+            result = client.infer("digits", [inp], outputs=[out], headers=dict(AUTH))
+            assert result.as_numpy("output").tolist() == want
+        # tritonclient writes Inference-Header-Content-Length into the headers dict it is given: copy it
+        result = client.infer("digits", [inp], headers=dict(AUTH))  # no outputs named: binary by default
+        assert result.as_numpy("output").tolist() == want
+        assert not client.is_model_ready("other", headers=AUTH)
+    finally:
+        client.close()
+    assert replica.http.get("/v2").json()["extensions"] == ["binary_tensor_data"]
+
+
+def test_bad_inputs_answer_4xx_and_the_replica_stays_healthy(replica: Replica) -> None:
+    h = replica.http
+    bad_json = h.post("/predict", content=b'{"inputs": [[1,', headers={"content-type": "application/json"})
+    assert "not valid JSON" in assert_error(bad_json, 400)["message"]
+    err = assert_error(h.post("/predict", json={"inputs": [*rows(3), [1.0] * 10]}), 400)
+    assert err["message"] == f"inputs[3]: expected {WIDTH} values, got 10"
+    nan = h.post("/predict", content=json.dumps({"inputs": [[float("nan")] * WIDTH]}).encode())
+    assert "finite" in assert_error(nan, 400)["message"]
+    assert "empty batch" in assert_error(h.post("/predict", json={"inputs": []}), 400)["message"]
+    assert_error(h.post("/predict", json={"rows": []}), 400)
+    assert_error(h.post("/predict", json={"inputs": [["a"] * WIDTH]}), 400)
+    big = h.post("/predict", content=b"x" * (100 * 1024 * 1024))
+    assert_error(big, 413, "payload_too_large")
+    header = json.dumps({"inputs": []}).encode()
+    lying = h.post(
+        "/v2/models/digits/infer",
+        content=header,
+        headers={"Inference-Header-Content-Length": str(len(header) + 50)},
+    )
+    assert "larger than the request body" in assert_error(lying, 400)["message"]
+    shape = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}
+    assert_error(h.post("/v2/models/digits/infer", json=shape), 400)
+    assert_error(h.post("/v2/models/nope/infer", json=shape), 404)
+    assert httpx.get(f"{replica.url}/v2/health/ready").status_code == 200
+    assert h.post("/predict", json={"inputs": rows(1)}).status_code == 200
+
+
+def _histogram(text: str, name: str) -> dict[str, float]:
+    pattern = re.compile(rf'^{name}_bucket{{le="([^"]+)"}} ([0-9.e+]+)$', re.M)
+    return {le: float(v) for le, v in pattern.findall(text)}
+
+
+def test_batching_never_exceeds_max_batch_size(replica: Replica) -> None:
+    before = _histogram(replica.http.get("/metrics").text, "aicloud_batch_size")
+    barrier = threading.Barrier(32)
+
+    def one(i: int) -> int:
+        with httpx.Client(base_url=replica.url, headers=AUTH, timeout=30) as c:
+            barrier.wait()
+            return c.post("/predict", json={"inputs": rows(1)}).status_code
+
+    with ThreadPoolExecutor(32) as pool:
+        assert set(pool.map(one, range(32))) == {200}
+    text = replica.http.get("/metrics").text
+    after = _histogram(text, "aicloud_batch_size")
+    batches = after["+Inf"] - before.get("+Inf", 0)
+    assert after["8.0"] - before.get("8.0", 0) == batches  # every batch had at most 8 rows
+    assert batches < 32  # and some requests were grouped
+    assert 'aicloud_requests_total{code="200",route="/predict"}' in text
+    assert "aicloud_queue_seconds_bucket" in text and "aicloud_inflight_requests" in text
+
+
+SERVICE = """
+import time
+
+from aicloud import Service, handler
+
+
+class Echo(Service):
+    def setup(self) -> None:
+        self.calls = 0
+
+    @handler
+    def echo(self, text: str) -> str:
+        return text
+
+    @handler
+    def slow(self, seconds: float) -> str:
+        time.sleep(seconds)
+        return "done"
+
+    @handler(batch=True, max_batch_size=4)
+    def upper(self, text: list[str]) -> list[str]:
+        return [t.upper() for t in text]
+"""
+
+
+@pytest.fixture
+def service_replica(tmp_path: Path) -> Iterator[Replica]:
+    (tmp_path / "svc.py").write_text(textwrap.dedent(SERVICE))
+    r = Replica(
+        tmp_path,
+        {"AICLOUD_REPLICA_SERVICE": f"{tmp_path / 'svc.py'}:Echo", "AICLOUD_DEPLOYMENT_NAME": "echo"},
+    ).wait_ready()
+    yield r
+    r.stop()
+
+
+def test_service_handlers_and_openapi(service_replica: Replica) -> None:
+    h = service_replica.http
+    assert h.post("/echo", json={"text": "hi"}).json() == "hi"
+    assert h.post("/upper", json={"text": "hi"}).json() == "HI"
+    assert_error(h.post("/echo", json={"txt": "hi"}), 400)
+    assert_error(h.post("/echo", content=b"{", headers={"content-type": "application/json"}), 400)
+    schema: dict[str, Any] = h.get("/openapi.json").json()
+    assert {"/echo", "/slow", "/upper"} <= set(schema["paths"])
+    body = schema["paths"]["/echo"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["$ref"].endswith("Echo_echo_Request")
+
+
+def test_sigterm_drains_in_flight_requests(service_replica: Replica) -> None:
+    result: dict[str, Any] = {}
+
+    def slow() -> None:
+        with httpx.Client(base_url=service_replica.url, headers=AUTH, timeout=30) as c:
+            r = c.post("/slow", json={"seconds": 1.5})
+            result["status"], result["body"] = r.status_code, r.json()
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.4)
+    service_replica.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    assert httpx.get(f"{service_replica.url}/v2/health/ready").status_code == 503
+    new = httpx.post(f"{service_replica.url}/echo", json={"text": "x"}, headers=AUTH)
+    assert_error(new, 503)
+    t.join(10)
+    assert result == {"status": 200, "body": "done"}
+    assert service_replica.proc.wait(15) == 0

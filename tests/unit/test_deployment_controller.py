@@ -1,0 +1,502 @@
+"""The deployment controller's reconcile loop: in-memory store, fake executor, fake probe, fake clock."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+
+from aicloud.config import Settings
+from aicloud.controllers.deployments import DeploymentController
+from aicloud.entities.serving import Deployment, DeploymentStatus, Replica, ReplicaState
+from aicloud.executors.base import LaunchRequest
+from aicloud.gateway.registry import Endpoint, EndpointRegistry
+from aicloud.store.base import MetadataStore
+from aicloud.testing.deployments import InMemoryDeploymentStore
+from aicloud.testing.executors import FakeExecutor
+
+WS = "ws_test"
+
+
+class RecordingExecutor(FakeExecutor):
+    """Records, for every cancel, whether the gateway had already stopped routing to the replica."""
+
+    def __init__(self, log_dir: Path, registry: EndpointRegistry, **kwargs: Any) -> None:
+        super().__init__(log_dir, **kwargs)
+        self.registry = registry
+        self.draining_at_cancel: dict[str, bool] = {}
+
+    def cancel(self, handle: dict[str, Any], grace_s: float) -> None:
+        rid = handle["fake_job"]
+        slots = [ep.replicas.get(rid) for ep in self.registry.all()]
+        self.draining_at_cancel[rid] = any(s is not None and s.draining for s in slots)
+        super().cancel(handle, grace_s)
+
+
+class Harness:
+    def __init__(self, tmp: Path, *, cancel_ends_job: bool = True) -> None:
+        self.tmp = tmp
+        self.deployments = InMemoryDeploymentStore()
+        self.store = cast(MetadataStore, SimpleNamespace(deployments=self.deployments))
+        self.registry = EndpointRegistry()
+        self.executor = RecordingExecutor(tmp / "logs", self.registry, cancel_ends_job=cancel_ends_job)
+        self.now = time.monotonic()  # the registry stamps requests with time.monotonic()
+        self.ready_urls: set[str] = set()
+        self.all_ready = False
+        self.launched: list[tuple[str, int, str]] = []  # (replica id, port, key)
+        self.removed: list[str] = []  # on_removed hook calls
+        self.settings = Settings(home=tmp / "home")
+        self.controller = self.new_controller()
+
+    def new_controller(self, registry: EndpointRegistry | None = None) -> DeploymentController:
+        return DeploymentController(
+            self.store,
+            self.executor,
+            registry or self.registry,
+            self.settings,
+            self.launch,
+            interval=0.02,
+            probe=self.probe,
+            clock=lambda: self.now,
+            on_removed=lambda r: self.removed.append(r.id),
+        )
+
+    def launch(self, d: Deployment, replica_id: str, port: int, key: str) -> LaunchRequest:
+        self.launched.append((replica_id, port, key))
+        env = {
+            "AICLOUD_REPLICA_ID": replica_id,
+            "AICLOUD_REPLICA_PORT": str(port),
+            "AICLOUD_REPLICA_KEY": key,
+        }
+        return LaunchRequest(job_id=replica_id, argv=["serve"], env=env, cpus=int(d.spec.get("cpus", 1)))
+
+    def probe(self, url: str) -> bool:
+        return self.all_ready or url in self.ready_urls
+
+    def create(self, name: str = "digits", **spec: Any) -> Deployment:
+        full = {
+            "model": "digits@production",
+            "min_replicas": 1,
+            "max_replicas": 1,
+            "target_inflight": 1,
+            **spec,
+        }
+        return self.deployments.create(
+            workspace_id=WS, name=name, spec=full, model_version_id=None, desired=int(full["min_replicas"])
+        )
+
+    def tick(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.controller.reconcile_once()
+
+    def get(self, d: Deployment) -> Deployment:
+        return self.deployments.get_any(d.id)
+
+    def replicas(self, d: Deployment) -> list[Replica]:
+        return self.deployments.replicas(d.id)
+
+    def states(self, d: Deployment) -> list[tuple[int, ReplicaState]]:
+        return [(r.generation, r.state) for r in self.replicas(d)]
+
+    def ep(self, d: Deployment) -> Endpoint:
+        ep = self.registry.by_deployment(d.id)
+        assert ep is not None
+        return ep
+
+    def routable(self, d: Deployment) -> list[str]:
+        ep = self.registry.by_deployment(d.id)
+        return sorted(s.replica_id for s in ep.routable()) if ep else []
+
+    def make_ready(self, *replicas: Replica) -> None:
+        self.ready_urls.update(r.url for r in replicas)
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Harness:
+    return Harness(tmp_path)
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+# --- scale up, readiness, replacement ---------------------------------------------------------
+
+
+def test_starts_replicas_up_to_desired(h: Harness) -> None:
+    d = h.create(min_replicas=2, max_replicas=2)
+    h.tick()
+    replicas = h.replicas(d)
+    assert [r.state for r in replicas] == [ReplicaState.STARTING] * 2
+    assert sorted(h.executor.submitted) == sorted(r.id for r in replicas)
+    assert len({r.port for r in replicas}) == 2 and all(r.port > 0 for r in replicas)
+    assert all(r.handle == {"executor": "fake", "fake_job": r.id} for r in replicas)
+    # one random key per deployment, given to every replica and to the gateway
+    keys = {key for _, _, key in h.launched}
+    assert len(keys) == 1 and h.ep(d).replica_key in keys and len(h.ep(d).replica_key) >= 32
+    assert [port for _, port, _ in h.launched] == [r.port for r in replicas]
+    assert h.routable(d) == []  # starting replicas take no traffic
+    assert h.ep(d).timeout_s == 60.0
+    assert h.get(d).status == DeploymentStatus.PENDING
+
+    h.tick(3)  # idempotent: nothing more starts while they start
+    assert len(h.executor.submitted) == 2
+
+
+def test_readiness_goes_to_the_registry(h: Harness) -> None:
+    d = h.create(min_replicas=2, max_replicas=2)
+    h.tick()
+    first, second = h.replicas(d)
+    h.make_ready(first)
+    h.tick()
+    assert h.states(d) == [(1, ReplicaState.READY), (1, ReplicaState.STARTING)]
+    assert h.replicas(d)[0].ready_at is not None
+    assert h.routable(d) == [first.id]
+    assert h.ep(d).replicas[first.id].url == first.url
+    assert h.get(d).status == DeploymentStatus.READY
+    h.make_ready(second)
+    h.tick()
+    assert h.routable(d) == sorted([first.id, second.id])
+
+
+def test_a_dead_replica_is_replaced(h: Harness) -> None:
+    d = h.create(min_replicas=2, max_replicas=2)
+    h.all_ready = True
+    h.tick()
+    h.tick()
+    dead, alive = h.replicas(d)
+    h.executor.finish(dead.id, 1, log="Traceback\nMemoryError\n")
+    h.tick()
+    ids = [r.id for r in h.replicas(d)]
+    assert dead.id not in ids and alive.id in ids and len(ids) == 2
+    assert dead.id not in h.ep(d).replicas
+    assert h.executor.jobs[dead.id].cleanups == 1
+    assert h.removed == [dead.id]
+    assert len(h.executor.submitted) == 3
+    h.tick()
+    assert len(h.routable(d)) == 2
+    assert h.get(d).status == DeploymentStatus.READY
+
+
+def test_a_lost_replica_is_replaced(h: Harness) -> None:
+    d = h.create()
+    h.all_ready = True
+    h.tick(2)
+    (lost,) = h.replicas(d)
+    h.executor.lose(lost.id)
+    h.tick()
+    (fresh,) = h.replicas(d)
+    assert fresh.id != lost.id
+
+
+# --- autoscaling ------------------------------------------------------------------------------
+
+
+def test_in_flight_requests_scale_up_at_once(h: Harness) -> None:
+    d = h.create(min_replicas=1, max_replicas=4, target_inflight=2)
+    h.all_ready = True
+    h.tick(2)
+    (r,) = h.replicas(d)
+    h.ep(d).replicas[r.id].inflight = 5  # the gateway's count
+    for _ in range(11):  # the mean over the (2 s) window catches up within it: no upscale delay
+        h.now += 0.2
+        h.tick()
+    assert h.get(d).desired_replicas == 3
+    assert len(h.replicas(d)) == 3
+
+
+def test_surplus_starting_replicas_go_first(h: Harness) -> None:
+    d = h.create(min_replicas=1, max_replicas=3, target_inflight=1, downscale_delay_s=5)
+    h.tick()
+    (first,) = h.replicas(d)
+    h.make_ready(first)
+    h.ep(d).waiting = 3  # held requests count as in flight
+    h.now += 3  # a full averaging window later
+    h.tick()
+    assert h.get(d).desired_replicas == 3
+    h.ep(d).waiting = 0
+    h.now += 10
+    for _ in range(4):
+        h.now += 2
+        h.tick()
+    assert h.get(d).desired_replicas == 1
+    assert [r.id for r in h.replicas(d)] == [first.id]  # the ones still starting were retired
+    assert h.routable(d) == [first.id]
+
+
+def test_scale_to_zero_after_idle(h: Harness) -> None:
+    d = h.create(min_replicas=0, max_replicas=1, idle_timeout_s=60)
+    h.all_ready = True
+    h.tick()  # a new deployment is not idle yet: one replica
+    h.ep(d).last_request = h.now
+    h.tick()
+    assert h.get(d).status == DeploymentStatus.READY
+    (r,) = h.replicas(d)
+    h.now += 61
+    h.tick()
+    assert h.get(d).desired_replicas == 0
+    assert h.executor.jobs[r.id].cancels == [30.0]
+    assert h.executor.draining_at_cancel[r.id] is True  # the gateway stopped routing first
+    h.tick()
+    assert h.replicas(d) == []
+    assert h.get(d).status == DeploymentStatus.SCALED_TO_ZERO
+    h.tick(3)
+    assert len(h.executor.submitted) == 1  # stays at zero
+
+
+def test_a_held_request_starts_a_replica_at_once(h: Harness) -> None:
+    d = h.create(min_replicas=0, max_replicas=2, idle_timeout_s=60, upscale_delay_s=3600)
+    h.ep_ready = None
+    h.tick()
+    ep = h.ep(d)
+    ep.last_request = h.now - 1000  # long idle
+    h.tick()
+    assert h.get(d).desired_replicas == 0
+    h.tick()
+    assert h.get(d).status == DeploymentStatus.SCALED_TO_ZERO
+    assert h.replicas(d) == []
+
+    h.controller._wake.clear()
+    ep.last_request = h.now
+    ep.waiting = 1
+    h.registry.demand(ep)  # the gateway holds a request
+    assert h.controller._wake.is_set()  # on_demand is the controller's wake()
+    h.tick()
+    assert h.get(d).desired_replicas == 1
+    (r,) = h.replicas(d)
+    assert ep.start_requested  # until a replica is ready
+    h.make_ready(r)
+    h.tick()
+    assert h.routable(d) == [r.id]
+    assert not ep.start_requested
+    assert h.get(d).status == DeploymentStatus.READY
+
+
+# --- rolling update ---------------------------------------------------------------------------
+
+
+def test_rolling_update_keeps_serving(tmp_path: Path) -> None:
+    h = Harness(tmp_path, cancel_ends_job=False)  # replicas take time to drain
+    d = h.create(min_replicas=2, max_replicas=2)
+    h.all_ready = True
+    h.tick(2)
+    old = h.replicas(d)
+    assert len(h.routable(d)) == 2
+    h.all_ready = False
+    d = h.deployments.update_spec(WS, "digits", {**d.spec, "max_batch_size": 8}, None)
+    assert d.generation == 2
+
+    h.tick()
+    new = [r for r in h.replicas(d) if r.generation == 2]
+    assert len(new) == 2
+    assert h.routable(d) == sorted(r.id for r in old)  # old ones serve while new ones start
+    assert all(not h.executor.jobs[r.id].cancels for r in old)
+
+    h.make_ready(new[0])
+    h.tick()
+    routable = h.routable(d)
+    assert new[0].id in routable and len(routable) == 2  # one new in, one old out
+    retired = [r for r in old if r.id not in routable]
+    assert len(retired) == 1
+    assert h.executor.jobs[retired[0].id].cancels == [30.0]
+    assert h.executor.draining_at_cancel[retired[0].id] is True
+    assert h.get(d).status == DeploymentStatus.READY
+
+    h.make_ready(new[1])
+    h.tick()
+    assert h.routable(d) == sorted(r.id for r in new)
+    assert all(h.executor.jobs[r.id].cancels == [30.0] for r in old)
+    assert {r.state for r in h.replicas(d) if r.generation == 1} == {ReplicaState.DRAINING}
+
+    for r in old:
+        h.executor.finish(r.id, 0)  # drained and exited
+    h.tick()
+    assert [r.generation for r in h.replicas(d)] == [2, 2]
+    assert all(h.executor.jobs[r.id].cleanups == 1 for r in old)
+    assert sorted(h.removed) == sorted(r.id for r in old)
+
+
+def test_a_failing_new_generation_leaves_the_old_one_serving(h: Harness) -> None:
+    d = h.create(min_replicas=1, max_replicas=1)
+    h.all_ready = True
+    h.tick(2)
+    (old,) = h.replicas(d)
+    h.all_ready = False
+    h.ready_urls.add(old.url)
+    d = h.deployments.update_spec(WS, "digits", {**d.spec, "cpus": 2}, None)
+    for _ in range(3):
+        h.tick()
+        (new,) = [r for r in h.replicas(d) if r.generation == 2]
+        h.executor.finish(new.id, 1, log="ImportError: no module named torch\n")
+    h.tick()
+    assert h.get(d).status == DeploymentStatus.FAILED
+    assert h.routable(d) == [old.id]
+    assert not h.executor.jobs[old.id].cancels
+
+
+# --- failures ---------------------------------------------------------------------------------
+
+
+def test_failed_starts_fail_the_deployment(h: Harness) -> None:
+    d = h.create()
+    for i in range(3):
+        h.tick()
+        (r,) = h.replicas(d)
+        h.executor.finish(r.id, 1, log="".join(f"line {i}.{n}\n" for n in range(30)))
+    h.tick()
+    failed = h.get(d)
+    assert failed.status == DeploymentStatus.FAILED
+    assert failed.message is not None
+    assert "3 replicas in a row failed to start" in failed.message
+    assert "exited with code 1" in failed.message
+    assert "line 2.29" in failed.message and "line 2.10" in failed.message
+    assert "line 2.9\n" not in failed.message  # the last 20 lines only
+    assert h.replicas(d) == []
+    h.tick(3)
+    assert len(h.executor.submitted) == 3  # no more tries
+    assert h.get(d).status == DeploymentStatus.FAILED
+
+    # A new spec (generation) gets a fresh set of tries.
+    d = h.deployments.update_spec(WS, "digits", {**d.spec, "cpus": 2}, None)
+    h.all_ready = True
+    h.tick(2)
+    assert h.get(d).status == DeploymentStatus.READY
+    assert h.get(d).message is None
+
+
+def test_a_ready_replica_resets_the_failure_count(h: Harness) -> None:
+    d = h.create()
+    for _ in range(2):
+        h.tick()
+        (r,) = h.replicas(d)
+        h.executor.finish(r.id, 1)
+    h.tick()
+    (r,) = h.replicas(d)
+    h.make_ready(r)
+    h.tick()
+    for _ in range(2):
+        (r,) = h.replicas(d)
+        h.executor.finish(r.id, 1)  # a crash of a ready replica, then of a starting one
+        h.tick()
+    assert h.get(d).status != DeploymentStatus.FAILED
+
+
+def test_launch_errors_count_as_failed_starts(h: Harness) -> None:
+    d = h.create()
+    h.executor.fail_submit = True
+    h.tick(3)
+    failed = h.get(d)
+    assert failed.status == DeploymentStatus.FAILED
+    assert failed.message is not None and "fake submit failure" in failed.message
+    assert h.replicas(d) == []
+    assert len(h.removed) == 3  # the rows made for the launches are gone (and reported)
+
+
+def test_one_bad_deployment_does_not_stop_the_others(h: Harness) -> None:
+    bad = h.create("bad", target_inflight=0)  # invalid: the policy raises
+    good = h.create("good")
+    h.tick()
+    assert h.replicas(bad) == []
+    assert len(h.replicas(good)) == 1
+
+
+def test_a_replica_whose_poll_keeps_failing_is_lost(h: Harness) -> None:
+    d = h.create()
+    h.all_ready = True
+    h.tick(2)
+    (r,) = h.replicas(d)
+    h.executor.fail_poll = True
+    h.tick(9)
+    assert [x.id for x in h.replicas(d)] == [r.id]  # unknown is not dead: nothing more starts
+    h.tick()
+    h.executor.fail_poll = False
+    h.tick()
+    (fresh,) = h.replicas(d)
+    assert fresh.id != r.id
+
+
+# --- delete, restart, stop --------------------------------------------------------------------
+
+
+def test_delete_drains_then_removes(tmp_path: Path) -> None:
+    h = Harness(tmp_path, cancel_ends_job=False)
+    d = h.create(min_replicas=2, max_replicas=2)
+    keep = h.create("keep")
+    h.all_ready = True
+    h.tick(2)
+    replicas = h.replicas(d)
+    h.deployments.set_status(d.id, DeploymentStatus.DELETING)
+    h.tick()
+    assert h.get(d).status == DeploymentStatus.DELETING  # never overwritten by the controller
+    assert h.routable(d) == []
+    assert all(h.executor.draining_at_cancel[r.id] for r in replicas)
+    assert {r.state for r in h.replicas(d)} == {ReplicaState.DRAINING}
+    h.executor.finish(replicas[0].id, 0)
+    h.tick()
+    assert len(h.replicas(d)) == 1
+    h.executor.finish(replicas[1].id, 0)
+    h.tick()
+    assert h.deployments.list_all() == [h.get(keep)]
+    assert h.registry.by_deployment(d.id) is None
+    assert h.registry.by_deployment(keep.id) is not None
+
+
+def test_a_new_control_plane_replaces_the_old_ones_replicas(h: Harness) -> None:
+    d = h.create(min_replicas=2, max_replicas=2)
+    h.all_ready = True
+    h.tick(2)
+    before = h.replicas(d)
+    old_key = h.ep(d).replica_key
+
+    registry = EndpointRegistry()  # a restarted control plane: new registry, new controller
+    h.registry = registry
+    h.executor.registry = registry
+    h.controller = h.new_controller(registry)
+    h.tick()
+    assert all(h.executor.jobs[r.id].cancels == [30.0] for r in before)
+    h.tick()
+    after = h.replicas(d)
+    assert len(after) == 2 and not {r.id for r in before} & {r.id for r in after}
+    assert h.ep(d).replica_key != old_key
+    assert h.launched[-1][2] == h.ep(d).replica_key
+    assert len(h.routable(d)) == 2
+
+
+def test_the_loop_runs_in_a_thread_and_stop_stops_replicas(h: Harness) -> None:
+    d = h.create(min_replicas=2, max_replicas=2)
+    h.all_ready = True
+    h.controller.start()
+    try:
+        assert h.controller.running
+        wait_for(lambda: len(h.routable(d)) == 2)
+        h.create("later")
+        h.controller.wake()
+        wait_for(lambda: len(h.executor.submitted) == 3)
+    finally:
+        h.controller.stop(timeout=5)
+    assert not h.controller.running
+    assert h.executor.running_ids() == []
+    assert all(job.cancels == [30.0] for job in h.executor.jobs.values())
+    assert all(h.deployments.replicas(x.id) == [] for x in h.deployments.list_all())
+
+
+def test_stop_leaves_rows_of_replicas_still_draining(tmp_path: Path) -> None:
+    h = Harness(tmp_path, cancel_ends_job=False)
+    d = h.create()
+    h.all_ready = True
+    h.tick(2)
+    h.controller.stop(timeout=0.1)
+    (r,) = h.replicas(d)
+    assert r.state == ReplicaState.DRAINING
+    # the next control plane removes it once it has exited
+    h.executor.finish(r.id, 0)
+    h.controller = h.new_controller(EndpointRegistry())
+    h.tick()
+    assert r.id not in [x.id for x in h.replicas(d)]

@@ -1,0 +1,204 @@
+"""aicloud.serving.batcher: batching, queue bounds, timeouts, cancellation, per-item failures."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from aicloud.serving.batcher import DynamicBatcher, QueueFullError, RequestTimeoutError
+
+
+class Recorder:
+    """A fake run_batch: doubles numbers, records batch sizes, fails on "bad", sleeps on demand."""
+
+    def __init__(self, delay: float = 0.0, gate: threading.Event | None = None) -> None:
+        self.batches: list[list[Any]] = []
+        self.delay = delay
+        self.gate = gate
+
+    def __call__(self, items: list[Any]) -> list[Any]:
+        self.batches.append(list(items))
+        if self.gate is not None:
+            self.gate.wait(5)
+        if self.delay:
+            time.sleep(self.delay)
+        if "bad" in items:
+            raise ValueError("bad item")
+        return [ValueError("slot") if x == "slot-error" else x * 2 for x in items]
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_groups_concurrent_requests_and_never_exceeds_max() -> None:
+    rec = Recorder(delay=0.01)
+
+    async def main() -> list[Any]:
+        b = DynamicBatcher(rec, max_batch_size=4, max_wait_ms=20, max_queue=100, timeout_s=5)
+        out = await asyncio.gather(*(b.submit(i) for i in range(10)))
+        await b.close()
+        return out
+
+    assert run(main()) == [i * 2 for i in range(10)]
+    assert max(len(b) for b in rec.batches) == 4
+    assert sum(len(b) for b in rec.batches) == 10
+    assert len(rec.batches) == 3
+
+
+def test_batch_closes_max_wait_after_first_item() -> None:
+    rec = Recorder()
+
+    async def main() -> float:
+        b = DynamicBatcher(rec, max_batch_size=8, max_wait_ms=50, timeout_s=5)
+        started = time.perf_counter()
+        first = asyncio.ensure_future(b.submit(1))
+        await asyncio.sleep(0.02)
+        second = asyncio.ensure_future(b.submit(2))
+        await asyncio.gather(first, second)
+        elapsed = time.perf_counter() - started
+        await b.close()
+        return elapsed
+
+    elapsed = run(main())
+    assert rec.batches == [[1, 2]]  # both in one batch: the second came within the wait
+    assert 0.045 <= elapsed < 0.5
+
+
+def test_zero_wait_runs_a_lone_request_at_once() -> None:
+    rec = Recorder()
+
+    async def main() -> float:
+        b = DynamicBatcher(rec, max_batch_size=8, max_wait_ms=0, timeout_s=5)
+        started = time.perf_counter()
+        assert await b.submit(3) == 6
+        elapsed = time.perf_counter() - started
+        await b.close()
+        return elapsed
+
+    assert run(main()) < 0.05
+
+
+def test_sizes_count_rows_and_a_big_item_runs_alone() -> None:
+    rec = Recorder()
+
+    async def main() -> None:
+        b = DynamicBatcher(rec, max_batch_size=4, max_wait_ms=10, timeout_s=5)
+        await asyncio.gather(b.submit(1, size=3), b.submit(2, size=3), b.submit(3, size=9))
+        await b.close()
+
+    run(main())
+    assert rec.batches == [[1], [2], [3]]
+
+
+def test_one_bad_item_fails_only_its_request() -> None:
+    rec = Recorder()
+
+    async def main() -> list[Any]:
+        b = DynamicBatcher(rec, max_batch_size=8, max_wait_ms=20, timeout_s=5)
+        out = await asyncio.gather(
+            b.submit(1), b.submit("bad"), b.submit(2), b.submit("slot-error"), return_exceptions=True
+        )
+        await b.close()
+        return out
+
+    out = run(main())
+    assert out[0] == 2 and out[2] == 4
+    assert isinstance(out[1], ValueError) and str(out[1]) == "bad item"
+    assert isinstance(out[3], ValueError) and str(out[3]) == "slot"
+
+
+def test_full_queue_raises_queue_full() -> None:
+    gate = threading.Event()
+    rec = Recorder(gate=gate)
+
+    async def main() -> None:
+        b = DynamicBatcher(rec, max_batch_size=1, max_wait_ms=0, max_queue=2, timeout_s=5)
+        running = asyncio.ensure_future(b.submit(0))
+        await asyncio.sleep(0.02)  # item 0 is in the worker, blocked on the gate
+        waiting = [asyncio.ensure_future(b.submit(i)) for i in (1, 2)]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFullError) as info:
+            await b.submit(3)
+        assert info.value.status_code == 503 and info.value.retry_after >= 1
+        gate.set()
+        assert await running == 0
+        assert [await w for w in waiting] == [2, 4]
+        await b.close()
+
+    run(main())
+
+
+def test_timeout_raises_504_and_drops_the_item() -> None:
+    gate = threading.Event()
+    rec = Recorder(gate=gate)
+
+    async def main() -> None:
+        b = DynamicBatcher(rec, max_batch_size=1, max_wait_ms=0, max_queue=10, timeout_s=0.05)
+        first = asyncio.ensure_future(b.submit(0))
+        await asyncio.sleep(0.01)
+        with pytest.raises(RequestTimeoutError) as info:
+            await b.submit(1)  # waits behind the blocked batch
+        assert info.value.status_code == 504
+        assert b.queued == 0  # removed from the queue
+        gate.set()
+        with pytest.raises(RequestTimeoutError):
+            await first
+        await asyncio.sleep(0.02)
+        await b.close()
+
+    run(main())
+    assert rec.batches == [[0]]  # item 1 never ran
+
+
+def test_cancelled_request_is_removed_from_the_queue() -> None:
+    gate = threading.Event()
+    rec = Recorder(gate=gate)
+
+    async def main() -> None:
+        b = DynamicBatcher(rec, max_batch_size=4, max_wait_ms=0, max_queue=10, timeout_s=5)
+        first = asyncio.ensure_future(b.submit(0))
+        await asyncio.sleep(0.01)
+        gone = asyncio.ensure_future(b.submit(1))
+        kept = asyncio.ensure_future(b.submit(2))
+        await asyncio.sleep(0)
+        gone.cancel()
+        await asyncio.sleep(0)
+        assert b.queued == 1
+        gate.set()
+        assert await first == 0 and await kept == 4
+        await b.close()
+
+    run(main())
+    assert rec.batches == [[0], [2]]
+
+
+def test_observer_sees_sizes_and_queue_times() -> None:
+    seen: list[tuple[int, list[float]]] = []
+
+    async def main() -> None:
+        b = DynamicBatcher(
+            Recorder(),
+            max_batch_size=8,
+            max_wait_ms=5,
+            timeout_s=5,
+            on_batch=lambda n, q: seen.append((n, q)),
+        )
+        await asyncio.gather(b.submit(1), b.submit(2, size=2))
+        await b.close()
+
+    run(main())
+    assert seen and seen[0][0] == 3 and len(seen[0][1]) == 2 and all(q >= 0 for q in seen[0][1])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"max_batch_size": 0}, {"max_wait_ms": -1}, {"max_queue": 0}, {"timeout_s": 0}],
+)
+def test_bad_arguments_are_refused_eagerly(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        DynamicBatcher(Recorder(), **kwargs)
