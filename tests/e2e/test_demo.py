@@ -36,6 +36,11 @@ def test_up_demo_down(tmp_path: Path) -> None:
             assert accuracy >= 0.95, rows[model]
         assert "digits v1  aliases: production" in out
         assert "← train: dataset digits-train:1 (1437 rows" in out and "← split of digits:1" in out
+        # third part: the digits endpoint answers the 360 held-out rows
+        assert "/v1/endpoints/digits ready in" in out
+        served = next(line for line in out.splitlines() if line.count("│") == 4 and " ms " in line)
+        endpoint_accuracy = float(served.split("│")[1])
+        assert endpoint_accuracy == float(rows["digits"].split("│")[4])
         status = cli("status").stdout
         assert "workspace default" in status
     finally:

@@ -45,6 +45,7 @@ DEMO_MODELS: list[tuple[str, str, str, dict[str, Any]]] = [
 def demo(
     columns: int = typer.Option(8, help="columns of each schema to print"),
     train: bool = typer.Option(True, help="also train, register and alias the models"),
+    serve: bool = typer.Option(True, help="also deploy digits and call its endpoint"),
 ) -> None:
     """Upload digits and breast-cancer data, split them, train a CNN and an MLP, register both,
     alias them `production`, and print the lineage of one version."""
@@ -102,4 +103,46 @@ def demo(
     )
     console.print()
     render_lineage(client.models.lineage("digits@production"))
+    if serve:
+        serve_digits(client, splits["digits"][1])
     console.rule("[bold green]demo finished")
+
+
+def serve_digits(client: Client, test: DatasetVersion) -> None:
+    """Deploy digits@production and send every held-out row through the endpoint, one request each."""
+    import httpx
+    import numpy as np
+    import pandas as pd
+
+    console.rule("[bold]aicloud demo: serving")
+    names = {d.name for d in client.deployments.list()}
+    if "digits" in names:
+        dep = client.deployments.get("digits").update(model="digits@production")
+    else:
+        dep = client.deployments.create("digits", model="digits@production", min_replicas=0, max_replicas=2)
+    started = time.monotonic()
+    with console.status("starting the digits endpoint …"):
+        dep.wait_ready(timeout=180)
+    console.print(f"endpoint {dep.url} ready in {time.monotonic() - started:.1f} s")
+    with tempfile.TemporaryDirectory(prefix="aicloud-demo-") as tmp:
+        frame = pd.read_csv(client.datasets.download(test.name, Path(tmp) / "test.csv", version=test.version))
+    labels = frame.pop("label").to_numpy()
+    rows = frame.to_numpy().tolist()
+    latencies, predictions = [], []
+    token = client._transport.token or ""
+    with httpx.Client(base_url=client.url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
+        for row in rows:
+            t0 = time.perf_counter()
+            r = http.post(f"/v1/endpoints/{dep.name}/predict", json={"inputs": [row]})
+            latencies.append((time.perf_counter() - t0) * 1000)
+            r.raise_for_status()
+            predictions.append(r.json()["outputs"][0])
+    accuracy = float((np.asarray(predictions) == labels).mean())
+    p50, p99 = np.percentile(latencies, 50), np.percentile(latencies, 99)
+    console.print(
+        table(
+            f"digits endpoint: {len(rows)} held-out rows, one request each",
+            ["accuracy", "p50 latency", "p99 latency"],
+            [[f"{accuracy:.4f}", f"{p50:.2f} ms", f"{p99:.2f} ms"]],
+        )
+    )

@@ -9,25 +9,25 @@ the body size (``Content-Length`` first, then while reading; 413). It reads the 
 it to the routes (``scope["aicloud.body"]``), so ``/predict`` parses the raw bytes with ``json.loads``
 and answers a plain ``Response``: no request model, no copies. Errors have the aicloud shape and never
 carry a stack trace.
+
+The routes live by concept: the Open Inference Protocol in :mod:`aicloud.serving.oip_routes`, a
+Service's handlers in :mod:`aicloud.serving.handlers`, the shared request/response helpers in
+:mod:`aicloud.serving.asgi`; ``/predict`` and ``/metrics`` stay here.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
-import inspect
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -41,22 +41,44 @@ from aicloud.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
-from aicloud.serving.batcher import DynamicBatcher, QueueFullError, RequestTimeoutError
+from aicloud.serving.asgi import (
+    JSON,
+    ClientGone,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    error_response,
+    request_body,
+    send_error,
+    submit,
+)
+from aicloud.serving.batcher import DynamicBatcher
 from aicloud.serving.cache import ResponseCache, cache_key
+from aicloud.serving.handlers import add_handler_route
 from aicloud.serving.metrics import ReplicaMetrics
-from aicloud.serving.oip import DTYPES, HEADER, InferRequest, encode_infer_response, parse_infer_request
-from aicloud.serving.runtime import ModelRuntime, Prepared, bad_input
+from aicloud.serving.oip_routes import add_oip_routes
+from aicloud.serving.runtime import ModelRuntime, bad_input
 from aicloud.serving.service import HandlerInfo, Service, handlers_of
+
+__all__ = [
+    "HEALTH",
+    "JSON",
+    "ClientGone",
+    "Message",
+    "Receive",
+    "ReplicaApp",
+    "ReplicaConfig",
+    "ReplicaState",
+    "Scope",
+    "Send",
+    "build_app",
+    "error_response",
+]
 
 log = logging.getLogger("aicloud.serving")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
 HEALTH = frozenset({"/v2/health/live", "/v2/health/ready"})
-JSON = "application/json"
 
 
 @dataclass
@@ -100,33 +122,6 @@ class ReplicaState:
     inflight: int = 0
     message: str = "starting"
     batchers: list[DynamicBatcher] = field(default_factory=list)
-
-
-class ClientGone(Exception):
-    """The client disconnected while its request waited."""
-
-
-def error_response(exc: AicloudError, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps(exc.to_payload(), default=str).encode()
-    headers = dict(headers or {})
-    if isinstance(exc, QueueFullError):
-        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-    return Response(body, status_code=exc.status_code, media_type=JSON, headers=headers)
-
-
-async def _send_error(send: Send, exc: AicloudError, extra: dict[str, str] | None = None) -> None:
-    body = json.dumps(exc.to_payload()).encode()
-    headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in (extra or {}).items()]
-    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _wait_disconnect(receive: Receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 class ReplicaApp:
@@ -223,7 +218,7 @@ class ReplicaApp:
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.state.draining:
             retry = {"Retry-After": str(self.config.retry_after_s)}
-            await _send_error(send, UnavailableError("the replica is draining; retry on another"), retry)
+            await send_error(send, UnavailableError("the replica is draining; retry on another"), retry)
             return
         auth = b""
         length: int | None = None
@@ -236,13 +231,13 @@ class ReplicaApp:
                 except ValueError:
                     length = None
         if not hmac.compare_digest(auth, self._key):
-            await _send_error(
+            await send_error(
                 send, UnauthenticatedError("missing or wrong replica key (Authorization: Bearer)")
             )
             return
         limit = self.config.max_body_bytes
         if length is not None and length > limit:
-            await _send_error(send, self._too_large(length), {"Connection": "close"})
+            await send_error(send, self._too_large(length), {"Connection": "close"})
             return
         chunks: list[bytes] = []
         total = 0
@@ -254,7 +249,7 @@ class ReplicaApp:
             if chunk:
                 total += len(chunk)
                 if total > limit:
-                    await _send_error(send, self._too_large(total), {"Connection": "close"})
+                    await send_error(send, self._too_large(total), {"Connection": "close"})
                     return
                 chunks.append(chunk)
             if not message.get("more_body", False):
@@ -289,24 +284,6 @@ class ReplicaApp:
         name = path[1:]
         return path if name in self.handlers else "other"
 
-    # --- helpers for routes
-    async def _submit(self, request: Request, batcher: DynamicBatcher, value: Any, size: int) -> Any:
-        """Queue one request's work; a client that disconnects meanwhile drops its work."""
-        task = asyncio.ensure_future(batcher.submit(value, size))
-        watch = asyncio.ensure_future(_wait_disconnect(request.receive))
-        try:
-            await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            watch.cancel()
-        if task.done():
-            return task.result()
-        task.cancel()
-        raise ClientGone()
-
-    def _body(self, request: Request) -> bytes:
-        body = request.scope.get("aicloud.body")
-        return body if isinstance(body, bytes) else b""
-
     # --- routes
     def _build_api(self) -> FastAPI:
         title = f"aicloud replica: {self.config.name}"
@@ -317,7 +294,6 @@ class ReplicaApp:
             await self.close()
 
         api = FastAPI(title=title, docs_url=None, redoc_url=None, lifespan=lifespan)
-        name = self.config.name
 
         @api.exception_handler(AicloudError)
         async def _aicloud_error(request: Request, exc: AicloudError) -> Response:
@@ -348,68 +324,7 @@ class ReplicaApp:
             log.exception("unhandled error on %s", request.url.path)
             return error_response(AicloudError(f"internal error ({type(exc).__name__}); see the replica log"))
 
-        @api.get("/v2/health/live", include_in_schema=True)
-        async def live() -> Response:
-            return Response(b'{"live":true}', media_type=JSON)
-
-        @api.get("/v2/health/ready")
-        async def ready() -> Response:
-            if self.state.ready and not self.state.draining:
-                return Response(b'{"ready":true}', media_type=JSON)
-            return error_response(UnavailableError(f"not ready: {self.state.message}"))
-
-        @api.get("/v2")
-        async def server_metadata() -> dict[str, Any]:
-            from aicloud import __version__
-
-            return {"name": "aicloud", "version": __version__, "extensions": ["binary_tensor_data"]}
-
-        def check_model(model: str) -> None:
-            if model != name:
-                raise NotFoundError.of("model", model)
-
-        def model_metadata() -> dict[str, Any]:
-            doc: dict[str, Any] = {"name": name, "versions": [self.config.version], "platform": "aicloud"}
-            if self.runtime is not None and self.state.ready:
-                doc["inputs"] = [t.to_json() for t in self.runtime.inputs]
-                doc["outputs"] = [t.to_json() for t in self.runtime.outputs]
-            else:
-                doc["inputs"], doc["outputs"] = [], []
-            return doc
-
-        @api.get("/v2/models/{model}")
-        async def model_meta(model: str) -> dict[str, Any]:
-            check_model(model)
-            return model_metadata()
-
-        @api.get("/v2/models/{model}/versions/{version}")
-        async def model_meta_version(model: str, version: str) -> dict[str, Any]:
-            check_model(model)
-            return model_metadata()
-
-        async def model_ready_impl(model: str) -> Response:
-            check_model(model)
-            if self.state.ready and not self.state.draining:
-                return Response(b'{"ready":true}', media_type=JSON)
-            return error_response(UnavailableError(f"not ready: {self.state.message}"))
-
-        @api.get("/v2/models/{model}/ready")
-        async def model_ready(model: str) -> Response:
-            return await model_ready_impl(model)
-
-        @api.get("/v2/models/{model}/versions/{version}/ready")
-        async def model_ready_version(model: str, version: str) -> Response:
-            return await model_ready_impl(model)
-
-        @api.post("/v2/models/{model}/infer")
-        async def infer(model: str, request: Request) -> Response:
-            check_model(model)
-            return await self._infer(request)
-
-        @api.post("/v2/models/{model}/versions/{version}/infer")
-        async def infer_version(model: str, version: str, request: Request) -> Response:
-            check_model(model)
-            return await self._infer(request)
+        add_oip_routes(api, self)
 
         @api.get("/metrics")
         async def metrics() -> Response:
@@ -429,7 +344,7 @@ class ReplicaApp:
         runtime, batcher = self.runtime, self.batcher
         assert runtime is not None and batcher is not None
         try:
-            doc = json.loads(self._body(request))
+            doc = json.loads(request_body(request))
         except (ValueError, UnicodeDecodeError) as exc:
             raise bad_input("body", f"not valid JSON: {exc}") from None
         if not isinstance(doc, dict) or "inputs" not in doc:
@@ -444,141 +359,27 @@ class ReplicaApp:
                 self.metrics.cache_hits.inc()
                 return Response(hit, media_type=JSON)
             self.metrics.cache_misses.inc()
-        outputs = await self._submit(request, batcher, prepared, prepared.rows)
+        outputs = await submit(request, batcher, prepared, prepared.rows)
         body = json.dumps({"outputs": outputs}, separators=(",", ":")).encode()
         if key is not None and self.cache is not None:
             self.cache.put(key, body)
         return Response(body, media_type=JSON)
 
-    async def _infer(self, request: Request) -> Response:
-        runtime, batcher = self.runtime, self.batcher
-        if runtime is None or batcher is None:
-            raise BadRequestError("this deployment serves a Service: call its handlers, not OIP infer")
-        req = parse_infer_request(self._body(request), request.headers.get(HEADER))
-        prepared = self._prepare_tensors(runtime, req)
-        outputs = await self._submit(request, batcher, prepared, prepared.rows)
-        spec = runtime.outputs[0]
-        if spec.datatype == "BYTES":
-            array = np.array([str(v) for v in outputs], dtype=object)
-        else:
-            array = np.asarray(outputs, dtype=DTYPES[spec.datatype])
-        body, header_length = encode_infer_response(
-            self.config.name, self.config.version, req, {spec.name: (spec.datatype, array)}
-        )
-        if header_length is None:
-            return Response(body, media_type=JSON)
-        return Response(
-            body,
-            media_type="application/octet-stream",
-            headers={"Inference-Header-Content-Length": str(header_length)},
-        )
-
-    def _prepare_tensors(self, runtime: ModelRuntime, req: InferRequest) -> Prepared:
-        specs = runtime.inputs
-        if len(specs) == 1 and specs[0].datatype != "BYTES":
-            spec = specs[0]
-            tensor = req.inputs.get(spec.name)
-            if tensor is None and len(req.inputs) == 1:
-                tensor = next(iter(req.inputs.values()))
-            if tensor is None:
-                raise bad_input("inputs", f"expected one tensor named {spec.name!r}")
-            width = spec.shape[1]
-            if tensor.dtype == object:
-                raise bad_input(f"inputs.{spec.name}", "expected a numeric datatype (FP32, FP64, INT64...)")
-            if tensor.ndim != 2 or tensor.shape[1] != width:
-                raise bad_input(
-                    f"inputs.{spec.name}", f"expected shape [-1, {width}], got {list(tensor.shape)}"
-                )
-            if tensor.shape[0] == 0:
-                raise bad_input(f"inputs.{spec.name}", "empty batch: send at least one row")
-            matrix = tensor.astype(np.float64)
-            if not np.isfinite(matrix).all():
-                r, c = np.argwhere(~np.isfinite(matrix))[0]
-                raise bad_input(f"inputs.{spec.name}[{r}][{c}]", "expected a finite number")
-            return Prepared(matrix=matrix)
-        rows: int | None = None
-        columns: dict[str, list[Any]] = {}
-        for spec in specs:
-            tensor = req.inputs.get(spec.name)
-            if tensor is None:
-                raise bad_input("inputs", f"missing tensor {spec.name!r}")
-            flat = tensor.reshape(-1) if tensor.ndim == 1 or tensor.shape[1:] == (1,) else None
-            if flat is None:
-                raise bad_input(f"inputs.{spec.name}", f"expected shape [-1], got {list(tensor.shape)}")
-            if rows is not None and len(flat) != rows:
-                raise bad_input(f"inputs.{spec.name}", f"expected {rows} values like the other inputs")
-            rows = len(flat)
-            columns[spec.name] = [
-                v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in flat.tolist()
-            ]
-        records = [{k: columns[k][i] for k in columns} for i in range(rows or 0)]
-        return runtime.prepare(records, field="inputs")
-
     def _add_handler(self, api: FastAPI, info: HandlerInfo) -> None:
+        """Route one Service handler (:mod:`aicloud.serving.handlers`), with its batcher if ``batch``."""
         assert self.service is not None
-        method = getattr(self.service, info.name)
-        adapter = info.response_adapter
-        timeout = self.config.timeout_s
         batcher: DynamicBatcher | None = None
         if info.batch:
             opts = info.options
             batcher = self._new_batcher(
-                method,
+                getattr(self.service, info.name),
                 opts.max_batch_size or self.config.max_batch_size,
                 opts.max_wait_ms if opts.max_wait_ms is not None else self.config.max_wait_ms,
                 info.name,
             )
             self._handler_batchers[info.name] = batcher
-
-        async def endpoint(request: Request, body: Any) -> Response:
-            kwargs = {p: getattr(body, p) for p in info.params}
-            try:
-                if batcher is not None:
-                    result = await self._submit(request, batcher, kwargs[info.params[0]], 1)
-                else:
-                    async with asyncio.timeout(timeout):
-                        if info.is_async:
-                            result = await method(**kwargs)
-                        else:
-                            loop = asyncio.get_running_loop()
-                            result = await loop.run_in_executor(self._pool, partial(method, **kwargs))
-            except (AicloudError, ClientGone):
-                raise
-            except TimeoutError:
-                raise RequestTimeoutError(timeout) from None
-            except Exception as exc:
-                log.error("handler %s raised", info.name, exc_info=exc)
-                raise AicloudError(
-                    f"the handler {info.name!r} raised {type(exc).__name__}; see the replica log"
-                ) from None
-            try:
-                payload = adapter.dump_json(result)
-            except Exception as exc:
-                log.error(
-                    "handler %s returned a value that does not match its return type: %s", info.name, exc
-                )
-                raise AicloudError(
-                    f"the handler {info.name!r} returned a value that does not match its return type"
-                ) from None
-            return Response(payload, media_type=JSON)
-
-        endpoint.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-            [
-                inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
-                inspect.Parameter(
-                    "body", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=info.request_model
-                ),
-            ]
-        )
-        endpoint.__name__ = info.name
-        api.add_api_route(
-            f"/{info.name}",
-            endpoint,
-            methods=["POST"],
-            response_model=info.response_type,
-            name=info.name,
-            summary=f"{type(self.service).__name__}.{info.name}",
-            description=inspect.getdoc(method) or None,
+        add_handler_route(
+            api, self.service, info, batcher=batcher, pool=self._pool, timeout=self.config.timeout_s
         )
 
 

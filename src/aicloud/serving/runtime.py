@@ -254,7 +254,7 @@ class ArtifactRuntime:
             self._mean, self._std, self._fast = stats[:, 0], stats[:, 1], True
         self._dtype = np.dtype(model.config.get("input_dtype") or "float32")
         # the runner behind LoadedModel.outputs: features → raw outputs, skipping the pandas path
-        self._run = getattr(model, "run_features", None) or model._run
+        self._run = model.run_features
 
     def warmup(self) -> None:
         numeric = all(c.numeric for c in self.columns)

@@ -199,9 +199,18 @@ class LoadedModel:
             x = x.reshape(x.shape[0], *self.input_shape)
         return x
 
+    def run_features(self, x: np.ndarray) -> np.ndarray:
+        """The raw model outputs for already-preprocessed numeric features (what :meth:`features` returns).
+
+        ``x`` must be the model's input tensor: preprocessing applied, in ``config["input_dtype"]``
+        (float32 by default), C-contiguous and shaped ``(rows, *input_shape)``. No validation, no pandas:
+        the fast path of a server that prepares its own features.
+        """
+        return self._run(x)
+
     def outputs(self, rows: Rows) -> np.ndarray:
         """The raw model outputs (logits for the built-in classifiers)."""
-        return self._run(self.features(rows))
+        return self.run_features(self.features(rows))
 
     def predict_proba(self, rows: Rows) -> np.ndarray:
         """Class probabilities, ``(rows, classes)``, columns in ``config["labels"]`` order."""

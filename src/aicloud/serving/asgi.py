@@ -1,0 +1,74 @@
+"""The replica app's shared request/response helpers: ASGI types, error responses, queued work.
+
+:func:`error_response` answers an :class:`~aicloud.errors.AicloudError` in the aicloud shape (with
+``Retry-After`` on a full queue); :func:`send_error` does the same on the raw ASGI layer, before the
+FastAPI app is reached. :func:`submit` queues one request's work on a batcher and drops it when the
+client disconnects meanwhile (:class:`ClientGone`, answered 499).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import Response
+
+from aicloud.errors import AicloudError
+from aicloud.serving.batcher import DynamicBatcher, QueueFullError
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON = "application/json"
+
+
+class ClientGone(Exception):
+    """The client disconnected while its request waited."""
+
+
+def error_response(exc: AicloudError, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(exc.to_payload(), default=str).encode()
+    headers = dict(headers or {})
+    if isinstance(exc, QueueFullError):
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return Response(body, status_code=exc.status_code, media_type=JSON, headers=headers)
+
+
+async def send_error(send: Send, exc: AicloudError, extra: dict[str, str] | None = None) -> None:
+    body = json.dumps(exc.to_payload()).encode()
+    headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in (extra or {}).items()]
+    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def wait_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def submit(request: Request, batcher: DynamicBatcher, value: Any, size: int) -> Any:
+    """Queue one request's work; a client that disconnects meanwhile drops its work."""
+    task = asyncio.ensure_future(batcher.submit(value, size))
+    watch = asyncio.ensure_future(wait_disconnect(request.receive))
+    try:
+        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    raise ClientGone()
+
+
+def request_body(request: Request) -> bytes:
+    """The body :class:`~aicloud.serving.app.ReplicaApp` read once (``scope["aicloud.body"]``)."""
+    body = request.scope.get("aicloud.body")
+    return body if isinstance(body, bytes) else b""
