@@ -50,7 +50,6 @@ import contextlib
 import logging
 import secrets
 import socket
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +59,7 @@ import httpx
 
 from aicloud.config import Settings
 from aicloud.controllers.autoscale import AutoscaleConfig, AutoscaleState, decide, trim
+from aicloud.controllers.loop import ReconcileLoop
 from aicloud.entities.serving import Deployment, DeploymentStatus, Replica, ReplicaState
 from aicloud.executors.base import Executor, ExitInfo, LaunchRequest
 from aicloud.executors.logs import tail_lines
@@ -120,8 +120,10 @@ class _Tracked:
     failed_generation: int | None = None  # the generation that failed to start
 
 
-class DeploymentController:
+class DeploymentController(ReconcileLoop):
     """Reconciles deployments with replica processes; see the module docstring."""
+
+    loop_name = "deployment controller"
 
     def __init__(
         self,
@@ -143,7 +145,7 @@ class DeploymentController:
         self.registry = registry
         self.settings = settings
         self.launcher = launcher
-        self.interval = interval
+        super().__init__(interval)
         self.probe = probe
         self.clock = clock
         self.drain_grace_s = drain_grace_s
@@ -153,49 +155,16 @@ class DeploymentController:
         self._owned: set[str] = set()  # replica ids this controller started
         self._cancel_sent: set[str] = set()
         self._poll_errors: dict[str, int] = {}
-        self._pass_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         registry.on_demand = self.wake
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Run :meth:`reconcile_once` in a background thread every ``interval`` and on wake()."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="aicloud-deployment-controller", daemon=True)
-        self._thread.start()
-
     def stop(self, timeout: float = 10.0, *, stop_replicas: bool = True) -> None:
         """Stop the loop, then (by default) the replicas: see the module docstring."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._stop_loop(timeout)
         if stop_replicas:
             with self._pass_lock:
                 self._stop_all_replicas(timeout)
-
-    def wake(self) -> None:
-        """Run a pass now (a request is held for a cold deployment, or a deployment changed)."""
-        self._wake.set()
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.reconcile_once()
-            except Exception:
-                log.exception("deployment controller pass failed; retrying")
-            self._wake.wait(self.interval)
-            self._wake.clear()
 
     def reconcile_once(self) -> None:
         """One idempotent pass over every deployment. Thread-safe."""

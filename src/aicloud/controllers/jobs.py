@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from aicloud.config import Settings
+from aicloud.controllers.loop import ReconcileLoop
 from aicloud.entities import Job, JobStatus
 from aicloud.executors.base import Executor, ExitInfo, LaunchRequest
 from aicloud.executors.logs import read_log, tail_lines
@@ -66,7 +66,7 @@ class LogChunk:
     complete: bool
 
 
-class JobController:
+class JobController(ReconcileLoop):
     """Reconciles jobs in ``store`` with processes run by ``executor``; see the module docstring.
 
     ``launcher(job)`` is the server's: it makes the job's run and token and returns the
@@ -74,6 +74,8 @@ class JobController:
     revoke the token). ``max_concurrent`` and ``cancel_grace_s`` default to the settings'
     ``max_concurrent_jobs`` and ``cancel_grace_seconds``.
     """
+
+    loop_name = "job controller"
 
     def __init__(
         self,
@@ -92,7 +94,7 @@ class JobController:
         self.settings = settings
         self.launcher = launcher
         self.on_finished = on_finished
-        self.interval = interval
+        super().__init__(interval)
         self.max_concurrent = max_concurrent if max_concurrent is not None else settings.max_concurrent_jobs
         if self.max_concurrent < 1:
             raise ValueError(f"max_concurrent must be >= 1, not {self.max_concurrent}")
@@ -101,46 +103,12 @@ class JobController:
         self._poll_errors: dict[str, int] = {}
         # Processes whose job was cancelled while they started: cancel, wait, clean up.
         self._orphans: list[dict[str, Any]] = []
-        self._pass_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Run :meth:`reconcile_once` in a background thread every ``interval`` and on wake()."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="aicloud-job-controller", daemon=True)
-        self._thread.start()
-
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the loop (running jobs keep running; a new controller re-attaches to them)."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def wake(self) -> None:
-        """Run a pass now rather than at the next tick (after a submit or a cancel)."""
-        self._wake.set()
-
-    @property
-    def running(self) -> bool:
-        """Whether the background loop is alive."""
-        return self._thread is not None and self._thread.is_alive()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.reconcile_once()
-            except Exception:
-                log.exception("job controller pass failed; retrying")
-            self._wake.wait(self.interval)
-            self._wake.clear()
+        self._stop_loop(timeout)
 
     def reconcile_once(self) -> None:
         """One idempotent pass: finish ended jobs, then start queued ones. Thread-safe."""

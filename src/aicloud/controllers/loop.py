@@ -1,0 +1,62 @@
+"""The reconcile-loop skeleton the controllers share: a daemon thread that runs
+``reconcile_once`` every ``interval`` seconds, at once after ``wake()``, and never dies
+of one failed pass."""
+
+from __future__ import annotations
+
+import abc
+import logging
+import threading
+
+
+class ReconcileLoop(abc.ABC):
+    """Subclasses implement :meth:`reconcile_once` (idempotent) and call ``super().__init__``."""
+
+    #: thread name and log wording, e.g. "job controller"
+    loop_name = "controller"
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._pass_lock = threading.Lock()  # one pass at a time (the loop, tests, shutdown)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._log = logging.getLogger(f"aicloud.{self.loop_name.replace(' ', '_')}")
+
+    @abc.abstractmethod
+    def reconcile_once(self) -> None:
+        """One idempotent pass."""
+
+    def start(self) -> None:
+        """Start the background loop (idempotent)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        name = "aicloud-" + self.loop_name.replace(" ", "-")
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def _stop_loop(self, timeout: float) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def wake(self) -> None:
+        """Run a pass now rather than at the next tick."""
+        self._wake.set()
+
+    @property
+    def running(self) -> bool:
+        """Whether the background loop is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.reconcile_once()
+            except Exception:
+                self._log.exception("%s pass failed; retrying", self.loop_name)
+            self._wake.wait(self.interval)
+            self._wake.clear()
