@@ -512,6 +512,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "cpu_count": os.cpu_count(),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
         "duration_s": args.duration,
         "warmup_s": WARMUP_S,
         "load_generator": "in-process asyncio streams, HTTP/1.1 keep-alive, closed loop, shares the cores",
@@ -551,6 +552,7 @@ def main() -> None:
                     f"cold start (scaled to zero → first answer through the gateway): "
                     f"{cold['first_request_s']:.2f} s; the next request {cold['next_request_ms']} ms"
                 )
+    result["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "serving.json").write_text(json.dumps(result, indent=2) + "\n")
     console.print(f"wrote {RESULTS / 'serving.json'}")
