@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Row, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Row, delete, func, select
 from sqlalchemy.orm import Session
 
 from aicloud.entities import DatasetSummary, DatasetVersion, VersionStatus
 from aicloud.errors import NotFoundError
 from aicloud.store.base import DatasetStore
 from aicloud.store.sql import ids
+from aicloud.store.sql.counters import next_version
 from aicloud.store.sql.session import Database, json_normalize
 from aicloud.store.sql.tables import DatasetRow, DatasetVersionRow
 
@@ -106,34 +106,8 @@ class SqlDatasetStore(DatasetStore):
         return self._db.run(tx, missing=lambda: NotFoundError.of("workspace", workspace_id))
 
     def _next_version(self, session: Session, workspace_id: str, name: str, now: Any) -> tuple[str, int]:
-        """Create the dataset if missing and take the next version number, under the row's write lock."""
-        insert = postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert
-        bump = (
-            update(DatasetRow)
-            .where(DatasetRow.workspace_id == workspace_id, DatasetRow.name == name)
-            .values(last_version=DatasetRow.last_version + 1, updated_at=now)
-            .returning(DatasetRow.id, DatasetRow.last_version)
-            .execution_options(synchronize_session=False)
-        )
-        # A concurrent delete can remove the dataset between the insert and the update
-        # (PostgreSQL only; SQLite transactions are serial): then insert it again.
-        for _ in range(10):
-            session.execute(
-                insert(DatasetRow)
-                .values(
-                    id=ids.new_id(ids.DATASET),
-                    workspace_id=workspace_id,
-                    name=name,
-                    last_version=0,
-                    created_at=now,
-                    updated_at=now,
-                )
-                .on_conflict_do_nothing(index_elements=["workspace_id", "name"])
-            )
-            got = session.execute(bump).one_or_none()
-            if got is not None:
-                return str(got.id), int(got.last_version)
-        raise RuntimeError(f"dataset {name!r} kept disappearing while adding a version")
+        """Create the row if missing and take the next version number (see ``counters``)."""
+        return next_version(session, DatasetRow, ids.DATASET, workspace_id, name, now)
 
     def get_version(self, workspace_id: str, name: str, version: int | None = None) -> DatasetVersion:
         def tx(session: Session) -> DatasetVersion:

@@ -9,16 +9,16 @@ per (model, alias), moved with an upsert, so it points at exactly one version at
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from aicloud.entities import Model, ModelVersion
 from aicloud.errors import NotFoundError
 from aicloud.store.sql import ids
+from aicloud.store.sql.counters import next_version
 from aicloud.store.sql.session import Database, json_normalize
 from aicloud.store.sql.tables import ModelAliasRow, ModelRow, ModelVersionRow
 from aicloud.store.training import ModelStore
@@ -111,29 +111,9 @@ class SqlModelStore(ModelStore):
 
         return self._db.run(tx, missing=lambda: NotFoundError.of("workspace", workspace_id))
 
-    def _next_version(self, session: Session, workspace_id: str, name: str, now: datetime) -> tuple[str, int]:
-        """Create the model if missing and take the next version number, under the row's write lock."""
-        insert = postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert
-        session.execute(
-            insert(ModelRow)
-            .values(
-                id=ids.new_id(MODEL_PREFIX),
-                workspace_id=workspace_id,
-                name=name,
-                last_version=0,
-                created_at=now,
-                updated_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["workspace_id", "name"])
-        )
-        got = session.execute(
-            update(ModelRow)
-            .where(ModelRow.workspace_id == workspace_id, ModelRow.name == name)
-            .values(last_version=ModelRow.last_version + 1, updated_at=now)
-            .returning(ModelRow.id, ModelRow.last_version)
-            .execution_options(synchronize_session=False)
-        ).one()  # models are never deleted, so the row the insert ensured is there
-        return str(got.id), int(got.last_version)
+    def _next_version(self, session: Session, workspace_id: str, name: str, now: Any) -> tuple[str, int]:
+        """Create the row if missing and take the next version number (see ``counters``)."""
+        return next_version(session, ModelRow, MODEL_PREFIX, workspace_id, name, now)
 
     def get_version(self, workspace_id: str, name: str, version: int | None = None) -> ModelVersion:
         def tx(session: Session) -> ModelVersion:
