@@ -289,6 +289,13 @@ def test_endpoint_token_is_limited_to_its_endpoint(world: World) -> None:
     assert world.b.seen == []
 
 
+def test_replica_tokens_cannot_call_endpoints(world: World) -> None:
+    world.endpoint("alpha", slot("r1", world.a_url))
+    replica = world.store.mint(WS, Role.VIEWER, scope="deployment:dep_0123456789")
+    r = httpx.post(world.url("alpha", "predict"), json={}, headers=world.auth(replica))
+    assert r.status_code == 403 and error_of(r)["code"] == "permission_denied"
+
+
 def test_unknown_deployment_is_404_naming_it(world: World) -> None:
     r = httpx.get(world.url("ghost", "v2"), headers=world.auth())
     assert r.status_code == 404

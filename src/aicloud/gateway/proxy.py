@@ -44,7 +44,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from aicloud.entities import Role
-from aicloud.errors import NotFoundError, PayloadTooLargeError, UnavailableError
+from aicloud.errors import NotFoundError, PayloadTooLargeError, PermissionDeniedError, UnavailableError
 from aicloud.gateway.registry import Endpoint, EndpointRegistry, ReplicaSlot
 from aicloud.server.auth import Principal, PrincipalCache, authenticate
 from aicloud.store import MetadataStore
@@ -138,6 +138,8 @@ async def require_endpoint_caller(
     scope = principal.token.scope
     if scope is not None and scope.startswith("endpoint:") and scope[9:] != name:
         raise NotFoundError.of("deployment", name)
+    if scope is not None and scope.startswith("deployment:"):
+        raise PermissionDeniedError("a replica token can only download its deployment's artifacts")
     endpoint = host.gateway.registry.get(principal.workspace.id, name)
     if endpoint is None:
         raise NotFoundError.of("deployment", name)
