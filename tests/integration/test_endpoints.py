@@ -81,6 +81,32 @@ def replica_pids(deployment_name: str) -> list[int]:
     return pids
 
 
+class Hammer:
+    """Threads posting one row to an endpoint back to back; every non-200 answer is kept."""
+
+    def __init__(self, srv: ServerProcess, name: str, threads: int) -> None:
+        self.srv, self.name = srv, name
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run) for _ in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.srv.token}"}
+        with httpx.Client(base_url=self.srv.url, headers=headers, timeout=30) as h:
+            while not self.stop.is_set():
+                r = h.post(f"/v1/endpoints/{self.name}/predict", json={"inputs": [[0.1, 0.2, 0.3, 0.4]]})
+                if r.status_code != 200:
+                    self.failures.append(f"{r.status_code} {r.text[:200]}")
+
+    def finish(self) -> list[str]:
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+        return self.failures
+
+
 def test_deploy_predict_and_bad_inputs(c: Client, srv: ServerProcess, data: pd.DataFrame) -> None:
     dep = c.deployments.create("srv-basic", model="srv-mlp:1", max_batch_size=16).wait_ready(timeout=120)
     rows = data[["a", "b", "c", "d"]].head(20)
@@ -168,28 +194,12 @@ def test_replica_kill_9_is_invisible_to_callers(c: Client, srv: ServerProcess, d
         sum(r.state.value == "ready" for r in dep.refresh().info.replicas) < 2 and time.monotonic() < deadline
     ):
         time.sleep(0.2)
-    failures: list[int] = []
-    stop = threading.Event()
-
-    def hammer() -> None:
-        with httpx.Client(
-            base_url=srv.url, headers={"Authorization": f"Bearer {srv.token}"}, timeout=30
-        ) as h:
-            while not stop.is_set():
-                r = h.post("/v1/endpoints/srv-ha/predict", json={"inputs": [[0.1, 0.2, 0.3, 0.4]]})
-                if r.status_code != 200:
-                    failures.append(r.status_code)
-
-    threads = [threading.Thread(target=hammer) for _ in range(4)]
-    for t in threads:
-        t.start()
+    hammer = Hammer(srv, "srv-ha", threads=4)
     time.sleep(0.5)
     victim = replica_pids("srv-ha")[0]
     os.kill(victim, signal.SIGKILL)
     time.sleep(3)
-    stop.set()
-    for t in threads:
-        t.join()
+    failures = hammer.finish()
     assert failures == []
     deadline = time.monotonic() + 120
     while (
@@ -202,21 +212,7 @@ def test_replica_kill_9_is_invisible_to_callers(c: Client, srv: ServerProcess, d
 
 def test_rolling_update_has_no_failed_requests(c: Client, srv: ServerProcess, data: pd.DataFrame) -> None:
     dep = c.deployments.create("srv-roll", model="srv-mlp:1").wait_ready(timeout=120)
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def hammer() -> None:
-        with httpx.Client(
-            base_url=srv.url, headers={"Authorization": f"Bearer {srv.token}"}, timeout=30
-        ) as h:
-            while not stop.is_set():
-                r = h.post("/v1/endpoints/srv-roll/predict", json={"inputs": [[0.1, 0.2, 0.3, 0.4]]})
-                if r.status_code != 200:
-                    failures.append(f"{r.status_code} {r.text[:200]}")
-
-    threads = [threading.Thread(target=hammer) for _ in range(2)]
-    for t in threads:
-        t.start()
+    hammer = Hammer(srv, "srv-roll", threads=2)
     dep.update(model="srv-mlp:2")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -229,10 +225,7 @@ def test_rolling_update_has_no_failed_requests(c: Client, srv: ServerProcess, da
             break
         time.sleep(0.3)
     time.sleep(0.5)
-    stop.set()
-    for t in threads:
-        t.join()
-    assert failures == []
+    assert hammer.finish() == []
     assert dep.info.model_version_id == c.models.get("srv-mlp:2").id
 
 

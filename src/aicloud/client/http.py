@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -83,7 +82,3 @@ class Transport:
 
     def close(self) -> None:
         self.http.close()
-
-
-def file_size(path: str | os.PathLike[str]) -> int:
-    return os.stat(path).st_size

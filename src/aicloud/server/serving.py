@@ -78,10 +78,3 @@ class ServingRuntime:
             if token.name == f"replica-{replica.id}":
                 self.state.store.tokens.delete(deployment.workspace_id, token.id)
                 self.state.principals.forget_token(token.id)
-
-    def forget(self, deployment: Deployment) -> None:
-        """Revoke the tokens of a deleted deployment's replicas."""
-        for token in self.state.store.tokens.list(deployment.workspace_id):
-            if token.scope == f"deployment:{deployment.id}":
-                self.state.store.tokens.delete(deployment.workspace_id, token.id)
-                self.state.principals.forget_token(token.id)
