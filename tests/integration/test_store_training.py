@@ -134,6 +134,31 @@ def test_job_crud(tracking: Tracking) -> None:
     assert tracking.jobs.get(ws, job.id) == again
 
 
+def test_job_owner_parent_attempt_and_checkpoint(tracking: Tracking) -> None:
+    ws = tracking.workspace("alpha")
+    sweep = tracking.jobs.create(
+        workspace_id=ws, name="sweep", kind=JobKind.SWEEP, spec={"x": 1}, created_by="tok_1"
+    )
+    assert sweep.created_by == "tok_1" and sweep.parent_id is None
+    assert sweep.attempt == 0 and sweep.checkpoint == {}
+    trials = [
+        tracking.jobs.create(
+            workspace_id=ws, name=f"t{i}", kind=JobKind.TRAIN, spec={}, parent_id=sweep.id, created_by="tok_1"
+        )
+        for i in range(3)
+    ]
+    _job(tracking, ws, "unrelated")
+    listed = tracking.jobs.list(ws, parent_id=sweep.id)
+    assert sorted(j.id for j in listed) == sorted(t.id for t in trials)
+    assert all(j.parent_id == sweep.id for j in listed)
+
+    moved = tracking.jobs.update(trials[0].id, attempt=2, checkpoint={"digest": "d" * 64, "epoch": 4})
+    assert moved.attempt == 2 and moved.checkpoint == {"digest": "d" * 64, "epoch": 4}
+    kept = tracking.jobs.update(trials[0].id, message="m")  # None = unchanged
+    assert kept.attempt == 2 and kept.checkpoint == {"digest": "d" * 64, "epoch": 4}
+    assert tracking.jobs.get(ws, trials[0].id) == kept
+
+
 def test_job_list_and_queue_order(tracking: Tracking) -> None:
     ws = tracking.workspace("alpha")
     other = tracking.workspace("beta")

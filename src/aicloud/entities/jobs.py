@@ -11,6 +11,7 @@ from typing import Any
 class JobKind(enum.StrEnum):
     TRAIN = "train"  # a built-in task (aicloud.training.tasks)
     COMMAND = "command"  # user code: an uploaded file or folder and a command
+    SWEEP = "sweep"  # a hyperparameter search: its trials are child jobs (``parent_id``)
 
 
 class JobStatus(enum.StrEnum):
@@ -54,6 +55,10 @@ class Job:
     model_version_id: str | None = None
     log_digest: str | None = None
     usage: dict[str, Any] = field(default_factory=dict)
+    created_by: str | None = None  # the id of the token that submitted it
+    parent_id: str | None = None  # the sweep a trial job belongs to
+    attempt: int = 0  # restarts so far (``max_restarts``)
+    checkpoint: dict[str, Any] = field(default_factory=dict)  # the latest: {"digest", "epoch", ...}
 
 
 class RunStatus(enum.StrEnum):

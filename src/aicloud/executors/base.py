@@ -38,7 +38,11 @@ class LaunchRequest:
     ``env`` is the child's whole environment (the caller builds it; nothing is inherited
     from the control plane). ``cpus`` sets the thread-count variables (``OMP_NUM_THREADS``,
     ``MKL_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``AICLOUD_CPUS``...) unless ``env``
-    already has them. With ``cwd`` None the executor makes a private working folder (0700,
+    already has them. ``workers`` > 1 starts that many copies of ``argv`` as one job, each
+    with the variables torchrun gives (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+    ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``; the executor picks the rendezvous
+    address); ``cpus`` and ``gpus`` are per worker. The job's exit is the first worker's
+    failure (the others are then stopped) or 0 when every worker exited 0. With ``cwd`` None the executor makes a private working folder (0700,
     outside ``$AICLOUD_HOME``), passes it as ``AICLOUD_WORKDIR`` (and ``AICLOUD_OUTPUT_DIR`` =
     ``<workdir>/output`` unless set) and removes it in ``cleanup``.
     """
@@ -48,6 +52,8 @@ class LaunchRequest:
     env: dict[str, str] = field(default_factory=dict)
     cpus: int = 1
     cwd: str | None = None
+    workers: int = 1
+    gpus: int = 0
 
 
 @dataclass(frozen=True)

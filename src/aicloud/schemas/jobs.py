@@ -37,6 +37,10 @@ class JobOut(_Out):
     run_id: str | None = None
     model_version_id: str | None = None
     usage: dict[str, Any] = Field(default_factory=dict)
+    created_by: str | None = None
+    parent_id: str | None = None
+    attempt: int = 0
+    checkpoint: dict[str, Any] = Field(default_factory=dict)
 
 
 class RunCreate(BaseModel):

@@ -17,9 +17,21 @@ from aicloud.entities import Job, JobKind, JobStatus, MetricPoint, Model, ModelV
 class JobStore(abc.ABC):
     @abc.abstractmethod
     def create(
-        self, *, workspace_id: str, name: str, kind: JobKind, spec: dict[str, Any], priority: int = 0
+        self,
+        *,
+        workspace_id: str,
+        name: str,
+        kind: JobKind,
+        spec: dict[str, Any],
+        priority: int = 0,
+        created_by: str | None = None,
+        parent_id: str | None = None,
     ) -> Job:
-        """A new ``pending`` job. ``name`` need not be unique."""
+        """A new ``pending`` job. ``name`` need not be unique.
+
+        ``created_by`` is the submitting token's id (usage by user); ``parent_id`` the sweep
+        job a trial belongs to.
+        """
 
     @abc.abstractmethod
     def get(self, workspace_id: str, job_id: str) -> Job: ...
@@ -30,9 +42,14 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     def list(
-        self, workspace_id: str, *, status: JobStatus | None = None, limit: int = 100
+        self,
+        workspace_id: str,
+        *,
+        status: JobStatus | None = None,
+        limit: int = 100,
+        parent_id: str | None = None,
     ) -> builtins.list[Job]:
-        """Newest first."""
+        """Newest first; ``parent_id`` keeps only the trials of that sweep."""
 
     @abc.abstractmethod
     def in_states(self, states: builtins.list[JobStatus]) -> builtins.list[Job]:
@@ -70,6 +87,8 @@ class JobStore(abc.ABC):
         message: str | None = None,
         usage: dict[str, Any] | None = None,
         log_digest: str | None = None,
+        attempt: int | None = None,
+        checkpoint: dict[str, Any] | None = None,
     ) -> Job:
         """Set the given fields (None = unchanged) without touching status."""
 

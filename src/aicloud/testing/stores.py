@@ -59,6 +59,7 @@ class InMemoryJobStore(JobStore):
             spec=json_normalize(job.spec),
             handle=json_normalize(job.handle),
             usage=json_normalize(job.usage),
+            checkpoint=json_normalize(job.checkpoint),
         )
 
     def _find(self, job_id: str, workspace_id: str | None = None) -> Job:
@@ -68,7 +69,15 @@ class InMemoryJobStore(JobStore):
         return job
 
     def create(
-        self, *, workspace_id: str, name: str, kind: JobKind, spec: dict[str, Any], priority: int = 0
+        self,
+        *,
+        workspace_id: str,
+        name: str,
+        kind: JobKind,
+        spec: dict[str, Any],
+        priority: int = 0,
+        created_by: str | None = None,
+        parent_id: str | None = None,
     ) -> Job:
         job = Job(
             id=_new_id("job"),
@@ -79,6 +88,8 @@ class InMemoryJobStore(JobStore):
             status=JobStatus.PENDING,
             priority=priority,
             created_at=_now(),
+            created_by=created_by,
+            parent_id=parent_id,
         )
         with self._lock:
             self._jobs[job.id] = job
@@ -93,13 +104,20 @@ class InMemoryJobStore(JobStore):
             return self._out(self._find(job_id))
 
     def list(
-        self, workspace_id: str, *, status: JobStatus | None = None, limit: int = 100
+        self,
+        workspace_id: str,
+        *,
+        status: JobStatus | None = None,
+        limit: int = 100,
+        parent_id: str | None = None,
     ) -> builtins.list[Job]:
         with self._lock:
             jobs = [
                 job
                 for job in self._jobs.values()
-                if job.workspace_id == workspace_id and (status is None or job.status == status)
+                if job.workspace_id == workspace_id
+                and (status is None or job.status == status)
+                and (parent_id is None or job.parent_id == parent_id)
             ]
             jobs.sort(key=lambda job: (job.created_at, job.id), reverse=True)
             return [self._out(job) for job in jobs[:limit]]
@@ -157,6 +175,8 @@ class InMemoryJobStore(JobStore):
         message: str | None = None,
         usage: dict[str, Any] | None = None,
         log_digest: str | None = None,
+        attempt: int | None = None,
+        checkpoint: dict[str, Any] | None = None,
     ) -> Job:
         changes: dict[str, Any] = {}
         fields = (
@@ -164,6 +184,7 @@ class InMemoryJobStore(JobStore):
             ("model_version_id", model_version_id),
             ("message", message),
             ("log_digest", log_digest),
+            ("attempt", attempt),
         )
         for field, value in fields:
             if value is not None:
@@ -172,6 +193,8 @@ class InMemoryJobStore(JobStore):
             changes["handle"] = json_normalize(handle)
         if usage is not None:
             changes["usage"] = json_normalize(usage)
+        if checkpoint is not None:
+            changes["checkpoint"] = json_normalize(checkpoint)
         with self._lock:
             job = dataclasses.replace(self._find(job_id), **changes)
             self._jobs[job_id] = job

@@ -24,7 +24,12 @@ def jobs_create(body: JobCreate, principal: Member, state: State) -> JobOut:
     """Queue a job (``train`` or ``command``); it starts when a slot is free."""
     name, spec = validate_job(state, principal, body)
     job = state.store.jobs.create(
-        workspace_id=principal.workspace.id, name=name, kind=body.kind, spec=spec, priority=body.priority
+        workspace_id=principal.workspace.id,
+        name=name,
+        kind=body.kind,
+        spec=spec,
+        priority=body.priority,
+        created_by=principal.token.id,
     )
     state.wake_jobs()
     return JobOut.model_validate(job)

@@ -46,6 +46,10 @@ def _entity(row: JobRow) -> Job:
         model_version_id=row.model_version_id,
         log_digest=row.log_digest,
         usage=row.usage or {},
+        created_by=row.created_by,
+        parent_id=row.parent_id,
+        attempt=row.attempt or 0,
+        checkpoint=row.checkpoint or {},
     )
 
 
@@ -68,7 +72,15 @@ class SqlJobStore(JobStore):
         self._db = db
 
     def create(
-        self, *, workspace_id: str, name: str, kind: JobKind, spec: dict[str, Any], priority: int = 0
+        self,
+        *,
+        workspace_id: str,
+        name: str,
+        kind: JobKind,
+        spec: dict[str, Any],
+        priority: int = 0,
+        created_by: str | None = None,
+        parent_id: str | None = None,
     ) -> Job:
         spec = json_normalize(spec)
 
@@ -85,6 +97,9 @@ class SqlJobStore(JobStore):
                 cancel_requested=False,
                 handle={},
                 usage={},
+                created_by=created_by,
+                parent_id=parent_id,
+                attempt=0,
             )
             session.add(row)
             session.flush()
@@ -111,10 +126,17 @@ class SqlJobStore(JobStore):
         return self._db.run(tx, write=False)
 
     def list(
-        self, workspace_id: str, *, status: JobStatus | None = None, limit: int = 100
+        self,
+        workspace_id: str,
+        *,
+        status: JobStatus | None = None,
+        limit: int = 100,
+        parent_id: str | None = None,
     ) -> builtins.list[Job]:
         def tx(session: Session) -> builtins.list[Job]:
             query = select(JobRow).where(JobRow.workspace_id == workspace_id)
+            if parent_id is not None:
+                query = query.where(JobRow.parent_id == parent_id)
             if status is not None:
                 query = query.where(JobRow.status == JobStatus(status).value)
             query = query.order_by(JobRow.created_at.desc(), JobRow.id.desc()).limit(limit)
@@ -185,6 +207,8 @@ class SqlJobStore(JobStore):
         message: str | None = None,
         usage: dict[str, Any] | None = None,
         log_digest: str | None = None,
+        attempt: int | None = None,
+        checkpoint: dict[str, Any] | None = None,
     ) -> Job:
         changes = _set(
             handle=handle,
@@ -193,6 +217,8 @@ class SqlJobStore(JobStore):
             message=message,
             usage=usage,
             log_digest=log_digest,
+            attempt=attempt,
+            checkpoint=checkpoint,
         )
 
         def tx(session: Session) -> Job:

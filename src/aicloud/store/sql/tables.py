@@ -164,6 +164,10 @@ class JobRow(Base):
     model_version_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     log_digest: Mapped[str | None] = mapped_column(String(128), nullable=True)
     usage: Mapped[dict[str, Any]] = mapped_column(JSON())
+    created_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    parent_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    attempt: Mapped[int] = mapped_column(Integer(), default=0)
+    checkpoint: Mapped[dict[str, Any] | None] = mapped_column(JSON(), nullable=True)
 
 
 class RunRow(Base):
