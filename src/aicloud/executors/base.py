@@ -42,8 +42,10 @@ class LaunchRequest:
     with the variables torchrun gives (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
     ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``; the executor picks the rendezvous
     address); ``cpus`` and ``gpus`` are per worker. The job's exit is the first worker's
-    failure (the others are then stopped) or 0 when every worker exited 0. With ``cwd`` None the executor makes a private working folder (0700,
-    outside ``$AICLOUD_HOME``), passes it as ``AICLOUD_WORKDIR`` (and ``AICLOUD_OUTPUT_DIR`` =
+    failure (the others are then stopped) or 0 when every worker exited 0.
+
+    With ``cwd`` None the executor makes a private working folder (0700, outside
+    ``$AICLOUD_HOME``), passes it as ``AICLOUD_WORKDIR`` (and ``AICLOUD_OUTPUT_DIR`` =
     ``<workdir>/output`` unless set) and removes it in ``cleanup``.
     """
 
