@@ -55,14 +55,50 @@ class Settings(BaseSettings):
     max_log_bytes: int = Field(
         default=50 * 1024 * 1024, ge=1024, description="Cap on a job's kept log; the excess is dropped."
     )
-    executor: str = Field(default="local", description="Where jobs run: local (subprocesses).")
+    executor: str = Field(
+        default="local", description="Where jobs run: local (subprocesses) or ray (AICLOUD_RAY_ADDRESS)."
+    )
     jobs_dir: Path | None = Field(
         default=None, description="Folder for job logs and handles; default home/jobs."
+    )
+    ray_address: str | None = Field(
+        default=None, description="Ray executor: the Ray head's GCS address, host:port."
+    )
+    ray_token: str | None = Field(
+        default=None,
+        description="Ray executor: the cluster's token (RAY_AUTH_TOKEN) for its token auth. Never logged.",
+        repr=False,
+    )
+    ray_namespace: str = Field(
+        default="aicloud", min_length=1, description="Ray executor: the namespace of the jobs' actors."
+    )
+    ray_placement_strategy: str = Field(
+        default="PACK",
+        pattern="^(PACK|SPREAD|STRICT_PACK|STRICT_SPREAD)$",
+        description="Ray executor: placement group strategy of multi-worker jobs.",
+    )
+    ray_start_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="Ray executor: how long a job may wait for its workers to be placed."
     )
     auth_cache_seconds: float = Field(
         default=5.0,
         ge=0,
         description="How long a verified token is trusted without a database read; 0 disables.",
+    )
+    price_cpu_hour: float = Field(
+        default=0.0, ge=0, allow_inf_nan=False, description="Usage: price of one CPU core for one hour."
+    )
+    price_gpu_hour: float = Field(
+        default=0.0, ge=0, allow_inf_nan=False, description="Usage: price of one GPU for one hour."
+    )
+    price_gb_hour: float = Field(
+        default=0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Usage: price of one GiB of peak memory for one hour.",
+    )
+    currency: str = Field(
+        default="USD", min_length=1, max_length=16, description="Usage: the currency of the prices."
     )
 
     @cached_property

@@ -41,8 +41,8 @@ def ex(jobs_dir: Path) -> Iterator[LocalExecutor]:
     # Leave nothing running behind a failed test.
     for job_dir in jobs_dir.glob("*"):
         child = json.loads((job_dir / "child.json").read_text()) if (job_dir / "child.json").exists() else {}
-        if child:
-            kill_group(child["pgid"])
+        for worker in child.get("workers") or ([child] if child else []):
+            kill_group(worker["pgid"])
 
 
 def kill_group(pgid: int) -> None:
@@ -307,6 +307,88 @@ def test_bad_requests_are_launch_errors(ex: LocalExecutor) -> None:
         submit(ex, "empty", [])
     with pytest.raises(LaunchError):
         submit(ex, "nocpu", [PY, "-c", "pass"], cpus=0)
+
+
+WORKER = (
+    "import json, os, sys, time\n"
+    "keys = ['RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'LOCAL_WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT']\n"
+    "print(json.dumps({k: os.environ.get(k) for k in keys}), flush=True)\n"
+    "b = b'x' * (40 * 1024 * 1024)\n"
+    "print('half', end='', flush=True); time.sleep(0.2); print(' line', flush=True)\n"
+    "rank = int(os.environ['RANK'])\n"
+    "if os.environ.get('FAIL_RANK') == str(rank): time.sleep(0.5); sys.exit(5)\n"
+    "time.sleep(float(os.environ.get('SLEEP', '0')))\n"
+)
+
+
+def test_workers_get_ranks_and_share_one_rendezvous(ex: LocalExecutor) -> None:
+    handle = submit(ex, "three", [PY, "-c", WORKER], workers=3)
+    info = wait_end(ex, handle)
+    assert info.exit_code == 0
+    lines = ex.log_path(handle).read_text().splitlines()
+    seen = {}
+    for line in lines:
+        prefix, _, rest = line.rpartition("] ") if line.startswith("[rank") else ("", "", line)
+        if rest.startswith("{"):
+            env = json.loads(rest)
+            seen[int(env["RANK"])] = env
+            assert prefix == ("" if env["RANK"] == "0" else f"[rank {env['RANK']}")
+    assert sorted(seen) == [0, 1, 2]
+    assert {e["WORLD_SIZE"] for e in seen.values()} == {"3"} == {e["LOCAL_WORLD_SIZE"] for e in seen.values()}
+    assert {e["MASTER_ADDR"] for e in seen.values()} == {"127.0.0.1"}
+    assert len({e["MASTER_PORT"] for e in seen.values()}) == 1
+    assert [e["LOCAL_RANK"] for _, e in sorted(seen.items())] == ["0", "1", "2"]
+    # whole lines: a worker's half-written line is never split by another's output
+    assert sorted(line for line in lines if "line" in line) == [
+        "[rank 1] half line",
+        "[rank 2] half line",
+        "half line",
+    ]
+    assert info.peak_rss_bytes is not None and info.peak_rss_bytes >= 3 * 40 * MiB  # the sum of the peaks
+    record = json.loads((Path(handle["job_dir"]) / "exit.json").read_text())
+    assert record["workers"] == 3 and record["failed_rank"] is None
+    ex.cleanup(handle)
+
+
+def test_first_failed_worker_fails_the_job_and_stops_the_others(ex: LocalExecutor) -> None:
+    handle = submit(ex, "failing", [PY, "-c", WORKER], workers=2, env=env(FAIL_RANK="1", SLEEP="600"))
+    started = time.monotonic()
+    info = wait_end(ex, handle, timeout=30)
+    assert info.exit_code == 5 and time.monotonic() - started < 10  # rank 0 was stopped with SIGTERM
+    record = json.loads((Path(handle["job_dir"]) / "exit.json").read_text())
+    assert record["failed_rank"] == 1
+    ex.cleanup(handle)
+
+
+def test_cancel_stops_every_worker(ex: LocalExecutor) -> None:
+    handle = submit(ex, "cancel-all", [SH, "-c", "trap '' TERM; sleep 1000 & wait"], workers=2)
+    path = Path(handle["job_dir"]) / "child.json"
+    wait_for(path.exists)
+    groups = [w["pgid"] for w in json.loads(path.read_text())["workers"]]
+    assert len(groups) == 2
+    wait_for(lambda: all(len(group_members(g)) == 2 for g in groups))
+    ex.cancel(handle, 0.5)  # they ignore SIGTERM: SIGKILL after the grace
+    info = wait_end(ex, handle)
+    assert info.exit_code == -signal.SIGKILL
+    assert all(group_members(g) == [] for g in groups)
+    ex.cleanup(handle)
+
+
+def test_a_restart_appends_to_the_log(ex: LocalExecutor) -> None:
+    first = submit(ex, "again", [SH, "-c", "echo attempt one; exit 1"])
+    assert wait_end(ex, first).exit_code == 1
+    ex.cleanup(first)
+    second = submit(ex, "again", [SH, "-c", "echo attempt two"])
+    assert wait_end(ex, second).exit_code == 0
+    assert ex.log_path(second).read_text() == "attempt one\nattempt two\n"
+    ex.cleanup(second)
+
+
+def test_gpu_requests_beyond_the_machine_are_launch_errors(ex: LocalExecutor) -> None:
+    with pytest.raises(LaunchError, match="GPU"):
+        submit(ex, "gpus", [PY, "-c", "pass"], workers=2, gpus=64)
+    with pytest.raises(LaunchError):
+        submit(ex, "noworkers", [PY, "-c", "pass"], workers=0)
 
 
 def test_controller_end_to_end(jobs_dir: Path, tmp_path: Path) -> None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from aicloud.config import Settings
 from aicloud.controllers.jobs import MAX_POLL_ERRORS, JobController
+from aicloud.controllers.restarts import merge_usage, should_restart
 from aicloud.entities import Job, JobKind, JobStatus
-from aicloud.executors.base import LaunchRequest
+from aicloud.executors.base import ExitInfo, LaunchRequest
 from aicloud.testing.executors import FakeExecutor
 from aicloud.testing.stores import InMemoryJobStore
 
@@ -109,7 +111,8 @@ def test_success_and_failure_transitions_with_usage_and_message(h: Harness) -> N
 
     done = h.get(ok)
     assert done.status is JobStatus.SUCCEEDED and done.reason is None and done.finished_at is not None
-    assert done.usage == {"exit_code": 0, "cpu_seconds": 0.5, "peak_rss_bytes": 1 << 20, "wall_seconds": 1.0}
+    measured = {"exit_code": 0, "cpu_seconds": 0.5, "peak_rss_bytes": 1 << 20, "wall_seconds": 1.0}
+    assert done.usage.items() >= measured.items() and done.usage["cost"] == 0.0  # priced: see test_cost
 
     failed = h.get(bad)
     assert failed.status is JobStatus.FAILED and failed.reason == "error"
@@ -347,3 +350,105 @@ def test_log_helpers(h: Harness) -> None:
     ended = h.get(job)
     chunk = h.controller.read_log(ended, 4)
     assert (chunk.data, chunk.next_offset, chunk.complete) == (b"c\n", 6, True)
+
+
+# -- restarts (max_restarts) ---------------------------------------------------------------
+
+
+def _restartable(h: Harness, max_restarts: int) -> Job:
+    return h.store.create(
+        workspace_id=WS, name="again", kind=JobKind.TRAIN, spec={"max_restarts": max_restarts}
+    )
+
+
+@pytest.mark.parametrize(
+    ("attempt", "allowed", "info", "cancel", "expected"),
+    [
+        (0, 1, ExitInfo("exited", 1), False, True),
+        (0, 1, ExitInfo("exited", -9), False, True),
+        (0, 1, ExitInfo("lost"), False, True),
+        (1, 1, ExitInfo("exited", 1), False, False),  # no restarts left
+        (0, 0, ExitInfo("exited", 1), False, False),  # none allowed
+        (0, 1, ExitInfo("exited", 0), False, False),  # it succeeded
+        (0, 1, ExitInfo("running"), False, False),
+        (0, 3, ExitInfo("exited", -15), True, False),  # cancelled: never restarted
+    ],
+)
+def test_restart_policy(attempt: int, allowed: int, info: ExitInfo, cancel: bool, expected: bool) -> None:
+    job = Job(
+        id="job_x",
+        workspace_id=WS,
+        name="j",
+        kind=JobKind.TRAIN,
+        spec={"max_restarts": allowed},
+        status=JobStatus.RUNNING,
+        priority=0,
+        created_at=datetime.now(UTC),
+        cancel_requested=cancel,
+        attempt=attempt,
+    )
+    assert should_restart(job, info) is expected
+
+
+def test_merge_usage_adds_up_attempts() -> None:
+    first = {"exit_code": -9, "cpu_seconds": 2.0, "peak_rss_bytes": 300, "wall_seconds": 5.0}
+    second = {"exit_code": 0, "cpu_seconds": 1.5, "peak_rss_bytes": 200, "wall_seconds": 4.0}
+    assert merge_usage({}, second) == second
+    assert merge_usage(first, second) == {
+        "exit_code": 0,
+        "cpu_seconds": 3.5,
+        "peak_rss_bytes": 300,
+        "wall_seconds": 9.0,
+    }
+
+
+def test_failed_job_is_restarted_then_fails_when_out_of_restarts(h: Harness) -> None:
+    job = _restartable(h, 1)
+    h.controller.reconcile_once()
+    h.executor.finish(job.id, -9)  # e.g. a worker killed with kill -9
+    h.controller.reconcile_once()
+    again = h.get(job)
+    assert again.status is JobStatus.RUNNING and again.attempt == 1
+    assert again.message == "restart 1 of 1: attempt 0 exited with code -9"
+    assert h.executor.submitted == [job.id, job.id] and h.launched == [job.id, job.id]
+    assert again.usage["cpu_seconds"] == 0.5  # the first attempt's, kept
+
+    h.executor.finish(job.id, 1, log="boom\n")
+    h.controller.reconcile_once()
+    done = h.get(job)
+    assert done.status is JobStatus.FAILED and done.reason == "error" and done.attempt == 1
+    assert done.usage["cpu_seconds"] == 1.0 and done.usage["wall_seconds"] == 2.0  # both attempts
+    assert h.finished_ids() == [job.id]  # on_finished once, at the very end
+
+
+def test_restarted_job_can_succeed_and_lost_jobs_restart(h: Harness) -> None:
+    job = _restartable(h, 2)
+    h.controller.reconcile_once()
+    h.executor.lose(job.id)
+    h.controller.reconcile_once()
+    assert h.get(job).attempt == 1 and "was lost" in (h.get(job).message or "")
+    h.executor.finish(job.id, 0)
+    h.controller.reconcile_once()
+    done = h.get(job)
+    assert done.status is JobStatus.SUCCEEDED and done.attempt == 1
+
+
+def test_cancelled_job_is_not_restarted(h: Harness) -> None:
+    job = _restartable(h, 3)
+    h.controller.reconcile_once()
+    h.store.request_cancel(WS, job.id)
+    h.controller.reconcile_once()
+    done = h.get(job)
+    assert done.status is JobStatus.CANCELLED and done.attempt == 0
+    assert h.executor.submitted == [job.id]
+
+
+def test_a_failed_relaunch_fails_the_job(h: Harness) -> None:
+    job = _restartable(h, 1)
+    h.controller.reconcile_once()
+    h.executor.fail_submit = True
+    h.executor.finish(job.id, 2)
+    h.controller.reconcile_once()
+    done = h.get(job)
+    assert done.status is JobStatus.FAILED and done.reason == "launch"
+    assert "restart failed" in (done.message or "") and h.finished_ids() == [job.id]

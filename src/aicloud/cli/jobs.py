@@ -39,10 +39,22 @@ def render_job(j: Job) -> None:
     )
     if info.run_id:
         console.print(f"  run {info.run_id}")
+    workers = int(info.spec.get("workers") or 1)
+    if workers > 1 or info.spec.get("max_restarts"):
+        console.print(
+            f"  workers {workers}  restarts {info.attempt}/{int(info.spec.get('max_restarts') or 0)}"
+        )
+    if info.checkpoint:
+        console.print(
+            f"  checkpoint epoch {info.checkpoint.get('epoch')} ({info.checkpoint.get('digest', '')[:12]})"
+        )
     if info.model_version_id:
         console.print(f"  model version {info.model_version_id}")
     if info.usage:
-        console.print("  usage " + "  ".join(f"{k}={fmt_num(v)}" for k, v in info.usage.items()))
+        shown = {k: v for k, v in info.usage.items() if k not in ("cost", "currency", "prices")}
+        console.print("  usage " + "  ".join(f"{k}={fmt_num(v)}" for k, v in shown.items()))
+    if "cost" in info.usage:
+        console.print(f"  cost {fmt_num(info.usage['cost'])} {info.usage.get('currency', '')}")
     if info.message and info.status.value == "failed":
         console.print("[red]last log lines:[/]")
         console.print(info.message, markup=False, highlight=False)

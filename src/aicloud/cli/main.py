@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from aicloud import __version__
-from aicloud.cli import datasets, demo, jobs, local, resources, serving
+from aicloud.cli import datasets, demo, jobs, local, resources, serving, sweeps, usage
 from aicloud.cli.common import err_console
 from aicloud.errors import AicloudError
 
@@ -27,8 +27,10 @@ app.add_typer(resources.secret_app, name="secret")
 app.add_typer(resources.token_app, name="token")
 app.add_typer(resources.workspace_app, name="workspace")
 app.add_typer(jobs.job_app, name="job")
+app.add_typer(sweeps.sweep_app, name="sweep")
 app.add_typer(serving.deploy_app, name="deploy")
 app.command("predict")(serving.predict)
+app.command("usage")(usage.usage)
 app.add_typer(jobs.run_app, name="run")
 app.add_typer(jobs.model_app, name="model")
 app.add_typer(admin_app, name="admin")

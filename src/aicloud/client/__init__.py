@@ -11,6 +11,7 @@ from aicloud.client.jobs import Job, JobsAPI
 from aicloud.client.models import ModelsAPI
 from aicloud.client.resources import AdminAPI, SecretsAPI, TokensAPI, WorkspacesAPI
 from aicloud.client.runs import RunsAPI
+from aicloud.client.usage import Bound, UsageReport, get_usage
 
 __all__ = ["Client", "DatasetVersion", "Deployment", "Job"]
 
@@ -39,6 +40,11 @@ class Client:
     @property
     def url(self) -> str:
         return self._transport.url
+
+    def usage(self, by: str = "job", since: Bound = None, until: Bound = None) -> UsageReport:
+        """CPU-, GPU- and GB-hours and cost of the jobs that ended in ``[since, until)``, grouped
+        ``by`` ``job``, ``user`` or ``day``, with ``.total`` (see docs/usage.md)."""
+        return get_usage(self._transport, by, since, until)
 
     def health(self) -> dict[str, str]:
         result: dict[str, str] = self._transport.json("GET", "/healthz")

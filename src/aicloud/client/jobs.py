@@ -18,6 +18,7 @@ from aicloud.schemas.jobs import JobOut
 if TYPE_CHECKING:
     from aicloud.client import Client
     from aicloud.client.models import RegisteredModel
+    from aicloud.client.sweeps import Sweep
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
@@ -77,6 +78,28 @@ class Job:
         if self._out.run_id is None:
             self.refresh()
         return self._out.run_id
+
+    @property
+    def attempt(self) -> int:
+        """Restarts so far (``max_restarts``)."""
+        return self.refresh()._out.attempt
+
+    @property
+    def checkpoint(self) -> dict[str, Any]:
+        """The latest checkpoint's record (``{"digest", "epoch", "step", ...}``); ``{}`` when none."""
+        return self.refresh()._out.checkpoint
+
+    def download_checkpoint(self, dest: str | os.PathLike[str]) -> Path:
+        """Save the latest checkpoint file (safetensors; read it with
+        :func:`aicloud.training.checkpoint.unpack`) to ``dest``."""
+        path = Path(dest)
+        with (
+            self._client._transport.stream("GET", f"/api/v1/jobs/{self.id}/checkpoint") as r,
+            open(path, "wb") as f,
+        ):
+            for chunk in r.iter_bytes(1 << 20):
+                f.write(chunk)
+        return path
 
     def refresh(self) -> Job:
         self._out = JobOut.model_validate(self._client._transport.json("GET", f"/api/v1/jobs/{self.id}"))
@@ -179,10 +202,20 @@ class JobsAPI:
         cpus: int = 1,
         secrets: list[str] | None = None,
         priority: int = 0,
+        workers: int = 1,
+        gpus: int = 0,
+        precision: str = "fp32",
+        max_restarts: int = 0,
+        checkpoint_every: int | None = None,
     ) -> Job:
         """Train a built-in task (``tabular-classification``, ``tabular-regression``,
-        ``image-classification``) and register the model as ``model_name``."""
-        spec = {
+        ``image-classification``) and register the model as ``model_name``.
+
+        ``workers`` > 1 trains with DistributedDataParallel (``cpus``/``gpus`` are per worker);
+        ``precision="bf16"`` autocasts the forward passes; with ``max_restarts`` a failed job
+        restarts from its latest checkpoint (every ``checkpoint_every`` epochs; default 1 then).
+        """
+        spec: dict[str, Any] = {
             "task": task,
             "dataset": _dataset_ref(dataset),
             "eval_dataset": _dataset_ref(eval_dataset),
@@ -191,7 +224,13 @@ class JobsAPI:
             "model_name": model_name,
             "cpus": cpus,
             "secrets": secrets or [],
+            "workers": workers,
+            "gpus": gpus,
+            "precision": precision,
+            "max_restarts": max_restarts,
         }
+        if checkpoint_every is not None:
+            spec["checkpoint_every"] = checkpoint_every
         return self._submit({"kind": "train", "name": name, "priority": priority, "spec": spec})
 
     def run(
@@ -204,8 +243,15 @@ class JobsAPI:
         secrets: list[str] | None = None,
         env: dict[str, str] | None = None,
         priority: int = 0,
+        workers: int = 1,
+        gpus: int = 0,
+        max_restarts: int = 0,
     ) -> Job:
-        """Run your own command; ``code`` (a file or folder) is uploaded and becomes its working folder."""
+        """Run your own command; ``code`` (a file or folder) is uploaded and becomes its working folder.
+
+        ``workers`` > 1 runs that many copies with the torchrun variables (``RANK``, ``WORLD_SIZE``,
+        ``MASTER_ADDR``...); ``max_restarts`` restarts a failed job (resume with
+        ``aicloud.training.load_checkpoint``)."""
         digest = None
         if code is not None:
             packed = pack_code(code)
@@ -219,8 +265,30 @@ class JobsAPI:
             "secrets": secrets or [],
             "env": env or {},
             "datasets": {k: _dataset_ref(v) for k, v in (datasets or {}).items()},
+            "workers": workers,
+            "gpus": gpus,
+            "max_restarts": max_restarts,
         }
         return self._submit({"kind": "command", "name": name, "priority": priority, "spec": spec})
+
+    def sweep(self, space: dict[str, dict[str, Any]], **kwargs: Any) -> Sweep:
+        """Search ``space`` (param → ``{"type": "uniform" | "log_uniform" | "int" | "categorical", ...}``)
+        with trials of a built-in task; the best trial's model is registered as ``model_name``.
+
+        Keywords: ``task``, ``dataset``, ``eval_dataset``, ``target``, ``params`` (the base params),
+        ``model_name``, ``metric`` (default eval_accuracy / eval_loss), ``direction``, ``max_trials``,
+        ``parallelism``, ``sampler`` (``tpe``, ``random``, ``grid`` or a dict), ``seed``, ``pruner``
+        (``asha``, ``median``, ``none`` or a dict), ``name``, ``cpus``, ``priority``. See docs/sweeps.md.
+        """
+        from aicloud.client.sweeps import submit_sweep
+
+        return submit_sweep(self._client, space, **kwargs)
+
+    def get_sweep(self, job_id: str) -> Sweep:
+        from aicloud.client.sweeps import Sweep
+
+        out = JobOut.model_validate(self._client._transport.json("GET", f"/api/v1/jobs/{job_id}"))
+        return Sweep(self._client, out)
 
     def get(self, job_id: str) -> Job:
         return Job(

@@ -9,12 +9,20 @@ comes from the executor (``poll``). Each :meth:`JobController.reconcile_once` pa
    ``succeeded`` (exit 0) / ``failed`` (reason ``error``, message = the last 50 log lines) /
    ``cancelled`` (a cancel was requested, whatever the exit), or ``failed`` with reason
    ``lost`` when the executor lost it. ``usage`` records exit code, CPU seconds, peak RSS
-   and wall seconds. Then ``on_finished(job)`` and ``executor.cleanup(handle)``.
+   and wall seconds, priced at the settings' prices (``aicloud.entities.usage``). Then
+   ``on_finished(job)`` and ``executor.cleanup(handle)``.
 2. starts ``pending`` jobs in queue order (priority desc, then oldest) while fewer than
    ``max_concurrent_jobs`` run: ``launcher(job)`` builds the LaunchRequest, the executor
    starts it, and the job moves ``pending`` → ``running`` with its handle. A launcher or
    executor error fails that job (reason ``launch``) and the pass goes on. A job cancelled
    between the two (the transition loses the race) has its fresh process cancelled.
+
+Restarts (``spec.max_restarts``): a process that failed (exit != 0, or lost) with restarts left
+and no cancel requested is not ended: the job stays ``running``, ``attempt`` goes up by one, its
+old handle is cleaned up and ``launcher(job)`` starts it again (same run; the workload resumes
+from its latest checkpoint). The policy is :mod:`aicloud.controllers.restarts`. ``attempt`` is
+stored before the new process starts, so a control plane that dies in between wastes a restart
+but never runs two attempts at once.
 
 Re-attachment after a restart is simply the first pass: it polls persisted handles, and a
 job whose process is gone becomes ``failed``/``lost``. A job whose handle cannot be polled
@@ -36,7 +44,9 @@ from typing import Any
 
 from aicloud.config import Settings
 from aicloud.controllers.loop import ReconcileLoop
-from aicloud.entities import Job, JobStatus
+from aicloud.controllers.restarts import merge_usage, restart_message, should_restart
+from aicloud.entities import Job, JobKind, JobStatus
+from aicloud.entities.usage import Prices, with_cost
 from aicloud.executors.base import Executor, ExitInfo, LaunchRequest
 from aicloud.executors.logs import read_log, tail_lines
 from aicloud.store.training import JobStore
@@ -114,13 +124,13 @@ class JobController(ReconcileLoop):
         """One idempotent pass: finish ended jobs, then start queued ones. Thread-safe."""
         with self._pass_lock:
             self._reap_orphans()
-            for job in self.store.in_states([JobStatus.RUNNING]):
+            for job in self._own([JobStatus.RUNNING]):
                 try:
                     self._reconcile_running(job)
                 except Exception:
                     log.exception("job %s: reconcile failed", job.id)
-            running = len(self.store.in_states([JobStatus.RUNNING]))
-            for job in self.store.in_states([JobStatus.PENDING]):
+            running = len(self._own([JobStatus.RUNNING]))
+            for job in self._own([JobStatus.PENDING]):
                 if running >= self.max_concurrent:
                     break
                 try:
@@ -128,6 +138,10 @@ class JobController(ReconcileLoop):
                         running += 1
                 except Exception:
                     log.exception("job %s: start failed", job.id)
+
+    def _own(self, states: list[JobStatus]) -> list[Job]:
+        """Jobs in ``states`` that have processes: sweeps have none (the sweep controller drives them)."""
+        return [job for job in self.store.in_states(states) if job.kind is not JobKind.SWEEP]
 
     # -- running jobs ------------------------------------------------------------------------
 
@@ -152,6 +166,9 @@ class JobController(ReconcileLoop):
         info = self._poll(job)
         if info is None or info.state == "running":
             return
+        if should_restart(job, info):
+            self._restart(job, info)
+            return
         reason: str | None
         message: str | None
         if job.cancel_requested:
@@ -171,13 +188,40 @@ class JobController(ReconcileLoop):
             reason=reason,
             message=message,
             finished_at=_now(),
-            usage=info.usage(),
+            usage=with_cost(merge_usage(job.usage, info.usage()), job.spec, Prices.of(self.settings)),
         )
         if done is not None:
             self._finished(done)
         self._cleanup(job.handle)
         self._cancel_sent.discard(job.id)
         self._poll_errors.pop(job.id, None)
+
+    def _restart(self, job: Job, info: ExitInfo) -> None:
+        """Start a failed job again (see the module docstring); a launch failure fails it."""
+        message = restart_message(job, info)
+        log.warning("job %s: %s; restarting", job.id, message)
+        usage = merge_usage(job.usage, info.usage())
+        self._cleanup(job.handle)
+        self._cancel_sent.discard(job.id)
+        self._poll_errors.pop(job.id, None)
+        again = self.store.update(job.id, attempt=job.attempt + 1, usage=usage, message=message)
+        try:
+            handle = self.executor.submit(self.launcher(again))
+        except Exception as exc:
+            log.warning("job %s: relaunch failed: %s: %s", job.id, type(exc).__name__, exc)
+            failed = self.store.transition(
+                job.id,
+                expect=[JobStatus.RUNNING],
+                status=JobStatus.FAILED,
+                reason="launch",
+                message=f"{message}; the restart failed: {type(exc).__name__}: {exc}"[:4000],
+                finished_at=_now(),
+                usage=with_cost(usage, job.spec, Prices.of(self.settings)),
+            )
+            if failed is not None:
+                self._finished(failed)
+            return
+        self.store.update(job.id, handle=handle)
 
     def _finished(self, job: Job) -> None:
         log.info("job %s %s%s", job.id, job.status.value, f" ({job.reason})" if job.reason else "")

@@ -3,7 +3,7 @@
 Layout of ``jobs_dir`` (``$AICLOUD_HOME/jobs`` by default; folders 0700, files 0600)::
 
     <jobs_dir>/<job_id>/job.log      stdout+stderr, capped at max_log_bytes (+ one marker line)
-    <jobs_dir>/<job_id>/child.json   {"pid", "pgid"} of the job's main process (its group)
+    <jobs_dir>/<job_id>/child.json   {"pid", "pgid", "workers": [{"rank", "pid", "pgid"}]}
     <jobs_dir>/<job_id>/cancel.json  {"requested_at", "grace_s"}: written by cancel()
     <jobs_dir>/<job_id>/exit.json    written once by the supervisor when the job has ended
 
@@ -11,7 +11,12 @@ The job's working folder is elsewhere: a private ``aicloud-job-<id>-*`` folder (
 system temp folder, never under ``$AICLOUD_HOME``, removed by ``cleanup``.
 
 ``submit`` starts :mod:`aicloud.executors.supervise` (see there), which daemonizes, runs the
-job in its own process group, writes the log and, at the end, ``exit.json``. The control
+job's worker(s), each in its own process group, writes the log and, at the end, ``exit.json``.
+A job with ``workers > 1`` is one supervisor and N workers: the executor picks a free
+``MASTER_PORT`` on ``MASTER_ADDR=127.0.0.1`` for their rendezvous, the supervisor gives each
+its ``RANK``/``LOCAL_RANK``/``WORLD_SIZE`` and, when the job asks for GPUs, its own slice of
+``CUDA_VISIBLE_DEVICES``; the first worker to fail fails the job and the others are stopped.
+A resubmitted job (a restart: same ``job_id``) appends to the same log. The control
 plane holds no pipe and no thread per job: it only looks at files and ``/proc``, so a
 restarted control plane re-attaches by polling the persisted handle:
 
@@ -36,6 +41,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -107,6 +113,23 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on now (the workers' rendezvous port)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def visible_gpus() -> int:
+    """NVIDIA GPUs on this machine (``/proc/driver/nvidia/gpus``, else ``/dev/nvidiaN``); 0 if none."""
+    with contextlib.suppress(OSError):
+        return len(os.listdir("/proc/driver/nvidia/gpus"))
+    with contextlib.suppress(OSError):
+        return sum(1 for name in os.listdir("/dev") if re.fullmatch(r"nvidia\d+", name))
+    return 0
+
+
 def _rmtree(path: Path) -> None:
     """Remove a folder even if the job made parts of it read-only; never follow symlinks."""
     if not path.is_dir() or path.is_symlink():
@@ -176,6 +199,8 @@ class LocalExecutor(Executor):
         env = dict(req.env)
         for name in THREAD_VARS:
             env.setdefault(name, str(req.cpus))
+        if req.workers > 1:
+            env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
         if workdir is not None:
             env.setdefault("AICLOUD_WORKDIR", workdir)
             output = env.setdefault("AICLOUD_OUTPUT_DIR", os.path.join(workdir, "output"))
@@ -189,6 +214,15 @@ class LocalExecutor(Executor):
             raise LaunchError("argv is empty: nothing to run")
         if req.cpus < 1:
             raise LaunchError(f"cpus must be >= 1, not {req.cpus}")
+        if req.workers < 1:
+            raise LaunchError(f"workers must be >= 1, not {req.workers}")
+        if req.gpus < 0:
+            raise LaunchError(f"gpus must be >= 0, not {req.gpus}")
+        if req.gpus > 0 and req.gpus * req.workers > (have := visible_gpus()):
+            raise LaunchError(
+                f"the job needs {req.gpus * req.workers} GPU(s) ({req.workers} worker(s) x {req.gpus}); "
+                f"this machine has {have}"
+            )
         job_dir = self.job_dir(req.job_id)
         self.jobs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         job_dir.mkdir(mode=0o700, exist_ok=True)
@@ -204,7 +238,8 @@ class LocalExecutor(Executor):
             env = self._prepare_env(req, workdir if owns_workdir else None)
             cmd = [
                 self.python, "-I", SUPERVISOR, str(job_dir.resolve()), str(self.max_log_bytes),
-                str(self.default_grace_s), "--", *req.argv,
+                str(self.default_grace_s), "--workers", str(req.workers), "--gpus", str(req.gpus),
+                "--", *req.argv,
             ]  # fmt: skip
             try:
                 done = subprocess.run(
@@ -238,6 +273,7 @@ class LocalExecutor(Executor):
             "start_time": start_time,
             "workdir": workdir,
             "owns_workdir": owns_workdir,
+            "workers": req.workers,
             "submitted_at": time.time(),
         }
 
@@ -303,10 +339,15 @@ class LocalExecutor(Executor):
         if self._supervisor_alive(handle):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(handle["pid"]), signal.SIGKILL)
-        child = _read_json(self._dir(handle) / supervise.CHILD_NAME)
-        if child is not None and int(child.get("pgid") or 0) > 1:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(int(child["pgid"]), signal.SIGKILL)
+        child = _read_json(self._dir(handle) / supervise.CHILD_NAME) or {}
+        groups = {int(child.get("pgid") or 0)}
+        for worker in child.get("workers") or []:
+            if isinstance(worker, dict):
+                groups.add(int(worker.get("pgid") or 0))
+        for pgid in groups:
+            if pgid > 1:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
 
     # -- cleanup -----------------------------------------------------------------------------
 

@@ -1,29 +1,40 @@
-"""The job supervisor: a tiny process that owns one job's process, its log and its exit record.
+"""The job supervisor: a tiny process that owns one job's processes, its log and its exit record.
 
 The local executor never holds a job's stdout pipe itself (a pipe read by a control-plane
 thread would break when the control plane restarts, and SIGPIPE would kill the job).
 Instead it starts this file, which daemonizes and supervises the job:
 
-1. ``python -I supervise.py JOB_DIR MAX_LOG_BYTES GRACE_S -- ARGV...`` (cwd and environment
-   are the job's). The process forks: the parent prints ``{"pid", "start_time"}`` of the
-   child as JSON on stdout and exits at once; the child is the supervisor. It calls
-   ``setsid`` (its own session and process group, no controlling terminal) and is
-   re-parented to init, so it outlives the control plane and is nobody's zombie.
-2. It starts ``ARGV`` in a new process group of its own (stdin ``/dev/null``, stdout and
-   stderr into one pipe), and records ``{"pid", "pgid"}`` in ``JOB_DIR/child.json``.
-3. It copies the pipe to ``JOB_DIR/job.log`` in 64 KiB reads, keeping at most
+1. ``python -I supervise.py JOB_DIR MAX_LOG_BYTES GRACE_S [--workers N] [--gpus G] -- ARGV...``
+   (cwd and environment are the job's). The process forks: the parent prints ``{"pid",
+   "start_time"}`` of the child as JSON on stdout and exits at once; the child is the
+   supervisor. It calls ``setsid`` (its own session and process group, no controlling
+   terminal) and is re-parented to init, so it outlives the control plane and is nobody's zombie.
+2. It starts ``ARGV`` ``N`` times (default 1), each worker in a new process group of its own
+   (stdin ``/dev/null``, stdout and stderr into one pipe per worker), and records
+   ``{"pid", "pgid", "workers": [{"rank", "pid", "pgid"}...]}`` in ``JOB_DIR/child.json``
+   (``pid``/``pgid``: rank 0's). With ``N > 1`` each worker gets ``RANK``, ``LOCAL_RANK``,
+   ``WORLD_SIZE`` and ``LOCAL_WORLD_SIZE`` (``MASTER_ADDR``/``MASTER_PORT`` come from the
+   environment the executor built); with ``G > 0`` each gets its own ``G`` GPUs in
+   ``CUDA_VISIBLE_DEVICES`` (a slice of the inherited list, else of ``0..``).
+3. It copies the pipes to ``JOB_DIR/job.log`` in 64 KiB reads, keeping at most
    ``MAX_LOG_BYTES``; past the cap it keeps reading (the job never blocks) but drops the
    bytes, and ends the log with one marker line
-   ``[aicloud: log truncated at N bytes; M more bytes dropped]``.
-4. SIGTERM (or SIGINT, SIGHUP) asks for cancellation: the supervisor forwards SIGTERM to the
-   job's process group and SIGKILLs the group ``grace_s`` seconds later (``grace_s`` from
+   ``[aicloud: log truncated at N bytes; M more bytes dropped]``. An existing log (an earlier
+   attempt of the same job) is appended to, and counts towards the cap. With several
+   workers the log is written in whole lines, and rank ``r > 0``'s lines start with ``[rank r] ``.
+4. SIGTERM (or SIGINT, SIGHUP) asks for cancellation: the supervisor forwards SIGTERM to every
+   worker's process group and SIGKILLs them ``grace_s`` seconds later (``grace_s`` from
    ``JOB_DIR/cancel.json`` when the control plane wrote one, else ``GRACE_S``).
-5. When the job's main process exits, whatever it left in its process group is killed
-   (like systemd's ``KillMode=control-group``), the pipe is drained (2 s at most: a
-   descendant that escaped the group may hold it open), and the supervisor writes
-   ``JOB_DIR/exit.json`` atomically (temp file + rename) as its last act: ``exit_code``
-   (negative = killed by that signal), ``cpu_seconds`` and ``peak_rss_bytes`` (from
-   ``getrusage(RUSAGE_CHILDREN)``), ``wall_seconds``, ``cancelled``, ``log_bytes``,
+5. When a worker exits, whatever it left in its process group is killed (like systemd's
+   ``KillMode=control-group``). The first worker to fail (exit code != 0) decides the job's
+   exit code, and the other workers are stopped (SIGTERM, SIGKILL ``GRACE_S`` later). When all
+   have exited, the pipes are drained (2 s at most: a descendant that escaped the group may
+   hold one open), and the supervisor writes ``JOB_DIR/exit.json`` atomically (temp file +
+   rename) as its last act: ``exit_code`` (the first failure's, negative = killed by that
+   signal; 0 when every worker exited 0), ``cpu_seconds`` (``getrusage(RUSAGE_CHILDREN)``:
+   every worker and the descendants they waited for), ``peak_rss_bytes`` (the *sum* of the
+   workers' peak RSS, each from ``wait4``: an upper bound of the job's peak, as the workers run
+   side by side), ``wall_seconds``, ``cancelled``, ``workers``, ``failed_rank``, ``log_bytes``,
    ``log_dropped``, ``finished_at``.
 
 It imports nothing but the standard library and runs in isolated mode (``-I``), so it
@@ -79,12 +90,13 @@ def write_json_atomic(path: str, data: dict[str, Any]) -> None:
 class CappedLog:
     """Appends to a log file up to ``cap`` bytes, then counts (and drops) the rest."""
 
-    def __init__(self, fd: int, cap: int) -> None:
+    def __init__(self, fd: int, cap: int, start: int = 0) -> None:
         self.fd = fd
         self.cap = cap
-        self.written = 0
+        self.written = start  # bytes in the file (an earlier attempt's log counts towards the cap)
         self.dropped = 0
-        self._last = b"\n"
+        self._last = os.pread(fd, 1, start - 1) if start > 0 else b"\n"
+        os.lseek(fd, start, os.SEEK_SET)
 
     def _marker(self) -> bytes:
         lead = b"" if self._last == b"\n" else b"\n"
@@ -117,18 +129,114 @@ class CappedLog:
             os.ftruncate(self.fd, self.written + len(marker))
 
 
+class Worker:
+    """One of the job's processes: its pipe, partial output line, and exit."""
+
+    def __init__(self, rank: int, proc: subprocess.Popen[bytes], prefixed: bool) -> None:
+        self.rank = rank
+        self.proc = proc
+        self.pid = proc.pid
+        assert proc.stdout is not None
+        self.fd = proc.stdout.fileno()
+        self.prefix = f"[rank {rank}] ".encode() if prefixed and rank > 0 else b""
+        self.line_mode = prefixed
+        self.partial = bytearray()
+        self.eof = False
+        self.exited_at: float | None = None
+        self.exit_code: int | None = None
+        self.peak_rss = 0
+
+    def lines(self, data: bytes) -> bytes:
+        """The complete lines in ``data`` (with what was pending), prefixed; keeps the rest."""
+        if not self.line_mode:
+            return data
+        self.partial += data
+        cut = self.partial.rfind(b"\n")
+        if cut < 0 and len(self.partial) < CHUNK:
+            return b""
+        cut = len(self.partial) - 1 if cut < 0 else cut
+        whole, self.partial = bytes(self.partial[: cut + 1]), self.partial[cut + 1 :]
+        return self._prefixed(whole)
+
+    def rest(self) -> bytes:
+        """What is left of an unterminated last line, with a newline."""
+        if not self.partial:
+            return b""
+        whole, self.partial = bytes(self.partial) + b"\n", bytearray()
+        return self._prefixed(whole)
+
+    def _prefixed(self, whole: bytes) -> bytes:
+        if not self.prefix:
+            return whole
+        return b"".join(self.prefix + line for line in whole.splitlines(keepends=True))
+
+    def exited(self) -> int | None:
+        """The exit code (negative: killed by that signal) once the process has exited, without
+        reaping it (its pid, and so its process group id, stays reserved); None while it runs."""
+        try:
+            info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return self.exit_code if self.exit_code is not None else -1
+        if info is None:
+            return None
+        return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+
+    def reap(self) -> int:
+        """Wait for the process and record its code and peak RSS (``wait4``)."""
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        try:
+            _, status, usage = os.wait4(self.pid, 0)
+        except ChildProcessError:
+            return self.exit_code if self.exit_code is not None else -1
+        self.exit_code = os.waitstatus_to_exitcode(status)
+        self.proc.returncode = self.exit_code
+        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+        self.peak_rss = usage.ru_maxrss * scale
+        return self.exit_code
+
+
+def worker_env(base: dict[str, str], rank: int, workers: int, gpus: int) -> dict[str, str]:
+    """The environment of worker ``rank``: the torchrun variables, its GPUs."""
+    env = dict(base)
+    if workers > 1:
+        env.update(
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE=str(workers),
+            LOCAL_WORLD_SIZE=str(workers),
+            GROUP_RANK="0",
+        )
+    if gpus > 0:
+        inherited = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+        devices = inherited or [str(i) for i in range(gpus * workers)]
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(devices[rank * gpus : (rank + 1) * gpus])
+    return env
+
+
 class Supervisor:
     """Runs one job to its end; see the module docstring."""
 
-    def __init__(self, job_dir: str, max_log_bytes: int, grace_s: float, argv: list[str]) -> None:
+    def __init__(
+        self,
+        job_dir: str,
+        max_log_bytes: int,
+        grace_s: float,
+        argv: list[str],
+        workers: int = 1,
+        gpus: int = 0,
+    ) -> None:
         self.job_dir = job_dir
         self.max_log_bytes = max_log_bytes
         self.default_grace_s = grace_s
         self.argv = argv
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.n_workers = workers
+        self.gpus = gpus
+        self.workers: list[Worker] = []
         self.cancel_at: float | None = None  # monotonic time SIGTERM arrived
-        self.kill_at: float | None = None
+        self.kill_at: float | None = None  # when to SIGKILL every worker (cancel, or a failed peer)
         self.killed = False
+        self.failed: Worker | None = None
 
     def path(self, name: str) -> str:
         return os.path.join(self.job_dir, name)
@@ -141,54 +249,49 @@ class Supervisor:
             return self.default_grace_s
 
     def _killpg(self, sig: int) -> None:
-        if self.proc is not None:
+        for worker in self.workers:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, sig)
+                os.killpg(worker.pid, sig)
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.cancel_at is None:
             self.cancel_at = time.monotonic()
-            self.kill_at = self.cancel_at + self._grace()
+            deadline = self.cancel_at + self._grace()
+            self.kill_at = deadline if self.kill_at is None else min(self.kill_at, deadline)
         self._killpg(signal.SIGTERM)
 
-    def _exited(self) -> bool:
-        """Whether the main process has exited, without reaping it (its pid stays reserved)."""
-        assert self.proc is not None
-        try:
-            return os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-        except ChildProcessError:
-            return True
-
     def _abort(self) -> int:
-        if self.proc is None:
+        if not self.workers:
             return 127
         self._killpg(signal.SIGKILL)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return self.proc.wait()
+        codes = [w.reap() for w in self.workers]
+        return next((c for c in codes if c != 0), 0)
 
     def run(self) -> int:
         """Start the job, copy its output to the log until it ends, write ``exit.json``."""
         started = time.monotonic()
-        fd = os.open(self.path(LOG_NAME), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        log = CappedLog(fd, self.max_log_bytes)
+        fd = os.open(self.path(LOG_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        log = CappedLog(fd, self.max_log_bytes, start=os.lseek(fd, 0, os.SEEK_END))
         try:
-            exit_code = self._run_child(log)
+            exit_code = self._run_workers(log)
         except BaseException as exc:  # record why, and stop the job: nobody watches it any more
             log.write(f"[aicloud: supervisor error: {type(exc).__name__}: {exc}]\n".encode())
             exit_code = self._abort()
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         log.finish()
         os.close(fd)
-        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+        scale = 1 if sys.platform == "darwin" else 1024
+        peak = sum(w.peak_rss for w in self.workers) or usage.ru_maxrss * scale
         write_json_atomic(
             self.path(EXIT_NAME),
             {
                 "exit_code": exit_code,
                 "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
-                "peak_rss_bytes": usage.ru_maxrss * scale,
+                "peak_rss_bytes": peak,
                 "wall_seconds": round(time.monotonic() - started, 3),
                 "cancelled": self.cancel_at is not None,
+                "workers": self.n_workers,
+                "failed_rank": self.failed.rank if self.failed is not None else None,
                 "log_bytes": log.written,
                 "log_dropped": log.dropped,
                 "finished_at": time.time(),
@@ -196,46 +299,83 @@ class Supervisor:
         )
         return 0
 
-    def _run_child(self, log: CappedLog) -> int:
-        try:
-            self.proc = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                process_group=0,
-                close_fds=True,
-            )
-        except OSError as exc:
-            log.write(f"[aicloud: could not start {self.argv[0]!r}: {exc}]\n".encode())
-            return 126 if isinstance(exc, PermissionError) else 127
-        write_json_atomic(self.path(CHILD_NAME), {"pid": self.proc.pid, "pgid": self.proc.pid})
+    def _start(self, log: CappedLog) -> int | None:
+        """Start every worker; an exit code when one could not start (the others are stopped)."""
+        base = dict(os.environ)
+        for rank in range(self.n_workers):
+            try:
+                proc = subprocess.Popen(
+                    self.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    process_group=0,
+                    close_fds=True,
+                    env=worker_env(base, rank, self.n_workers, self.gpus),
+                )
+            except OSError as exc:
+                log.write(f"[aicloud: could not start {self.argv[0]!r}: {exc}]\n".encode())
+                self._killpg(signal.SIGKILL)
+                for worker in self.workers:
+                    worker.reap()
+                return 126 if isinstance(exc, PermissionError) else 127
+            self.workers.append(Worker(rank, proc, prefixed=self.n_workers > 1))
+        first = self.workers[0]
+        workers = [{"rank": w.rank, "pid": w.pid, "pgid": w.pid} for w in self.workers]
+        write_json_atomic(self.path(CHILD_NAME), {"pid": first.pid, "pgid": first.pid, "workers": workers})
+        return None
+
+    def _run_workers(self, log: CappedLog) -> int:
+        failed_to_start = self._start(log)
+        if failed_to_start is not None:
+            return failed_to_start
         if self.cancel_at is not None:  # cancelled while starting
             self._killpg(signal.SIGTERM)
-        assert self.proc.stdout is not None
-        pipe = self.proc.stdout.fileno()
-        eof = False
-        exited_at: float | None = None
+        by_fd = {w.fd: w for w in self.workers}
         while True:
-            if eof:
+            open_fds = [w.fd for w in self.workers if not w.eof]
+            if not open_fds:
                 time.sleep(0.1)
-            elif select.select([pipe], [], [], 0.1)[0]:
-                data = os.read(pipe, CHUNK)
-                if data:
-                    log.write(data)
-                else:
-                    eof = True
+            else:
+                for ready in select.select(open_fds, [], [], 0.1)[0]:
+                    worker = by_fd[ready]
+                    data = os.read(ready, CHUNK)
+                    if data:
+                        log.write(worker.lines(data))
+                    else:
+                        worker.eof = True
+                        log.write(worker.rest())
             now = time.monotonic()
-            if exited_at is None and self._exited():
-                exited_at = now
-                self._killpg(signal.SIGKILL)  # whatever the job left behind in its group
+            for worker in self.workers:
+                if worker.exited_at is not None:
+                    continue
+                code = worker.exited()
+                if code is None:
+                    continue
+                worker.exited_at, worker.exit_code = now, code
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(worker.pid, signal.SIGKILL)  # whatever it left behind in its group
+                if code != 0 and self.failed is None:
+                    self.failed = worker
+                    if any(w.exited_at is None for w in self.workers):  # stop the others
+                        self._killpg(signal.SIGTERM)
+                        deadline = now + self.default_grace_s
+                        self.kill_at = deadline if self.kill_at is None else min(self.kill_at, deadline)
             if self.kill_at is not None and now >= self.kill_at and not self.killed:
                 self.killed = True
                 self._killpg(signal.SIGKILL)
-            if exited_at is not None and (eof or now - exited_at > DRAIN_AFTER_EXIT_S):
+            if all(
+                w.exited_at is not None and (w.eof or now - w.exited_at > DRAIN_AFTER_EXIT_S)
+                for w in self.workers
+            ):
                 break
-        self.proc.stdout.close()
-        return self.proc.wait()
+        for worker in self.workers:
+            if not worker.eof:
+                log.write(worker.rest())
+        codes = [w.reap() for w in self.workers]
+        if self.failed is not None:
+            return codes[self.failed.rank]
+        return next((c for c in codes if c != 0), 0)
 
 
 def _daemonize() -> None:
@@ -252,12 +392,32 @@ def _daemonize() -> None:
     os.close(devnull)
 
 
+USAGE = "usage: supervise.py JOB_DIR MAX_LOG_BYTES GRACE_S [--workers N] [--gpus G] -- ARGV...\n"
+
+
 def main(args: list[str]) -> int:
-    """Entry point: ``JOB_DIR MAX_LOG_BYTES GRACE_S -- ARGV...``."""
-    if len(args) < 5 or args[3] != "--":
-        sys.stderr.write("usage: supervise.py JOB_DIR MAX_LOG_BYTES GRACE_S -- ARGV...\n")
+    """Entry point: ``JOB_DIR MAX_LOG_BYTES GRACE_S [--workers N] [--gpus G] -- ARGV...``."""
+    if "--" not in args:
+        sys.stderr.write(USAGE)
         return 2
-    supervisor = Supervisor(args[0], int(args[1]), float(args[2]), args[4:])
+    split = args.index("--")
+    head, argv = args[:split], args[split + 1 :]
+    options = {"--workers": 1, "--gpus": 0}
+    try:
+        positional, rest = head[:3], head[3:]
+        while rest:
+            name, value, rest = rest[0], int(rest[1]), rest[2:]
+            if name not in options or value < 0:
+                raise ValueError(name)
+            options[name] = value
+        job_dir, max_log, grace = positional[0], int(positional[1]), float(positional[2])
+    except (IndexError, ValueError):
+        sys.stderr.write(USAGE)
+        return 2
+    if not argv or options["--workers"] < 1:
+        sys.stderr.write(USAGE)
+        return 2
+    supervisor = Supervisor(job_dir, max_log, grace, argv, options["--workers"], options["--gpus"])
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # before the fork: no unguarded moment
         signal.signal(sig, supervisor.on_signal)
     _daemonize()

@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from aicloud.errors import ValidationError
 from aicloud.schemas.api import SecretName
@@ -25,6 +25,12 @@ TASKS: tuple[str, ...] = ("tabular-classification", "tabular-regression", "image
 
 Task = Literal["tabular-classification", "tabular-regression", "image-classification"]
 Optimizer = Literal["adam", "adamw", "sgd"]
+Precision = Literal["fp32", "bf16"]
+
+MAX_WORKERS = 64
+"""The most worker processes one job may ask for (``workers``)."""
+MAX_RESTARTS = 10
+"""The most automatic restarts one job may ask for (``max_restarts``)."""
 
 _ROLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,49}$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
@@ -76,7 +82,30 @@ class TrainSpec(BaseModel):
     model_name: str | None = Field(
         default=None, max_length=100, description="Registry name of the model; default: the job name."
     )
-    cpus: int = Field(default=1, ge=1, le=1024, description="CPU cores (torch threads) for the job.")
+    cpus: int = Field(default=1, ge=1, le=1024, description="CPU cores (torch threads) per worker.")
+    gpus: int = Field(default=0, ge=0, le=16, description="GPUs per worker (0: train on the CPU).")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_WORKERS,
+        description="Worker processes training together (DistributedDataParallel); "
+        "`params.batch_size` is the global batch, split between them.",
+    )
+    precision: Precision = Field(
+        default="fp32", description="fp32, or bf16 (autocast of the forward passes, CPU and GPU)."
+    )
+    checkpoint_every: int | None = Field(
+        default=None,
+        ge=0,
+        le=100_000,
+        description="Save a checkpoint every N epochs; 0 = never; default: 1 when max_restarts > 0, else 0.",
+    )
+    max_restarts: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_RESTARTS,
+        description="Restart a failed job (from its latest checkpoint) up to this many times.",
+    )
     secrets: list[SecretName] = Field(default_factory=list, description="Secrets injected as env vars.")
     resolved_datasets: dict[str, ResolvedDataset] | None = Field(
         default=None, description="Filled by the server: role (train, eval) → exact dataset version."
@@ -88,6 +117,17 @@ class TrainSpec(BaseModel):
         if value not in TASKS:
             raise ValueError(f"unknown task {value!r}; the tasks are: {', '.join(TASKS)}")
         return value
+
+    @model_validator(mode="after")
+    def _default_checkpoints(self) -> TrainSpec:
+        if self.checkpoint_every is None:
+            self.checkpoint_every = 1 if self.max_restarts > 0 else 0
+        return self
+
+    @property
+    def checkpoint_interval(self) -> int:
+        """``checkpoint_every`` with its default applied (0 = no checkpoints)."""
+        return int(self.checkpoint_every or 0)
 
 
 class CommandSpec(BaseModel):
@@ -102,7 +142,21 @@ class CommandSpec(BaseModel):
     datasets: dict[str, str] = Field(
         default_factory=dict, description="Role → dataset reference (`name:version` or `name`)."
     )
-    cpus: int = Field(default=1, ge=1, le=1024)
+    cpus: int = Field(default=1, ge=1, le=1024, description="CPU cores per worker.")
+    gpus: int = Field(default=0, ge=0, le=16, description="GPUs per worker.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_WORKERS,
+        description="Copies of the command, each with RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and "
+        "MASTER_PORT set as torchrun sets them.",
+    )
+    max_restarts: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_RESTARTS,
+        description="Restart a failed job up to this many times (it resumes with load_checkpoint).",
+    )
     secrets: list[SecretName] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
     resolved_datasets: dict[str, ResolvedDataset] | None = Field(
@@ -138,6 +192,17 @@ class CommandSpec(BaseModel):
             if name.upper().startswith("AICLOUD_"):
                 raise ValueError(f"{name!r}: AICLOUD_* variables are set by aicloud and cannot be overridden")
         return value
+
+
+class CheckpointOut(BaseModel):
+    """A job's latest checkpoint (``Job.checkpoint``): a blob of safetensors + JSON."""
+
+    digest: str
+    size: int
+    epoch: int | None = None
+    step: int | None = None
+    attempt: int = 0
+    created_at: str
 
 
 # -----------------------------------------------------------------------------------------------------
@@ -242,9 +307,13 @@ def check_train_spec(spec: TrainSpec, schema: list[dict[str, Any]], stats: Mappi
 
 
 __all__ = [
+    "MAX_RESTARTS",
+    "MAX_WORKERS",
     "TASKS",
+    "CheckpointOut",
     "CommandSpec",
     "Optimizer",
+    "Precision",
     "ResolvedDataset",
     "Task",
     "TrainParams",

@@ -29,11 +29,14 @@ from aicloud.server.routes import (
     models,
     runs,
     secrets,
+    sweeps,
     tokens,
+    usage,
     workspaces,
 )
 from aicloud.server.serving import ServingRuntime
 from aicloud.server.state import AppState
+from aicloud.server.sweeps import SweepRuntime
 from aicloud.store import open_store
 
 log = logging.getLogger("aicloud.server")
@@ -120,19 +123,26 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
                 app_state.store.jobs, executor, settings, runtime.launch, runtime.finished
             )
             serving = ServingRuntime(app_state, runtime.server_url())
+            # The gateway reaches replicas on 127.0.0.1: on Ray they stay on this machine's node.
+            replica_executor = (
+                executor if settings.executor == "local" else make_executor(settings, replicas=True)
+            )
             app_state.deployments = DeploymentController(
                 app_state.store,
-                executor,
+                replica_executor,
                 app_state.endpoints,
                 settings,
                 serving.launch,
                 on_removed=serving.revoke_token,
             )
+        sweep_controller = SweepRuntime(app_state).controller()
         app_state.jobs.start()
         app_state.deployments.start()
+        sweep_controller.start()
         try:
             yield
         finally:
+            sweep_controller.stop()
             app_state.deployments.stop()
             app_state.jobs.stop()
             await app_state.gateway.aclose()
@@ -147,7 +157,9 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     )
     install_error_handlers(app)
     app.include_router(health.router)
-    for module in (workspaces, tokens, datasets, secrets, admin, blobs, jobs, runs, models, deployments):
+    routers = (workspaces, tokens, datasets, secrets, admin, blobs, jobs, runs, models, deployments, usage)
+    for module in routers:
         app.include_router(module.router, prefix="/api/v1")
+    app.include_router(sweeps.router, prefix="/api/v1")
     app.include_router(make_gateway_router())
     return app

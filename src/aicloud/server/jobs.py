@@ -58,6 +58,10 @@ def _check_secrets(state: AppState, workspace_id: str, names: list[str]) -> None
 def validate_job(state: AppState, principal: Principal, body: JobCreate) -> tuple[str, dict[str, Any]]:
     """The job's name and its validated spec, with ``resolved_datasets``."""
     ws = principal.workspace.id
+    if body.kind is JobKind.SWEEP:
+        from aicloud.server.sweeps import validate_sweep  # it calls back here for the base train spec
+
+        return validate_sweep(state, principal, body)
     if body.kind is JobKind.TRAIN:
         try:
             train = TrainSpec.model_validate(body.spec)
@@ -104,11 +108,18 @@ class JobRuntime:
         return f"http://{host}:{self.state.settings.port}"
 
     def launch(self, job: Job) -> LaunchRequest:
+        """A run (the job's existing one on a restart), a fresh job token (revoking an earlier
+        attempt's), and the LaunchRequest: the bootstrap on ``spec.workers`` workers."""
         store = self.state.store
-        run = store.runs.create(
-            workspace_id=job.workspace_id, job_id=job.id, name=job.name, params=job.spec.get("params") or {}
-        )
-        store.jobs.update(job.id, run_id=run.id)
+        if job.run_id:  # a restart (job.attempt > 0): the run goes on
+            run_id = job.run_id
+            self._revoke_tokens(job)
+        else:
+            params = job.spec.get("params") or {}
+            run_id = store.runs.create(
+                workspace_id=job.workspace_id, job_id=job.id, name=job.name, params=params
+            ).id
+            store.jobs.update(job.id, run_id=run_id)
         token_id, token, secret_hash = mint_token()
         store.tokens.create(
             token_id=token_id,
@@ -127,8 +138,9 @@ class JobRuntime:
             AICLOUD_URL=self.server_url(),
             AICLOUD_TOKEN=token,
             AICLOUD_JOB_ID=job.id,
-            AICLOUD_RUN_ID=run.id,
+            AICLOUD_RUN_ID=run_id,
             AICLOUD_JOB_SPEC=json.dumps({"kind": job.kind.value, "name": job.name, **job.spec}),
+            AICLOUD_ATTEMPT=str(job.attempt),
             PYTHONUNBUFFERED="1",
             # `python` in a job's command is the interpreter aicloud runs on (its venv)
             PATH=os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)]),
@@ -138,10 +150,20 @@ class JobRuntime:
             argv=[sys.executable, "-m", "aicloud.training.bootstrap"],
             env=env,
             cpus=int(job.spec.get("cpus") or 1),
+            workers=int(job.spec.get("workers") or 1),
+            gpus=int(job.spec.get("gpus") or 0),
         )
 
+    def _revoke_tokens(self, job: Job) -> None:
+        store = self.state.store
+        for token in store.tokens.list(job.workspace_id):
+            if token.scope == f"job:{job.id}":
+                store.tokens.delete(job.workspace_id, token.id)
+                self.state.principals.forget_token(token.id)
+
     def finished(self, job: Job) -> None:
-        """Keep the log as an encrypted blob, revoke the job's token, close its run."""
+        """Keep the log as an encrypted blob, revoke the job's token, close its run (with the
+        job's status)."""
         store = self.state.store
         controller = self.state.jobs
         path = controller.executor.log_path(job.handle) if controller is not None and job.handle else None
@@ -153,12 +175,12 @@ class JobRuntime:
             store.blob_refs.add(job.workspace_id, info.digest, info.size)
             store.jobs.update(job.id, log_digest=info.digest)
             path.unlink(missing_ok=True)
-        for token in store.tokens.list(job.workspace_id):
-            if token.scope == f"job:{job.id}":
-                store.tokens.delete(job.workspace_id, token.id)
-                self.state.principals.forget_token(token.id)
+        self._revoke_tokens(job)
         if job.run_id:
+            # the run ends as the job did (a multi-worker or restarted job's rank 0 may have left
+            # it open, or marked it cancelled when it was only stopped because a peer failed)
             run = store.runs.get(job.workspace_id, job.run_id)
-            if run.status is RunStatus.RUNNING:
-                status = {JobStatus.SUCCEEDED: RunStatus.SUCCEEDED, JobStatus.CANCELLED: RunStatus.CANCELLED}
-                store.runs.finish(job.workspace_id, run.id, status.get(job.status, RunStatus.FAILED))
+            status = {JobStatus.SUCCEEDED: RunStatus.SUCCEEDED, JobStatus.CANCELLED: RunStatus.CANCELLED}
+            wanted = status.get(job.status, RunStatus.FAILED)
+            if run.status is not wanted:
+                store.runs.finish(job.workspace_id, run.id, wanted)

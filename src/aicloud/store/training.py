@@ -52,6 +52,13 @@ class JobStore(abc.ABC):
         """Newest first; ``parent_id`` keeps only the trials of that sweep."""
 
     @abc.abstractmethod
+    def finished_between(
+        self, workspace_id: str, since: datetime | None = None, until: datetime | None = None
+    ) -> builtins.list[Job]:
+        """The workspace's ended jobs with ``since <= finished_at < until`` (None = unbounded),
+        oldest end first (usage reports)."""
+
+    @abc.abstractmethod
     def in_states(self, states: builtins.list[JobStatus]) -> builtins.list[Job]:
         """Every job in these states in every workspace, in queue order: priority desc, then created asc."""
 

@@ -122,6 +122,22 @@ class InMemoryJobStore(JobStore):
             jobs.sort(key=lambda job: (job.created_at, job.id), reverse=True)
             return [self._out(job) for job in jobs[:limit]]
 
+    def finished_between(
+        self, workspace_id: str, since: datetime | None = None, until: datetime | None = None
+    ) -> builtins.list[Job]:
+        low, high = _aware(since), _aware(until)
+        with self._lock:
+            jobs = [
+                job
+                for job in self._jobs.values()
+                if job.workspace_id == workspace_id
+                and job.finished_at is not None
+                and (low is None or job.finished_at >= low)
+                and (high is None or job.finished_at < high)
+            ]
+            jobs.sort(key=lambda job: (job.finished_at, job.id))
+            return [self._out(job) for job in jobs]
+
     def in_states(self, states: builtins.list[JobStatus]) -> builtins.list[Job]:
         wanted = {JobStatus(state) for state in states}
         with self._lock:

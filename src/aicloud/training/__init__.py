@@ -1,23 +1,44 @@
 """The in-job runtime: tracking helpers, the built-in tasks, the model artifact format.
 
     from aicloud.training import log_metric, log_params, save_model, load_model
+    from aicloud.training import save_checkpoint, load_checkpoint
 
 ``log_params``/``log_metric``/``flush``/``save_model`` work inside an aicloud job (they talk to the
 control plane) and outside it (offline: stdout, ``./aicloud-run/``, ``./aicloud-model/``); see
 :mod:`aicloud.training.runtime`. ``load_model`` loads a model folder (:mod:`aicloud.training.artifacts`);
-torch is imported only when a model is saved or loaded.
+``save_checkpoint``/``load_checkpoint`` keep a job's latest checkpoint (safetensors + JSON, see
+:mod:`aicloud.training.checkpoint`) so that a restarted job resumes. torch is imported only when a
+model or checkpoint is saved or loaded.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from aicloud.training.runtime import flush, log_metric, log_params, register_model, save_model
+from aicloud.training.runtime import (
+    flush,
+    load_checkpoint,
+    log_metric,
+    log_params,
+    register_model,
+    save_checkpoint,
+    save_model,
+)
 
 if TYPE_CHECKING:
     from aicloud.training.artifacts import LoadedModel, load_model
 
-__all__ = ["LoadedModel", "flush", "load_model", "log_metric", "log_params", "register_model", "save_model"]
+__all__ = [
+    "LoadedModel",
+    "flush",
+    "load_checkpoint",
+    "load_model",
+    "log_metric",
+    "log_params",
+    "register_model",
+    "save_checkpoint",
+    "save_model",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -11,7 +11,15 @@ Started by an executor in a fresh working folder with ``AICLOUD_URL``, ``AICLOUD
    ``/bin/sh -c <command>`` there with ``AICLOUD_OUTPUT_DIR`` set, its output passed straight through
    and SIGTERM forwarded to it;
 3. marks the run finished (succeeded, failed or cancelled) and exits with the job's exit code
-   (the command's; 1 after an error, whose traceback goes to stderr, i.e. the job log).
+   (the command's; 1 after an error, whose traceback goes to stderr, i.e. the job log). A job that
+   the control plane will restart (``max_restarts`` left) leaves its run open instead: the run goes
+   on in the next attempt, and the control plane closes it with the job's final status.
+
+Multi-worker jobs start one bootstrap per worker (``RANK``, ``WORLD_SIZE``... set by the executor).
+Every rank downloads the data (rank r > 0 into its own ``rank<r>/`` folder) and runs the task or
+command; only rank 0 logs params and metrics, checkpoints, registers the model and finishes the run.
+A restarted attempt (``AICLOUD_ATTEMPT`` > 0) of a ``train`` job resumes from the job's latest
+checkpoint, if it has one.
 """
 
 from __future__ import annotations
@@ -26,13 +34,16 @@ import tarfile
 import traceback
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from aicloud.errors import DataCorruptedError, InvalidDataError, ValidationError
 from aicloud.schemas.training import CommandSpec, TrainSpec
 from aicloud.training.env import JobDoc, WorkloadEnv
 from aicloud.training.runtime import Session, use_session
+
+if TYPE_CHECKING:  # the checkpoint module imports torch
+    from aicloud.training.checkpoint import Checkpoint
 
 
 class Cancelled(BaseException):
@@ -136,27 +147,63 @@ def extract_archive(archive: Path, dest: Path) -> int:
 # the two kinds of job
 
 
+class JobCheckpoints:
+    """The built-in loop's checkpoints, kept by the control plane as the job's latest checkpoint."""
+
+    def __init__(self, sess: Session) -> None:
+        self.sess = sess
+
+    def save(self, state: dict[str, Any], epoch: int, extra: dict[str, Any]) -> None:
+        record = self.sess.save_checkpoint(state, epoch=epoch, step=epoch, extra=extra)
+        log(f"checkpoint after epoch {epoch} ({record.get('size', '?')} bytes)")
+
+    def latest(self) -> Checkpoint | None:
+        ckpt = self.sess.load_checkpoint(restore_rng=False)  # the loop restores each worker's generator
+        if ckpt is not None:
+            log(f"attempt {self.sess.env.attempt}: resuming from the checkpoint of epoch {ckpt.epoch}")
+        else:
+            log(f"attempt {self.sess.env.attempt}: no checkpoint yet; starting from the beginning")
+        return ckpt
+
+
 def run_train(sess: Session, env: WorkloadEnv, paths: dict[str, Path], output: Path) -> int:
-    sess.start_system_metrics()  # before torch's import, which takes seconds
+    if env.chief:
+        sess.start_system_metrics()  # before torch's import, which takes seconds
     from aicloud.training.tasks import run_task
 
     spec = TrainSpec.model_validate(env.job.spec)
     if "train" not in paths:
         raise ValidationError.field("spec.dataset", "no training dataset was resolved for this job")
-    refs = {r: f"{i['name']}:{i['version']}" for r, i in _dataset_refs(sess, env.job).items()}
-    sess.log_params(
-        {
-            **spec.params.model_dump(),
-            "task": spec.task,
-            "target": spec.target,
-            "dataset": refs.get("train", spec.dataset),
-            "eval_dataset": refs.get("eval", spec.eval_dataset),
-        }
+    if env.chief and env.attempt == 0:
+        refs = {r: f"{i['name']}:{i['version']}" for r, i in _dataset_refs(sess, env.job).items()}
+        sess.log_params(
+            {
+                **spec.params.model_dump(),
+                "task": spec.task,
+                "target": spec.target,
+                "dataset": refs.get("train", spec.dataset),
+                "eval_dataset": refs.get("eval", spec.eval_dataset),
+                "workers": spec.workers,
+                "precision": spec.precision,
+            }
+        )
+    checkpoints = JobCheckpoints(sess)
+    resume = checkpoints.latest() if env.attempt > 0 else None
+    result = run_task(
+        spec,
+        paths["train"],
+        paths.get("eval"),
+        output,
+        tracker=sess,
+        rank=env.rank,
+        world_size=env.world_size,
+        checkpoints=checkpoints if spec.checkpoint_interval > 0 else None,
+        resume=resume,
     )
-    result = run_task(spec, paths["train"], paths.get("eval"), output, tracker=sess)
     sess.flush()
-    name = spec.model_name or env.job.name or "model"
-    sess.register_model(result.model_dir, name=name, metrics=result.metrics)
+    if env.chief and result.model_dir is not None:
+        name = spec.model_name or env.job.name or "model"
+        sess.register_model(result.model_dir, name=name, metrics=result.metrics)
     return 0
 
 
@@ -206,6 +253,10 @@ def main() -> int:
     workdir = Path.cwd()
     try:
         env = WorkloadEnv.from_environ()
+        if env.rank > 0:  # each worker downloads and unpacks into a folder of its own
+            workdir = workdir / f"rank{env.rank}"
+            workdir.mkdir(parents=True, exist_ok=True)
+            os.chdir(workdir)
         sess = Session(env, workdir=workdir)
     except Exception:
         traceback.print_exc()
@@ -219,7 +270,9 @@ def main() -> int:
     previous = signal.signal(signal.SIGTERM, cancel)
     try:
         log(f"job {env.job_id} ({env.job.kind} {env.job.name!r}), run {env.run_id}")
-        output = env.output_dir or workdir / "output"
+        if env.world_size > 1:
+            log(f"worker rank {env.rank} of {env.world_size}")
+        output = env.output_dir if env.output_dir is not None and env.chief else workdir / "output"
         output.mkdir(parents=True, exist_ok=True)
         os.environ["AICLOUD_OUTPUT_DIR"] = str(output)
         paths = download_datasets(sess, env.job, workdir / "data")
@@ -242,8 +295,10 @@ def main() -> int:
         status, code = "failed", 1
     finally:
         signal.signal(signal.SIGTERM, previous)
+        # a job that may be restarted keeps its run open; the control plane closes it at the very end
+        final = status if status == "succeeded" or env.restarts_left == 0 else None
         try:
-            sess.finish(status)
+            sess.finish(final)
         except Exception as exc:
             print(f"[aicloud] warning: could not finish the run: {exc}", file=sys.stderr, flush=True)
         use_session(None)

@@ -10,6 +10,9 @@ the variables only a workload has are read here, in one place:
 ``AICLOUD_OUTPUT_DIR``    a folder for outputs
 ``AICLOUD_CPUS``          the cores the job asked for
 ``AICLOUD_DATASETS``      JSON role → local file, set by the bootstrap for user code
+``AICLOUD_ATTEMPT``       0 on the first start, then the number of restarts so far (``max_restarts``)
+``RANK``, ``WORLD_SIZE``  this worker's rank and the number of workers (multi-worker jobs; as torchrun)
+``LOCAL_RANK``            the worker's rank on this machine
 ========================  ===========================================================================
 """
 
@@ -68,11 +71,29 @@ class WorkloadEnv:
     job: JobDoc = field(default_factory=lambda: JobDoc(kind="command", name=None, spec={}))
     output_dir: Path | None = None
     cpus: int | None = None
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    attempt: int = 0
 
     @property
     def online(self) -> bool:
         """Whether metrics and models go to a control plane (a run id and a URL are set)."""
         return bool(self.run_id and self.url)
+
+    @property
+    def chief(self) -> bool:
+        """Whether this is rank 0, the worker that logs params and metrics and saves models."""
+        return self.rank == 0
+
+    @property
+    def restarts_left(self) -> int:
+        """How many more times the control plane will restart this job if it fails."""
+        try:
+            allowed = int(self.job.spec.get("max_restarts") or 0)
+        except (TypeError, ValueError):
+            allowed = 0
+        return max(0, allowed - self.attempt)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> WorkloadEnv:
@@ -90,9 +111,23 @@ class WorkloadEnv:
             job=JobDoc.parse(env.get("AICLOUD_JOB_SPEC")),
             output_dir=Path(output) if output else None,
             cpus=int(cpus_text) if cpus_text and cpus_text.isdigit() else None,
+            rank=_int(env, "RANK", 0),
+            world_size=max(1, _int(env, "WORLD_SIZE", 1)),
+            local_rank=_int(env, "LOCAL_RANK", 0),
+            attempt=_int(env, "AICLOUD_ATTEMPT", 0),
         )
 
     def default_model_name(self) -> str:
         """The job spec's ``model_name``, else the job's name, else ``model``."""
         name = self.job.spec.get("model_name") or self.job.name
         return str(name) if name else "model"
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    text = (env.get(name) or "").strip()
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ValidationError.field(name, f"must be an integer, not {text[:40]!r}") from None

@@ -15,6 +15,12 @@ exit), and :func:`save_model` uploads the files as blobs and registers a model v
 Outside aicloud the same calls work offline: metrics are printed and appended to
 ``./aicloud-run/metrics.jsonl``, params to ``./aicloud-run/params.json``, and the model is written to
 ``./aicloud-model/``. So a plain PyTorch script runs unchanged in both places.
+
+In a multi-worker job (``RANK`` > 0) params, metrics, models and checkpoints are rank 0's business:
+on the other ranks these calls do nothing, so every rank can run the same script.
+:func:`save_checkpoint` / :func:`load_checkpoint` keep a job's latest checkpoint on the control plane
+(``PUT``/``GET /api/v1/jobs/{id}/checkpoint``; offline: ``./aicloud-run/checkpoint.safetensors``);
+a job restarted after a failure (``max_restarts``) resumes from it.
 """
 
 from __future__ import annotations
@@ -31,11 +37,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, SupportsIndex, TypeVar
+from typing import TYPE_CHECKING, Any, SupportsIndex, TypeVar
 from urllib.parse import quote
 
 from aicloud.client.http import Transport
-from aicloud.errors import UnavailableError, ValidationError
+from aicloud.errors import NotFoundError, UnavailableError, ValidationError
 from aicloud.training.env import WorkloadEnv
 from aicloud.training.tracking import BatchingSink, LocalSink, Point, SystemSampler
 
@@ -43,6 +49,11 @@ RETRY_SECONDS = 60.0  # how long one-off calls wait out a control plane that is 
 OFFLINE_RUN_DIR = "aicloud-run"
 OFFLINE_MODEL_DIR = "aicloud-model"
 MODEL_FILES = ("config.json", "model.safetensors", "model.onnx")
+
+OFFLINE_CHECKPOINT = "checkpoint.safetensors"
+
+if TYPE_CHECKING:
+    from aicloud.training.checkpoint import Checkpoint
 
 T = TypeVar("T")
 
@@ -86,9 +97,16 @@ class Session:
     def online(self) -> bool:
         return self.transport is not None
 
+    @property
+    def chief(self) -> bool:
+        """Rank 0 (or a single-process job): the process whose params, metrics and models count."""
+        return self.env.chief
+
     # --- params and metrics
 
     def log_params(self, params: Mapping[str, Any]) -> None:
+        if not self.chief:
+            return
         clean = json.loads(json.dumps(dict(params), default=str))
         if self.transport is not None:
             self.call("POST", f"/api/v1/runs/{self.env.run_id}/params", json={"params": clean})
@@ -114,6 +132,8 @@ class Session:
                 index = -1
             if index < 0 or isinstance(step, bool):
                 raise ValidationError.field("step", f"a step is an integer ≥ 0, got {step!r}")
+        if not self.chief:
+            return
         if not math.isfinite(number):
             if name not in self._warned:
                 self._warned.add(name)
@@ -180,6 +200,8 @@ class Session:
         from aicloud.training.artifacts import save_builtin, save_onnx
         from aicloud.training.models import is_builtin
 
+        if not self.chief:
+            return {}
         cfg = dict(config or {})
         if signature is not None:
             cfg["signature"] = dict(signature)
@@ -202,6 +224,8 @@ class Session:
         """Register a model folder (config.json + weights) as a new version; returns the version JSON."""
         from aicloud.training.artifacts import read_config
 
+        if not self.chief:
+            return {}
         folder = Path(folder)
         config = read_config(folder)
         files = [f for f in MODEL_FILES if (folder / f).exists()]
@@ -242,16 +266,86 @@ class Session:
         print(f"[aicloud] registered model {name!r} version {version.get('version')}", flush=True)
         return version
 
+    # --- checkpoints
+
+    def _checkpoint_path(self) -> Path:
+        return self.workdir / OFFLINE_RUN_DIR / OFFLINE_CHECKPOINT
+
+    def put_checkpoint(
+        self, data: bytes, *, epoch: int | None = None, step: int | None = None
+    ) -> dict[str, Any]:
+        """Store checkpoint bytes as the job's latest checkpoint; returns its record."""
+        if self.transport is None or not self.env.job_id:
+            path = self._checkpoint_path()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+            return {"path": str(path), "epoch": epoch, "step": step, "size": len(data)}
+        query = {k: v for k, v in (("epoch", epoch), ("step", step)) if v is not None}
+        record: dict[str, Any] = self.call(
+            "PUT",
+            f"/api/v1/jobs/{self.env.job_id}/checkpoint",
+            params=query,
+            content=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        return record
+
+    def get_checkpoint(self) -> bytes | None:
+        """The job's latest checkpoint, or None when it has none."""
+        if self.transport is None or not self.env.job_id:
+            path = self._checkpoint_path()
+            return path.read_bytes() if path.exists() else None
+        transport = self.transport
+        url = f"/api/v1/jobs/{self.env.job_id}/checkpoint"
+        try:
+            response = retrying(lambda: transport.request("GET", url), f"GET {url}")
+        except NotFoundError:
+            return None
+        return response.content
+
+    def save_checkpoint(
+        self,
+        state: Any,
+        *,
+        epoch: int | None = None,
+        step: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+        rng: bool = True,
+    ) -> dict[str, Any]:
+        from aicloud.training.checkpoint import pack, rng_state
+
+        if not self.chief:
+            return {}
+        data = pack(state, epoch=epoch, step=step, extra=extra, rng=rng_state() if rng else None)
+        return self.put_checkpoint(data, epoch=epoch, step=step)
+
+    def load_checkpoint(self, *, restore_rng: bool = True) -> Checkpoint | None:
+        from aicloud.training.checkpoint import set_rng_state, unpack
+
+        data = self.get_checkpoint()
+        if data is None:
+            return None
+        ckpt = unpack(data)
+        if restore_rng and ckpt.rng is not None:
+            set_rng_state(ckpt.rng)
+        return ckpt
+
     # --- the end
 
-    def finish(self, status: str = "succeeded") -> None:
-        """Send the remaining metrics and mark the run ``succeeded``, ``failed`` or ``cancelled``."""
+    def finish(self, status: str | None = "succeeded") -> None:
+        """Send the remaining metrics and mark the run ``succeeded``, ``failed`` or ``cancelled``.
+
+        With ``status`` None (or on ranks > 0) the run is left open: the control plane closes it
+        with the job's final status (a job that will be restarted keeps its run).
+        """
         for sampler in self._samplers:
             sampler.stop()
         self.sink.flush()
         if self.sink.pending:  # the control plane is unreachable: wait for it, as for the other calls
             retrying(self._drain, "sending the last metrics")
-        if self.transport is not None:
+        if self.transport is not None and status is not None and self.chief:
             self.call("POST", f"/api/v1/runs/{self.env.run_id}/finish", json={"status": status})
 
     def _drain(self) -> None:
@@ -379,3 +473,28 @@ def register_model(
 def start_system_metrics(pid: int | None = None, interval: float = 5.0) -> SystemSampler:
     """Log ``system/cpu_percent`` and ``system/rss_mb`` of a process tree every ``interval`` seconds."""
     return session().start_system_metrics(pid, interval)
+
+
+def save_checkpoint(
+    state: Any,
+    *,
+    epoch: int | None = None,
+    step: int | None = None,
+    extra: Mapping[str, Any] | None = None,
+    rng: bool = True,
+) -> dict[str, Any]:
+    """Save ``state`` (e.g. ``{"model": m.state_dict(), "optimizer": opt.state_dict()}``) as the job's
+    latest checkpoint, with the RNG states unless ``rng=False``; returns its record.
+
+    The format is safetensors + JSON (:mod:`aicloud.training.checkpoint`), never pickle. On ranks > 0
+    of a multi-worker job it does nothing (returns ``{}``).
+    """
+    return session().save_checkpoint(state, epoch=epoch, step=step, extra=extra, rng=rng)
+
+
+def load_checkpoint(*, restore_rng: bool = True) -> Checkpoint | None:
+    """The job's latest checkpoint (``.state``, ``.epoch``, ``.step``, ``.extra``), or None.
+
+    It restores the saved RNG states unless ``restore_rng=False``. Every rank may call it.
+    """
+    return session().load_checkpoint(restore_rng=restore_rng)

@@ -4,6 +4,11 @@
 the model (seeded), train it (:func:`aicloud.training.loop.fit`), evaluate, and save the artifact
 (safetensors + config.json) under ``output_dir/model``.
 
+Several workers (``spec.workers``; ``rank``/``world_size`` from the executor's ``RANK``/``WORLD_SIZE``)
+each run the same steps on the same data and train one model together with DistributedDataParallel
+(gloo on the CPU, nccl on GPUs); rank 0 evaluates, logs, checkpoints and saves. With ``spec.gpus`` > 0
+and CUDA available the task trains on the GPU; ``spec.precision = "bf16"`` autocasts forward passes.
+
 Recommended demo params (2 cores, CPU):
 
 * digits, image-classification (CNN), 1437 train / 360 eval rows:
@@ -29,8 +34,18 @@ from torch import nn
 from aicloud.errors import ValidationError
 from aicloud.schemas.training import TrainSpec, check_train_spec, image_shape_of
 from aicloud.training.artifacts import save_builtin
+from aicloud.training.checkpoint import Checkpoint
 from aicloud.training.datasets import read_dataset
-from aicloud.training.loop import FitResult, NullTracker, Tracker, fit
+from aicloud.training.loop import (
+    Checkpoints,
+    FitOptions,
+    FitResult,
+    NullTracker,
+    Tracker,
+    fit,
+    init_distributed,
+    shutdown_distributed,
+)
 from aicloud.training.models import CNN, MLP
 from aicloud.training.preprocess import LabelEncoder, Preprocessor, TargetScaler, dtype_name, signature
 
@@ -42,7 +57,15 @@ class TaskResult:
     metrics: dict[
         str, float
     ]  # eval metrics of the kept model, e.g. {"eval_accuracy": 0.97, "eval_loss": ...}
-    model_dir: Path  # config.json + model.safetensors
+    model_dir: Path | None  # config.json + model.safetensors (None on ranks > 0: rank 0 saves)
+    resumed_from: int | None = None  # the epoch of the checkpoint it resumed from
+
+
+def task_device(spec: TrainSpec) -> torch.device:
+    """``cuda`` when the spec asks for GPUs and CUDA is available, else ``cpu``."""
+    if spec.gpus > 0 and torch.cuda.is_available():
+        return torch.device("cuda", 0)  # the executor gives each worker its own CUDA_VISIBLE_DEVICES
+    return torch.device("cpu")
 
 
 def task_cpus(spec: TrainSpec) -> int:
@@ -59,27 +82,52 @@ def run_task(
     eval_path: str | Path | None,
     output_dir: str | Path,
     tracker: Tracker | None = None,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    checkpoints: Checkpoints | None = None,
+    resume: Checkpoint | None = None,
 ) -> TaskResult:
     """Train the spec's task on ``train_path``, evaluate on ``eval_path`` and save the model.
 
     Without ``eval_path`` a stratified 20 % of the train data (seeded) is held out for evaluation.
     Torch uses ``task_cpus(spec)`` threads while the task runs; the previous count is restored.
+    With ``world_size`` > 1 it joins the job's process group (and leaves it at the end). Checkpoints
+    go to ``checkpoints`` every ``spec.checkpoint_every`` epochs; ``resume`` goes on from one.
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(task_cpus(spec))
+    options = FitOptions(
+        device=task_device(spec),
+        precision=spec.precision,
+        rank=rank,
+        world_size=world_size,
+        checkpoint_every=spec.checkpoint_interval if checkpoints is not None else 0,
+        checkpoints=checkpoints,
+        resume=resume,
+    )
     try:
-        return _run(spec, Path(train_path), Path(eval_path) if eval_path else None, Path(output_dir), tracker)
+        init_distributed(rank, world_size, options.device)
+        paths = (Path(train_path), Path(eval_path) if eval_path else None, Path(output_dir))
+        return _run(spec, *paths, tracker, options)
     finally:
+        shutdown_distributed()
         torch.set_num_threads(previous)
 
 
 def _run(
-    spec: TrainSpec, train_path: Path, eval_path: Path | None, output_dir: Path, tracker: Tracker | None
+    spec: TrainSpec,
+    train_path: Path,
+    eval_path: Path | None,
+    output_dir: Path,
+    tracker: Tracker | None,
+    options: FitOptions,
 ) -> TaskResult:
     params, target = spec.params, spec.target
     classify = spec.task != "tabular-regression"
-    tracker = tracker or NullTracker()
+    tracker = tracker if tracker is not None and options.chief else NullTracker()
     started = time.perf_counter()
+    device = options.device
 
     # --- data: read, check against the spec, hold out an eval split if none was given
     train, schema = read_dataset(train_path)
@@ -124,9 +172,9 @@ def _run(
 
     # --- features: fitted on the train split only, applied to both
     pre = Preprocessor.fit(train, features, image_shape=image_shape)
-    x_train = torch.from_numpy(pre.transform(train))
-    x_eval = torch.from_numpy(pre.transform(evaluation))
-    y_train = torch.from_numpy(y_train_np)
+    x_train = torch.from_numpy(pre.transform(train)).to(device)
+    x_eval = torch.from_numpy(pre.transform(evaluation)).to(device)
+    y_train = torch.from_numpy(y_train_np).to(device)
     y_eval = torch.from_numpy(y_eval_np)
     if not classify:
         y_train, y_eval = y_train.reshape(-1, 1), y_eval.reshape(-1, 1)
@@ -140,23 +188,31 @@ def _run(
         model = CNN(image_shape, out_features, params.hidden, params.dropout)
     else:
         model = MLP(pre.width, params.hidden, out_features, params.dropout)
+    model.to(device)
     loss_fn: nn.Module = nn.CrossEntropyLoss(ignore_index=-1) if classify else nn.MSELoss()
 
     def evaluate(m: nn.Module) -> dict[str, float]:
-        outputs = torch.cat([m(x_eval[i : i + EVAL_BATCH]) for i in range(0, len(x_eval), EVAL_BATCH)])
+        parts = [m(x_eval[i : i + EVAL_BATCH]).float().cpu() for i in range(0, len(x_eval), EVAL_BATCH)]
+        outputs = torch.cat(parts)
         if classify:
             return _classification_metrics(outputs, y_eval)
         assert scaler is not None
         return _regression_metrics(outputs, y_eval, scaler)
 
     # --- train
+    workers = f", worker {options.rank} of {options.world_size}" if options.distributed else ""
     print(
         f"task {spec.task}: {len(x_train)} train rows, {len(x_eval)} eval rows, {len(features)} features"
         f" → {type(model).__name__} ({sum(p.numel() for p in model.parameters())} parameters), "
-        f"{torch.get_num_threads()} thread(s)",
+        f"{torch.get_num_threads()} thread(s), {device.type}, {spec.precision}{workers}",
         flush=True,
     )
-    result: FitResult = fit(model, x_train, y_train, loss_fn, evaluate, params, tracker, log=_print)
+    result: FitResult = fit(
+        model, x_train, y_train, loss_fn, evaluate, params, tracker, log=_print, options=options
+    )
+    if not options.chief:
+        return TaskResult(metrics=result.metrics, model_dir=None, resumed_from=result.resumed_from)
+    model.to("cpu")
 
     # --- save: weights + everything needed to turn raw rows into predictions
     config: dict[str, Any] = {
@@ -166,7 +222,13 @@ def _run(
         "target": target,
         "output": "logits" if classify else "values",
         "metrics": {k: (v if math.isfinite(v) else None) for k, v in result.metrics.items()},
-        "training": {"epochs": result.epochs, "best_epoch": result.best_epoch, "params": params.model_dump()},
+        "training": {
+            "epochs": result.epochs,
+            "best_epoch": result.best_epoch,
+            "params": params.model_dump(),
+            "workers": options.world_size,
+            "precision": spec.precision,
+        },
     }
     if labels is not None:
         config["labels"] = labels.labels
@@ -177,7 +239,7 @@ def _run(
         f"done in {time.perf_counter() - started:.1f}s: "
         + " ".join(f"{k}={v:.4f}" for k, v in result.metrics.items())
     )
-    return TaskResult(metrics=result.metrics, model_dir=model_dir)
+    return TaskResult(metrics=result.metrics, model_dir=model_dir, resumed_from=result.resumed_from)
 
 
 def _print(line: str) -> None:

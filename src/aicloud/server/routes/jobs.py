@@ -1,19 +1,25 @@
-"""Jobs: submit, list, inspect, cancel, and read logs (live while running, from the blob after)."""
+"""Jobs: submit, list, inspect, cancel, read logs (live while running, from the blob after), and
+keep a job's latest checkpoint (written by the job itself with its job token, read by its next attempt)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Query
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from aicloud.entities import Job, JobStatus
+from aicloud.errors import ConflictError, NotFoundError
 from aicloud.schemas.jobs import JobCreate, JobOut
+from aicloud.schemas.training import CheckpointOut
 from aicloud.server.deps import Member, State, Viewer
 from aicloud.server.jobs import validate_job
 from aicloud.server.routes._common import check_id
 from aicloud.server.state import AppState
+from aicloud.server.streaming import blob_response
+from aicloud.server.uploads import receive_upload
 
 router = APIRouter(tags=["jobs"])
 MAX_LOG_READ = 1024 * 1024
@@ -95,3 +101,58 @@ async def jobs_logs(
         "X-Aicloud-Log-Complete": "1" if complete else "0",
     }
     return PlainTextResponse(data.decode("utf-8", "replace"), headers=headers)
+
+
+@router.put("/jobs/{job_id}/checkpoint", response_model=CheckpointOut)
+async def jobs_put_checkpoint(
+    job_id: str,
+    request: Request,
+    principal: Member,
+    state: State,
+    epoch: int | None = Query(default=None, ge=0),
+    step: int | None = Query(default=None, ge=0),
+) -> CheckpointOut:
+    """Store the body (a checkpoint file) as the job's latest checkpoint.
+
+    Called by the job itself (its token may only write its own job). The blob stays owned by the
+    workspace; ``Job.checkpoint`` records its digest, epoch, step and the attempt that wrote it.
+    """
+    jid = check_id(job_id, "job_id")
+    principal.require_job(jid)
+    job = await run_in_threadpool(state.store.jobs.get, principal.workspace.id, jid)
+    if job.status.terminal:
+        raise ConflictError(
+            f"job {jid} has ended ({job.status.value}); it takes no more checkpoints",
+            details={"status": job.status.value},
+        )
+    upload = await receive_upload(
+        request, state.blobs, state.settings.max_upload_bytes, filename="checkpoint.safetensors"
+    )
+    await run_in_threadpool(
+        state.store.blob_refs.add, principal.workspace.id, upload.blob.digest, upload.blob.size
+    )
+    record = CheckpointOut(
+        digest=upload.blob.digest,
+        size=upload.blob.size,
+        epoch=epoch,
+        step=step,
+        attempt=job.attempt,
+        created_at=datetime.now(UTC).isoformat(),
+    )
+    await run_in_threadpool(state.store.jobs.update, jid, checkpoint=record.model_dump())
+    return record
+
+
+@router.get("/jobs/{job_id}/checkpoint", response_class=StreamingResponse)
+def jobs_get_checkpoint(job_id: str, principal: Viewer, state: State) -> StreamingResponse:
+    """The job's latest checkpoint file (404 when it has none). Its record is in the
+    ``X-Aicloud-Checkpoint`` header (JSON) and in ``GET /jobs/{id}``."""
+    jid = check_id(job_id, "job_id")
+    principal.require_job(jid)
+    job = state.store.jobs.get(principal.workspace.id, jid)
+    digest = (job.checkpoint or {}).get("digest")
+    if not digest:
+        raise NotFoundError(f"job {jid} has no checkpoint yet", details={"kind": "checkpoint", "job": jid})
+    response = blob_response(state.blobs, digest, state.blobs.size(digest), filename="checkpoint.safetensors")
+    response.headers["X-Aicloud-Checkpoint"] = json.dumps(job.checkpoint)
+    return response

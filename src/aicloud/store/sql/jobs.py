@@ -144,6 +144,20 @@ class SqlJobStore(JobStore):
 
         return self._db.run(tx, write=False)
 
+    def finished_between(
+        self, workspace_id: str, since: datetime | None = None, until: datetime | None = None
+    ) -> builtins.list[Job]:
+        def tx(session: Session) -> builtins.list[Job]:
+            query = select(JobRow).where(JobRow.workspace_id == workspace_id, JobRow.finished_at.is_not(None))
+            if since is not None:
+                query = query.where(JobRow.finished_at >= since)
+            if until is not None:
+                query = query.where(JobRow.finished_at < until)
+            query = query.order_by(JobRow.finished_at, JobRow.id)
+            return [_entity(row) for row in session.scalars(query)]
+
+        return self._db.run(tx, write=False)
+
     def in_states(self, states: builtins.list[JobStatus]) -> builtins.list[Job]:
         wanted = [JobStatus(state).value for state in states]
 

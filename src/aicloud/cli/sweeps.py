@@ -1,0 +1,107 @@
+"""``aicloud sweep ...``: hyperparameter sweeps (see docs/sweeps.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+
+from aicloud.cli.common import Output, OutputOpt, client, console, emit, fmt_num, table
+from aicloud.client.sweeps import Sweep, submit_sweep_spec
+from aicloud.schemas.sweeps import SweepTrialsOut
+
+sweep_app = typer.Typer(
+    help="Hyperparameter sweeps: trials of a built-in task, the best model registered.", no_args_is_help=True
+)
+
+
+def _value(v: Any) -> str:
+    return json.dumps(v) if isinstance(v, list | dict) else fmt_num(v)
+
+
+def render_trials(sweep: Sweep, trials: SweepTrialsOut) -> None:
+    info = sweep.info
+    console.print(
+        f"[bold]{info.name}[/] {info.id}  sweep  [bold]{info.status.value}[/]"
+        + (f" ({info.reason})" if info.reason else "")
+        + f"  {trials.direction} {trials.metric}, {len(trials.trials)}/{trials.max_trials} trials,"
+        f" {trials.epochs} epochs"
+    )
+    names = sorted({n for t in trials.trials for n in t.params})
+    rows = []
+    for t in trials.trials:
+        state = t.state + (f" @{t.pruned_at}" if t.state == "pruned" and t.pruned_at else "")
+        best = trials.best is not None and t.number == trials.best.number
+        rows.append(
+            [
+                f"{t.number}{' *' if best else ''}",
+                t.job_id,
+                state,
+                fmt_num(t.value),
+                t.epochs,
+                *(_value(t.params.get(n)) for n in names),
+                t.note or "",
+            ]
+        )
+    console.print(table("trials", ["#", "job", "state", trials.metric, "epochs", *names, "note"], rows))
+    if trials.best is not None:
+        console.print(
+            f"best: trial {trials.best.number} {trials.metric}={fmt_num(trials.best.value)}  "
+            + "  ".join(f"{k}={_value(v)}" for k, v in trials.best.params.items())
+        )
+    if info.model_version_id:
+        console.print(f"  model version {info.model_version_id}")
+    if info.message and info.status.value == "failed":
+        console.print(f"[red]{info.message}[/]", markup=True, highlight=False)
+
+
+def _load(file: Path) -> tuple[dict[str, Any], str | None, int]:
+    doc = yaml.safe_load(file.read_text())
+    if not isinstance(doc, dict):
+        raise typer.BadParameter("the sweep file must be a mapping (see docs/sweeps.md)")
+    if doc.get("kind", "sweep") != "sweep":
+        raise typer.BadParameter(f"kind is {doc['kind']!r}; a sweep file has kind: sweep (or no kind)")
+    if isinstance(doc.get("spec"), dict):
+        spec = dict(doc["spec"])
+    else:
+        spec = {k: v for k, v in doc.items() if k not in ("kind", "name", "priority")}
+    return spec, doc.get("name"), int(doc.get("priority", 0))
+
+
+@sweep_app.command("create")
+def sweep_create(
+    file: Path = typer.Option(
+        ..., "-f", "--file", exists=True, dir_okay=False, help="sweep spec (YAML or JSON)"
+    ),
+    wait: bool = typer.Option(True, help="wait for the sweep and show its progress"),
+    output: Output = OutputOpt,
+) -> None:
+    """Submit a sweep from a file: ``name``, and ``spec`` with train, space, metric, max_trials..."""
+    spec, name, priority = _load(file)
+    sweep = submit_sweep_spec(client(), spec, name=name, priority=priority)
+    if not wait:
+        emit(sweep.info, output, lambda _: console.print(f"sweep {sweep.id} submitted ({sweep.name})"))
+        return
+    sweep.wait(progress=output is Output.table)
+    trials = sweep.trials()
+    emit(trials, output, lambda t: render_trials(sweep, t))
+    if sweep.status != "succeeded":
+        raise typer.Exit(1)
+
+
+@sweep_app.command("show")
+def sweep_show(job_id: str, output: Output = OutputOpt) -> None:
+    """The trials table of a sweep (params, state incl. pruned, objective, epochs) and the best params."""
+    sweep = client().jobs.get_sweep(job_id)
+    trials = sweep.trials()
+    emit(trials, output, lambda t: render_trials(sweep, t))
+
+
+@sweep_app.command("cancel")
+def sweep_cancel(job_id: str) -> None:
+    """Stop a sweep and every trial still pending or running."""
+    sweep = client().jobs.get_sweep(job_id).cancel()
+    console.print(f"cancel requested for sweep {sweep.id} ({sweep.info.status.value})")

@@ -1,0 +1,99 @@
+"""``aicloud usage``: CPU-, GPU- and GB-hours and cost, by job, user or day."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from aicloud.cli.common import Output, OutputOpt, client, console, emit
+from aicloud.client.usage import UsageBy, UsageReport
+from aicloud.schemas.usage import UsageRow
+
+
+def fmt_hours(value: float) -> str:
+    if value == 0:
+        return "0"
+    return f"{value:.4f}" if value >= 0.0001 else f"{value:.2e}"
+
+
+def fmt_wall(seconds: float) -> str:
+    """``42.1s``, ``3m 05s``, ``2h 04m``."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def fmt_cost(value: float, currency: str) -> str:
+    if value == 0:
+        return f"0 {currency}"
+    text = f"{value:.2f}" if value >= 0.01 else f"{value:.6f}".rstrip("0")
+    return f"{text} {currency}"
+
+
+def _leading(report: UsageReport, row: UsageRow | None) -> list[str]:
+    """The grouping columns of a row (None: the total row)."""
+    if report.by is UsageBy.JOB:
+        if row is None:
+            return ["total", "", "", "", ""]
+        return [row.key, row.label, row.kind or "", row.status or "", row.user or ""]
+    if row is None:
+        return ["total"] if report.by is UsageBy.DAY else ["total", ""]
+    return [row.key] if report.by is UsageBy.DAY else [row.label, row.key]
+
+
+def _numbers(row: UsageRow) -> list[str]:
+    return [
+        str(row.jobs),
+        fmt_hours(row.cpu_hours),
+        fmt_hours(row.gpu_hours),
+        fmt_hours(row.gb_hours),
+        fmt_wall(row.wall_seconds),
+        fmt_cost(row.cost, row.currency),
+    ]
+
+
+def render_usage(report: UsageReport) -> None:
+    lead: dict[UsageBy, list[str]] = {
+        UsageBy.JOB: ["job", "name", "kind", "status", "user"],
+        UsageBy.USER: ["user", "token"],
+        UsageBy.DAY: ["day (UTC)"],
+    }
+    span = ""
+    if report.since or report.until:
+        since = report.since.isoformat(timespec="seconds") if report.since else "the beginning"
+        until = report.until.isoformat(timespec="seconds") if report.until else "now"
+        span = f" from {since} to {until}"
+    table = Table(title=f"usage by {report.by.value}{span}", show_footer=False)
+    for name in lead[report.by]:
+        table.add_column(name)
+    for name in ("jobs", "cpu-hours", "gpu-hours", "GB-hours", "wall", "cost"):
+        table.add_column(name, justify="right")
+    for row in report.rows:
+        table.add_row(*_leading(report, row), *_numbers(row))
+    table.add_section()
+    table.add_row(*_leading(report, None), *_numbers(report.total), style="bold")
+    console.print(table)
+    if not report.rows:
+        console.print("no jobs ended in this period")
+
+
+def usage(
+    by: UsageBy = typer.Option(UsageBy.JOB, "--by", help="group by job, user (token) or day (UTC)"),
+    since: str | None = typer.Option(
+        None, "--since", help="jobs that ended at or after this date (YYYY-MM-DD) or ISO datetime"
+    ),
+    until: str | None = typer.Option(
+        None, "--until", help="jobs that ended before this datetime; a date includes that day"
+    ),
+    output: Output = OutputOpt,
+) -> None:
+    """CPU-, GPU- and GB-hours, wall time and cost of the jobs that ended, with a total row.
+
+    Cost = prices (AICLOUD_PRICE_*) * reserved resources * wall time; see docs/usage.md.
+    """
+    report = client().usage(by=by.value, since=since, until=until)
+    emit(report, output, render_usage)

@@ -1,0 +1,140 @@
+"""Glue between sweeps and the control plane: submission checks, the trials table, the best model.
+
+* :func:`validate_sweep` turns a ``POST /jobs`` body of kind ``sweep`` into a stored spec: the
+  sweep fields (422 naming ``spec.space.lr``, ``spec.metric``...), then the base train spec with
+  every check a ``train`` job gets (datasets resolved to exact versions; errors name
+  ``spec.train.<field>``).
+* :func:`trials_table` is the ``GET /jobs/{id}/trials`` answer, read from the store.
+* :class:`SweepRuntime` builds the :class:`~aicloud.controllers.sweeps.SweepController` and registers
+  the best trial's model under the sweep's model name, with lineage to that trial's job and run.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pydantic
+
+from aicloud.controllers.sweep_trials import TrialRecord, best_trial, load_trials
+from aicloud.controllers.sweeps import SweepController, model_name_of
+from aicloud.entities import Job, JobKind
+from aicloud.errors import NotFoundError, ValidationError
+from aicloud.schemas.jobs import JobCreate
+from aicloud.schemas.sweeps import SweepSpec, SweepTrialsOut, check_sweep_spec
+from aicloud.server.auth import Principal
+from aicloud.server.jobs import _pydantic_error, validate_job
+from aicloud.server.state import AppState
+
+__all__ = ["SweepRuntime", "trials_table", "validate_sweep"]
+
+log = logging.getLogger("aicloud.sweeps")
+
+
+def _under_train(exc: ValidationError) -> ValidationError:
+    """A train-spec error of the base spec, its fields renamed ``spec.X`` → ``spec.train.X``."""
+
+    def rename(field: Any) -> Any:
+        return "spec.train." + field[5:] if isinstance(field, str) and field.startswith("spec.") else field
+
+    details = exc.details if isinstance(exc.details, list) else []
+    renamed = [{**d, "field": rename(d.get("field"))} if isinstance(d, dict) else d for d in details]
+    message = exc.message[5:] if exc.message.startswith("spec.") else exc.message
+    return ValidationError(
+        f"spec.train.{message}" if renamed else exc.message, details=renamed or exc.details
+    )
+
+
+def validate_sweep(state: AppState, principal: Principal, body: JobCreate) -> tuple[str, dict[str, Any]]:
+    """The sweep's name and its validated spec (the base train spec resolved as a train job's)."""
+    try:
+        sweep = SweepSpec.model_validate(body.spec)
+    except pydantic.ValidationError as exc:
+        raise _pydantic_error(exc, "spec") from None
+    check_sweep_spec(sweep)
+    train_body = JobCreate(kind=JobKind.TRAIN, name=body.name, spec=dict(body.spec.get("train") or {}))
+    try:
+        name, train = validate_job(state, principal, train_body)
+    except ValidationError as exc:
+        raise _under_train(exc) from None
+    spec = sweep.model_dump(mode="json")
+    spec["train"] = train
+    spec["resolved_datasets"] = train.get("resolved_datasets")
+    if body.name is None:
+        name = sweep.train.model_name or f"sweep-{train['resolved_datasets']['train']['name']}"[:100]
+    return name, spec
+
+
+def trials_table(state: AppState, sweep: Job) -> SweepTrialsOut:
+    """Every trial of a sweep with its params, state, per-epoch and final objective, and the best."""
+    if sweep.kind is not JobKind.SWEEP:
+        raise ValidationError.field(
+            "job_id", f"job {sweep.id} is a {sweep.kind.value} job; only sweeps have trials"
+        )
+    spec = SweepSpec.model_validate(sweep.spec)
+    store = state.store
+    records = load_trials(store.jobs, store.runs, store.models, sweep, spec)
+    best = best_trial(records, spec.maximize)
+    return SweepTrialsOut(
+        sweep_id=sweep.id,
+        status=sweep.status.value,
+        metric=spec.objective,
+        direction="maximize" if spec.maximize else "minimize",
+        max_trials=spec.effective_max_trials(),
+        trials=[r.out() for r in records],
+        best=best.out() if best is not None else None,
+        epochs=sum(r.epochs for r in records),
+    )
+
+
+class SweepRuntime:
+    """The control plane's side of sweeps: the controller and the registration of the winner."""
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+
+    def controller(self) -> SweepController:
+        store = self.state.store
+        return SweepController(
+            store.jobs,
+            store.runs,
+            store.models,
+            register_best=self.register_best,
+            wake_jobs=self.state.wake_jobs,
+        )
+
+    def register_best(self, sweep: Job, spec: SweepSpec, best: TrialRecord) -> str | None:
+        """Register the best trial's model as the next version of the sweep's model (idempotent).
+
+        The files are the trial's (content-addressed blobs: nothing is copied); the lineage is the
+        trial's (its job, run and datasets) plus ``sweep_id`` and ``trial``.
+        """
+        trial = best.job
+        if not trial.model_version_id:
+            log.warning("sweep %s: best trial %d registered no model", sweep.id, best.number)
+            return None
+        models = self.state.store.models
+        ws = sweep.workspace_id
+        name = model_name_of(sweep, spec)
+        try:
+            existing = models.list_versions(ws, name)
+        except NotFoundError:
+            existing = []
+        for version in existing:  # registered before a restart
+            if version.lineage.get("sweep_id") == sweep.id:
+                return version.id
+        source = models.get_version_by_id(ws, trial.model_version_id)
+        lineage = {**source.lineage, "sweep_id": sweep.id, "trial": best.number, "params": best.params}
+        version = models.create_version(
+            workspace_id=ws,
+            name=name,
+            files=source.files,
+            signature=source.signature,
+            config=source.config,
+            metrics=source.metrics,
+            lineage=lineage,
+        )
+        log.info(
+            "sweep %s: registered trial %d's model as %s v%d", sweep.id, best.number, name, version.version
+        )
+        return version.id
