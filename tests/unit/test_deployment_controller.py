@@ -500,3 +500,27 @@ def test_stop_leaves_rows_of_replicas_still_draining(tmp_path: Path) -> None:
     h.controller = h.new_controller(EndpointRegistry())
     h.tick()
     assert r.id not in [x.id for x in h.replicas(d)]
+
+
+def test_a_replica_that_binds_between_passes_is_routable_before_the_next_pass(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.controller = DeploymentController(  # one pass at start, then only when woken
+        h.store,
+        h.executor,
+        h.registry,
+        h.settings,
+        h.launch,
+        interval=3600,
+        probe=h.probe,
+        probe_interval=0.01,
+    )
+    d = h.create()
+    h.controller.start()
+    try:
+        wait_for(lambda: len(h.replicas(d)) == 1)
+        assert h.routable(d) == []
+        h.all_ready = True  # the replica bound its port: the watcher's probe answers and wakes the loop
+        wait_for(lambda: len(h.routable(d)) == 1)
+        assert h.get(d).status == DeploymentStatus.READY
+    finally:
+        h.controller.stop(timeout=5)

@@ -1,232 +1,28 @@
-"""The endpoint proxy over real HTTP: a gateway app and echo replicas on uvicorn in threads."""
+"""The endpoint proxy over real HTTP: the gateway's raw ASGI app and echo replicas on uvicorn in threads."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
+from gateway_helpers import OTHER_WS, WS, World, error_of, make_world, slot
 
-from aicloud.entities import Role, Token, Workspace
-from aicloud.gateway.proxy import Gateway, make_gateway_router
-from aicloud.gateway.registry import Endpoint, EndpointRegistry, ReplicaSlot
-from aicloud.server.app import install_error_handlers
-from aicloud.server.auth import PrincipalCache, hash_secret, mint_token
+from aicloud.entities import Role
+from aicloud.server.auth import PrincipalCache
 from aicloud.testing.server import free_port
-
-WS, OTHER_WS = "ws_a", "ws_b"
-
-
-# -- replicas: a raw ASGI echo app that records what it received --------------------------------
-
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    query: str
-    authorization: str | None
-    headers: dict[str, str]
-    length: int
-
-
-class EchoReplica:
-    """``POST /echo`` answers the body back; anything else answers a JSON summary of the request.
-
-    ``?sleep=<s>`` delays the answer; ``?status=<n>`` sets the status (replica errors pass through).
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.seen: list[Seen] = []
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        assert scope["type"] == "http"
-        digest, length, chunks = hashlib.sha256(), 0, []
-        while True:
-            message = await receive()
-            body = message.get("body", b"")
-            digest.update(body)
-            length += len(body)
-            if scope["path"] == "/echo":
-                chunks.append(body)
-            if not message.get("more_body"):
-                break
-        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
-        query = scope["query_string"].decode()
-        self.seen.append(
-            Seen(scope["method"], scope["path"], query, headers.get("authorization"), headers, length)
-        )
-        params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
-        if "sleep" in params:
-            await asyncio.sleep(float(params["sleep"]))
-        status = int(params.get("status", 200))
-        if scope["path"] == "/echo":
-            out_headers = [(b"content-type", headers.get("content-type", "").encode())]
-            if "inference-header-content-length" in headers:
-                out_headers.append(
-                    (b"inference-header-content-length", headers["inference-header-content-length"].encode())
-                )
-            await send({"type": "http.response.start", "status": status, "headers": out_headers})
-            for chunk in chunks:  # no content-length: the gateway must stream it
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        payload = json.dumps(
-            {
-                "replica": self.name,
-                "path": scope["path"],
-                "query": query,
-                "length": length,
-                "sha256": digest.hexdigest(),
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"x-replica", self.name.encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload if scope["method"] != "HEAD" else b""})
-
-
-class ThreadServer:
-    """A uvicorn server on a free port in a background thread."""
-
-    def __init__(self, app: Any) -> None:
-        self.port = free_port()
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", ws="none", lifespan="auto"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> ThreadServer:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
-# -- the gateway app and its fake state ---------------------------------------------------------
-
-
-class _Tokens:
-    def __init__(self) -> None:
-        self.rows: dict[str, Token] = {}
-
-    def get(self, token_id: str) -> Token | None:
-        return self.rows.get(token_id)
-
-
-class _Workspaces:
-    def __init__(self) -> None:
-        now = datetime.now(UTC)
-        self.rows = {w: Workspace(w, w, now) for w in (WS, OTHER_WS)}
-
-    def get(self, workspace_id: str) -> Workspace:
-        return self.rows[workspace_id]
-
-
-@dataclass
-class FakeStore:
-    tokens: _Tokens = field(default_factory=_Tokens)
-    workspaces: _Workspaces = field(default_factory=_Workspaces)
-
-    def mint(self, workspace: str, role: Role = Role.VIEWER, scope: str | None = None) -> str:
-        token_id, bearer, secret_hash = mint_token()
-        assert hash_secret(bearer.split("_", 3)[3]) == secret_hash
-        self.tokens.rows[token_id] = Token(
-            token_id, workspace, f"t-{token_id}", role, secret_hash, datetime.now(UTC), scope=scope
-        )
-        return bearer
-
-
-@dataclass
-class Host:
-    store: FakeStore
-    principals: PrincipalCache
-    gateway: Gateway
-
-
-def gateway_app(host: Host) -> FastAPI:
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        await host.gateway.aclose()
-
-    app = FastAPI(lifespan=lifespan)
-    app.state.aicloud = host
-    install_error_handlers(app)
-    app.include_router(make_gateway_router())
-    return app
-
-
-@dataclass
-class World:
-    registry: EndpointRegistry
-    store: FakeStore
-    host: Host
-    gateway: ThreadServer
-    a: EchoReplica
-    b: EchoReplica
-    a_url: str
-    b_url: str
-    token: str  # a viewer of WS
-
-    def url(self, name: str, path: str) -> str:
-        return f"{self.gateway.url}/v1/endpoints/{name}/{path}"
-
-    def endpoint(self, name: str, *slots: ReplicaSlot, workspace: str = WS) -> Endpoint:
-        ep = self.registry.ensure(f"dep-{name}", workspace, name, f"key-{name}")
-        for slot in slots:
-            self.registry.set_replica(ep, slot)
-        return ep
-
-    def auth(self, token: str | None = None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {token or self.token}"}
 
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
-    a, b = EchoReplica("a"), EchoReplica("b")
-    sa, sb = ThreadServer(a).start(), ThreadServer(b).start()
-    registry = EndpointRegistry()
-    store = FakeStore()
-    host = Host(store, PrincipalCache(ttl=60), Gateway(registry))
-    gw = ThreadServer(gateway_app(host)).start()
-    yield World(registry, store, host, gw, a, b, sa.url, sb.url, store.mint(WS))
-    for server in (gw, sa, sb):
-        server.stop()
+    with make_world() as w:
+        yield w
 
 
 @pytest.fixture(autouse=True)
@@ -236,16 +32,6 @@ def _fresh(world: World) -> None:
     world.registry.on_demand = lambda: None
     world.a.seen.clear()
     world.b.seen.clear()
-
-
-def slot(rid: str, url: str, generation: int = 1, ready: bool = True, draining: bool = False) -> ReplicaSlot:
-    return ReplicaSlot(rid, url, generation, ready=ready, draining=draining)
-
-
-def error_of(response: httpx.Response) -> dict[str, Any]:
-    err: dict[str, Any] = response.json()["error"]
-    assert set(err) == {"code", "message", "details"}
-    return err
 
 
 # -- auth -----------------------------------------------------------------------------------------
@@ -493,3 +279,43 @@ def test_only_replica_unreachable_is_503_in_error_shape(world: World) -> None:
     assert r.status_code == 503
     err = error_of(r)
     assert err["code"] == "unavailable" and "alpha" in err["message"]
+
+
+# -- the connection pool and the raw ASGI layer ---------------------------------------------------
+
+
+def test_connections_to_a_replica_are_kept_alive_and_reused(world: World) -> None:
+    world.endpoint("alpha", slot("r1", world.a_url))
+    with httpx.Client(headers=world.auth()) as h:
+        for _ in range(5):
+            assert h.post(world.url("alpha", "predict"), json={"inputs": [[1]]}).status_code == 200
+    assert len(world.a.seen) == 5
+    assert len({s.client for s in world.a.seen}) == 1  # one connection for all five
+
+
+def test_small_chunked_request_body_is_forwarded(world: World) -> None:
+    world.endpoint("alpha", slot("r1", world.a_url))
+    r = httpx.post(world.url("alpha", "echo"), content=iter([b"abc", b"", b"def"]), headers=world.auth())
+    assert r.status_code == 200 and r.content == b"abcdef"
+    assert world.a.seen[0].headers.get("transfer-encoding") == "chunked"
+
+
+def test_other_methods_and_paths_answer_in_the_error_shape(world: World) -> None:
+    world.endpoint("alpha", slot("r1", world.a_url))
+    r = httpx.put(world.url("alpha", "predict"), json={}, headers=world.auth())
+    assert r.status_code == 405 and error_of(r)["code"] == "method_not_allowed"
+    r = httpx.get(f"{world.gateway.url}/v1/endpoints/alpha", headers=world.auth())
+    assert r.status_code == 404 and error_of(r)["code"] == "not_found"
+    assert world.a.seen == []
+
+
+def test_caller_going_away_stops_a_streamed_answer(world: World) -> None:
+    ep = world.endpoint("alpha", slot("r1", world.a_url))
+    with httpx.stream("GET", world.url("alpha", "stream"), headers=world.auth(), timeout=30) as r:
+        assert r.status_code == 200
+        assert next(r.iter_lines()).startswith("tick")
+    deadline = time.monotonic() + 20
+    while (world.a.disconnects == 0 or ep.inflight) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert world.a.disconnects == 1  # the gateway hung up on the replica too
+    assert ep.inflight == 0

@@ -5,7 +5,9 @@ from __future__ import annotations
 from fastapi import routing
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from starlette.routing import Route
 
+from aicloud.gateway.asgi import PREFIX, EndpointApp, require_endpoint_caller
 from aicloud.server.app import create_app
 from aicloud.server.deps import AUTH_DEPENDENCIES, public
 
@@ -26,7 +28,13 @@ def test_every_route_has_an_auth_decision() -> None:
     for ctx in routing.iter_route_contexts(app.routes):  # flattens included routers
         route, path = ctx.original_route, ctx.path
         if not isinstance(route, APIRoute):
-            assert path in DOCS_PATHS, f"unexpected non-API route {path}"
+            # raw ASGI routes (endpoint traffic) declare the auth decision every request goes through
+            decision = getattr(getattr(route, "endpoint", None), "auth_decision", None)
+            if decision is None:
+                assert path in DOCS_PATHS, f"unexpected non-API route {path} without an auth decision"
+                continue
+            assert decision in AUTH_DEPENDENCIES and decision is not public, f"{path}: {decision}"
+            checked += 1
             continue
         decisions = _calls(route.dependant) & set(AUTH_DEPENDENCIES)
         assert len(decisions) == 1, f"{sorted(route.methods)} {path} has auth decisions {decisions}"
@@ -42,3 +50,12 @@ def test_operation_ids_are_stable_names() -> None:
     assert len(ids) == len(set(ids))
     assert "datasets_upload" in ids and "health" in ids
     assert all(i.replace("_", "").isalnum() for i in ids), ids
+
+
+def test_endpoint_traffic_reaches_the_raw_app_with_its_auth_decision() -> None:
+    """The control plane hands /v1/endpoints/... to the listed EndpointApp before any FastAPI routing."""
+    app = create_app()
+    raw = [r for r in app.routes if isinstance(r, Route) and isinstance(r.endpoint, EndpointApp)]
+    assert len(raw) == 1 and raw[0].path.startswith(PREFIX)
+    assert app.endpoint_app is raw[0].endpoint
+    assert app.endpoint_app.auth_decision is require_endpoint_caller

@@ -38,6 +38,11 @@ registry starts empty too, so no request reaches a replica of the old control pl
 ``on_removed(replica)`` runs once a replica's row is removed (exited, failed, never
 launched), e.g. to revoke the token its launcher minted.
 
+**Noticing a new replica fast.** While the loop runs, a :class:`~aicloud.controllers.probes.StartWatcher`
+probes every starting replica each ``probe_interval`` seconds and wakes the loop the moment one
+answers, so a replica is routable (and a request held for a cold deployment goes out) within a
+few milliseconds of binding its port, not at the next pass.
+
 **stop()** stops the loop and then the replicas of every deployment (SIGTERM with the drain
 grace), waiting up to ``timeout`` for them to exit, so a control-plane shutdown does not leak
 serving processes. Rows of replicas still draining at the deadline stay (``draining``); the
@@ -49,17 +54,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from aicloud.config import Settings
 from aicloud.controllers.autoscale import AutoscaleConfig, AutoscaleState, decide, trim
 from aicloud.controllers.loop import ReconcileLoop
+from aicloud.controllers.probes import PROBE_INTERVAL_S, Probe, StartWatcher, free_port, http_probe
 from aicloud.entities.serving import Deployment, DeploymentStatus, Replica, ReplicaState
 from aicloud.executors.base import Executor, ExitInfo, LaunchRequest
 from aicloud.executors.logs import tail_lines
@@ -74,7 +77,6 @@ MAX_FAILED_STARTS = 3
 MESSAGE_LINES = 20
 MAX_POLL_ERRORS = 10
 DRAIN_GRACE_S = 30.0
-PROBE_TIMEOUT_S = 1.0
 DEFAULT_TIMEOUT_S = 60.0  # a spec without timeout_s (as schemas.serving.DeploymentSpec)
 
 # The statuses the controller moves between; ``deleting`` is only ever set by a request.
@@ -87,26 +89,6 @@ _LIVE = [
 
 Launcher = Callable[[Deployment, str, int, str], LaunchRequest]
 """``launcher(deployment, replica_id, port, replica_key)`` → the replica's LaunchRequest."""
-
-Probe = Callable[[str], bool]
-"""``probe(replica_url)`` → whether the replica answers ``/v2/health/ready`` with 200."""
-
-
-def http_probe(url: str) -> bool:
-    """``GET {url}/v2/health/ready`` with a short timeout; any error is "not ready"."""
-    try:
-        return httpx.get(f"{url}/v2/health/ready", timeout=PROBE_TIMEOUT_S).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 free now (the replica binds it a moment later; a race is possible
-    but the kernel does not hand out the same ephemeral port again soon)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -135,6 +117,7 @@ class DeploymentController(ReconcileLoop):
         *,
         interval: float = 0.2,
         probe: Probe = http_probe,
+        probe_interval: float = PROBE_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
         drain_grace_s: float = DRAIN_GRACE_S,
         max_failed_starts: int = MAX_FAILED_STARTS,
@@ -155,13 +138,22 @@ class DeploymentController(ReconcileLoop):
         self._owned: set[str] = set()  # replica ids this controller started
         self._cancel_sent: set[str] = set()
         self._poll_errors: dict[str, int] = {}
+        self._watcher = StartWatcher(probe, self.wake, probe_interval) if probe_interval > 0 else None
         registry.on_demand = self.wake
 
     # -- the loop ----------------------------------------------------------------------------
 
+    def start(self) -> None:
+        """Start the loop and the thread that watches starting replicas (idempotent)."""
+        if self._watcher is not None:
+            self._watcher.start()  # first: the loop's first pass may launch replicas to watch
+        super().start()
+
     def stop(self, timeout: float = 10.0, *, stop_replicas: bool = True) -> None:
         """Stop the loop, then (by default) the replicas: see the module docstring."""
         self._stop_loop(timeout)
+        if self._watcher is not None:
+            self._watcher.stop(timeout)
         if stop_replicas:
             with self._pass_lock:
                 self._stop_all_replicas(timeout)
@@ -233,6 +225,7 @@ class DeploymentController(ReconcileLoop):
                 self._cancel(r)  # idempotent; a no-op when already sent
                 continue
             if r.state == ReplicaState.STARTING and self.probe(r.url):
+                self._unwatch(r.id)
                 r = self.store.deployments.update_replica(r.id, state=ReplicaState.READY)
                 self.registry.set_replica(ep, ReplicaSlot(r.id, r.url, r.generation, ready=True))
                 if r.generation == d.generation:
@@ -349,6 +342,8 @@ class DeploymentController(ReconcileLoop):
             self._kill(handle)  # never leave a process the store does not know about
             raise
         self.registry.set_replica(ep, ReplicaSlot(r.id, r.url, r.generation))
+        if self._watcher is not None:
+            self._watcher.add(r.id, r.url)
         log.info("deployment %s: replica %s starting on port %d", d.name, r.id, port)
         return r
 
@@ -381,6 +376,7 @@ class DeploymentController(ReconcileLoop):
         slot = ep.replicas.get(r.id)
         ready = slot.ready if slot is not None else False
         self.registry.set_replica(ep, ReplicaSlot(r.id, r.url, r.generation, ready=ready, draining=True))
+        self._unwatch(r.id)
         if r.state != ReplicaState.DRAINING:
             r = self.store.deployments.update_replica(r.id, state=ReplicaState.DRAINING, message=why)
             log.info("replica %s draining: %s", r.id, why)
@@ -412,6 +408,11 @@ class DeploymentController(ReconcileLoop):
         self._owned.discard(r.id)
         self._cancel_sent.discard(r.id)
         self._poll_errors.pop(r.id, None)
+        self._unwatch(r.id)
+
+    def _unwatch(self, replica_id: str) -> None:
+        if self._watcher is not None:
+            self._watcher.discard(replica_id)
 
     def _kill(self, handle: dict[str, Any]) -> None:
         try:

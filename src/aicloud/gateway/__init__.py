@@ -1,6 +1,11 @@
-"""Endpoint routing: the registry the deployment controller writes, and the proxy that reads it.
+"""Endpoint routing: the registry the deployment controller writes, and the gateway that reads it.
 
-Import the proxy from :mod:`aicloud.gateway.proxy` (``Gateway``, ``make_gateway_router``,
-``require_endpoint_caller``); this package module stays import-free so that the server state
-can import :mod:`aicloud.gateway.registry` without pulling the server back in.
+* :mod:`aicloud.gateway.registry`: the live routing table (``EndpointRegistry``);
+* :mod:`aicloud.gateway.asgi`: ``/v1/endpoints/...`` as a raw ASGI app (``EndpointApp``) and its
+  auth decision (``require_endpoint_caller``);
+* :mod:`aicloud.gateway.proxy`: the data path (``Gateway``: choose, hold, forward, retry);
+* :mod:`aicloud.gateway.upstream`: the keep-alive HTTP/1.1 client to the replicas.
+
+This package module stays import-free so that the server state can import
+:mod:`aicloud.gateway.registry` without pulling the server back in.
 """

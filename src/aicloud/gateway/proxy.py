@@ -1,65 +1,61 @@
-"""The endpoint proxy: ``/v1/endpoints/{name}/{path}`` on the control plane, forwarded to replicas.
+"""The endpoint proxy: forwards one authenticated call to a replica of its deployment.
 
-One request, top to bottom:
+:class:`Gateway` is the data path behind ``/v1/endpoints/{name}/{path}`` (the raw ASGI app in
+:mod:`aicloud.gateway.asgi` authenticates and then calls :meth:`Gateway.forward`):
 
-1. :func:`require_endpoint_caller` authenticates the bearer (through the app's
-   ``PrincipalCache``, so the hot path does not touch the database) and finds the
-   deployment's :class:`~aicloud.gateway.registry.Endpoint` in the caller's workspace.
-   Any workspace token (role viewer or more: predicting is a read) may call any endpoint
-   of its workspace; a token scoped ``endpoint:<name>`` may call only that endpoint.
-   Other scopes (``job:``, ``deployment:``) act as their workspace's tokens, so a job
-   or a service can call an endpoint. An unknown name, or a name an endpoint token is
-   not for, is 404 (the answer does not tell a scoped token which other endpoints exist).
-2. :meth:`Gateway.forward` picks the least-outstanding ready replica. With none ready it
-   holds the request (``Endpoint.waiting``, ``EndpointRegistry.demand``) until one is, up
-   to the endpoint's ``timeout_s`` (else :data:`HOLD_TIMEOUT_S`); only then is it 503.
-3. The request goes out on one pooled keep-alive ``httpx.AsyncClient`` with the replica
-   key as bearer. Bodies up to :data:`BUFFER_LIMIT` bytes are read once and sent in one
-   write; larger or chunked bodies stream through. Responses with a known length up to
-   the same limit are read in one go; others stream back as they arrive.
-4. If the connection fails before any response (refused, reset, closed without an
-   answer), the request is retried once on another ready replica, provided its body can
-   be sent again: a buffered body always can, a streamed one only if none of it was sent
-   yet. A replica that refused a connection is avoided for :data:`SUSPECT_S` seconds.
+1. :meth:`Gateway.forward` picks the least-outstanding ready replica. With none ready it holds
+   the request (``Endpoint.waiting``, ``EndpointRegistry.demand``) until one is, up to the
+   endpoint's ``timeout_s`` (else :data:`HOLD_TIMEOUT_S`); only then is it 503. The registry
+   wakes a held request the moment a replica turns ready.
+2. The request goes out on a pooled keep-alive connection to that replica
+   (:mod:`aicloud.gateway.upstream`: HTTP/1.1 over asyncio streams) with the replica key as
+   bearer. Bodies up to :data:`BUFFER_LIMIT` bytes are read once and sent with the head in one
+   write; larger or chunked bodies stream through. Responses with a known length up to the same
+   limit are read in one go and answered in one ``send``; others stream back as they arrive,
+   and stop as soon as the caller disconnects.
+3. If the connection fails before any response (refused, reset, closed without an answer), the
+   request is retried once on another ready replica, provided its body can be sent again: a
+   buffered body always can, a streamed one only if none of it was sent yet. A replica that
+   refused a connection is avoided for :data:`SUSPECT_S` seconds. A kept-alive connection the
+   replica had closed meanwhile is not the replica's fault: the request goes again on a fresh
+   connection to the same replica first.
 
-Errors the gateway raises itself use aicloud's error shape; whatever a replica answers
-(errors included) passes through unchanged.
+Errors the gateway raises itself are :class:`~aicloud.errors.AicloudError`s (the ASGI app
+answers them in aicloud's error shape); whatever a replica answers (errors included) passes
+through unchanged. In-flight counts per replica (``ReplicaSlot.inflight``) cover a request from
+the moment it is sent until its answer was relayed; the autoscaler reads them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
+import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, MutableMapping
 from dataclasses import dataclass
-from typing import Annotated, Protocol
+from typing import Any
 
-import anyio
-import httpx
-from fastapi import APIRouter, Depends, Request
-from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
-
-from aicloud.entities import Role
-from aicloud.errors import NotFoundError, PayloadTooLargeError, PermissionDeniedError, UnavailableError
+from aicloud.errors import PayloadTooLargeError, UnavailableError
 from aicloud.gateway.registry import Endpoint, EndpointRegistry, ReplicaSlot
-from aicloud.server.auth import Principal, PrincipalCache, authenticate
-from aicloud.store import MetadataStore
+from aicloud.gateway.upstream import (
+    Broken,
+    ConnectFailed,
+    Connection,
+    Head,
+    TimedOut,
+    UpstreamError,
+    Upstreams,
+)
 
-if importlib.util.find_spec("sniffio") is None:
-    # httpcore runs ``import sniffio`` several times per request; without the package every
-    # attempt is a full, uncached search of sys.path (~0.2 ms each, most of the proxy's cost).
-    # A None entry makes the miss instant and changes nothing else: the module is not there.
-    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
+log = logging.getLogger("aicloud.gateway")
 
 #: How long a request for a deployment with no ready replica waits for one (unless the
 #: endpoint carries its deployment's ``timeout_s``).
 HOLD_TIMEOUT_S = 120.0
-#: How often a held request looks for a ready replica.
-HOLD_POLL_S = 0.02
+#: Longest wait between two looks for a ready replica while a request is held (the registry
+#: wakes held requests at once; this is the fallback).
+HOLD_POLL_S = 0.05
 #: Bodies (request or response) up to this size are read whole; larger ones stream.
 BUFFER_LIMIT = 1 << 20
 #: Largest request body the gateway forwards (the replicas' default limit too).
@@ -90,127 +86,94 @@ _RESPONSE_HEADERS = frozenset(
         b"x-request-id",
     }
 )
-#: Failures that happen before a replica answered anything, so a retry cannot repeat work
-#: the caller would see twice (a replica killed mid-request never answered).
-_RETRYABLE = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.RemoteProtocolError,
-    httpx.ReadError,
-    httpx.WriteError,
-)
+Scope = MutableMapping[str, Any]
 
 
-class GatewayHost(Protocol):
-    """What the gateway needs from the app state (``request.app.state.aicloud``)."""
-
-    store: MetadataStore
-    principals: PrincipalCache
-    gateway: Gateway
+class ClientGone(Exception):
+    """The caller disconnected before its request could be forwarded: nobody to answer."""
 
 
-@dataclass(frozen=True, slots=True)
-class EndpointCall:
-    """An authenticated call to one endpoint."""
+@dataclass(slots=True)
+class Incoming:
+    """What the gateway needs of a request's headers, read in one pass (:func:`read_headers`)."""
 
-    principal: Principal
-    endpoint: Endpoint
-    gateway: Gateway
-
-
-def gateway_host(request: Request) -> GatewayHost:
-    """The app state, by the same convention as ``aicloud.server.deps.get_state``."""
-    host: GatewayHost = request.app.state.aicloud
-    return host
+    authorization: str | None
+    forward: bytes  # the header lines passed on to the replica, CRLF-terminated
+    length: int  # Content-Length, -1 when absent or invalid
+    chunked: bool  # Transfer-Encoding: chunked
 
 
-async def require_endpoint_caller(
-    request: Request, name: str, host: Annotated[GatewayHost, Depends(gateway_host)]
-) -> EndpointCall:
-    """The auth decision of endpoint routes: a workspace token, or a token for this endpoint."""
-    header = request.headers.get("authorization")
-    principal = host.principals.get(header) if header else None
-    if principal is None:
-        principal = await run_in_threadpool(authenticate, host.store, header)
-        host.principals.put(header or "", principal)
-    principal.require(Role.VIEWER)
-    request.state.principal = principal
-    scope = principal.token.scope
-    if scope is not None and scope.startswith("endpoint:") and scope[9:] != name:
-        raise NotFoundError.of("deployment", name)
-    if scope is not None and scope.startswith("deployment:"):
-        raise PermissionDeniedError("a replica token can only download its deployment's artifacts")
-    endpoint = host.gateway.registry.get(principal.workspace.id, name)
-    if endpoint is None:
-        raise NotFoundError.of("deployment", name)
-    return EndpointCall(principal, endpoint, host.gateway)
-
-
-require_endpoint_caller.__aicloud_auth__ = "endpoint"  # type: ignore[attr-defined]
+def read_headers(scope: Scope) -> Incoming:
+    authorization: str | None = None
+    parts: list[bytes] = []
+    length = -1
+    chunked = False
+    for key, value in scope["headers"]:
+        if key in _REQUEST_HEADERS:
+            if key == b"content-length":
+                length = int(value) if value.isdigit() else -1
+                continue  # re-added below once the framing is known
+            parts += (key, b": ", value, b"\r\n")
+        elif key == b"authorization":
+            authorization = value.decode("latin-1")
+        elif key == b"transfer-encoding":
+            chunked = True
+    return Incoming(authorization, b"".join(parts), length, chunked)
 
 
 class _Body:
-    """The request body as httpx content: whole bytes, or a stream that remembers being read."""
+    """The request body: whole bytes, or a stream from the ASGI ``receive`` that remembers being read."""
 
-    def __init__(self, request: Request, buffered: bytes | None) -> None:
+    __slots__ = ("buffered", "chunked", "receive", "started")
+
+    def __init__(self, receive: Any, buffered: bytes | None, chunked: bool) -> None:
+        self.receive = receive
         self.buffered = buffered
-        self._request = request
+        self.chunked = chunked  # re-frame the stream as chunked for the replica
         self.started = False
 
     @property
     def resendable(self) -> bool:
         return self.buffered is not None or not self.started
 
-    def content(self) -> bytes | AsyncIterator[bytes]:
-        return self.buffered if self.buffered is not None else self._stream()
+    def stream(self) -> AsyncIterator[bytes] | None:
+        return None if self.buffered is not None else self._stream()
 
     async def _stream(self) -> AsyncIterator[bytes]:
         self.started = True
-        async for chunk in self._request.stream():
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone()
+            chunk = message.get("body", b"")
             if chunk:
-                yield chunk
+                yield b"%x\r\n%s\r\n" % (len(chunk), chunk) if self.chunked else chunk
+            if not message.get("more_body", False):
+                break
+        if self.chunked:
+            yield b"0\r\n\r\n"
 
 
-class _Relay(Response):
-    """Streams a replica's response to the caller, then closes it and releases the replica slot.
+async def _read_body(receive: Any) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        if chunk:
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    Stops reading the replica as soon as the caller disconnects.
-    """
 
-    def __init__(
-        self, upstream: httpx.Response, headers: list[tuple[bytes, bytes]], release: Callable[[], None]
-    ):
-        self.status_code = upstream.status_code
-        self.raw_headers = headers
-        self.background = None
-        self._upstream = upstream
-        self._release = release
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            async with anyio.create_task_group() as tg:
-
-                async def watch() -> None:
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(watch)
-                await send(
-                    {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-                )
-                async for chunk in self._upstream.aiter_raw():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                tg.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._upstream.aclose()
-            self._release()
+async def _wait_disconnect(receive: Any) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 class Gateway:
-    """Forwards endpoint calls to replicas over one pooled client; owns that client.
+    """Forwards endpoint calls to replicas over pooled keep-alive connections; owns those connections.
 
     ``registry`` is the live routing table the deployment controller writes. Call
     :meth:`aclose` when the app shuts down.
@@ -221,36 +184,16 @@ class Gateway:
         registry: EndpointRegistry,
         *,
         hold_timeout_s: float = HOLD_TIMEOUT_S,
-        max_connections: int = 512,
         max_keepalive: int = 128,
+        read_timeout_s: float = READ_TIMEOUT_S,
     ) -> None:
         self.registry = registry
         self.hold_timeout_s = hold_timeout_s
-        self._limits = httpx.Limits(
-            max_connections=max_connections,
-            max_keepalive_connections=max_keepalive,
-            keepalive_expiry=4.0,  # under uvicorn's 5 s keep-alive, so the replica never closes first
-        )
-        self._client: httpx.AsyncClient | None = None
+        self.upstreams = Upstreams(read_timeout_s=read_timeout_s, max_idle=max_keepalive)
         self._suspect: dict[str, float] = {}  # replica id → monotonic time until which to avoid it
 
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                limits=self._limits,
-                timeout=httpx.Timeout(READ_TIMEOUT_S, connect=5.0, pool=None),
-                trust_env=False,
-                follow_redirects=False,
-            )
-            # No default headers (user-agent, accept-encoding...): the replica sees the caller's.
-            self._client.headers.clear()
-        return self._client
-
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        self.upstreams.close()
 
     # -- choosing a replica ---------------------------------------------------------------
 
@@ -265,74 +208,84 @@ class Gateway:
                 return slot
         return ep.choose(exclude or None)
 
-    async def _hold(self, ep: Endpoint, request: Request, body: _Body) -> ReplicaSlot:
+    async def _hold(self, ep: Endpoint, body: _Body) -> ReplicaSlot:
         """Wait for a ready replica of a cold deployment; 503 only after the hold timeout."""
         timeout = ep.timeout_s or self.hold_timeout_s
         deadline = time.monotonic() + timeout
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+
+        def wake() -> None:  # called from the controller's thread
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to wake
+                loop.call_soon_threadsafe(ready.set)
+
+        # Only once the body is read may receive() be watched for a disconnect.
+        gone = asyncio.ensure_future(_wait_disconnect(body.receive)) if body.buffered is not None else None
         ep.waiting += 1
+        self.registry.add_waker(ep, wake)
         try:
             self.registry.demand(ep)
             while True:
                 slot = self._choose(ep, set())
                 if slot is not None:
                     return slot
-                if time.monotonic() >= deadline:
+                left = deadline - time.monotonic()
+                if left <= 0:
                     raise UnavailableError(
                         f"deployment {ep.name!r} could not start a replica within {timeout:g}s; "
                         "see the deployment's status and replica logs",
                         details={"deployment": ep.name, "waited_s": timeout},
                     )
-                # Only once the body is read may receive() be polled for a disconnect.
-                if body.buffered is not None and await request.is_disconnected():
-                    raise UnavailableError("the caller went away", details={"deployment": ep.name})
-                await asyncio.sleep(HOLD_POLL_S)
+                if gone is not None and gone.done():
+                    raise ClientGone()
+                waiter = asyncio.ensure_future(ready.wait())
+                waits = {waiter} if gone is None else {waiter, gone}
+                await asyncio.wait(waits, timeout=min(left, HOLD_POLL_S), return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                ready.clear()
         finally:
+            self.registry.remove_waker(ep, wake)
             ep.waiting -= 1
+            if gone is not None:
+                gone.cancel()
 
     # -- forwarding ----------------------------------------------------------------------
 
-    async def forward(self, call: EndpointCall, request: Request) -> Response:
-        ep = call.endpoint
+    async def forward(self, ep: Endpoint, scope: Scope, receive: Any, send: Any, incoming: Incoming) -> None:
+        """Forward one request and relay the answer; raises an AicloudError only before answering."""
         ep.last_request = time.monotonic()
-        scope = request.scope
-        length = -1
-        headers: list[tuple[bytes, bytes]] = []
-        chunked = False
-        for key, value in scope["headers"]:
-            if key in _REQUEST_HEADERS:
-                headers.append((key, value))
-                if key == b"content-length":
-                    length = int(value) if value.isdigit() else -1
-            elif key == b"transfer-encoding":
-                chunked = True
+        length = incoming.length
         if length > MAX_BODY_BYTES:  # refuse up front: a replica would cut the upload short
             raise PayloadTooLargeError(
                 f"the request body is {length} bytes; the limit is {MAX_BODY_BYTES}",
                 details={"limit": MAX_BODY_BYTES},
             )
-        headers.append((b"authorization", b"Bearer " + ep.replica_key.encode()))
-        if 0 <= length <= BUFFER_LIMIT and not chunked:
-            body = _Body(request, await request.body() if length else b"")
-        elif length < 0 and not chunked:
-            body = _Body(request, b"")  # no body at all
+        method: str = scope["method"]
+        common = [incoming.forward, b"authorization: Bearer ", ep.replica_key.encode(), b"\r\n"]
+        if incoming.chunked:
+            body = _Body(receive, None, chunked=True)
+            common.append(b"transfer-encoding: chunked\r\n")
+        elif length > BUFFER_LIMIT:
+            body = _Body(receive, None, chunked=False)
+            common.append(b"content-length: %d\r\n" % length)
         else:
-            body = _Body(request, None)
-        target = _target(scope)
+            data = await _read_body(receive) if length > 0 else b""
+            body = _Body(receive, data, chunked=False)
+            if length >= 0 or method not in ("GET", "HEAD"):
+                common.append(b"content-length: %d\r\n" % len(data))
+        common.append(b"\r\n")
+        tail = b"".join(common)
+        line = f"{method} {_target(scope)} HTTP/1.1\r\n".encode("latin-1")
 
         tried: set[str] = set()
-        slot = self._choose(ep, tried) or await self._hold(ep, request, body)
+        slot = self._choose(ep, tried) or await self._hold(ep, body)
         while True:
             slot.inflight += 1
             try:
-                upstream = await self.client.send(
-                    self.client.build_request(
-                        request.method, slot.url + target, headers=headers, content=body.content()
-                    ),
-                    stream=True,
-                )
-            except _RETRYABLE as exc:
+                conn, head = await self._exchange(slot, method, line, tail, body)
+            except (ConnectFailed, Broken) as exc:
                 slot.inflight -= 1
-                if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                if isinstance(exc, ConnectFailed):
                     self._suspect[slot.replica_id] = time.monotonic() + SUSPECT_S
                 tried.add(slot.replica_id)
                 retry = self._choose(ep, tried) if body.resendable and len(tried) == 1 else None
@@ -340,7 +293,7 @@ class Gateway:
                     raise _unreachable(ep, slot, exc) from exc
                 slot = retry
                 continue
-            except httpx.TimeoutException as exc:
+            except TimedOut as exc:
                 slot.inflight -= 1
                 raise UnavailableError(
                     f"replica of deployment {ep.name!r} did not answer in time",
@@ -350,34 +303,67 @@ class Gateway:
                 slot.inflight -= 1
                 raise
             break
-        return await self._respond(upstream, slot)
+        await self._respond(conn, head, slot, method, receive, send)
 
-    async def _respond(self, upstream: httpx.Response, slot: ReplicaSlot) -> Response:
-        headers = [(k, v) for k, v in upstream.headers.raw if k.lower() in _RESPONSE_HEADERS]
-        length = upstream.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) <= BUFFER_LIMIT:
+    async def _exchange(
+        self, slot: ReplicaSlot, method: str, line: bytes, tail: bytes, body: _Body
+    ) -> tuple[Connection, Head]:
+        """Send the request on a pooled connection (a fresh one if a reused one was stale); the head."""
+        pool = self.upstreams.pool(slot.url)
+        conn = await pool.acquire()
+        wire = line + pool.host_header + tail
+        try:
+            await conn.request(wire, body.buffered, body.stream())
+            return conn, await conn.read_head(method)
+        except Broken:
+            if not conn.reused or not body.resendable:
+                raise
+        conn = await pool.acquire(fresh=True)  # the replica had closed the idle connection
+        await conn.request(wire, body.buffered, body.stream())
+        return conn, await conn.read_head(method)
+
+    async def _respond(
+        self, conn: Connection, head: Head, slot: ReplicaSlot, method: str, receive: Any, send: Any
+    ) -> None:
+        headers = [(k, v) for k, v in head.headers if k in _RESPONSE_HEADERS]
+        if 0 <= head.length <= BUFFER_LIMIT:
             try:
-                content = await upstream.aread()
-            except httpx.HTTPError as exc:
+                content = await conn.read_body(head)
+            except UpstreamError as exc:
                 raise UnavailableError(
                     "the replica broke off its answer", details={"replica": slot.replica_id}
                 ) from exc
             finally:
-                await upstream.aclose()
                 slot.inflight -= 1
-            response = Response(status_code=upstream.status_code)
-            response.body = content
-            response.raw_headers = headers
-            return response
-        released = False
+            await send({"type": "http.response.start", "status": head.status, "headers": headers})
+            await send({"type": "http.response.body", "body": content})
+            return
+        relay = asyncio.ensure_future(self._relay(conn, head, headers, send))
+        gone = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            await asyncio.wait({relay, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not relay.done():  # the caller went away: stop reading the replica
+                relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay
+            slot.inflight -= 1
 
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                slot.inflight -= 1
-
-        return _Relay(upstream, headers, release)
+    @staticmethod
+    async def _relay(conn: Connection, head: Head, headers: list[tuple[bytes, bytes]], send: Any) -> None:
+        """Stream a replica's answer to the caller; a replica breaking off mid-answer cuts it short."""
+        await send({"type": "http.response.start", "status": head.status, "headers": headers})
+        chunks = conn.iter_body(head)
+        try:
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except UpstreamError as exc:
+            log.warning("replica answer cut short: %s", exc)
+            return  # the ASGI server closes the connection: the caller sees a truncated answer
+        finally:
+            await chunks.aclose()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _target(scope: Scope) -> str:
@@ -400,39 +386,12 @@ def _unreachable(ep: Endpoint, slot: ReplicaSlot, exc: Exception) -> Unavailable
     )
 
 
-EndpointCaller = Annotated[EndpointCall, Depends(require_endpoint_caller)]
-
-
-def make_gateway_router() -> APIRouter:
-    """``/v1/endpoints/{name}/{path}`` (GET, POST, HEAD), authenticated by :func:`require_endpoint_caller`.
-
-    The app state (``request.app.state.aicloud``) must carry ``store``, ``principals`` and
-    ``gateway`` (a :class:`Gateway`); see :class:`GatewayHost`.
-    """
-    router = APIRouter(tags=["endpoints"])
-
-    async def call_endpoint(name: str, path: str, request: Request, call: EndpointCaller) -> Response:
-        return await call.gateway.forward(call, request)
-
-    # One route per method: operation ids are route names and must stay unique.
-    for method in ("GET", "POST", "HEAD"):
-        router.add_api_route(
-            "/v1/endpoints/{name}/{path:path}",
-            call_endpoint,
-            methods=[method],
-            name=f"endpoints_{method.lower()}",
-            summary=f"{method} on a deployment: forwarded to one of its replicas",
-        )
-    return router
-
-
 __all__ = [
     "BUFFER_LIMIT",
     "HOLD_TIMEOUT_S",
-    "EndpointCall",
+    "MAX_BODY_BYTES",
+    "ClientGone",
     "Gateway",
-    "GatewayHost",
-    "gateway_host",
-    "make_gateway_router",
-    "require_endpoint_caller",
+    "Incoming",
+    "read_headers",
 ]

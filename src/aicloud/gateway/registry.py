@@ -6,6 +6,11 @@ requests in flight per replica, records the last request time, and asks for a st
 when a request arrives for a deployment at zero replicas. The autoscaler reads the
 in-flight counts. Plain attribute reads and writes of ints and floats are atomic in
 CPython; structural changes take the lock.
+
+A request held for a cold deployment registers a *waker* on its endpoint
+(:meth:`EndpointRegistry.add_waker`); :meth:`EndpointRegistry.set_replica` calls the wakers
+(from the controller's thread) as soon as a replica becomes routable, so the held request
+goes out at once instead of at its next poll.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class Endpoint:
     start_requested: bool = False  # a request is held for a cold deployment
     waiting: int = 0  # requests held while no replica is ready
     timeout_s: float | None = None  # the spec's timeout_s: how long the gateway holds a cold request
+    wakers: list[Callable[[], None]] = field(default_factory=list)  # held requests to wake on ready
 
     def routable(self) -> list[ReplicaSlot]:
         return [r for r in list(self.replicas.values()) if r.ready and not r.draining]
@@ -93,6 +99,19 @@ class EndpointRegistry:
             else:  # keep the live in-flight count
                 current.url, current.ready, current.draining = slot.url, slot.ready, slot.draining
                 current.generation = slot.generation
+            wakers = list(ep.wakers) if slot.ready and not slot.draining else []
+        for wake in wakers:
+            wake()
+
+    def add_waker(self, ep: Endpoint, wake: Callable[[], None]) -> None:
+        """Call ``wake()`` (from any thread) when a replica of ``ep`` becomes routable."""
+        with self._lock:
+            ep.wakers.append(wake)
+
+    def remove_waker(self, ep: Endpoint, wake: Callable[[], None]) -> None:
+        with self._lock:
+            if wake in ep.wakers:
+                ep.wakers.remove(wake)
 
     def drop_replica(self, ep: Endpoint, replica_id: str) -> None:
         with self._lock:

@@ -11,12 +11,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from aicloud import __version__
 from aicloud.blobs import open_blob_store
 from aicloud.config import Settings
 from aicloud.errors import AicloudError
-from aicloud.gateway.proxy import make_gateway_router
+from aicloud.gateway.asgi import PREFIX as ENDPOINTS_PREFIX
+from aicloud.gateway.asgi import EndpointApp, mount_endpoints
 from aicloud.server.bootstrap import bootstrap
 from aicloud.server.jobs import JobRuntime
 from aicloud.server.routes import (
@@ -94,6 +96,21 @@ def install_error_handlers(app: FastAPI) -> None:
         return _error(500, "internal", "internal server error; see the server log")
 
 
+class ControlPlaneApp(FastAPI):
+    """The control plane. Endpoint traffic (``/v1/endpoints/...``) goes straight to the gateway's raw
+    ASGI app, before FastAPI's middleware and routing (see :mod:`aicloud.gateway.asgi`)."""
+
+    endpoint_app: EndpointApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoints = self.endpoint_app
+        if endpoints is not None and scope["type"] == "http" and scope["path"].startswith(ENDPOINTS_PREFIX):
+            scope["app"] = self
+            await endpoints(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def open_state(settings: Settings) -> AppState:
     settings.home.mkdir(parents=True, exist_ok=True)
     store = open_store(settings.resolved_database_url, migrate=True)
@@ -104,7 +121,7 @@ def open_state(settings: Settings) -> AppState:
     return AppState(settings=settings, store=store, blobs=blobs)
 
 
-def create_app(settings: Settings | None = None, state: AppState | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, state: AppState | None = None) -> ControlPlaneApp:
     """Build the control plane. ``state`` lets tests inject stores; otherwise they open at start-up."""
     settings = settings or Settings()
 
@@ -148,7 +165,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
             await app_state.gateway.aclose()
             app_state.store.close()
 
-    app = FastAPI(
+    app = ControlPlaneApp(
         title="aicloud",
         version=__version__,
         lifespan=lifespan,
@@ -161,5 +178,5 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     for module in routers:
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(sweeps.router, prefix="/api/v1")
-    app.include_router(make_gateway_router())
+    app.endpoint_app = mount_endpoints(app)
     return app

@@ -78,6 +78,6 @@ require_admin = _require(Role.ADMIN)
 Viewer = Annotated[Principal, Depends(require_viewer)]
 Member = Annotated[Principal, Depends(require_member)]
 Admin = Annotated[Principal, Depends(require_admin)]
-from aicloud.gateway.proxy import require_endpoint_caller  # noqa: E402 (the gateway's own auth)
+from aicloud.gateway.asgi import require_endpoint_caller  # noqa: E402 (the gateway's own auth)
 
 AUTH_DEPENDENCIES = (public, require_viewer, require_member, require_admin, require_endpoint_caller)

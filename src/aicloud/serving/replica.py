@@ -34,15 +34,17 @@ import os
 import sys
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from aicloud.errors import DataCorruptedError, ValidationError
-from aicloud.serving.app import ReplicaApp, ReplicaConfig, build_app
-from aicloud.serving.runtime import ArtifactRuntime
-from aicloud.serving.service import Service
+
+if TYPE_CHECKING:  # imported in make_app, while the artifacts download (see there)
+    from aicloud.serving.app import ReplicaApp
+    from aicloud.serving.service import Service
 
 
 def log(message: str) -> None:
@@ -136,6 +138,8 @@ def load_service_class(code_dir: Path, entrypoint: str) -> type[Service]:
     path = (code_dir / file_part).resolve()
     if not path.is_relative_to(code_dir.resolve()) or not path.is_file():
         raise ValidationError.field("service.entrypoint", f"{file_part!r} is not a file of the service code")
+    from aicloud.serving.service import Service
+
     sys.path.insert(0, str(code_dir.resolve()))
     module_name = path.stem
     spec = importlib.util.spec_from_file_location(module_name, path)
@@ -151,14 +155,44 @@ def load_service_class(code_dir: Path, entrypoint: str) -> type[Service]:
     return cls
 
 
+def _fetch(env: Mapping[str, str], spec: dict[str, Any], workdir: Path) -> tuple[str, Any]:
+    """What the replica serves: ``("model", folder)`` or ``("service", (code folder, entrypoint))``,
+    downloaded from the control plane unless a test-only variable names it."""
+    if env.get("AICLOUD_REPLICA_SERVICE"):
+        file_part, _, cls_name = env["AICLOUD_REPLICA_SERVICE"].rpartition(":")
+        path = Path(file_part)
+        return "service", (path.parent, f"{path.name}:{cls_name}")
+    if env.get("AICLOUD_REPLICA_MODEL_DIR"):
+        return "model", Path(env["AICLOUD_REPLICA_MODEL_DIR"])
+    if isinstance(spec.get("service"), dict):
+        return "service", fetch_service_code(spec, workdir)
+    return "model", fetch_model(spec, workdir)
+
+
+def _in_background(fn: Any, *args: Any) -> Future[Any]:
+    pool = ThreadPoolExecutor(1, thread_name_prefix="aicloud-fetch")
+    try:
+        return pool.submit(fn, *args)
+    finally:
+        pool.shutdown(wait=False)
+
+
 def make_app(environ: Mapping[str, str] | None = None, workdir: Path | None = None) -> ReplicaApp:
-    """Build (not start) the replica app from the environment, downloading what it serves."""
+    """Build (not start) the replica app from the environment, downloading what it serves.
+
+    The download runs in a thread while this one imports the serving stack (FastAPI, the model
+    runtime): a cold start waits for the slower of the two, not for both.
+    """
     env = os.environ if environ is None else environ
     workdir = workdir or Path.cwd()
     key = env.get("AICLOUD_REPLICA_KEY", "")
     if not key:
         raise ValidationError.field("AICLOUD_REPLICA_KEY", "is not set; the controller passes a random key")
     spec = _env_json(env, "AICLOUD_DEPLOYMENT_SPEC")
+    fetched = _in_background(_fetch, env, spec, workdir)
+    from aicloud.serving.app import ReplicaConfig, build_app
+    from aicloud.serving.runtime import ArtifactRuntime
+
     name = env.get("AICLOUD_DEPLOYMENT_NAME") or "model"
     mv = spec.get("model_version")
     mv = mv if isinstance(mv, dict) else {}
@@ -169,17 +203,10 @@ def make_app(environ: Mapping[str, str] | None = None, workdir: Path | None = No
         replica_id=env.get("AICLOUD_REPLICA_ID", ""),
         version=str(mv.get("version", "1")),
     )
-    if env.get("AICLOUD_REPLICA_SERVICE"):
-        target = env["AICLOUD_REPLICA_SERVICE"]
-        file_part, _, cls_name = target.rpartition(":")
-        path = Path(file_part)
-        return build_app(config, service=load_service_class(path.parent, f"{path.name}:{cls_name}"))
-    if env.get("AICLOUD_REPLICA_MODEL_DIR"):
-        return build_app(config, runtime=ArtifactRuntime(env["AICLOUD_REPLICA_MODEL_DIR"]))
-    if isinstance(spec.get("service"), dict):
-        code, entry = fetch_service_code(spec, workdir)
-        return build_app(config, service=load_service_class(code, entry))
-    return build_app(config, runtime=ArtifactRuntime(fetch_model(spec, workdir)))
+    kind, what = fetched.result()
+    if kind == "service":
+        return build_app(config, service=load_service_class(*what))
+    return build_app(config, runtime=ArtifactRuntime(what))
 
 
 def serve(app: ReplicaApp, port: int, drain_s: float = 30.0) -> None:
@@ -218,15 +245,34 @@ def serve(app: ReplicaApp, port: int, drain_s: float = 30.0) -> None:
     DrainingServer(config).run()
 
 
+def process_age() -> float | None:
+    """Seconds since this process started (Linux ``/proc``; None elsewhere): interpreter start-up and
+    imports included, which ``time.monotonic()`` deltas taken in ``main`` miss."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rpartition(")")[2].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - int(fields[19]) / ticks)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def main() -> int:
     port_text = os.environ.get("AICLOUD_REPLICA_PORT", "")
     if not port_text.isdigit():
         print("[aicloud replica] AICLOUD_REPLICA_PORT must be a port number", file=sys.stderr)
         return 2
+    age = process_age()
     started = time.monotonic()
     app = make_app()
+    built = time.monotonic()
     app.start()
-    log(f"{app.config.name}: ready in {time.monotonic() - started:.2f}s, listening on 127.0.0.1:{port_text}")
+    ready = time.monotonic()
+    phases = f"fetch and build {built - started:.2f}s, load and warm-up {ready - built:.2f}s"
+    if age is not None:
+        phases = f"start-up and imports {age:.2f}s, {phases}"
+    engine = getattr(app.runtime, "engine", "") if app.runtime is not None else "service"
+    log(f"{app.config.name}: ready ({engine}; {phases}), listening on 127.0.0.1:{port_text}")
     drain_s = float(os.environ.get("AICLOUD_REPLICA_DRAIN_S") or 30)
     serve(app, int(port_text), drain_s)
     log("stopped")

@@ -5,9 +5,9 @@
         prepare(inputs) → Prepared          # validate one request (400 naming the field), on the loop
         run_batch([Prepared, ...]) → [outputs, ...]   # in the batcher's worker thread
 
-:class:`ArtifactRuntime` serves an aicloud model folder (:func:`aicloud.training.artifacts.load_model`):
-safetensors built-ins (torch) or ONNX (ONNX Runtime). A later engine (quantized ONNX, another
-backend) is one more class with these methods.
+:class:`ArtifactRuntime` serves an aicloud model folder: the built-in MLP in numpy (no torch import),
+other safetensors built-ins through :func:`aicloud.training.artifacts.load_model` (torch), ONNX through
+ONNX Runtime. A later engine (quantized ONNX, another backend) is one more class with these methods.
 
 Inputs of ``POST /predict`` and of the Open Inference Protocol, validated against the signature:
 
@@ -21,6 +21,7 @@ or numbers. An empty batch, a ragged row, NaN or infinity is refused with a 400 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from aicloud.errors import BadRequestError
+from aicloud.errors import BadRequestError, InvalidDataError
+
+MODEL_FORMAT = "aicloud.model/v1"  # as aicloud.training.artifacts.FORMAT
+CLASSIFICATION_TASKS = ("tabular-classification", "image-classification", "classification")
 
 NUMERIC_DTYPES = {
     "bool",
@@ -216,6 +220,11 @@ class ArtifactRuntime:
     """Serves an aicloud model folder. Outputs per row: the label (classifiers), a float (regression),
     or the raw output row (generic ONNX models).
 
+    A built-in MLP runs in numpy (:mod:`aicloud.serving.numpy_mlp`), so its replica never imports
+    torch; other built-ins load through :func:`aicloud.training.artifacts.load_model` (torch), ONNX
+    models through ONNX Runtime. Rows the fast path cannot take (string columns, one-hot encoding) go
+    through the model's :class:`~aicloud.training.preprocess.Preprocessor` (pandas, imported then).
+
     OIP metadata: one input ``input`` ``FP32 [-1, columns]`` (numeric signatures: rows in signature
     order), or one ``[-1]`` tensor per column (``BYTES`` for string columns) otherwise; one output
     ``output``: ``INT64``/``BYTES`` ``[-1]`` for classifiers (by their label type), ``FP64 [-1]`` for
@@ -224,37 +233,60 @@ class ArtifactRuntime:
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
-        self.model: Any = None
+        self.config: dict[str, Any] = {}
         self.columns: list[Column] = []
+        self.engine = ""  # "numpy" (built-in MLP), "torch" or "onnx" once loaded
 
     # --- ModelRuntime
     def load(self) -> None:
-        from aicloud.training.artifacts import load_model
+        from aicloud.serving import numpy_mlp
 
-        self.model = model = load_model(self.folder)
-        sig_inputs = [i for i in model.signature.get("inputs", []) if isinstance(i, dict)]
+        config = read_config(self.folder)
+        if numpy_mlp.supports(config, self.folder):
+            self._run = numpy_mlp.load(self.folder, config)
+            self.engine = "numpy"
+        else:
+            from aicloud.training.artifacts import load_model
+
+            model = load_model(self.folder)
+            config, self._run = model.config, model.run_features  # features → raw outputs, no pandas
+            self.engine = "onnx" if model.module is None else "torch"
+        self.config = config
+        signature = config.get("signature")
+        signature = signature if isinstance(signature, dict) else {}
+        sig_inputs = [i for i in signature.get("inputs", []) if isinstance(i, dict)]
         dtypes = {str(i.get("name")): str(i.get("dtype") or "float64") for i in sig_inputs}
-        names = model.input_names
-        if not names and model.input_shape:  # a generic ONNX model: one flat tensor
-            width = int(np.prod(model.input_shape))
-            names = [f"x{i}" for i in range(width)]
+        pre: dict[str, Any] | None = config.get("preprocessing")
+        pre = pre if isinstance(pre, dict) else None
+        self._pre = pre
+        self.input_shape = [int(s) for s in config.get("input_shape") or []]
+        names = [str(f) for f in pre.get("features", [])] if pre else [str(i.get("name")) for i in sig_inputs]
+        self._input_names = list(names)
+        if not names and self.input_shape:  # a generic ONNX model: one flat tensor
+            names = [f"x{i}" for i in range(int(np.prod(self.input_shape)))]
             dtypes = {}
         self.columns = [Column(n, dtypes.get(n, "float64")) for n in names]
-        pre = model.preprocessor
+        labels = config.get("labels")
+        self.labels: list[Any] | None = list(labels) if labels is not None else None
+        self._label_array = np.asarray(labels) if labels is not None else None
+        scale = config.get("target_scale")
+        self._scale = (float(scale[0]), float(scale[1])) if scale else None
+        task = config.get("task")
+        self.task = str(task) if task else None
+        self.is_classifier = self.labels is not None or self.task in CLASSIFICATION_TASKS
         self._mean: np.ndarray | None = None
         self._std: np.ndarray | None = None
         self._fast = False
+        standardize = (pre or {}).get("standardize") or {}
         if pre is None:
             self._fast = True
-        elif pre.image_shape is not None:
-            mean, std = pre.image_norm or [0.0, 1.0]
+        elif pre.get("image_shape"):
+            mean, std = pre.get("image_norm") or [0.0, 1.0]
             self._mean, self._std, self._fast = np.array(mean), np.array(std), True
-        elif not pre.onehot and list(pre.standardize) == pre.features == names:
-            stats = np.array([pre.standardize[n] for n in names], dtype=np.float64).reshape(-1, 2)
+        elif not pre.get("onehot") and list(standardize) == names:
+            stats = np.array([standardize[n] for n in names], dtype=np.float64).reshape(-1, 2)
             self._mean, self._std, self._fast = stats[:, 0], stats[:, 1], True
-        self._dtype = np.dtype(model.config.get("input_dtype") or "float32")
-        # the runner behind LoadedModel.outputs: features → raw outputs, skipping the pandas path
-        self._run = model.run_features
+        self._dtype = np.dtype(config.get("input_dtype") or "float32")
 
     def warmup(self) -> None:
         numeric = all(c.numeric for c in self.columns)
@@ -276,7 +308,7 @@ class ArtifactRuntime:
             out = self._predict_matrix(x)
         else:
             records = [r for p in batch for r in self._as_records(p)]
-            out = np.asarray(self.model(records))
+            out = self._decode(self._run(self._features(records)))
         results: list[Any] = []
         start = 0
         for n in counts:
@@ -292,22 +324,46 @@ class ArtifactRuntime:
         names = [c.name for c in self.columns]
         return [dict(zip(names, row, strict=True)) for row in p.matrix.tolist()]
 
+    def _features(self, rows: Any) -> np.ndarray:
+        """The model's input tensor for raw rows (objects, or a matrix in signature order) the slow
+        way: pandas and the fitted preprocessing, as :meth:`LoadedModel.features` does."""
+        import pandas as pd
+
+        names = self._input_names
+        if isinstance(rows, np.ndarray):
+            frame = pd.DataFrame(rows, columns=names)
+        else:
+            frame = pd.DataFrame(list(rows))
+        if self._pre is not None:
+            from aicloud.training.preprocess import Preprocessor
+
+            x = Preprocessor.from_config(self._pre).transform(frame)
+        else:
+            present = [n for n in names if n in frame.columns]
+            x = frame[present].to_numpy() if present and len(present) == len(names) else frame.to_numpy()
+        x = np.ascontiguousarray(np.asarray(x, dtype=self._dtype))
+        if self.input_shape and list(x.shape[1:]) != self.input_shape:
+            x = x.reshape(x.shape[0], *self.input_shape)
+        return x
+
     def _predict_matrix(self, x: np.ndarray) -> np.ndarray:
-        model = self.model
         if not self._fast:
-            return np.asarray(model(x))
+            return self._decode(self._run(self._features(x)))
         if self._mean is not None and self._std is not None:
             x = (x - self._mean) / self._std
         features = np.ascontiguousarray(x, dtype=self._dtype)
-        if model.input_shape and list(features.shape[1:]) != model.input_shape:
-            features = features.reshape(features.shape[0], *model.input_shape)
-        out = self._run(features)
-        if model.is_classifier:
+        if self.input_shape and list(features.shape[1:]) != self.input_shape:
+            features = features.reshape(features.shape[0], *self.input_shape)
+        return self._decode(self._run(features))
+
+    def _decode(self, out: np.ndarray) -> np.ndarray:
+        """Raw outputs → labels (classifiers), unscaled floats (regression) or the raw rows."""
+        if self.is_classifier:
             index = np.argmax(out, axis=1)
-            return np.asarray(model.labels.decode(index) if model.labels is not None else index)
-        if model.scaler is not None or model.task == "tabular-regression":
-            values = out.reshape(out.shape[0], -1)[:, 0]
-            return np.asarray(model.scaler.decode(values) if model.scaler is not None else values)
+            return self._label_array[index] if self._label_array is not None else index
+        if self._scale is not None or self.task == "tabular-regression":
+            values = np.asarray(out).reshape(out.shape[0], -1)[:, 0].astype(np.float64)
+            return values * self._scale[1] + self._scale[0] if self._scale is not None else values
         return np.asarray(out)
 
     @property
@@ -321,18 +377,32 @@ class ArtifactRuntime:
 
     @property
     def outputs(self) -> list[TensorSpec]:
-        model = self.model
-        if model.is_classifier:
-            labels = model.labels.labels if model.labels is not None else [0]
+        if self.is_classifier:
+            labels = self.labels if self.labels is not None else [0]
             is_int = all(isinstance(v, int) and not isinstance(v, bool) for v in labels)
             return [TensorSpec("output", "INT64" if is_int else "BYTES", [-1])]
-        if model.scaler is not None or model.task == "tabular-regression":
+        if self._scale is not None or self.task == "tabular-regression":
             return [TensorSpec("output", "FP64", [-1])]
         return [TensorSpec("output", "FP32", [-1])]
 
     @property
     def version(self) -> str:
-        return str(self.model.config.get("version") or "1") if self.model is not None else "1"
+        return str(self.config.get("version") or "1")
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """``config.json`` of an aicloud model folder (as :func:`aicloud.training.artifacts.read_config`,
+    without importing torch)."""
+    path = folder / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InvalidDataError(f"{folder}: no config.json; is this an aicloud model folder?") from None
+    except ValueError as exc:
+        raise InvalidDataError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:
+        raise InvalidDataError(f"{path}: not an aicloud model config (expected format {MODEL_FORMAT!r})")
+    return config
 
 
 def columns_from_signature(signature: Mapping[str, Any]) -> list[Column]:
