@@ -154,7 +154,8 @@ def test_a_sweep_from_a_file_in_the_cli_and_its_cancel(
         },
     }
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
-    out = run_cli(server, "sweep", "create", "-f", str(tmp_path / "sweep.yaml"), "--no-wait", "-o", "json")
+    # `job run -f` takes the same file as `sweep create -f` when its kind is sweep
+    out = run_cli(server, "job", "run", "-f", str(tmp_path / "sweep.yaml"), "--no-wait", "-o", "json")
     sweep = client.jobs.get_sweep(json.loads(out.stdout)["id"])
     assert sweep.name == "cli-sweep" and sweep.info.kind.value == "sweep"
     deadline = time.monotonic() + 120

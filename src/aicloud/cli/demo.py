@@ -37,7 +37,7 @@ DEMO_MODELS: list[tuple[str, str, str, dict[str, Any]]] = [
         "breast-cancer",
         "tabular-classification",
         "breast-cancer",
-        {"epochs": 30, "batch_size": 32, "lr": 0.001, "hidden": [64, 32], "seed": 0},
+        {"epochs": 60, "batch_size": 32, "lr": 0.001, "hidden": [64, 32], "seed": 0},
     ),
 ]
 

@@ -72,7 +72,14 @@ def job_run(
     """Submit a job from a spec file (see docs/training.md for the fields)."""
     doc = yaml.safe_load(file.read_text())
     if not isinstance(doc, dict) or "kind" not in doc:
-        raise typer.BadParameter("the spec must be a mapping with 'kind' (train or command) and 'spec'")
+        raise typer.BadParameter(
+            "the spec must be a mapping with 'kind' (train, command or sweep) and 'spec'"
+        )
+    if doc["kind"] == "sweep":  # the same file `aicloud sweep create -f` takes
+        from aicloud.cli.sweeps import sweep_create
+
+        sweep_create(file=file, wait=wait, output=output)
+        return
     spec = dict(doc.get("spec") or {})
     c = client()
     if doc["kind"] == "train":

@@ -438,7 +438,7 @@ class RayExecutor(Executor):
         record = {
             "exit_code": code,
             "cpu_seconds": round(sum(cpu), 3) if cpu else None,
-            "peak_rss_bytes": max(rss) if rss else None,
+            "peak_rss_bytes": sum(rss) if rss else None,  # the workers together, as on the local executor
             "wall_seconds": max(walls) if walls else self._wall(handle),
             "workers": exits,
             "finished_at": time.time(),

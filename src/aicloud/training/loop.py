@@ -242,6 +242,9 @@ def fit(
                 tracker.log_metric(name, value, step=epoch)
             tracker.log_metric("epoch_seconds", seconds, step=epoch)
             tracker.log_metric("samples_per_second", n / max(train_seconds, 1e-9), step=epoch)
+            epoch_end = getattr(tracker, "epoch_end", None)  # a job's session sends the epoch at once
+            if epoch_end is not None:
+                epoch_end()
             shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
             log(f"epoch {epoch}/{params.epochs} train_loss={train_loss:.4f} {shown} ({seconds:.2f}s)")
 

@@ -179,6 +179,10 @@ class Session:
     def flush(self) -> None:
         self.sink.flush()
 
+    def epoch_end(self) -> None:
+        """An epoch's metrics are all logged: send them now, in the background."""
+        self.sink.send_soon()
+
     def start_system_metrics(self, pid: int | None = None, interval: float = 5.0) -> SystemSampler:
         """Sample CPU and memory of ``pid``'s process tree (default: this process) every ``interval`` s."""
         sampler = SystemSampler(lambda n, v: self.log_metric(n, v), pid=pid, interval=interval).start()

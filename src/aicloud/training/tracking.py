@@ -86,6 +86,11 @@ class BatchingSink:
             except Exception as exc:  # the sender thread never dies
                 _warn(f"could not send metrics: {exc}")
 
+    def send_soon(self) -> None:
+        """Have the sender thread post what is buffered now, without waiting for it (end of an epoch:
+        a sweep's pruner reads the epoch's metric at once)."""
+        self._wake.set()
+
     def flush(self, retries: int | None = None) -> None:
         """Send everything buffered now; on failure the points go back to the buffer (bounded)."""
         with self._send_lock:
@@ -158,6 +163,9 @@ class LocalSink:
             self._file.write(json.dumps(point) + "\n")
         out = self.echo if self.echo is not None else sys.stdout
         print(f"[aicloud] {point['name']}={point['value']:.6g} (step {point['step']})", file=out, flush=False)
+
+    def send_soon(self) -> None:
+        pass  # written as logged
 
     def flush(self, retries: int | None = None) -> None:
         with self._lock:
