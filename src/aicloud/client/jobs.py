@@ -10,8 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+from aicloud.client.progress import steps_bar
 from aicloud.errors import AicloudError
 from aicloud.schemas.jobs import JobOut
 
@@ -152,14 +151,7 @@ class Job:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         epochs = int((self._out.spec.get("params") or {}).get("epochs") or 0) or None
-        bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            disable=not progress,
-        )
+        bar = steps_bar(progress)
         with bar:
             task = bar.add_task(self.name, total=epochs, info="pending")
             while self.status not in TERMINAL:

@@ -8,8 +8,10 @@ from contextlib import contextmanager
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
     TextColumn,
+    TimeElapsedColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
@@ -33,3 +35,16 @@ def transfer_bar(description: str, total: int | None, enabled: bool = True) -> I
     ) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)
+
+
+def steps_bar(enabled: bool) -> Progress:
+    """A bar of counted steps (a job's epochs, a sweep's trials) with an ``info`` field; inert when
+    not ``enabled``. Add the task with ``bar.add_task(name, total=..., info=...)``."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        disable=not enabled,
+    )

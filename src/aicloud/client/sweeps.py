@@ -16,9 +16,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from aicloud.client.jobs import TERMINAL, Job, _dataset_ref
+from aicloud.client.progress import steps_bar
 from aicloud.errors import AicloudError
 from aicloud.schemas.jobs import JobOut
 from aicloud.schemas.sweeps import SweepTrialsOut, TrialOut
@@ -64,14 +63,7 @@ class Sweep(Job):
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         total = int(self._out.spec.get("max_trials") or 0) or None
-        bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            disable=not progress,
-        )
+        bar = steps_bar(progress)
         with bar:
             task = bar.add_task(self.name, total=total, info="pending")
             while self.status not in TERMINAL:

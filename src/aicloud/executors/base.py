@@ -73,6 +73,17 @@ class ExitInfo:
     peak_rss_bytes: int | None = None
     wall_seconds: float | None = None
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> ExitInfo:
+        """The end of a job from its executor's ``exit.json`` record."""
+        return cls(
+            "exited",
+            exit_code=int(record["exit_code"]),
+            cpu_seconds=record.get("cpu_seconds"),
+            peak_rss_bytes=record.get("peak_rss_bytes"),
+            wall_seconds=record.get("wall_seconds"),
+        )
+
     def usage(self) -> dict[str, Any]:
         """The known usage numbers (and the exit code), as stored in ``Job.usage``."""
         values = {

@@ -287,13 +287,7 @@ class LocalExecutor(Executor):
         record = _read_json(job_dir / supervise.EXIT_NAME)
         if record is None:
             return None
-        return ExitInfo(
-            "exited",
-            exit_code=int(record["exit_code"]),
-            cpu_seconds=record.get("cpu_seconds"),
-            peak_rss_bytes=record.get("peak_rss_bytes"),
-            wall_seconds=record.get("wall_seconds"),
-        )
+        return ExitInfo.from_record(record)
 
     def poll(self, handle: dict[str, Any]) -> ExitInfo:
         """See the module docstring for how running, exited and lost are told apart."""

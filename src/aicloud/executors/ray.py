@@ -455,13 +455,7 @@ class RayExecutor(Executor):
         record = _read_json(job_dir / "exit.json")
         if record is None:
             return None
-        return ExitInfo(
-            "exited",
-            exit_code=int(record["exit_code"]),
-            cpu_seconds=record.get("cpu_seconds"),
-            peak_rss_bytes=record.get("peak_rss_bytes"),
-            wall_seconds=record.get("wall_seconds"),
-        )
+        return ExitInfo.from_record(record)
 
     # -- cancel / cleanup --------------------------------------------------------------------
 
