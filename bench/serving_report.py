@@ -1,0 +1,88 @@
+"""The tables and the issue #4 targets of bench/serving.py, from its result rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peers.harness import PEERS
+from rich.table import Table
+
+
+def _fmt(v: Any) -> str:
+    return "" if v is None else f"{v}"
+
+
+def table_for(title: str, result: dict[str, Any]) -> Table:
+    table = Table(title=title)
+    for col in ("system", "conc. / batch", "req/s", "p50 ms", "p99 ms", "of ceiling", "load 1m", "errors"):
+        table.add_column(col, justify="left" if col == "system" else "right")
+    ceilings = {r["batch"]: r["req_s"] for r in result["rows"] if "batch" in r}
+    group = None
+    for r in sorted(result["rows"], key=lambda r: ("batch" in r, r.get("concurrency", 0))):
+        if group is not None and r.get("concurrency") != group:
+            table.add_section()
+        group = r.get("concurrency")
+        if "batch" in r:
+            load = r["loadavg_1m"]
+            values = (r["path"], f"batch {r['batch']}", r["req_s"], r["p50_ms"], r["p99_ms"], "", load, "")
+            table.add_row(*map(_fmt, values))
+            continue
+        ceiling = ceilings.get(1 if r["concurrency"] == 1 else 32)
+        share = f"{100 * r['req_s'] / ceiling:.0f}%" if ceiling else ""
+        errors = ", ".join(f"{k}: {v}" for k, v in r["errors"].items())
+        values = (
+            r["path"],
+            r["concurrency"],
+            r["req_s"],
+            r["p50_ms"],
+            r["p99_ms"],
+            share,
+            r["loadavg_1m"],
+            errors,
+        )
+        table.add_row(*map(_fmt, values))
+    table.caption = (
+        "one row (a) or sentence (b) per request; load generator (asyncio, keep-alive) shares the "
+        "machine's cores with the servers; ceiling: same model in-process, no HTTP, rows/s, latency per "
+        "call; of ceiling: vs batch 1 at concurrency 1, vs batch 32 above; load 1m: the machine's 1-minute "
+        "load average at the end of the row (2 cores)"
+    )
+    return table
+
+
+def targets(key: str, res: dict[str, Any]) -> dict[str, Any]:
+    """The issue #4 targets measured in this run: (a) gateway p50 at c=1 ≤ 2 ms, cold start < 2 s;
+    (b) aicloud at c=32 ≥ 85% of the batch-32 ceiling and ≥ 1.3 times the best peer."""
+
+    def row(system: str, c: int) -> dict[str, Any] | None:
+        return next((r for r in res["rows"] if r["system"] == system and r.get("concurrency") == c), None)
+
+    out: dict[str, Any] = {}
+    if key == "mlp":
+        gw = row("gateway", 1)
+        if gw and gw["p50_ms"] is not None:
+            out["gateway_p50_c1_ms"] = {"value": gw["p50_ms"], "target": "<= 2", "met": gw["p50_ms"] <= 2}
+        cold = res.get("cold_start")
+        if cold:
+            first = cold["first_request_s"]
+            out["cold_start_s"] = {"value": first, "target": "< 2", "met": first < 2}
+        return out
+    ceiling = next((r["req_s"] for r in res["rows"] if r.get("batch") == 32), None)
+    peers = [r for r in res["rows"] if r["system"] in PEERS and r.get("concurrency") == 32]
+    best = max(peers, key=lambda r: r["req_s"], default=None)
+    for system in ("gateway", "direct"):
+        r = row(system, 32)
+        if r is None:
+            continue
+        if ceiling:
+            share = round(r["req_s"] / ceiling, 3)
+            out[f"{system}_c32_of_ceiling"] = {"value": share, "target": ">= 0.85", "met": share >= 0.85}
+        if best and best["req_s"]:
+            ratio = round(r["req_s"] / best["req_s"], 3)
+            out[f"{system}_c32_vs_best_peer"] = {
+                "value": ratio,
+                "best_peer": best["system"],
+                "target": ">= 1.3",
+                "met": ratio >= 1.3,
+            }
+    return out
