@@ -168,7 +168,11 @@ def http_rows(
 
 
 def ceiling_rows(
-    console: Console, fn_for_batch: Callable[[int], Callable[[], Any]], duration: float, threads: int
+    console: Console,
+    fn_for_batch: Callable[[int], Callable[[], Any]],
+    duration: float,
+    threads: int,
+    when: str = "",
 ) -> list[dict[str, Any]]:
     import torch
 
@@ -179,7 +183,9 @@ def ceiling_rows(
         for batch in (1, 32):
             r = run_ceiling(fn_for_batch(batch), batch, duration)
             console.print(f"  ceiling batch={batch:<3} {r['req_s']:>8} rows/s  p50 {r['p50_ms']} ms per call")
-            path = f"ceiling, {threads} thread" + ("s" if threads > 1 else "")
+            path = (
+                f"ceiling, {threads} thread" + ("s" if threads > 1 else "") + (f" ({when})" if when else "")
+            )
             rows.append({"system": "ceiling", "path": path, "batch": batch, **r})
         return rows
     finally:
@@ -299,6 +305,14 @@ def workload_minilm(
     shutil.copy(Path(harness.__file__).with_name("benchmodels.py"), folder / "benchmodels.py")
     cpus = 2
     body = {"text": SENTENCE}
+    from peers.benchmodels import Encoder
+
+    # The ceiling moves by up to 25% between minutes on this shared machine: it is measured before
+    # and after the aicloud rows, and the targets are checked against the higher of the two.
+    encoder = Encoder()
+    rows = ceiling_rows(
+        console, lambda batch: lambda: encoder.encode([SENTENCE] * batch), args.duration, cpus, "before"
+    )
     console.print("(b) deploying the MiniLM Service …")
     try:
         t0 = time.monotonic()
@@ -313,16 +327,13 @@ def workload_minilm(
             r = httpx.post(url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=60)
             r.raise_for_status()
             assert len(r.json()) == 384, r.text[:200]
-        rows = http_rows(
+        rows += http_rows(
             console, (gateway, srv.token), (f"{base}/embed", key), body, args.concurrency, args.duration
         )
     finally:
         delete_deployment(c, srv.url, name)
-    from peers.benchmodels import Encoder
-
-    encoder = Encoder()
     rows += ceiling_rows(
-        console, lambda batch: lambda: encoder.encode([SENTENCE] * batch), args.duration, cpus
+        console, lambda batch: lambda: encoder.encode([SENTENCE] * batch), args.duration, cpus, "after"
     )
     peer_rows, peers = run_peers(console, "minilm", body, cpus, work, args)
     return {

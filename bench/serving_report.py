@@ -16,7 +16,10 @@ def table_for(title: str, result: dict[str, Any]) -> Table:
     table = Table(title=title)
     for col in ("system", "conc. / batch", "req/s", "p50 ms", "p99 ms", "of ceiling", "load 1m", "errors"):
         table.add_column(col, justify="left" if col == "system" else "right")
-    ceilings = {r["batch"]: r["req_s"] for r in result["rows"] if "batch" in r}
+    ceilings: dict[int, float] = {}
+    for r in result["rows"]:
+        if "batch" in r:  # the higher of the ceilings measured (before and after the HTTP rows)
+            ceilings[r["batch"]] = max(ceilings.get(r["batch"], 0.0), r["req_s"])
     group = None
     for r in sorted(result["rows"], key=lambda r: ("batch" in r, r.get("concurrency", 0))):
         if group is not None and r.get("concurrency") != group:
@@ -67,7 +70,7 @@ def targets(key: str, res: dict[str, Any]) -> dict[str, Any]:
             first = cold["first_request_s"]
             out["cold_start_s"] = {"value": first, "target": "< 2", "met": first < 2}
         return out
-    ceiling = next((r["req_s"] for r in res["rows"] if r.get("batch") == 32), None)
+    ceiling = max((r["req_s"] for r in res["rows"] if r.get("batch") == 32), default=None)
     peers = [r for r in res["rows"] if r["system"] in PEERS and r.get("concurrency") == 32]
     best = max(peers, key=lambda r: r["req_s"], default=None)
     for system in ("gateway", "direct"):

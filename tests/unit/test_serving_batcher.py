@@ -69,6 +69,29 @@ def test_batch_closes_max_wait_after_first_item() -> None:
     assert 0.045 <= elapsed < 0.5
 
 
+def test_requests_queued_behind_a_running_batch_get_a_fresh_wait() -> None:
+    """An item that waited through the previous batch does not fire alone the moment that batch
+    ends: requests answered by that batch come back within the wait and join it."""
+    gate = threading.Event()
+    rec = Recorder(gate=gate)
+
+    async def main() -> None:
+        b = DynamicBatcher(rec, max_batch_size=8, max_wait_ms=200, timeout_s=5)
+        first = asyncio.ensure_future(b.submit(1))
+        while not rec.batches:  # batch [1] runs (and blocks on the gate)
+            await asyncio.sleep(0.005)
+        second = asyncio.ensure_future(b.submit(2))
+        await asyncio.sleep(0.3)  # longer than the wait: 2's own deadline has passed
+        gate.set()
+        await first
+        third = asyncio.ensure_future(b.submit(3))  # the client batch [1] answered, back at once
+        await asyncio.gather(second, third)
+        await b.close()
+
+    run(main())
+    assert rec.batches == [[1], [2, 3]]
+
+
 def test_zero_wait_runs_a_lone_request_at_once() -> None:
     rec = Recorder()
 

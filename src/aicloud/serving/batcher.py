@@ -8,7 +8,10 @@ Semantics (docs/serving.md):
 * a request waits in a bounded FIFO queue; when ``max_queue`` items are waiting, :meth:`submit` raises
   :class:`QueueFullError` (503, ``Retry-After``);
 * a batch closes when it holds ``max_batch_size`` units (an item's ``size``, e.g. its rows; 1 by
-  default) or ``max_wait_ms`` after its FIRST item was submitted, whichever comes first. It never
+  default) or ``max_wait_ms`` after its FIRST item was submitted, whichever comes first; when that
+  item arrived while the previous batch ran, the wait counts from the end of that batch instead
+  (otherwise the requests queued behind a running batch fire at once, without the clients the
+  batch just answered, and batches lock into uneven pairs such as 4 + 28 under steady load). It never
   exceeds ``max_batch_size``, except that one item bigger than that runs alone. ``max_wait_ms = 0`` is
   "natural" batching: a batch is whatever is queued when the worker is free, so a lone request pays no
   wait and requests that arrive while a batch runs are grouped into the next one;
@@ -151,6 +154,7 @@ class DynamicBatcher:
         assert self._wakeup is not None
         wakeup = self._wakeup
         loop = asyncio.get_running_loop()
+        free_since = 0.0  # when the previous batch ended
         while True:
             while not self._queue:
                 wakeup.clear()
@@ -159,7 +163,7 @@ class DynamicBatcher:
             if first.future.done():
                 continue
             batch, units = [first], first.size
-            deadline = first.enqueued + self.max_wait_s
+            deadline = max(first.enqueued, free_since) + self.max_wait_s
             while units < self.max_batch_size:
                 if self._queue:
                     nxt = self._queue[0]
@@ -185,6 +189,7 @@ class DynamicBatcher:
                 continue
             started = time.perf_counter()
             results = await loop.run_in_executor(self._executor, self._run_safely, [it.value for it in live])
+            free_since = time.perf_counter()
             for it, result in zip(live, results, strict=True):
                 if it.future.done():
                     continue
