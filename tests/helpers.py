@@ -9,6 +9,10 @@ import httpx
 import pandas as pd
 from sklearn.datasets import load_digits
 
+from aicloud import Client
+from aicloud.client import DatasetVersion
+from aicloud.testing.server import ServerProcess
+
 
 def digits_csv(path: Path) -> Path:
     frame = load_digits(as_frame=True).frame.rename(columns={"target": "label"})
@@ -35,3 +39,10 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
         assert err["code"] == code, err
     assert "Traceback" not in response.text and 'File "' not in response.text
     return dict(err)
+
+
+def split_digits(server: ServerProcess, name: str, folder: Path) -> tuple[DatasetVersion, DatasetVersion]:
+    """Upload the digits as dataset ``name`` and split it 80/20 (seed 0, stratified): (train, test)."""
+    with Client(url=server.url, token=server.token) as c:
+        ds = c.datasets.create(name, digits_csv(folder / "digits.csv"))
+        return ds.split(train_size=0.8, seed=0, stratify="label")

@@ -12,7 +12,7 @@ from aicloud import Client
 from aicloud.client import DatasetVersion
 from aicloud.testing.server import ServerProcess
 
-from helpers import assert_error, digits_csv
+from helpers import assert_error, split_digits
 
 DDP_PARAMS = {"epochs": 4, "batch_size": 64, "lr": 0.003, "seed": 0}
 
@@ -21,9 +21,7 @@ DDP_PARAMS = {"epochs": 4, "batch_size": 64, "lr": 0.003, "seed": 0}
 def digits(
     tmp_path_factory: pytest.TempPathFactory, server: ServerProcess
 ) -> tuple[DatasetVersion, DatasetVersion]:
-    with Client(url=server.url, token=server.token) as c:
-        ds = c.datasets.create("ddp-digits", digits_csv(tmp_path_factory.mktemp("d") / "digits.csv"))
-        return ds.split(train_size=0.8, seed=0, stratify="label")
+    return split_digits(server, "ddp-digits", tmp_path_factory.mktemp("d"))
 
 
 def test_two_worker_ddp_train_job(client: Client, digits: tuple[DatasetVersion, DatasetVersion]) -> None:

@@ -18,7 +18,7 @@ from aicloud.client import DatasetVersion
 from aicloud.errors import NotFoundError, ValidationError
 from aicloud.testing.server import ServerProcess
 
-from helpers import assert_error, digits_csv
+from helpers import assert_error, split_digits
 
 FAST_CNN = {"epochs": 6, "batch_size": 64, "lr": 0.003, "seed": 0}
 
@@ -27,9 +27,7 @@ FAST_CNN = {"epochs": 6, "batch_size": 64, "lr": 0.003, "seed": 0}
 def digits(
     tmp_path_factory: pytest.TempPathFactory, server: ServerProcess
 ) -> tuple[DatasetVersion, DatasetVersion]:
-    with Client(url=server.url, token=server.token) as c:
-        ds = c.datasets.create("jobs-digits", digits_csv(tmp_path_factory.mktemp("d") / "digits.csv"))
-        return ds.split(train_size=0.8, seed=0, stratify="label")
+    return split_digits(server, "jobs-digits", tmp_path_factory.mktemp("d"))
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from aicloud.client import DatasetVersion
 from aicloud.client.jobs import Job
 from aicloud.testing.server import ServerProcess
 
-from helpers import digits_csv
+from helpers import digits_csv, split_digits
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
 
@@ -28,9 +28,7 @@ pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /
 def digits(
     tmp_path_factory: pytest.TempPathFactory, server: ServerProcess
 ) -> tuple[DatasetVersion, DatasetVersion]:
-    with Client(url=server.url, token=server.token) as c:
-        ds = c.datasets.create("restart-digits", digits_csv(tmp_path_factory.mktemp("d") / "digits.csv"))
-        return ds.split(train_size=0.8, seed=0, stratify="label")
+    return split_digits(server, "restart-digits", tmp_path_factory.mktemp("d"))
 
 
 def train(client: Client, digits: tuple[DatasetVersion, DatasetVersion], **kwargs: Any) -> Job:

@@ -18,7 +18,7 @@ from aicloud.client import DatasetVersion
 from aicloud.client.sweeps import Sweep
 from aicloud.testing.server import ServerProcess
 
-from helpers import assert_error, digits_csv
+from helpers import assert_error, digits_csv, split_digits
 
 # Random search, and ASHA with a factor of 3: up to 5 trials at a rung, only the best one so far
 # goes on, so with 6 trials some stop at epoch 1 or 3 unless each beat every earlier one there
@@ -37,9 +37,7 @@ BASE = {"epochs": 8, "batch_size": 32, "hidden": [32], "seed": 0}
 def digits(
     tmp_path_factory: pytest.TempPathFactory, server: ServerProcess
 ) -> tuple[DatasetVersion, DatasetVersion]:
-    with Client(url=server.url, token=server.token) as c:
-        ds = c.datasets.create("sweep-digits", digits_csv(tmp_path_factory.mktemp("d") / "digits.csv"))
-        return ds.split(train_size=0.8, seed=0, stratify="label")
+    return split_digits(server, "sweep-digits", tmp_path_factory.mktemp("d"))
 
 
 def _train(digits: tuple[DatasetVersion, DatasetVersion], **changes: Any) -> dict[str, Any]:
