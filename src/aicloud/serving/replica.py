@@ -238,6 +238,11 @@ def serve(app: ReplicaApp, port: int, drain_s: float = 30.0) -> None:
         http="httptools",
         lifespan="on",
         access_log=False,
+        # Only the gateway (or a caller holding the replica key) talks to a replica, on loopback:
+        # no X-Forwarded-* rewriting, Server or Date header per response.
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
         log_level="warning",
         timeout_graceful_shutdown=int(drain_s),
         timeout_keep_alive=75,
