@@ -41,16 +41,14 @@ from typing import TYPE_CHECKING, Any, SupportsIndex, TypeVar
 from urllib.parse import quote
 
 from aicloud.client.http import Transport
-from aicloud.errors import NotFoundError, UnavailableError, ValidationError
+from aicloud.errors import UnavailableError, ValidationError
 from aicloud.training.env import WorkloadEnv
+from aicloud.training.session_checkpoints import OFFLINE_RUN_DIR, SessionCheckpoints
 from aicloud.training.tracking import BatchingSink, LocalSink, Point, SystemSampler
 
 RETRY_SECONDS = 60.0  # how long one-off calls wait out a control plane that is restarting
-OFFLINE_RUN_DIR = "aicloud-run"
 OFFLINE_MODEL_DIR = "aicloud-model"
 MODEL_FILES = ("config.json", "model.safetensors", "model.onnx")
-
-OFFLINE_CHECKPOINT = "checkpoint.safetensors"
 
 if TYPE_CHECKING:
     from aicloud.training.checkpoint import Checkpoint
@@ -73,7 +71,7 @@ def retrying(call: Callable[[], T], what: str, seconds: float = RETRY_SECONDS) -
             delay = min(delay * 2, 2.0)
 
 
-class Session:
+class Session(SessionCheckpoints):
     """The tracking state of one process: where metrics go, step counters, the HTTP transport."""
 
     def __init__(self, env: WorkloadEnv, *, workdir: Path | None = None, flush_interval: float = 1.0) -> None:
@@ -269,72 +267,6 @@ class Session:
         )
         print(f"[aicloud] registered model {name!r} version {version.get('version')}", flush=True)
         return version
-
-    # --- checkpoints
-
-    def _checkpoint_path(self) -> Path:
-        return self.workdir / OFFLINE_RUN_DIR / OFFLINE_CHECKPOINT
-
-    def put_checkpoint(
-        self, data: bytes, *, epoch: int | None = None, step: int | None = None
-    ) -> dict[str, Any]:
-        """Store checkpoint bytes as the job's latest checkpoint; returns its record."""
-        if self.transport is None or not self.env.job_id:
-            path = self._checkpoint_path()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
-            return {"path": str(path), "epoch": epoch, "step": step, "size": len(data)}
-        query = {k: v for k, v in (("epoch", epoch), ("step", step)) if v is not None}
-        record: dict[str, Any] = self.call(
-            "PUT",
-            f"/api/v1/jobs/{self.env.job_id}/checkpoint",
-            params=query,
-            content=data,
-            headers={"Content-Type": "application/octet-stream"},
-        )
-        return record
-
-    def get_checkpoint(self) -> bytes | None:
-        """The job's latest checkpoint, or None when it has none."""
-        if self.transport is None or not self.env.job_id:
-            path = self._checkpoint_path()
-            return path.read_bytes() if path.exists() else None
-        transport = self.transport
-        url = f"/api/v1/jobs/{self.env.job_id}/checkpoint"
-        try:
-            response = retrying(lambda: transport.request("GET", url), f"GET {url}")
-        except NotFoundError:
-            return None
-        return response.content
-
-    def save_checkpoint(
-        self,
-        state: Any,
-        *,
-        epoch: int | None = None,
-        step: int | None = None,
-        extra: Mapping[str, Any] | None = None,
-        rng: bool = True,
-    ) -> dict[str, Any]:
-        from aicloud.training.checkpoint import pack, rng_state
-
-        if not self.chief:
-            return {}
-        data = pack(state, epoch=epoch, step=step, extra=extra, rng=rng_state() if rng else None)
-        return self.put_checkpoint(data, epoch=epoch, step=step)
-
-    def load_checkpoint(self, *, restore_rng: bool = True) -> Checkpoint | None:
-        from aicloud.training.checkpoint import set_rng_state, unpack
-
-        data = self.get_checkpoint()
-        if data is None:
-            return None
-        ckpt = unpack(data)
-        if restore_rng and ckpt.rng is not None:
-            set_rng_state(ckpt.rng)
-        return ckpt
 
     # --- the end
 
