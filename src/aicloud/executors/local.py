@@ -104,15 +104,6 @@ def _alive(pid: int, start_time: int | None) -> bool:
     return state not in ("Z", "X", "x")
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        with open(path, "rb") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nobody listens on now (the workers' rendezvous port)."""
     with socket.socket() as s:
@@ -284,7 +275,7 @@ class LocalExecutor(Executor):
         return _alive(int(handle.get("pid") or 0), handle.get("start_time"))
 
     def _exit_info(self, job_dir: Path) -> ExitInfo | None:
-        record = _read_json(job_dir / supervise.EXIT_NAME)
+        record = supervise.read_json(job_dir / supervise.EXIT_NAME)
         if record is None:
             return None
         return ExitInfo.from_record(record)
@@ -307,7 +298,7 @@ class LocalExecutor(Executor):
         return ExitInfo("lost", wall_seconds=round(wall, 3))
 
     def _escalate_if_overdue(self, handle: dict[str, Any]) -> None:
-        cancel = _read_json(self._dir(handle) / supervise.CANCEL_NAME)
+        cancel = supervise.read_json(self._dir(handle) / supervise.CANCEL_NAME)
         if cancel is None:
             return
         deadline = float(cancel.get("requested_at", 0)) + float(cancel.get("grace_s", 0))
@@ -333,7 +324,7 @@ class LocalExecutor(Executor):
         if self._supervisor_alive(handle):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(handle["pid"]), signal.SIGKILL)
-        child = _read_json(self._dir(handle) / supervise.CHILD_NAME) or {}
+        child = supervise.read_json(self._dir(handle) / supervise.CHILD_NAME) or {}
         groups = {int(child.get("pgid") or 0)}
         for worker in child.get("workers") or []:
             if isinstance(worker, dict):

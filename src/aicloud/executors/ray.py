@@ -33,7 +33,6 @@ is gone (killed, its node died) → ``lost`` (or -9 after a cancel); no answer f
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
@@ -57,7 +56,7 @@ from aicloud.executors.base import Executor, ExitInfo, LaunchError, LaunchReques
 from aicloud.executors.local import THREAD_VARS
 from aicloud.executors.ray_connect import RayUnavailable, cause, connect
 from aicloud.executors.ray_worker import JobWorker
-from aicloud.executors.supervise import write_json_atomic
+from aicloud.executors.supervise import read_json, write_json_atomic
 
 if TYPE_CHECKING:
     from aicloud.config import Settings
@@ -74,14 +73,6 @@ _PRIVATE_ENV = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE", "RAY_A
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _LINES = re.compile(rb"(?<=\n)")
 _Worker = ray.remote(JobWorker)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 class RayExecutor(Executor):
@@ -329,7 +320,7 @@ class RayExecutor(Executor):
     def _poll(self, handle: dict[str, Any], job_dir: Path) -> ExitInfo:
         job_id = str(handle["job_id"])
         names: list[str] = list(handle["actors"])
-        offsets: list[int] = list((_read_json(job_dir / "ray.json") or {}).get("offsets") or [0] * len(names))
+        offsets: list[int] = list((read_json(job_dir / "ray.json") or {}).get("offsets") or [0] * len(names))
         states, _ = self._pull(job_dir, names, offsets)
         if any(s == "gone" for s in states):
             self._stop(names, 0.0)
@@ -452,7 +443,7 @@ class RayExecutor(Executor):
 
     @staticmethod
     def _exit_info(job_dir: Path) -> ExitInfo | None:
-        record = _read_json(job_dir / "exit.json")
+        record = read_json(job_dir / "exit.json")
         if record is None:
             return None
         return ExitInfo.from_record(record)

@@ -75,6 +75,16 @@ def proc_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+def read_json(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """A JSON object from ``path``; None when the file is missing, unreadable or not an object."""
+    try:
+        with open(path, "rb") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def write_json_atomic(path: str, data: dict[str, Any]) -> None:
     """Write ``data`` to ``path`` so a reader sees the old file, or the whole new one."""
     tmp = f"{path}.tmp{os.getpid()}"
