@@ -24,11 +24,12 @@ Rules every implementation follows:
 from __future__ import annotations
 
 import abc
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["Executor", "ExitInfo", "LaunchError", "LaunchRequest"]
+__all__ = ["Executor", "ExitInfo", "LaunchError", "LaunchRequest", "job_folder"]
 
 
 @dataclass(frozen=True)
@@ -121,3 +122,14 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def cleanup(self, handle: dict[str, Any]) -> None:
         """Release what the job held (its private working folder...). Idempotent."""
+
+
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def job_folder(jobs_dir: Path, job_id: str) -> Path:
+    """``<jobs_dir>/<job_id>``, the executor's folder of one job; LaunchError for an id that is not
+    a plain name (no separators, no ``..``)."""
+    if not _JOB_ID.fullmatch(job_id):
+        raise LaunchError(f"job id {job_id!r} is not a valid folder name")
+    return jobs_dir / job_id

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aicloud.executors import supervise
-from aicloud.executors.base import Executor, ExitInfo, LaunchError, LaunchRequest
+from aicloud.executors.base import Executor, ExitInfo, LaunchError, LaunchRequest, job_folder
 
 if TYPE_CHECKING:
     from aicloud.config import Settings
@@ -68,7 +68,6 @@ THREAD_VARS = (
 )
 WORKDIR_PREFIX = "aicloud-job-"
 ESCALATE_AFTER_S = 5.0
-_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _HAS_PROC = os.path.isdir("/proc/self")
 
 
@@ -169,9 +168,7 @@ class LocalExecutor(Executor):
 
     def job_dir(self, job_id: str) -> Path:
         """``<jobs_dir>/<job_id>``; raises LaunchError for an id that is not a plain name."""
-        if not _JOB_ID.fullmatch(job_id):
-            raise LaunchError(f"job id {job_id!r} is not a valid folder name")
-        return self.jobs_dir / job_id
+        return job_folder(self.jobs_dir, job_id)
 
     @staticmethod
     def _dir(handle: dict[str, Any]) -> Path:

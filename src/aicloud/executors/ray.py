@@ -52,7 +52,7 @@ from ray.util.placement_group import (
 )
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
-from aicloud.executors.base import Executor, ExitInfo, LaunchError, LaunchRequest
+from aicloud.executors.base import Executor, ExitInfo, LaunchError, LaunchRequest, job_folder
 from aicloud.executors.local import THREAD_VARS
 from aicloud.executors.ray_connect import RayUnavailable, cause, connect
 from aicloud.executors.ray_worker import JobWorker
@@ -70,7 +70,6 @@ PULL_BYTES = 1024 * 1024
 DRAIN_BUDGET_S = 5.0
 # Variables of the control plane's own Ray connection that a job never gets.
 _PRIVATE_ENV = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE", "RAY_ADDRESS")
-_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _LINES = re.compile(rb"(?<=\n)")
 _Worker = ray.remote(JobWorker)
 
@@ -146,9 +145,7 @@ class RayExecutor(Executor):
     # -- paths -------------------------------------------------------------------------------
 
     def job_dir(self, job_id: str) -> Path:
-        if not _JOB_ID.fullmatch(job_id):
-            raise LaunchError(f"job id {job_id!r} is not a valid folder name")
-        return self.jobs_dir / job_id
+        return job_folder(self.jobs_dir, job_id)
 
     @staticmethod
     def _dir(handle: dict[str, Any]) -> Path:
