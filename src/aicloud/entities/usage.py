@@ -21,12 +21,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["COST_KEYS", "GIB", "PriceSettings", "Prices", "allocation", "job_cost", "with_cost"]
+__all__ = ["COST_KEYS", "DIGITS", "GIB", "PriceSettings", "Prices", "allocation", "job_cost", "with_cost"]
 
 GIB = 2**30
 COST_KEYS = ("cpu_hours", "gpu_hours", "gb_hours", "cost", "currency", "prices")
 """The keys :func:`with_cost` adds to a job's ``usage``."""
-_DIGITS = 9  # stored numbers are rounded to 1e-9 (of an hour, of a currency unit)
+DIGITS = 9  # stored numbers are rounded to 1e-9 (of an hour, of a currency unit)
 
 
 class PriceSettings(Protocol):
@@ -104,10 +104,10 @@ def job_cost(usage: Mapping[str, Any], spec: Mapping[str, Any], prices: Prices) 
     gb_hours = _number(usage.get("peak_rss_bytes")) / GIB * wall_h
     cost = cpu_hours * prices.cpu_hour + gpu_hours * prices.gpu_hour + gb_hours * prices.gb_hour
     return {
-        "cpu_hours": round(cpu_hours, _DIGITS),
-        "gpu_hours": round(gpu_hours, _DIGITS),
-        "gb_hours": round(gb_hours, _DIGITS),
-        "cost": round(cost, _DIGITS),
+        "cpu_hours": round(cpu_hours, DIGITS),
+        "gpu_hours": round(gpu_hours, DIGITS),
+        "gb_hours": round(gb_hours, DIGITS),
+        "cost": round(cost, DIGITS),
         "currency": prices.currency,
         "prices": prices.as_dict(),
     }

@@ -15,13 +15,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from aicloud.entities import Job
-from aicloud.entities.usage import Prices, with_cost
+from aicloud.entities.usage import DIGITS, Prices, with_cost
 from aicloud.errors import ValidationError
 from aicloud.schemas.usage import UsageBy, UsageReport, UsageRow
 
 __all__ = ["parse_bound", "priced", "summarize"]
-
-_DIGITS = 9
 
 
 def parse_bound(value: str | None, field: str, *, end: bool = False) -> datetime | None:
@@ -96,10 +94,10 @@ class _Sum:
             cpu_seconds=round(self.cpu_seconds, 3),
             wall_seconds=round(self.wall_seconds, 3),
             peak_rss_bytes=self.peak_rss_bytes,
-            cpu_hours=round(self.cpu_hours, _DIGITS),
-            gpu_hours=round(self.gpu_hours, _DIGITS),
-            gb_hours=round(self.gb_hours, _DIGITS),
-            cost=round(self.cost, _DIGITS),
+            cpu_hours=round(self.cpu_hours, DIGITS),
+            gpu_hours=round(self.gpu_hours, DIGITS),
+            gb_hours=round(self.gb_hours, DIGITS),
+            cost=round(self.cost, DIGITS),
             currency=known.pop() if len(known) == 1 else ("mixed" if known else currency),
             **extra,
         )
