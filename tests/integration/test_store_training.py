@@ -175,6 +175,9 @@ def test_job_list_and_queue_order(tracking: Tracking) -> None:
     both = tracking.jobs.in_states([PENDING, SUCCEEDED])
     assert [j.name for j in both] == ["done", "high", "mid", "low-old", "low-new"]
     assert tracking.jobs.in_states([]) == []
+    assert tracking.jobs.in_states([PENDING], kinds=[]) == []
+    assert tracking.jobs.in_states([PENDING], kinds=[JobKind.SWEEP]) == []
+    assert tracking.jobs.in_states([PENDING], kinds=[JobKind.TRAIN]) == queue
     assert tracking.jobs.in_states([FAILED]) == []
 
     assert [j.name for j in tracking.jobs.list(ws)] == ["done", "mid", "high", "low-old"]  # newest first

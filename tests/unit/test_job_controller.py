@@ -285,11 +285,11 @@ class FlakyStore(InMemoryJobStore):
         super().__init__()
         self.failures = 0
 
-    def in_states(self, states: list[JobStatus]) -> list[Job]:
+    def in_states(self, states: list[JobStatus], *, kinds: list[JobKind] | None = None) -> list[Job]:
         if self.failures > 0:
             self.failures -= 1
             raise RuntimeError("database is locked")
-        return super().in_states(states)
+        return super().in_states(states, kinds=kinds)
 
 
 @pytest.fixture

@@ -56,6 +56,8 @@ __all__ = ["JobController", "LogChunk"]
 log = logging.getLogger("aicloud.controllers.jobs")
 
 MAX_POLL_ERRORS = 10
+# The kinds that run processes; a sweep has none (the sweep controller drives it).
+PROCESS_KINDS: list[JobKind] = [kind for kind in JobKind if kind is not JobKind.SWEEP]
 MESSAGE_LINES = 50
 
 Launcher = Callable[[Job], LaunchRequest]
@@ -141,7 +143,7 @@ class JobController(ReconcileLoop):
 
     def _own(self, states: list[JobStatus]) -> list[Job]:
         """Jobs in ``states`` that have processes: sweeps have none (the sweep controller drives them)."""
-        return [job for job in self.store.in_states(states) if job.kind is not JobKind.SWEEP]
+        return self.store.in_states(states, kinds=PROCESS_KINDS)
 
     # -- running jobs ------------------------------------------------------------------------
 

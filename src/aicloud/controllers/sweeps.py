@@ -132,9 +132,7 @@ class SweepController(ReconcileLoop):
         """One idempotent pass over every live sweep. Thread-safe."""
         with self._pass_lock:
             seen: set[str] = set()
-            for sweep in self.jobs.in_states([JobStatus.PENDING, JobStatus.RUNNING]):
-                if sweep.kind is not JobKind.SWEEP:
-                    continue
+            for sweep in self.jobs.in_states([JobStatus.PENDING, JobStatus.RUNNING], kinds=[JobKind.SWEEP]):
                 seen.add(sweep.id)
                 try:
                     self._reconcile(sweep)

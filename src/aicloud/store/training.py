@@ -59,8 +59,13 @@ class JobStore(abc.ABC):
         oldest end first (usage reports)."""
 
     @abc.abstractmethod
-    def in_states(self, states: builtins.list[JobStatus]) -> builtins.list[Job]:
-        """Every job in these states in every workspace, in queue order: priority desc, then created asc."""
+    def in_states(
+        self, states: builtins.list[JobStatus], *, kinds: builtins.list[JobKind] | None = None
+    ) -> builtins.list[Job]:
+        """Every job in these states in every workspace, in queue order: priority desc, then created asc.
+
+        ``kinds`` keeps only jobs of those kinds (None: every kind).
+        """
 
     @abc.abstractmethod
     def transition(

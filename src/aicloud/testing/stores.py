@@ -138,10 +138,16 @@ class InMemoryJobStore(JobStore):
             jobs.sort(key=lambda job: (job.finished_at, job.id))
             return [self._out(job) for job in jobs]
 
-    def in_states(self, states: builtins.list[JobStatus]) -> builtins.list[Job]:
+    def in_states(
+        self, states: builtins.list[JobStatus], *, kinds: builtins.list[JobKind] | None = None
+    ) -> builtins.list[Job]:
         wanted = {JobStatus(state) for state in states}
         with self._lock:
-            jobs = [job for job in self._jobs.values() if job.status in wanted]
+            jobs = [
+                job
+                for job in self._jobs.values()
+                if job.status in wanted and (kinds is None or job.kind in kinds)
+            ]
             jobs.sort(key=lambda job: (-job.priority, job.created_at, job.id))
             return [self._out(job) for job in jobs]
 

@@ -158,17 +158,18 @@ class SqlJobStore(JobStore):
 
         return self._db.run(tx, write=False)
 
-    def in_states(self, states: builtins.list[JobStatus]) -> builtins.list[Job]:
+    def in_states(
+        self, states: builtins.list[JobStatus], *, kinds: builtins.list[JobKind] | None = None
+    ) -> builtins.list[Job]:
         wanted = [JobStatus(state).value for state in states]
 
         def tx(session: Session) -> builtins.list[Job]:
-            if not wanted:
+            if not wanted or kinds == []:
                 return []
-            query = (
-                select(JobRow)
-                .where(JobRow.status.in_(wanted))
-                .order_by(JobRow.priority.desc(), JobRow.created_at, JobRow.id)
-            )
+            query = select(JobRow).where(JobRow.status.in_(wanted))
+            if kinds is not None:
+                query = query.where(JobRow.kind.in_([JobKind(kind).value for kind in kinds]))
+            query = query.order_by(JobRow.priority.desc(), JobRow.created_at, JobRow.id)
             return [_entity(row) for row in session.scalars(query)]
 
         return self._db.run(tx, write=False)
