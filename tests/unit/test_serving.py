@@ -307,3 +307,41 @@ def test_model_app_predict_cache_and_metrics(tmp_path: Path) -> None:
     text = r2[1].text
     assert "aicloud_cache_hits_total 1.0" in text and "aicloud_requests_total" in text
     assert app.runtime is not None and app.runtime.outputs[0].datatype == "BYTES"
+
+
+def test_batch_workers_split_the_replica_cpus() -> None:
+    from pydantic import ValidationError
+
+    from aicloud.executors.base import LaunchRequest, thread_env
+    from aicloud.schemas.serving import DeploymentSpec
+
+    assert DeploymentSpec(model="m", cpus=4, batch_workers=2).batch_workers == 2
+    with pytest.raises(ValidationError, match="batch_workers"):
+        DeploymentSpec(model="m", cpus=1, batch_workers=2)
+    env = thread_env(LaunchRequest(job_id="r", argv=["x"], cpus=4, threads=2))
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "2" and env["AICLOUD_CPUS"] == "4"
+    assert thread_env(LaunchRequest(job_id="r", argv=["x"], cpus=3))["OMP_NUM_THREADS"] == "3"
+    config = ReplicaConfig.from_spec({"batch_workers": 2, "max_batch_size": 16}, key="k")
+    assert config.batch_workers == 2
+    app = build_app(config, service=Greeter)
+    assert {b.workers for b in app.state.batchers} == {2}
+
+
+def test_handler_bad_bodies_name_the_field() -> None:
+    app = build_app(ReplicaConfig(name="greeter", key="key"), service=Greeter, start=True)
+    r = _call(
+        app,
+        [
+            ("POST", "/greet", {"content": b"{nope", "headers": AUTH}),
+            ("POST", "/greet", {"content": b"", "headers": AUTH}),
+            ("POST", "/greet", {"json": {"name": "x", "extra": 1}, "headers": AUTH}),
+            ("POST", "/greet", {"json": {"name": "x", "times": "many"}, "headers": AUTH}),
+            ("POST", "/lengths", {"json": {"text": ["a", "b"]}, "headers": AUTH}),
+            ("GET", "/greet", {"headers": AUTH}),
+        ],
+    )
+    fields = [x.json()["error"]["details"][0]["field"] for x in r[:5]]
+    assert [x.status_code for x in r[:5]] == [400] * 5
+    assert fields == ["body", "body", "extra", "times", "text"]
+    assert all("Traceback" not in x.text for x in r)
+    assert r[5].status_code == 405

@@ -220,8 +220,95 @@ def test_observer_sees_sizes_and_queue_times() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"max_batch_size": 0}, {"max_wait_ms": -1}, {"max_queue": 0}, {"timeout_s": 0}],
+    [{"max_batch_size": 0}, {"max_wait_ms": -1}, {"max_queue": 0}, {"timeout_s": 0}, {"workers": 0}],
 )
 def test_bad_arguments_are_refused_eagerly(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         DynamicBatcher(Recorder(), **kwargs)
+
+
+def test_workers_run_batches_side_by_side() -> None:
+    """With workers=2 the next batch is collected and started while the first still runs."""
+    gate = threading.Event()
+    running: list[int] = []
+    peak = [0]
+    lock = threading.Lock()
+
+    def run_batch(items: list[Any]) -> list[Any]:
+        with lock:
+            running.append(1)
+            peak[0] = max(peak[0], len(running))
+        gate.wait(5)
+        with lock:
+            running.pop()
+        return [x * 2 for x in items]
+
+    async def main() -> list[Any]:
+        b = DynamicBatcher(run_batch, max_batch_size=2, max_wait_ms=0, timeout_s=5, workers=2)
+        tasks = [asyncio.ensure_future(b.submit(i)) for i in range(6)]
+        deadline = time.perf_counter() + 2
+        while peak[0] < 2 and time.perf_counter() < deadline:
+            await asyncio.sleep(0.005)
+        assert b.queued > 0  # both workers busy: the rest waits, no third batch starts
+        gate.set()
+        out = await asyncio.gather(*tasks)
+        await b.close()
+        return out
+
+    assert run(main()) == [i * 2 for i in range(6)]
+    assert peak[0] == 2
+
+
+def test_one_worker_runs_one_batch_at_a_time() -> None:
+    seen = []
+    lock = threading.Lock()
+    active = [0]
+
+    def run_batch(items: list[Any]) -> list[Any]:
+        with lock:
+            active[0] += 1
+            seen.append(active[0])
+        time.sleep(0.01)
+        with lock:
+            active[0] -= 1
+        return items
+
+    async def main() -> None:
+        b = DynamicBatcher(run_batch, max_batch_size=1, max_wait_ms=0, timeout_s=5)
+        await asyncio.gather(*(b.submit(i) for i in range(5)))
+        await b.close()
+
+    run(main())
+    assert seen == [1] * 5
+
+
+def test_a_disconnected_client_drops_its_queued_work() -> None:
+    from aicloud.serving.asgi import ClientGone, submit
+
+    gate = threading.Event()
+    rec = Recorder(gate=gate)
+
+    async def main() -> None:
+        b = DynamicBatcher(rec, max_batch_size=1, max_wait_ms=0, timeout_s=5)
+        first = asyncio.ensure_future(b.submit(0))
+        while not rec.batches:
+            await asyncio.sleep(0.005)
+        hang_up = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            await hang_up.wait()
+            return {"type": "http.disconnect"}
+
+        gone = asyncio.ensure_future(submit(receive, b, 1, 1))
+        await asyncio.sleep(0.01)
+        assert b.queued == 1
+        hang_up.set()
+        with pytest.raises(ClientGone):
+            await gone
+        assert b.queued == 0
+        gate.set()
+        assert await first == 0
+        await b.close()
+
+    run(main())
+    assert rec.batches == [[0]]  # the gone client's item never ran

@@ -26,7 +26,8 @@ def render_deployment(d: Deployment) -> None:
         f"  replicas {len(info.replicas)} (desired {info.desired_replicas}, "
         f"min {spec.get('min_replicas')}, max {spec.get('max_replicas')}), "
         f"batch ≤ {spec.get('max_batch_size')}"
-        f" within {spec.get('max_wait_ms')} ms"
+        f" within {spec.get('max_wait_ms')} ms, cpus {spec.get('cpus')}"
+        f" ({spec.get('batch_workers') or 1} batch worker(s))"
     )
     for r in info.replicas:
         console.print(f"    {r.id} gen {r.generation} {r.state.value}")
@@ -46,6 +47,11 @@ def deploy_create(
     max_batch_size: int = typer.Option(32),
     max_wait_ms: float = typer.Option(5),
     idle_timeout_s: float = typer.Option(300),
+    cpus: int = typer.Option(1, help="cpus of each replica (its intra-op threads)"),
+    batch_workers: int = typer.Option(
+        1,
+        help="batches a replica runs at once, its cpus split among them (1: latency; --cpus: throughput)",
+    ),
     wait: bool = typer.Option(True, help="wait until it serves"),
     output: Output = OutputOpt,
 ) -> None:
@@ -61,6 +67,8 @@ def deploy_create(
         max_batch_size=max_batch_size,
         max_wait_ms=max_wait_ms,
         idle_timeout_s=idle_timeout_s,
+        cpus=cpus,
+        batch_workers=batch_workers,
     )
     if wait:
         with console.status(f"starting {name} …"):

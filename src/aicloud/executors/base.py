@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["Executor", "ExitInfo", "LaunchError", "LaunchRequest", "job_folder"]
+__all__ = ["THREAD_VARS", "Executor", "ExitInfo", "LaunchError", "LaunchRequest", "job_folder", "thread_env"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,9 @@ class LaunchRequest:
     ``env`` is the child's whole environment (the caller builds it; nothing is inherited
     from the control plane). ``cpus`` sets the thread-count variables (``OMP_NUM_THREADS``,
     ``MKL_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``AICLOUD_CPUS``...) unless ``env``
-    already has them. ``workers`` > 1 starts that many copies of ``argv`` as one job, each
+    already has them; ``threads``, when set, is the intra-op thread count instead of ``cpus``
+    (``AICLOUD_CPUS`` stays ``cpus``): a replica that runs several batches at once splits its
+    cpus among them. ``workers`` > 1 starts that many copies of ``argv`` as one job, each
     with the variables torchrun gives (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
     ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``; the executor picks the rendezvous
     address); ``cpus`` and ``gpus`` are per worker. The job's exit is the first worker's
@@ -57,6 +59,22 @@ class LaunchRequest:
     cwd: str | None = None
     workers: int = 1
     gpus: int = 0
+    threads: int | None = None
+
+
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
+
+
+def thread_env(req: LaunchRequest) -> dict[str, str]:
+    """The thread-count variables of ``req`` (see :class:`LaunchRequest`)."""
+    threads = str(req.threads or req.cpus)
+    return {**dict.fromkeys(THREAD_VARS, threads), "AICLOUD_CPUS": str(req.cpus)}
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aicloud.executors import supervise
-from aicloud.executors.base import Executor, ExitInfo, LaunchError, LaunchRequest, job_folder
+from aicloud.executors.base import Executor, ExitInfo, LaunchError, LaunchRequest, job_folder, thread_env
 
 if TYPE_CHECKING:
     from aicloud.config import Settings
@@ -58,14 +58,6 @@ if TYPE_CHECKING:
 __all__ = ["LocalExecutor"]
 
 SUPERVISOR = str(Path(supervise.__file__).resolve())
-THREAD_VARS = (
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "AICLOUD_CPUS",
-)
 WORKDIR_PREFIX = "aicloud-job-"
 ESCALATE_AFTER_S = 5.0
 _HAS_PROC = os.path.isdir("/proc/self")
@@ -185,8 +177,8 @@ class LocalExecutor(Executor):
 
     def _prepare_env(self, req: LaunchRequest, workdir: str | None) -> dict[str, str]:
         env = dict(req.env)
-        for name in THREAD_VARS:
-            env.setdefault(name, str(req.cpus))
+        for name, value in thread_env(req).items():
+            env.setdefault(name, value)
         if req.workers > 1:
             env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
         if workdir is not None:

@@ -52,8 +52,7 @@ from ray.util.placement_group import (
 )
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
-from aicloud.executors.base import Executor, ExitInfo, LaunchError, LaunchRequest, job_folder
-from aicloud.executors.local import THREAD_VARS
+from aicloud.executors.base import Executor, ExitInfo, LaunchError, LaunchRequest, job_folder, thread_env
 from aicloud.executors.ray_connect import RayUnavailable, cause, connect
 from aicloud.executors.ray_worker import JobWorker
 from aicloud.executors.supervise import read_json, write_json_atomic
@@ -277,8 +276,8 @@ class RayExecutor(Executor):
         base = {k: v for k, v in req.env.items() if k not in _PRIVATE_ENV}
         if base.get("PYTHONBREAKPOINT", "").startswith("ray."):  # set by ray.init in the driver
             del base["PYTHONBREAKPOINT"]
-        for name in THREAD_VARS:
-            base.setdefault(name, str(req.cpus))
+        for name, value in thread_env(req).items():
+            base.setdefault(name, value)
         envs = []
         for rank, node in enumerate(nodes):
             env = dict(base, AICLOUD_NODE_ID=node["node_id"], AICLOUD_NODE_IP=node["ip"])

@@ -61,11 +61,13 @@ class ServingRuntime:
             PYTHONUNBUFFERED="1",
             PATH=os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)]),
         )
+        cpus = int(spec.get("cpus") or 1)
         return LaunchRequest(
             job_id=replica_id,
             argv=[sys.executable, "-m", "aicloud.serving.replica"],
             env=env,
-            cpus=int(spec.get("cpus") or 1),
+            cpus=cpus,
+            threads=max(1, cpus // int(spec.get("batch_workers") or 1)),
         )
 
     def revoke_token(self, replica: Replica) -> None:

@@ -35,7 +35,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aicloud.errors import (
     AicloudError,
-    BadRequestError,
     NotFoundError,
     PayloadTooLargeError,
     UnauthenticatedError,
@@ -55,7 +54,7 @@ from aicloud.serving.asgi import (
 )
 from aicloud.serving.batcher import DynamicBatcher
 from aicloud.serving.cache import ResponseCache, cache_key
-from aicloud.serving.handlers import add_handler_route
+from aicloud.serving.handlers import HandlerRoute, add_handler_route, validation_error
 from aicloud.serving.metrics import ReplicaMetrics
 from aicloud.serving.oip_routes import add_oip_routes
 from aicloud.serving.runtime import ModelRuntime, bad_input
@@ -96,6 +95,7 @@ class ReplicaConfig:
     cache_bytes: int = 0
     max_body_bytes: int = 64 * 1024 * 1024
     handler_threads: int = 4
+    batch_workers: int = 1
     retry_after_s: int = 1
 
     def __post_init__(self) -> None:
@@ -110,7 +110,15 @@ class ReplicaConfig:
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], **overrides: Any) -> ReplicaConfig:
-        known = {"max_batch_size", "max_wait_ms", "max_queue", "timeout_s", "cache_bytes", "max_body_bytes"}
+        known = {
+            "max_batch_size",
+            "max_wait_ms",
+            "max_queue",
+            "timeout_s",
+            "cache_bytes",
+            "max_body_bytes",
+            "batch_workers",
+        }
         values = {k: spec[k] for k in known if spec.get(k) is not None}
         return cls(**{**values, **overrides})
 
@@ -142,6 +150,7 @@ class ReplicaApp:
         self._pool = ThreadPoolExecutor(config.handler_threads, thread_name_prefix="aicloud-handler")
         self.handlers: dict[str, HandlerInfo] = handlers_of(type(service)) if service is not None else {}
         self._handler_batchers: dict[str, DynamicBatcher] = {}
+        self._routes: dict[str, HandlerRoute] = {}  # "/<handler>": served on the raw ASGI layer
         self.batcher: DynamicBatcher | None = None
         if runtime is not None:
             self.batcher = self._new_batcher(
@@ -158,6 +167,7 @@ class ReplicaApp:
             max_wait_ms=wait_ms,
             max_queue=self.config.max_queue,
             timeout_s=self.config.timeout_s,
+            workers=self.config.batch_workers,
             on_batch=self.metrics.observe_batch,
             name=name,
         )
@@ -264,6 +274,10 @@ class ReplicaApp:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
+        route = self._routes.get(scope["path"]) if scope["method"] == "POST" else None
+        if route is not None:
+            await route.serve(body, receive, send)
+            return
         scope["aicloud.body"] = body
         # an unexpected error was answered 500 and logged by the app's handler; Starlette re-raises it
         with contextlib.suppress(Exception):
@@ -301,12 +315,7 @@ class ReplicaApp:
 
         @api.exception_handler(RequestValidationError)
         async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
-            details = []
-            for err in exc.errors():
-                loc = [str(p) for p in err.get("loc", ()) if p != "body"]
-                details.append({"field": ".".join(loc) or "body", "message": str(err.get("msg", ""))})
-            first = details[0] if details else {"field": "body", "message": "invalid"}
-            return error_response(BadRequestError(f"{first['field']}: {first['message']}", details=details))
+            return error_response(validation_error(list(exc.errors()), skip=("body",)))
 
         @api.exception_handler(StarletteHTTPException)
         async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -359,7 +368,7 @@ class ReplicaApp:
                 self.metrics.cache_hits.inc()
                 return Response(hit, media_type=JSON)
             self.metrics.cache_misses.inc()
-        outputs = await submit(request, batcher, prepared, prepared.rows)
+        outputs = await submit(request.receive, batcher, prepared, prepared.rows)
         body = json.dumps({"outputs": outputs}, separators=(",", ":")).encode()
         if key is not None and self.cache is not None:
             self.cache.put(key, body)
@@ -378,9 +387,11 @@ class ReplicaApp:
                 info.name,
             )
             self._handler_batchers[info.name] = batcher
-        add_handler_route(
-            api, self.service, info, batcher=batcher, pool=self._pool, timeout=self.config.timeout_s
+        route = HandlerRoute(
+            self.service, info, batcher=batcher, pool=self._pool, timeout=self.config.timeout_s
         )
+        self._routes[f"/{info.name}"] = route
+        add_handler_route(api, route)
 
 
 def build_app(

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import Response
 
 from aicloud.errors import AicloudError
-from aicloud.serving.batcher import DynamicBatcher, QueueFullError
+from aicloud.serving.batcher import BatchItem, DynamicBatcher, QueueFullError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -40,10 +41,17 @@ def error_response(exc: AicloudError, headers: dict[str, str] | None = None) -> 
 
 
 async def send_error(send: Send, exc: AicloudError, extra: dict[str, str] | None = None) -> None:
-    body = json.dumps(exc.to_payload()).encode()
+    extra = dict(extra or {})
+    if isinstance(exc, QueueFullError):
+        extra["Retry-After"] = str(max(1, round(exc.retry_after)))
+    await send_body(send, exc.status_code, json.dumps(exc.to_payload(), default=str).encode(), extra)
+
+
+async def send_body(send: Send, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:
+    """A whole JSON response on the raw ASGI layer."""
     headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in (extra or {}).items()]
-    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -54,18 +62,27 @@ async def wait_disconnect(receive: Receive) -> None:
             return
 
 
-async def submit(request: Request, batcher: DynamicBatcher, value: Any, size: int) -> Any:
-    """Queue one request's work; a client that disconnects meanwhile drops its work."""
-    task = asyncio.ensure_future(batcher.submit(value, size))
-    watch = asyncio.ensure_future(wait_disconnect(request.receive))
+async def submit(receive: Receive, batcher: DynamicBatcher, value: Any, size: int) -> Any:
+    """Queue one request's work; a client that disconnects meanwhile drops its work (:class:`ClientGone`).
+
+    ``receive`` is the request's ASGI receive, its body already read: the next message it yields is
+    the disconnect. One watch task per request; the batcher's own timer enforces its timeout.
+    """
+    item = batcher.enqueue(value, size)
+    watch = asyncio.ensure_future(wait_disconnect(receive))
+    watch.add_done_callback(partial(_client_gone, batcher, item))
     try:
-        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+        return await item.future
+    except asyncio.CancelledError:
+        batcher.discard(item)
+        raise
     finally:
         watch.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    raise ClientGone()
+
+
+def _client_gone(batcher: DynamicBatcher, item: BatchItem, watch: asyncio.Future[None]) -> None:
+    if not watch.cancelled():
+        batcher.discard(item, ClientGone())
 
 
 def request_body(request: Request) -> bytes:

@@ -15,8 +15,10 @@ Semantics (docs/serving.md):
   exceeds ``max_batch_size``, except that one item bigger than that runs alone. ``max_wait_ms = 0`` is
   "natural" batching: a batch is whatever is queued when the worker is free, so a lone request pays no
   wait and requests that arrive while a batch runs are grouped into the next one;
-* the batch runs in one worker thread (one batch at a time: model calls are CPU bound and use their
-  own intra-op threads), so the event loop keeps accepting requests meanwhile;
+* batches run in ``workers`` worker threads (1 by default: one batch at a time, as model calls are CPU
+  bound and use their own intra-op threads), so the event loop keeps accepting requests meanwhile.
+  With ``workers`` > 1 the next batch is collected while the others run; give each worker fewer
+  intra-op threads (a deployment's ``batch_workers`` splits its ``cpus`` among them);
 * one bad item fails only its own request: ``run_batch`` may put an ``Exception`` instance in an
   item's slot, and when ``run_batch`` raises, the batch is run again item by item, so that only the
   items that raise alone fail;
@@ -34,7 +36,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from aicloud.errors import AicloudError, UnavailableError
@@ -68,12 +71,15 @@ class RequestTimeoutError(AicloudError):
         )
 
 
-@dataclass(eq=False)
-class _Item:
+@dataclass(eq=False, slots=True)
+class BatchItem:
+    """One queued request: its value, its size in units, and the future its result lands in."""
+
     value: Any
     size: int
     future: asyncio.Future[Any]
-    enqueued: float = field(default_factory=time.perf_counter)
+    enqueued: float
+    timer: asyncio.TimerHandle | None = None
 
 
 BatchObserver = Callable[[int, list[float]], None]
@@ -91,6 +97,7 @@ class DynamicBatcher:
         max_queue: int = 1024,
         timeout_s: float = 60.0,
         *,
+        workers: int = 1,
         on_batch: BatchObserver | None = None,
         name: str = "batch",
     ) -> None:
@@ -104,16 +111,23 @@ class DynamicBatcher:
             raise ValueError(f"max_queue must be an int >= 1, got {max_queue!r}")
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s!r}")
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be an int >= 1, got {workers!r}")
         self.run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_queue = max_queue
         self.timeout_s = timeout_s
+        self.workers = workers
         self.on_batch = on_batch
-        self._queue: deque[_Item] = deque()
-        self._wakeup: asyncio.Event | None = None
+        self._queue: deque[BatchItem] = deque()
+        self._units = 0  # units waiting in the queue
+        self._running = 0  # batches in the worker threads
+        self._free_since = 0.0  # when a worker last became free
+        self._waiter: asyncio.Future[None] | None = None  # the collector sleeps on it
+        self._need = 1  # queued units that wake the collector early (0: only a free worker does)
         self._task: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"aicloud-{name}")
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix=f"aicloud-{name}")
         self._closed = False
 
     @property
@@ -122,86 +136,133 @@ class DynamicBatcher:
 
     async def submit(self, value: Any, size: int = 1) -> Any:
         """Queue ``value`` and wait for its result (re-raises its own exception)."""
+        item = self.enqueue(value, size)
+        try:
+            return await item.future
+        except asyncio.CancelledError:
+            self.discard(item)
+            raise
+
+    def enqueue(self, value: Any, size: int = 1) -> BatchItem:
+        """Queue ``value`` and return its item at once: await ``item.future`` for the result (it
+        fails with :class:`RequestTimeoutError` after ``timeout_s``); :meth:`discard` drops it."""
         if self._closed:
             raise UnavailableError("the replica is shutting down")
         if len(self._queue) >= self.max_queue:
             raise QueueFullError(self.max_queue)
         loop = asyncio.get_running_loop()
         if self._task is None:
-            self._wakeup = asyncio.Event()
             self._task = loop.create_task(self._collect(), name="aicloud-batcher")
-        assert self._wakeup is not None
-        item = _Item(value, max(1, int(size)), loop.create_future())
+        item = BatchItem(value, max(1, int(size)), loop.create_future(), time.perf_counter())
+        item.timer = loop.call_later(self.timeout_s, self._expire, item)
         self._queue.append(item)
-        self._wakeup.set()
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                return await item.future
-        except TimeoutError:
-            self._discard(item)
-            raise RequestTimeoutError(self.timeout_s) from None
-        except asyncio.CancelledError:
-            self._discard(item)
-            raise
+        self._units += item.size
+        if self._need and self._units >= self._need:
+            self._wake()
+        return item
 
-    def _discard(self, item: _Item) -> None:
-        with contextlib.suppress(ValueError):  # already in a running batch: its result is dropped
+    def discard(self, item: BatchItem, error: BaseException | None = None) -> None:
+        """Drop ``item``: out of the queue, or, when its batch already runs, its result is dropped.
+        Its future fails with ``error``, or is cancelled when no error is given."""
+        try:
             self._queue.remove(item)
+            self._units -= item.size
+        except ValueError:
+            pass
+        if item.timer is not None:
+            item.timer.cancel()
         if not item.future.done():
-            item.future.cancel()
+            if error is None:
+                item.future.cancel()
+            else:
+                item.future.set_exception(error)
+
+    def _expire(self, item: BatchItem) -> None:
+        self.discard(item, RequestTimeoutError(self.timeout_s))
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _sleep(self, need: int, timeout: float | None = None) -> None:
+        """Sleep until ``need`` units are queued (0: until a worker frees), or ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        self._need = need
+        timer = loop.call_later(timeout, self._wake) if timeout is not None else None
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            self._need = 0
+            if timer is not None:
+                timer.cancel()
+
+    def _pop(self) -> BatchItem:
+        item = self._queue.popleft()
+        self._units -= item.size
+        return item
 
     async def _collect(self) -> None:
-        assert self._wakeup is not None
-        wakeup = self._wakeup
         loop = asyncio.get_running_loop()
-        free_since = 0.0  # when the previous batch ended
+        limit = self.max_batch_size
         while True:
+            while self._running >= self.workers:
+                await self._sleep(0)
             while not self._queue:
-                wakeup.clear()
-                await wakeup.wait()
-            first = self._queue.popleft()
+                await self._sleep(1)
+            first = self._pop()
             if first.future.done():
                 continue
             batch, units = [first], first.size
-            deadline = max(first.enqueued, free_since) + self.max_wait_s
-            while units < self.max_batch_size:
+            deadline = max(first.enqueued, self._free_since) + self.max_wait_s
+            while units < limit:
                 if self._queue:
                     nxt = self._queue[0]
                     if nxt.future.done():
-                        self._queue.popleft()
+                        self._pop()
                         continue
-                    if units + nxt.size > self.max_batch_size:
+                    if units + nxt.size > limit:
                         break
-                    batch.append(self._queue.popleft())
+                    batch.append(self._pop())
                     units += nxt.size
                     continue
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     break
-                wakeup.clear()
-                try:
-                    async with asyncio.timeout(remaining):
-                        await wakeup.wait()
-                except TimeoutError:
-                    pass
+                await self._sleep(limit - units, remaining)
             live = [it for it in batch if not it.future.done()]
             if not live:
                 continue
+            self._running += 1
             started = time.perf_counter()
-            results = await loop.run_in_executor(self._executor, self._run_safely, [it.value for it in live])
-            free_since = time.perf_counter()
-            for it, result in zip(live, results, strict=True):
-                if it.future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    it.future.set_exception(result)
-                else:
-                    it.future.set_result(result)
-            if self.on_batch is not None:
-                try:
-                    self.on_batch(sum(it.size for it in live), [started - it.enqueued for it in live])
-                except Exception:  # metrics must never break serving
-                    log.exception("batch observer failed")
+            running = loop.run_in_executor(self._executor, self._run_safely, [it.value for it in live])
+            running.add_done_callback(partial(self._finish, live, started))
+
+    def _finish(self, live: list[BatchItem], started: float, running: asyncio.Future[list[Any]]) -> None:
+        """On the loop, when a batch ends: hand each request its result, free the worker."""
+        self._running -= 1
+        self._free_since = time.perf_counter()
+        self._wake()
+        try:
+            results = running.result()
+        except BaseException:  # cancelled at shutdown (or the worker thread died)
+            results = [UnavailableError("the replica is shutting down")] * len(live)
+        for it, result in zip(live, results, strict=True):
+            if it.timer is not None:
+                it.timer.cancel()
+            if it.future.done():
+                continue
+            if isinstance(result, BaseException):
+                it.future.set_exception(result)
+            else:
+                it.future.set_result(result)
+        if self.on_batch is not None:
+            try:
+                self.on_batch(sum(it.size for it in live), [started - it.enqueued for it in live])
+            except Exception:  # metrics must never break serving
+                log.exception("batch observer failed")
 
     def _run_safely(self, values: list[Any]) -> list[Any]:
         """``run_batch(values)``; when it raises, each item again alone so only bad items fail."""
@@ -225,10 +286,8 @@ class DynamicBatcher:
     async def close(self) -> None:
         """Stop collecting; queued requests fail with 503."""
         self._closed = True
-        for item in self._queue:
-            if not item.future.done():
-                item.future.set_exception(UnavailableError("the replica is shutting down"))
-        self._queue.clear()
+        for item in list(self._queue):
+            self.discard(item, UnavailableError("the replica is shutting down"))
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

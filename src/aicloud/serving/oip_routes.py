@@ -102,7 +102,7 @@ async def handle_infer(app: ReplicaApp, request: Request) -> Response:
         raise BadRequestError("this deployment serves a Service: call its handlers, not OIP infer")
     req = parse_infer_request(request_body(request), request.headers.get(HEADER))
     prepared = prepare_tensors(runtime, req)
-    outputs = await submit(request, batcher, prepared, prepared.rows)
+    outputs = await submit(request.receive, batcher, prepared, prepared.rows)
     spec = runtime.outputs[0]
     if spec.datatype == "BYTES":
         array = np.array([str(v) for v in outputs], dtype=object)
