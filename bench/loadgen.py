@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -119,18 +120,28 @@ def _summary(
     }
 
 
-def run_ceiling(fn: Callable[[], Any], batch: int, duration: float) -> dict[str, Any]:
-    """``fn`` (one batched call on ``batch`` rows) back to back; req/s counts rows."""
+def run_ceiling(fn: Callable[[], Any], batch: int, duration: float, parallel: int = 1) -> dict[str, Any]:
+    """``fn`` (one batched call on ``batch`` rows) back to back, in ``parallel`` threads at once
+    (torch releases the GIL in its kernels); req/s counts rows, latency is per call."""
     t_end = time.perf_counter() + WARMUP_S
     while time.perf_counter() < t_end:
         fn()
     latencies: list[float] = []
     start = time.perf_counter()
     stop_at = start + duration
-    while True:
-        t0 = time.perf_counter()
-        if t0 >= stop_at:
-            break
-        fn()
-        latencies.append(time.perf_counter() - t0)
+
+    def loop() -> None:
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= stop_at:
+                return
+            fn()
+            latencies.append(time.perf_counter() - t0)  # list.append is atomic under the GIL
+
+    threads = [threading.Thread(target=loop) for _ in range(parallel - 1)]
+    for t in threads:
+        t.start()
+    loop()
+    for t in threads:
+        t.join()
     return _summary(latencies, time.perf_counter() - start, rows_per_call=batch)

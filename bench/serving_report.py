@@ -30,7 +30,7 @@ def table_for(title: str, result: dict[str, Any]) -> Table:
             values = (r["path"], f"batch {r['batch']}", r["req_s"], r["p50_ms"], r["p99_ms"], "", load, "")
             table.add_row(*map(_fmt, values))
             continue
-        ceiling = ceilings.get(1 if r["concurrency"] == 1 else 32)
+        ceiling = ceilings.get(1 if r["concurrency"] == 1 else 32)  # the highest of any shape
         share = f"{100 * r['req_s'] / ceiling:.0f}%" if ceiling else ""
         errors = ", ".join(f"{k}: {v}" for k, v in r["errors"].items())
         values = (
@@ -74,17 +74,29 @@ def targets(key: str, res: dict[str, Any]) -> dict[str, Any]:
     peers = [r for r in res["rows"] if r["system"] in PEERS and r.get("concurrency") == 32]
     best = max(peers, key=lambda r: r["req_s"], default=None)
     for system in ("gateway", "direct"):
-        r = row(system, 32)
+        # aicloud's best configuration against the best peer in any configuration and the highest
+        # ceiling (1 loop x 2 threads or 2 loops x 1 thread, before or after)
+        r = max(
+            (r for r in res["rows"] if r["system"] == system and r.get("concurrency") == 32),
+            key=lambda r: r["req_s"],
+            default=None,
+        )
         if r is None:
             continue
         if ceiling:
             share = round(r["req_s"] / ceiling, 3)
-            out[f"{system}_c32_of_ceiling"] = {"value": share, "target": ">= 0.85", "met": share >= 0.85}
+            out[f"{system}_c32_of_ceiling"] = {
+                "value": share,
+                "row": r["path"],
+                "target": ">= 0.85",
+                "met": share >= 0.85,
+            }
         if best and best["req_s"]:
             ratio = round(r["req_s"] / best["req_s"], 3)
             out[f"{system}_c32_vs_best_peer"] = {
                 "value": ratio,
-                "best_peer": best["system"],
+                "row": r["path"],
+                "best_peer": best["path"],
                 "target": ">= 1.3",
                 "met": ratio >= 1.3,
             }

@@ -73,18 +73,28 @@ class PeerServer:
     """One peer serving one workload (``mlp`` or ``minilm``); a context manager that stops it."""
 
     def __init__(
-        self, peer: str, workload: str, threads: int, workdir: Path, model_dir: Path | None = None
+        self,
+        peer: str,
+        workload: str,
+        threads: int,
+        workdir: Path,
+        model_dir: Path | None = None,
+        workers: int = 1,
     ) -> None:
+        """``threads``: cpus in all; ``workers`` inference workers (processes or replicas) get
+        ``threads // workers`` torch threads each."""
         if peer not in PEERS:
             raise ValueError(f"unknown peer {peer!r}; choose from {', '.join(PEERS)}")
         if not venv_python(peer).exists():
             raise FileNotFoundError(f"{venv_python(peer)} is missing: run bash bench/peers/setup.sh {peer}")
-        self.peer, self.workload, self.threads = peer, workload, threads
+        self.peer, self.workload, self.workers = peer, workload, workers
+        self.threads = max(1, threads // workers)
+        threads = self.threads
         self.port = free_port()
         self.route = "/predict" if workload == "mlp" else "/embed"
         self.url = f"http://127.0.0.1:{self.port}{self.route}"
         self.marker = uuid.uuid4().hex
-        self.log_path = workdir / f"{peer}-{workload}.log"
+        self.log_path = workdir / f"{peer}-{workload}-{workers}w.log"
         self.ray_tmp = Path(tempfile.mkdtemp(prefix="bray-", dir="/tmp")) if peer == "rayserve" else None
         self.env = {
             **os.environ,
@@ -95,6 +105,7 @@ class PeerServer:
             "BENCH_PEER_WORKLOAD": workload,
             "BENCH_PEER_PORT": str(self.port),
             "BENCH_PEER_THREADS": str(threads),
+            "BENCH_PEER_WORKERS": str(workers),
             "BENCH_PEER_MODEL_DIR": str(model_dir or ""),
             "BENCH_PEER_RAY_TMP": str(self.ray_tmp or ""),
             "BENTOML_HOME": str(workdir / "bentoml"),
@@ -204,6 +215,7 @@ def peer_rows(
     args: Any,
     run_load: Any,
     model_dir: Path | None = None,
+    workers: int = 1,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Each peer in turn: start, wait ready, the same load at each of ``args.concurrency`` for
     ``args.duration`` s, stop. Returns the rows (``system``: the peer) and per peer
@@ -212,7 +224,8 @@ def peer_rows(
     info: dict[str, Any] = {}
     for peer in peers:
         info[peer] = {"version": version(peer)}
-        server = PeerServer(peer, workload, threads, workdir, model_dir)
+        server = PeerServer(peer, workload, threads, workdir, model_dir, workers)
+        label = peer if workers == 1 else f"{peer}, {workers} workers"
         peer_body = server.body_for(body)
         try:
             with server:
@@ -223,10 +236,10 @@ def peer_rows(
                     r = run_load(server.url, "", peer_body, c, args.duration)
                     errors = f"  errors {json.dumps(r['errors'])}" if r["errors"] else ""
                     console.print(
-                        f"  {peer:<18} c={c:<3} {r['req_s']:>8} req/s  "
+                        f"  {label:<18} c={c:<3} {r['req_s']:>8} req/s  "
                         f"p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms{errors}"
                     )
-                    rows.append({"system": peer, "path": peer, "concurrency": c, **r})
+                    rows.append({"system": peer, "path": label, "concurrency": c, "workers": workers, **r})
         except Exception as exc:  # one broken peer does not lose the others' rows
             console.print(f"  [red]{peer} failed: {exc}[/red]")
             info[peer]["error"] = str(exc)[-2000:]

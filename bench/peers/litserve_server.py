@@ -1,9 +1,10 @@
 """LitServe 0.2.19 serving one workload of bench/serving.py (run with bench/.venv-litserve/bin/python).
 
 Environment (set by bench/peers/harness.py): ``BENCH_PEER_WORKLOAD`` (``mlp`` or ``minilm``),
-``BENCH_PEER_PORT``, ``BENCH_PEER_THREADS`` (torch threads), ``BENCH_PEER_MODEL_DIR`` (mlp: the folder
-:func:`benchmodels.export_mlp` wrote). One inference worker on the CPU; MiniLM batches with LitServe's
-own batcher (``max_batch_size=32, batch_timeout=0.005``), the MLP answers one request at a time.
+``BENCH_PEER_PORT``, ``BENCH_PEER_THREADS`` (torch threads per worker), ``BENCH_PEER_WORKERS``
+(inference workers on the CPU, ``workers_per_device``; 1 by default), ``BENCH_PEER_MODEL_DIR`` (mlp: the
+folder :func:`benchmodels.export_mlp` wrote). MiniLM batches with LitServe's own batcher
+(``max_batch_size=32, batch_timeout=0.005``), the MLP answers one request at a time.
 
     POST /predict {"inputs": [[64 numbers]]} → {"outputs": [label]}
     POST /embed   {"text": "..."}            → [384 floats]
@@ -19,6 +20,7 @@ from benchmodels import DigitsMLP, Encoder
 
 WORKLOAD = os.environ["BENCH_PEER_WORKLOAD"]
 THREADS = int(os.environ.get("BENCH_PEER_THREADS", "1"))
+WORKERS = int(os.environ.get("BENCH_PEER_WORKERS", "1"))
 
 
 class MLPAPI(ls.LitAPI):
@@ -56,7 +58,7 @@ def main() -> None:
         api: ls.LitAPI = MLPAPI(api_path="/predict")
     else:
         api = MiniLMAPI(api_path="/embed", max_batch_size=32, batch_timeout=0.005)
-    server = ls.LitServer(api, accelerator="cpu", devices=1, workers_per_device=1, timeout=60)
+    server = ls.LitServer(api, accelerator="cpu", devices=1, workers_per_device=WORKERS, timeout=60)
     server.run(
         host="127.0.0.1",
         port=int(os.environ["BENCH_PEER_PORT"]),

@@ -23,6 +23,7 @@ from starlette.requests import Request
 
 WORKLOAD = os.environ["BENCH_PEER_WORKLOAD"]
 THREADS = int(os.environ.get("BENCH_PEER_THREADS", "1"))
+WORKERS = int(os.environ.get("BENCH_PEER_WORKERS", "1"))  # MiniLM replicas, THREADS cpus each
 LOGGING = {"enable_access_log": False, "log_level": "WARNING"}
 
 
@@ -40,7 +41,7 @@ class MLP:
         return {"outputs": self.model.predict(body["inputs"])}
 
 
-@serve.deployment(num_replicas=1, max_ongoing_requests=64, ray_actor_options={"num_cpus": THREADS})
+@serve.deployment(num_replicas=WORKERS, max_ongoing_requests=64, ray_actor_options={"num_cpus": THREADS})
 class MiniLM:
     def __init__(self, threads: int) -> None:
         import torch

@@ -312,3 +312,20 @@ def test_a_disconnected_client_drops_its_queued_work() -> None:
 
     run(main())
     assert rec.batches == [[0]]  # the gone client's item never ran
+
+
+def test_idle_workers_share_what_waits() -> None:
+    """32 requests that arrive together on 2 idle workers run as 2 batches of 16 side by side, not
+    as one batch of 32 with the other worker idle."""
+    rec = Recorder(delay=0.05)
+
+    async def main() -> None:
+        b = DynamicBatcher(rec, max_batch_size=32, max_wait_ms=20, timeout_s=5, workers=2)
+        await asyncio.gather(*(b.submit(i) for i in range(32)))
+        await asyncio.gather(*(b.submit(i) for i in range(3)))
+        await b.close()
+
+    run(main())
+    assert sorted(len(x) for x in rec.batches[:2]) == [16, 16]
+    assert sorted(len(x) for x in rec.batches[2:]) == [1, 2]
+    assert sorted(x for b in rec.batches[:2] for x in b) == list(range(32))

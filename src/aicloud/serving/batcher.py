@@ -17,8 +17,10 @@ Semantics (docs/serving.md):
   wait and requests that arrive while a batch runs are grouped into the next one;
 * batches run in ``workers`` worker threads (1 by default: one batch at a time, as model calls are CPU
   bound and use their own intra-op threads), so the event loop keeps accepting requests meanwhile.
-  With ``workers`` > 1 the next batch is collected while the others run; give each worker fewer
-  intra-op threads (a deployment's ``batch_workers`` splits its ``cpus`` among them);
+  With ``workers`` > 1 the next batch is collected while the others run, and a batch that closes
+  while other workers are idle takes only its share of what waits (32 queued, 2 idle workers: 16
+  each), so that the workers run side by side rather than one of them running everything; give each
+  worker fewer intra-op threads (a deployment's ``batch_workers`` splits its ``cpus`` among them);
 * one bad item fails only its own request: ``run_batch`` may put an ``Exception`` instance in an
   item's slot, and when ``run_batch`` raises, the batch is run again item by item, so that only the
   items that raise alone fail;
@@ -232,6 +234,14 @@ class DynamicBatcher:
                 if remaining <= 0:
                     break
                 await self._sleep(limit - units, remaining)
+            idle = self.workers - self._running
+            if idle > 1:  # share what waits among the idle workers, rather than one runs it all
+                share = -(-(units + self._units) // idle)
+                while units > share and len(batch) > 1:
+                    back = batch.pop()
+                    units -= back.size
+                    self._queue.appendleft(back)
+                    self._units += back.size
             live = [it for it in batch if not it.future.done()]
             if not live:
                 continue
