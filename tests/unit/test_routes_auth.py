@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi import routing
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
@@ -59,3 +60,40 @@ def test_endpoint_traffic_reaches_the_raw_app_with_its_auth_decision() -> None:
     assert len(raw) == 1 and raw[0].path.startswith(PREFIX)
     assert app.endpoint_app is raw[0].endpoint
     assert app.endpoint_app.auth_decision is require_endpoint_caller
+
+
+def test_concurrent_requests_share_one_token_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When a cached principal expires under load, the requests in flight wait for one database
+    lookup instead of running one each; a bad token fails every waiter and is not cached."""
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    from aicloud.errors import UnauthenticatedError
+    from aicloud.server import auth
+
+    calls: list[str] = []
+
+    def fake_authenticate(store: object, header: str | None) -> object:
+        calls.append(header or "")
+        time.sleep(0.05)
+        if header == "Bearer bad":
+            raise UnauthenticatedError("invalid token")
+        return SimpleNamespace(token=SimpleNamespace(expires_at=None, id="t"))
+
+    monkeypatch.setattr(auth, "authenticate", fake_authenticate)
+    cache = auth.PrincipalCache(ttl=60)
+
+    async def main() -> None:
+        got = await asyncio.gather(*(cache.resolve(None, "Bearer good") for _ in range(32)))  # type: ignore[arg-type]
+        assert len({id(p) for p in got}) == 1
+        bad = await asyncio.gather(
+            *(cache.resolve(None, "Bearer bad") for _ in range(8)),  # type: ignore[arg-type]
+            return_exceptions=True,
+        )
+        assert all(isinstance(b, UnauthenticatedError) for b in bad)
+        await cache.resolve(None, "Bearer good")  # type: ignore[arg-type]  # cached now
+
+    asyncio.run(main())
+    assert calls == ["Bearer good", "Bearer bad"]
+    assert not cache._pending

@@ -29,14 +29,13 @@ import logging
 from collections.abc import Callable, MutableMapping
 from typing import Any, Protocol
 
-import anyio.to_thread
 from starlette.routing import Route
 
 from aicloud.entities import Role
 from aicloud.errors import AicloudError, NotFoundError, PermissionDeniedError
 from aicloud.gateway.proxy import ClientGone, Gateway, read_headers
 from aicloud.gateway.registry import Endpoint
-from aicloud.server.auth import PrincipalCache, authenticate
+from aicloud.server.auth import PrincipalCache
 from aicloud.store import MetadataStore
 
 log = logging.getLogger("aicloud.gateway")
@@ -59,10 +58,7 @@ class GatewayHost(Protocol):
 
 async def require_endpoint_caller(host: GatewayHost, authorization: str | None, name: str) -> Endpoint:
     """The auth decision of endpoint routes: a workspace token, or a token for this endpoint."""
-    principal = host.principals.get(authorization) if authorization else None
-    if principal is None:
-        principal = await anyio.to_thread.run_sync(authenticate, host.store, authorization)
-        host.principals.put(authorization or "", principal)
+    principal = await host.principals.resolve(host.store, authorization)
     principal.require(Role.VIEWER)
     scope = principal.token.scope
     if scope is not None:

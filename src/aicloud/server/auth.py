@@ -7,12 +7,15 @@ so a fast hash is enough (there is nothing to brute-force).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+import anyio.to_thread
 
 from aicloud.entities import Role, Token, Workspace
 from aicloud.errors import PermissionDeniedError, UnauthenticatedError
@@ -76,6 +79,27 @@ class PrincipalCache:
 
     def __init__(self, ttl: float) -> None:
         self._cache: TTLCache[str, Principal] = TTLCache(ttl)
+        self._pending: dict[str, asyncio.Future[Principal]] = {}
+
+    async def resolve(self, store: MetadataStore, authorization: str | None) -> Principal:
+        """The principal of ``authorization``: from the cache, or from one database lookup (in a
+        worker thread) shared by every concurrent request with the same header. Without the
+        sharing, the 32 requests in flight when an entry expires would each run their own lookup."""
+        principal = self.get(authorization) if authorization else None
+        if principal is not None:
+            return principal
+        key = authorization or ""
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._lookup(store, authorization))
+            self._pending[key] = pending
+            pending.add_done_callback(lambda _: self._pending.pop(key, None))
+        return await asyncio.shield(pending)
+
+    async def _lookup(self, store: MetadataStore, authorization: str | None) -> Principal:
+        principal = await anyio.to_thread.run_sync(authenticate, store, authorization)
+        self.put(authorization or "", principal)
+        return principal
 
     @staticmethod
     def _key(authorization: str) -> str:

@@ -10,11 +10,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
-from starlette.concurrency import run_in_threadpool
 
 from aicloud.entities import Role
 from aicloud.errors import PermissionDeniedError
-from aicloud.server.auth import Principal, authenticate
+from aicloud.server.auth import Principal
 from aicloud.server.state import AppState
 
 
@@ -57,10 +56,7 @@ def _require(role: Role):  # type: ignore[no-untyped-def]
     async def dependency(request: Request) -> Principal:
         state = get_state(request)
         header = request.headers.get("authorization")
-        principal = state.principals.get(header) if header else None
-        if principal is None:
-            principal = await run_in_threadpool(authenticate, state.store, header)
-            state.principals.put(header or "", principal)
+        principal = await state.principals.resolve(state.store, header)
         principal.require(role)
         check_scope(principal, request)
         request.state.principal = principal
