@@ -145,6 +145,31 @@ def delete_deployment(client: Client, server_url: str, name: str) -> None:
 # workloads
 
 
+def deploy_checked(
+    console: Console,
+    c: Client,
+    srv: ServerProcess,
+    name: str,
+    route: str,
+    body: Any,
+    check: Callable[[Any], bool],
+    **spec: Any,
+) -> tuple[tuple[str, str], tuple[str, str]]:
+    """Create the deployment, wait until it serves, and make one checked call through the gateway
+    and one straight to the replica; returns both (url, token) pairs."""
+    t0 = time.monotonic()
+    d = c.deployments.create(name, **spec)
+    d.wait_ready(timeout=300)
+    console.print(f"  deployment ready in {time.monotonic() - t0:.1f} s")
+    base, key = replica_endpoint(srv.url, name)
+    gateway, direct = (f"{srv.url}/v1/endpoints/{name}/{route}", srv.token), (f"{base}/{route}", key)
+    for url, token in (gateway, direct):
+        r = httpx.post(url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        r.raise_for_status()
+        assert check(r.json()), r.text[:300]
+    return gateway, direct
+
+
 def workers_label(workers: int) -> str:
     return "" if workers == 1 else f", {workers} workers"
 
@@ -241,21 +266,21 @@ def workload_mlp(
     mismatches = int((np.asarray(mlp.predict(data)) != np.asarray(model(data))).sum())
     assert mismatches == 0, f"the exported MLP disagrees with aicloud's on {mismatches} rows"
     try:
-        t0 = time.monotonic()
-        d = c.deployments.create(name, model=f"{name}:1", max_batch_size=32, max_wait_ms=0)
-        d.wait_ready(timeout=180)
-        console.print(f"  deployment ready in {time.monotonic() - t0:.1f} s")
-        gateway = f"{srv.url}/v1/endpoints/{name}/predict"
-        base, key = replica_endpoint(srv.url, name)
-        # one checked call each way before timing
-        for url, token in ((gateway, srv.token), (f"{base}/predict", key)):
-            r = httpx.post(url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30)
-            r.raise_for_status()
-            assert r.json()["outputs"] == mlp.predict([row]), r.text
-        rows = http_rows(
-            console, (gateway, srv.token), (f"{base}/predict", key), body, args.concurrency, args.duration
+        expected = mlp.predict([row])
+        gateway, direct = deploy_checked(
+            console,
+            c,
+            srv,
+            name,
+            "predict",
+            body,
+            lambda doc: doc["outputs"] == expected,
+            model=f"{name}:1",
+            max_batch_size=32,
+            max_wait_ms=0,
         )
-        cpus = int(d.info.spec.get("cpus", 1))
+        rows = http_rows(console, gateway, direct, body, args.concurrency, args.duration)
+        cpus = int(c.deployments.get(name).info.spec.get("cpus", 1))
         cold = cold_start(console, c, srv, name, body)
     finally:
         delete_deployment(c, srv.url, name)
@@ -332,9 +357,14 @@ def workload_minilm(
         rows += ceiling_rows(console, encode, args.duration, cpus, "before", parallel=workers)
         console.print(f"(b) deploying the MiniLM Service, {workers} batch worker(s) …")
         try:
-            t0 = time.monotonic()
-            d = c.deployments.create(
+            gateway, direct = deploy_checked(
+                console,
+                c,
+                srv,
                 name,
+                "embed",
+                body,
+                lambda doc: len(doc) == 384,
                 service=folder,
                 entrypoint="minilm.py:MiniLM",
                 max_batch_size=32,
@@ -342,18 +372,10 @@ def workload_minilm(
                 cpus=cpus,
                 batch_workers=workers,
             )
-            d.wait_ready(timeout=300)
-            console.print(f"  deployment ready in {time.monotonic() - t0:.1f} s")
-            gateway = f"{srv.url}/v1/endpoints/{name}/embed"
-            base, key = replica_endpoint(srv.url, name)
-            for url, token in ((gateway, srv.token), (f"{base}/embed", key)):
-                r = httpx.post(url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=60)
-                r.raise_for_status()
-                assert len(r.json()) == 384, r.text[:200]
             rows += http_rows(
                 console,
-                (gateway, srv.token),
-                (f"{base}/embed", key),
+                gateway,
+                direct,
                 body,
                 args.concurrency,
                 args.duration,
