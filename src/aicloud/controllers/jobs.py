@@ -211,19 +211,30 @@ class JobController(ReconcileLoop):
             handle = self.executor.submit(self.launcher(again))
         except Exception as exc:
             log.warning("job %s: relaunch failed: %s: %s", job.id, type(exc).__name__, exc)
-            failed = self.store.transition(
-                job.id,
-                expect=[JobStatus.RUNNING],
-                status=JobStatus.FAILED,
-                reason="launch",
-                message=f"{message}; the restart failed: {type(exc).__name__}: {exc}"[:4000],
-                finished_at=_now(),
+            failed = self._fail_launch(
+                job,
+                JobStatus.RUNNING,
+                f"{message}; the restart failed: {type(exc).__name__}: {exc}",
                 usage=with_cost(usage, job.spec, Prices.of(self.settings)),
             )
             if failed is not None:
                 self._finished(failed)
             return
         self.store.update(job.id, handle=handle)
+
+    def _fail_launch(
+        self, job: Job, expect: JobStatus, message: str, usage: dict[str, Any] | None = None
+    ) -> Job | None:
+        """Mark a job whose (re)launch raised ``failed`` with reason ``launch``; None if it moved on."""
+        return self.store.transition(
+            job.id,
+            expect=[expect],
+            status=JobStatus.FAILED,
+            reason="launch",
+            message=message[:4000],
+            finished_at=_now(),
+            usage=usage,
+        )
 
     def _finished(self, job: Job) -> None:
         log.info("job %s %s%s", job.id, job.status.value, f" ({job.reason})" if job.reason else "")
@@ -250,14 +261,7 @@ class JobController(ReconcileLoop):
             handle = self.executor.submit(self.launcher(job))
         except Exception as exc:
             log.warning("job %s: launch failed: %s: %s", job.id, type(exc).__name__, exc)
-            failed = self.store.transition(
-                job.id,
-                expect=[JobStatus.PENDING],
-                status=JobStatus.FAILED,
-                reason="launch",
-                message=f"{type(exc).__name__}: {exc}"[:4000],
-                finished_at=_now(),
-            )
+            failed = self._fail_launch(job, JobStatus.PENDING, f"{type(exc).__name__}: {exc}")
             self._finished(failed if failed is not None else self.store.get_any(job.id))
             return False
         try:
