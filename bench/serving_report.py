@@ -55,7 +55,12 @@ def table_for(title: str, result: dict[str, Any]) -> Table:
 
 def targets(key: str, res: dict[str, Any]) -> dict[str, Any]:
     """The issue #4 targets measured in this run: (a) gateway p50 at c=1 ≤ 2 ms, cold start < 2 s;
-    (b) aicloud at c=32 ≥ 85% of the batch-32 ceiling and ≥ 1.3 times the best peer."""
+    (b) aicloud at c=32 ≥ 85% of the batch-32 ceiling and ≥ 1.3 times the best peer.
+
+    With target rounds (``round`` in the rows, bench/serving.py ``--rounds``), (b) takes for each
+    worker shape the median over rounds of aicloud's c=32 req/s over the 2-loop ceiling measured
+    just before it, and the median req/s over the best peer's best c=32 row (its rounds included);
+    without them, aicloud's best c=32 row over the highest ceiling of the run."""
 
     def row(system: str, c: int) -> dict[str, Any] | None:
         return next((r for r in res["rows"] if r["system"] == system and r.get("concurrency") == c), None)
@@ -70,34 +75,67 @@ def targets(key: str, res: dict[str, Any]) -> dict[str, Any]:
             first = cold["first_request_s"]
             out["cold_start_s"] = {"value": first, "target": "< 2", "met": first < 2}
         return out
-    ceiling = max((r["req_s"] for r in res["rows"] if r.get("batch") == 32), default=None)
-    peers = [r for r in res["rows"] if r["system"] in PEERS and r.get("concurrency") == 32]
-    best = max(peers, key=lambda r: r["req_s"], default=None)
+    rows = res["rows"]
+    ceiling = max((r["req_s"] for r in rows if r.get("batch") == 32), default=None)
+    peers = [r for r in rows if r["system"] in PEERS and r.get("concurrency") == 32]
+    best = max(peers, key=lambda r: r["req_s"], default=None)  # the peer's best row, rounds included
     for system in ("gateway", "direct"):
-        # aicloud's best configuration against the best peer in any configuration and the highest
-        # ceiling (1 loop x 2 threads or 2 loops x 1 thread, before or after)
-        r = max(
-            (r for r in res["rows"] if r["system"] == system and r.get("concurrency") == 32),
-            key=lambda r: r["req_s"],
-            default=None,
-        )
-        if r is None:
-            continue
-        if ceiling:
-            share = round(r["req_s"] / ceiling, 3)
+        single = [r for r in rows if r["system"] == system and r.get("concurrency") == 32]
+        top = max((r for r in single if "round" not in r), key=lambda r: r["req_s"], default=None)
+        top_share = round(top["req_s"] / ceiling, 3) if top and ceiling else None
+        paired = _paired(rows, system)
+        if paired is not None:  # the median over rounds of the shape whose median is highest
+            share, req_s, label, each = paired
             out[f"{system}_c32_of_ceiling"] = {
                 "value": share,
-                "row": r["path"],
+                "rounds": each,
+                "row": label,
+                "against": "the 2-loop ceiling measured just before, same round (median of rounds)",
+                "single_row_of_highest_ceiling": top_share,
                 "target": ">= 0.85",
                 "met": share >= 0.85,
             }
+        elif top is not None and top_share is not None:
+            req_s, label = top["req_s"], top["path"]
+            out[f"{system}_c32_of_ceiling"] = {
+                "value": top_share,
+                "row": label,
+                "against": "the highest ceiling of the run",
+                "target": ">= 0.85",
+                "met": top_share >= 0.85,
+            }
+        else:
+            continue
         if best and best["req_s"]:
-            ratio = round(r["req_s"] / best["req_s"], 3)
+            mine = req_s
+            ratio = round(mine / best["req_s"], 3)
             out[f"{system}_c32_vs_best_peer"] = {
                 "value": ratio,
-                "row": r["path"],
+                "row": label,
                 "best_peer": best["path"],
                 "target": ">= 1.3",
                 "met": ratio >= 1.3,
             }
     return out
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _paired(rows: list[dict[str, Any]], system: str) -> tuple[float, float, str, list[float]] | None:
+    """(median share of the same round's ceiling, median req/s, label, the shares) for the worker
+    shape whose median share is highest; None without target rounds."""
+    found: list[tuple[float, float, str, list[float]]] = []
+    for workers in sorted({r["workers"] for r in rows if r["system"] == system and "round" in r}):
+        ceilings = {r["round"]: r["req_s"] for r in rows if r.get("pair_workers") == workers and "batch" in r}
+        mine = [r for r in rows if r["system"] == system and r.get("workers") == workers and "round" in r]
+        shares = [round(r["req_s"] / ceilings[r["round"]], 3) for r in mine if ceilings.get(r["round"])]
+        if not shares:
+            continue
+        label = mine[0]["path"].rsplit(" (round", 1)[0] + f" ({len(shares)} rounds)"
+        req_s = round(_median([r["req_s"] for r in mine]), 1)
+        found.append((round(_median(shares), 3), req_s, label, shares))
+    return max(found, default=None)
