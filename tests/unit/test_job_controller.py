@@ -326,6 +326,38 @@ def test_wake_runs_a_pass_without_waiting_for_the_tick(tmp_path: Path) -> None:
         h.controller.stop()
 
 
+def test_an_idle_loop_ticks_slowly_and_a_busy_one_at_its_interval(tmp_path: Path) -> None:
+    passes: list[float] = []
+    h = Harness(tmp_path)
+    original = h.controller.reconcile_once
+
+    def counted() -> None:
+        passes.append(time.monotonic())
+        original()
+
+    h.controller.reconcile_once = counted  # type: ignore[method-assign]
+    h.controller.interval = 0.01
+    h.controller.idle_interval = 30.0
+    h.controller.start()
+    try:
+        time.sleep(0.3)  # nothing pending or running: one pass, then the idle wait
+        assert len(passes) == 1 and h.controller.idle
+        job = h.submit()
+        h.controller.wake()
+        wait_for(lambda: h.status(job) is JobStatus.RUNNING, timeout=2.0)
+        seen = len(passes)
+        time.sleep(0.3)  # a running job is watched every interval
+        assert len(passes) >= seen + 5 and not h.controller.idle
+        h.executor.finish(job.id, 0)
+        wait_for(lambda: h.status(job) is JobStatus.SUCCEEDED, timeout=2.0)
+        wait_for(lambda: h.controller.idle, timeout=2.0)
+        settled = len(passes)
+        time.sleep(0.3)
+        assert len(passes) <= settled + 1
+    finally:
+        h.controller.stop()
+
+
 def test_concurrent_reconcile_calls_never_exceed_the_limit(h: Harness) -> None:
     for i in range(10):
         h.submit(f"j{i}")

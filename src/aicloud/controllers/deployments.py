@@ -162,6 +162,7 @@ class DeploymentController(ReconcileLoop):
         """One idempotent pass over every deployment. Thread-safe."""
         with self._pass_lock:
             deployments = self.store.deployments.list_all()
+            self.idle = not deployments  # a deployment, even at zero replicas, is watched
             seen = {d.id for d in deployments}
             for d in deployments:
                 try:

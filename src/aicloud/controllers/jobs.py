@@ -126,13 +126,16 @@ class JobController(ReconcileLoop):
         """One idempotent pass: finish ended jobs, then start queued ones. Thread-safe."""
         with self._pass_lock:
             self._reap_orphans()
-            for job in self._own([JobStatus.RUNNING]):
+            watched = self._own([JobStatus.RUNNING])
+            for job in watched:
                 try:
                     self._reconcile_running(job)
                 except Exception:
                     log.exception("job %s: reconcile failed", job.id)
-            running = len(self._own([JobStatus.RUNNING]))
-            for job in self._own([JobStatus.PENDING]):
+            pending = self._own([JobStatus.PENDING])
+            self.idle = not watched and not pending and not self._orphans
+            running = len(self._own([JobStatus.RUNNING])) if watched and pending else 0
+            for job in pending:
                 if running >= self.max_concurrent:
                     break
                 try:

@@ -1,6 +1,11 @@
 """The reconcile-loop skeleton the controllers share: a daemon thread that runs
 ``reconcile_once`` every ``interval`` seconds, at once after ``wake()``, and never dies
-of one failed pass."""
+of one failed pass.
+
+A pass that finds nothing to watch sets ``idle``; the loop then waits ``idle_interval``
+seconds (2 s by default) instead of ``interval``, so that an idle control plane does not
+query its store several times a second. Whatever gives a controller work calls ``wake()``
+(the API routes do, through ``AppState``), so an idle loop still reacts at once."""
 
 from __future__ import annotations
 
@@ -15,8 +20,12 @@ class ReconcileLoop(abc.ABC):
     #: thread name and log wording, e.g. "job controller"
     loop_name = "controller"
 
+    #: How long an idle loop (nothing to watch) waits between passes, unless woken.
+    idle_interval = 2.0
+
     def __init__(self, interval: float) -> None:
         self.interval = interval
+        self.idle = False  # set by reconcile_once: its last pass found nothing to watch
         self._pass_lock = threading.Lock()  # one pass at a time (the loop, tests, shutdown)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -57,6 +66,7 @@ class ReconcileLoop(abc.ABC):
             try:
                 self.reconcile_once()
             except Exception:
+                self.idle = False
                 self._log.exception("%s pass failed; retrying", self.loop_name)
-            self._wake.wait(self.interval)
+            self._wake.wait(max(self.interval, self.idle_interval) if self.idle else self.interval)
             self._wake.clear()

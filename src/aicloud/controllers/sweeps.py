@@ -140,6 +140,7 @@ class SweepController(ReconcileLoop):
                     log.exception("sweep %s: reconcile failed", sweep.id)
             for gone in set(self._live) - seen:
                 self._forget(gone)
+            self.idle = not seen
 
     def _forget(self, sweep_id: str) -> None:
         self._live.pop(sweep_id, None)

@@ -152,7 +152,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
                 serving.launch,
                 on_removed=serving.revoke_token,
             )
-        sweep_controller = SweepRuntime(app_state).controller()
+        sweep_controller = app_state.sweeps = SweepRuntime(app_state).controller()
         app_state.jobs.start()
         app_state.deployments.start()
         sweep_controller.start()

@@ -16,6 +16,7 @@ from aicloud.server.cache import TTLCache
 if TYPE_CHECKING:
     from aicloud.controllers.deployments import DeploymentController
     from aicloud.controllers.jobs import JobController
+    from aicloud.controllers.sweeps import SweepController
 from aicloud.store import MetadataStore
 
 
@@ -26,6 +27,7 @@ class AppState:
     blobs: BlobStore
     jobs: JobController | None = None
     deployments: DeploymentController | None = None
+    sweeps: SweepController | None = None
     endpoints: EndpointRegistry = field(default_factory=EndpointRegistry)
     gateway: Gateway = field(init=False)
     principals: PrincipalCache = field(init=False)
@@ -38,9 +40,12 @@ class AppState:
         self.gateway = Gateway(self.endpoints)
 
     def wake_jobs(self) -> None:
-        """Nudge the job controller after a submit or cancel, so it does not wait for its next tick."""
+        """Nudge the job and sweep controllers after a submit or cancel, so they do not wait for
+        their next tick (an idle controller ticks only every few seconds)."""
         if self.jobs is not None:
             self.jobs.wake()
+        if self.sweeps is not None:
+            self.sweeps.wake()
 
     def wake_deployments(self) -> None:
         if self.deployments is not None:

@@ -100,8 +100,14 @@ class SweepRuntime:
             store.runs,
             store.models,
             register_best=self.register_best,
-            wake_jobs=self.state.wake_jobs,
+            wake_jobs=self.wake_job_controller,
         )
+
+    def wake_job_controller(self) -> None:
+        """The sweep controller's nudge after it creates or cancels trials: the job controller only
+        (``AppState.wake_jobs`` wakes the sweep controller too, which would wake itself)."""
+        if self.state.jobs is not None:
+            self.state.jobs.wake()
 
     def register_best(self, sweep: Job, spec: SweepSpec, best: TrialRecord) -> str | None:
         """Register the best trial's model as the next version of the sweep's model (idempotent).
