@@ -184,18 +184,22 @@ def http_rows(
     concurrency: list[int],
     duration: float,
     workers: int = 1,
+    round_: int | None = None,
 ) -> list[dict[str, Any]]:
+    """The gateway, then the direct path, at each concurrency; rows of a target round carry ``round``."""
     rows = []
+    tag = "" if round_ is None else f" (round {round_})"
     for system, path, (url, token) in (
-        ("gateway", "aicloud gateway" + workers_label(workers), gateway),
-        ("direct", "aicloud direct" + workers_label(workers), direct),
+        ("gateway", "aicloud gateway" + workers_label(workers) + tag, gateway),
+        ("direct", "aicloud direct" + workers_label(workers) + tag, direct),
     ):
         for c in concurrency:
             r = run_load(url, token, body, c, duration)
             console.print(
                 f"  {path:<18} c={c:<3} {r['req_s']:>8} req/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms"
             )
-            rows.append({"system": system, "path": path, "concurrency": c, "workers": workers, **r})
+            row = {"system": system, "path": path, "concurrency": c, "workers": workers, **r}
+            rows.append(row if round_ is None else {**row, "round": round_})
     return rows
 
 
@@ -247,20 +251,7 @@ def target_rounds(
     for k in range(1, args.rounds + 1):
         for r in ceiling_rows(console, encode, args.duration, threads, f"round {k}", parallel=2):
             rows.append({**r, "round": k, "pair_workers": workers})
-        for system, (url, token) in (("gateway", gateway), ("direct", direct)):
-            path = f"aicloud {system}{workers_label(workers)} (round {k})"
-            r = run_load(url, token, body, TARGET_CONCURRENCY, args.duration)
-            console.print(f"  {path:<18} c={TARGET_CONCURRENCY} {r['req_s']:>8} req/s  p99 {r['p99_ms']} ms")
-            rows.append(
-                {
-                    "system": system,
-                    "path": path,
-                    "concurrency": TARGET_CONCURRENCY,
-                    "workers": workers,
-                    "round": k,
-                    **r,
-                }
-            )
+        rows += http_rows(console, gateway, direct, body, [TARGET_CONCURRENCY], args.duration, workers, k)
     return rows
 
 
