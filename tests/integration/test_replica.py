@@ -227,6 +227,9 @@ def test_batching_never_exceeds_max_batch_size(replica: Replica) -> None:
     assert batches < 32  # and some requests were grouped
     assert 'aicloud_requests_total{code="200",route="/predict"}' in text
     assert "aicloud_queue_seconds_bucket" in text and "aicloud_inflight_requests" in text
+    # one model-call time per batch, and the calls took time
+    assert _histogram(text, "aicloud_batch_seconds")["+Inf"] == after["+Inf"]
+    assert float(re.search(r"^aicloud_batch_seconds_sum ([0-9.e+-]+)$", text, re.M).group(1)) > 0
 
 
 SERVICE = """

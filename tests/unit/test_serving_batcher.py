@@ -92,6 +92,46 @@ def test_requests_queued_behind_a_running_batch_get_a_fresh_wait() -> None:
     assert rec.batches == [[1], [2, 3]]
 
 
+def test_a_closed_loop_batch_closes_when_the_answered_clients_are_back() -> None:
+    """Three clients in a closed loop: after their batch of 3 is answered, the next batch closes the
+    moment the third is back, not max_wait_ms (here 2 s) later."""
+    rec = Recorder()
+
+    async def client(b: DynamicBatcher, k: int, rounds: int) -> None:
+        for i in range(rounds):
+            await b.submit(10 * k + i)
+
+    async def main() -> float:
+        b = DynamicBatcher(rec, max_batch_size=32, max_wait_ms=2000, timeout_s=10)
+        started = time.perf_counter()
+        await asyncio.gather(*(client(b, k, 4) for k in range(3)))
+        elapsed = time.perf_counter() - started
+        await b.close()
+        return elapsed
+
+    elapsed = run(main())
+    assert [sorted(batch) for batch in rec.batches] == [[10 * k + i for k in range(3)] for i in range(4)]
+    assert elapsed < 2.0 + 1.0  # only the first batch waited out the 2 s (nothing was answered yet)
+
+
+def test_a_request_after_an_idle_spell_waits_the_full_window() -> None:
+    """The early close applies only right after a batch ended: a request that comes to an idle
+    replica (more than max_wait_ms after the last batch) waits the full window for company."""
+    rec = Recorder()
+
+    async def main() -> None:
+        b = DynamicBatcher(rec, max_batch_size=8, max_wait_ms=100, timeout_s=5)
+        await b.submit(1)  # a batch of 1 ends: a next batch right after it would close at 1
+        await asyncio.sleep(0.25)  # idle for longer than the window
+        first = asyncio.ensure_future(b.submit(2))
+        await asyncio.sleep(0.03)
+        await asyncio.gather(first, b.submit(3))
+        await b.close()
+
+    run(main())
+    assert rec.batches == [[1], [2, 3]]
+
+
 def test_zero_wait_runs_a_lone_request_at_once() -> None:
     rec = Recorder()
 
@@ -201,7 +241,7 @@ def test_cancelled_request_is_removed_from_the_queue() -> None:
 
 
 def test_observer_sees_sizes_and_queue_times() -> None:
-    seen: list[tuple[int, list[float]]] = []
+    seen: list[tuple[int, list[float], float]] = []
 
     async def main() -> None:
         b = DynamicBatcher(
@@ -209,13 +249,14 @@ def test_observer_sees_sizes_and_queue_times() -> None:
             max_batch_size=8,
             max_wait_ms=5,
             timeout_s=5,
-            on_batch=lambda n, q: seen.append((n, q)),
+            on_batch=lambda n, q, t: seen.append((n, q, t)),
         )
         await asyncio.gather(b.submit(1), b.submit(2, size=2))
         await b.close()
 
     run(main())
     assert seen and seen[0][0] == 3 and len(seen[0][1]) == 2 and all(q >= 0 for q in seen[0][1])
+    assert seen[0][2] > 0
 
 
 @pytest.mark.parametrize(

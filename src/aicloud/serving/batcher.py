@@ -12,7 +12,14 @@ Semantics (docs/serving.md):
   item arrived while the previous batch ran, the wait counts from the end of that batch instead
   (otherwise the requests queued behind a running batch fire at once, without the clients the
   batch just answered, and batches lock into uneven pairs such as 4 + 28 under steady load). It never
-  exceeds ``max_batch_size``, except that one item bigger than that runs alone. ``max_wait_ms = 0`` is
+  exceeds ``max_batch_size``, except that one item bigger than that runs alone;
+* a batch collected right after a worker freed closes early, before ``max_wait_ms``, once it holds
+  what was queued when the worker freed plus as many units as the batch that just ended (the
+  clients that batch answered, back with their next request): under a closed loop of 8 clients a
+  batch closes when the 8th arrives instead of waiting out ``max_wait_ms`` for requests that cannot
+  come. It closes early only at a size at least that of the batch before it, so batches still grow
+  with the load; a first request that comes more than ``max_wait_ms`` after the last free (an idle
+  replica) waits the full ``max_wait_ms``. ``max_wait_ms = 0`` is
   "natural" batching: a batch is whatever is queued when the worker is free, so a lone request pays no
   wait and requests that arrive while a batch runs are grouped into the next one;
 * batches run in ``workers`` worker threads (1 by default: one batch at a time, as model calls are CPU
@@ -84,8 +91,9 @@ class BatchItem:
     timer: asyncio.TimerHandle | None = None
 
 
-BatchObserver = Callable[[int, list[float]], None]
-"""Called after each batch with its size (units) and each item's queue time in seconds."""
+BatchObserver = Callable[[int, list[float], float], None]
+"""Called after each batch with its size (units), each item's queue time and the model call's time,
+in seconds."""
 
 
 class DynamicBatcher:
@@ -126,6 +134,8 @@ class DynamicBatcher:
         self._units = 0  # units waiting in the queue
         self._running = 0  # batches in the worker threads
         self._free_since = 0.0  # when a worker last became free
+        self._last_units = 0  # units of the batch that finished last
+        self._expect = max_batch_size  # a batch collected right after a worker freed closes at this
         self._waiter: asyncio.Future[None] | None = None  # the collector sleeps on it
         self._need = 1  # queued units that wake the collector early (0: only a free worker does)
         self._task: asyncio.Task[None] | None = None
@@ -219,6 +229,8 @@ class DynamicBatcher:
                 continue
             batch, units = [first], first.size
             deadline = max(first.enqueued, self._free_since) + self.max_wait_s
+            idle_before = first.enqueued - self._free_since > self.max_wait_s  # no answered clients due
+            expect = limit if idle_before else min(limit, self._expect)
             while units < limit:
                 if self._queue:
                     nxt = self._queue[0]
@@ -231,9 +243,9 @@ class DynamicBatcher:
                     units += nxt.size
                     continue
                 remaining = deadline - time.perf_counter()
-                if remaining <= 0:
+                if remaining <= 0 or units >= expect:
                     break
-                await self._sleep(limit - units, remaining)
+                await self._sleep(expect - units, remaining)
             idle = self.workers - self._running
             if idle > 1:  # share what waits among the idle workers, rather than one runs it all
                 share = -(-(units + self._units) // idle)
@@ -247,18 +259,22 @@ class DynamicBatcher:
                 continue
             self._running += 1
             started = time.perf_counter()
-            running = loop.run_in_executor(self._executor, self._run_safely, [it.value for it in live])
+            running = loop.run_in_executor(self._executor, self._run_timed, [it.value for it in live])
             running.add_done_callback(partial(self._finish, live, started))
 
-    def _finish(self, live: list[BatchItem], started: float, running: asyncio.Future[list[Any]]) -> None:
+    def _finish(
+        self, live: list[BatchItem], started: float, running: asyncio.Future[tuple[list[Any], float]]
+    ) -> None:
         """On the loop, when a batch ends: hand each request its result, free the worker."""
         self._running -= 1
         self._free_since = time.perf_counter()
+        self._last_units = sum(it.size for it in live)
+        self._expect = self._units + self._last_units  # queued now + the answered clients coming back
         self._wake()
         try:
-            results = running.result()
+            results, seconds = running.result()
         except BaseException:  # cancelled at shutdown (or the worker thread died)
-            results = [UnavailableError("the replica is shutting down")] * len(live)
+            results, seconds = [UnavailableError("the replica is shutting down")] * len(live), 0.0
         for it, result in zip(live, results, strict=True):
             if it.timer is not None:
                 it.timer.cancel()
@@ -270,9 +286,15 @@ class DynamicBatcher:
                 it.future.set_result(result)
         if self.on_batch is not None:
             try:
-                self.on_batch(sum(it.size for it in live), [started - it.enqueued for it in live])
+                self.on_batch(self._last_units, [started - it.enqueued for it in live], seconds)
             except Exception:  # metrics must never break serving
                 log.exception("batch observer failed")
+
+    def _run_timed(self, values: list[Any]) -> tuple[list[Any], float]:
+        """In a worker thread: :meth:`_run_safely` and the seconds it took."""
+        started = time.perf_counter()
+        results = self._run_safely(values)
+        return results, time.perf_counter() - started
 
     def _run_safely(self, values: list[Any]) -> list[Any]:
         """``run_batch(values)``; when it raises, each item again alone so only bad items fail."""

@@ -11,7 +11,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 class ReplicaMetrics:
     """``aicloud_requests_total{route,code}``, ``aicloud_request_seconds{route}``,
-    ``aicloud_queue_seconds``, ``aicloud_batch_size``, ``aicloud_inflight_requests``,
+    ``aicloud_queue_seconds``, ``aicloud_batch_size``, ``aicloud_batch_seconds`` (one model call; its
+    sum's rate over ``batch_workers`` is how busy the workers are), ``aicloud_inflight_requests``,
     ``aicloud_cache_hits_total``, ``aicloud_cache_misses_total``."""
 
     content_type = CONTENT_TYPE_LATEST
@@ -37,12 +38,19 @@ class ReplicaMetrics:
         self.batch_size = Histogram(
             "aicloud_batch_size", "Units (rows or items) per model call", buckets=BATCH_BUCKETS, registry=r
         )
+        self.batch_time = Histogram(
+            "aicloud_batch_seconds",
+            "Seconds one batch spent in the model call (a worker thread busy)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.inflight = Gauge("aicloud_inflight_requests", "Requests being handled now", registry=r)
         self.cache_hits = Counter("aicloud_cache_hits", "Response cache hits", registry=r)
         self.cache_misses = Counter("aicloud_cache_misses", "Response cache misses", registry=r)
 
-    def observe_batch(self, size: int, queue_seconds: list[float]) -> None:
+    def observe_batch(self, size: int, queue_seconds: list[float], run_seconds: float) -> None:
         self.batch_size.observe(size)
+        self.batch_time.observe(run_seconds)
         for q in queue_seconds:
             self.queue_time.observe(q)
 
