@@ -47,6 +47,7 @@ import numpy as np
 from loadgen import WARMUP_S, run_ceiling, run_load
 from peers import harness
 from peers.benchmodels import DigitsMLP, export_mlp
+from replica_metrics import batch_stats, scrape
 from rich.console import Console
 from serving_report import table_for, targets
 from sklearn.datasets import load_digits
@@ -186,19 +187,25 @@ def http_rows(
     workers: int = 1,
     round_: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The gateway, then the direct path, at each concurrency; rows of a target round carry ``round``."""
+    """The gateway, then the direct path, at each concurrency; rows of a target round carry ``round``.
+    Each row also gets the replica's mean batch size and its workers' busy share (replica_metrics)."""
     rows = []
     tag = "" if round_ is None else f" (round {round_})"
+    replica = (direct[0].rsplit("/", 1)[0], direct[1])  # the direct URL is <replica>/<route>
     for system, path, (url, token) in (
         ("gateway", "aicloud gateway" + workers_label(workers) + tag, gateway),
         ("direct", "aicloud direct" + workers_label(workers) + tag, direct),
     ):
         for c in concurrency:
+            before = scrape(*replica)
             r = run_load(url, token, body, c, duration)
+            stats = batch_stats(before, scrape(*replica), workers)
+            busy = f"  batch {stats['batch_mean']}, workers busy {stats['workers_busy']}" if stats else ""
             console.print(
                 f"  {path:<18} c={c:<3} {r['req_s']:>8} req/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms"
+                + busy
             )
-            row = {"system": system, "path": path, "concurrency": c, "workers": workers, **r}
+            row = {"system": system, "path": path, "concurrency": c, "workers": workers, **r, **stats}
             rows.append(row if round_ is None else {**row, "round": round_})
     return rows
 

@@ -14,7 +14,10 @@ def _fmt(v: Any) -> str:
 
 def table_for(title: str, result: dict[str, Any]) -> Table:
     table = Table(title=title)
-    for col in ("system", "conc. / batch", "req/s", "p50 ms", "p99 ms", "of ceiling", "load 1m", "errors"):
+    for col in (
+        *("system", "conc. / batch", "req/s", "p50 ms", "p99 ms"),
+        *("of ceiling", "batch, busy", "load 1m", "errors"),
+    ):
         table.add_column(col, justify="left" if col == "system" else "right")
     ceilings: dict[int, float] = {}
     for r in result["rows"]:
@@ -27,12 +30,13 @@ def table_for(title: str, result: dict[str, Any]) -> Table:
         group = r.get("concurrency")
         if "batch" in r:
             load = r["loadavg_1m"]
-            values = (r["path"], f"batch {r['batch']}", r["req_s"], r["p50_ms"], r["p99_ms"], "", load, "")
-            table.add_row(*map(_fmt, values))
+            values = (r["path"], f"batch {r['batch']}", r["req_s"], r["p50_ms"], r["p99_ms"], "", "")
+            table.add_row(*map(_fmt, (*values, load, "")))
             continue
         ceiling = ceilings.get(1 if r["concurrency"] == 1 else 32)  # the highest of any shape
         share = f"{100 * r['req_s'] / ceiling:.0f}%" if ceiling else ""
         errors = ", ".join(f"{k}: {v}" for k, v in r["errors"].items())
+        busy = f"{r['batch_mean']}, {r['workers_busy']:.2f}" if "batch_mean" in r else ""
         values = (
             r["path"],
             r["concurrency"],
@@ -40,6 +44,7 @@ def table_for(title: str, result: dict[str, Any]) -> Table:
             r["p50_ms"],
             r["p99_ms"],
             share,
+            busy,
             r["loadavg_1m"],
             errors,
         )
@@ -47,7 +52,9 @@ def table_for(title: str, result: dict[str, Any]) -> Table:
     table.caption = (
         "one row (a) or sentence (b) per request; load generator (asyncio, keep-alive) shares the "
         "machine's cores with the servers; ceiling: same model in-process, no HTTP, rows/s, latency per "
-        "call; of ceiling: vs batch 1 at concurrency 1, vs batch 32 above; load 1m: the machine's 1-minute "
+        "call; of ceiling: vs batch 1 at concurrency 1, vs batch 32 above; batch, busy: aicloud's mean "
+        "batch size and the share of the time its batch workers ran the model (aicloud_batch_seconds); "
+        "load 1m: the machine's 1-minute "
         "load average at the end of the row (2 cores)"
     )
     return table

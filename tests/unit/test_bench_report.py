@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from replica_metrics import batch_stats
 from serving_report import targets
 
 
@@ -83,3 +84,20 @@ def test_mlp_targets() -> None:
     out = targets("mlp", {"rows": rows, "cold_start": {"first_request_s": 2.4}})
     assert out["gateway_p50_c1_ms"]["met"] is True
     assert out["cold_start_s"]["met"] is False
+
+
+def test_batch_stats_between_two_scrapes() -> None:
+    def scrape(at: float, seconds: float, units: float, batches: float) -> dict[str, float]:
+        return {
+            "at": at,
+            "aicloud_batch_seconds_sum": seconds,
+            "aicloud_batch_size_sum": units,
+            "aicloud_batch_size_count": batches,
+        }
+
+    # 10 s, 2 workers: 100 batches of 16 that ran 19 s in all -> each worker busy 95% of the time
+    assert batch_stats(scrape(5, 1, 32, 2), scrape(15, 20, 1632, 102), 2) == {
+        "batch_mean": 16.0,
+        "workers_busy": 0.95,
+    }
+    assert batch_stats(scrape(5, 1, 32, 2), scrape(15, 1, 32, 2), 2) == {}  # no batch ran
