@@ -29,9 +29,8 @@ def table_for(title: str, result: dict[str, Any]) -> Table:
             table.add_section()
         group = r.get("concurrency")
         if "batch" in r:
-            load = r["loadavg_1m"]
-            values = (r["path"], f"batch {r['batch']}", r["req_s"], r["p50_ms"], r["p99_ms"], "", "")
-            table.add_row(*map(_fmt, (*values, load, "")))
+            head = (r["path"], f"batch {r['batch']}", r["req_s"], r["p50_ms"], r["p99_ms"])
+            table.add_row(*map(_fmt, (*head, "", "", r["loadavg_1m"], "")))
             continue
         ceiling = ceilings.get(1 if r["concurrency"] == 1 else 32)  # the highest of any shape
         share = f"{100 * r['req_s'] / ceiling:.0f}%" if ceiling else ""
@@ -54,8 +53,7 @@ def table_for(title: str, result: dict[str, Any]) -> Table:
         "machine's cores with the servers; ceiling: same model in-process, no HTTP, rows/s, latency per "
         "call; of ceiling: vs batch 1 at concurrency 1, vs batch 32 above; batch, busy: aicloud's mean "
         "batch size and the share of the time its batch workers ran the model (aicloud_batch_seconds); "
-        "load 1m: the machine's 1-minute "
-        "load average at the end of the row (2 cores)"
+        "load 1m: the machine's 1-minute load average at the end of the row (2 cores)"
     )
     return table
 

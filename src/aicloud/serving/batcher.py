@@ -134,7 +134,6 @@ class DynamicBatcher:
         self._units = 0  # units waiting in the queue
         self._running = 0  # batches in the worker threads
         self._free_since = 0.0  # when a worker last became free
-        self._last_units = 0  # units of the batch that finished last
         self._expect = max_batch_size  # a batch collected right after a worker freed closes at this
         self._waiter: asyncio.Future[None] | None = None  # the collector sleeps on it
         self._need = 1  # queued units that wake the collector early (0: only a free worker does)
@@ -268,8 +267,8 @@ class DynamicBatcher:
         """On the loop, when a batch ends: hand each request its result, free the worker."""
         self._running -= 1
         self._free_since = time.perf_counter()
-        self._last_units = sum(it.size for it in live)
-        self._expect = self._units + self._last_units  # queued now + the answered clients coming back
+        units = sum(it.size for it in live)
+        self._expect = self._units + units  # queued now + the answered clients coming back
         self._wake()
         try:
             results, seconds = running.result()
@@ -286,7 +285,7 @@ class DynamicBatcher:
                 it.future.set_result(result)
         if self.on_batch is not None:
             try:
-                self.on_batch(self._last_units, [started - it.enqueued for it in live], seconds)
+                self.on_batch(units, [started - it.enqueued for it in live], seconds)
             except Exception:  # metrics must never break serving
                 log.exception("batch observer failed")
 
