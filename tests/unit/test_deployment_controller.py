@@ -279,6 +279,96 @@ def test_a_held_request_starts_a_replica_at_once(h: Harness) -> None:
     assert h.get(d).status == DeploymentStatus.READY
 
 
+# --- steady state: light passes -------------------------------------------------------------
+
+
+class CountingHarness(Harness):
+    """Counts full passes (each reads the deployment list once)."""
+
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp)
+        self.full_passes = 0
+        list_all = self.deployments.list_all
+
+        def counted() -> list[Deployment]:
+            self.full_passes += 1
+            return list_all()
+
+        self.deployments.list_all = counted  # type: ignore[method-assign]
+        self.polls = 0
+        poll = self.executor.poll
+
+        def counted_poll(handle: dict[str, Any]) -> Any:
+            self.polls += 1
+            return poll(handle)
+
+        self.executor.poll = counted_poll  # type: ignore[method-assign]
+
+    def loop_ticks(self, n: int = 1, step: float = 0.2) -> int:
+        """``n`` passes as the loop runs them, ``step`` seconds apart; how many of them were full."""
+        before = self.full_passes
+        for _ in range(n):
+            self.now += step
+            self.controller.tick()
+        return self.full_passes - before
+
+
+def settled(tmp_path: Path, **spec: Any) -> tuple[CountingHarness, Deployment]:
+    h = CountingHarness(tmp_path)
+    d = h.create(**spec)
+    h.all_ready = True
+    h.loop_ticks(3)
+    assert h.get(d).status == DeploymentStatus.READY
+    return h, d
+
+
+def test_a_settled_deployment_gets_light_passes_between_full_ones(tmp_path: Path) -> None:
+    h, d = settled(tmp_path)
+    polls = h.polls
+    assert h.loop_ticks(4) == 0  # 0.8 s: no store reads, no polls
+    assert h.polls == polls
+    assert h.loop_ticks(1, step=0.3) == 1  # 1.1 s since the last full pass: due
+    assert h.loop_ticks(2) == 0
+    h.controller.wake()  # an API change, a held request, a replica the gateway could not reach
+    assert h.loop_ticks(1) == 1
+    h.registry.suspect(h.ep(d))  # the gateway's way of waking it
+    assert h.loop_ticks(1) == 1
+
+
+def test_a_light_pass_turns_full_when_the_load_asks_for_more(tmp_path: Path) -> None:
+    h, d = settled(tmp_path, max_replicas=3, target_inflight=2)
+    (r,) = h.replicas(d)
+    assert h.loop_ticks(2) == 0
+    h.ep(d).replicas[r.id].inflight = 6  # the gateway's count: 3 replicas' worth
+    h.loop_ticks(12)  # the window mean catches up within 2 s; every sample is taken
+    assert h.get(d).desired_replicas == 3
+    assert len(h.replicas(d)) == 3
+
+
+def test_a_held_request_or_an_unready_slot_brings_a_full_pass(tmp_path: Path) -> None:
+    h, d = settled(tmp_path)
+    (r,) = h.replicas(d)
+    h.loop_ticks(1)
+    h.ep(d).waiting = 1
+    assert h.loop_ticks(1) == 1
+    h.ep(d).waiting = 0
+    h.loop_ticks(1)  # settles again
+    assert h.loop_ticks(2) == 0
+    h.ep(d).replicas[r.id].draining = True
+    assert h.loop_ticks(1) == 1
+
+
+def test_a_dead_replica_is_noticed_by_the_next_full_pass(tmp_path: Path) -> None:
+    h, d = settled(tmp_path)
+    (r,) = h.replicas(d)
+    h.executor.finish(r.id, 1, log="killed\n")
+    for _ in range(6):  # within steady_interval (1 s) of the last full pass
+        h.now += 0.2
+        h.controller.tick()
+    assert r.id not in [x.id for x in h.replicas(d)]
+    assert len(h.replicas(d)) == 1
+
+
 # --- rolling update ---------------------------------------------------------------------------
 
 

@@ -43,6 +43,16 @@ probes every starting replica each ``probe_interval`` seconds and wakes the loop
 answers, so a replica is routable (and a request held for a cold deployment goes out) within a
 few milliseconds of binding its port, not at the next pass.
 
+**Steady state.** A full pass reads the store (every deployment and its replicas) and polls
+every replica process. When a pass finds every deployment settled (its replicas all ready, of
+the current generation, as many as desired, its status matching, nothing held for it) the loop
+goes on with light passes for ``steady_interval`` seconds: each takes the autoscaler's
+in-flight sample and decision from memory, and a full pass follows at once when a decision
+would change the count, a request is held, or a slot is not ready. ``wake()`` (an API change,
+a held request, a starting replica that answers, a replica the gateway could not reach) always
+brings a full pass. Under load a full pass every 0.2 s cost the control plane about as much CPU
+as the gateway's own work, and held the GIL the gateway's event loop needs.
+
 **stop()** stops the loop and then the replicas of every deployment (SIGTERM with the drain
 grace), waiting up to ``timeout`` for them to exit, so a control-plane shutdown does not leak
 serving processes. Rows of replicas still draining at the deadline stay (``draining``); the
@@ -60,7 +70,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aicloud.config import Settings
-from aicloud.controllers.autoscale import AutoscaleConfig, AutoscaleState, decide, trim
+from aicloud.controllers.autoscale import AutoscaleConfig, AutoscaleState, Decision, decide, trim
 from aicloud.controllers.loop import ReconcileLoop
 from aicloud.controllers.probes import PROBE_INTERVAL_S, Probe, StartWatcher, free_port, http_probe
 from aicloud.entities.serving import Deployment, DeploymentStatus, Replica, ReplicaState
@@ -78,6 +88,8 @@ MESSAGE_LINES = 20
 MAX_POLL_ERRORS = 10
 DRAIN_GRACE_S = 30.0
 DEFAULT_TIMEOUT_S = 60.0  # a spec without timeout_s (as schemas.serving.DeploymentSpec)
+#: Longest time between full passes while every deployment is settled (see "Steady state").
+STEADY_INTERVAL_S = 1.0
 
 # The statuses the controller moves between; ``deleting`` is only ever set by a request.
 _LIVE = [
@@ -116,6 +128,7 @@ class DeploymentController(ReconcileLoop):
         launcher: Launcher,
         *,
         interval: float = 0.2,
+        steady_interval: float = STEADY_INTERVAL_S,
         probe: Probe = http_probe,
         probe_interval: float = PROBE_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
@@ -139,6 +152,10 @@ class DeploymentController(ReconcileLoop):
         self._cancel_sent: set[str] = set()
         self._poll_errors: dict[str, int] = {}
         self._watcher = StartWatcher(probe, self.wake, probe_interval) if probe_interval > 0 else None
+        self.steady_interval = steady_interval
+        self._dirty = True  # woken since the last full pass
+        self._steady: list[tuple[Deployment, _Tracked, Endpoint]] = []  # settled at the last full pass
+        self._steady_until = float("-inf")
         registry.on_demand = self.wake
 
     # -- the loop ----------------------------------------------------------------------------
@@ -148,6 +165,27 @@ class DeploymentController(ReconcileLoop):
         if self._watcher is not None:
             self._watcher.start()  # first: the loop's first pass may launch replicas to watch
         super().start()
+
+    def wake(self) -> None:
+        """Run a full pass now."""
+        self._dirty = True
+        super().wake()
+
+    def tick(self) -> None:
+        """The loop's pass: a light one while every deployment stays settled (see "Steady state")."""
+        if not self._dirty and self._steady and self.clock() < self._steady_until and self._still_steady():
+            return
+        self._dirty = False
+        self.reconcile_once()
+
+    def _still_steady(self) -> bool:
+        with self._pass_lock:
+            for d, t, ep in self._steady:
+                if ep.start_requested or ep.waiting or not self._slots_settled(d, ep, d.desired_replicas):
+                    return False
+                if self._decide(d, t, ep).desired != d.desired_replicas:
+                    return False
+            return True
 
     def stop(self, timeout: float = 10.0, *, stop_replicas: bool = True) -> None:
         """Stop the loop, then (by default) the replicas: see the module docstring."""
@@ -164,11 +202,17 @@ class DeploymentController(ReconcileLoop):
             deployments = self.store.deployments.list_all()
             self.idle = not deployments  # a deployment, even at zero replicas, is watched
             seen = {d.id for d in deployments}
+            steady: list[tuple[Deployment, _Tracked, Endpoint]] = []
             for d in deployments:
                 try:
-                    self._reconcile(d)
+                    settled = self._reconcile(d)
                 except Exception:
+                    settled = None
                     log.exception("deployment %s (%s): reconcile failed", d.name, d.id)
+                if settled is not None:
+                    steady.append(settled)
+            self._steady = steady if deployments and len(steady) == len(deployments) else []
+            self._steady_until = self.clock() + self.steady_interval if self._steady else float("-inf")
             for ep in self.registry.all():  # deleted behind our back
                 if ep.deployment_id not in seen:
                     self.registry.remove(ep.deployment_id)
@@ -178,7 +222,8 @@ class DeploymentController(ReconcileLoop):
 
     # -- one deployment ----------------------------------------------------------------------
 
-    def _reconcile(self, d: Deployment) -> None:
+    def _reconcile(self, d: Deployment) -> tuple[Deployment, _Tracked, Endpoint] | None:
+        """One deployment's pass; returns what the light passes watch when it is settled."""
         t = self._tracked.get(d.id)
         if t is None:
             t = self._tracked[d.id] = _Tracked(key=secrets.token_urlsafe(32))
@@ -193,7 +238,7 @@ class DeploymentController(ReconcileLoop):
                 self.registry.remove(d.id)
                 self._tracked.pop(d.id, None)
                 log.info("deployment %s deleted", d.name)
-            return
+            return None
         if d.status == DeploymentStatus.FAILED and t.failed_generation is None:
             t.failed_generation = d.generation  # failed before this controller started
         if t.failed_generation is not None and d.generation > t.failed_generation:
@@ -201,6 +246,23 @@ class DeploymentController(ReconcileLoop):
         desired = self._autoscale(d, t, ep)
         self._roll(d, t, ep, live, desired)
         self._set_status(d, t, desired)
+        return (d, t, ep) if self._settled(d, t, ep, desired) else None
+
+    def _settled(self, d: Deployment, t: _Tracked, ep: Endpoint, desired: int) -> bool:
+        """Nothing for a pass to do: the count holds, every slot is ready, the status matches."""
+        if desired != d.desired_replicas or ep.start_requested or ep.waiting:
+            return False
+        if d.status == DeploymentStatus.FAILED:
+            return t.failed_generation == d.generation and not ep.replicas
+        expected = DeploymentStatus.READY if desired else DeploymentStatus.SCALED_TO_ZERO
+        return d.status == expected and d.message is None and self._slots_settled(d, ep, desired)
+
+    @staticmethod
+    def _slots_settled(d: Deployment, ep: Endpoint, desired: int) -> bool:
+        slots = list(ep.replicas.values())
+        return len(slots) == desired and all(
+            s.ready and not s.draining and s.generation == d.generation for s in slots
+        )
 
     def _observe(self, d: Deployment, t: _Tracked, ep: Endpoint) -> list[Replica]:
         """Poll and probe replicas; remove ended ones. Returns the live, non-draining ones."""
@@ -248,7 +310,8 @@ class DeploymentController(ReconcileLoop):
         self._poll_errors.pop(r.id, None)
         return info
 
-    def _autoscale(self, d: Deployment, t: _Tracked, ep: Endpoint) -> int:
+    def _decide(self, d: Deployment, t: _Tracked, ep: Endpoint) -> Decision:
+        """Take an in-flight sample and ask the policy (memory only)."""
         cfg = AutoscaleConfig.from_spec(d.spec)
         now = self.clock()
         t.samples.append((now, float(ep.inflight)))
@@ -260,7 +323,10 @@ class DeploymentController(ReconcileLoop):
             start_requested=ep.start_requested,
             last_change=t.last_change,
         )
-        decision = decide(cfg, state, now)
+        return decide(cfg, state, now)
+
+    def _autoscale(self, d: Deployment, t: _Tracked, ep: Endpoint) -> int:
+        decision = self._decide(d, t, ep)
         if decision.desired != d.desired_replicas:
             log.info(
                 "deployment %s: %d → %d replicas (%s)",
@@ -270,7 +336,7 @@ class DeploymentController(ReconcileLoop):
                 decision.reason,
             )
             self.store.deployments.set_desired(d.id, decision.desired)
-            t.last_change = now
+            t.last_change = self.clock()
         return decision.desired
 
     def _roll(self, d: Deployment, t: _Tracked, ep: Endpoint, live: list[Replica], desired: int) -> None:

@@ -5,7 +5,11 @@ of one failed pass.
 A pass that finds nothing to watch sets ``idle``; the loop then waits ``idle_interval``
 seconds (2 s by default) instead of ``interval``, so that an idle control plane does not
 query its store several times a second. Whatever gives a controller work calls ``wake()``
-(the API routes do, through ``AppState``), so an idle loop still reacts at once."""
+(the API routes do, through ``AppState``), so an idle loop still reacts at once.
+
+The loop calls :meth:`ReconcileLoop.tick`, which is ``reconcile_once`` unless a controller
+has a cheaper pass for its steady state (the deployment controller does);
+``reconcile_once`` itself is always the full pass."""
 
 from __future__ import annotations
 
@@ -36,6 +40,10 @@ class ReconcileLoop(abc.ABC):
     def reconcile_once(self) -> None:
         """One idempotent pass."""
 
+    def tick(self) -> None:
+        """What the loop runs each ``interval``: the full pass, unless a subclass knows better."""
+        self.reconcile_once()
+
     def start(self) -> None:
         """Start the background loop (idempotent)."""
         if self._thread is not None and self._thread.is_alive():
@@ -64,7 +72,7 @@ class ReconcileLoop(abc.ABC):
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self.reconcile_once()
+                self.tick()
             except Exception:
                 self.idle = False
                 self._log.exception("%s pass failed; retrying", self.loop_name)

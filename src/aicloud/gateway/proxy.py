@@ -287,6 +287,7 @@ class Gateway:
                 slot.inflight -= 1
                 if isinstance(exc, ConnectFailed):
                     self._suspect[slot.replica_id] = time.monotonic() + SUSPECT_S
+                self.registry.suspect(ep)  # the controller polls the replica now, not in a second
                 tried.add(slot.replica_id)
                 retry = self._choose(ep, tried) if body.resendable and len(tried) == 1 else None
                 if retry is None:

@@ -122,5 +122,9 @@ class EndpointRegistry:
         ep.start_requested = True
         self.on_demand()
 
+    def suspect(self, ep: Endpoint) -> None:
+        """A replica of ``ep`` could not be reached: ask the controller to look at its processes now."""
+        self.on_demand()
+
     def all(self) -> list[Endpoint]:
         return list(self._endpoints.values())
