@@ -57,25 +57,25 @@ as the gateway's own work, and held the GIL the gateway's event loop needs.
 grace), waiting up to ``timeout`` for them to exit, so a control-plane shutdown does not leak
 serving processes. Rows of replicas still draining at the deadline stay (``draining``); the
 next control plane polls, removes and cleans them up.
+
+The per-replica steps (launch, fail, retire, remove, stop all) are the base class
+:class:`~aicloud.controllers.replica_ops.ReplicaOps`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from aicloud.config import Settings
 from aicloud.controllers.autoscale import AutoscaleConfig, AutoscaleState, Decision, decide, trim
 from aicloud.controllers.loop import ReconcileLoop
 from aicloud.controllers.probes import PROBE_INTERVAL_S, Probe, StartWatcher, free_port, http_probe
+from aicloud.controllers.replica_ops import LIVE, Launcher, ReplicaOps, Tracked
 from aicloud.entities.serving import Deployment, DeploymentStatus, Replica, ReplicaState
-from aicloud.executors.base import Executor, ExitInfo, LaunchRequest
-from aicloud.executors.logs import tail_lines
+from aicloud.executors.base import Executor
 from aicloud.gateway.registry import Endpoint, EndpointRegistry, ReplicaSlot
 from aicloud.store.base import MetadataStore
 
@@ -84,37 +84,13 @@ __all__ = ["DeploymentController", "Launcher", "Probe", "free_port", "http_probe
 log = logging.getLogger("aicloud.controllers.deployments")
 
 MAX_FAILED_STARTS = 3
-MESSAGE_LINES = 20
-MAX_POLL_ERRORS = 10
 DRAIN_GRACE_S = 30.0
 DEFAULT_TIMEOUT_S = 60.0  # a spec without timeout_s (as schemas.serving.DeploymentSpec)
 #: Longest time between full passes while every deployment is settled (see "Steady state").
 STEADY_INTERVAL_S = 1.0
 
-# The statuses the controller moves between; ``deleting`` is only ever set by a request.
-_LIVE = [
-    DeploymentStatus.PENDING,
-    DeploymentStatus.READY,
-    DeploymentStatus.SCALED_TO_ZERO,
-    DeploymentStatus.FAILED,
-]
 
-Launcher = Callable[[Deployment, str, int, str], LaunchRequest]
-"""``launcher(deployment, replica_id, port, replica_key)`` → the replica's LaunchRequest."""
-
-
-@dataclass
-class _Tracked:
-    """What the controller remembers of one deployment (memory only)."""
-
-    key: str
-    samples: list[tuple[float, float]] = field(default_factory=list)
-    last_change: float = float("-inf")
-    failed_starts: int = 0  # in a row, with no replica becoming ready
-    failed_generation: int | None = None  # the generation that failed to start
-
-
-class DeploymentController(ReconcileLoop):
+class DeploymentController(ReplicaOps, ReconcileLoop):
     """Reconciles deployments with replica processes; see the module docstring."""
 
     loop_name = "deployment controller"
@@ -147,14 +123,14 @@ class DeploymentController(ReconcileLoop):
         self.drain_grace_s = drain_grace_s
         self.max_failed_starts = max_failed_starts
         self.on_removed = on_removed
-        self._tracked: dict[str, _Tracked] = {}
+        self._tracked: dict[str, Tracked] = {}
         self._owned: set[str] = set()  # replica ids this controller started
         self._cancel_sent: set[str] = set()
         self._poll_errors: dict[str, int] = {}
         self._watcher = StartWatcher(probe, self.wake, probe_interval) if probe_interval > 0 else None
         self.steady_interval = steady_interval
         self._dirty = True  # woken since the last full pass
-        self._steady: list[tuple[Deployment, _Tracked, Endpoint]] = []  # settled at the last full pass
+        self._steady: list[tuple[Deployment, Tracked, Endpoint]] = []  # settled at the last full pass
         self._steady_until = float("-inf")
         registry.on_demand = self.wake
 
@@ -202,7 +178,7 @@ class DeploymentController(ReconcileLoop):
             deployments = self.store.deployments.list_all()
             self.idle = not deployments  # a deployment, even at zero replicas, is watched
             seen = {d.id for d in deployments}
-            steady: list[tuple[Deployment, _Tracked, Endpoint]] = []
+            steady: list[tuple[Deployment, Tracked, Endpoint]] = []
             for d in deployments:
                 try:
                     settled = self._reconcile(d)
@@ -222,11 +198,11 @@ class DeploymentController(ReconcileLoop):
 
     # -- one deployment ----------------------------------------------------------------------
 
-    def _reconcile(self, d: Deployment) -> tuple[Deployment, _Tracked, Endpoint] | None:
+    def _reconcile(self, d: Deployment) -> tuple[Deployment, Tracked, Endpoint] | None:
         """One deployment's pass; returns what the light passes watch when it is settled."""
         t = self._tracked.get(d.id)
         if t is None:
-            t = self._tracked[d.id] = _Tracked(key=secrets.token_urlsafe(32))
+            t = self._tracked[d.id] = Tracked(key=secrets.token_urlsafe(32))
         ep = self.registry.ensure(d.id, d.workspace_id, d.name, t.key)
         ep.timeout_s = float(d.spec.get("timeout_s", DEFAULT_TIMEOUT_S))  # how long the gateway holds
         live = self._observe(d, t, ep)
@@ -248,7 +224,7 @@ class DeploymentController(ReconcileLoop):
         self._set_status(d, t, desired)
         return (d, t, ep) if self._settled(d, t, ep, desired) else None
 
-    def _settled(self, d: Deployment, t: _Tracked, ep: Endpoint, desired: int) -> bool:
+    def _settled(self, d: Deployment, t: Tracked, ep: Endpoint, desired: int) -> bool:
         """Nothing for a pass to do: the count holds, every slot is ready, the status matches."""
         if desired != d.desired_replicas or ep.start_requested or ep.waiting:
             return False
@@ -264,7 +240,7 @@ class DeploymentController(ReconcileLoop):
             s.ready and not s.draining and s.generation == d.generation for s in slots
         )
 
-    def _observe(self, d: Deployment, t: _Tracked, ep: Endpoint) -> list[Replica]:
+    def _observe(self, d: Deployment, t: Tracked, ep: Endpoint) -> list[Replica]:
         """Poll and probe replicas; remove ended ones. Returns the live, non-draining ones."""
         live: list[Replica] = []
         for r in self.store.deployments.replicas(d.id):
@@ -299,18 +275,7 @@ class DeploymentController(ReconcileLoop):
             ep.start_requested = False
         return live
 
-    def _poll(self, r: Replica) -> ExitInfo | None:
-        try:
-            info = self.executor.poll(r.handle)
-        except Exception:
-            errors = self._poll_errors.get(r.id, 0) + 1
-            self._poll_errors[r.id] = errors
-            log.exception("replica %s: poll failed (%d/%d)", r.id, errors, MAX_POLL_ERRORS)
-            return ExitInfo("lost") if errors >= MAX_POLL_ERRORS else None
-        self._poll_errors.pop(r.id, None)
-        return info
-
-    def _decide(self, d: Deployment, t: _Tracked, ep: Endpoint) -> Decision:
+    def _decide(self, d: Deployment, t: Tracked, ep: Endpoint) -> Decision:
         """Take an in-flight sample and ask the policy (memory only)."""
         cfg = AutoscaleConfig.from_spec(d.spec)
         now = self.clock()
@@ -325,7 +290,7 @@ class DeploymentController(ReconcileLoop):
         )
         return decide(cfg, state, now)
 
-    def _autoscale(self, d: Deployment, t: _Tracked, ep: Endpoint) -> int:
+    def _autoscale(self, d: Deployment, t: Tracked, ep: Endpoint) -> int:
         decision = self._decide(d, t, ep)
         if decision.desired != d.desired_replicas:
             log.info(
@@ -339,7 +304,7 @@ class DeploymentController(ReconcileLoop):
             t.last_change = self.clock()
         return decision.desired
 
-    def _roll(self, d: Deployment, t: _Tracked, ep: Endpoint, live: list[Replica], desired: int) -> None:
+    def _roll(self, d: Deployment, t: Tracked, ep: Endpoint, live: list[Replica], desired: int) -> None:
         current = [r for r in live if r.generation == d.generation]
         old = [r for r in live if r.generation != d.generation]
         if t.failed_generation != d.generation:
@@ -373,7 +338,7 @@ class DeploymentController(ReconcileLoop):
         slot = ep.replicas.get(r.id)
         return slot.inflight if slot else 0
 
-    def _set_status(self, d: Deployment, t: _Tracked, desired: int) -> None:
+    def _set_status(self, d: Deployment, t: Tracked, desired: int) -> None:
         if t.failed_generation == d.generation:
             return  # set to failed (with its message) when it happened
         replicas = [r for r in self.store.deployments.replicas(d.id) if r.generation == d.generation]
@@ -384,150 +349,4 @@ class DeploymentController(ReconcileLoop):
         else:
             status = DeploymentStatus.PENDING
         if status != d.status or d.message is not None:
-            self.store.deployments.set_status(d.id, status, expect=_LIVE)
-
-    # -- replica lifecycle -------------------------------------------------------------------
-
-    def _start(self, d: Deployment, t: _Tracked, ep: Endpoint) -> Replica | None:
-        """Launch one replica of the current generation; None when the launch failed."""
-        port = free_port()
-        r = self.store.deployments.add_replica(d.id, generation=d.generation, port=port, handle={})
-        self._owned.add(r.id)
-        try:
-            handle = self.executor.submit(self.launcher(d, r.id, port, t.key))
-        except Exception as exc:
-            message = f"the replica could not be launched: {type(exc).__name__}: {exc}"[:4000]
-            log.warning("deployment %s: %s", d.name, message)
-            with contextlib.suppress(Exception):
-                self.store.deployments.update_replica(r.id, state=ReplicaState.FAILED, message=message)
-            self._remove(ep, r)
-            self._failed_start(d, t, message)
-            return None
-        try:
-            r = self.store.deployments.update_replica(r.id, handle=handle)
-        except Exception:
-            self._kill(handle)  # never leave a process the store does not know about
-            raise
-        self.registry.set_replica(ep, ReplicaSlot(r.id, r.url, r.generation))
-        if self._watcher is not None:
-            self._watcher.add(r.id, r.url)
-        log.info("deployment %s: replica %s starting on port %d", d.name, r.id, port)
-        return r
-
-    def _failed(self, d: Deployment, t: _Tracked, ep: Endpoint, r: Replica, info: ExitInfo) -> None:
-        """A starting or ready replica's process ended: record why, remove it, count a failed start."""
-        if info.state == "lost":
-            why = "the replica's process disappeared"
-        else:
-            why = f"the replica exited with code {info.exit_code}"
-        lines = self._tail(r.handle)
-        message = f"{why}\n{lines}" if lines else why
-        log.warning("deployment %s: replica %s failed: %s", d.name, r.id, why)
-        self.registry.drop_replica(ep, r.id)
-        with contextlib.suppress(Exception):
-            self.store.deployments.update_replica(r.id, state=ReplicaState.FAILED, message=message)
-        self._remove(ep, r)
-        if r.state == ReplicaState.STARTING and r.generation == d.generation:
-            self._failed_start(d, t, message)
-
-    def _failed_start(self, d: Deployment, t: _Tracked, message: str) -> None:
-        t.failed_starts += 1
-        if t.failed_starts >= self.max_failed_starts and t.failed_generation != d.generation:
-            t.failed_generation = d.generation
-            text = f"{t.failed_starts} replicas in a row failed to start; the last: {message}"
-            self.store.deployments.set_status(d.id, DeploymentStatus.FAILED, text[:8000], expect=_LIVE)
-            log.warning("deployment %s failed: %s", d.name, message.splitlines()[0])
-
-    def _retire(self, ep: Endpoint, r: Replica, why: str) -> Replica:
-        """Stop routing to ``r`` (registry first), mark it draining, SIGTERM it."""
-        slot = ep.replicas.get(r.id)
-        ready = slot.ready if slot is not None else False
-        self.registry.set_replica(ep, ReplicaSlot(r.id, r.url, r.generation, ready=ready, draining=True))
-        self._unwatch(r.id)
-        if r.state != ReplicaState.DRAINING:
-            r = self.store.deployments.update_replica(r.id, state=ReplicaState.DRAINING, message=why)
-            log.info("replica %s draining: %s", r.id, why)
-        self._cancel(r)
-        return r
-
-    def _cancel(self, r: Replica) -> None:
-        if r.id in self._cancel_sent or not r.handle:
-            return
-        try:
-            self.executor.cancel(r.handle, self.drain_grace_s)
-            self._cancel_sent.add(r.id)
-        except Exception:
-            log.exception("replica %s: cancel failed", r.id)
-
-    def _remove(self, ep: Endpoint, r: Replica) -> None:
-        self.registry.drop_replica(ep, r.id)
-        if r.handle:
-            try:
-                self.executor.cleanup(r.handle)
-            except Exception:
-                log.exception("replica %s: cleanup failed", r.id)
-        self.store.deployments.remove_replica(r.id)
-        if self.on_removed is not None:
-            try:
-                self.on_removed(r)
-            except Exception:
-                log.exception("replica %s: on_removed failed", r.id)
-        self._owned.discard(r.id)
-        self._cancel_sent.discard(r.id)
-        self._poll_errors.pop(r.id, None)
-        self._unwatch(r.id)
-
-    def _unwatch(self, replica_id: str) -> None:
-        if self._watcher is not None:
-            self._watcher.discard(replica_id)
-
-    def _kill(self, handle: dict[str, Any]) -> None:
-        try:
-            self.executor.cancel(handle, 0.0)
-            self.executor.cleanup(handle)
-        except Exception:
-            log.exception("could not stop the orphan replica %r", handle)
-
-    def _tail(self, handle: dict[str, Any]) -> str:
-        try:
-            return tail_lines(self.executor.log_path(handle), MESSAGE_LINES)
-        except (OSError, ValueError):
-            return ""
-
-    # -- shutdown ----------------------------------------------------------------------------
-
-    def _stop_all_replicas(self, timeout: float) -> None:
-        """SIGTERM every replica, then remove those that exit within ``timeout``."""
-        pending: list[tuple[Endpoint, Replica]] = []
-        try:
-            deployments = self.store.deployments.list_all()
-        except Exception:
-            log.exception("cannot list deployments to stop their replicas")
-            return
-        for d in deployments:
-            ep = self.registry.by_deployment(d.id) or self.registry.ensure(
-                d.id, d.workspace_id, d.name, self._tracked[d.id].key if d.id in self._tracked else ""
-            )
-            try:
-                for r in self.store.deployments.replicas(d.id):
-                    pending.append((ep, self._retire(ep, r, "the control plane is stopping")))
-            except Exception:
-                log.exception("deployment %s: could not stop its replicas", d.name)
-        deadline = time.monotonic() + timeout
-        while pending:
-            still = []
-            for ep, r in pending:
-                info = self._poll(r) if r.handle else ExitInfo("lost")
-                if info is None or info.state == "running":
-                    still.append((ep, r))
-                else:
-                    with contextlib.suppress(Exception):
-                        self._remove(ep, r)
-            pending = still
-            if not pending or time.monotonic() >= deadline:
-                break
-            time.sleep(0.05)
-        if pending:
-            log.warning(
-                "%d replicas still draining at shutdown; the next control plane removes them", len(pending)
-            )
+            self.store.deployments.set_status(d.id, status, expect=LIVE)

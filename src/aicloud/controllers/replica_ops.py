@@ -1,0 +1,233 @@
+"""Replica lifecycle steps of the deployment controller: launch, fail, retire, remove, stop all.
+
+:class:`ReplicaOps` is the base of :class:`~aicloud.controllers.deployments.DeploymentController`:
+the passes (observe, autoscale, roll, status) live there and call these steps, which keep the
+store, the gateway's :class:`~aicloud.gateway.registry.EndpointRegistry` and the executor in
+step for one replica at a time. Their order matters and is the contract:
+
+* a launch adds the replica's row first, then submits it, then records its handle; a replica
+  the store could not record is killed at once (never a process the store does not know);
+* retiring marks the registry slot draining first (the gateway sends it nothing new), then the
+  row, then SIGTERMs the process with the drain grace;
+* removing drops the slot, cleans the executor's files up, deletes the row and calls
+  ``on_removed`` (e.g. to revoke the replica's token).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aicloud.controllers.probes import StartWatcher, free_port
+from aicloud.entities.serving import Deployment, DeploymentStatus, Replica, ReplicaState
+from aicloud.executors.base import Executor, ExitInfo, LaunchRequest
+from aicloud.executors.logs import tail_lines
+from aicloud.gateway.registry import Endpoint, EndpointRegistry, ReplicaSlot
+from aicloud.store.base import MetadataStore
+
+__all__ = ["LIVE", "Launcher", "ReplicaOps", "Tracked"]
+
+log = logging.getLogger("aicloud.controllers.deployments")
+
+MESSAGE_LINES = 20
+MAX_POLL_ERRORS = 10
+
+# The statuses the controller moves between; ``deleting`` is only ever set by a request.
+LIVE = [
+    DeploymentStatus.PENDING,
+    DeploymentStatus.READY,
+    DeploymentStatus.SCALED_TO_ZERO,
+    DeploymentStatus.FAILED,
+]
+
+Launcher = Callable[[Deployment, str, int, str], LaunchRequest]
+"""``launcher(deployment, replica_id, port, replica_key)`` → the replica's LaunchRequest."""
+
+
+@dataclass
+class Tracked:
+    """What the controller remembers of one deployment (memory only)."""
+
+    key: str
+    samples: list[tuple[float, float]] = field(default_factory=list)
+    last_change: float = float("-inf")
+    failed_starts: int = 0  # in a row, with no replica becoming ready
+    failed_generation: int | None = None  # the generation that failed to start
+
+
+class ReplicaOps:
+    """The per-replica steps; the controller sets every attribute below in its ``__init__``."""
+
+    store: MetadataStore
+    executor: Executor
+    registry: EndpointRegistry
+    launcher: Launcher
+    drain_grace_s: float
+    max_failed_starts: int
+    on_removed: Callable[[Replica], None] | None
+    _tracked: dict[str, Tracked]
+    _owned: set[str]  # replica ids this controller started
+    _cancel_sent: set[str]
+    _poll_errors: dict[str, int]
+    _watcher: StartWatcher | None
+
+    def _poll(self, r: Replica) -> ExitInfo | None:
+        try:
+            info = self.executor.poll(r.handle)
+        except Exception:
+            errors = self._poll_errors.get(r.id, 0) + 1
+            self._poll_errors[r.id] = errors
+            log.exception("replica %s: poll failed (%d/%d)", r.id, errors, MAX_POLL_ERRORS)
+            return ExitInfo("lost") if errors >= MAX_POLL_ERRORS else None
+        self._poll_errors.pop(r.id, None)
+        return info
+
+    # -- replica lifecycle -------------------------------------------------------------------
+
+    def _start(self, d: Deployment, t: Tracked, ep: Endpoint) -> Replica | None:
+        """Launch one replica of the current generation; None when the launch failed."""
+        port = free_port()
+        r = self.store.deployments.add_replica(d.id, generation=d.generation, port=port, handle={})
+        self._owned.add(r.id)
+        try:
+            handle = self.executor.submit(self.launcher(d, r.id, port, t.key))
+        except Exception as exc:
+            message = f"the replica could not be launched: {type(exc).__name__}: {exc}"[:4000]
+            log.warning("deployment %s: %s", d.name, message)
+            with contextlib.suppress(Exception):
+                self.store.deployments.update_replica(r.id, state=ReplicaState.FAILED, message=message)
+            self._remove(ep, r)
+            self._failed_start(d, t, message)
+            return None
+        try:
+            r = self.store.deployments.update_replica(r.id, handle=handle)
+        except Exception:
+            self._kill(handle)  # never leave a process the store does not know about
+            raise
+        self.registry.set_replica(ep, ReplicaSlot(r.id, r.url, r.generation))
+        if self._watcher is not None:
+            self._watcher.add(r.id, r.url)
+        log.info("deployment %s: replica %s starting on port %d", d.name, r.id, port)
+        return r
+
+    def _failed(self, d: Deployment, t: Tracked, ep: Endpoint, r: Replica, info: ExitInfo) -> None:
+        """A starting or ready replica's process ended: record why, remove it, count a failed start."""
+        if info.state == "lost":
+            why = "the replica's process disappeared"
+        else:
+            why = f"the replica exited with code {info.exit_code}"
+        lines = self._tail(r.handle)
+        message = f"{why}\n{lines}" if lines else why
+        log.warning("deployment %s: replica %s failed: %s", d.name, r.id, why)
+        self.registry.drop_replica(ep, r.id)
+        with contextlib.suppress(Exception):
+            self.store.deployments.update_replica(r.id, state=ReplicaState.FAILED, message=message)
+        self._remove(ep, r)
+        if r.state == ReplicaState.STARTING and r.generation == d.generation:
+            self._failed_start(d, t, message)
+
+    def _failed_start(self, d: Deployment, t: Tracked, message: str) -> None:
+        t.failed_starts += 1
+        if t.failed_starts >= self.max_failed_starts and t.failed_generation != d.generation:
+            t.failed_generation = d.generation
+            text = f"{t.failed_starts} replicas in a row failed to start; the last: {message}"
+            self.store.deployments.set_status(d.id, DeploymentStatus.FAILED, text[:8000], expect=LIVE)
+            log.warning("deployment %s failed: %s", d.name, message.splitlines()[0])
+
+    def _retire(self, ep: Endpoint, r: Replica, why: str) -> Replica:
+        """Stop routing to ``r`` (registry first), mark it draining, SIGTERM it."""
+        slot = ep.replicas.get(r.id)
+        ready = slot.ready if slot is not None else False
+        self.registry.set_replica(ep, ReplicaSlot(r.id, r.url, r.generation, ready=ready, draining=True))
+        self._unwatch(r.id)
+        if r.state != ReplicaState.DRAINING:
+            r = self.store.deployments.update_replica(r.id, state=ReplicaState.DRAINING, message=why)
+            log.info("replica %s draining: %s", r.id, why)
+        self._cancel(r)
+        return r
+
+    def _cancel(self, r: Replica) -> None:
+        if r.id in self._cancel_sent or not r.handle:
+            return
+        try:
+            self.executor.cancel(r.handle, self.drain_grace_s)
+            self._cancel_sent.add(r.id)
+        except Exception:
+            log.exception("replica %s: cancel failed", r.id)
+
+    def _remove(self, ep: Endpoint, r: Replica) -> None:
+        self.registry.drop_replica(ep, r.id)
+        if r.handle:
+            try:
+                self.executor.cleanup(r.handle)
+            except Exception:
+                log.exception("replica %s: cleanup failed", r.id)
+        self.store.deployments.remove_replica(r.id)
+        if self.on_removed is not None:
+            try:
+                self.on_removed(r)
+            except Exception:
+                log.exception("replica %s: on_removed failed", r.id)
+        self._owned.discard(r.id)
+        self._cancel_sent.discard(r.id)
+        self._poll_errors.pop(r.id, None)
+        self._unwatch(r.id)
+
+    def _unwatch(self, replica_id: str) -> None:
+        if self._watcher is not None:
+            self._watcher.discard(replica_id)
+
+    def _kill(self, handle: dict[str, Any]) -> None:
+        try:
+            self.executor.cancel(handle, 0.0)
+            self.executor.cleanup(handle)
+        except Exception:
+            log.exception("could not stop the orphan replica %r", handle)
+
+    def _tail(self, handle: dict[str, Any]) -> str:
+        try:
+            return tail_lines(self.executor.log_path(handle), MESSAGE_LINES)
+        except (OSError, ValueError):
+            return ""
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    def _stop_all_replicas(self, timeout: float) -> None:
+        """SIGTERM every replica, then remove those that exit within ``timeout``."""
+        pending: list[tuple[Endpoint, Replica]] = []
+        try:
+            deployments = self.store.deployments.list_all()
+        except Exception:
+            log.exception("cannot list deployments to stop their replicas")
+            return
+        for d in deployments:
+            ep = self.registry.by_deployment(d.id) or self.registry.ensure(
+                d.id, d.workspace_id, d.name, self._tracked[d.id].key if d.id in self._tracked else ""
+            )
+            try:
+                for r in self.store.deployments.replicas(d.id):
+                    pending.append((ep, self._retire(ep, r, "the control plane is stopping")))
+            except Exception:
+                log.exception("deployment %s: could not stop its replicas", d.name)
+        deadline = time.monotonic() + timeout
+        while pending:
+            still = []
+            for ep, r in pending:
+                info = self._poll(r) if r.handle else ExitInfo("lost")
+                if info is None or info.state == "running":
+                    still.append((ep, r))
+                else:
+                    with contextlib.suppress(Exception):
+                        self._remove(ep, r)
+            pending = still
+            if not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        if pending:
+            log.warning(
+                "%d replicas still draining at shutdown; the next control plane removes them", len(pending)
+            )
