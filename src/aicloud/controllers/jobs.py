@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aicloud.config import Settings
-from aicloud.controllers.loop import ReconcileLoop
+from aicloud.controllers.loop import MAX_POLL_ERRORS, ReconcileLoop, poll_counted
 from aicloud.controllers.restarts import merge_usage, restart_message, should_restart
 from aicloud.entities import Job, JobKind, JobStatus
 from aicloud.entities.usage import Prices, with_cost
@@ -51,11 +51,10 @@ from aicloud.executors.base import Executor, ExitInfo, LaunchRequest
 from aicloud.executors.logs import read_log, tail_lines
 from aicloud.store.training import JobStore
 
-__all__ = ["JobController", "LogChunk"]
+__all__ = ["MAX_POLL_ERRORS", "JobController", "LogChunk"]
 
 log = logging.getLogger("aicloud.controllers.jobs")
 
-MAX_POLL_ERRORS = 10
 # The kinds that run processes; a sweep has none (the sweep controller drives it).
 PROCESS_KINDS: list[JobKind] = [kind for kind in JobKind if kind is not JobKind.SWEEP]
 MESSAGE_LINES = 50
@@ -154,15 +153,7 @@ class JobController(ReconcileLoop):
         """Poll, turning a handle that cannot be polled (repeatedly) into ``lost``."""
         if not job.handle:
             return ExitInfo("lost")
-        try:
-            info = self.executor.poll(job.handle)
-        except Exception:
-            errors = self._poll_errors.get(job.id, 0) + 1
-            self._poll_errors[job.id] = errors
-            log.exception("job %s: poll failed (%d/%d)", job.id, errors, MAX_POLL_ERRORS)
-            return ExitInfo("lost") if errors >= MAX_POLL_ERRORS else None
-        self._poll_errors.pop(job.id, None)
-        return info
+        return poll_counted(self.executor, job.handle, self._poll_errors, job.id, log)
 
     def _reconcile_running(self, job: Job) -> None:
         if job.cancel_requested and job.id not in self._cancel_sent and job.handle:

@@ -16,6 +16,28 @@ from __future__ import annotations
 import abc
 import logging
 import threading
+from typing import Any
+
+from aicloud.executors.base import Executor, ExitInfo
+
+#: Polls of one handle that may fail in a row before it counts as ``lost``.
+MAX_POLL_ERRORS = 10
+
+
+def poll_counted(
+    executor: Executor, handle: dict[str, Any], errors: dict[str, int], key: str, log: logging.Logger
+) -> ExitInfo | None:
+    """``executor.poll(handle)``, tolerating failures: one that raises is logged and counted in
+    ``errors[key]``; None (cannot tell now) until :data:`MAX_POLL_ERRORS` failed in a row, then
+    ``lost``, so nothing stays running forever on an unpollable handle. A good poll resets the count."""
+    try:
+        info = executor.poll(handle)
+    except Exception:
+        count = errors[key] = errors.get(key, 0) + 1
+        log.exception("%s: poll failed (%d/%d)", key, count, MAX_POLL_ERRORS)
+        return ExitInfo("lost") if count >= MAX_POLL_ERRORS else None
+    errors.pop(key, None)
+    return info
 
 
 class ReconcileLoop(abc.ABC):

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aicloud.controllers.loop import poll_counted
 from aicloud.controllers.probes import StartWatcher, free_port
 from aicloud.entities.serving import Deployment, DeploymentStatus, Replica, ReplicaState
 from aicloud.executors.base import Executor, ExitInfo, LaunchRequest
@@ -34,7 +35,6 @@ __all__ = ["LIVE", "Launcher", "ReplicaOps", "Tracked"]
 log = logging.getLogger("aicloud.controllers.deployments")
 
 MESSAGE_LINES = 20
-MAX_POLL_ERRORS = 10
 
 # The statuses the controller moves between; ``deleting`` is only ever set by a request.
 LIVE = [
@@ -76,15 +76,7 @@ class ReplicaOps:
     _watcher: StartWatcher | None
 
     def _poll(self, r: Replica) -> ExitInfo | None:
-        try:
-            info = self.executor.poll(r.handle)
-        except Exception:
-            errors = self._poll_errors.get(r.id, 0) + 1
-            self._poll_errors[r.id] = errors
-            log.exception("replica %s: poll failed (%d/%d)", r.id, errors, MAX_POLL_ERRORS)
-            return ExitInfo("lost") if errors >= MAX_POLL_ERRORS else None
-        self._poll_errors.pop(r.id, None)
-        return info
+        return poll_counted(self.executor, r.handle, self._poll_errors, r.id, log)
 
     # -- replica lifecycle -------------------------------------------------------------------
 
