@@ -251,14 +251,20 @@ def target_rounds(
     workers: int,
 ) -> list[dict[str, Any]]:
     """(b)'s targets, measured in pairs: ``args.rounds`` times, the 2-loop ceiling (the higher shape
-    on this box) then the gateway and the direct path at c=32, back to back, so that each HTTP
-    measurement has a ceiling taken within seconds of it (this machine's speed drifts by up to 25%
-    between minutes). Rows carry ``round``; serving_report.targets takes the median ratio."""
+    on this box) then the gateway and the direct path at c=32, back to back, and one more ceiling
+    at the end, so that each round's HTTP rows sit between two ceilings taken within seconds of
+    them (this machine's speed drifts by up to 40% between minutes). Rows carry ``round`` (the
+    closing ceiling ``rounds + 1``); serving_report.targets divides each round by the higher of
+    its two ceilings and takes the median."""
     rows: list[dict[str, Any]] = []
-    for k in range(1, args.rounds + 1):
-        for r in ceiling_rows(console, encode, args.duration, threads, f"round {k}", parallel=2):
+    if args.rounds < 1:
+        return rows
+    for k in range(1, args.rounds + 2):
+        when = f"round {k}" if k <= args.rounds else f"after round {args.rounds}"
+        for r in ceiling_rows(console, encode, args.duration, threads, when, parallel=2):
             rows.append({**r, "round": k, "pair_workers": workers})
-        rows += http_rows(console, gateway, direct, body, [TARGET_CONCURRENCY], args.duration, workers, k)
+        if k <= args.rounds:
+            rows += http_rows(console, gateway, direct, body, [TARGET_CONCURRENCY], args.duration, workers, k)
     return rows
 
 

@@ -63,9 +63,10 @@ def targets(key: str, res: dict[str, Any]) -> dict[str, Any]:
     (b) aicloud at c=32 ≥ 85% of the batch-32 ceiling and ≥ 1.3 times the best peer.
 
     With target rounds (``round`` in the rows, bench/serving.py ``--rounds``), (b) takes for each
-    worker shape the median over rounds of aicloud's c=32 req/s over the 2-loop ceiling measured
-    just before it, and the median req/s over the best peer's best c=32 row (its rounds included);
-    without them, aicloud's best c=32 row over the highest ceiling of the run."""
+    worker shape the median over rounds of aicloud's c=32 req/s over the higher of the 2-loop
+    ceilings measured just before and just after it (the next round's, or the closing one), and
+    the median req/s over the best peer's best c=32 row (its rounds included); without them,
+    aicloud's best c=32 row over the highest ceiling of the run."""
 
     def row(system: str, c: int) -> dict[str, Any] | None:
         return next((r for r in res["rows"] if r["system"] == system and r.get("concurrency") == c), None)
@@ -95,7 +96,7 @@ def targets(key: str, res: dict[str, Any]) -> dict[str, Any]:
                 "value": share,
                 "rounds": each,
                 "row": label,
-                "against": "the 2-loop ceiling measured just before, same round (median of rounds)",
+                "against": "the higher of the 2-loop ceilings just before and after it (median of rounds)",
                 "single_row_of_highest_ceiling": top_share,
                 "target": ">= 0.85",
                 "met": share >= 0.85,
@@ -131,13 +132,17 @@ def _median(values: list[float]) -> float:
 
 
 def _paired(rows: list[dict[str, Any]], system: str) -> tuple[float, float, str, list[float]] | None:
-    """(median share of the same round's ceiling, median req/s, label, the shares) for the worker
-    shape whose median share is highest; None without target rounds."""
+    """(median share of the higher ceiling around each round, median req/s, label, the shares) for
+    the worker shape whose median share is highest; None without target rounds."""
     found: list[tuple[float, float, str, list[float]]] = []
     for workers in sorted({r["workers"] for r in rows if r["system"] == system and "round" in r}):
         ceilings = {r["round"]: r["req_s"] for r in rows if r.get("pair_workers") == workers and "batch" in r}
         mine = [r for r in rows if r["system"] == system and r.get("workers") == workers and "round" in r]
-        shares = [round(r["req_s"] / ceilings[r["round"]], 3) for r in mine if ceilings.get(r["round"])]
+        shares = [
+            round(r["req_s"] / max(ceilings[r["round"]], ceilings.get(r["round"] + 1, 0.0)), 3)
+            for r in mine
+            if ceilings.get(r["round"])
+        ]
         if not shares:
             continue
         label = mine[0]["path"].rsplit(" (round", 1)[0] + f" ({len(shares)} rounds)"

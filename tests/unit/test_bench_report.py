@@ -39,21 +39,22 @@ def test_without_rounds_the_best_row_is_set_against_the_highest_ceiling() -> Non
     assert out["direct_c32_vs_best_peer"]["met"] is False  # 1.25
 
 
-def test_rounds_pair_each_row_with_its_own_ceiling_and_take_the_median() -> None:
+def test_rounds_divide_each_row_by_the_higher_ceiling_around_it_and_take_the_median() -> None:
     rows = [
         ceiling(400),  # a fast minute elsewhere in the run: only the unpaired share uses it
         ceiling(300, 1),
         ceiling(250, 2),
         ceiling(320, 3),
-        http("gateway", 270, 1),  # 0.9
-        http("gateway", 200, 2),  # 0.8
-        http("gateway", 304, 3),  # 0.95
+        ceiling(300, 4),  # the closing ceiling after round 3
+        http("gateway", 270, 1),  # / max(300, 250): 0.9
+        http("gateway", 200, 2),  # / max(250, 320): 0.625, not 0.8 against the sagging 250
+        http("gateway", 304, 3),  # / max(320, 300): 0.95
         http("gateway", 280),  # the single c=32 row
         http("litserve", 180),
         http("litserve", 190, 1),  # the peer's best row counts, rounds included
     ]
     got = targets("minilm", {"rows": rows})["gateway_c32_of_ceiling"]
-    assert got["rounds"] == [0.9, 0.8, 0.95]
+    assert got["rounds"] == [0.9, 0.625, 0.95]
     assert got["value"] == 0.9
     assert got["met"] is True
     assert got["single_row_of_highest_ceiling"] == 0.7  # 280 / 400
@@ -71,7 +72,7 @@ def test_rounds_pick_the_worker_shape_with_the_higher_median() -> None:
         http("direct", 240, 1),
         http("direct", 246, 2),  # median 0.81
         http("direct", 250, 1, workers=2),
-        http("direct", 260, 2, workers=2),  # median of 0.893 and 0.929
+        http("direct", 260, 2, workers=2),  # median of 0.893 and 0.929 (no closing ceiling here)
     ]
     got = targets("minilm", {"rows": rows})["direct_c32_of_ceiling"]
     assert got["row"] == "direct, 2 workers (2 rounds)"
