@@ -358,6 +358,23 @@ def test_a_held_request_or_an_unready_slot_brings_a_full_pass(tmp_path: Path) ->
     assert h.loop_ticks(1) == 1
 
 
+def test_a_failed_deployment_settles_too_until_its_spec_changes(tmp_path: Path) -> None:
+    h = CountingHarness(tmp_path)
+    d = h.create()
+    for _ in range(3):
+        h.loop_ticks(1)
+        (r,) = h.replicas(d)
+        h.executor.finish(r.id, 1, log="boom\n")
+    h.loop_ticks(2)
+    assert h.get(d).status == DeploymentStatus.FAILED
+    assert h.loop_ticks(3) == 0  # nothing to do until a new spec
+    d = h.deployments.update_spec(WS, "digits", {**d.spec, "cpus": 2}, None)
+    h.controller.wake()  # as the API route does
+    h.all_ready = True
+    assert h.loop_ticks(2) == 2
+    assert h.get(d).status == DeploymentStatus.READY
+
+
 def test_a_dead_replica_is_noticed_by_the_next_full_pass(tmp_path: Path) -> None:
     h, d = settled(tmp_path)
     (r,) = h.replicas(d)

@@ -155,13 +155,10 @@ class DeploymentController(ReplicaOps, ReconcileLoop):
         self.reconcile_once()
 
     def _still_steady(self) -> bool:
+        """A light pass: every deployment settled at the last full pass still is, by the autoscaler's
+        decision taken now and the registry's live state (the store is not read)."""
         with self._pass_lock:
-            for d, t, ep in self._steady:
-                if ep.start_requested or ep.waiting or not self._slots_settled(d, ep, d.desired_replicas):
-                    return False
-                if self._decide(d, t, ep).desired != d.desired_replicas:
-                    return False
-            return True
+            return all(self._settled(d, t, ep, self._decide(d, t, ep).desired) for d, t, ep in self._steady)
 
     def stop(self, timeout: float = 10.0, *, stop_replicas: bool = True) -> None:
         """Stop the loop, then (by default) the replicas: see the module docstring."""
@@ -231,13 +228,12 @@ class DeploymentController(ReplicaOps, ReconcileLoop):
         if d.status == DeploymentStatus.FAILED:
             return t.failed_generation == d.generation and not ep.replicas
         expected = DeploymentStatus.READY if desired else DeploymentStatus.SCALED_TO_ZERO
-        return d.status == expected and d.message is None and self._slots_settled(d, ep, desired)
-
-    @staticmethod
-    def _slots_settled(d: Deployment, ep: Endpoint, desired: int) -> bool:
         slots = list(ep.replicas.values())
-        return len(slots) == desired and all(
-            s.ready and not s.draining and s.generation == d.generation for s in slots
+        return (
+            d.status == expected
+            and d.message is None
+            and len(slots) == desired
+            and all(s.ready and not s.draining and s.generation == d.generation for s in slots)
         )
 
     def _observe(self, d: Deployment, t: Tracked, ep: Endpoint) -> list[Replica]:
