@@ -256,15 +256,17 @@ def target_rounds(
     them (this machine's speed drifts by up to 40% between minutes). Rows carry ``round`` (the
     closing ceiling ``rounds + 1``); serving_report.targets divides each round by the higher of
     its two ceilings and takes the median."""
+
+    def ceiling(k: int, when: str) -> list[dict[str, Any]]:
+        found = ceiling_rows(console, encode, args.duration, threads, when, parallel=2)
+        return [{**r, "round": k, "pair_workers": workers} for r in found]
+
     rows: list[dict[str, Any]] = []
-    if args.rounds < 1:
-        return rows
-    for k in range(1, args.rounds + 2):
-        when = f"round {k}" if k <= args.rounds else f"after round {args.rounds}"
-        for r in ceiling_rows(console, encode, args.duration, threads, when, parallel=2):
-            rows.append({**r, "round": k, "pair_workers": workers})
-        if k <= args.rounds:
-            rows += http_rows(console, gateway, direct, body, [TARGET_CONCURRENCY], args.duration, workers, k)
+    for k in range(1, args.rounds + 1):
+        rows += ceiling(k, f"round {k}")
+        rows += http_rows(console, gateway, direct, body, [TARGET_CONCURRENCY], args.duration, workers, k)
+    if args.rounds > 0:
+        rows += ceiling(args.rounds + 1, f"after round {args.rounds}")
     return rows
 
 
