@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     ray_start_timeout_seconds: float = Field(
         default=60.0, gt=0, description="Ray executor: how long a job may wait for its workers to be placed."
     )
+    gateway_channel: bool = Field(
+        default=True,
+        description="Gateway: send buffered endpoint requests to replicas over one multiplexed channel "
+        "per replica (false: one HTTP/1.1 request per call).",
+    )
     auth_cache_seconds: float = Field(
         default=5.0,
         ge=0,

@@ -25,6 +25,8 @@ import httpx
 import numpy as np
 import pytest
 
+from aicloud.serving import wire
+
 from helpers import assert_error
 
 KEY = "test-replica-key"
@@ -299,3 +301,92 @@ def test_sigterm_drains_in_flight_requests(service_replica: Replica) -> None:
     t.join(10)
     assert result == {"status": 200, "body": "done"}
     assert service_replica.proc.wait(15) == 0
+
+
+# --- the gateway channel (aicloud.serving.wire) on the replica's port
+
+
+class RawChannel:
+    """The gateway's side of a channel, by hand: hello, request frames, FULL answers."""
+
+    def __init__(self, port: int, key: str = KEY) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.sock.sendall(wire.hello(f"127.0.0.1:{port}", key))
+        ack = b""
+        while len(ack) < len(wire.ACK):
+            chunk = self.sock.recv(len(wire.ACK) - len(ack))
+            assert chunk, f"closed during the hello, after {ack!r}"
+            ack += chunk
+        assert ack == wire.ACK
+        self.decoder = wire.Decoder()
+
+    @staticmethod
+    def request(sid: int, method: str, target: str, body: Any = None) -> bytes:
+        data = b"" if body is None else json.dumps(body).encode()
+        head = f"{method} {target}\r\ncontent-type: application/json\r\ncontent-length: {len(data)}\r\n"
+        return wire.frame_with_head(wire.REQUEST, sid, head.encode(), data)
+
+    def answers(self, n: int) -> dict[int, tuple[int, Any]]:
+        """The next ``n`` FULL answers: stream id → (status, JSON body)."""
+        out: dict[int, tuple[int, Any]] = {}
+        while len(out) < n:
+            chunk = self.sock.recv(1 << 16)
+            assert chunk, "the replica closed the channel"
+            for kind, sid, payload in self.decoder.feed(chunk):
+                assert kind == wire.FULL
+                head, body = wire.split_head(payload)
+                status, _ = wire.parse_head(head)
+                out[sid] = (int(status), json.loads(body))
+        return out
+
+    def closed(self) -> bool:
+        return self.sock.recv(1 << 16) == b""
+
+    def __enter__(self) -> RawChannel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+
+def test_channel_carries_concurrent_requests_and_each_answer_keeps_its_own_status(
+    replica: Replica, model_dir: Path
+) -> None:
+    x1, x2 = rows(3), rows(5)
+    with RawChannel(replica.port) as ch:
+        ch.sock.sendall(
+            ch.request(1, "POST", "/predict", {"inputs": x1})
+            + ch.request(2, "POST", "/predict", {"inputs": [[float("nan")] * WIDTH]})
+            + ch.request(3, "POST", "/predict", {"inputs": x2})
+            + ch.request(4, "GET", "/v2/models/digits")
+        )
+        got = ch.answers(4)
+    assert got[1][0] == 200 and got[1][1]["outputs"] == expected(model_dir, x1)
+    assert got[3][0] == 200 and got[3][1]["outputs"] == expected(model_dir, x2)
+    assert got[2][0] == 400 and "finite" in got[2][1]["error"]["message"]
+    assert got[4][0] == 200 and got[4][1]["name"] == "digits"
+
+
+def test_channel_with_a_wrong_key_gets_401_on_every_request(replica: Replica) -> None:
+    with RawChannel(replica.port, key="not-the-key") as ch:
+        ch.sock.sendall(ch.request(7, "POST", "/predict", {"inputs": rows(1)}))
+        status, body = ch.answers(1)[7]
+    assert status == 401 and body["error"]["code"] == "unauthenticated"
+
+
+def test_garbage_on_a_channel_closes_it_and_the_replica_stays_healthy(replica: Replica) -> None:
+    with RawChannel(replica.port) as ch:
+        ch.sock.sendall(b"\x00\x00\x00\x01\x00\x00\x00\x01\x63x")  # frame kind 99
+        assert ch.closed()
+    assert replica.http.post("/predict", json={"inputs": rows(2)}).status_code == 200
+    assert httpx.get(f"{replica.url}/v2/health/ready").status_code == 200
+
+
+def test_sigterm_answers_channel_requests_in_flight_then_closes_the_channel(service_replica: Replica) -> None:
+    with RawChannel(service_replica.port) as ch:
+        ch.sock.sendall(ch.request(1, "POST", "/slow", {"seconds": 1.5}))
+        time.sleep(0.4)
+        service_replica.proc.send_signal(signal.SIGTERM)
+        assert ch.answers(1) == {1: (200, "done")}
+        assert ch.closed()
+    assert service_replica.proc.wait(20) == 0

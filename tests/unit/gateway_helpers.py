@@ -22,6 +22,7 @@ from aicloud.gateway.asgi import EndpointApp
 from aicloud.gateway.proxy import Gateway
 from aicloud.gateway.registry import Endpoint, EndpointRegistry, ReplicaSlot
 from aicloud.server.auth import PrincipalCache, hash_secret, mint_token
+from aicloud.serving.channel import SniffingProtocol
 from aicloud.testing.server import free_port
 
 WS, OTHER_WS = "ws_a", "ws_b"
@@ -129,10 +130,16 @@ class EchoReplica:
 class ThreadServer:
     """A uvicorn server on a free port in a background thread."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, http: Any = SniffingProtocol) -> None:
         self.port = free_port()
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", ws="none", lifespan="auto"
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            ws="none",
+            lifespan="auto",
+            http=http,  # by default as a replica serves: HTTP, and the gateway channel
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

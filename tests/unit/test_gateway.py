@@ -19,9 +19,11 @@ from aicloud.server.auth import PrincipalCache
 from aicloud.testing.server import free_port
 
 
-@pytest.fixture(scope="module")
-def world() -> Iterator[World]:
-    with make_world() as w:
+@pytest.fixture(scope="module", params=["channel", "http"])
+def world(request: pytest.FixtureRequest) -> Iterator[World]:
+    """Every test runs twice: buffered requests over the replica channel (the default), and all of
+    them over plain HTTP/1.1 (``Gateway(channel=False)``)."""
+    with make_world(channel=request.param == "channel") as w:
         yield w
 
 

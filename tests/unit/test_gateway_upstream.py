@@ -164,7 +164,7 @@ def _one_answer_per_connection() -> tuple[str, socket.socket, list[int]]:
 def test_stale_kept_alive_connection_is_retried_on_a_fresh_one_to_the_same_replica() -> None:
     url, sock, connections = _one_answer_per_connection()
     try:
-        with make_world() as world:
+        with make_world(channel=False) as world:  # the HTTP hop's own retry
             ep = world.endpoint("alpha", slot("only", url))  # no other replica to fall back to
             with httpx.Client(headers=world.auth(), timeout=30) as h:
                 for _ in range(3):

@@ -7,18 +7,20 @@
    the request (``Endpoint.waiting``, ``EndpointRegistry.demand``) until one is, up to the
    endpoint's ``timeout_s`` (else :data:`HOLD_TIMEOUT_S`); only then is it 503. The registry
    wakes a held request the moment a replica turns ready.
-2. The request goes out on a pooled keep-alive connection to that replica
+2. A request with a buffered body (known length up to :data:`BUFFER_LIMIT`: nearly every
+   inference call) goes over the replica's channel (:mod:`aicloud.gateway.channel`: one
+   multiplexed connection per replica, many requests per write). Other requests, and replicas
+   that do not speak the channel, go out on a pooled keep-alive connection
    (:mod:`aicloud.gateway.upstream`: HTTP/1.1 over asyncio streams) with the replica key as
-   bearer. Bodies up to :data:`BUFFER_LIMIT` bytes are read once and sent with the head in one
-   write; larger or chunked bodies stream through. Responses with a known length up to the same
-   limit are read in one go and answered in one ``send``; others stream back as they arrive,
-   and stop as soon as the caller disconnects.
+   bearer; larger or chunked bodies stream through. Responses with a known length up to the
+   same limit are read in one go and answered in one ``send``; others stream back as they
+   arrive, and stop as soon as the caller disconnects.
 3. If the connection fails before any response (refused, reset, closed without an answer), the
    request is retried once on another ready replica, provided its body can be sent again: a
    buffered body always can, a streamed one only if none of it was sent yet. A replica that
    refused a connection is avoided for :data:`SUSPECT_S` seconds. A kept-alive connection the
    replica had closed meanwhile is not the replica's fault: the request goes again on a fresh
-   connection to the same replica first.
+   connection to the same replica first (a request lost on an open channel, on a new channel).
 
 Errors the gateway raises itself are :class:`~aicloud.errors.AicloudError`s (the ASGI app
 answers them in aicloud's error shape); whatever a replica answers (errors included) passes
@@ -32,11 +34,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncGenerator, AsyncIterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 from aicloud.errors import PayloadTooLargeError, UnavailableError
+from aicloud.gateway.channel import Channels, Reply
 from aicloud.gateway.registry import Endpoint, EndpointRegistry, ReplicaSlot
 from aicloud.gateway.upstream import (
     Broken,
@@ -186,14 +189,18 @@ class Gateway:
         hold_timeout_s: float = HOLD_TIMEOUT_S,
         max_keepalive: int = 128,
         read_timeout_s: float = READ_TIMEOUT_S,
+        channel: bool = True,
     ) -> None:
         self.registry = registry
         self.hold_timeout_s = hold_timeout_s
         self.upstreams = Upstreams(read_timeout_s=read_timeout_s, max_idle=max_keepalive)
+        self.channels = Channels(read_timeout_s=read_timeout_s) if channel else None
         self._suspect: dict[str, float] = {}  # replica id → monotonic time until which to avoid it
 
     async def aclose(self) -> None:
         self.upstreams.close()
+        if self.channels is not None:
+            self.channels.close()
 
     # -- choosing a replica ---------------------------------------------------------------
 
@@ -273,16 +280,19 @@ class Gateway:
             body = _Body(receive, data, chunked=False)
             if length >= 0 or method not in ("GET", "HEAD"):
                 common.append(b"content-length: %d\r\n" % len(data))
+        request_line = f"{method} {_target(scope)}".encode("latin-1")
+        line = request_line + b" HTTP/1.1\r\n"
+        # the channel's head: the same header lines; the replica key travels in the channel's hello
+        chead = b"".join([request_line, b"\r\n", common[0], *common[4:]])
         common.append(b"\r\n")
         tail = b"".join(common)
-        line = f"{method} {_target(scope)} HTTP/1.1\r\n".encode("latin-1")
 
         tried: set[str] = set()
         slot = self._choose(ep, tried) or await self._hold(ep, body)
         while True:
             slot.inflight += 1
             try:
-                conn, head = await self._exchange(slot, method, line, tail, body)
+                answer = await self._send(ep, slot, method, line, tail, chead, body)
             except (ConnectFailed, Broken) as exc:
                 slot.inflight -= 1
                 if isinstance(exc, ConnectFailed):
@@ -304,7 +314,27 @@ class Gateway:
                 slot.inflight -= 1
                 raise
             break
-        await self._respond(conn, head, slot, method, receive, send)
+        if isinstance(answer, Reply):
+            await self._respond_reply(answer, slot, receive, send)
+        else:
+            await self._respond(*answer, slot, method, receive, send)
+
+    async def _send(
+        self,
+        ep: Endpoint,
+        slot: ReplicaSlot,
+        method: str,
+        line: bytes,
+        tail: bytes,
+        chead: bytes,
+        body: _Body,
+    ) -> Reply | tuple[Connection, Head]:
+        """A buffered body goes over the replica's channel when it has one; the rest over HTTP."""
+        if self.channels is not None and body.buffered is not None:
+            reply = await self.channels.request(slot.url, ep.replica_key, chead, body.buffered)
+            if reply is not None:
+                return reply
+        return await self._exchange(slot, method, line, tail, body)
 
     async def _exchange(
         self, slot: ReplicaSlot, method: str, line: bytes, tail: bytes, body: _Body
@@ -339,7 +369,28 @@ class Gateway:
             await send({"type": "http.response.start", "status": head.status, "headers": headers})
             await send({"type": "http.response.body", "body": content})
             return
-        relay = asyncio.ensure_future(self._relay(conn, head, headers, send))
+        await self._stream(head.status, headers, conn.iter_body(head), slot, receive, send)
+
+    async def _respond_reply(self, reply: Reply, slot: ReplicaSlot, receive: Any, send: Any) -> None:
+        headers = [(k, v) for k, v in reply.headers if k in _RESPONSE_HEADERS]
+        if reply.body is not None:
+            slot.inflight -= 1
+            await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+            await send({"type": "http.response.body", "body": reply.body})
+            return
+        await self._stream(reply.status, headers, reply.iter_body(), slot, receive, send)
+
+    async def _stream(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        chunks: AsyncGenerator[bytes, None],
+        slot: ReplicaSlot,
+        receive: Any,
+        send: Any,
+    ) -> None:
+        """Relay a streamed answer until it ends or the caller disconnects."""
+        relay = asyncio.ensure_future(self._relay(status, headers, chunks, send))
         gone = asyncio.ensure_future(_wait_disconnect(receive))
         try:
             await asyncio.wait({relay, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -352,10 +403,11 @@ class Gateway:
             slot.inflight -= 1
 
     @staticmethod
-    async def _relay(conn: Connection, head: Head, headers: list[tuple[bytes, bytes]], send: Any) -> None:
+    async def _relay(
+        status: int, headers: list[tuple[bytes, bytes]], chunks: AsyncGenerator[bytes, None], send: Any
+    ) -> None:
         """Stream a replica's answer to the caller; a replica breaking off mid-answer cuts it short."""
-        await send({"type": "http.response.start", "status": head.status, "headers": headers})
-        chunks = conn.iter_body(head)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         try:
             async for chunk in chunks:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})

@@ -37,7 +37,7 @@ class AppState:
     def __post_init__(self) -> None:
         self.principals = PrincipalCache(ttl=self.settings.auth_cache_seconds)
         self.versions = TTLCache(ttl=60.0)
-        self.gateway = Gateway(self.endpoints)
+        self.gateway = Gateway(self.endpoints, channel=self.settings.gateway_channel)
 
     def wake_jobs(self) -> None:
         """Nudge the job and sweep controllers after a submit or cancel, so they do not wait for

@@ -20,6 +20,9 @@ Test and development only (skip downloading):
 * ``AICLOUD_REPLICA_MODEL_DIR=<folder>``: serve this model folder;
 * ``AICLOUD_REPLICA_SERVICE=<path/file.py:ClassName>``: serve this Service class.
 
+The port also speaks the gateway channel (:mod:`aicloud.serving.channel`): a connection that opens
+with its upgrade request carries many requests as frames; any other connection is HTTP/1.1.
+
 Draining: the first SIGTERM (or SIGINT) turns ``/v2/health/ready`` and new requests to 503, waits
 until the requests in flight are answered (at most ``AICLOUD_REPLICA_DRAIN_S``), then uvicorn shuts
 down and the process exits 0. A second signal exits at once.
@@ -212,6 +215,8 @@ def make_app(environ: Mapping[str, str] | None = None, workdir: Path | None = No
 def serve(app: ReplicaApp, port: int, drain_s: float = 30.0) -> None:
     import uvicorn
 
+    from aicloud.serving.channel import SniffingProtocol
+
     class DrainingServer(uvicorn.Server):
         drain_started: float | None = None
 
@@ -235,7 +240,7 @@ def serve(app: ReplicaApp, port: int, drain_s: float = 30.0) -> None:
         host="127.0.0.1",
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=SniffingProtocol,  # httptools, plus the gateway channel on the same port
         lifespan="on",
         access_log=False,
         # Only the gateway (or a caller holding the replica key) talks to a replica, on loopback:

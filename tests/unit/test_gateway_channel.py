@@ -1,0 +1,148 @@
+"""The gateway → replica channel: its wire format, and the gateway's channels over real sockets.
+
+The replicas are the echo replicas of ``gateway_helpers`` on uvicorn with the replica's protocol
+(:class:`~aicloud.serving.channel.SniffingProtocol`); the real replica process speaks the channel in
+``tests/integration/test_replica.py``.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from gateway_helpers import EchoReplica, ThreadServer, World, make_world, slot
+
+from aicloud.serving import wire
+
+# -- the wire format ------------------------------------------------------------------------------
+
+
+def test_frames_survive_any_split_of_the_byte_stream() -> None:
+    frames = [
+        wire.frame_with_head(wire.REQUEST, 1, b"POST /predict\r\ncontent-type: application/json\r\n", b"{}"),
+        wire.frame(wire.CANCEL, 2),
+        wire.frame_with_head(wire.FULL, 3, b"200\r\n", b"x" * 100_000),
+        wire.frame(wire.END, 4, b""),
+    ]
+    data = b"".join(frames)
+    for step in (1, 7, 9, 4096, len(data)):
+        decoder = wire.Decoder()
+        got = []
+        for i in range(0, len(data), step):
+            got += decoder.feed(data[i : i + step])
+        assert [(kind, sid) for kind, sid, _ in got] == [
+            (wire.REQUEST, 1),
+            (wire.CANCEL, 2),
+            (wire.FULL, 3),
+            (wire.END, 4),
+        ]
+    head, body = wire.split_head(got[2][2])
+    assert head == b"200\r\n" and body == b"x" * 100_000
+    first, headers = wire.parse_head(wire.split_head(got[0][2])[0])
+    assert first == b"POST /predict" and headers == [(b"content-type", b"application/json")]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x00\x00\x00\x00\x00\x00\x00\x01\x07",  # kind 7
+        b"\x00\x00\x00\x00\x00\x00\x00\x01\x00",  # kind 0
+        b"\x7f\xff\xff\xff\x00\x00\x00\x01\x01",  # 2 GiB
+    ],
+)
+def test_bad_frames_are_refused(data: bytes) -> None:
+    with pytest.raises(wire.FrameError):
+        wire.Decoder().feed(data)
+
+
+def test_malformed_heads_are_refused() -> None:
+    with pytest.raises(wire.FrameError):
+        wire.split_head(b"\x00\x00")
+    with pytest.raises(wire.FrameError):
+        wire.split_head(b"\x00\x00\x00\x09abc")
+    with pytest.raises(wire.FrameError):
+        wire.parse_head(b"200\r\nno-colon-here\r\n")
+
+
+def test_hello_carries_the_key_as_a_bearer() -> None:
+    hello = wire.hello("127.0.0.1:9", "k3y")
+    assert hello.startswith(wire.MAGIC) and hello.endswith(b"\r\n\r\n")
+    assert wire.hello_key(hello.rstrip(b"\r\n")) == b"k3y"
+    assert wire.hello_key(wire.MAGIC + b"authorization: Basic abc") is None
+    assert wire.hello_key(wire.MAGIC + b"host: x") is None
+
+
+# -- the gateway's channels -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[World]:
+    with make_world() as w:
+        yield w
+
+
+def test_concurrent_calls_share_one_channel_and_each_gets_its_own_answer(world: World) -> None:
+    world.endpoint("alpha", slot("r1", world.a_url))
+    world.a.seen.clear()
+
+    def call(i: int) -> bytes:
+        body = f"request {i} ".encode() * (i + 1)
+        r = httpx.post(world.url("alpha", f"echo?i={i}"), content=body, headers=world.auth(), timeout=30)
+        assert r.status_code == 200
+        return r.content
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(call, range(48)))
+    assert answers == [f"request {i} ".encode() * (i + 1) for i in range(48)]
+    assert len(world.a.seen) == 48
+    assert len({s.client for s in world.a.seen}) == 1  # one connection carried all of them
+    assert {s.headers["authorization"] for s in world.a.seen} == {"Bearer key-alpha"}
+    channels = world.host.gateway.channels
+    assert channels is not None and (world.a_url, "key-alpha") in channels._open
+
+
+def test_a_channel_the_replica_closed_is_opened_again(world: World) -> None:
+    world.endpoint("alpha", slot("r1", world.a_url))
+    assert httpx.post(world.url("alpha", "predict"), json={}, headers=world.auth()).status_code == 200
+    channels = world.host.gateway.channels
+    assert channels is not None
+    first = channels._open[world.a_url, "key-alpha"]
+    assert first.transport is not None
+    first.transport.close()
+    deadline = time.monotonic() + 5
+    while first.dead is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for _ in range(3):
+        assert httpx.post(world.url("alpha", "predict"), json={}, headers=world.auth()).status_code == 200
+    assert channels._open[world.a_url, "key-alpha"] is not first
+
+
+def test_a_replica_without_the_channel_is_served_over_http() -> None:
+    plain = EchoReplica("plain")
+    runner = ThreadServer(plain, http="httptools").start()  # uvicorn as it comes: no channel
+    try:
+        with make_world() as world:
+            world.endpoint("alpha", slot("r1", runner.url))
+            with httpx.Client(headers=world.auth(), timeout=30) as h:
+                for _ in range(3):
+                    r = h.post(world.url("alpha", "echo"), content=b"abc")
+                    assert r.status_code == 200 and r.content == b"abc"
+            channels = world.host.gateway.channels
+            assert channels is not None and runner.url in channels._http_only
+            assert [s.path for s in plain.seen][-3:] == ["/echo"] * 3
+    finally:
+        runner.stop()
+
+
+def test_a_refused_channel_is_a_connect_failure_and_retries_elsewhere(world: World) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    world.endpoint("gamma", slot("dead", dead), slot("r2", world.b_url))
+    for _ in range(3):
+        r = httpx.post(world.url("gamma", "predict"), json={}, headers=world.auth())
+        assert r.status_code == 200 and r.json()["replica"] == "b"
