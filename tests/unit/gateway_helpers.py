@@ -44,9 +44,9 @@ class Seen:
 
 class EchoReplica:
     """``POST /echo`` answers the body back; ``GET /stream`` answers a line every 10 ms until the
-    caller goes away (``disconnects`` counts those); anything else answers a JSON summary of the
-    request. ``?sleep=<s>`` delays the answer; ``?status=<n>`` sets the status (replica errors pass
-    through).
+    caller goes away (``disconnects`` counts those, and callers gone during a sleep); anything else
+    answers a JSON summary of the request. ``?sleep=<s>`` delays the answer; ``?status=<n>`` sets
+    the status (replica errors pass through).
     """
 
     def __init__(self, name: str) -> None:
@@ -76,8 +76,13 @@ class EchoReplica:
             await self._stream(receive, send)
             return
         params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
-        if "sleep" in params:
-            await asyncio.sleep(float(params["sleep"]))
+        if "sleep" in params:  # a caller that hangs up meanwhile is counted in disconnects
+            gone = asyncio.ensure_future(receive())  # the body was read: the next message is the disconnect
+            await asyncio.wait({gone}, timeout=float(params["sleep"]))
+            if gone.done():
+                self.disconnects += 1
+                return
+            gone.cancel()
         status = int(params.get("status", 200))
         if scope["path"] == "/echo":
             out_headers = [(b"content-type", headers.get("content-type", "").encode())]

@@ -321,3 +321,17 @@ def test_caller_going_away_stops_a_streamed_answer(world: World) -> None:
         time.sleep(0.05)
     assert world.a.disconnects == 1  # the gateway hung up on the replica too
     assert ep.inflight == 0
+
+
+def test_caller_hanging_up_on_a_slow_call_withdraws_it_from_the_replica(world: World) -> None:
+    ep = world.endpoint("alpha", slot("r1", world.a_url))
+    world.a.disconnects = 0
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(world.url("alpha", "predict?sleep=20"), json={}, headers=world.auth(), timeout=0.6)
+    deadline = time.monotonic() + 10
+    while (world.a.disconnects == 0 or ep.inflight) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert world.a.disconnects == 1  # the replica saw it go: its batcher would drop the work
+    assert ep.inflight == 0
+    r = httpx.post(world.url("alpha", "predict"), json={}, headers=world.auth())
+    assert r.status_code == 200  # the hop is still good for the next call

@@ -14,7 +14,8 @@
    (:mod:`aicloud.gateway.upstream`: HTTP/1.1 over asyncio streams) with the replica key as
    bearer; larger or chunked bodies stream through. Responses with a known length up to the
    same limit are read in one go and answered in one ``send``; others stream back as they
-   arrive, and stop as soon as the caller disconnects.
+   arrive, and stop as soon as the caller disconnects. A caller that disconnects while its
+   answer is awaited (watched after :data:`WATCH_AFTER_S`) has its request withdrawn.
 3. If the connection fails before any response (refused, reset, closed without an answer), the
    request is retried once on another ready replica, provided its body can be sent again: a
    buffered body always can, a streamed one only if none of it was sent yet. A replica that
@@ -68,6 +69,10 @@ MAX_BODY_BYTES = 64 << 20
 READ_TIMEOUT_S = 300.0
 #: How long a replica that refused a connection is skipped while another one is ready.
 SUSPECT_S = 1.0
+#: A call whose answer takes longer than this starts watching its caller: a caller that hangs up
+#: meanwhile has its request withdrawn from the replica (whose batcher then drops it). Quicker
+#: calls pay for a timer only.
+WATCH_AFTER_S = 0.2
 
 _REQUEST_HEADERS = frozenset(
     {
@@ -173,6 +178,34 @@ async def _read_body(receive: Any) -> bytes:
 async def _wait_disconnect(receive: Any) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+class _CallerWatch:
+    """Cancels the forwarding task if the caller disconnects while the answer is awaited; armed
+    only after :data:`WATCH_AFTER_S`. Only for buffered bodies: a streamed one reads ``receive``."""
+
+    __slots__ = ("gone", "receive", "task", "timer", "watcher")
+
+    def __init__(self, receive: Any) -> None:
+        self.receive = receive
+        self.gone = False
+        self.task = asyncio.current_task()
+        self.watcher: asyncio.Future[None] | None = None
+        self.timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._arm)
+
+    def _arm(self) -> None:
+        self.watcher = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        await _wait_disconnect(self.receive)
+        self.gone = True
+        if self.task is not None:
+            self.task.cancel()
+
+    def stop(self) -> None:
+        self.timer.cancel()
+        if self.watcher is not None:
+            self.watcher.cancel()
 
 
 class Gateway:
@@ -289,31 +322,42 @@ class Gateway:
 
         tried: set[str] = set()
         slot = self._choose(ep, tried) or await self._hold(ep, body)
-        while True:
-            slot.inflight += 1
-            try:
-                answer = await self._send(ep, slot, method, line, tail, chead, body)
-            except (ConnectFailed, Broken) as exc:
-                slot.inflight -= 1
-                if isinstance(exc, ConnectFailed):
-                    self._suspect[slot.replica_id] = time.monotonic() + SUSPECT_S
-                self.registry.suspect(ep)  # the controller polls the replica now, not in a second
-                tried.add(slot.replica_id)
-                retry = self._choose(ep, tried) if body.resendable and len(tried) == 1 else None
-                if retry is None:
-                    raise _unreachable(ep, slot, exc) from exc
-                slot = retry
-                continue
-            except TimedOut as exc:
-                slot.inflight -= 1
-                raise UnavailableError(
-                    f"replica of deployment {ep.name!r} did not answer in time",
-                    details={"deployment": ep.name, "replica": slot.replica_id},
-                ) from exc
-            except BaseException:
-                slot.inflight -= 1
-                raise
-            break
+        watch = _CallerWatch(receive) if body.buffered is not None else None
+        try:
+            while True:
+                slot.inflight += 1
+                try:
+                    answer = await self._send(ep, slot, method, line, tail, chead, body)
+                except (ConnectFailed, Broken) as exc:
+                    slot.inflight -= 1
+                    if isinstance(exc, ConnectFailed):
+                        self._suspect[slot.replica_id] = time.monotonic() + SUSPECT_S
+                    self.registry.suspect(ep)  # the controller polls the replica now, not in a second
+                    tried.add(slot.replica_id)
+                    retry = self._choose(ep, tried) if body.resendable and len(tried) == 1 else None
+                    if retry is None:
+                        raise _unreachable(ep, slot, exc) from exc
+                    slot = retry
+                    continue
+                except TimedOut as exc:
+                    slot.inflight -= 1
+                    raise UnavailableError(
+                        f"replica of deployment {ep.name!r} did not answer in time",
+                        details={"deployment": ep.name, "replica": slot.replica_id},
+                    ) from exc
+                except BaseException:
+                    slot.inflight -= 1
+                    raise
+                break
+        except asyncio.CancelledError:
+            if watch is not None and watch.gone:
+                if watch.task is not None:
+                    watch.task.uncancel()
+                raise ClientGone() from None  # the request went with it (CANCEL, or a closed connection)
+            raise
+        finally:
+            if watch is not None:
+                watch.stop()
         if isinstance(answer, Reply):
             await self._respond_reply(answer, slot, receive, send)
         else:
