@@ -46,7 +46,8 @@ class EchoReplica:
     """``POST /echo`` answers the body back; ``GET /stream`` answers a line every 10 ms until the
     caller goes away (``disconnects`` counts those, and callers gone during a sleep); anything else
     answers a JSON summary of the request. ``?sleep=<s>`` delays the answer; ``?status=<n>`` sets
-    the status (replica errors pass through).
+    the status (replica errors pass through); ``?size=<n>`` answers n bytes (rounded down to 256)
+    in one piece.
     """
 
     def __init__(self, name: str) -> None:
@@ -84,6 +85,12 @@ class EchoReplica:
                 return
             gone.cancel()
         status = int(params.get("status", 200))
+        if "size" in params:  # a large answer of a known length, sent in one piece
+            blob = bytes(range(256)) * (int(params["size"]) // 256)
+            head = [(b"content-type", b"application/octet-stream"), (b"content-length", b"%d" % len(blob))]
+            await send({"type": "http.response.start", "status": status, "headers": head})
+            await send({"type": "http.response.body", "body": blob})
+            return
         if scope["path"] == "/echo":
             out_headers = [(b"content-type", headers.get("content-type", "").encode())]
             if "inference-header-content-length" in headers:

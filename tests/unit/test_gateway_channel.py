@@ -105,6 +105,27 @@ def test_concurrent_calls_share_one_channel_and_each_gets_its_own_answer(world: 
     assert channels is not None and (world.a_url, "key-alpha") in channels._open
 
 
+def test_a_large_answer_crosses_the_channel_in_pieces_next_to_small_ones(world: World) -> None:
+    world.endpoint("alpha", slot("r1", world.a_url))
+    size = (wire.MAX_FRAME + wire.PIECE // 2) // 256 * 256  # more than one frame may carry
+
+    def call(i: int) -> bytes:
+        query = f"size={size}" if i % 4 == 0 else f"i={i}"
+        r = httpx.get(world.url("alpha", f"blob?{query}"), headers=world.auth(), timeout=30)
+        assert r.status_code == 200
+        return r.content
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(call, range(16)))
+    for i, content in enumerate(answers):
+        if i % 4 == 0:
+            assert content == bytes(range(256)) * (size // 256)
+        else:
+            assert b'"query": "i=%d"' % i in content
+    channels = world.host.gateway.channels
+    assert channels is not None and (world.a_url, "key-alpha") in channels._open
+
+
 def test_a_channel_the_replica_closed_is_opened_again(world: World) -> None:
     world.endpoint("alpha", slot("r1", world.a_url))
     assert httpx.post(world.url("alpha", "predict"), json={}, headers=world.auth()).status_code == 200

@@ -106,18 +106,21 @@ class _Stream:
         body = message.get("body", b"")
         more = message.get("more_body", False)
         emit = self.channel.emit
-        if not self.streaming and not more:
+        if not self.streaming and not more and len(body) <= wire.PIECE:
             emit(wire.frame_with_head(wire.FULL, self.sid, self.started, body))
             self.done = True
             return
         if not self.streaming:
             self.streaming = True
             emit(wire.frame(wire.START, self.sid, self.started))
+        for at in range(0, len(body) - wire.PIECE, wire.PIECE):  # all but the last piece
+            emit(wire.frame(wire.BODY, self.sid, body[at : at + wire.PIECE]))
+        last = body[(max(len(body) - 1, 0) // wire.PIECE) * wire.PIECE :]
         if more:
-            if body:
-                emit(wire.frame(wire.BODY, self.sid, body))
+            if last:
+                emit(wire.frame(wire.BODY, self.sid, last))
         else:
-            emit(wire.frame(wire.END, self.sid, body))
+            emit(wire.frame(wire.END, self.sid, last))
             self.done = True
 
     def finish(self) -> None:

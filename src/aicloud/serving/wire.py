@@ -21,7 +21,7 @@ kind     direction      payload
 REQUEST  to replica     u32 head length, head (``METHOD target\\r\\n`` + header lines), body
 CANCEL   to replica     none: the caller went away, drop the stream's work
 FULL     to gateway     u32 head length, head (``status\\r\\n`` + header lines), whole body
-START    to gateway     head only; BODY frames follow, then END
+START    to gateway     head only; BODY frames follow, then END (answers over PIECE bytes too)
 BODY     to gateway     a piece of the body, more follows
 END      to gateway     the last piece of the body (may be empty)
 ======== ============== ==================================================================
@@ -37,8 +37,11 @@ MAGIC = b"OPTIONS /.aicloud-channel HTTP/1.1\r\n"
 ACK = b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: aicloud-channel/1\r\n\r\n"
 #: The longest hello a replica reads before it gives up on the connection.
 MAX_HELLO = 4096
-#: Largest frame either end accepts (a request body is at most the gateway's buffer limit).
-MAX_FRAME = 256 << 20
+#: An answer body larger than this leaves the replica as START, BODY pieces of this size, END.
+PIECE = 1 << 20
+#: Largest frame either end accepts: a REQUEST carries at most the gateway's 1 MiB buffer limit,
+#: a FULL or BODY frame at most :data:`PIECE`, plus the head.
+MAX_FRAME = 8 << 20
 
 REQUEST, CANCEL, FULL, START, BODY, END = 1, 2, 3, 4, 5, 6
 
@@ -142,6 +145,7 @@ __all__ = [
     "MAGIC",
     "MAX_FRAME",
     "MAX_HELLO",
+    "PIECE",
     "REQUEST",
     "START",
     "Decoder",
