@@ -387,6 +387,10 @@ def test_sigterm_answers_channel_requests_in_flight_then_closes_the_channel(serv
         ch.sock.sendall(ch.request(1, "POST", "/slow", {"seconds": 1.5}))
         time.sleep(0.4)
         service_replica.proc.send_signal(signal.SIGTERM)
-        assert ch.answers(1) == {1: (200, "done")}
+        time.sleep(0.2)
+        ch.sock.sendall(ch.request(2, "POST", "/echo", {"text": "late"}))  # draining: 503, as over HTTP
+        got = ch.answers(2)
+        assert got[1] == (200, "done")
+        assert got[2][0] == 503 and "draining" in got[2][1]["error"]["message"]
         assert ch.closed()
     assert service_replica.proc.wait(20) == 0

@@ -13,7 +13,8 @@ written together: when a batch resolves, its answers go out in one write.
 
 A CANCEL frame, or the connection closing, is the ASGI ``http.disconnect`` of the streams it
 concerns: their queued work is dropped as for an HTTP client that went away. On shutdown (uvicorn's
-drain) the channel closes once its streams are answered.
+drain) the channel takes no new requests and closes once its streams are answered; the gateway then
+sends the requests it had not got answers for to another replica.
 """
 
 from __future__ import annotations
@@ -218,7 +219,12 @@ class ChannelServer(asyncio.Protocol):
             log.warning("gateway channel: bad request frame: %s", exc)
             self._abort()
             return
-        if self._closing or sid in self.streams:
+        if self._closing:
+            # shutting down: left unanswered, it fails over to another replica when the channel
+            # closes after the streams in flight (as a request on a closing HTTP connection would)
+            return
+        if sid in self.streams:
+            log.warning("gateway channel: stream id %d reused while in flight; closing it", sid)
             self._abort()
             return
         raw_path, _, query = target.partition("?")
