@@ -29,7 +29,6 @@ cores with the server and the replica, as wrk did in the peers' runs.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import os
@@ -38,7 +37,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,7 @@ from loadgen import WARMUP_S, run_ceiling, run_load
 from peers import harness
 from peers.benchmodels import DigitsMLP, export_mlp
 from replica_metrics import batch_stats, scrape
+from replica_procs import delete_deployment, kill_stray_replicas, replica_endpoint, replica_pids
 from rich.console import Console
 from serving_report import table_for, targets
 from sklearn.datasets import load_digits
@@ -82,66 +82,6 @@ class MiniLM(Service):
 
 # ---------------------------------------------------------------------------------------------
 # replicas and cleanup
-
-
-def _proc_env(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes()
-    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
-
-
-def replica_pids(server_url: str, deployment: str | None = None) -> Iterator[tuple[int, dict[str, str]]]:
-    """Replica processes of this benchmark's control plane (``AICLOUD_URL == server_url``)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            if b"aicloud.serving.replica" not in cmdline or b"supervise" in cmdline:
-                continue
-            env = _proc_env(int(entry.name))
-        except OSError:
-            continue
-        if env.get("AICLOUD_URL") != server_url:
-            continue
-        if deployment is not None and env.get("AICLOUD_DEPLOYMENT_NAME") != deployment:
-            continue
-        yield int(entry.name), env
-
-
-def replica_endpoint(server_url: str, deployment: str, timeout: float = 30) -> tuple[str, str]:
-    """``(http://127.0.0.1:<port>, key)`` of the ready replica of ``deployment``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for _, env in replica_pids(server_url, deployment):
-            base = f"http://127.0.0.1:{env['AICLOUD_REPLICA_PORT']}"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200:
-                    return base, env["AICLOUD_REPLICA_KEY"]
-        time.sleep(0.2)
-    raise RuntimeError(f"no ready replica process found for {deployment}")
-
-
-def kill_stray_replicas(server_url: str) -> None:
-    """Replicas left behind by this benchmark's server (after it stopped): SIGTERM, then SIGKILL."""
-    pids = [pid for pid, _ in replica_pids(server_url)]
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while pids and time.monotonic() < deadline:
-        pids = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
-        time.sleep(0.2)
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def delete_deployment(client: Client, server_url: str, name: str) -> None:
-    with contextlib.suppress(Exception):
-        client.deployments.get(name).delete()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(True for _ in replica_pids(server_url, name)):
-        time.sleep(0.2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -482,6 +422,13 @@ def parse_args() -> argparse.Namespace:
         help="comma-separated peers among litserve,rayserve,bentoml, or 'none' "
         "(default: those whose venv bench/peers/setup.sh made)",
     )
+    ap.add_argument(
+        "--gateway-hop",
+        choices=("channel", "http"),
+        default="channel",
+        help="how the gateway reaches the replica: its multiplexed channel (the default) or one "
+        "HTTP/1.1 request per call (AICLOUD_GATEWAY_CHANNEL=false), to compare the two",
+    )
     args = ap.parse_args()
     args.concurrency = [int(x) for x in args.concurrency.split(",") if x.strip()]
     args.workers = [int(x) for x in args.workers.split(",") if x.strip()]
@@ -514,11 +461,13 @@ def main() -> None:
         "warmup_s": WARMUP_S,
         "load_generator": "in-process asyncio streams, HTTP/1.1 keep-alive, closed loop, shares the cores",
         "peers": args.peers,
+        "gateway_hop": args.gateway_hop,
         "workloads": {},
     }
     with tempfile.TemporaryDirectory(prefix="aicloud-bench-serve-") as tmp:
         work = Path(tmp)
-        srv = ServerProcess(work / "home")
+        hop = {"AICLOUD_GATEWAY_CHANNEL": "true" if args.gateway_hop == "channel" else "false"}
+        srv = ServerProcess(work / "home", env=hop)
         try:
             srv.start()
             with Client(url=srv.url, token=srv.token) as c:
