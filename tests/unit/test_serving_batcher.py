@@ -323,8 +323,12 @@ def test_one_worker_runs_one_batch_at_a_time() -> None:
     assert seen == [1] * 5
 
 
-def test_a_disconnected_client_drops_its_queued_work() -> None:
+@pytest.mark.parametrize("receive_kind", ["asgi", "channel"])
+def test_a_disconnected_client_drops_its_queued_work(receive_kind: str) -> None:
+    """Over HTTP ``submit`` watches ``receive()`` with a task; the gateway channel's receive offers
+    the disconnect as a future (``disconnected()``), watched with a callback."""
     from aicloud.serving.asgi import ClientGone, submit
+    from aicloud.serving.channel import _Receive
 
     gate = threading.Event()
     rec = Recorder(gate=gate)
@@ -336,23 +340,29 @@ def test_a_disconnected_client_drops_its_queued_work() -> None:
             await asyncio.sleep(0.005)
         hang_up = asyncio.Event()
 
-        async def receive() -> dict[str, Any]:
+        async def asgi_receive() -> dict[str, Any]:
             await hang_up.wait()
             return {"type": "http.disconnect"}
 
+        channel_receive = _Receive(b"")
+        assert (await channel_receive())["type"] == "http.request"
+        receive = asgi_receive if receive_kind == "asgi" else channel_receive
         gone = asyncio.ensure_future(submit(receive, b, 1, 1))
         await asyncio.sleep(0.01)
         assert b.queued == 1
         hang_up.set()
+        channel_receive.disconnected().set_result(None)
         with pytest.raises(ClientGone):
             await gone
         assert b.queued == 0
         gate.set()
         assert await first == 0
+        kept = _Receive(b"")  # a caller that stays gets its answer
+        assert await submit(kept, b, 2, 1) == 4  # the recorder doubles
         await b.close()
 
     run(main())
-    assert rec.batches == [[0]]  # the gone client's item never ran
+    assert rec.batches == [[0], [2]]  # the gone client's item never ran
 
 
 def test_idle_workers_share_what_waits() -> None:

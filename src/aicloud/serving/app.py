@@ -222,8 +222,7 @@ class ReplicaApp:
         finally:
             state.inflight -= 1
             self.metrics.inflight.dec()
-            self.metrics.requests.labels(route, str(status)).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+            self.metrics.count(route, status, time.perf_counter() - started)
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.state.draining:

@@ -66,18 +66,28 @@ async def submit(receive: Receive, batcher: DynamicBatcher, value: Any, size: in
     """Queue one request's work; a client that disconnects meanwhile drops its work (:class:`ClientGone`).
 
     ``receive`` is the request's ASGI receive, its body already read: the next message it yields is
-    the disconnect. One watch task per request; the batcher's own timer enforces its timeout.
+    the disconnect. One watch task per request, unless ``receive`` offers ``disconnected()`` (a
+    future that resolves when the caller goes, as the gateway channel's does); the batcher's own
+    timer enforces its timeout.
     """
     item = batcher.enqueue(value, size)
-    watch = asyncio.ensure_future(wait_disconnect(receive))
-    watch.add_done_callback(partial(_client_gone, batcher, item))
+    gone = getattr(receive, "disconnected", None)
+    if gone is not None:  # the gateway channel's receive: a future, no watch task needed
+        watch: asyncio.Future[Any] = gone()
+    else:
+        watch = asyncio.ensure_future(wait_disconnect(receive))
+    dropped = partial(_client_gone, batcher, item)
+    watch.add_done_callback(dropped)
     try:
         return await item.future
     except asyncio.CancelledError:
         batcher.discard(item)
         raise
     finally:
-        watch.cancel()
+        if gone is not None:
+            watch.remove_done_callback(dropped)
+        else:
+            watch.cancel()
 
 
 def _client_gone(batcher: DynamicBatcher, item: BatchItem, watch: asyncio.Future[None]) -> None:

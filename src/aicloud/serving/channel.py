@@ -64,35 +64,47 @@ class SniffingProtocol(HttpToolsProtocol):
         channel.data_received(data)
 
 
+class _Receive:
+    """A stream's ASGI ``receive``: the body, then the disconnect. ``disconnected()`` is the future
+    of that disconnect, which :func:`aicloud.serving.asgi.submit` watches without a task."""
+
+    __slots__ = ("body", "gone")
+
+    def __init__(self, body: bytes) -> None:
+        self.body: bytes | None = body
+        self.gone: asyncio.Future[None] | None = None
+
+    async def __call__(self) -> dict[str, Any]:
+        if self.body is not None:
+            body, self.body = self.body, None
+            return {"type": "http.request", "body": body, "more_body": False}
+        await self.disconnected()
+        return _DISCONNECT
+
+    def disconnected(self) -> asyncio.Future[None]:
+        if self.gone is None:
+            self.gone = asyncio.get_running_loop().create_future()
+        return self.gone
+
+
 class _Stream:
     """One request on the channel: its ASGI ``receive`` and ``send``."""
 
-    __slots__ = ("body", "channel", "done", "gone", "sid", "started", "streaming")
+    __slots__ = ("channel", "done", "receive", "sid", "started", "streaming")
 
     def __init__(self, channel: ChannelServer, sid: int, body: bytes) -> None:
         self.channel = channel
         self.sid = sid
-        self.body: bytes | None = body
-        self.gone: asyncio.Future[None] | None = None
+        self.receive = _Receive(body)
         self.started: bytes | None = None  # the answer's head, once the app sent it
         self.streaming = False
         self.done = False
 
-    async def receive(self) -> dict[str, Any]:
-        if self.body is not None:
-            body, self.body = self.body, None
-            return {"type": "http.request", "body": body, "more_body": False}
-        if self.gone is None:
-            self.gone = asyncio.get_running_loop().create_future()
-        await self.gone
-        return _DISCONNECT
-
     def disconnect(self) -> None:
         self.done = True  # nobody reads an answer any more
-        if self.gone is None:
-            self.gone = asyncio.get_running_loop().create_future()
-        if not self.gone.done():
-            self.gone.set_result(None)
+        gone = self.receive.disconnected()
+        if not gone.done():
+            gone.set_result(None)
 
     async def send(self, message: dict[str, Any]) -> None:
         if self.done:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -47,6 +49,16 @@ class ReplicaMetrics:
         self.inflight = Gauge("aicloud_inflight_requests", "Requests being handled now", registry=r)
         self.cache_hits = Counter("aicloud_cache_hits", "Response cache hits", registry=r)
         self.cache_misses = Counter("aicloud_cache_misses", "Response cache misses", registry=r)
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def count(self, route: str, status: int, seconds: float) -> None:
+        """One answered request: its count by route and status, and its latency by route."""
+        children = self._children.get((route, status))
+        if children is None:  # labels() looks the child up under a lock: once per pair is enough
+            children = (self.requests.labels(route, str(status)), self.latency.labels(route))
+            self._children[route, status] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_batch(self, size: int, queue_seconds: list[float], run_seconds: float) -> None:
         self.batch_size.observe(size)
