@@ -1,6 +1,6 @@
 """The gateway's end of the replica channel (wire format: :mod:`aicloud.serving.wire`).
 
-:class:`Channels` keeps one :class:`Channel` per replica address: a single long-lived connection
+:class:`Channels` keeps one :class:`Channel` per replica (address and key): a long-lived connection
 that carries every buffered request the gateway sends that replica, each as a frame with its own
 stream id. Requests queued in one event-loop pass leave in one write, and the answers of a whole
 batch come back in one read, where HTTP/1.1 would need a connection, a write and a read per request.
@@ -45,7 +45,7 @@ class Reply:
         self.sid = sid
         self._channel = channel
         self._pieces: asyncio.Queue[bytes | UpstreamError | None] | None = (
-            None if body is not None else (asyncio.Queue())
+            None if body is not None else asyncio.Queue()
         )
 
     def put(self, piece: bytes | UpstreamError | None) -> None:
@@ -93,12 +93,13 @@ class Channel(asyncio.Protocol):
         self._waiting: dict[int, asyncio.Future[Reply]] = {}
         self._streaming: dict[int, Reply] = {}
         self._next = 0
-        self._out: list[bytes] = []
+        self._writer = wire.Coalescer()
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+        self._writer.transport = self.transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.dead = Broken(f"channel to {self.url} closed" + (f": {exc}" if exc else ""))
@@ -177,7 +178,7 @@ class Channel(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Reply] = loop.create_future()
         self._waiting[sid] = future
-        self._emit(wire.frame_with_head(wire.REQUEST, sid, head, body))
+        self._writer.emit(wire.frame_with_head(wire.REQUEST, sid, head, body))
         timer = loop.call_later(self.read_timeout_s, self._expire, sid)
         try:
             return await future
@@ -198,17 +199,7 @@ class Channel(asyncio.Protocol):
         known = self._waiting.pop(sid, None) is not None
         known = self._streaming.pop(sid, None) is not None or known
         if known and self.dead is None:
-            self._emit(wire.frame(wire.CANCEL, sid))
-
-    def _emit(self, data: bytes) -> None:
-        if not self._out:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._out.append(data)
-
-    def _flush(self) -> None:
-        out, self._out = self._out, []
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            self._writer.emit(wire.frame(wire.CANCEL, sid))
 
     def close(self) -> None:
         if self.transport is not None:

@@ -118,7 +118,7 @@ class _Stream:
             raise RuntimeError(f"unexpected ASGI message {kind!r}")
         body = message.get("body", b"")
         more = message.get("more_body", False)
-        emit = self.channel.emit
+        emit = self.channel.writer.emit
         if not self.streaming and not more and len(body) <= wire.PIECE:
             emit(wire.frame_with_head(wire.FULL, self.sid, self.started, body))
             self.done = True
@@ -141,10 +141,10 @@ class _Stream:
         if self.done:
             return
         if self.streaming:
-            self.channel.emit(wire.frame(wire.END, self.sid))
+            self.channel.writer.emit(wire.frame(wire.END, self.sid))
         else:
             head = b"500\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % len(_INTERNAL)
-            self.channel.emit(wire.frame_with_head(wire.FULL, self.sid, head, _INTERNAL))
+            self.channel.writer.emit(wire.frame_with_head(wire.FULL, self.sid, head, _INTERNAL))
         self.done = True
 
 
@@ -170,13 +170,14 @@ class ChannelServer(asyncio.Protocol):
         self.streams: dict[int, _Stream] = {}
         self.auth: bytes | None = None  # "Bearer <key>" from the hello
         self._hello = b""
-        self._out: list[bytes] = []
+        self.writer = wire.Coalescer()  # everything queued in one loop pass leaves in one write
         self._closing = False
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+        self.writer.transport = self.transport
         self.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -274,25 +275,14 @@ class ChannelServer(asyncio.Protocol):
             if self._closing and not self.streams:
                 asyncio.get_running_loop().call_soon(self._close)  # after the pending flush
 
-    # -- writing --------------------------------------------------------------------------------
-
-    def emit(self, data: bytes) -> None:
-        """Queue a frame; everything queued in this loop pass leaves in one write."""
-        if not self._out:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._out.append(data)
-
-    def _flush(self) -> None:
-        out, self._out = self._out, []
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+    # -- closing --------------------------------------------------------------------------------
 
     def _abort(self) -> None:
         if self.transport is not None:
             self.transport.close()
 
     def _close(self) -> None:
-        self._flush()
+        self.writer.flush()
         self._abort()
 
     # -- uvicorn's connection interface -----------------------------------------------------------

@@ -31,6 +31,7 @@ Header lines are ``name: value\\r\\n`` with lowercase names, as HTTP/1.1 would c
 
 from __future__ import annotations
 
+import asyncio
 import struct
 
 MAGIC = b"OPTIONS /.aicloud-channel HTTP/1.1\r\n"
@@ -108,6 +109,30 @@ def header_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
     return b"".join(b"%s: %s\r\n" % (name.lower(), value) for name, value in headers)
 
 
+class Coalescer:
+    """Writes the frames queued during one event-loop pass in one write (both ends of a channel).
+
+    ``transport`` is set once the connection is made; frames queued on a closed one are dropped.
+    """
+
+    __slots__ = ("_out", "transport")
+
+    def __init__(self) -> None:
+        self.transport: asyncio.WriteTransport | None = None
+        self._out: list[bytes] = []
+
+    def emit(self, data: bytes) -> None:
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._out.append(data)
+
+    def flush(self) -> None:
+        out, self._out = self._out, []
+        transport = self.transport
+        if out and transport is not None and not transport.is_closing():
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+
 class Decoder:
     """Cuts a byte stream into ``(kind, stream id, payload)`` frames."""
 
@@ -148,6 +173,7 @@ __all__ = [
     "PIECE",
     "REQUEST",
     "START",
+    "Coalescer",
     "Decoder",
     "FrameError",
     "frame",
