@@ -374,10 +374,27 @@ def test_channel_with_a_wrong_key_gets_401_on_every_request(replica: Replica) ->
     assert status == 401 and body["error"]["code"] == "unauthenticated"
 
 
+def predictions_served(replica: Replica) -> float:
+    text = replica.http.get("/metrics").text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("aicloud_requests_total{") and 'route="/predict"' in line
+    )
+
+
 def test_garbage_on_a_channel_closes_it_and_the_replica_stays_healthy(replica: Replica) -> None:
     with RawChannel(replica.port) as ch:
         ch.sock.sendall(b"\x00\x00\x00\x01\x00\x00\x00\x01\x63x")  # frame kind 99
         assert ch.closed()
+    before = predictions_served(replica)
+    with RawChannel(replica.port) as ch:  # a request whose head runs past its frame, then a good one
+        bad = wire.frame(wire.REQUEST, 1, b"\x00\x00\x01\x00POST /predict\r\n")
+        ch.sock.sendall(bad + ch.request(2, "POST", "/predict", {"inputs": rows(1)}))
+        assert ch.closed()
+    # closed at the bad one: the good one behind it is not run (it would be queued before this one)
+    assert replica.http.post("/predict", json={"inputs": rows(2)}).status_code == 200
+    assert predictions_served(replica) == before + 1
     assert replica.http.post("/predict", json={"inputs": rows(2)}).status_code == 200
     assert httpx.get(f"{replica.url}/v2/health/ready").status_code == 200
 

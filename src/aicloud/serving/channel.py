@@ -197,6 +197,8 @@ class ChannelServer(asyncio.Protocol):
             self._abort()
             return
         for kind, sid, payload in frames:
+            if self.transport is None or self.transport.is_closing():
+                return  # closed over a bad frame: the rest goes unread
             if kind == wire.REQUEST:
                 self._start(sid, payload)
             elif kind == wire.CANCEL:
