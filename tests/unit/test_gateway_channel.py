@@ -155,6 +155,10 @@ def test_a_replica_without_the_channel_is_served_over_http() -> None:
             channels = world.host.gateway.channels
             assert channels is not None and runner.url in channels._http_only
             assert [s.path for s in plain.seen][-3:] == ["/echo"] * 3
+            channels._http_only[runner.url] = time.monotonic() - 1  # its time is up: asked again
+            with httpx.Client(headers=world.auth(), timeout=30) as h:
+                assert h.post(world.url("alpha", "echo"), content=b"d").content == b"d"
+            assert channels._http_only[runner.url] > time.monotonic() + 30  # refused again
     finally:
         runner.stop()
 

@@ -7,8 +7,8 @@ batch come back in one read, where HTTP/1.1 would need a connection, a write and
 
 A connection turns into a channel with an HTTP upgrade (:func:`aicloud.serving.wire.hello`) that
 the replica answers ``101``. A peer that answers anything else is not an aicloud replica that speaks
-the channel: its address is remembered and :meth:`Channels.request` returns ``None`` for it, so
-the gateway uses HTTP there.
+the channel: its address is remembered for :data:`HTTP_ONLY_S` and :meth:`Channels.request`
+returns ``None`` for it meanwhile, so the gateway uses HTTP there.
 
 Failures have the same types as the HTTP hop (:mod:`aicloud.gateway.upstream`), so the gateway's
 retry rule applies unchanged: :class:`ConnectFailed` (no channel could be opened; nothing sent),
@@ -20,11 +20,15 @@ CANCEL, so the replica drops its queued work.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator
 from urllib.parse import urlsplit
 
 from aicloud.gateway.upstream import CONNECT_TIMEOUT_S, Broken, ConnectFailed, TimedOut, UpstreamError
 from aicloud.serving import wire
+
+#: How long an address that refused the channel is sent HTTP before it is asked again.
+HTTP_ONLY_S = 60.0
 
 
 class NoChannel(Exception):
@@ -213,7 +217,7 @@ class Channels:
         self.read_timeout_s = read_timeout_s
         self._open: dict[tuple[str, str], Channel] = {}
         self._opening: dict[tuple[str, str], asyncio.Future[Channel | None]] = {}
-        self._http_only: set[str] = set()
+        self._http_only: dict[str, float] = {}  # address → monotonic time until which to use HTTP
 
     async def request(self, url: str, key: str, head: bytes, body: bytes) -> Reply | None:
         """Send a buffered request to the replica at ``url``; ``None`` if it speaks only HTTP.
@@ -231,8 +235,11 @@ class Channels:
         return None if channel is None else await channel.request(head, body)
 
     async def _connect(self, url: str, key: str) -> Channel | None:
-        if url in self._http_only:
-            return None
+        until = self._http_only.get(url)
+        if until is not None:
+            if time.monotonic() < until:
+                return None
+            del self._http_only[url]  # a new replica may listen there now: ask again
         opening = self._opening.get((url, key))
         if opening is None:
             opening = asyncio.ensure_future(self._open_channel(url, key))
@@ -254,7 +261,7 @@ class Channels:
                 channel.transport.write(wire.hello(f"{host}:{port}", key))
                 await channel.acked
         except NoChannel:
-            self._http_only.add(url)
+            self._http_only[url] = time.monotonic() + HTTP_ONLY_S
             return None
         except (OSError, TimeoutError, ConnectFailed) as exc:
             if channel is not None:
