@@ -301,24 +301,24 @@ class Gateway:
                 details={"limit": MAX_BODY_BYTES},
             )
         method: str = scope["method"]
-        common = [incoming.forward, b"authorization: Bearer ", ep.replica_key.encode(), b"\r\n"]
+        framing = b""  # how the replica learns the body's length
         if incoming.chunked:
             body = _Body(receive, None, chunked=True)
-            common.append(b"transfer-encoding: chunked\r\n")
+            framing = b"transfer-encoding: chunked\r\n"
         elif length > BUFFER_LIMIT:
             body = _Body(receive, None, chunked=False)
-            common.append(b"content-length: %d\r\n" % length)
+            framing = b"content-length: %d\r\n" % length
         else:
             data = await _read_body(receive) if length > 0 else b""
             body = _Body(receive, data, chunked=False)
             if length >= 0 or method not in ("GET", "HEAD"):
-                common.append(b"content-length: %d\r\n" % len(data))
+                framing = b"content-length: %d\r\n" % len(data)
         request_line = f"{method} {_target(scope)}".encode("latin-1")
         line = request_line + b" HTTP/1.1\r\n"
-        # the channel's head: the same header lines; the replica key travels in the channel's hello
-        chead = b"".join([request_line, b"\r\n", common[0], *common[4:]])
-        common.append(b"\r\n")
-        tail = b"".join(common)
+        auth = b"authorization: Bearer %s\r\n" % ep.replica_key.encode()
+        tail = b"".join([incoming.forward, auth, framing, b"\r\n"])
+        # the channel's head: the same lines but the key, which travels in the channel's hello
+        chead = b"".join([request_line, b"\r\n", incoming.forward, framing])
 
         tried: set[str] = set()
         slot = self._choose(ep, tried) or await self._hold(ep, body)
