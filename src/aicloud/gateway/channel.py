@@ -57,11 +57,9 @@ class Reply:
             self._pieces.put_nowait(piece)
 
     async def iter_body(self) -> AsyncGenerator[bytes, None]:
-        """The pieces of a streamed answer; :class:`Broken` or :class:`TimedOut` if it is cut off."""
-        if self.body is not None:
-            yield self.body
-            return
-        assert self._pieces is not None
+        """The pieces of a streamed answer (``body`` is None); :class:`Broken` or :class:`TimedOut`
+        if it is cut off."""
+        assert self._pieces is not None, "a whole answer is in body"
         finished = False
         try:
             while True:

@@ -410,8 +410,7 @@ class Gateway:
                 ) from exc
             finally:
                 slot.inflight -= 1
-            await send({"type": "http.response.start", "status": head.status, "headers": headers})
-            await send({"type": "http.response.body", "body": content})
+            await _send_whole(send, head.status, headers, content)
             return
         await self._stream(head.status, headers, conn.iter_body(head), slot, receive, send)
 
@@ -419,8 +418,7 @@ class Gateway:
         headers = [(k, v) for k, v in reply.headers if k in _RESPONSE_HEADERS]
         if reply.body is not None:
             slot.inflight -= 1
-            await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-            await send({"type": "http.response.body", "body": reply.body})
+            await _send_whole(send, reply.status, headers, reply.body)
             return
         await self._stream(reply.status, headers, reply.iter_body(), slot, receive, send)
 
@@ -461,6 +459,12 @@ class Gateway:
         finally:
             await chunks.aclose()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _send_whole(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    """A replica's whole answer to the caller, in one start and one body message."""
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _target(scope: Scope) -> str:

@@ -27,15 +27,14 @@ from urllib.parse import unquote
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from aicloud.errors import AicloudError
 from aicloud.serving import wire
 
 log = logging.getLogger("aicloud.serving")
 
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _DISCONNECT = {"type": "http.disconnect"}
-_INTERNAL = json.dumps(
-    {"error": {"code": "internal", "message": "internal server error; see the replica log", "details": None}}
-).encode()
+_INTERNAL = json.dumps(AicloudError("internal server error; see the replica log").to_payload()).encode()
 
 
 class SniffingProtocol(HttpToolsProtocol):
@@ -126,9 +125,10 @@ class _Stream:
         if not self.streaming:
             self.streaming = True
             emit(wire.frame(wire.START, self.sid, self.started))
-        for at in range(0, len(body) - wire.PIECE, wire.PIECE):  # all but the last piece
-            emit(wire.frame(wire.BODY, self.sid, body[at : at + wire.PIECE]))
-        last = body[(max(len(body) - 1, 0) // wire.PIECE) * wire.PIECE :]
+        pieces = [body[at : at + wire.PIECE] for at in range(0, len(body), wire.PIECE)] or [b""]
+        for piece in pieces[:-1]:
+            emit(wire.frame(wire.BODY, self.sid, piece))
+        last = pieces[-1]
         if more:
             if last:
                 emit(wire.frame(wire.BODY, self.sid, last))
