@@ -142,6 +142,24 @@ def test_a_channel_the_replica_closed_is_opened_again(world: World) -> None:
     assert channels._open[world.a_url, "key-alpha"] is not first
 
 
+def test_the_channel_socket_probes_a_silent_replica(world: World) -> None:
+    """A replica whose node vanished sends no FIN: TCP keep-alive is what notices it."""
+    from aicloud.gateway import upstream
+
+    world.endpoint("alpha", slot("r1", world.a_url))
+    assert httpx.post(world.url("alpha", "predict"), json={}, headers=world.auth()).status_code == 200
+    channels = world.host.gateway.channels
+    assert channels is not None
+    channel = channels._open[world.a_url, "key-alpha"]
+    assert channel.transport is not None
+    sock = channel.transport.get_extra_info("socket")
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    if hasattr(socket, "TCP_KEEPIDLE"):  # Linux
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == upstream.KEEPALIVE_IDLE_S
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == upstream.KEEPALIVE_PROBES
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == upstream.UNACKED_TIMEOUT_MS
+
+
 def test_a_replica_without_the_channel_is_served_over_http() -> None:
     plain = EchoReplica("plain")
     runner = ThreadServer(plain, http="httptools").start()  # uvicorn as it comes: no channel

@@ -183,3 +183,38 @@ def test_replica_silent_past_the_read_timeout_is_503() -> None:
         err = error_of(r)
         assert err["code"] == "unavailable" and "did not answer in time" in err["message"]
         assert ep.inflight == 0
+
+
+def test_pooled_connections_probe_a_silent_replica() -> None:
+    """The HTTP hop's connections have TCP keep-alive too (a vanished node sends no FIN)."""
+    from aicloud.gateway import upstream
+
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+
+    async def main() -> tuple[int, int]:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        upstreams = Upstreams()
+        try:
+            conn = await upstreams.pool(f"http://127.0.0.1:{port}").acquire()
+            sock = conn.writer.transport.get_extra_info("socket")
+            linux = hasattr(socket, "TCP_KEEPIDLE")
+            idle = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) if linux else 0
+            on = sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+            conn.close()
+            return on, idle
+        finally:
+            upstreams.close()
+            server.close()
+            for writer in writers:
+                writer.close()
+            await server.wait_closed()
+            await asyncio.sleep(0)
+
+    on, idle = asyncio.run(main())
+    assert on == 1
+    if hasattr(socket, "TCP_KEEPIDLE"):
+        assert idle == upstream.KEEPALIVE_IDLE_S

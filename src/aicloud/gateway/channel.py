@@ -13,6 +13,9 @@ returns ``None`` for it meanwhile, so the gateway uses HTTP there.
 Failures have the same types as the HTTP hop (:mod:`aicloud.gateway.upstream`), so the gateway's
 retry rule applies unchanged: :class:`ConnectFailed` (no channel could be opened; nothing sent),
 :class:`Broken` (the channel closed before the request's answer began) and :class:`TimedOut`.
+The channel's socket has TCP keep-alive (:func:`aicloud.gateway.upstream.probe_liveness`): when a
+replica's node vanishes without closing it, its streams fail as :class:`Broken` within about 25 s,
+and are retried elsewhere, instead of each waiting out the read timeout.
 A request whose caller went away (its task cancelled, or its streamed answer closed early) sends
 CANCEL, so the replica drops its queued work.
 """
@@ -24,7 +27,14 @@ import time
 from collections.abc import AsyncGenerator
 from urllib.parse import urlsplit
 
-from aicloud.gateway.upstream import CONNECT_TIMEOUT_S, Broken, ConnectFailed, TimedOut, UpstreamError
+from aicloud.gateway.upstream import (
+    CONNECT_TIMEOUT_S,
+    Broken,
+    ConnectFailed,
+    TimedOut,
+    UpstreamError,
+    probe_liveness,
+)
 from aicloud.serving import wire
 
 #: How long an address that refused the channel is sent HTTP before it is asked again.
@@ -102,6 +112,7 @@ class Channel(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
         self._writer.transport = self.transport
+        probe_liveness(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.dead = Broken(f"channel to {self.url} closed" + (f": {exc}" if exc else ""))
