@@ -118,6 +118,27 @@ class StoreSchemaError(AicloudError):
     status_code = 500
 
 
+#: The code of an HTTP error that no AicloudError raised (a framework's 404, 405, 413...).
+HTTP_STATUS_CODES: dict[int, str] = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    503: "unavailable",
+}
+
+
+def code_for_status(status: int) -> str:
+    """The error ``code`` for an HTTP ``status`` (:data:`HTTP_STATUS_CODES`; else ``bad_request``
+    for a 4xx and ``internal`` for the rest)."""
+    return HTTP_STATUS_CODES.get(status, "bad_request" if 400 <= status < 500 else "internal")
+
+
 def _all_subclasses(cls: type[AicloudError]) -> list[type[AicloudError]]:
     out: list[type[AicloudError]] = [cls]
     for sub in cls.__subclasses__():

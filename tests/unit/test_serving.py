@@ -344,4 +344,4 @@ def test_handler_bad_bodies_name_the_field() -> None:
     assert [x.status_code for x in r[:5]] == [400] * 5
     assert fields == ["body", "body", "extra", "times", "text"]
     assert all("Traceback" not in x.text for x in r)
-    assert r[5].status_code == 405
+    assert r[5].status_code == 405 and r[5].json()["error"]["code"] == "method_not_allowed"

@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 from aicloud import __version__
 from aicloud.blobs import open_blob_store
 from aicloud.config import Settings
-from aicloud.errors import AicloudError
+from aicloud.errors import AicloudError, code_for_status
 from aicloud.gateway.asgi import PREFIX as ENDPOINTS_PREFIX
 from aicloud.gateway.asgi import EndpointApp, mount_endpoints
 from aicloud.server.bootstrap import bootstrap
@@ -42,19 +42,6 @@ from aicloud.server.sweeps import SweepRuntime
 from aicloud.store import open_store
 
 log = logging.getLogger("aicloud.server")
-
-_HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthenticated",
-    403: "permission_denied",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "validation_error",
-    503: "unavailable",
-}
 
 
 def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
@@ -86,7 +73,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        code = code_for_status(exc.status_code)
         message = str(exc.detail) if exc.status_code != 404 else "no such route"
         return _error(exc.status_code, code, message)
 

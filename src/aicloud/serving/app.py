@@ -39,6 +39,7 @@ from aicloud.errors import (
     PayloadTooLargeError,
     UnauthenticatedError,
     UnavailableError,
+    code_for_status,
 )
 from aicloud.serving.asgi import (
     JSON,
@@ -322,7 +323,7 @@ class ReplicaApp:
                 return error_response(NotFoundError(f"no route {request.url.path}", details=None))
             err = AicloudError(str(exc.detail))
             err.status_code = exc.status_code  # type: ignore[misc]
-            err.code = "bad_request" if exc.status_code < 500 else "internal"  # type: ignore[misc]
+            err.code = code_for_status(exc.status_code)  # type: ignore[misc]
             return error_response(err)
 
         @api.exception_handler(Exception)
