@@ -16,6 +16,8 @@ import httpx
 import pytest
 from gateway_helpers import EchoReplica, ThreadServer, World, make_world, slot
 
+from aicloud.gateway import upstream
+from aicloud.gateway.channel import Channel
 from aicloud.serving import wire
 
 # -- the wire format ------------------------------------------------------------------------------
@@ -126,12 +128,19 @@ def test_a_large_answer_crosses_the_channel_in_pieces_next_to_small_ones(world: 
     assert channels is not None and (world.a_url, "key-alpha") in channels._open
 
 
-def test_a_channel_the_replica_closed_is_opened_again(world: World) -> None:
+def _channel_after_one_call(world: World) -> Channel:
+    """The gateway's channel to replica ``a``, opened by one call through endpoint ``alpha``."""
     world.endpoint("alpha", slot("r1", world.a_url))
     assert httpx.post(world.url("alpha", "predict"), json={}, headers=world.auth()).status_code == 200
     channels = world.host.gateway.channels
     assert channels is not None
-    first = channels._open[world.a_url, "key-alpha"]
+    channel = channels._open[world.a_url, "key-alpha"]
+    assert channel.transport is not None
+    return channel
+
+
+def test_a_channel_the_replica_closed_is_opened_again(world: World) -> None:
+    first = _channel_after_one_call(world)
     assert first.transport is not None
     first.transport.close()
     deadline = time.monotonic() + 5
@@ -139,18 +148,13 @@ def test_a_channel_the_replica_closed_is_opened_again(world: World) -> None:
         time.sleep(0.01)
     for _ in range(3):
         assert httpx.post(world.url("alpha", "predict"), json={}, headers=world.auth()).status_code == 200
-    assert channels._open[world.a_url, "key-alpha"] is not first
+    channels = world.host.gateway.channels
+    assert channels is not None and channels._open[world.a_url, "key-alpha"] is not first
 
 
 def test_the_channel_socket_probes_a_silent_replica(world: World) -> None:
     """A replica whose node vanished sends no FIN: TCP keep-alive is what notices it."""
-    from aicloud.gateway import upstream
-
-    world.endpoint("alpha", slot("r1", world.a_url))
-    assert httpx.post(world.url("alpha", "predict"), json={}, headers=world.auth()).status_code == 200
-    channels = world.host.gateway.channels
-    assert channels is not None
-    channel = channels._open[world.a_url, "key-alpha"]
+    channel = _channel_after_one_call(world)
     assert channel.transport is not None
     sock = channel.transport.get_extra_info("socket")
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
 from gateway_helpers import error_of, make_world, slot
 
-from aicloud.gateway.upstream import Broken, ConnectFailed, Head, Upstreams
+from aicloud.gateway.upstream import KEEPALIVE_IDLE_S, Broken, ConnectFailed, Head, HostPool, Upstreams
 from aicloud.testing.server import free_port
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -30,34 +31,40 @@ def _exchange(script: Script, requests: int = 1) -> tuple[list[list[bytes]], int
     """Run ``requests`` GETs through one Upstreams against a server answering with ``script``;
     returns the bodies and the number of idle connections left in the pool."""
 
-    writers: list[asyncio.StreamWriter] = []
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        await script(reader, writer)
-
     async def main() -> tuple[list[list[bytes]], int]:
-        server = await asyncio.start_server(serve, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        upstreams = Upstreams()
-        bodies = []
-        try:
-            pool = upstreams.pool(f"http://127.0.0.1:{port}")
+        async with _serving(script) as pool:
+            bodies = []
             for _ in range(requests):
                 conn = await pool.acquire()
                 await conn.request(b"GET / HTTP/1.1\r\n" + pool.host_header + b"\r\n", b"", None)
                 head = await conn.read_head("GET")
                 bodies.append([chunk async for chunk in conn.iter_body(head)])
             return bodies, pool.prune(time.monotonic())
-        finally:
-            upstreams.close()
-            server.close()
-            for writer in writers:
-                writer.close()
-            await server.wait_closed()
-            await asyncio.sleep(0)  # let the aborted transports close
 
     return asyncio.run(main())
+
+
+@contextlib.asynccontextmanager
+async def _serving(script: Script) -> AsyncIterator[HostPool]:
+    """A server answering each connection with ``script``, and a pool of one Upstreams to it."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await script(reader, writer)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    upstreams = Upstreams()
+    try:
+        yield upstreams.pool(f"http://127.0.0.1:{port}")
+    finally:
+        upstreams.close()
+        server.close()
+        for writer in writers:
+            writer.close()
+        await server.wait_closed()
+        await asyncio.sleep(0)  # let the aborted transports close
 
 
 def test_chunked_answer_with_extensions_and_trailers_and_reuse() -> None:
@@ -187,34 +194,21 @@ def test_replica_silent_past_the_read_timeout_is_503() -> None:
 
 def test_pooled_connections_probe_a_silent_replica() -> None:
     """The HTTP hop's connections have TCP keep-alive too (a vanished node sends no FIN)."""
-    from aicloud.gateway import upstream
 
-    writers: list[asyncio.StreamWriter] = []
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pass
 
     async def main() -> tuple[int, int]:
-        server = await asyncio.start_server(serve, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        upstreams = Upstreams()
-        try:
-            conn = await upstreams.pool(f"http://127.0.0.1:{port}").acquire()
+        async with _serving(silent) as pool:
+            conn = await pool.acquire()
             sock = conn.writer.transport.get_extra_info("socket")
             linux = hasattr(socket, "TCP_KEEPIDLE")
             idle = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) if linux else 0
             on = sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
             conn.close()
             return on, idle
-        finally:
-            upstreams.close()
-            server.close()
-            for writer in writers:
-                writer.close()
-            await server.wait_closed()
-            await asyncio.sleep(0)
 
     on, idle = asyncio.run(main())
     assert on == 1
     if hasattr(socket, "TCP_KEEPIDLE"):
-        assert idle == upstream.KEEPALIVE_IDLE_S
+        assert idle == KEEPALIVE_IDLE_S
