@@ -20,10 +20,15 @@ from aicloud import Service, handler
 class Echo(Service):
     def setup(self) -> None:
         self.prefix = "echo: "
+        print("echo service set up")
 
     @handler
     def echo(self, text: str) -> str:
         return self.prefix + text
+
+    @handler
+    def boom(self, text: str) -> str:
+        raise RuntimeError(f"no echo for {text}")
 """
 
 
@@ -68,4 +73,18 @@ def test_deploy_a_service_class(server: ServerProcess, client: Client, tmp_path:
     assert dep.call("echo", {"text": "hi"}) == "echo: hi"  # setup() ran once in the replica
     spec = client._transport.json("GET", "/v1/endpoints/cli-echo/openapi.json")
     assert "/echo" in spec["paths"]
+
+    # a handler that raises: the caller gets a 500 that points at the logs, the logs have the why
+    failed = client._transport.http.post("/v1/endpoints/cli-echo/boom", json={"text": "x"})
+    assert failed.status_code == 500 and "aicloud deploy logs" in failed.json()["error"]["message"]
+    (replica,) = [r.id for r in dep.refresh().info.replicas]
+    logs = dep.logs()
+    assert list(logs) == [replica]
+    assert "echo service set up" in logs[replica]
+    assert "RuntimeError: no echo for x" in logs[replica]  # the traceback, not only the message
+    assert dep.logs(lines=1, replica=replica)[replica].count("\n") == 0
+    out = run_cli(server, "deploy", "logs", "cli-echo", "--lines", "500")
+    assert f"replica {replica}" in out.stdout and "echo service set up" in out.stdout
+    missing = client._transport.http.get("/api/v1/deployments/cli-echo/logs", params={"replica": "rep_nope"})
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     dep.delete()

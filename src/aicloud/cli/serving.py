@@ -78,6 +78,7 @@ def deploy_create(
 
 @deploy_app.command("list")
 def deploy_list(output: Output = OutputOpt) -> None:
+    """The workspace's deployments: status, source, replicas."""
     items = client().deployments.list()
     emit(
         [d.info for d in items],
@@ -103,6 +104,7 @@ def deploy_list(output: Output = OutputOpt) -> None:
 
 @deploy_app.command("show")
 def deploy_show(name: str, output: Output = OutputOpt) -> None:
+    """One deployment: its spec, endpoint URL and replicas."""
     d = client().deployments.get(name)
     emit(d.info, output, lambda _: render_deployment(d))
 
@@ -130,6 +132,21 @@ def deploy_token(name: str, token_name: str = typer.Argument("endpoint")) -> Non
     """A token that can call only this endpoint (shown once)."""
     t = client().deployments.get(name).create_token(token_name)
     typer.echo(t.token)
+
+
+@deploy_app.command("logs")
+def deploy_logs(
+    name: str,
+    replica: str | None = typer.Option(None, help="one replica's id (see `aicloud deploy show`)"),
+    lines: int = typer.Option(200, min=1, max=100_000, help="lines from the end of each log"),
+) -> None:
+    """The end of each replica's log: the Service's prints and logging, handler tracebacks."""
+    logs = client().deployments.get(name).logs(lines=lines, replica=replica)
+    if not logs:
+        console.print(f"{name} has no replicas now (scaled to zero?)")
+    for replica_id, text in logs.items():
+        console.rule(f"replica {replica_id}")
+        typer.echo(text or "(empty)")
 
 
 @deploy_app.command("delete")

@@ -108,6 +108,15 @@ class Deployment:
         )
         return TokenCreated.model_validate(out)
 
+    def logs(self, lines: int = 200, replica: str | None = None) -> dict[str, str]:
+        """The last ``lines`` lines of each replica's log (stdout and stderr), by replica id, newest
+        replica first; ``replica`` picks one."""
+        params: dict[str, Any] = {"lines": lines}
+        if replica is not None:
+            params["replica"] = replica
+        out = self._client._transport.json("GET", f"/api/v1/deployments/{self.name}/logs", params=params)
+        return {row["replica"]: row["log"] for row in out}
+
     def delete(self) -> None:
         self._client._transport.request("DELETE", f"/api/v1/deployments/{self.name}")
 

@@ -34,6 +34,8 @@ __all__ = ["LIVE", "Launcher", "ReplicaOps", "Tracked"]
 
 log = logging.getLogger("aicloud.controllers.deployments")
 
+#: The most of a replica's log that :meth:`ReplicaOps.replica_log` reads.
+MAX_LOG_TAIL = 1024 * 1024
 MESSAGE_LINES = 20
 
 # The statuses the controller moves between; ``deleting`` is only ever set by a request.
@@ -180,11 +182,16 @@ class ReplicaOps:
         except Exception:
             log.exception("could not stop the orphan replica %r", handle)
 
-    def _tail(self, handle: dict[str, Any]) -> str:
+    def _tail(self, handle: dict[str, Any], lines: int = MESSAGE_LINES, max_bytes: int = 16 * 1024) -> str:
         try:
-            return tail_lines(self.executor.log_path(handle), MESSAGE_LINES)
-        except (OSError, ValueError):
+            return tail_lines(self.executor.log_path(handle), lines, max_bytes=max_bytes)
+        except (OSError, ValueError, KeyError):  # KeyError: a handle of another executor
             return ""
+
+    def replica_log(self, replica: Replica, lines: int) -> str:
+        """The last ``lines`` lines (within the last :data:`MAX_LOG_TAIL` bytes) of ``replica``'s
+        log: its stdout and stderr. ``""`` when it has none (not launched yet, or cleaned up)."""
+        return self._tail(replica.handle, lines, MAX_LOG_TAIL) if replica.handle else ""
 
     # -- shutdown ----------------------------------------------------------------------------
 

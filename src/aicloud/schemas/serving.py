@@ -89,6 +89,16 @@ class ReplicaOut(BaseModel):
     ready_at: datetime | None = None
 
 
+class ReplicaLogOut(BaseModel):
+    """The end of one replica's log (its stdout and stderr: the Service's prints, its logging, the
+    tracebacks of handlers that raised)."""
+
+    replica: str
+    state: ReplicaState
+    generation: int
+    log: str
+
+
 class DeploymentOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

@@ -43,6 +43,7 @@ from aicloud.errors import (
 )
 from aicloud.serving.asgi import (
     JSON,
+    SEE_LOGS,
     ClientGone,
     Message,
     Receive,
@@ -331,7 +332,7 @@ class ReplicaApp:
             if isinstance(exc, ClientGone):
                 return Response(status_code=499)
             log.exception("unhandled error on %s", request.url.path)
-            return error_response(AicloudError(f"internal error ({type(exc).__name__}); see the replica log"))
+            return error_response(AicloudError(f"internal error ({type(exc).__name__}); {SEE_LOGS}"))
 
         add_oip_routes(api, self)
 

@@ -26,6 +26,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 JSON = "application/json"
+#: Where a 500 from user code sends the caller.
+SEE_LOGS = "see the replica log: aicloud deploy logs NAME"
 
 
 class ClientGone(Exception):

@@ -29,12 +29,13 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from aicloud.errors import AicloudError
 from aicloud.serving import wire
+from aicloud.serving.asgi import SEE_LOGS
 
 log = logging.getLogger("aicloud.serving")
 
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _DISCONNECT = {"type": "http.disconnect"}
-_INTERNAL = json.dumps(AicloudError("internal server error; see the replica log").to_payload()).encode()
+_INTERNAL = json.dumps(AicloudError(f"internal server error; {SEE_LOGS}").to_payload()).encode()
 
 
 class SniffingProtocol(HttpToolsProtocol):

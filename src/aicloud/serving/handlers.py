@@ -28,7 +28,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from aicloud.errors import AicloudError, BadRequestError
-from aicloud.serving.asgi import JSON, ClientGone, Receive, Send, send_body, send_error, submit
+from aicloud.serving.asgi import JSON, SEE_LOGS, ClientGone, Receive, Send, send_body, send_error, submit
 from aicloud.serving.batcher import DynamicBatcher, RequestTimeoutError
 from aicloud.serving.service import HandlerInfo, Service
 
@@ -101,9 +101,7 @@ class HandlerRoute:
             raise RequestTimeoutError(self.timeout) from None
         except Exception as exc:
             log.error("handler %s raised", info.name, exc_info=exc)
-            raise AicloudError(
-                f"the handler {info.name!r} raised {type(exc).__name__}; see the replica log"
-            ) from None
+            raise AicloudError(f"the handler {info.name!r} raised {type(exc).__name__}; {SEE_LOGS}") from None
         try:
             return self._dump(result)
         except Exception as exc:

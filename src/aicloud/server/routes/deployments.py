@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pydantic
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from aicloud.entities import Role
 from aicloud.entities.serving import Deployment, DeploymentStatus
@@ -17,6 +17,7 @@ from aicloud.schemas.serving import (
     DeploymentPatch,
     DeploymentSpec,
     EndpointTokenCreate,
+    ReplicaLogOut,
     ReplicaOut,
 )
 from aicloud.server.auth import Principal, mint_token
@@ -98,6 +99,38 @@ def deployments_update(
     d = state.store.deployments.update_spec(principal.workspace.id, current.name, data, version_id)
     state.wake_deployments()
     return _out(state, d, request)
+
+
+@router.get("/deployments/{name}/logs", response_model=list[ReplicaLogOut])
+def deployments_logs(
+    name: str,
+    principal: Viewer,
+    state: State,
+    replica: str | None = Query(default=None, description="one replica's id (default: every replica)"),
+    lines: int = Query(default=200, ge=1, le=100_000, description="lines from the end of each log"),
+) -> list[ReplicaLogOut]:
+    """The end of each replica's log (stdout and stderr: the Service's prints and logging, the
+    tracebacks of handlers that raised), newest replica first."""
+    d = state.store.deployments.get(principal.workspace.id, check_name(name))
+    replicas = sorted(state.store.deployments.replicas(d.id), key=lambda r: r.created_at, reverse=True)
+    if replica is not None:
+        replicas = [r for r in replicas if r.id == replica]
+        if not replicas:
+            raise NotFoundError(
+                f"deployment {d.name!r} has no replica {replica!r}; "
+                f"`aicloud deploy show {d.name}` lists its replicas",
+                details={"kind": "replica", "name": replica},
+            )
+    controller = state.deployments
+    return [
+        ReplicaLogOut(
+            replica=r.id,
+            state=r.state,
+            generation=r.generation,
+            log=controller.replica_log(r, lines) if controller is not None else "",
+        )
+        for r in replicas
+    ]
 
 
 @router.delete("/deployments/{name}", status_code=204)
