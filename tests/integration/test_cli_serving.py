@@ -87,4 +87,6 @@ def test_deploy_a_service_class(server: ServerProcess, client: Client, tmp_path:
     assert f"replica {replica}" in out.stdout and "echo service set up" in out.stdout
     missing = client._transport.http.get("/api/v1/deployments/cli-echo/logs", params={"replica": "rep_nope"})
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    too_long = client._transport.http.get("/api/v1/deployments/cli-echo/logs", params={"replica": "r" * 5000})
+    assert too_long.status_code == 422 and "r" * 200 not in too_long.text
     dep.delete()

@@ -106,7 +106,9 @@ def deployments_logs(
     name: str,
     principal: Viewer,
     state: State,
-    replica: str | None = Query(default=None, description="one replica's id (default: every replica)"),
+    replica: str | None = Query(
+        default=None, max_length=128, description="one replica's id (default: every replica)"
+    ),
     lines: int = Query(default=200, ge=1, le=100_000, description="lines from the end of each log"),
 ) -> list[ReplicaLogOut]:
     """The end of each replica's log (stdout and stderr: the Service's prints and logging, the
