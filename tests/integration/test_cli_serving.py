@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -64,7 +68,9 @@ def test_deploy_a_model_and_predict_from_the_cli(
     assert "cli-serve" not in {d.name for d in client.deployments.list()}
 
 
-def test_deploy_a_service_class(server: ServerProcess, client: Client, tmp_path: Path) -> None:
+def test_deploy_a_service_class_and_read_its_logs(
+    server: ServerProcess, client: Client, tmp_path: Path
+) -> None:
     (tmp_path / "svc").mkdir()
     (tmp_path / "svc" / "echo.py").write_text(SERVICE)
     dep = client.deployments.create(
@@ -89,4 +95,34 @@ def test_deploy_a_service_class(server: ServerProcess, client: Client, tmp_path:
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     too_long = client._transport.http.get("/api/v1/deployments/cli-echo/logs", params={"replica": "r" * 5000})
     assert too_long.status_code == 422 and "r" * 200 not in too_long.text
+    no_replica = client._transport.http.get("/api/v1/deployments/cli-echo/logs", params={"offset": 0})
+    assert no_replica.status_code == 422 and no_replica.json()["error"]["details"][0]["field"] == "offset"
+
+    # following: what the replica writes after the first read, once, in whole lines
+    pieces = dep.iter_logs(follow=True, lines=1, poll_s=0.1)
+    first_replica, first = next(pieces)
+    assert first_replica == replica and first.endswith("\n") and first.count("\n") == 1
+    again = client._transport.http.post("/v1/endpoints/cli-echo/boom", json={"text": "again"})
+    assert again.status_code == 500
+    followed = ""
+    deadline = time.monotonic() + 30
+    while "no echo for again" not in followed and time.monotonic() < deadline:
+        followed += next(pieces)[1]
+    pieces.close()
+    assert "RuntimeError: no echo for again" in followed
+    assert "no echo for x" not in followed and "echo service set up" not in followed
+
+    # the CLI's --follow prints as the replica writes, and Ctrl-C ends it cleanly
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AICLOUD_")}
+    env.update(AICLOUD_HOME=str(server.home), AICLOUD_URL=server.url, COLUMNS="200")
+    cmd = [sys.executable, "-m", "aicloud", "deploy", "logs", "cli-echo", "-f", "--lines", "1"]
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        time.sleep(3)  # it printed the tail and polls
+        cli_boom = client._transport.http.post("/v1/endpoints/cli-echo/boom", json={"text": "cli"})
+        assert cli_boom.status_code == 500
+        time.sleep(2.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert f"replica {replica}" in out and "RuntimeError: no echo for cli" in out
     dep.delete()

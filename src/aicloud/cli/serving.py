@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -139,9 +140,22 @@ def deploy_logs(
     name: str,
     replica: str | None = typer.Option(None, help="one replica's id (see `aicloud deploy show`)"),
     lines: int = typer.Option(200, min=1, max=100_000, help="lines from the end of each log"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="keep printing what the replicas write"),
 ) -> None:
     """The end of each replica's log: the Service's prints and logging, handler tracebacks."""
-    logs = client().deployments.get(name).logs(lines=lines, replica=replica)
+    d = client().deployments.get(name)
+    if follow:
+        if replica is not None:
+            raise typer.BadParameter("--follow shows every replica; leave out --replica")
+        shown = None
+        with contextlib.suppress(KeyboardInterrupt):
+            for replica_id, text in d.iter_logs(follow=True, lines=lines):
+                if replica_id != shown:
+                    console.rule(f"replica {replica_id}")
+                    shown = replica_id
+                typer.echo(text, nl=False)
+        return
+    logs = d.logs(lines=lines, replica=replica)
     if not logs:
         console.print(f"{name} has no replicas now (scaled to zero?)")
     for replica_id, text in logs.items():

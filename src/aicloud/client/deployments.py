@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from aicloud.errors import AicloudError
+from aicloud.errors import AicloudError, NotFoundError
 from aicloud.schemas import TokenCreated
 from aicloud.schemas.serving import DeploymentOut
 
@@ -114,8 +115,35 @@ class Deployment:
         params: dict[str, Any] = {"lines": lines}
         if replica is not None:
             params["replica"] = replica
-        out = self._client._transport.json("GET", f"/api/v1/deployments/{self.name}/logs", params=params)
-        return {row["replica"]: row["log"] for row in out}
+        return {row["replica"]: row["log"] for row in self._log_rows(params)}
+
+    def iter_logs(
+        self, follow: bool = True, lines: int = 200, poll_s: float = 1.0
+    ) -> Iterator[tuple[str, str]]:
+        """``(replica id, text)`` pieces of whole lines: the last ``lines`` lines of each replica's
+        log, then, with ``follow``, what every replica writes from then on (new replicas from their
+        first line), until the caller stops iterating."""
+        ends: dict[str, int] = {}
+        for row in self._log_rows({"lines": lines}):
+            ends[row["replica"]] = row["end"]
+            if row["log"]:
+                yield row["replica"], row["log"] + "\n"
+        while follow:
+            time.sleep(poll_s)
+            for r in self.refresh().info.replicas:
+                try:
+                    (row,) = self._log_rows({"replica": r.id, "offset": ends.get(r.id, 0)})
+                except NotFoundError:  # removed since the refresh
+                    continue
+                ends[r.id] = row["end"]
+                if row["log"]:
+                    yield r.id, row["log"]
+
+    def _log_rows(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self._client._transport.json(
+            "GET", f"/api/v1/deployments/{self.name}/logs", params=params
+        )
+        return rows
 
     def delete(self) -> None:
         self._client._transport.request("DELETE", f"/api/v1/deployments/{self.name}")

@@ -26,7 +26,7 @@ from aicloud.controllers.loop import poll_counted
 from aicloud.controllers.probes import StartWatcher, free_port
 from aicloud.entities.serving import Deployment, DeploymentStatus, Replica, ReplicaState
 from aicloud.executors.base import Executor, ExitInfo, LaunchRequest
-from aicloud.executors.logs import tail_lines
+from aicloud.executors.logs import read_lines, tail_lines
 from aicloud.gateway.registry import Endpoint, EndpointRegistry, ReplicaSlot
 from aicloud.store.base import MetadataStore
 
@@ -182,16 +182,27 @@ class ReplicaOps:
         except Exception:
             log.exception("could not stop the orphan replica %r", handle)
 
-    def _tail(self, handle: dict[str, Any], lines: int = MESSAGE_LINES, max_bytes: int = 16 * 1024) -> str:
+    def _tail(self, handle: dict[str, Any], lines: int = MESSAGE_LINES) -> str:
         try:
-            return tail_lines(self.executor.log_path(handle), lines, max_bytes=max_bytes)
-        except (OSError, ValueError, KeyError):  # KeyError: a handle of another executor
+            return tail_lines(self.executor.log_path(handle), lines)
+        except (OSError, ValueError):
             return ""
 
-    def replica_log(self, replica: Replica, lines: int) -> str:
-        """The last ``lines`` lines (within the last :data:`MAX_LOG_TAIL` bytes) of ``replica``'s
-        log: its stdout and stderr. ``""`` when it has none (not launched yet, or cleaned up)."""
-        return self._tail(replica.handle, lines, MAX_LOG_TAIL) if replica.handle else ""
+    def replica_log(self, replica: Replica, lines: int, offset: int | None = None) -> tuple[str, int]:
+        """``replica``'s log (its stdout and stderr) and the byte offset just past what was read:
+        its last ``lines`` lines (within the last :data:`MAX_LOG_TAIL` bytes), or with ``offset``
+        the whole lines from there (at most :data:`MAX_LOG_TAIL` bytes). Nothing, at ``offset`` or
+        0, when it has no log (not launched yet, or cleaned up)."""
+        if not replica.handle:
+            return "", offset or 0
+        try:
+            path = self.executor.log_path(replica.handle)
+            if offset is not None:
+                return read_lines(path, offset, MAX_LOG_TAIL)
+            end = path.stat().st_size
+            return tail_lines(path, lines, max_bytes=MAX_LOG_TAIL, end=end), end
+        except (OSError, ValueError, KeyError):  # KeyError: a handle of another executor
+            return "", offset or 0
 
     # -- shutdown ----------------------------------------------------------------------------
 

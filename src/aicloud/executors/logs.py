@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["read_log", "tail_lines"]
+__all__ = ["read_lines", "read_log", "tail_lines"]
 
 
-def tail_lines(path: Path, n_lines: int = 50, *, max_bytes: int = 16 * 1024) -> str:
-    """The last ``n_lines`` lines of ``path`` (at most its last ``max_bytes``), as text.
+def tail_lines(path: Path, n_lines: int = 50, *, max_bytes: int = 16 * 1024, end: int | None = None) -> str:
+    """The last ``n_lines`` lines of ``path`` (at most its last ``max_bytes``), as text; with
+    ``end``, of its first ``end`` bytes only (what a reader that follows the file has not seen).
 
     A missing file reads as ``""``. Invalid UTF-8 is replaced, never raised.
     """
@@ -17,7 +18,7 @@ def tail_lines(path: Path, n_lines: int = 50, *, max_bytes: int = 16 * 1024) -> 
         return ""
     try:
         with open(path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
+            size = f.seek(0, os.SEEK_END) if end is None else end
             start = max(0, size - max_bytes)
             f.seek(start)
             data = f.read(size - start)
@@ -45,3 +46,13 @@ def read_log(path: Path, offset: int = 0, limit: int = 1024 * 1024) -> tuple[byt
     except FileNotFoundError:
         return b"", offset
     return data, offset + len(data)
+
+
+def read_lines(path: Path, offset: int, limit: int = 1024 * 1024) -> tuple[str, int]:
+    """The whole lines of ``path`` from byte ``offset`` (up to ``limit`` bytes; one longer line is
+    cut at ``limit``), and the offset to read next: a line still being written waits for the next
+    read instead of arriving in two pieces."""
+    data, _ = read_log(path, offset, limit)
+    if not data.endswith(b"\n") and len(data) < limit:
+        data = data[: data.rfind(b"\n") + 1]
+    return data.decode("utf-8", "replace"), offset + len(data)

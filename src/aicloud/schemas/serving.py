@@ -97,6 +97,8 @@ class ReplicaLogOut(BaseModel):
     state: ReplicaState
     generation: int
     log: str
+    #: The byte offset in the replica's log just past ``log``: ask for ``offset=end`` to follow it.
+    end: int
 
 
 class DeploymentOut(BaseModel):

@@ -110,9 +110,17 @@ def deployments_logs(
         default=None, max_length=128, description="one replica's id (default: every replica)"
     ),
     lines: int = Query(default=200, ge=1, le=100_000, description="lines from the end of each log"),
+    offset: int | None = Query(
+        default=None, ge=0, description="with replica: its whole lines from this byte offset instead"
+    ),
 ) -> list[ReplicaLogOut]:
     """The end of each replica's log (stdout and stderr: the Service's prints and logging, the
-    tracebacks of handlers that raised), newest replica first."""
+    tracebacks of handlers that raised), newest replica first. Each answer's ``end`` is the offset
+    to ask for next (with ``replica``) to follow that log."""
+    if offset is not None and replica is None:
+        raise ValidationError.field(
+            "offset", "give replica too: an offset is a position in one replica's log"
+        )
     d = state.store.deployments.get(principal.workspace.id, check_name(name))
     replicas = sorted(state.store.deployments.replicas(d.id), key=lambda r: r.created_at, reverse=True)
     if replica is not None:
@@ -123,16 +131,15 @@ def deployments_logs(
                 f"`aicloud deploy show {d.name}` lists its replicas",
                 details={"kind": "replica", "name": replica},
             )
-    controller = state.deployments
-    return [
-        ReplicaLogOut(
-            replica=r.id,
-            state=r.state,
-            generation=r.generation,
-            log=controller.replica_log(r, lines) if controller is not None else "",
+    out = []
+    for r in replicas:
+        text, end = (
+            ("", offset or 0)
+            if state.deployments is None
+            else state.deployments.replica_log(r, lines, offset)
         )
-        for r in replicas
-    ]
+        out.append(ReplicaLogOut(replica=r.id, state=r.state, generation=r.generation, log=text, end=end))
+    return out
 
 
 @router.delete("/deployments/{name}", status_code=204)

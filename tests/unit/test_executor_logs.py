@@ -1,0 +1,34 @@
+"""Reading a log that is still being written: the tail up to an offset, and whole lines from one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aicloud.executors.logs import read_lines, tail_lines
+
+
+def test_tail_up_to_an_end_leaves_what_follows_for_the_next_read(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    log.write_bytes(b"one\ntwo\nthree\n")
+    end = log.stat().st_size
+    with log.open("ab") as f:
+        f.write(b"four\n")  # written after the reader took its end
+    assert tail_lines(log, 2, end=end) == "two\nthree"
+    assert tail_lines(log, 2) == "three\nfour"
+    assert read_lines(log, end) == ("four\n", end + 5)
+
+
+def test_read_lines_gives_whole_lines_only(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    log.write_bytes(b"done\nhalf a li")
+    text, nxt = read_lines(log, 0)
+    assert (text, nxt) == ("done\n", 5)
+    assert read_lines(log, nxt) == ("", 5)  # the line being written waits
+    with log.open("ab") as f:
+        f.write("ne \u00e9t\u00e9\n".encode())
+    line = "half a line \u00e9t\u00e9\n"
+    assert read_lines(log, nxt) == (line, 5 + len(line.encode()))
+    # one line longer than the limit comes in pieces rather than never
+    log.write_bytes(b"x" * 10)
+    assert read_lines(log, 0, limit=4) == ("xxxx", 4)
+    assert read_lines(tmp_path / "missing", 3) == ("", 3)
