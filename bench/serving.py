@@ -49,7 +49,7 @@ from peers.benchmodels import DigitsMLP, export_mlp
 from replica_metrics import batch_stats, scrape
 from replica_procs import delete_deployment, kill_stray_replicas, replica_endpoint, replica_pids
 from rich.console import Console
-from serving_report import table_for, targets
+from serving_report import describe, table_for, targets
 from sklearn.datasets import load_digits
 
 from aicloud import Client
@@ -498,9 +498,7 @@ def main() -> None:
         console.print(table_for(titles[key], res))
         res["targets"] = targets(key, res)
         for name, t in res["targets"].items():
-            mark = "[green]met[/green]" if t["met"] else "[red]not met[/red]"
-            peer = f" (best peer: {t['best_peer']})" if "best_peer" in t else ""
-            console.print(f"  #4 target {name}{peer}: {t['value']} (target {t['target']}): {mark}")
+            console.print(describe(name, t))
         for peer, info in res.get("peers", {}).items():
             state = f"ready in {info['ready_s']} s" if "ready_s" in info else f"failed: {info.get('error')}"
             console.print(f"  {peer} {info['version']}: {state}")

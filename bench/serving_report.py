@@ -92,6 +92,7 @@ def targets(key: str, res: dict[str, Any]) -> dict[str, Any]:
         paired = _paired(rows, system)
         if paired is not None:  # the median over rounds of the shape whose median is highest
             share, req_s, label, each = paired
+            against = req_s / share if share else None  # the ceiling the median share implies
             out[f"{system}_c32_of_ceiling"] = {
                 "value": share,
                 "rounds": each,
@@ -102,7 +103,7 @@ def targets(key: str, res: dict[str, Any]) -> dict[str, Any]:
                 "met": share >= 0.85,
             }
         elif top is not None and top_share is not None:
-            req_s, label = top["req_s"], top["path"]
+            req_s, label, against = top["req_s"], top["path"], ceiling
             out[f"{system}_c32_of_ceiling"] = {
                 "value": top_share,
                 "row": label,
@@ -122,7 +123,25 @@ def targets(key: str, res: dict[str, Any]) -> dict[str, Any]:
                 "target": ">= 1.3",
                 "met": ratio >= 1.3,
             }
+            if against:  # how close the peer came to the ceiling, and so what 1.3x of it asks
+                peer_share = best["req_s"] / against
+                out[f"{system}_c32_vs_best_peer"]["peer_share_of_ceiling"] = round(peer_share, 3)
+                out[f"{system}_c32_vs_best_peer"]["asks_share_of_ceiling"] = round(1.3 * peer_share, 3)
     return out
+
+
+def describe(name: str, t: dict[str, Any]) -> str:
+    """One target of :func:`targets` as a line for the console (Rich markup)."""
+    mark = "[green]met[/green]" if t["met"] else "[red]not met[/red]"
+    peer = ""
+    if "asks_share_of_ceiling" in t:
+        peer = (
+            f" (best peer: {t['best_peer']}, at {t['peer_share_of_ceiling']:.0%} of the ceiling, "
+            f"so 1.3x asks for {t['asks_share_of_ceiling']:.0%})"
+        )
+    elif "best_peer" in t:
+        peer = f" (best peer: {t['best_peer']})"
+    return f"  #4 target {name}{peer}: {t['value']} (target {t['target']}): {mark}"
 
 
 def _median(values: list[float]) -> float:

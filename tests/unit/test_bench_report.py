@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from replica_metrics import batch_stats
-from serving_report import targets
+from serving_report import describe, targets
 
 
 def ceiling(req_s: float, round_: int | None = None, pair_workers: int = 1) -> dict[str, Any]:
@@ -37,6 +37,11 @@ def test_without_rounds_the_best_row_is_set_against_the_highest_ceiling() -> Non
     assert out["gateway_c32_vs_best_peer"]["value"] == 1.32
     assert out["gateway_c32_vs_best_peer"]["met"] is True
     assert out["direct_c32_vs_best_peer"]["met"] is False  # 1.25
+    # what the peer target asks of the ceiling: 1.3 x 200 / 330
+    vs_peer = out["gateway_c32_vs_best_peer"]
+    assert vs_peer["peer_share_of_ceiling"] == pytest.approx(200 / 330, abs=1e-3)
+    assert vs_peer["asks_share_of_ceiling"] == pytest.approx(1.3 * 200 / 330, abs=1e-3)
+    assert "1.3x asks for 79%" in describe("gateway_c32_vs_best_peer", vs_peer)
 
 
 def test_rounds_divide_each_row_by_the_higher_ceiling_around_it_and_take_the_median() -> None:
@@ -61,6 +66,8 @@ def test_rounds_divide_each_row_by_the_higher_ceiling_around_it_and_take_the_med
     peer = targets("minilm", {"rows": rows})["gateway_c32_vs_best_peer"]
     assert peer["best_peer"] == "litserve (round 1)"
     assert peer["value"] == pytest.approx(270 / 190, abs=1e-3)  # median req/s of the rounds
+    # against the ceiling the median share implies (270 / 0.9 = 300): 190 / 300
+    assert peer["peer_share_of_ceiling"] == pytest.approx(190 / 300, abs=1e-3)
 
 
 def test_rounds_pick_the_worker_shape_with_the_higher_median() -> None:
