@@ -182,9 +182,9 @@ class ReplicaOps:
         except Exception:
             log.exception("could not stop the orphan replica %r", handle)
 
-    def _tail(self, handle: dict[str, Any], lines: int = MESSAGE_LINES) -> str:
+    def _tail(self, handle: dict[str, Any]) -> str:
         try:
-            return tail_lines(self.executor.log_path(handle), lines)
+            return tail_lines(self.executor.log_path(handle), MESSAGE_LINES)
         except (OSError, ValueError):
             return ""
 
