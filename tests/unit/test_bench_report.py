@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 from typing import Any
@@ -9,27 +10,32 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from interleave import idle_between, run_slices, share
+from loadgen import counted
 from replica_metrics import batch_stats
-from serving_report import describe, targets
+from rich.console import Console
+from serving_report import describe, slices_table, targets
 
 
-def ceiling(req_s: float, round_: int | None = None, pair_workers: int = 1) -> dict[str, Any]:
-    row: dict[str, Any] = {"system": "ceiling", "path": "ceiling", "batch": 32, "workers": 2, "req_s": req_s}
-    if round_ is not None:
-        row.update(round=round_, pair_workers=pair_workers)
-    return row
+def ceiling(req_s: float) -> dict[str, Any]:
+    return {"system": "ceiling", "path": "ceiling", "batch": 32, "workers": 2, "req_s": req_s}
 
 
-def http(system: str, req_s: float, round_: int | None = None, workers: int = 1) -> dict[str, Any]:
+def http(system: str, req_s: float, workers: int = 1) -> dict[str, Any]:
     path = system + ("" if workers == 1 else f", {workers} workers")
-    row: dict[str, Any] = {"system": system, "concurrency": 32, "workers": workers, "req_s": req_s}
-    if round_ is not None:
-        row["round"] = round_
-        path += f" (round {round_})"
-    return {**row, "path": path}
+    return {"system": system, "path": path, "concurrency": 32, "workers": workers, "req_s": req_s}
 
 
-def test_without_rounds_the_best_row_is_set_against_the_highest_ceiling() -> None:
+def block(name: str, workers: int = 1, **rates: list[float]) -> list[dict[str, Any]]:
+    """Slice rows of one block: ``system=[req/s per cycle]`` (``ceiling`` among them)."""
+    return [
+        {"block": name, "cycle": k, "system": system, "workers": workers, "req_s": v, "idle": 0.05}
+        for system, values in rates.items()
+        for k, v in enumerate(values, 1)
+    ]
+
+
+def test_without_slices_the_best_row_is_set_against_the_highest_ceiling() -> None:
     rows = [ceiling(300), ceiling(330), http("gateway", 264), http("direct", 250), http("litserve", 200)]
     out = targets("minilm", {"rows": rows})
     assert out["gateway_c32_of_ceiling"]["value"] == 0.8  # 264 / 330, not / 300
@@ -44,47 +50,94 @@ def test_without_rounds_the_best_row_is_set_against_the_highest_ceiling() -> Non
     assert "1.3x asks for 79%" in describe("gateway_c32_vs_best_peer", vs_peer)
 
 
-def test_rounds_divide_each_row_by_the_higher_ceiling_around_it_and_take_the_median() -> None:
+def test_slices_give_the_ratio_of_mean_rates_over_the_same_cycles() -> None:
     rows = [
-        ceiling(400),  # a fast minute elsewhere in the run: only the unpaired share uses it
-        ceiling(300, 1),
-        ceiling(250, 2),
-        ceiling(320, 3),
-        ceiling(300, 4),  # the closing ceiling after round 3
-        http("gateway", 270, 1),  # / max(300, 250): 0.9
-        http("gateway", 200, 2),  # / max(250, 320): 0.625, not 0.8 against the sagging 250
-        http("gateway", 304, 3),  # / max(320, 300): 0.95
-        http("gateway", 280),  # the single c=32 row
-        http("litserve", 180),
-        http("litserve", 190, 1),  # the peer's best row counts, rounds included
+        ceiling(400),  # a fast minute elsewhere in the run: the slices do not use it
+        http("gateway", 280),  # the single c=32 row of the sweep: not used either
+        *block("aicloud", ceiling=[300, 250, 320, 310], gateway=[270, 200, 290, 280], direct=[285, 240]),
     ]
-    got = targets("minilm", {"rows": rows})["gateway_c32_of_ceiling"]
-    assert got["rounds"] == [0.9, 0.625, 0.95]
-    assert got["value"] == 0.9
-    assert got["met"] is True
-    assert got["single_row_of_highest_ceiling"] == 0.7  # 280 / 400
+    got = targets("minilm", {"rows": rows})
+    gw = got["gateway_c32_of_ceiling"]
+    assert gw["value"] == pytest.approx(260 / 295, abs=1e-3)  # not the mean of the per-cycle shares
+    assert gw["cycles"] == [0.9, 0.8, 0.906, 0.903]
+    assert gw["ci95"][0] <= gw["value"] <= gw["ci95"][1]
+    assert gw["ci95"][0] >= 0.8 and gw["ci95"][1] <= 0.906  # within the cycles' own shares
+    assert (gw["req_s"], gw["ceiling_req_s"], gw["met"]) == (260.0, 295.0, True)
+    assert gw["row"] == "gateway in aicloud (4 cycles)"
+    direct = got["direct_c32_of_ceiling"]  # two cycles ran: only their ceilings count
+    assert direct["value"] == pytest.approx(525 / 550, abs=1e-3)
+    assert "gateway_c32_vs_best_peer" not in got  # no peer ran
+    assert "(95% CI " in describe("gateway_c32_of_ceiling", gw)
+
+
+def test_the_peer_target_compares_shares_each_against_its_own_ceilings() -> None:
+    rows = [
+        *block("aicloud", ceiling=[300, 300], gateway=[261, 267]),  # share 0.88
+        *block("litserve", ceiling=[200, 200], litserve=[140, 140]),  # a slower minute: share 0.7
+        *block("bentoml", ceiling=[300, 300], bentoml=[180, 180]),  # faster req/s, share 0.6
+    ]
     peer = targets("minilm", {"rows": rows})["gateway_c32_vs_best_peer"]
-    assert peer["best_peer"] == "litserve (round 1)"
-    assert peer["value"] == pytest.approx(270 / 190, abs=1e-3)  # median req/s of the rounds
-    # against the ceiling the median share implies (270 / 0.9 = 300): 190 / 300
-    assert peer["peer_share_of_ceiling"] == pytest.approx(190 / 300, abs=1e-3)
+    assert peer["best_peer"] == "litserve in litserve (2 cycles)"
+    assert peer["value"] == pytest.approx(0.88 / 0.7, abs=1e-3)
+    assert peer["raw_req_s_ratio"] == pytest.approx(264 / 140, abs=1e-3)
+    assert (peer["peer_share_of_ceiling"], peer["asks_share_of_ceiling"]) == (0.7, 0.91)
+    assert peer["met"] is False
+    assert peer["ci95"][0] < peer["value"] < peer["ci95"][1]  # the spread of the gateway cycles
 
 
-def test_rounds_pick_the_worker_shape_with_the_higher_median() -> None:
+def test_slices_pick_the_worker_shape_with_the_higher_share() -> None:
     rows = [
-        ceiling(300, 1, pair_workers=1),
-        ceiling(300, 2, pair_workers=1),
-        ceiling(280, 1, pair_workers=2),
-        ceiling(280, 2, pair_workers=2),
-        http("direct", 240, 1),
-        http("direct", 246, 2),  # median 0.81
-        http("direct", 250, 1, workers=2),
-        http("direct", 260, 2, workers=2),  # median of 0.893 and 0.929 (no closing ceiling here)
+        *block("aicloud", ceiling=[300, 300], direct=[240, 246]),
+        *block("aicloud, 2 workers", workers=2, ceiling=[280, 280], direct=[250, 260]),
+        *block("litserve", ceiling=[300, 300], litserve=[200, 200]),
+        *block("litserve, 2 workers", workers=2, ceiling=[300, 300], litserve=[150, 150]),
     ]
-    got = targets("minilm", {"rows": rows})["direct_c32_of_ceiling"]
-    assert got["row"] == "direct, 2 workers (2 rounds)"
-    assert got["value"] == pytest.approx((0.893 + 0.929) / 2, abs=1e-3)
-    assert "direct_c32_vs_best_peer" not in targets("minilm", {"rows": rows})  # no peer ran
+    got = targets("minilm", {"rows": rows})
+    assert got["direct_c32_of_ceiling"]["row"] == "direct in aicloud, 2 workers (2 cycles)"
+    assert got["direct_c32_of_ceiling"]["value"] == pytest.approx(255 / 280, abs=1e-3)
+    assert got["direct_c32_vs_best_peer"]["best_peer"] == "litserve in litserve (2 cycles)"
+    assert slices_table({"rows": rows}) is not None
+    assert slices_table({"rows": [ceiling(300)]}) is None
+
+
+def test_run_slices_reverses_the_order_every_other_cycle() -> None:
+    ran: list[str] = []
+
+    def runner(name: str, req_s: float) -> Any:
+        return lambda: ran.append(name) or {"req_s": req_s}
+
+    rows = run_slices(
+        Console(file=io.StringIO()),
+        "b",
+        {
+            "ceiling": runner("ceiling", 300),
+            "gateway": runner("gateway", 270),
+            "direct": runner("direct", 280),
+        },
+        cycles=4,
+        workers=2,
+    )
+    assert ran == ["ceiling", "gateway", "direct", "direct", "gateway", "ceiling"] * 2
+    assert [r["cycle"] for r in rows] == [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]
+    assert {(r["block"], r["workers"]) for r in rows} == {("b", 2)}
+    assert share(rows, "b", "gateway")["share"] == 0.9  # type: ignore[index]
+    # every system's mean position in the block is the same (5.5): a linear drift cancels
+    positions = {name: sum(i for i, n in enumerate(ran) if n == name) / 4 for name in set(ran)}
+    assert set(positions.values()) == {5.5}
+
+
+def test_idle_share_of_the_cores_between_two_readings() -> None:
+    assert idle_between((100, 1000), (150, 1200)) == 0.25
+    assert idle_between(None, (150, 1200)) is None
+    assert idle_between((100, 1000), (100, 1000)) is None
+
+
+def test_the_load_generator_counts_every_answer_that_arrives_in_the_window() -> None:
+    # a request sent during the warm-up whose answer comes after it counts (its start does not matter)
+    assert counted(1.05, warm_until=1.0, stop_at=9.0)
+    assert counted(9.0, warm_until=1.0, stop_at=9.0)
+    assert not counted(0.99, warm_until=1.0, stop_at=9.0)
+    assert not counted(9.01, warm_until=1.0, stop_at=9.0)
 
 
 def test_mlp_targets() -> None:
