@@ -8,6 +8,7 @@ import uvicorn
 
 from aicloud.config import Settings
 from aicloud.server.app import create_app
+from aicloud.serving.http1 import OneWriteProtocol
 
 
 def run_server(settings: Settings | None = None) -> None:
@@ -22,6 +23,7 @@ def run_server(settings: Settings | None = None) -> None:
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
+        http=OneWriteProtocol,  # httptools, each response in one write
         timeout_graceful_shutdown=10,
     )
 

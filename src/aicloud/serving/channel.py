@@ -25,11 +25,10 @@ import logging
 from typing import Any
 from urllib.parse import unquote
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
 from aicloud.errors import AicloudError
 from aicloud.serving import wire
 from aicloud.serving.asgi import SEE_LOGS
+from aicloud.serving.http1 import OneWriteProtocol
 
 log = logging.getLogger("aicloud.serving")
 
@@ -38,8 +37,9 @@ _DISCONNECT = {"type": "http.disconnect"}
 _INTERNAL = json.dumps(AicloudError(f"internal server error; {SEE_LOGS}").to_payload()).encode()
 
 
-class SniffingProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP protocol, handing a connection that opens with the channel hello to a channel."""
+class SniffingProtocol(OneWriteProtocol):
+    """uvicorn's HTTP protocol (one write per response, :mod:`aicloud.serving.http1`), handing a
+    connection that opens with the channel hello to a channel."""
 
     _sniffed = False
     _early = b""
