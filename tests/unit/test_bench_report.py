@@ -100,6 +100,15 @@ def test_slices_pick_the_worker_shape_with_the_higher_share() -> None:
     assert slices_table({"rows": [ceiling(300)]}) is None
 
 
+def test_the_fastest_ceiling_shape_of_a_block_is_its_ceiling() -> None:
+    shapes = {"ceiling, 2 x 32": [300, 290], "ceiling, 2 x 16": [320, 310]}
+    rows = block("aicloud", **shapes, gateway=[270, 270])
+    got = targets("minilm", {"rows": rows})["gateway_c32_of_ceiling"]
+    assert got["ceiling"] == "ceiling, 2 x 16"
+    assert got["value"] == pytest.approx(270 / 315, abs=1e-3)  # not 270 / 295
+    assert "ceiling, 2 x 16" not in {k.split("_c32")[0] for k in targets("minilm", {"rows": rows})}
+
+
 def test_run_slices_reverses_the_order_every_other_cycle() -> None:
     ran: list[str] = []
 
