@@ -9,7 +9,8 @@ gateway, ceiling, …).
 With an even number of cycles every system's slices sit, on average, at the same moment of the
 block, so a linear drift cancels; a system's share of the ceiling is the ratio of its mean rate to
 the ceiling's mean rate over the same cycles (:func:`share`), with a 95% bootstrap interval over
-the cycles. Each slice also records how idle the machine's cores were (``/proc/stat``).
+the cycles. Each slice also records how idle the machine's cores were (``/proc/stat``, its warm-up
+included).
 
     rows = run_slices(console, "aicloud, 2 workers", {"ceiling": ..., "gateway": ..., "direct": ...}, 8)
     share(rows, "aicloud, 2 workers", "gateway")  # {"share": 0.88, "ci95": [0.86, 0.9], ...}
@@ -17,7 +18,9 @@ the cycles. Each slice also records how idle the machine's cores were (``/proc/s
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -162,11 +165,14 @@ def target_slices(
     block: str,
     workers: int,
     replica: tuple[str, str] | None = None,
+    pause: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """(b)'s targets: ``systems`` (name → (url, token)) at c=32 and the 2-loop ceilings
     (``CEILING_BATCHES``), in ``args.cycles`` interleaved cycles of ``args.slice`` s
     (:func:`run_slices`); serving_report.targets reads them. With ``replica`` (aicloud's (base URL,
-    key)), each HTTP slice also gets the replica's batch mean and workers' busy share."""
+    key)), each HTTP slice also gets the replica's batch mean and workers' busy share. With ``pause``
+    (a peer's :meth:`PeerServer.paused`), the ceiling slices run inside it, so that the idle server's
+    own loops do not slow them (aicloud's idle control plane and replica use about 0.01 core)."""
     import torch
 
     def ceiling(batch: int) -> Callable[[], dict[str, Any]]:
@@ -174,10 +180,9 @@ def target_slices(
             before = torch.get_num_threads()
             torch.set_num_threads(1)  # 2 loops x 1 thread on the 2 cpus
             try:
-                return {
-                    **run_ceiling(encode(batch), batch, args.slice, parallel=2, warmup=SLICE_WARMUP_S),
-                    "batch": batch,
-                }
+                with pause() if pause is not None else contextlib.nullcontext():
+                    r = run_ceiling(encode(batch), batch, args.slice, parallel=2, warmup=SLICE_WARMUP_S)
+                return {**r, "batch": batch}
             finally:
                 torch.set_num_threads(before)
 

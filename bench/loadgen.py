@@ -35,7 +35,7 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
         end = lower.index(b"\r\n", i + 2)
         return status, await reader.readexactly(int(lower[i + 17 : end]))
     if b"\r\ntransfer-encoding: chunked" in lower:
-        parts = []
+        parts: list[bytes] = []
         while True:
             size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
             if size == 0:

@@ -306,9 +306,12 @@ def workload_minilm(
     for workers in args.workers:
 
         def peer_target(
-            peer: str, label: str, url: str, peer_body: Any, workers: int = workers
+            server: harness.PeerServer, label: str, peer_body: Any, workers: int = workers
         ) -> list[dict[str, Any]]:
-            return target_slices(console, encode, {peer: (url, "")}, peer_body, args, label, workers)
+            systems = {server.peer: (server.url, "")}
+            return target_slices(
+                console, encode, systems, peer_body, args, label, workers, pause=server.paused
+            )
 
         rows += ceiling_rows(console, encode, args.duration, cpus, "before", parallel=workers)
         console.print(f"(b) deploying the MiniLM Service, {workers} batch worker(s) …")

@@ -202,7 +202,8 @@ def slices_table(res: dict[str, Any]) -> Table | None:
     table.caption = (
         "share: the system's mean rate over the ceiling's mean rate in the same cycles (order reversed "
         "every other cycle; ceiling: the faster of 2 loops x 32 and 2 loops x 16 sentences per call); "
-        "95% CI: bootstrap over the cycles; idle: share of the cores idle during the system's slices"
+        "95% CI: bootstrap over the cycles; idle: share of the cores idle during the system's slices "
+        "(warm-ups included)"
     )
     return table
 
