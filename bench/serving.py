@@ -116,6 +116,11 @@ def workers_label(workers: int) -> str:
     return "" if workers == 1 else f", {workers} workers"
 
 
+def replica_of(direct: tuple[str, str]) -> tuple[str, str]:
+    """The replica's (base URL, key) from the direct path's (URL, key): the URL is <replica>/<route>."""
+    return direct[0].rsplit("/", 1)[0], direct[1]
+
+
 def http_rows(
     console: Console,
     gateway: tuple[str, str],
@@ -128,7 +133,7 @@ def http_rows(
     """The gateway, then the direct path, at each concurrency. Each row also gets the replica's mean
     batch size and its workers' busy share (replica_metrics)."""
     rows = []
-    replica = (direct[0].rsplit("/", 1)[0], direct[1])  # the direct URL is <replica>/<route>
+    replica = replica_of(direct)
     for system, path, (url, token) in (
         ("gateway", "aicloud gateway" + workers_label(workers), gateway),
         ("direct", "aicloud direct" + workers_label(workers), direct),
@@ -293,8 +298,8 @@ def workload_minilm(
     body = {"text": SENTENCE}
     from peers.benchmodels import Encoder
 
-    # The ceiling moves by up to 25% between minutes on this shared machine: it is measured before
-    # and after the aicloud rows, and the targets are checked against the highest.
+    # The ceiling rows before and after each shape are for the table; the targets are read from the
+    # interleaved slices (target_slices), whose ceilings run within seconds of each row.
     encoder = Encoder()
 
     def encode(batch: int) -> Callable[[], Any]:
@@ -343,7 +348,7 @@ def workload_minilm(
             if args.cycles:
                 aicloud = {"gateway": gateway, "direct": direct}
                 block = "aicloud" + workers_label(workers)
-                replica = (direct[0].rsplit("/", 1)[0], direct[1])
+                replica = replica_of(direct)
                 rows += target_slices(console, encode, aicloud, body, args, block, workers, replica)
         finally:
             delete_deployment(c, srv.url, name)
