@@ -241,6 +241,7 @@ class World:
     a_url: str
     b_url: str
     token: str  # a viewer of WS
+    replica_servers: tuple[ThreadServer, ...] = ()  # a's, then b's
 
     def url(self, name: str, path: str) -> str:
         return f"{self.gateway.url}/v1/endpoints/{name}/{path}"
@@ -265,7 +266,7 @@ def make_world(**gateway_options: Any) -> Iterator[World]:
     host = Host(store, PrincipalCache(ttl=60), Gateway(registry, **gateway_options))
     gw = ThreadServer(gateway_app(host)).start()
     try:
-        yield World(registry, store, host, gw, a, b, sa.url, sb.url, store.mint(WS))
+        yield World(registry, store, host, gw, a, b, sa.url, sb.url, store.mint(WS), (sa, sb))
     finally:
         for server in (gw, sa, sb):
             server.stop()

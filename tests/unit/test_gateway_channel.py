@@ -16,9 +16,9 @@ import httpx
 import pytest
 from gateway_helpers import EchoReplica, ThreadServer, World, make_world, slot
 
-from aicloud.gateway import upstream
 from aicloud.gateway.channel import Channel
-from aicloud.serving import wire
+from aicloud.serving import tcp, wire
+from aicloud.serving.channel import ChannelServer
 
 # -- the wire format ------------------------------------------------------------------------------
 
@@ -152,16 +152,30 @@ def test_a_channel_the_replica_closed_is_opened_again(world: World) -> None:
     assert channels is not None and channels._open[world.a_url, "key-alpha"] is not first
 
 
+def _probes(sock: socket.socket) -> None:
+    """``sock`` has TCP keep-alive with aicloud.serving.tcp's settings."""
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    if hasattr(socket, "TCP_KEEPIDLE"):  # Linux
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == tcp.KEEPALIVE_IDLE_S
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == tcp.KEEPALIVE_PROBES
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == tcp.UNACKED_TIMEOUT_MS
+
+
 def test_the_channel_socket_probes_a_silent_replica(world: World) -> None:
     """A replica whose node vanished sends no FIN: TCP keep-alive is what notices it."""
     channel = _channel_after_one_call(world)
     assert channel.transport is not None
-    sock = channel.transport.get_extra_info("socket")
-    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
-    if hasattr(socket, "TCP_KEEPIDLE"):  # Linux
-        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == upstream.KEEPALIVE_IDLE_S
-        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == upstream.KEEPALIVE_PROBES
-        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == upstream.UNACKED_TIMEOUT_MS
+    _probes(channel.transport.get_extra_info("socket"))
+
+
+def test_the_replica_end_of_a_channel_probes_a_silent_gateway(world: World) -> None:
+    """The same from the replica: a gateway gone without a FIN ends the channel and its streams."""
+    _channel_after_one_call(world)
+    replica_a = world.replica_servers[0].server
+    ends = [c for c in replica_a.server_state.connections if isinstance(c, ChannelServer)]
+    assert ends, "replica a holds no channel"
+    for end in ends:
+        _probes(end.transport.get_extra_info("socket"))
 
 
 def test_a_replica_without_the_channel_is_served_over_http() -> None:

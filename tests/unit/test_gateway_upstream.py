@@ -13,7 +13,8 @@ import httpx
 import pytest
 from gateway_helpers import error_of, make_world, slot
 
-from aicloud.gateway.upstream import KEEPALIVE_IDLE_S, Broken, ConnectFailed, Head, HostPool, Upstreams
+from aicloud.gateway.upstream import Broken, ConnectFailed, Head, HostPool, Upstreams
+from aicloud.serving.tcp import KEEPALIVE_IDLE_S
 from aicloud.testing.server import free_port
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

@@ -13,7 +13,7 @@ returns ``None`` for it meanwhile, so the gateway uses HTTP there.
 Failures have the same types as the HTTP hop (:mod:`aicloud.gateway.upstream`), so the gateway's
 retry rule applies unchanged: :class:`ConnectFailed` (no channel could be opened; nothing sent),
 :class:`Broken` (the channel closed before the request's answer began) and :class:`TimedOut`.
-The channel's socket has TCP keep-alive (:func:`aicloud.gateway.upstream.probe_liveness`): when a
+The channel's socket has TCP keep-alive (:func:`aicloud.serving.tcp.probe_liveness`): when a
 replica's node vanishes without closing it, its streams fail as :class:`Broken` within about 25 s,
 and are retried elsewhere, instead of each waiting out the read timeout.
 A request whose caller went away (its task cancelled, or its streamed answer closed early) sends
@@ -33,9 +33,9 @@ from aicloud.gateway.upstream import (
     ConnectFailed,
     TimedOut,
     UpstreamError,
-    probe_liveness,
 )
 from aicloud.serving import wire
+from aicloud.serving.tcp import probe_liveness
 
 #: How long an address that refused the channel is sent HTTP before it is asked again.
 HTTP_ONLY_S = 60.0

@@ -21,11 +21,11 @@ without ``Connection: close``; any failure closes it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from urllib.parse import urlsplit
+
+from aicloud.serving.tcp import probe_liveness
 
 #: Idle connections are dropped after this long (under uvicorn's default 5 s keep-alive, so the
 #: replica never closes one the gateway is about to reuse).
@@ -36,37 +36,6 @@ CONNECT_TIMEOUT_S = 5.0
 CHUNK = 64 * 1024
 #: Request bodies up to this size are sent in the same write as the head.
 COALESCE = 64 * 1024
-#: TCP keep-alive on every connection to a replica: after this many seconds of silence the kernel
-#: probes the peer every KEEPALIVE_PROBE_S, and gives up after KEEPALIVE_PROBES unanswered probes.
-#: A replica whose node died without closing its connections (power loss, a network partition: no
-#: FIN, no RST) is then noticed in about 25 s instead of the read timeout (300 s); a busy replica is
-#: not affected, since its kernel answers the probes.
-KEEPALIVE_IDLE_S = 10
-KEEPALIVE_PROBE_S = 5
-KEEPALIVE_PROBES = 3
-#: Data the replica has not acknowledged for this long also ends the connection (TCP_USER_TIMEOUT).
-UNACKED_TIMEOUT_MS = 30_000
-
-
-def probe_liveness(transport: asyncio.BaseTransport) -> None:
-    """Turn on TCP keep-alive (and the unacknowledged-data timeout) for ``transport``'s socket, so a
-    replica that vanished without closing the connection fails it (see :data:`KEEPALIVE_IDLE_S`).
-    Options this platform lacks are left out."""
-    sock = transport.get_extra_info("socket")
-    if sock is None:
-        return
-    options = [
-        (socket.SOL_SOCKET, "SO_KEEPALIVE", 1),
-        (socket.IPPROTO_TCP, "TCP_KEEPIDLE", KEEPALIVE_IDLE_S),
-        (socket.IPPROTO_TCP, "TCP_KEEPINTVL", KEEPALIVE_PROBE_S),
-        (socket.IPPROTO_TCP, "TCP_KEEPCNT", KEEPALIVE_PROBES),
-        (socket.IPPROTO_TCP, "TCP_USER_TIMEOUT", UNACKED_TIMEOUT_MS),
-    ]
-    for level, name, value in options:
-        option = getattr(socket, name, None)
-        if option is not None:
-            with contextlib.suppress(OSError):  # not a TCP socket, or not supported here
-                sock.setsockopt(level, option, value)
 
 
 class UpstreamError(Exception):

@@ -29,6 +29,7 @@ from aicloud.errors import AicloudError
 from aicloud.serving import wire
 from aicloud.serving.asgi import SEE_LOGS
 from aicloud.serving.http1 import OneWriteProtocol
+from aicloud.serving.tcp import probe_liveness
 
 log = logging.getLogger("aicloud.serving")
 
@@ -178,6 +179,7 @@ class ChannelServer(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+        probe_liveness(transport)  # a gateway gone without a FIN ends the channel and its streams
         self.writer.transport = self.transport
         self.connections.add(self)
 
