@@ -6,7 +6,7 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -35,13 +35,21 @@ class Recorder:
         return ("127.0.0.1", 1) if name == "peername" else None
 
 
+def with_holder(check: Callable[[Recorder, HeadHolder], Awaitable[None]]) -> None:
+    """Run ``check`` in an event loop with a recording transport and a holder around it."""
+
+    async def main() -> None:
+        t = Recorder()
+        await check(t, HeadHolder(t, asyncio.get_running_loop()))  # type: ignore[arg-type]
+
+    asyncio.run(main())
+
+
 def test_the_head_waits_for_the_body_and_both_leave_in_one_write() -> None:
-    asyncio.run(_the_head_waits_for_the_body_and_both_leave_in_one_write())
+    with_holder(_the_head_waits_for_the_body_and_both_leave_in_one_write)
 
 
-async def _the_head_waits_for_the_body_and_both_leave_in_one_write() -> None:
-    t = Recorder()
-    holder = HeadHolder(t, asyncio.get_running_loop())  # type: ignore[arg-type]
+async def _the_head_waits_for_the_body_and_both_leave_in_one_write(t: Recorder, holder: HeadHolder) -> None:
     holder.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
     assert t.writes == []
     holder.write(b"{}")
@@ -54,12 +62,12 @@ async def _the_head_waits_for_the_body_and_both_leave_in_one_write() -> None:
 
 
 def test_a_head_whose_body_does_not_follow_goes_at_the_end_of_the_loop_iteration() -> None:
-    asyncio.run(_a_head_whose_body_does_not_follow_goes_at_the_end_of_the_loop_iteration())
+    with_holder(_a_head_whose_body_does_not_follow_goes_at_the_end_of_the_loop_iteration)
 
 
-async def _a_head_whose_body_does_not_follow_goes_at_the_end_of_the_loop_iteration() -> None:
-    t = Recorder()
-    holder = HeadHolder(t, asyncio.get_running_loop())  # type: ignore[arg-type]
+async def _a_head_whose_body_does_not_follow_goes_at_the_end_of_the_loop_iteration(
+    t: Recorder, holder: HeadHolder
+) -> None:
     holder.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
     await asyncio.sleep(0)
     assert t.writes == [b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"]
@@ -68,12 +76,12 @@ async def _a_head_whose_body_does_not_follow_goes_at_the_end_of_the_loop_iterati
 
 
 def test_a_large_body_follows_the_head_without_a_copy_and_close_sends_a_held_head() -> None:
-    asyncio.run(_a_large_body_follows_the_head_without_a_copy_and_close_sends_a_held_head())
+    with_holder(_a_large_body_follows_the_head_without_a_copy_and_close_sends_a_held_head)
 
 
-async def _a_large_body_follows_the_head_without_a_copy_and_close_sends_a_held_head() -> None:
-    t = Recorder()
-    holder = HeadHolder(t, asyncio.get_running_loop())  # type: ignore[arg-type]
+async def _a_large_body_follows_the_head_without_a_copy_and_close_sends_a_held_head(
+    t: Recorder, holder: HeadHolder
+) -> None:
     big = b"x" * (JOIN_LIMIT + 1)
     holder.write(b"HEAD\r\n\r\n")
     holder.write(big)
