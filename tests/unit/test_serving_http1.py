@@ -61,6 +61,18 @@ async def _the_head_waits_for_the_body_and_both_leave_in_one_write(t: Recorder, 
     assert holder.get_extra_info("peername") == ("127.0.0.1", 1)  # the rest is the transport's
 
 
+def test_an_interim_answer_passes_and_the_real_head_is_held() -> None:
+    with_holder(_an_interim_answer_passes_and_the_real_head_is_held)
+
+
+async def _an_interim_answer_passes_and_the_real_head_is_held(t: Recorder, holder: HeadHolder) -> None:
+    holder.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    assert t.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    holder.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    holder.write(b"{}")
+    assert t.writes[1:] == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+
+
 def test_a_head_whose_body_does_not_follow_goes_at_the_end_of_the_loop_iteration() -> None:
     with_holder(_a_head_whose_body_does_not_follow_goes_at_the_end_of_the_loop_iteration)
 
@@ -97,6 +109,12 @@ async def _a_large_body_follows_the_head_without_a_copy_and_close_sends_a_held_h
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """/whole: one small JSON answer; /stream: the head, then a chunk 0.8 s later."""
     if scope["type"] != "http":
+        return
+    if scope["path"] == "/echo":  # the request's body back
+        body = (await receive())["body"]
+        length = str(len(body)).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", length)]})
+        await send({"type": "http.response.body", "body": body})
         return
     if scope["path"] == "/stream":
         await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -154,3 +172,15 @@ def test_a_real_server_writes_through_the_holder_and_streams_its_head_at_once(
         assert head.startswith(b"HTTP/1.1 200 OK\r\n")
         rest = _read_until(sock, b"0\r\n\r\n")
         assert b"late" in head + rest
+
+
+def test_an_interim_100_continue_is_not_held_back(server: tuple[int, uvicorn.Server]) -> None:
+    """curl sends ``Expect: 100-continue`` with larger bodies and waits for the 100 before sending."""
+    port, _ = server
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        interim = _read_until(sock, b"\r\n\r\n")
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n")
+        sock.sendall(b"hello")
+        answer = _read_until(sock, b"hello")
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n")

@@ -6,6 +6,8 @@ and two wake-ups of the reader for every response. :class:`OneWriteProtocol` giv
 response cycle a :class:`HeadHolder` that holds the head until the body's first write, or until the
 end of the event-loop iteration when the body does not follow at once (a streamed response whose
 first chunk is not ready), and sends a head and a body up to ``JOIN_LIMIT`` bytes as one buffer.
+An interim ``100 Continue`` (a caller that sent ``Expect: 100-continue`` waits for it before it
+sends the body) is not a head: it goes at once.
 Both the control plane (the gateway's answers to callers) and the replicas serve with it.
 """
 
@@ -35,7 +37,10 @@ class HeadHolder:
         if held is None:
             self._transport.write(data)
             return
-        if not held:  # the head
+        if not held:  # the head, unless an interim answer ("100 Continue") that must go at once
+            if data.startswith(b"HTTP/1.1 1"):
+                self._transport.write(data)
+                return
             self._held = data
             self._loop.call_soon(self.flush)
             return
