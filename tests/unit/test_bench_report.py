@@ -100,6 +100,31 @@ def test_slices_pick_the_worker_shape_with_the_higher_share() -> None:
     assert slices_table({"rows": [ceiling(300)]}) is None
 
 
+def test_the_peer_target_is_set_against_the_peers_as_benchmarks_md_runs_them() -> None:
+    """One worker with both threads is the BENCHMARKS.md configuration, where the 1.3 comes from; a
+    peer tuned to 2 workers is compared too, as information that no target reads."""
+    rows = [
+        *block("aicloud, 2 workers", workers=2, ceiling=[300, 300], gateway=[267, 267]),  # 0.89
+        *block("litserve", ceiling=[300, 300], litserve=[186, 186]),  # 0.62
+        *block("litserve, 2 workers", workers=2, ceiling=[300, 300], litserve=[219, 219]),  # 0.73
+        *block("rayserve, 2 workers", workers=2, ceiling=[300, 300], rayserve=[111, 111]),
+    ]
+    got = targets("minilm", {"rows": rows})
+    target, tuned = got["gateway_c32_vs_best_peer"], got["gateway_c32_vs_tuned_peer"]
+    assert target["best_peer"] == "litserve in litserve (2 cycles)"
+    assert target["value"] == pytest.approx(0.89 / 0.62, abs=1e-3)
+    assert target["met"] is True
+    assert tuned["best_peer"] == "litserve in litserve, 2 workers (2 cycles)"
+    assert tuned["value"] == pytest.approx(0.89 / 0.73, abs=1e-3)
+    assert tuned["met"] is None
+    line = describe("gateway_c32_vs_tuned_peer", tuned)
+    assert "#4 compared" in line and line.endswith("information")
+    assert "#4 target" in describe("gateway_c32_vs_best_peer", target)
+    # with the sweep's single rows (--cycles 0), a 2-worker peer row is not the reference either
+    single = [ceiling(330), http("gateway", 290), http("litserve", 200), http("litserve", 260, workers=2)]
+    assert targets("minilm", {"rows": single})["gateway_c32_vs_best_peer"]["value"] == 1.45
+
+
 def test_the_fastest_ceiling_shape_of_a_block_is_its_ceiling() -> None:
     shapes = {"ceiling, 2 x 32": [300, 290], "ceiling, 2 x 16": [320, 310]}
     rows = block("aicloud", **shapes, gateway=[270, 270])
