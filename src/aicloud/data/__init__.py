@@ -11,7 +11,7 @@ Every reader streams its input in large blocks and turns whatever a parsing libr
 file objects and sinks.
 """
 
-from aicloud.data.formats import FORMATS, detect_format, normalize_format
+from aicloud.data.formats import FORMATS, detect_format, normalize_format, release_memory
 from aicloud.data.profile import Profile, profile
 from aicloud.data.sampling import Writable, assign
 from aicloud.data.split import split
@@ -24,5 +24,6 @@ __all__ = [
     "detect_format",
     "normalize_format",
     "profile",
+    "release_memory",
     "split",
 ]

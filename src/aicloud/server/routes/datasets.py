@@ -47,6 +47,8 @@ def _ingest(
     except AicloudError:
         _discard(state, digest)
         raise
+    finally:
+        data.release_memory()
     return state.store.datasets.create_version(
         workspace_id=principal.workspace.id,
         name=name,
@@ -175,7 +177,10 @@ def datasets_split(
     parent = state.store.datasets.get_version(
         principal.workspace.id, check_name(name), parse_version(version)
     )
-    return _split(state, principal, parent, body)
+    try:
+        return _split(state, principal, parent, body)
+    finally:
+        data.release_memory()
 
 
 @router.delete("/datasets/{name}", status_code=204)
