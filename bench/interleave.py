@@ -77,8 +77,9 @@ def run_slices(
             before = cpu_jiffies()
             r = runners[system]()
             idle = idle_between(before, cpu_jiffies())
-            rows.append({**r, "block": block, "cycle": cycle, "system": system, "workers": workers})
-            rows[-1]["idle"] = idle
+            rows.append(
+                {**r, "block": block, "cycle": cycle, "system": system, "workers": workers, "idle": idle}
+            )
             line.append(f"{system} {r['req_s']}")
         console.print(f"  {block}, cycle {cycle}/{cycles}: " + ", ".join(line))
     return rows

@@ -43,7 +43,7 @@ from typing import Any
 
 import httpx
 import numpy as np
-from interleave import target_slices
+from interleave import SLICE_WARMUP_S, target_slices
 from loadgen import WARMUP_S, run_ceiling, run_load
 from peers import harness
 from peers.benchmodels import DigitsMLP, export_mlp
@@ -402,7 +402,9 @@ def parse_args() -> argparse.Namespace:
         "gateway and direct path, or one peer, the order reversed every other cycle; "
         "bench/interleave.py); 0: none (the single rows against the highest ceiling)",
     )
-    ap.add_argument("--slice", type=float, default=3.0, help="(b) seconds per slice, after 0.5 s warm-up")
+    ap.add_argument(
+        "--slice", type=float, default=3.0, help=f"(b) seconds per slice, after {SLICE_WARMUP_S} s warm-up"
+    )
     ap.add_argument(
         "--peers",
         default=None,

@@ -153,10 +153,9 @@ def _top_peer(best: dict[str, tuple[str, dict[str, Any]]]) -> tuple[str, tuple[s
 
 def _slice_targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
     best = best_shares(rows)
-    compared = {
-        "best_peer": _top_peer(best_shares(rows, REFERENCE_WORKERS)),
-        "tuned_peer": _top_peer(best),
-    }
+    reference, tuned = _top_peer(best_shares(rows, REFERENCE_WORKERS)), _top_peer(best)
+    # the tuned comparison only where tuning a peer beat its reference configuration
+    compared = {"best_peer": reference, "tuned_peer": tuned if tuned != reference else None}
     out: dict[str, Any] = {}
     for system in ("gateway", "direct"):
         if system not in best:

@@ -76,7 +76,9 @@ def test_the_peer_target_compares_shares_each_against_its_own_ceilings() -> None
         *block("litserve", ceiling=[200, 200], litserve=[140, 140]),  # a slower minute: share 0.7
         *block("bentoml", ceiling=[300, 300], bentoml=[180, 180]),  # faster req/s, share 0.6
     ]
-    peer = targets("minilm", {"rows": rows})["gateway_c32_vs_best_peer"]
+    got = targets("minilm", {"rows": rows})
+    assert "gateway_c32_vs_tuned_peer" not in got  # no peer ran tuned: nothing to compare beyond it
+    peer = got["gateway_c32_vs_best_peer"]
     assert peer["best_peer"] == "litserve in litserve (2 cycles)"
     assert peer["value"] == pytest.approx(0.88 / 0.7, abs=1e-3)
     assert peer["raw_req_s_ratio"] == pytest.approx(264 / 140, abs=1e-3)
