@@ -82,6 +82,6 @@ def split_ref(ref: str) -> tuple[str, int | None]:
     name, _, version = ref.partition(":")
     if not version or version == "latest":
         return name, None
-    if not version.isdigit():
+    if not (version.isascii() and version.isdigit()):
         raise typer.BadParameter(f"{ref!r}: the version after ':' must be a number or 'latest'")
     return name, int(version)

@@ -46,7 +46,7 @@ class RayUnavailable(LaunchError):
 def split_address(address: str) -> tuple[str, int]:
     """``host:port`` (or ``ray://host:port``) → (host, port)."""
     host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not host or not port.isdigit():
+    if not sep or not host or not (port.isascii() and port.isdigit()):
         raise RayUnavailable(f"AICLOUD_RAY_ADDRESS {address!r} is not host:port (the Ray head's GCS address)")
     return host.strip("[]"), int(port)
 

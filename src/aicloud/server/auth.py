@@ -23,7 +23,7 @@ from aicloud.server.cache import TTLCache
 from aicloud.store import MetadataStore
 
 TOKEN_PREFIX = "aic_"
-_TOKEN_RE = re.compile(r"^aic_(tok_[a-z0-9]{16})_([A-Za-z0-9_-]{43})$")
+_TOKEN_RE = re.compile(r"^aic_(tok_[a-z0-9]{16})_([A-Za-z0-9_-]{43})\Z")
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def authenticate(store: MetadataStore, authorization: str | None) -> Principal:
     scheme, _, value = authorization.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         raise UnauthenticatedError("the Authorization header must be 'Bearer <token>'")
-    match = _TOKEN_RE.match(value.strip())
+    match = _TOKEN_RE.fullmatch(value.strip())
     if match is None:
         raise UnauthenticatedError("invalid token")
     token = store.tokens.get(match.group(1))

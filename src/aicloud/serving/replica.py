@@ -269,7 +269,7 @@ def process_age() -> float | None:
 
 def main() -> int:
     port_text = os.environ.get("AICLOUD_REPLICA_PORT", "")
-    if not port_text.isdigit():
+    if not (port_text.isascii() and port_text.isdigit()):
         print("[aicloud replica] AICLOUD_REPLICA_PORT must be a port number", file=sys.stderr)
         return 2
     age = process_age()

@@ -110,7 +110,7 @@ class WorkloadEnv:
             job_id=env.get("AICLOUD_JOB_ID") or None,
             job=JobDoc.parse(env.get("AICLOUD_JOB_SPEC")),
             output_dir=Path(output) if output else None,
-            cpus=int(cpus_text) if cpus_text and cpus_text.isdigit() else None,
+            cpus=int(cpus_text) if cpus_text and cpus_text.isascii() and cpus_text.isdigit() else None,
             rank=_int(env, "RANK", 0),
             world_size=max(1, _int(env, "WORLD_SIZE", 1)),
             local_rank=_int(env, "LOCAL_RANK", 0),

@@ -8,12 +8,14 @@ from aicloud.errors import ValidationError
 from aicloud.schemas import NAME_PATTERN
 
 _NAME = re.compile(NAME_PATTERN)
-_ID = re.compile(r"^[a-z]{2,4}_[a-z0-9]{8,40}$")
+_ID = re.compile(r"^[a-z]{2,4}_[a-z0-9]{8,40}\Z")
+#: ASCII digits only: ``str.isdigit()`` also accepts ``³`` and other digits ``int()`` refuses.
+_DIGITS = re.compile(r"[0-9]{1,12}")
 
 
 def check_name(value: str, field: str = "name") -> str:
     """Refuse names that could be path tricks (``..``, ``/``, ``%2e%2e`` once decoded, absolute paths)."""
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value):
         raise ValidationError.field(
             field,
             f"{value[:120]!r} is not a valid name: use letters, digits, '-', '_' or '.', "
@@ -23,7 +25,7 @@ def check_name(value: str, field: str = "name") -> str:
 
 
 def check_id(value: str, field: str = "id") -> str:
-    if not _ID.match(value):
+    if not _ID.fullmatch(value):
         raise ValidationError.field(field, f"{value[:120]!r} is not a valid id")
     return value
 
@@ -32,7 +34,7 @@ def parse_version(value: str) -> int | None:
     """``latest`` → None, else a positive integer."""
     if value == "latest":
         return None
-    if value.isdigit() and 0 < int(value) < 2**31:
+    if _DIGITS.fullmatch(value) and 0 < int(value) < 2**31:
         return int(value)
     raise ValidationError.field(
         "version", f"{value[:40]!r} is not a version: use a positive integer or 'latest'"

@@ -103,7 +103,7 @@ def models_set_alias(
     name: str, alias: str, body: AliasSet, principal: Member, state: State
 ) -> ModelVersionOut:
     """Point ``alias`` (e.g. ``production``) at a version; it moves atomically from any other."""
-    if alias.isdigit() or alias == "latest":
+    if (alias.isascii() and alias.isdigit()) or alias == "latest":
         raise ValidationError.field("alias", f"{alias!r} would be read as a version; pick a name")
     row = state.store.models.set_alias(
         principal.workspace.id, check_name(name), check_name(alias, "alias"), body.version
