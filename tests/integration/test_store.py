@@ -16,7 +16,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import make_url
 
-from aicloud.entities import DatasetVersion, Role, VersionStatus
+from aicloud.entities import DatasetVersion, JobKind, JobStatus, Role, VersionStatus
 from aicloud.errors import ConflictError, NotFoundError, StoreSchemaError, UnavailableError
 from aicloud.store import MetadataStore, open_store
 from aicloud.store.sql import migrate
@@ -113,6 +113,40 @@ def test_token_errors(store: MetadataStore) -> None:
         store.tokens.create(
             token_id="tok_2", workspace_id="ws_missing", name="a", role=Role.ADMIN, secret_hash="h"
         )
+
+
+def test_token_names_are_unique_per_workspace(store: MetadataStore) -> None:
+    ws = store.workspaces.create("alpha")
+    other = store.workspaces.create("beta")
+    store.tokens.create(token_id="tok_1", workspace_id=ws.id, name="ci", role=Role.ADMIN, secret_hash="h")
+    with pytest.raises(ConflictError, match="a token named 'ci' already exists in this workspace") as excinfo:
+        store.tokens.create(
+            token_id="tok_2", workspace_id=ws.id, name="ci", role=Role.VIEWER, secret_hash="h"
+        )
+    assert excinfo.value.details == {"name": "ci"}
+    store.tokens.create(token_id="tok_3", workspace_id=other.id, name="ci", role=Role.ADMIN, secret_hash="h")
+    store.tokens.delete(ws.id, "tok_1")  # a deleted token's name is free again
+    store.tokens.create(token_id="tok_4", workspace_id=ws.id, name="ci", role=Role.ADMIN, secret_hash="h")
+
+
+def test_concurrent_token_creates_with_one_name_have_one_winner(store: MetadataStore) -> None:
+    ws = store.workspaces.create("alpha")
+    barrier = threading.Barrier(10)
+
+    def create(i: int) -> str:
+        barrier.wait(timeout=30)
+        try:
+            store.tokens.create(
+                token_id=f"tok_{i}", workspace_id=ws.id, name="race", role=Role.VIEWER, secret_hash="h"
+            )
+            return "created"
+        except ConflictError:
+            return "conflict"
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        outcomes = list(pool.map(create, range(10)))
+    assert sorted(outcomes) == ["conflict"] * 9 + ["created"]
+    assert [t.name for t in store.tokens.list(ws.id)] == ["race"]
 
 
 # --- datasets ---------------------------------------------------------------------------
@@ -234,20 +268,67 @@ def test_delete_dataset_returns_unreferenced_digests(store: MetadataStore) -> No
     store.datasets.create_version(workspace_id=beta.id, **version_fields(name="wine", blob_digest=shared))
     store.datasets.create_version(workspace_id=beta.id, **version_fields(name="wine", blob_digest=only_wine))
 
-    assert store.datasets.digest_in_use(only_iris)
+    assert store.blob_refs.in_use(only_iris)
     assert store.datasets.delete_dataset(alpha.id, "iris") == [only_iris]  # shared is still used by wine
-    assert not store.datasets.digest_in_use(only_iris)
-    assert store.datasets.digest_in_use(shared)
+    assert not store.blob_refs.in_use(only_iris)
+    assert store.blob_refs.in_use(shared)
     with pytest.raises(NotFoundError):
         store.datasets.list_versions(alpha.id, "iris")
     assert store.datasets.list_datasets(alpha.id) == []
 
     assert store.datasets.delete_dataset(beta.id, "wine") == sorted([shared, only_wine])
-    assert not store.datasets.digest_in_use(shared)
+    assert not store.blob_refs.in_use(shared)
 
     # A re-created dataset starts from version 1 again.
     again = store.datasets.create_version(workspace_id=alpha.id, **version_fields())
     assert again.version == 1
+
+
+def test_delete_dataset_keeps_blobs_any_other_reference_holds(store: MetadataStore) -> None:
+    """Workspace A holds six blobs through six kinds of owner; workspace B stores the same bytes
+    as a dataset and deletes it: only B's own blob comes back as unreferenced."""
+    a = store.workspaces.create("alpha")
+    b = store.workspaces.create("beta")
+    upload, model_file, code, log, checkpoint, service, own = (c * 64 for c in "1234567")
+    store.blob_refs.add(a.id, upload)  # POST /blobs
+    store.models.create_version(
+        workspace_id=a.id,
+        name="digits",
+        files={"model.safetensors": model_file},
+        signature={},
+        config={},
+        metrics={},
+        lineage={},
+    )
+    job = store.jobs.create(
+        workspace_id=a.id, name="j", kind=JobKind.COMMAND, spec={"command": "true", "code": code}
+    )
+    store.jobs.update(job.id, checkpoint={"digest": checkpoint, "epoch": 1})
+    assert store.jobs.transition(job.id, expect=[JobStatus.PENDING], status=JobStatus.FAILED, log_digest=log)
+    deployment = store.deployments.create(
+        workspace_id=a.id,
+        name="svc",
+        spec={"service": {"code": service, "entrypoint": "svc:Service"}},
+        model_version_id=None,
+        desired=1,
+    )
+    held = [upload, model_file, code, log, checkpoint, service]
+    for digest in held:
+        assert store.blob_refs.owns(a.id, digest) and not store.blob_refs.owns(b.id, digest)
+
+    for digest in [*held, own]:
+        store.datasets.create_version(workspace_id=b.id, **version_fields(name="copy", blob_digest=digest))
+    assert all(store.blob_refs.owns(b.id, digest) for digest in held)
+    assert store.datasets.delete_dataset(b.id, "copy") == [own]
+    for digest in held:
+        assert store.blob_refs.owns(a.id, digest) and not store.blob_refs.owns(b.id, digest)
+    assert not store.blob_refs.in_use(own)
+
+    # a deployment references only its current code, and nothing once deleted
+    store.deployments.update_spec(a.id, "svc", {"service": {"code": own, "entrypoint": "x:Y"}}, None)
+    assert not store.blob_refs.owns(a.id, service) and store.blob_refs.owns(a.id, own)
+    store.deployments.delete(deployment.id)
+    assert not store.blob_refs.in_use(own)
 
 
 def test_concurrent_versions_from_threads(store: MetadataStore) -> None:

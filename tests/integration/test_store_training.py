@@ -20,13 +20,13 @@ import pytest
 from alembic import command
 from sqlalchemy import inspect
 
-from aicloud.entities import Job, JobKind, JobStatus, MetricPoint, RunStatus
-from aicloud.errors import NotFoundError
+from aicloud.entities import BlobOwner, Job, JobKind, JobStatus, MetricPoint, Role, RunStatus
+from aicloud.errors import ConflictError, NotFoundError
 from aicloud.store import MetadataStore, open_store
 from aicloud.store.sql import migrate
 from aicloud.store.sql.session import create_db_engine, writer
-from aicloud.store.training import JobStore, RunStore
-from aicloud.testing.stores import InMemoryJobStore, InMemoryRunStore
+from aicloud.store.training import BlobRefStore, JobStore, RunStore
+from aicloud.testing.stores import InMemoryBlobRefStore, InMemoryJobStore, InMemoryRunStore
 
 from store_fixtures import (  # noqa: F401  (pytest finds the fixtures: store, store_url, ...)
     postgres_url_fixture,
@@ -590,20 +590,86 @@ def test_models_are_isolated_by_workspace(store: MetadataStore) -> None:
 # --- blob refs --------------------------------------------------------------------------
 
 
-def test_blob_refs(store: MetadataStore) -> None:
-    ws = store.workspaces.create("alpha")
-    other = store.workspaces.create("beta")
+@dataclass
+class Refs:
+    """A blob reference store over one backend, and a way to make workspaces there."""
+
+    refs: BlobRefStore
+    workspace: Callable[[str], str]  # name → id
+
+
+@pytest.fixture(name="refs", params=BACKENDS)
+def refs_fixture(request: pytest.FixtureRequest) -> Iterator[Refs]:
+    if request.param == "memory":
+        workspaces: set[str] = set()
+
+        def make(name: str) -> str:
+            workspaces.add(f"ws_{name}")
+            return f"ws_{name}"
+
+        yield Refs(InMemoryBlobRefStore(workspaces), workspace=make)
+        return
+    url = str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url"))
+    store = open_store(url)
+    try:
+        yield Refs(store.blob_refs, workspace=lambda name: store.workspaces.create(name).id)
+    finally:
+        store.close()
+
+
+def test_blob_refs(refs: Refs) -> None:
+    ws = refs.workspace("alpha")
+    other = refs.workspace("beta")
     digest = "e" * 64
-    assert not store.blob_refs.owns(ws.id, digest)
-    store.blob_refs.add(ws.id, digest, 123)
-    store.blob_refs.add(ws.id, digest, 123)  # idempotent
-    _race(4, lambda i: store.blob_refs.add(ws.id, "f" * 64, 1))
-    assert store.blob_refs.owns(ws.id, digest) and store.blob_refs.owns(ws.id, "f" * 64)
-    assert not store.blob_refs.owns(other.id, digest)
-    store.blob_refs.add(other.id, digest, 123)
-    assert store.blob_refs.owns(other.id, digest)
+    assert not refs.refs.owns(ws, digest) and not refs.refs.in_use(digest)
+    refs.refs.add(ws, digest)
+    refs.refs.add(ws, digest)  # idempotent
+    _race(4, lambda i: refs.refs.add(ws, "f" * 64))
+    assert refs.refs.owns(ws, digest) and refs.refs.owns(ws, "f" * 64) and refs.refs.in_use(digest)
+    assert not refs.refs.owns(other, digest)  # knowing a digest is not holding a reference
+    refs.refs.add(other, digest, BlobOwner.MODEL_VERSION, "mv_1")
+    assert refs.refs.owns(other, digest)
     with pytest.raises(NotFoundError, match="workspace 'ws_missing' does not exist"):
-        store.blob_refs.add("ws_missing", digest, 1)
+        refs.refs.add("ws_missing", digest)
+
+
+def test_blob_refs_release(refs: Refs) -> None:
+    """A digest comes back from ``release`` only when no reference of any kind, in any workspace, is left."""
+    a, b = refs.workspace("alpha"), refs.workspace("beta")
+    shared, mine = "1" * 64, "2" * 64
+    refs.refs.add(a, shared)  # A uploaded it
+    for owner_id in ("dsv_1", "dsv_2"):
+        refs.refs.add(b, shared, BlobOwner.DATASET_VERSION, owner_id)
+    refs.refs.add(b, mine, BlobOwner.DATASET_VERSION, "dsv_1")
+    refs.refs.add(b, mine, BlobOwner.JOB_LOG, "job_1")
+
+    assert refs.refs.release(b, BlobOwner.DATASET_VERSION, "dsv_1") == []  # still held elsewhere
+    assert refs.refs.release(b, BlobOwner.DATASET_VERSION, "dsv_2") == []  # A's upload holds it
+    assert refs.refs.owns(a, shared) and not refs.refs.owns(b, shared)
+    assert refs.refs.release(a, BlobOwner.DATASET_VERSION, "dsv_2") == []  # another workspace's owner
+    assert refs.refs.release(b, BlobOwner.JOB_LOG, "job_1") == [mine]
+    assert not refs.refs.in_use(mine) and refs.refs.release(b, BlobOwner.JOB_LOG, "job_1") == []
+    assert refs.refs.release(a, BlobOwner.UPLOAD, "") == [shared]
+    assert not refs.refs.in_use(shared)
+
+
+def test_blob_refs_release_races_add(refs: Refs) -> None:
+    """Of a release and a concurrent add of the same digest, either the add wins (nothing comes
+    back) or the release does (the digest comes back and the add happened after it)."""
+    a, b = refs.workspace("alpha"), refs.workspace("beta")
+    for round in range(10):
+        digest = f"{round:064x}"
+        refs.refs.add(a, digest, BlobOwner.DATASET_VERSION, "dsv")
+
+        def step(i: int, digest: str = digest) -> list[str]:
+            if i == 0:
+                return refs.refs.release(a, BlobOwner.DATASET_VERSION, "dsv")
+            refs.refs.add(b, digest)
+            return []
+
+        released, _ = _race(2, step)
+        assert refs.refs.owns(b, digest)
+        assert released in ([], [digest])
 
 
 # --- migrations -------------------------------------------------------------------------
@@ -634,7 +700,7 @@ def test_open_store_upgrades_a_database_at_0001(store_url: str) -> None:
         run = store.runs.create(workspace_id="ws_old", job_id=job.id, name="r")
         store.runs.log_metrics("ws_old", run.id, [MetricPoint("loss", 0, 1.0, 1.0)])
         assert _version(store, "ws_old").version == 1
-        store.blob_refs.add("ws_old", "a" * 64, 1)
+        store.blob_refs.add("ws_old", "a" * 64)
     finally:
         store.close()
     engine = create_db_engine(store_url)
@@ -643,3 +709,72 @@ def test_open_store_upgrades_a_database_at_0001(store_url: str) -> None:
         assert {"jobs", "runs", "metrics", "models", "model_versions", "model_aliases", "blob_refs"} <= tables
     finally:
         engine.dispose()
+
+
+_AT_0004 = [
+    "INSERT INTO workspaces (id, name, created_at) VALUES ('ws_a', 'a', '{t}'), ('ws_b', 'b', '{t}')",
+    "INSERT INTO tokens (id, workspace_id, name, role, secret_hash, created_at) VALUES "
+    "('tok_1', 'ws_a', 'ci', 'admin', 'h', '2024-01-01 00:00:00'), "
+    "('tok_2', 'ws_a', 'ci', 'admin', 'h', '2024-01-02 00:00:00'), "
+    "('tok_3', 'ws_b', 'ci', 'admin', 'h', '{t}')",
+    "INSERT INTO blob_refs (workspace_id, digest, size_bytes, created_at) "
+    "VALUES ('ws_a', '{upload}', 1, '{t}')",
+    "INSERT INTO datasets (id, workspace_id, name, last_version, created_at, updated_at) "
+    "VALUES ('ds_1', 'ws_b', 'copy', 2, '{t}', '{t}')",
+    "INSERT INTO dataset_versions (id, dataset_id, workspace_id, version, format, filename, blob_digest, "
+    "size_bytes, num_rows, schema, stats, lineage, status, created_at) VALUES "
+    "('dsv_1', 'ds_1', 'ws_b', 1, 'csv', 'a.csv', '{upload}', 1, 1, '[]', '{{}}', '{{}}', 'ready', '{t}'), "
+    "('dsv_2', 'ds_1', 'ws_b', 2, 'csv', 'b.csv', '{own}', 1, 1, '[]', '{{}}', '{{}}', 'ready', '{t}')",
+    "INSERT INTO models (id, workspace_id, name, last_version, created_at, updated_at) "
+    "VALUES ('mdl_1', 'ws_a', 'm', 1, '{t}', '{t}')",
+    "INSERT INTO model_versions (id, model_id, workspace_id, version, files, signature, config, metrics, "
+    "lineage, created_at) VALUES ('mv_1', 'mdl_1', 'ws_a', 1, '{{\"model.safetensors\": \"{model}\"}}', "
+    "'{{}}', '{{}}', '{{}}', '{{}}', '{t}')",
+    "INSERT INTO jobs (id, workspace_id, name, kind, spec, status, priority, created_at, cancel_requested, "
+    "handle, usage, log_digest, checkpoint) VALUES ('job_1', 'ws_a', 'j', 'command', "
+    "'{{\"command\": \"true\", \"code\": \"{code}\"}}', 'failed', 0, '{t}', false, '{{}}', '{{}}', "
+    "'{log}', '{{\"digest\": \"{checkpoint}\"}}')",
+    "INSERT INTO deployments (id, workspace_id, name, spec, status, generation, desired_replicas, "
+    "created_at, updated_at) VALUES ('dep_1', 'ws_a', 'svc', "
+    "'{{\"service\": {{\"code\": \"{service}\"}}}}', 'pending', 1, 1, '{t}', '{t}')",
+]
+
+
+def test_upgrade_to_0005_backfills_blob_refs_and_renames_duplicate_tokens(store_url: str) -> None:
+    digests = dict(
+        zip(["upload", "model", "code", "log", "checkpoint", "service", "own"], "1234567", strict=True)
+    )
+    digests = {name: c * 64 for name, c in digests.items()}
+    engine = create_db_engine(store_url)
+    try:
+        with writer(engine).begin() as connection:
+            config = migrate.alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0004")
+        with engine.begin() as connection:
+            for statement in _AT_0004:
+                connection.exec_driver_sql(statement.format(t="2024-01-03 00:00:00", **digests))
+    finally:
+        engine.dispose()
+
+    store = open_store(store_url)
+    try:
+        held = [digests[name] for name in ("upload", "model", "code", "log", "checkpoint", "service")]
+        assert all(store.blob_refs.owns("ws_a", digest) for digest in held)
+        assert store.blob_refs.owns("ws_b", digests["upload"]) and store.blob_refs.owns(
+            "ws_b", digests["own"]
+        )
+        assert not store.blob_refs.owns("ws_b", digests["model"])
+        # the bug the back-fill closes: B's dataset shares A's uploaded bytes
+        assert store.datasets.delete_dataset("ws_b", "copy") == [digests["own"]]
+        assert store.blob_refs.owns("ws_a", digests["upload"])
+
+        tokens = {t.id: t.name for t in store.tokens.list("ws_a")}
+        assert tokens == {"tok_1": "ci", "tok_2": "ci-tok_2"}  # the oldest keeps the name
+        assert [t.name for t in store.tokens.list("ws_b")] == ["ci"]
+        with pytest.raises(ConflictError):
+            store.tokens.create(
+                token_id="tok_4", workspace_id="ws_a", name="ci", role=Role.ADMIN, secret_hash="h"
+            )
+    finally:
+        store.close()

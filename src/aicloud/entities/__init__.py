@@ -1,6 +1,7 @@
 """Plain domain types returned by the stores; no ORM rows, no wire concerns."""
 
 from aicloud.entities.core import (
+    BlobOwner,
     DatasetSummary,
     DatasetVersion,
     Role,
@@ -21,6 +22,7 @@ from aicloud.entities.jobs import (
 )
 
 __all__ = [
+    "BlobOwner",
     "DatasetSummary",
     "DatasetVersion",
     "Job",

@@ -27,6 +27,22 @@ class VersionStatus(enum.StrEnum):
     READY = "ready"
 
 
+class BlobOwner(enum.StrEnum):
+    """What holds a reference to a stored blob (a row of ``blob_refs``, with the owner's id).
+
+    A blob is removed only when no reference of any kind, in any workspace, is left; a
+    workspace may read a blob by digest only while it holds a reference to it.
+    """
+
+    UPLOAD = "upload"  # POST /blobs (owner id ""): kept for good
+    DATASET_VERSION = "dataset_version"
+    MODEL_VERSION = "model_version"  # one per file of the version
+    JOB_CODE = "job_code"  # a command job's spec.code
+    JOB_LOG = "job_log"
+    JOB_CHECKPOINT = "job_checkpoint"  # every checkpoint a job stored
+    DEPLOYMENT = "deployment"  # a service deployment's spec.service.code
+
+
 @dataclass(frozen=True)
 class Workspace:
     id: str

@@ -172,8 +172,8 @@ class JobRuntime:
                 while chunk := f.read(1024 * 1024):
                     w.write(chunk)
                 info = w.commit()
-            store.blob_refs.add(job.workspace_id, info.digest, info.size)
-            store.jobs.update(job.id, log_digest=info.digest)
+            # the job store references the log's blob (BlobOwner.JOB_LOG) in the same update
+            self.state.keep_blob(info.digest, lambda: store.jobs.update(job.id, log_digest=info.digest))
             path.unlink(missing_ok=True)
         self._revoke_tokens(job)
         if job.run_id:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from aicloud.blobs import BlobStore
 from aicloud.config import Settings
+from aicloud.errors import ConflictError
 from aicloud.gateway.proxy import Gateway
 from aicloud.gateway.registry import EndpointRegistry
 from aicloud.schemas import DatasetVersionOut
@@ -18,6 +21,8 @@ if TYPE_CHECKING:
     from aicloud.controllers.jobs import JobController
     from aicloud.controllers.sweeps import SweepController
 from aicloud.store import MetadataStore
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -33,11 +38,35 @@ class AppState:
     principals: PrincipalCache = field(init=False)
     #: Numbered dataset versions are immutable: (workspace id, name, version) → wire model.
     versions: TTLCache[tuple[str, str, int], DatasetVersionOut] = field(init=False)
+    #: Orders removing unreferenced blobs against recording references to blobs just stored.
+    blob_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.principals = PrincipalCache(ttl=self.settings.auth_cache_seconds)
         self.versions = TTLCache(ttl=60.0)
         self.gateway = Gateway(self.endpoints, channel=self.settings.gateway_channel)
+
+    def keep_blob(self, digest: str, record: Callable[[], T]) -> T:
+        """Run ``record`` (it writes the row that references ``digest``, a blob this request just
+        stored) unless a concurrent delete of the same bytes removed the blob meanwhile: under
+        ``blob_lock``, so that delete either sees the new reference or has removed the file,
+        which is then a conflict (store the file again) instead of a dangling reference."""
+        with self.blob_lock:
+            if not self.blobs.exists(digest):
+                raise ConflictError(
+                    "the stored file was removed by a concurrent delete; upload it again",
+                    details={"digest": digest},
+                )
+            return record()
+
+    def drop_blobs(self, release: Callable[[], list[str]]) -> list[str]:
+        """Run ``release`` (it removes references and returns the digests nothing references any
+        more, decided in its transaction) and remove those blobs, under ``blob_lock``."""
+        with self.blob_lock:
+            digests = release()
+            for digest in digests:
+                self.blobs.delete(digest)
+            return digests
 
     def wake_jobs(self) -> None:
         """Nudge the job and sweep controllers after a submit or cancel, so they do not wait for

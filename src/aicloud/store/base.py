@@ -43,7 +43,9 @@ class TokenStore(abc.ABC):
         secret_hash: str,
         scope: str | None = None,
         expires_at: datetime | None = None,
-    ) -> Token: ...
+    ) -> Token:
+        """Raises ConflictError when the name is taken in the workspace (a database constraint,
+        so of concurrent creates with one name exactly one succeeds)."""
 
     @abc.abstractmethod
     def get(self, token_id: str) -> Token | None:
@@ -95,12 +97,9 @@ class DatasetStore(abc.ABC):
         """Oldest first. Raises NotFoundError when the dataset does not exist."""
 
     @abc.abstractmethod
-    def digest_in_use(self, digest: str) -> bool:
-        """Whether any dataset version in any workspace references this blob digest."""
-
-    @abc.abstractmethod
     def delete_dataset(self, workspace_id: str, name: str) -> list[str]:
-        """Remove a dataset and all its versions; returns blob digests no longer referenced."""
+        """Remove a dataset, all its versions and their blob references; returns the digests no
+        reference of any kind, in any workspace, holds any more (decided in the same transaction)."""
 
 
 class SecretStore(abc.ABC):

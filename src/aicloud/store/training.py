@@ -11,7 +11,17 @@ import builtins
 from datetime import datetime
 from typing import Any
 
-from aicloud.entities import Job, JobKind, JobStatus, MetricPoint, Model, ModelVersion, Run, RunStatus
+from aicloud.entities import (
+    BlobOwner,
+    Job,
+    JobKind,
+    JobStatus,
+    MetricPoint,
+    Model,
+    ModelVersion,
+    Run,
+    RunStatus,
+)
 
 
 class JobStore(abc.ABC):
@@ -191,11 +201,30 @@ class ModelStore(abc.ABC):
 
 
 class BlobRefStore(abc.ABC):
-    """Which workspace uploaded which blob, so a workspace can only reference its own blobs."""
+    """References to stored blobs: one table for every kind of owner (``BlobOwner``).
+
+    Blobs are content-addressed and shared between workspaces. A blob may be removed only when
+    no reference of any kind, in any workspace, is left; a workspace may read or reference a
+    blob only while it holds a reference to it. The stores that keep a digest (dataset and
+    model versions, jobs, deployments) add and remove their references in the transaction that
+    writes the owner; ``add`` here is for raw uploads (``POST /blobs``) and tests.
+    """
 
     @abc.abstractmethod
-    def add(self, workspace_id: str, digest: str, size: int) -> None:
-        """Idempotent."""
+    def add(
+        self, workspace_id: str, digest: str, owner: BlobOwner = BlobOwner.UPLOAD, owner_id: str = ""
+    ) -> None:
+        """Idempotent. Raises NotFoundError when the workspace does not exist."""
 
     @abc.abstractmethod
-    def owns(self, workspace_id: str, digest: str) -> bool: ...
+    def owns(self, workspace_id: str, digest: str) -> bool:
+        """Whether the workspace holds any reference to the blob."""
+
+    @abc.abstractmethod
+    def in_use(self, digest: str) -> bool:
+        """Whether any reference of any kind, in any workspace, holds the blob."""
+
+    @abc.abstractmethod
+    def release(self, workspace_id: str, owner: BlobOwner, owner_id: str) -> builtins.list[str]:
+        """Remove the owner's references; in the same transaction, the digests they held that
+        nothing references any more (sorted): the caller removes those blobs."""

@@ -1,4 +1,4 @@
-"""In-memory :class:`JobStore` and :class:`RunStore` for unit tests of the job controller.
+"""In-memory :class:`JobStore`, :class:`RunStore` and :class:`BlobRefStore` for unit tests.
 
 They keep the SQL stores' semantics: entities out (never the stored objects themselves),
 JSON fields read back as JSON would (tuples become lists, NaN becomes None), compare-and-set
@@ -22,12 +22,12 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from aicloud.entities import Job, JobKind, JobStatus, MetricPoint, Run, RunStatus
+from aicloud.entities import BlobOwner, Job, JobKind, JobStatus, MetricPoint, Run, RunStatus
 from aicloud.errors import NotFoundError
 from aicloud.store.sql.session import json_normalize
-from aicloud.store.training import JobStore, RunStore
+from aicloud.store.training import BlobRefStore, JobStore, RunStore
 
-__all__ = ["InMemoryJobStore", "InMemoryRunStore"]
+__all__ = ["InMemoryBlobRefStore", "InMemoryJobStore", "InMemoryRunStore"]
 
 
 def _new_id(prefix: str) -> str:
@@ -356,6 +356,42 @@ class InMemoryRunStore(RunStore):
             state = self._find(workspace_id, run_id)
             state.run = dataclasses.replace(state.run, status=RunStatus(status), finished_at=_now())
             return self._out(state)
+
+
+class InMemoryBlobRefStore(BlobRefStore):
+    """A thread-safe BlobRefStore: a set of (digest, workspace id, owner kind, owner id).
+
+    ``workspaces`` (ids), when given, is checked on ``add`` as the SQL foreign key is.
+    """
+
+    def __init__(self, workspaces: set[str] | None = None) -> None:
+        self._workspaces = workspaces
+        self._refs: set[tuple[str, str, str, str]] = set()
+        self._lock = threading.Lock()
+
+    def add(
+        self, workspace_id: str, digest: str, owner: BlobOwner = BlobOwner.UPLOAD, owner_id: str = ""
+    ) -> None:
+        if self._workspaces is not None and workspace_id not in self._workspaces:
+            raise NotFoundError.of("workspace", workspace_id)
+        with self._lock:
+            self._refs.add((digest, workspace_id, BlobOwner(owner).value, owner_id))
+
+    def owns(self, workspace_id: str, digest: str) -> bool:
+        with self._lock:
+            return any(d == digest and w == workspace_id for d, w, _, _ in self._refs)
+
+    def in_use(self, digest: str) -> bool:
+        with self._lock:
+            return any(d == digest for d, _, _, _ in self._refs)
+
+    def release(self, workspace_id: str, owner: BlobOwner, owner_id: str) -> builtins.list[str]:
+        mine = (workspace_id, BlobOwner(owner).value, owner_id)
+        with self._lock:
+            dropped = {ref for ref in self._refs if ref[1:] == mine}
+            self._refs -= dropped
+            held = {d for d, _, _, _ in self._refs}
+            return sorted({d for d, _, _, _ in dropped} - held)
 
 
 def _finite(value: float) -> float | None:

@@ -1,4 +1,6 @@
-"""Raw blobs: model artifacts, code archives. A workspace reads only the blobs it uploaded."""
+"""Raw blobs: model artifacts, code archives. A workspace reads a blob by digest only while it
+holds a reference to it (it uploaded it, or a dataset version, model, job or deployment of the
+workspace keeps it): to any other workspace the blob does not exist."""
 
 from __future__ import annotations
 
@@ -20,9 +22,8 @@ router = APIRouter(tags=["blobs"])
 async def blobs_upload(request: Request, principal: Member, state: State) -> BlobOut:
     """Store the request body (raw or multipart part ``file``) and return its sha256."""
     upload = await receive_upload(request, state.blobs, state.settings.max_upload_bytes)
-    await run_in_threadpool(
-        state.store.blob_refs.add, principal.workspace.id, upload.blob.digest, upload.blob.size
-    )
+    workspace_id, digest = principal.workspace.id, upload.blob.digest
+    await run_in_threadpool(state.keep_blob, digest, lambda: state.store.blob_refs.add(workspace_id, digest))
     return BlobOut(digest=upload.blob.digest, size=upload.blob.size)
 
 

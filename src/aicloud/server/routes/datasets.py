@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import time
 
@@ -30,8 +31,8 @@ def clean_filename(name: str) -> str:
 
 
 def _discard(state: AppState, digest: str) -> None:
-    if not state.store.datasets.digest_in_use(digest):
-        state.blobs.delete(digest)
+    """Remove a blob stored for an upload that failed, unless any reference holds the same bytes."""
+    state.drop_blobs(lambda: [] if state.store.blob_refs.in_use(digest) else [digest])
 
 
 def _ingest(
@@ -49,17 +50,20 @@ def _ingest(
         raise
     finally:
         data.release_memory()
-    return state.store.datasets.create_version(
-        workspace_id=principal.workspace.id,
-        name=name,
-        format=fmt,
-        filename=filename,
-        blob_digest=digest,
-        size_bytes=upload.blob.size,
-        num_rows=prof.num_rows,
-        schema=prof.schema,
-        stats=prof.stats,
-        lineage={"source": "upload"},
+    return state.keep_blob(
+        digest,
+        lambda: state.store.datasets.create_version(
+            workspace_id=principal.workspace.id,
+            name=name,
+            format=fmt,
+            filename=filename,
+            blob_digest=digest,
+            size_bytes=upload.blob.size,
+            num_rows=prof.num_rows,
+            schema=prof.schema,
+            stats=prof.stats,
+            lineage={"source": "upload"},
+        ),
     )
 
 
@@ -146,22 +150,26 @@ def _split(
     for part, info in blobs.items():
         with state.blobs.open(info.digest) as f:
             prof = data.profile(parent.format, f)
-        out[part] = state.store.datasets.create_version(
-            workspace_id=principal.workspace.id,
-            name=f"{parent.name}-{part}",
-            format=parent.format,
-            filename=f"{parent.name}-v{parent.version}-{part}.{parent.format}",
-            blob_digest=info.digest,
-            size_bytes=info.size,
-            num_rows=prof.num_rows,
-            schema=prof.schema,
-            stats=prof.stats,
-            lineage={
-                "source": "split",
-                "parent": {"id": parent.id, "name": parent.name, "version": parent.version},
-                "part": part,
-                "params": params,
-            },
+        out[part] = state.keep_blob(
+            info.digest,
+            functools.partial(
+                state.store.datasets.create_version,
+                workspace_id=principal.workspace.id,
+                name=f"{parent.name}-{part}",
+                format=parent.format,
+                filename=f"{parent.name}-v{parent.version}-{part}.{parent.format}",
+                blob_digest=info.digest,
+                size_bytes=info.size,
+                num_rows=prof.num_rows,
+                schema=prof.schema,
+                stats=prof.stats,
+                lineage={
+                    "source": "split",
+                    "parent": {"id": parent.id, "name": parent.name, "version": parent.version},
+                    "part": part,
+                    "params": params,
+                },
+            ),
         )
     return SplitResponse(
         train=DatasetVersionOut.model_validate(out["train"]),
@@ -185,8 +193,8 @@ def datasets_split(
 
 @router.delete("/datasets/{name}", status_code=204)
 def datasets_delete(name: str, principal: Member, state: State) -> Response:
-    """Delete a dataset with all its versions; stored files no other version uses are removed."""
-    for digest in state.store.datasets.delete_dataset(principal.workspace.id, check_name(name)):
-        state.blobs.delete(digest)
+    """Delete a dataset with all its versions; a stored file is removed only when no reference of
+    any kind (dataset or model version, job, upload), in any workspace, holds it any more."""
+    state.drop_blobs(lambda: state.store.datasets.delete_dataset(principal.workspace.id, check_name(name)))
     state.versions.discard_where(lambda key, _: key[:2] == (principal.workspace.id, name))
     return Response(status_code=204)

@@ -128,9 +128,6 @@ async def jobs_put_checkpoint(
     upload = await receive_upload(
         request, state.blobs, state.settings.max_upload_bytes, filename="checkpoint.safetensors"
     )
-    await run_in_threadpool(
-        state.store.blob_refs.add, principal.workspace.id, upload.blob.digest, upload.blob.size
-    )
     record = CheckpointOut(
         digest=upload.blob.digest,
         size=upload.blob.size,
@@ -139,7 +136,11 @@ async def jobs_put_checkpoint(
         attempt=job.attempt,
         created_at=datetime.now(UTC).isoformat(),
     )
-    await run_in_threadpool(state.store.jobs.update, jid, checkpoint=record.model_dump())
+    # the job store references the checkpoint's blob (BlobOwner.JOB_CHECKPOINT) in the update
+    checkpoint = record.model_dump()
+    await run_in_threadpool(
+        state.keep_blob, upload.blob.digest, lambda: state.store.jobs.update(jid, checkpoint=checkpoint)
+    )
     return record
 
 

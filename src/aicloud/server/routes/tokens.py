@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Response
 
-from aicloud.errors import ValidationError
 from aicloud.schemas import TokenCreate, TokenCreated, TokenOut
 from aicloud.server.auth import mint_token
 from aicloud.server.deps import Admin, State
@@ -17,8 +16,8 @@ router = APIRouter(tags=["tokens"])
 
 @router.post("/tokens", response_model=TokenCreated, status_code=201)
 def tokens_create(body: TokenCreate, principal: Admin, state: State) -> TokenCreated:
-    if any(t.name == body.name for t in state.store.tokens.list(principal.workspace.id)):
-        raise ValidationError.field("name", f"a token named {body.name!r} already exists in this workspace")
+    """A new token; 409 ``conflict`` when the name is taken in the workspace (a unique constraint
+    in the database, so of concurrent creates with one name exactly one succeeds)."""
     expires = datetime.now(UTC) + timedelta(days=body.expires_in_days) if body.expires_in_days else None
     token_id, token, secret_hash = mint_token()
     row = state.store.tokens.create(

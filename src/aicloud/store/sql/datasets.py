@@ -14,10 +14,11 @@ from typing import Any
 from sqlalchemy import Row, delete, func, select
 from sqlalchemy.orm import Session
 
-from aicloud.entities import DatasetSummary, DatasetVersion, VersionStatus
+from aicloud.entities import BlobOwner, DatasetSummary, DatasetVersion, VersionStatus
 from aicloud.errors import NotFoundError
 from aicloud.store.base import DatasetStore
 from aicloud.store.sql import ids
+from aicloud.store.sql.blobrefs import add_refs, release_refs
 from aicloud.store.sql.counters import next_version
 from aicloud.store.sql.session import Database, json_normalize
 from aicloud.store.sql.tables import DatasetRow, DatasetVersionRow
@@ -101,6 +102,7 @@ class SqlDatasetStore(DatasetStore):
             )
             session.add(row)
             session.flush()
+            add_refs(session, workspace_id, BlobOwner.DATASET_VERSION, row.id, [blob_digest])
             return _entity(row, name)
 
         return self._db.run(tx, missing=lambda: NotFoundError.of("workspace", workspace_id))
@@ -179,38 +181,20 @@ class SqlDatasetStore(DatasetStore):
 
         return self._db.run(tx, write=False)
 
-    def digest_in_use(self, digest: str) -> bool:
-        def tx(session: Session) -> bool:
-            query = select(DatasetVersionRow.id).where(DatasetVersionRow.blob_digest == digest).limit(1)
-            return session.scalar(query) is not None
-
-        return self._db.run(tx, write=False)
-
     def delete_dataset(self, workspace_id: str, name: str) -> list[str]:
         def tx(session: Session) -> list[str]:
             query = select(DatasetRow).where(DatasetRow.workspace_id == workspace_id, DatasetRow.name == name)
             dataset = session.scalar(query.with_for_update())
             if dataset is None:
                 raise NotFoundError.of("dataset", name)
-            digests = set(
+            versions = list(
                 session.scalars(
-                    select(DatasetVersionRow.blob_digest)
-                    .where(DatasetVersionRow.dataset_id == dataset.id)
-                    .distinct()
+                    select(DatasetVersionRow.id).where(DatasetVersionRow.dataset_id == dataset.id)
                 )
             )
             session.execute(delete(DatasetVersionRow).where(DatasetVersionRow.dataset_id == dataset.id))
             session.execute(delete(DatasetRow).where(DatasetRow.id == dataset.id))
-            if not digests:
-                return []
-            still_used = set(
-                session.scalars(
-                    select(DatasetVersionRow.blob_digest)
-                    .where(DatasetVersionRow.blob_digest.in_(digests))
-                    .distinct()
-                )
-            )
-            return sorted(digests - still_used)
+            return release_refs(session, workspace_id, BlobOwner.DATASET_VERSION, versions)
 
         return self._db.run(tx)
 

@@ -14,10 +14,12 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from aicloud.entities import BlobOwner
 from aicloud.entities.serving import Deployment, DeploymentStatus, Replica, ReplicaState
 from aicloud.errors import ConflictError, NotFoundError
 from aicloud.store.serving import DeploymentStore
 from aicloud.store.sql import ids
+from aicloud.store.sql.blobrefs import add_refs, release_refs
 from aicloud.store.sql.session import Database, json_normalize
 from aicloud.store.sql.tables import DeploymentRow, ReplicaRow
 
@@ -55,6 +57,14 @@ def _replica(row: ReplicaRow) -> Replica:
     )
 
 
+def _reference_code(session: Session, row: DeploymentRow) -> None:
+    """A service deployment references its code archive (the spec's current one only)."""
+    release_refs(session, row.workspace_id, BlobOwner.DEPLOYMENT, [row.id])
+    code = (row.spec.get("service") or {}).get("code") if isinstance(row.spec, dict) else None
+    if isinstance(code, str) and code:
+        add_refs(session, row.workspace_id, BlobOwner.DEPLOYMENT, row.id, [code])
+
+
 class SqlDeploymentStore(DeploymentStore):
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -88,6 +98,7 @@ class SqlDeploymentStore(DeploymentStore):
             )
             session.add(row)
             session.flush()
+            _reference_code(session, row)
             return _deployment(row)
 
         return self._db.run(
@@ -151,6 +162,8 @@ class SqlDeploymentStore(DeploymentStore):
             row = session.scalars(statement).one_or_none()
             if row is None:
                 raise NotFoundError.of("deployment", missing)
+            if "spec" in changes:
+                _reference_code(session, row)
             return _deployment(row)
 
         return self._db.run(tx)
@@ -193,8 +206,14 @@ class SqlDeploymentStore(DeploymentStore):
 
     def delete(self, deployment_id: str) -> None:
         def tx(session: Session) -> None:
+            workspace_id = session.scalar(
+                select(DeploymentRow.workspace_id).where(DeploymentRow.id == deployment_id)
+            )
             session.execute(delete(ReplicaRow).where(ReplicaRow.deployment_id == deployment_id))
             session.execute(delete(DeploymentRow).where(DeploymentRow.id == deployment_id))
+            if workspace_id is not None:
+                # The code was uploaded (POST /blobs), so that reference keeps the blob.
+                release_refs(session, workspace_id, BlobOwner.DEPLOYMENT, [deployment_id])
 
         self._db.run(tx)
 

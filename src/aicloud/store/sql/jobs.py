@@ -16,9 +16,10 @@ from typing import Any
 from sqlalchemy import Update, select, update
 from sqlalchemy.orm import Session
 
-from aicloud.entities import Job, JobKind, JobStatus
+from aicloud.entities import BlobOwner, Job, JobKind, JobStatus
 from aicloud.errors import NotFoundError
 from aicloud.store.sql import ids
+from aicloud.store.sql.blobrefs import add_refs
 from aicloud.store.sql.session import Database, json_normalize
 from aicloud.store.sql.tables import JobRow
 from aicloud.store.training import JobStore
@@ -63,6 +64,19 @@ def _set(**values: Any) -> dict[str, Any]:
     return changes
 
 
+def _add_blob_refs(session: Session, row: JobRow) -> None:
+    """Reference the blobs the job keeps: its code archive, its log, each checkpoint it stored
+    (an earlier checkpoint keeps its reference when a later one replaces it)."""
+    owned = (
+        (BlobOwner.JOB_CODE, (row.spec or {}).get("code")),
+        (BlobOwner.JOB_LOG, row.log_digest),
+        (BlobOwner.JOB_CHECKPOINT, (row.checkpoint or {}).get("digest")),
+    )
+    for owner, digest in owned:
+        if isinstance(digest, str) and digest:
+            add_refs(session, row.workspace_id, owner, row.id, [digest])
+
+
 def _returning(statement: Update) -> Any:
     return statement.returning(JobRow).execution_options(synchronize_session=False)
 
@@ -103,6 +117,7 @@ class SqlJobStore(JobStore):
             )
             session.add(row)
             session.flush()
+            _add_blob_refs(session, row)
             return _entity(row)
 
         return self._db.run(tx, missing=lambda: NotFoundError.of("workspace", workspace_id))
@@ -205,6 +220,8 @@ class SqlJobStore(JobStore):
             statement = update(JobRow).where(JobRow.id == job_id, JobRow.status.in_(expected)).values(changes)
             row = session.scalars(_returning(statement)).one_or_none()
             if row is not None:
+                if log_digest is not None:
+                    _add_blob_refs(session, row)
                 return _entity(row)
             if session.scalar(select(JobRow.id).where(JobRow.id == job_id)) is None:
                 raise NotFoundError.of("job", job_id)
@@ -245,6 +262,8 @@ class SqlJobStore(JobStore):
                 row = session.get(JobRow, job_id)
             if row is None:
                 raise NotFoundError.of("job", job_id)
+            if log_digest is not None or checkpoint is not None:
+                _add_blob_refs(session, row)
             return _entity(row)
 
         return self._db.run(tx)

@@ -15,9 +15,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from aicloud.entities import Model, ModelVersion
+from aicloud.entities import BlobOwner, Model, ModelVersion
 from aicloud.errors import NotFoundError
 from aicloud.store.sql import ids
+from aicloud.store.sql.blobrefs import add_refs
 from aicloud.store.sql.counters import next_version
 from aicloud.store.sql.session import Database, json_normalize
 from aicloud.store.sql.tables import ModelAliasRow, ModelRow, ModelVersionRow
@@ -107,6 +108,7 @@ class SqlModelStore(ModelStore):
             )
             session.add(row)
             session.flush()
+            add_refs(session, workspace_id, BlobOwner.MODEL_VERSION, row.id, row.files.values())
             return _version_entity(row, name, [])
 
         return self._db.run(tx, missing=lambda: NotFoundError.of("workspace", workspace_id))

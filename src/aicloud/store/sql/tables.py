@@ -76,6 +76,7 @@ class WorkspaceRow(Base):
 
 class TokenRow(Base):
     __tablename__ = "tokens"
+    __table_args__ = (UniqueConstraint("workspace_id", "name"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     workspace_id: Mapped[str] = mapped_column(
@@ -255,15 +256,19 @@ class ModelAliasRow(Base):
 
 
 class BlobRefRow(Base):
-    """A workspace uploaded the blob ``digest``: it may read and reference it."""
+    """A reference to the blob ``digest``: what holds it (``owner_kind``, ``owner_id``) in which
+    workspace. A blob is removed only when no row is left for its digest; a workspace reads a
+    blob by digest only while it has a row for it (``store.sql.blobrefs``)."""
 
     __tablename__ = "blob_refs"
+    __table_args__ = (Index(None, "owner_kind", "owner_id"),)
 
+    digest: Mapped[str] = mapped_column(String(128), primary_key=True)
     workspace_id: Mapped[str] = mapped_column(
         String(64), ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
     )
-    digest: Mapped[str] = mapped_column(String(128), primary_key=True, index=True)
-    size_bytes: Mapped[int] = mapped_column(BigInteger())
+    owner_kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

@@ -60,7 +60,10 @@ class SqlTokenStore(TokenStore):
 
         return self._db.run(
             tx,
-            conflict=lambda: ConflictError(f"token {token_id!r} already exists"),
+            # the unique (workspace_id, name) constraint: concurrent creates get one winner
+            conflict=lambda: ConflictError(
+                f"a token named {name!r} already exists in this workspace", details={"name": name}
+            ),
             missing=lambda: NotFoundError.of("workspace", workspace_id),
         )
 
