@@ -32,7 +32,7 @@ COLS = [Column(f"f{i}", "float64") for i in range(4)]
 
 
 def test_rows_in_signature_order_become_a_float_matrix() -> None:
-    p = validate_rows(COLS, [[1, 2, 3, 4], [0.5, True, 0, -1]])
+    p = validate_rows(COLS, [[1, 2, 3, 4], [0.5, 1, 0, -1]])
     assert p.matrix is not None and p.matrix.shape == (2, 4) and p.rows == 2
     p = validate_rows(COLS, [{"f0": 1, "f1": 2, "f2": 3, "f3": 4, "extra": "ignored"}])
     assert p.matrix is not None and p.matrix.tolist() == [[1, 2, 3, 4]]
@@ -51,6 +51,10 @@ def test_rows_in_signature_order_become_a_float_matrix() -> None:
         ([[1, 2, 3, math.inf]], "inputs[0][3]", "finite"),
         ([{"f0": 1, "f1": 2, "f2": 3}], "inputs[0]", "missing column(s) 'f3'"),
         ([{"f0": 1, "f1": 2, "f2": 3, "f3": "x"}], "inputs[0].f3", "expected a number"),
+        ([[1, 2, 3, True]], "inputs[0][3] (f3)", "got true (a boolean)"),
+        ([[1.5, False, 3, 4]], "inputs[0][1] (f1)", "got false (a boolean)"),
+        ([[True, True, False, True]], "inputs[0][0] (f0)", "a boolean"),
+        ([{"f0": 1, "f1": 2, "f2": 3, "f3": False}], "inputs[0].f3", "a boolean"),
         ([5], "inputs[0]", "expected a row"),
     ],
 )
@@ -60,6 +64,16 @@ def test_bad_rows_name_the_field(inputs: Any, field: str, words: str) -> None:
     assert info.value.status_code == 400
     assert info.value.details[0]["field"] == field, info.value.message
     assert words in info.value.message
+
+
+def test_booleans_fill_bool_columns_only() -> None:
+    cols = [Column("flag", "bool"), Column("x", "float64")]
+    p = validate_rows(cols, [[True, 2.5], [False, 0]])
+    assert p.matrix is not None and p.matrix.tolist() == [[1.0, 2.5], [0.0, 0.0]]
+    with pytest.raises(BadRequestError, match=r"inputs\[0\]\[1\] \(x\): expected a number, got true"):
+        validate_rows(cols, [[True, True]])
+    p = validate_rows([Column("a", "bool"), Column("b", "bool")], [[True, False]])
+    assert p.matrix is not None and p.matrix.tolist() == [[1.0, 0.0]]
 
 
 def test_mixed_signature_keeps_records() -> None:

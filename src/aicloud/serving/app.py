@@ -6,9 +6,9 @@
 :class:`ReplicaApp` is a thin ASGI layer in front of a FastAPI app. For every request but the two health
 routes it checks, in order: draining (503), ``Authorization: Bearer <key>`` (constant-time; 401), and
 the body size (``Content-Length`` first, then while reading; 413). It reads the body once and hands
-it to the routes (``scope["aicloud.body"]``), so ``/predict`` parses the raw bytes with ``json.loads``
-and answers a plain ``Response``: no request model, no copies. Errors have the aicloud shape and never
-carry a stack trace.
+it to the routes (``scope["aicloud.body"]``), so ``/predict`` parses the raw bytes
+(:func:`~aicloud.serving.runtime.parse_json`) and answers a plain ``Response``: no request model, no
+copies. Errors have the aicloud shape and never carry a stack trace.
 
 The routes live by concept: the Open Inference Protocol in :mod:`aicloud.serving.oip_routes`, a
 Service's handlers in :mod:`aicloud.serving.handlers`, the shared request/response helpers in
@@ -59,7 +59,7 @@ from aicloud.serving.cache import ResponseCache, cache_key
 from aicloud.serving.handlers import HandlerRoute, add_handler_route, validation_error
 from aicloud.serving.metrics import ReplicaMetrics
 from aicloud.serving.oip_routes import add_oip_routes
-from aicloud.serving.runtime import ModelRuntime, bad_input
+from aicloud.serving.runtime import ModelRuntime, bad_input, parse_json
 from aicloud.serving.service import HandlerInfo, Service, handlers_of
 
 __all__ = [
@@ -353,10 +353,7 @@ class ReplicaApp:
     async def _predict(self, request: Request) -> Response:
         runtime, batcher = self.runtime, self.batcher
         assert runtime is not None and batcher is not None
-        try:
-            doc = json.loads(request_body(request))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise bad_input("body", f"not valid JSON: {exc}") from None
+        doc = parse_json(request_body(request))
         if not isinstance(doc, dict) or "inputs" not in doc:
             raise bad_input("body", 'expected a JSON object {"inputs": [row, ...]}')
         prepared = runtime.prepare(doc["inputs"])

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from aicloud.serving.runtime import bad_input
+from aicloud.serving.runtime import bad_input, parse_json
 
 HEADER = "inference-header-content-length"
 
@@ -115,10 +115,9 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         header, binary = body[:n], memoryview(body)[n:]
     else:
         header, binary = body, memoryview(b"")
-    try:
-        doc = json.loads(header)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad_input("body", f"not valid JSON: {exc}") from None
+    doc = parse_json(header)
+    # true/false fill BOOL tensors only; a cheap scan of the bytes spares the walk of every request
+    may_hold_bools = b"true" in header or b"false" in header
     if not isinstance(doc, dict):
         raise bad_input("body", "expected a JSON object with an 'inputs' list")
     raw_inputs = doc.get("inputs")
@@ -162,6 +161,8 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
             data = tensor.get("data")
             if data is None:
                 raise bad_input(f"{where}.data", "missing (or send it binary with binary_data_size)")
+            if may_hold_bools and datatype != "BOOL" and _holds_bool(data):
+                raise bad_input(f"{where}.data", f"expected {datatype} values, got a boolean (true/false)")
             try:
                 array = np.array(data, dtype=dtype).reshape(-1)
             except (ValueError, TypeError, OverflowError) as exc:
@@ -188,6 +189,13 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         outputs=outputs,
         parameters=parameters,
     )
+
+
+def _holds_bool(data: Any) -> bool:
+    """Whether a tensor's JSON ``data`` (nested lists, at most MAX_JSON_DEPTH deep) holds a boolean."""
+    if isinstance(data, bool):
+        return True
+    return isinstance(data, list) and any(_holds_bool(v) for v in data)
 
 
 def _json_data(datatype: str, array: np.ndarray) -> list[Any]:

@@ -131,7 +131,9 @@ def prepare_tensors(runtime: ModelRuntime, req: InferRequest) -> Prepared:
         if tensor is None:
             raise bad_input("inputs", f"expected one tensor named {spec.name!r}")
         width = spec.shape[1]
-        if tensor.dtype == object:
+        if tensor.dtype == object or (
+            tensor.dtype == bool and any(c.dtype != "bool" for c in runtime.columns)
+        ):
             raise bad_input(f"inputs.{spec.name}", "expected a numeric datatype (FP32, FP64, INT64...)")
         if tensor.ndim != 2 or tensor.shape[1] != width:
             raise bad_input(f"inputs.{spec.name}", f"expected shape [-1, {width}], got {list(tensor.shape)}")

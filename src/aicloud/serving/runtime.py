@@ -14,9 +14,11 @@ Inputs of ``POST /predict`` and of the Open Inference Protocol, validated agains
 * rows in signature order, ``[[v1, v2, ...], ...]`` (numeric signatures), or
 * rows as objects, ``[{"col": v, ...}, ...]`` (any signature; a missing column is refused).
 
-Numeric columns must be finite numbers (``true``/``false`` count as 1/0); string columns take strings
-or numbers. An empty batch, a ragged row, NaN or infinity is refused with a 400 naming the field, e.g.
-``inputs[3]: expected 64 values, got 10``.
+Numeric columns must be finite numbers; ``true``/``false`` only fill ``bool`` columns (a boolean for
+any other column is refused like a string). String columns take strings or numbers. An empty batch, a
+ragged row, NaN or infinity is refused with a 400 naming the field, e.g. ``inputs[3]: expected 64
+values, got 10``. Request bodies are parsed by :func:`parse_json`, which refuses JSON nested deeper than
+:data:`MAX_JSON_DEPTH` levels with a 400 instead of exhausting the stack.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import pydantic_core
 
 from aicloud.errors import BadRequestError, InvalidDataError
 
@@ -54,6 +58,22 @@ NUMERIC_DTYPES = {
 def bad_input(field: str, problem: str) -> BadRequestError:
     """A 400 naming the field: ``inputs[3]: expected 64 values, got 10``."""
     return BadRequestError(f"{field}: {problem}", details=[{"field": field, "message": problem}])
+
+
+MAX_JSON_DEPTH = 200
+"""How deep a request's JSON may nest (arrays and objects); the parser's own recursion limit. Predict
+inputs need 3 levels, OIP tensors one more per dimension."""
+
+
+def parse_json(raw: bytes, field: str = "body") -> Any:
+    """Parse a request body (UTF-8 JSON); a 400 naming ``field`` when it is not valid JSON or nests
+    deeper than :data:`MAX_JSON_DEPTH` levels (``json.loads`` would exhaust the stack: a 500)."""
+    try:
+        return pydantic_core.from_json(raw)
+    except ValueError as exc:
+        if str(exc).startswith("recursion limit exceeded"):
+            raise bad_input(field, f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+        raise bad_input(field, f"not valid JSON: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -111,9 +131,11 @@ class ModelRuntime(Protocol):
 # validation
 
 
-def _check_number(value: Any, field: str) -> float:
+def _check_number(value: Any, field: str, dtype: str) -> float:
     if isinstance(value, bool):
-        return float(value)
+        if dtype == "bool":
+            return float(value)
+        raise bad_input(field, f"expected a number, got {str(value).lower()} (a boolean)")
     if not isinstance(value, (int, float)):
         raise bad_input(field, f"expected a number, got {type(value).__name__} {str(value)[:40]!r}")
     number = float(value)
@@ -130,6 +152,7 @@ def validate_rows(columns: list[Column], inputs: Any, field: str = "inputs") -> 
         raise bad_input(field, "empty batch: send at least one row")
     width = len(columns)
     numeric = all(c.numeric for c in columns)
+    all_bool = all(c.dtype == "bool" for c in columns)
     first = inputs[0]
     if isinstance(first, list) and numeric:
         try:  # fast path: one C-level conversion; on failure find the bad value for the message
@@ -142,6 +165,8 @@ def validate_rows(columns: list[Column], inputs: Any, field: str = "inputs") -> 
             and matrix.ndim == 2
             and matrix.shape[1] == width
         ):
+            if bool in set(map(type, chain.from_iterable(inputs))) and not all_bool:
+                _slow_rows(columns, inputs, field)  # refuses a true/false outside a bool column
             matrix = matrix.astype(np.float64, copy=False)
             if not np.isfinite(matrix).all():
                 r, c = np.argwhere(~np.isfinite(matrix))[0]
@@ -167,7 +192,7 @@ def _slow_rows(columns: list[Column], rows: list[Any], field: str) -> None:
             raise bad_input(f"{field}[{r}]", f"expected {width} values, got {len(row)}")
         for c, (col, value) in enumerate(zip(columns, row, strict=True)):
             if col.numeric:
-                _check_number(value, f"{field}[{r}][{c}] ({col.name})")
+                _check_number(value, f"{field}[{r}][{c}] ({col.name})", col.dtype)
             elif not isinstance(value, (str, int, float)) or isinstance(value, bool):
                 raise bad_input(f"{field}[{r}][{c}] ({col.name})", f"expected a string, got {value!r}")
 
@@ -189,7 +214,7 @@ def _records(columns: list[Column], rows: list[Any], field: str, numeric: bool) 
             value = row[col.name]
             where = f"{field}[{r}].{col.name}"
             if col.numeric:
-                number = _check_number(value, where)
+                number = _check_number(value, where, col.dtype)
                 if matrix is not None:
                     matrix[r, c] = number
             elif not isinstance(value, (str, int, float)) or isinstance(value, bool):
