@@ -153,8 +153,11 @@ def test_replicas(serving: Serving) -> None:
     assert r2.handle == {"pid": 12, "t": [1, 2]}
     assert [r.id for r in store.replicas(d.id)] == [r1.id, r2.id]  # oldest first
 
-    h = store.update_replica(r1.id, handle={"executor": "local", "pid": 1})
+    assert r1.key_sealed is None
+    h = store.update_replica(r1.id, handle={"executor": "local", "pid": 1}, key_sealed=b"\x00sealed\xff")
     assert h.handle == {"executor": "local", "pid": 1} and h.state == ReplicaState.STARTING
+    assert h.key_sealed == b"\x00sealed\xff" and "sealed" not in repr(h)  # kept with the replica
+    assert store.replicas(d.id)[0].key_sealed == b"\x00sealed\xff"
     ready = store.update_replica(r1.id, state=ReplicaState.READY)
     assert ready.ready_at is not None and ready.handle == h.handle
     draining = store.update_replica(r1.id, state=ReplicaState.DRAINING, message="surplus")

@@ -247,8 +247,9 @@ class World:
         return f"{self.gateway.url}/v1/endpoints/{name}/{path}"
 
     def endpoint(self, name: str, *slots: ReplicaSlot, workspace: str = WS) -> Endpoint:
-        ep = self.registry.ensure(f"dep-{name}", workspace, name, f"key-{name}")
+        ep = self.registry.ensure(f"dep-{name}", workspace, name)
         for slot in slots:
+            slot.key = slot.key or f"key-{name}"  # the bearer the echo replicas see
             self.registry.set_replica(ep, slot)
         return ep
 
@@ -272,8 +273,10 @@ def make_world(**gateway_options: Any) -> Iterator[World]:
             server.stop()
 
 
-def slot(rid: str, url: str, generation: int = 1, ready: bool = True, draining: bool = False) -> ReplicaSlot:
-    return ReplicaSlot(rid, url, generation, ready=ready, draining=draining)
+def slot(
+    rid: str, url: str, generation: int = 1, ready: bool = True, draining: bool = False, key: str = ""
+) -> ReplicaSlot:
+    return ReplicaSlot(rid, url, generation, ready=ready, draining=draining, key=key)
 
 
 def error_of(response: httpx.Response) -> dict[str, Any]:

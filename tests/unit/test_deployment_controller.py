@@ -10,8 +10,9 @@ from typing import Any, cast
 
 import pytest
 
+from aicloud.blobs.keyring import MemoryKeyring, seal_value, unseal_value
 from aicloud.config import Settings
-from aicloud.controllers.deployments import DeploymentController
+from aicloud.controllers.deployments import DeploymentController, ReplicaKeys
 from aicloud.entities.serving import Deployment, DeploymentStatus, Replica, ReplicaState
 from aicloud.executors.base import LaunchRequest
 from aicloud.gateway.registry import Endpoint, EndpointRegistry
@@ -37,6 +38,21 @@ class RecordingExecutor(FakeExecutor):
         super().cancel(handle, grace_s)
 
 
+class SealedKeys:
+    """Replica keys sealed as the server seals them (a master key; the replica id as associated data)."""
+
+    def __init__(self) -> None:
+        self.keyring = MemoryKeyring()
+        self.opened: list[str] = []
+
+    def seal_key(self, replica_id: str, key: str) -> bytes:
+        return seal_value(self.keyring, key.encode(), replica_id.encode())
+
+    def open_key(self, replica_id: str, sealed: bytes) -> str:
+        self.opened.append(replica_id)
+        return unseal_value(self.keyring, sealed, replica_id.encode()).decode()
+
+
 class Harness:
     def __init__(self, tmp: Path, *, cancel_ends_job: bool = True) -> None:
         self.tmp = tmp
@@ -50,20 +66,29 @@ class Harness:
         self.launched: list[tuple[str, int, str]] = []  # (replica id, port, key)
         self.removed: list[str] = []  # on_removed hook calls
         self.settings = Settings(home=tmp / "home")
+        self.keys: ReplicaKeys | None = SealedKeys()
         self.controller = self.new_controller()
 
-    def new_controller(self, registry: EndpointRegistry | None = None) -> DeploymentController:
+    def new_controller(self, registry: EndpointRegistry | None = None, **kwargs: Any) -> DeploymentController:
         return DeploymentController(
             self.store,
             self.executor,
             registry or self.registry,
             self.settings,
             self.launch,
-            interval=0.02,
+            keys=self.keys,
+            interval=kwargs.pop("interval", 0.02),
             probe=self.probe,
             clock=lambda: self.now,
             on_removed=lambda r: self.removed.append(r.id),
+            **kwargs,
         )
+
+    def restart(self, **kwargs: Any) -> None:
+        """A new control plane: a new registry and controller; the replica processes live on."""
+        self.registry = EndpointRegistry()
+        self.executor.registry = self.registry
+        self.controller = self.new_controller(self.registry, **kwargs)
 
     def launch(self, d: Deployment, replica_id: str, port: int, key: str) -> LaunchRequest:
         self.launched.append((replica_id, port, key))
@@ -138,9 +163,13 @@ def test_starts_replicas_up_to_desired(h: Harness) -> None:
     assert sorted(h.executor.submitted) == sorted(r.id for r in replicas)
     assert len({r.port for r in replicas}) == 2 and all(r.port > 0 for r in replicas)
     assert all(r.handle == {"executor": "fake", "fake_job": r.id} for r in replicas)
-    # one random key per deployment, given to every replica and to the gateway
-    keys = {key for _, _, key in h.launched}
-    assert len(keys) == 1 and h.ep(d).replica_key in keys and len(h.ep(d).replica_key) >= 32
+    # a random key per replica, given to it and to its gateway slot, and stored sealed
+    keys = {rid: key for rid, _, key in h.launched}
+    assert len(set(keys.values())) == 2 and all(len(k) >= 32 for k in keys.values())
+    assert {rid: h.ep(d).replicas[rid].key for rid in keys} == keys
+    for r in replicas:
+        assert r.key_sealed is not None and keys[r.id].encode() not in r.key_sealed
+        assert h.keys is not None and h.keys.open_key(r.id, r.key_sealed) == keys[r.id]
     assert [port for _, port, _ in h.launched] == [r.port for r in replicas]
     assert h.routable(d) == []  # starting replicas take no traffic
     assert h.ep(d).timeout_s == 60.0
@@ -555,25 +584,149 @@ def test_delete_drains_then_removes(tmp_path: Path) -> None:
     assert h.registry.by_deployment(keep.id) is not None
 
 
-def test_a_new_control_plane_replaces_the_old_ones_replicas(h: Harness) -> None:
+def test_a_new_control_plane_adopts_the_running_replicas(h: Harness) -> None:
     d = h.create(min_replicas=2, max_replicas=2)
     h.all_ready = True
     h.tick(2)
     before = h.replicas(d)
-    old_key = h.ep(d).replica_key
+    keys = {rid: key for rid, _, key in h.launched}
 
-    registry = EndpointRegistry()  # a restarted control plane: new registry, new controller
-    h.registry = registry
-    h.executor.registry = registry
-    h.controller = h.new_controller(registry)
+    h.restart()
+    h.tick()  # one pass: routable at once, under the keys they were started with
+    assert h.routable(d) == sorted(keys)
+    assert {rid: slot.key for rid, slot in h.ep(d).replicas.items()} == keys
+    assert all(h.executor.jobs[r.id].cancels == [] for r in before)  # nothing drained
+    assert len(h.executor.submitted) == 2  # nothing started
+    assert h.replicas(d) == before
+    assert h.get(d).status == DeploymentStatus.READY
+    h.tick(3)
+    assert len(h.executor.submitted) == 2 and h.replicas(d) == before
+    assert h.removed == []
+
+
+def test_start_adopts_before_it_returns(h: Harness) -> None:
+    d = h.create()
+    h.all_ready = True
+    h.tick(2)
+    (r,) = h.replicas(d)
+    h.restart(interval=3600, probe_interval=0)  # no pass but the first one
+    h.controller.start()
+    try:
+        assert h.routable(d) == [r.id]  # before the server takes traffic, no request is refused
+    finally:
+        h.controller.stop(timeout=5, stop_replicas=False)
+    assert h.executor.running_ids() == [r.id]
+
+
+def test_a_replica_that_died_while_the_control_plane_was_down_is_replaced(h: Harness) -> None:
+    d = h.create(min_replicas=2, max_replicas=2)
+    h.all_ready = True
+    h.tick(2)
+    dead, alive = h.replicas(d)
+    h.restart()
+    h.executor.finish(dead.id, -9, log="Killed\n")
+    h.tick()
+    ids = [r.id for r in h.replicas(d)]
+    assert dead.id not in ids and alive.id in ids and len(ids) == 2
+    assert h.removed == [dead.id] and h.executor.jobs[dead.id].cleanups == 1
+    assert h.keys is not None and dead.id not in cast(SealedKeys, h.keys).opened  # dead: not adopted
+    assert h.executor.jobs[alive.id].cancels == []
+    assert len(h.executor.submitted) == 3
+    h.tick()
+    assert len(h.routable(d)) == 2
+
+
+def test_a_lost_replica_found_after_a_restart_is_replaced(h: Harness) -> None:
+    d = h.create()
+    h.all_ready = True
+    h.tick(2)
+    (lost,) = h.replicas(d)
+    h.restart()
+    h.executor.lose(lost.id)
+    h.tick(2)
+    (fresh,) = h.replicas(d)
+    assert fresh.id != lost.id and h.routable(d) == [fresh.id]
+
+
+def test_replicas_without_a_stored_key_are_replaced(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.keys = None  # a control plane that stores no keys (or replicas started before keys were stored)
+    h.controller = h.new_controller()
+    d = h.create(min_replicas=2, max_replicas=2)
+    h.all_ready = True
+    h.tick(2)
+    before = h.replicas(d)
+    assert all(r.key_sealed is None for r in before)
+
+    h.keys = SealedKeys()
+    h.restart()
     h.tick()
     assert all(h.executor.jobs[r.id].cancels == [30.0] for r in before)
+    assert all(h.executor.draining_at_cancel[r.id] for r in before)
     h.tick()
     after = h.replicas(d)
     assert len(after) == 2 and not {r.id for r in before} & {r.id for r in after}
-    assert h.ep(d).replica_key != old_key
-    assert h.launched[-1][2] == h.ep(d).replica_key
     assert len(h.routable(d)) == 2
+
+
+def test_a_replica_whose_key_does_not_open_is_replaced(h: Harness) -> None:
+    d = h.create(min_replicas=2, max_replicas=2)
+    h.all_ready = True
+    h.tick(2)
+    first, second = h.replicas(d)
+    assert second.key_sealed is not None
+    h.deployments.update_replica(first.id, key_sealed=second.key_sealed)  # another replica's key
+    h.restart()
+    h.tick(2)
+    assert h.executor.jobs[first.id].cancels == [30.0]
+    assert h.executor.jobs[second.id].cancels == []
+    ids = [r.id for r in h.replicas(d)]
+    assert first.id not in ids and second.id in ids and len(ids) == 2
+    assert len(h.routable(d)) == 2
+
+
+def test_an_adopted_replica_that_does_not_answer_is_routed_once_it_does(h: Harness) -> None:
+    d = h.create()
+    h.all_ready = True
+    h.tick(2)
+    (r,) = h.replicas(d)
+    h.all_ready = False  # alive, but its readiness probe fails now
+    h.restart()
+    h.tick()
+    assert h.states(d) == [(1, ReplicaState.STARTING)]
+    assert h.routable(d) == [] and r.id in h.ep(d).replicas
+    assert len(h.executor.submitted) == 1  # it is given the chance: nothing new starts
+    h.make_ready(r)
+    h.tick()
+    assert h.states(d) == [(1, ReplicaState.READY)] and h.routable(d) == [r.id]
+    assert h.ep(d).replicas[r.id].key == h.launched[0][2]
+
+
+def test_an_adopted_starting_replica_goes_on_starting(h: Harness) -> None:
+    d = h.create()
+    h.tick()
+    (r,) = h.replicas(d)
+    h.restart()
+    h.tick()
+    assert h.states(d) == [(1, ReplicaState.STARTING)] and h.routable(d) == []
+    h.make_ready(r)
+    h.tick()
+    assert h.routable(d) == [r.id] and len(h.executor.submitted) == 1
+
+
+def test_an_adopted_old_generation_is_rolled_over(h: Harness) -> None:
+    d = h.create()
+    h.all_ready = True
+    h.tick(2)
+    (old,) = h.replicas(d)
+    h.restart()
+    h.deployments.update_spec(WS, d.name, {**d.spec, "max_batch_size": 8}, None)
+    h.tick()  # the old replica serves (adopted) until its successor is ready
+    assert old.id in h.routable(d) and len(h.executor.submitted) == 2
+    h.tick()
+    assert h.executor.jobs[old.id].cancels == [30.0]
+    h.tick()  # it exited: removed
+    assert [r.generation for r in h.replicas(d)] == [2]
 
 
 def test_the_loop_runs_in_a_thread_and_stop_stops_replicas(h: Harness) -> None:

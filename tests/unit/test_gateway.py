@@ -119,6 +119,19 @@ def test_replica_key_replaces_the_callers_token_and_path_query_pass(world: World
     assert "cookie" not in seen.headers
 
 
+def test_each_replica_is_called_with_its_own_key(world: World) -> None:
+    ep = world.endpoint("keys", slot("r1", world.a_url, key="key-r1"), slot("r2", world.b_url, key="key-r2"))
+    assert httpx.get(world.url("keys", "v2"), headers=world.auth()).status_code == 200
+    world.registry.set_replica(ep, slot("r1", world.a_url, draining=True))  # a slot update keeps the key
+    assert httpx.get(world.url("keys", "v2"), headers=world.auth()).status_code == 200
+    world.registry.set_replica(ep, slot("r1", world.a_url))
+    world.registry.set_replica(ep, slot("r2", world.b_url, draining=True))
+    assert httpx.get(world.url("keys", "v2"), headers=world.auth()).status_code == 200
+    assert [s.authorization for s in world.a.seen] == ["Bearer key-r1", "Bearer key-r1"]
+    assert [s.authorization for s in world.b.seen] == ["Bearer key-r2"]
+    assert "key-r1" not in repr(ep.replicas["r1"])  # a key is a secret: never in a log line
+
+
 def test_head_is_forwarded(world: World) -> None:
     world.endpoint("alpha", slot("r1", world.a_url))
     r = httpx.head(world.url("alpha", "v2/health/ready"), headers=world.auth())
@@ -206,7 +219,7 @@ def test_cold_request_is_held_until_a_replica_is_ready(world: World) -> None:
         assert demanded.wait(10)
         assert ep.start_requested and ep.waiting == 1
         time.sleep(0.3)
-        world.registry.set_replica(ep, slot("r1", world.a_url))
+        world.registry.set_replica(ep, slot("r1", world.a_url, key="key-cold"))
 
     thread = threading.Thread(target=controller)
     thread.start()

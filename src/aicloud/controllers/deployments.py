@@ -6,9 +6,9 @@ status ``deleting``); actual state comes from the executor (``poll``), the repli
 :class:`EndpointRegistry`. Each :meth:`DeploymentController.reconcile_once` pass, for every
 deployment (an error in one is logged and the pass goes on with the next):
 
-1. **endpoint**: ``registry.ensure`` with the deployment's replica key (random, kept in
-   memory only; the gateway presents it to the replicas).
-2. **observe**: poll every replica's process. A replica that ended while draining is
+1. **endpoint**: ``registry.ensure`` (the gateway's routing state of the deployment).
+2. **observe**: poll every replica's process; adopt the running ones an earlier control plane
+   started (see "Control-plane restarts"). A replica that ended while draining is
    removed (row, registry slot, ``cleanup``). One that ended (or was lost) while starting
    or ready *failed*: it leaves the registry, is marked failed, removed and cleaned up; a
    failed *start* of the current generation counts, and after ``max_failed_starts`` in a
@@ -20,7 +20,8 @@ deployment (an error in one is logged and the pass goes on with the next):
    :func:`aicloud.controllers.autoscale.decide`; the result is stored by ``set_desired``.
    ``start_requested`` (a request held for a cold deployment) gives one replica at once.
 4. **roll**: start replicas of the current generation up to ``desired`` (a free port from
-   binding 127.0.0.1:0, ``add_replica``, ``executor.submit(launcher(...))``); retire the
+   binding 127.0.0.1:0, ``add_replica``, a random key of its own, ``executor.submit(launcher(...))``,
+   the handle and the sealed key stored); retire the
    surplus (starting ones first); retire old-generation replicas only while the current
    generation has enough *ready* replicas to replace them (rolling update). Retiring marks
    the replica draining in the registry first, so the gateway sends it nothing new, then
@@ -30,10 +31,19 @@ deployment (an error in one is logged and the pass goes on with the next):
    when ``desired`` is 0 and none is left, else ``pending``. A ``deleting`` deployment has
    all its replicas retired, then its rows deleted and its endpoint removed.
 
-**Control-plane restarts.** Replica keys are never stored, so a new controller cannot talk
-to replicas another control plane started: every replica row this controller did not start
-is retired (SIGTERM, removed once it exited) and fresh replicas replace it. The gateway's
-registry starts empty too, so no request reaches a replica of the old control plane.
+**Control-plane restarts.** Replicas outlive the control plane (each is its own supervised
+process tree), and each replica's row keeps what the gateway needs to reach it: its address (the
+port) and its key, sealed with the master key and bound to the replica's id (``keys``, a
+:class:`~aicloud.controllers.replica_ops.ReplicaKeys`). So a new controller *adopts* the replicas
+it finds running, as the job controller re-attaches to jobs: a row it did not start whose process
+still runs (``executor.poll`` of the persisted handle: the supervisor's pid and start time) gets
+its key opened and a registry slot under that key, ready at once when its ``/v2/health/ready``
+answers (no cold start; a ready replica that does not answer goes back to ``starting`` and is
+routed when it does). A replica whose process died while the control plane was down is failed
+and replaced as usual; one with no stored key (started before keys were stored, or a controller
+without ``keys``) or whose key does not open is retired and replaced. :meth:`start` runs the
+first pass before it returns, so the control plane knows every endpoint and its adopted replicas
+before it takes traffic (the server starts the controller before it binds its port).
 
 ``on_removed(replica)`` runs once a replica's row is removed (exited, failed, never
 launched), e.g. to revoke the token its launcher minted.
@@ -65,7 +75,6 @@ The per-replica steps (launch, fail, retire, remove, stop all) are the base clas
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Callable
 
@@ -73,13 +82,13 @@ from aicloud.config import Settings
 from aicloud.controllers.autoscale import AutoscaleConfig, AutoscaleState, Decision, decide, trim
 from aicloud.controllers.loop import ReconcileLoop
 from aicloud.controllers.probes import PROBE_INTERVAL_S, Probe, StartWatcher, free_port, http_probe
-from aicloud.controllers.replica_ops import LIVE, Launcher, ReplicaOps, Tracked
+from aicloud.controllers.replica_ops import LIVE, Launcher, ReplicaKeys, ReplicaOps, Tracked
 from aicloud.entities.serving import Deployment, DeploymentStatus, Replica, ReplicaState
 from aicloud.executors.base import Executor
 from aicloud.gateway.registry import Endpoint, EndpointRegistry, ReplicaSlot
 from aicloud.store.base import MetadataStore
 
-__all__ = ["DeploymentController", "Launcher", "Probe", "free_port", "http_probe"]
+__all__ = ["DeploymentController", "Launcher", "Probe", "ReplicaKeys", "free_port", "http_probe"]
 
 log = logging.getLogger("aicloud.controllers.deployments")
 
@@ -103,6 +112,7 @@ class DeploymentController(ReplicaOps, ReconcileLoop):
         settings: Settings,
         launcher: Launcher,
         *,
+        keys: ReplicaKeys | None = None,
         interval: float = 0.2,
         steady_interval: float = STEADY_INTERVAL_S,
         probe: Probe = http_probe,
@@ -117,6 +127,7 @@ class DeploymentController(ReplicaOps, ReconcileLoop):
         self.registry = registry
         self.settings = settings
         self.launcher = launcher
+        self.keys = keys
         super().__init__(interval)
         self.probe = probe
         self.clock = clock
@@ -124,7 +135,7 @@ class DeploymentController(ReplicaOps, ReconcileLoop):
         self.max_failed_starts = max_failed_starts
         self.on_removed = on_removed
         self._tracked: dict[str, Tracked] = {}
-        self._owned: set[str] = set()  # replica ids this controller started
+        self._owned: set[str] = set()  # replica ids this controller started or adopted
         self._cancel_sent: set[str] = set()
         self._poll_errors: dict[str, int] = {}
         self._watcher = StartWatcher(probe, self.wake, probe_interval) if probe_interval > 0 else None
@@ -137,9 +148,16 @@ class DeploymentController(ReplicaOps, ReconcileLoop):
     # -- the loop ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the loop and the thread that watches starting replicas (idempotent)."""
+        """Run the first pass (which adopts the replicas of an earlier control plane), then start the
+        loop and the thread that watches starting replicas (idempotent)."""
+        if self.running:
+            return
         if self._watcher is not None:
-            self._watcher.start()  # first: the loop's first pass may launch replicas to watch
+            self._watcher.start()  # first: the first pass may launch or adopt replicas to watch
+        try:
+            self.reconcile_once()
+        except Exception:
+            log.exception("the deployment controller's first pass failed; the loop retries")
         super().start()
 
     def wake(self) -> None:
@@ -199,8 +217,8 @@ class DeploymentController(ReplicaOps, ReconcileLoop):
         """One deployment's pass; returns what the light passes watch when it is settled."""
         t = self._tracked.get(d.id)
         if t is None:
-            t = self._tracked[d.id] = Tracked(key=secrets.token_urlsafe(32))
-        ep = self.registry.ensure(d.id, d.workspace_id, d.name, t.key)
+            t = self._tracked[d.id] = Tracked()
+        ep = self.registry.ensure(d.id, d.workspace_id, d.name)
         ep.timeout_s = float(d.spec.get("timeout_s", DEFAULT_TIMEOUT_S))  # how long the gateway holds
         live = self._observe(d, t, ep)
         if d.status == DeploymentStatus.DELETING:
@@ -240,13 +258,11 @@ class DeploymentController(ReplicaOps, ReconcileLoop):
         """Poll and probe replicas; remove ended ones. Returns the live, non-draining ones."""
         live: list[Replica] = []
         for r in self.store.deployments.replicas(d.id):
-            if r.id not in self._owned and r.state != ReplicaState.DRAINING:
-                r = self._retire(ep, r, "started by an earlier control plane")
             if not r.handle:
                 self._remove(ep, r)  # never launched (a crash between add and submit)
                 continue
             info = self._poll(r)
-            if info is None:  # cannot tell now: assume it is as it was
+            if info is None:  # cannot tell now: assume it is as it was (adopted once it can tell)
                 if r.state != ReplicaState.DRAINING:
                     live.append(r)
                 continue
@@ -259,6 +275,13 @@ class DeploymentController(ReplicaOps, ReconcileLoop):
             if r.state == ReplicaState.DRAINING:
                 self._cancel(r)  # idempotent; a no-op when already sent
                 continue
+            if r.id not in self._owned:  # an earlier control plane started it, and it still runs
+                r = self._adopt(d, ep, r)
+                if r.state == ReplicaState.DRAINING:
+                    continue
+                if r.state == ReplicaState.READY:
+                    live.append(r)
+                    continue
             if r.state == ReplicaState.STARTING and self.probe(r.url):
                 self._unwatch(r.id)
                 r = self.store.deployments.update_replica(r.id, state=ReplicaState.READY)

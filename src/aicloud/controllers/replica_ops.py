@@ -5,8 +5,13 @@ the passes (observe, autoscale, roll, status) live there and call these steps, w
 store, the gateway's :class:`~aicloud.gateway.registry.EndpointRegistry` and the executor in
 step for one replica at a time. Their order matters and is the contract:
 
-* a launch adds the replica's row first, then submits it, then records its handle; a replica
-  the store could not record is killed at once (never a process the store does not know);
+* a launch adds the replica's row first, then submits it (with a fresh random key of its own),
+  then records its handle and its key, sealed (:class:`ReplicaKeys`); a replica the store could
+  not record is killed at once (never a process the store does not know);
+* adopting a replica an earlier control plane started (it is still running) opens its sealed key
+  and registers it with the gateway under that key: ready at once when its ``/v2/health/ready``
+  answers, else back to starting (the watcher routes it when it answers); one without a stored
+  key, or whose key does not open, is retired instead;
 * retiring marks the registry slot draining first (the gateway sends it nothing new), then the
   row, then SIGTERMs the process with the drain grace;
 * removing drops the slot, cleans the executor's files up, deletes the row and calls
@@ -17,10 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aicloud.controllers.loop import poll_counted
 from aicloud.controllers.probes import StartWatcher, free_port
@@ -30,7 +36,7 @@ from aicloud.executors.logs import read_lines, tail_lines
 from aicloud.gateway.registry import Endpoint, EndpointRegistry, ReplicaSlot
 from aicloud.store.base import MetadataStore
 
-__all__ = ["LIVE", "Launcher", "ReplicaOps", "Tracked"]
+__all__ = ["LIVE", "Launcher", "ReplicaKeys", "ReplicaOps", "Tracked"]
 
 log = logging.getLogger("aicloud.controllers.deployments")
 
@@ -50,11 +56,21 @@ Launcher = Callable[[Deployment, str, int, str], LaunchRequest]
 """``launcher(deployment, replica_id, port, replica_key)`` → the replica's LaunchRequest."""
 
 
+class ReplicaKeys(Protocol):
+    """Seals replica keys for the store and opens them again (the control plane's master key:
+    :class:`aicloud.server.serving.ServingRuntime`). A sealed key is bound to its replica's id."""
+
+    def seal_key(self, replica_id: str, key: str) -> bytes: ...
+
+    def open_key(self, replica_id: str, sealed: bytes) -> str:
+        """Raises when ``sealed`` does not open (altered, another replica's, an unknown master key)."""
+        ...
+
+
 @dataclass
 class Tracked:
     """What the controller remembers of one deployment (memory only)."""
 
-    key: str
     samples: list[tuple[float, float]] = field(default_factory=list)
     last_change: float = float("-inf")
     failed_starts: int = 0  # in a row, with no replica becoming ready
@@ -68,11 +84,13 @@ class ReplicaOps:
     executor: Executor
     registry: EndpointRegistry
     launcher: Launcher
+    keys: ReplicaKeys | None  # None: keys are not stored, so no replica can be adopted
+    probe: Callable[[str], bool]
     drain_grace_s: float
     max_failed_starts: int
     on_removed: Callable[[Replica], None] | None
     _tracked: dict[str, Tracked]
-    _owned: set[str]  # replica ids this controller started
+    _owned: set[str]  # replica ids this controller started or adopted
     _cancel_sent: set[str]
     _poll_errors: dict[str, int]
     _watcher: StartWatcher | None
@@ -87,8 +105,10 @@ class ReplicaOps:
         port = free_port()
         r = self.store.deployments.add_replica(d.id, generation=d.generation, port=port, handle={})
         self._owned.add(r.id)
+        key = secrets.token_urlsafe(32)
         try:
-            handle = self.executor.submit(self.launcher(d, r.id, port, t.key))
+            sealed = self.keys.seal_key(r.id, key) if self.keys is not None else None
+            handle = self.executor.submit(self.launcher(d, r.id, port, key))
         except Exception as exc:
             message = f"the replica could not be launched: {type(exc).__name__}: {exc}"[:4000]
             log.warning("deployment %s: %s", d.name, message)
@@ -98,15 +118,45 @@ class ReplicaOps:
             self._failed_start(d, t, message)
             return None
         try:
-            r = self.store.deployments.update_replica(r.id, handle=handle)
+            r = self.store.deployments.update_replica(r.id, handle=handle, key_sealed=sealed)
         except Exception:
             self._kill(handle)  # never leave a process the store does not know about
             raise
-        self.registry.set_replica(ep, ReplicaSlot(r.id, r.url, r.generation))
+        self.registry.set_replica(ep, ReplicaSlot(r.id, r.url, r.generation, key=key))
         if self._watcher is not None:
             self._watcher.add(r.id, r.url)
         log.info("deployment %s: replica %s starting on port %d", d.name, r.id, port)
         return r
+
+    def _adopt(self, d: Deployment, ep: Endpoint, r: Replica) -> Replica:
+        """Take over a running replica that an earlier control plane started (see the module
+        docstring); returns its row as it is now (draining when it could not be adopted)."""
+        key = self._open_key(r)
+        if key is None:
+            return self._retire(ep, r, "started by an earlier control plane that stored no key for it")
+        self._owned.add(r.id)
+        if r.state == ReplicaState.READY and self.probe(r.url):
+            self.registry.set_replica(ep, ReplicaSlot(r.id, r.url, r.generation, ready=True, key=key))
+            log.info("deployment %s: replica %s adopted, ready at %s", d.name, r.id, r.url)
+            return r
+        if r.state == ReplicaState.READY:  # running but not answering now: it proves itself again
+            r = self.store.deployments.update_replica(r.id, state=ReplicaState.STARTING)
+        self.registry.set_replica(ep, ReplicaSlot(r.id, r.url, r.generation, key=key))
+        if self._watcher is not None:
+            self._watcher.add(r.id, r.url)
+        log.info("deployment %s: replica %s adopted, starting at %s", d.name, r.id, r.url)
+        return r
+
+    def _open_key(self, r: Replica) -> str | None:
+        """The replica's key from its sealed copy in the store; None when there is none or it does
+        not open (the reason is logged, never the key)."""
+        if self.keys is None or r.key_sealed is None:
+            return None
+        try:
+            return self.keys.open_key(r.id, r.key_sealed)
+        except Exception as exc:
+            log.warning("replica %s: its stored key does not open (%s)", r.id, type(exc).__name__)
+            return None
 
     def _failed(self, d: Deployment, t: Tracked, ep: Endpoint, r: Replica, info: ExitInfo) -> None:
         """A starting or ready replica's process ended: record why, remove it, count a failed start."""
@@ -215,9 +265,7 @@ class ReplicaOps:
             log.exception("cannot list deployments to stop their replicas")
             return
         for d in deployments:
-            ep = self.registry.by_deployment(d.id) or self.registry.ensure(
-                d.id, d.workspace_id, d.name, self._tracked[d.id].key if d.id in self._tracked else ""
-            )
+            ep = self.registry.by_deployment(d.id) or self.registry.ensure(d.id, d.workspace_id, d.name)
             try:
                 for r in self.store.deployments.replicas(d.id):
                     pending.append((ep, self._retire(ep, r, "the control plane is stopping")))

@@ -59,6 +59,10 @@ class Replica:
     handle: dict[str, Any] = field(default_factory=dict)
     ready_at: datetime | None = None
     message: str | None = None
+    #: The replica's key (the bearer the gateway presents to it), sealed with the master key
+    #: (bound to the replica's id) so that a restarted control plane can adopt the replica;
+    #: None for a replica started before keys were stored.
+    key_sealed: bytes | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:

@@ -315,8 +315,7 @@ class Gateway:
                 framing = b"content-length: %d\r\n" % len(data)
         request_line = f"{method} {_target(scope)}".encode("latin-1")
         line = request_line + b" HTTP/1.1\r\n"
-        auth = b"authorization: Bearer %s\r\n" % ep.replica_key.encode()
-        tail = b"".join([incoming.forward, auth, framing, b"\r\n"])
+        # the HTTP hop's head is completed per replica (each has its own key: _exchange);
         # the channel's head: the same lines but the key, which travels in the channel's hello
         chead = b"".join([request_line, b"\r\n", incoming.forward, framing])
 
@@ -327,7 +326,7 @@ class Gateway:
             while True:
                 slot.inflight += 1
                 try:
-                    answer = await self._send(ep, slot, method, line, tail, chead, body)
+                    answer = await self._send(slot, method, line, incoming.forward, framing, chead, body)
                 except (ConnectFailed, Broken) as exc:
                     slot.inflight -= 1
                     if isinstance(exc, ConnectFailed):
@@ -365,28 +364,30 @@ class Gateway:
 
     async def _send(
         self,
-        ep: Endpoint,
         slot: ReplicaSlot,
         method: str,
         line: bytes,
-        tail: bytes,
+        forward: bytes,
+        framing: bytes,
         chead: bytes,
         body: _Body,
     ) -> Reply | tuple[Connection, Head]:
         """A buffered body goes over the replica's channel when it has one; the rest over HTTP."""
         if self.channels is not None and body.buffered is not None:
-            reply = await self.channels.request(slot.url, ep.replica_key, chead, body.buffered)
+            reply = await self.channels.request(slot.url, slot.key, chead, body.buffered)
             if reply is not None:
                 return reply
-        return await self._exchange(slot, method, line, tail, body)
+        return await self._exchange(slot, method, line, forward, framing, body)
 
     async def _exchange(
-        self, slot: ReplicaSlot, method: str, line: bytes, tail: bytes, body: _Body
+        self, slot: ReplicaSlot, method: str, line: bytes, forward: bytes, framing: bytes, body: _Body
     ) -> tuple[Connection, Head]:
-        """Send the request on a pooled connection (a fresh one if a reused one was stale); the head."""
+        """Send the request on a pooled connection (a fresh one if a reused one was stale); the head.
+        ``forward`` (the caller's headers that pass) and ``framing`` get the replica's key added."""
         pool = self.upstreams.pool(slot.url)
         conn = await pool.acquire()
-        wire = line + pool.host_header + tail
+        auth = b"authorization: Bearer %s\r\n" % slot.key.encode()
+        wire = b"".join([line, pool.host_header, forward, auth, framing, b"\r\n"])
         try:
             await conn.request(wire, body.buffered, body.stream())
             return conn, await conn.read_head(method)

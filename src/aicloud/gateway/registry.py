@@ -7,6 +7,10 @@ when a request arrives for a deployment at zero replicas. The autoscaler reads t
 in-flight counts. Plain attribute reads and writes of ints and floats are atomic in
 CPython; structural changes take the lock.
 
+Each replica has its own key (``ReplicaSlot.key``), the bearer the gateway presents to it
+and nothing else does; the controller sets it with the slot, from the replica's launch or,
+after a control-plane restart, from the store (where it is sealed).
+
 A request held for a cold deployment registers a *waker* on its endpoint
 (:meth:`EndpointRegistry.add_waker`); :meth:`EndpointRegistry.set_replica` calls the wakers
 (from the controller's thread) as soon as a replica becomes routable, so the held request
@@ -29,6 +33,7 @@ class ReplicaSlot:
     ready: bool = False
     draining: bool = False
     inflight: int = 0  # requests the gateway has sent and not yet seen answered
+    key: str = field(default="", repr=False)  # bearer the gateway presents to this replica (a secret)
 
 
 @dataclass
@@ -38,7 +43,6 @@ class Endpoint:
     deployment_id: str
     workspace_id: str
     name: str
-    replica_key: str  # bearer the gateway presents to replicas
     replicas: dict[str, ReplicaSlot] = field(default_factory=dict)
     last_request: float = field(default_factory=time.monotonic)
     start_requested: bool = False  # a request is held for a cold deployment
@@ -75,14 +79,13 @@ class EndpointRegistry:
     def by_deployment(self, deployment_id: str) -> Endpoint | None:
         return next((e for e in list(self._endpoints.values()) if e.deployment_id == deployment_id), None)
 
-    def ensure(self, deployment_id: str, workspace_id: str, name: str, replica_key: str) -> Endpoint:
+    def ensure(self, deployment_id: str, workspace_id: str, name: str) -> Endpoint:
         with self._lock:
             key = (workspace_id, name)
             ep = self._endpoints.get(key)
             if ep is None or ep.deployment_id != deployment_id:
-                ep = Endpoint(deployment_id, workspace_id, name, replica_key)
+                ep = Endpoint(deployment_id, workspace_id, name)
                 self._endpoints[key] = ep
-            ep.replica_key = replica_key
             return ep
 
     def remove(self, deployment_id: str) -> None:
@@ -96,9 +99,10 @@ class EndpointRegistry:
             current = ep.replicas.get(slot.replica_id)
             if current is None:
                 ep.replicas[slot.replica_id] = slot
-            else:  # keep the live in-flight count
+            else:  # keep the live in-flight count (and the key, unless the slot brings one)
                 current.url, current.ready, current.draining = slot.url, slot.ready, slot.draining
                 current.generation = slot.generation
+                current.key = slot.key or current.key
             wakers = list(ep.wakers) if slot.ready and not slot.draining else []
         for wake in wakers:
             wake()

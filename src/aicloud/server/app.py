@@ -137,6 +137,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
                 app_state.endpoints,
                 settings,
                 serving.launch,
+                keys=serving,
                 on_removed=serving.revoke_token,
             )
         sweep_controller = app_state.sweeps = SweepRuntime(app_state).controller()

@@ -14,6 +14,10 @@ from aicloud.executors.base import LaunchRequest
 from aicloud.server.auth import mint_token
 from aicloud.server.state import AppState
 
+#: Associated data of a sealed replica key (with the replica's id): a key copied onto another
+#: replica's row, or any other sealed value, does not open as this replica's key.
+REPLICA_KEY_AAD = b"aicloud/replica-key/v1\x00"
+
 
 def model_version_payload(state: AppState, deployment: Deployment) -> dict[str, Any] | None:
     if deployment.model_version_id is None:
@@ -30,7 +34,8 @@ def model_version_payload(state: AppState, deployment: Deployment) -> dict[str, 
 
 
 class ServingRuntime:
-    """Builds replica launch requests (a token scoped to the deployment, the spec, the port, the key)."""
+    """Builds replica launch requests (a token scoped to the deployment, the spec, the port, the key),
+    and seals replica keys for the store with the master key (the controller's ``ReplicaKeys``)."""
 
     def __init__(self, state: AppState, server_url: str) -> None:
         self.state = state
@@ -69,6 +74,12 @@ class ServingRuntime:
             cpus=cpus,
             threads=max(1, cpus // int(spec.get("batch_workers") or 1)),
         )
+
+    def seal_key(self, replica_id: str, key: str) -> bytes:
+        return self.state.blobs.seal(key.encode(), REPLICA_KEY_AAD + replica_id.encode())
+
+    def open_key(self, replica_id: str, sealed: bytes) -> str:
+        return self.state.blobs.unseal(sealed, REPLICA_KEY_AAD + replica_id.encode()).decode()
 
     def revoke_token(self, replica: Replica) -> None:
         """A replica row was removed: its token goes with it."""

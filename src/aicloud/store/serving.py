@@ -74,8 +74,10 @@ class DeploymentStore(abc.ABC):
         state: ReplicaState | None = None,
         handle: dict[str, Any] | None = None,
         message: str | None = None,
+        key_sealed: bytes | None = None,
     ) -> Replica:
-        """Moving to READY sets ``ready_at``."""
+        """Moving to READY sets ``ready_at``. ``key_sealed``: the replica's sealed key (kept so
+        that a restarted control plane can adopt the replica)."""
 
     @abc.abstractmethod
     def replicas(self, deployment_id: str) -> builtins.list[Replica]:

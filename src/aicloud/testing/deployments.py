@@ -179,6 +179,7 @@ class InMemoryDeploymentStore(DeploymentStore):
         state: ReplicaState | None = None,
         handle: dict[str, Any] | None = None,
         message: str | None = None,
+        key_sealed: bytes | None = None,
     ) -> Replica:
         changes: dict[str, Any] = {}
         if state is not None:
@@ -189,6 +190,8 @@ class InMemoryDeploymentStore(DeploymentStore):
             changes["handle"] = json_normalize(handle)
         if message is not None:
             changes["message"] = message
+        if key_sealed is not None:
+            changes["key_sealed"] = bytes(key_sealed)
         with self._lock:
             found = self._replicas.get(replica_id)
             if found is None:

@@ -54,6 +54,7 @@ def _replica(row: ReplicaRow) -> Replica:
         handle=row.handle or {},
         ready_at=row.ready_at,
         message=row.message,
+        key_sealed=bytes(row.key_sealed) if row.key_sealed is not None else None,
     )
 
 
@@ -247,6 +248,7 @@ class SqlDeploymentStore(DeploymentStore):
         state: ReplicaState | None = None,
         handle: dict[str, Any] | None = None,
         message: str | None = None,
+        key_sealed: bytes | None = None,
     ) -> Replica:
         changes: dict[str, Any] = {}
         if state is not None:
@@ -257,6 +259,8 @@ class SqlDeploymentStore(DeploymentStore):
             changes["handle"] = json_normalize(handle)
         if message is not None:
             changes["message"] = message
+        if key_sealed is not None:
+            changes["key_sealed"] = bytes(key_sealed)
 
         def tx(session: Session) -> Replica:
             row: ReplicaRow | None

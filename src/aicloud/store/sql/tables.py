@@ -309,3 +309,5 @@ class ReplicaRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     message: Mapped[str | None] = mapped_column(Text(), nullable=True)
+    # the replica's key, sealed with the master key (aad: the replica id); None before migration 0006
+    key_sealed: Mapped[bytes | None] = mapped_column(LargeBinary(), nullable=True)
