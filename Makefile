@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test check test-unit test-integration bench bench-peers bench-serving clean down
+.PHONY: install sandbox-tools demo test check test-unit test-integration bench bench-peers bench-serving clean down
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "aicloud needs Python 3.11 or newer")'
@@ -15,17 +15,30 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# The workload sandbox needs bubblewrap: installed here where it is missing and we may (root or
+# passwordless sudo, apt-get); otherwise a message says what to do.
+sandbox-tools:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	  elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	    sudo -n apt-get update -qq && sudo -n DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	  else \
+	    echo "aicloud: bubblewrap (bwrap) is missing and cannot be installed here: install it for the workload" \
+	      "sandbox (apt-get install bubblewrap), or set AICLOUD_ISOLATION=none on a single-user machine" >&2; \
+	  fi; }
+
+demo: $(STAMP) sandbox-tools
 	$(BIN)/aicloud up
 	$(BIN)/aicloud demo
 
-test: $(STAMP)
+test: $(STAMP) sandbox-tools
 	$(BIN)/pytest
 
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
-test-integration: $(STAMP)
+test-integration: $(STAMP) sandbox-tools
 	$(BIN)/pytest tests/integration tests/e2e
 
 check: $(STAMP)

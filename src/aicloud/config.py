@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -78,6 +79,12 @@ class Settings(BaseSettings):
         description="Ray executor: placement group strategy of multi-worker jobs.",
     )
     ray_start_timeout_seconds: float = Field(
+    isolation: Literal["sandbox", "none"] = Field(
+        default="sandbox",
+        description="How workloads (jobs, trials, replicas) run: sandbox (bubblewrap: own namespaces, "
+        "read-only system, no view of the home folder, an unprivileged uid) or none (as the control "
+        "plane's user, trusted: only on a single-user machine).",
+    )
         default=60.0, gt=0, description="Ray executor: how long a job may wait for its workers to be placed."
     )
     gateway_channel: bool = Field(

@@ -32,7 +32,7 @@ from aicloud.config import Settings
 from aicloud.executors import LaunchError, LaunchRequest, make_executor
 from aicloud.executors.base import ExitInfo
 from aicloud.executors.ray import RayExecutor
-from aicloud.testing.server import ServerProcess, free_port
+from aicloud.testing.server import ServerProcess, free_port, sandbox_unavailable
 
 from helpers import small_csv
 
@@ -332,6 +332,40 @@ def test_replica_workers_stay_on_the_control_planes_node(cluster: Cluster, tmp_p
             assert ex.log_path(handle).read_text().strip() == here
         finally:
             ex.cleanup(handle)
+
+
+SANDBOXED = """
+import os, signal, sys, time
+print("uid", os.getuid(), "pids", max(int(p) for p in os.listdir("/proc") if p.isdigit()), flush=True)
+print("home visible:", os.path.exists(sys.argv[1]), "tmp:", os.listdir("/tmp"), flush=True)
+signal.signal(signal.SIGTERM, lambda *a: (print("stopping gracefully", flush=True), sys.exit(5)))
+t = 0
+for i in range(3 * 10**6):
+    t += i
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(sandbox_unavailable() is not None, reason=f"no workload sandbox: {sandbox_unavailable()}")
+def test_a_job_on_a_ray_node_runs_in_that_nodes_sandbox(cluster: Cluster, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    ex = RayExecutor(cluster.address, tmp_path / "jobs", token=cluster.token, sandbox_hidden=[str(home)])
+    handle = submit(ex, "boxed", [PY, "-c", SANDBOXED, str(home)])
+    try:
+        wait_for(lambda: ex.poll(handle) and "ready" in ex.log_path(handle).read_text())
+        log = ex.log_path(handle).read_text()
+        uid, top_pid = (int(v) for v in log.split()[1:4:2])
+        assert top_pid < 50  # its own PID namespace
+        assert uid != 0 or os.geteuid() != 0  # an unprivileged uid when the node runs as root
+        assert "home visible: False tmp: ['aicloud-job-boxed-" in log  # only its own working folder
+        ex.cancel(handle, grace_s=5)
+        info = wait_end(ex, handle, timeout=30)
+        assert info.exit_code == 5 and "stopping gracefully" in ex.log_path(handle).read_text()
+        assert info.cpu_seconds is not None and info.cpu_seconds > 0.1  # the sandbox's usage arrives
+    finally:
+        ex.cleanup(handle)
 
 
 CONNECT = """

@@ -167,7 +167,8 @@ class DeploymentsAPI:
         is a file or folder and ``entrypoint`` its ``file.py:ClassName``. ``spec`` takes
         ``min_replicas``, ``max_replicas``, ``target_inflight``, ``max_batch_size``, ``max_wait_ms``,
         ``idle_timeout_s``, ``cache_bytes``, ``timeout_s``, ``cpus``, ``batch_workers`` (batches a replica
-        runs at once, its ``cpus`` split among them; docs/serving.md)."""
+        runs at once, its ``cpus`` split among them; docs/serving.md), ``limits`` (``memory_mb``,
+        ``cpu_seconds``, ``processes``, ``open_files`` of each replica's sandbox)."""
         body: dict[str, Any] = {"name": name, "model": model, **spec}
         if service is not None:
             from aicloud.client.jobs import pack_code

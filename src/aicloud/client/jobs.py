@@ -199,6 +199,7 @@ class JobsAPI:
         precision: str = "fp32",
         max_restarts: int = 0,
         checkpoint_every: int | None = None,
+        limits: dict[str, int] | None = None,
     ) -> Job:
         """Train a built-in task (``tabular-classification``, ``tabular-regression``,
         ``image-classification``) and register the model as ``model_name``.
@@ -206,6 +207,8 @@ class JobsAPI:
         ``workers`` > 1 trains with DistributedDataParallel (``cpus``/``gpus`` are per worker);
         ``precision="bf16"`` autocasts the forward passes; with ``max_restarts`` a failed job
         restarts from its latest checkpoint (every ``checkpoint_every`` epochs; default 1 then).
+        ``limits`` (``memory_mb``, ``cpu_seconds``, ``processes``, ``open_files``) bound each worker
+        in its sandbox.
         """
         spec: dict[str, Any] = {
             "task": task,
@@ -220,6 +223,7 @@ class JobsAPI:
             "gpus": gpus,
             "precision": precision,
             "max_restarts": max_restarts,
+            "limits": limits or {},
         }
         if checkpoint_every is not None:
             spec["checkpoint_every"] = checkpoint_every
@@ -238,12 +242,14 @@ class JobsAPI:
         workers: int = 1,
         gpus: int = 0,
         max_restarts: int = 0,
+        limits: dict[str, int] | None = None,
     ) -> Job:
         """Run your own command; ``code`` (a file or folder) is uploaded and becomes its working folder.
 
         ``workers`` > 1 runs that many copies with the torchrun variables (``RANK``, ``WORLD_SIZE``,
         ``MASTER_ADDR``...); ``max_restarts`` restarts a failed job (resume with
-        ``aicloud.training.load_checkpoint``)."""
+        ``aicloud.training.load_checkpoint``). ``limits`` (``memory_mb``, ``cpu_seconds``,
+        ``processes``, ``open_files``) bound each worker in its sandbox (docs/security.md)."""
         digest = None
         if code is not None:
             packed = pack_code(code)
@@ -260,6 +266,7 @@ class JobsAPI:
             "workers": workers,
             "gpus": gpus,
             "max_restarts": max_restarts,
+            "limits": limits or {},
         }
         return self._submit({"kind": "command", "name": name, "priority": priority, "spec": spec})
 

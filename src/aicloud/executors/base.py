@@ -29,7 +29,50 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["THREAD_VARS", "Executor", "ExitInfo", "LaunchError", "LaunchRequest", "job_folder", "thread_env"]
+__all__ = [
+    "THREAD_VARS",
+    "Executor",
+    "ExitInfo",
+    "LaunchError",
+    "LaunchRequest",
+    "WorkloadLimits",
+    "job_folder",
+    "thread_env",
+]
+
+
+CPU_GRACE_S = 5
+
+
+@dataclass(frozen=True)
+class WorkloadLimits:
+    """Resource limits of one workload process tree (POSIX rlimits, applied by the sandbox).
+
+    ``open_files`` and ``processes`` always apply (``processes`` counts the workload's own
+    uid when the control plane is root); ``memory_mb`` (address space) and ``cpu_seconds``
+    (CPU time of each process) only when set.
+    """
+
+    memory_mb: int | None = None
+    cpu_seconds: int | None = None
+    processes: int = 4096
+    open_files: int = 65536
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any] | None) -> WorkloadLimits:
+        """The limits of a job or deployment spec's ``limits`` object (absent fields: defaults)."""
+        values = {k: v for k, v in (spec or {}).items() if v is not None and k in cls.__dataclass_fields__}
+        return cls(**values)
+
+    def rlimits(self) -> dict[str, tuple[int, int]]:
+        """``prlimit`` option names to (soft, hard) values. CPU time: SIGXCPU at the limit, SIGKILL
+        ``CPU_GRACE_S`` later (a process may catch SIGXCPU to save its work)."""
+        limits = {"nofile": (self.open_files,) * 2, "nproc": (self.processes,) * 2}
+        if self.memory_mb is not None:
+            limits["as"] = (self.memory_mb * 1024 * 1024,) * 2
+        if self.cpu_seconds is not None:
+            limits["cpu"] = (self.cpu_seconds, self.cpu_seconds + CPU_GRACE_S)
+        return limits
 
 
 @dataclass(frozen=True)
@@ -49,7 +92,8 @@ class LaunchRequest:
 
     With ``cwd`` None the executor makes a private working folder (0700, outside
     ``$AICLOUD_HOME``), passes it as ``AICLOUD_WORKDIR`` (and ``AICLOUD_OUTPUT_DIR`` =
-    ``<workdir>/output`` unless set) and removes it in ``cleanup``.
+    ``<workdir>/output`` unless set) and removes it in ``cleanup``. ``limits`` bound the
+    workload when the executor runs it in the sandbox (:mod:`aicloud.executors.sandbox`).
     """
 
     job_id: str
@@ -60,6 +104,7 @@ class LaunchRequest:
     workers: int = 1
     gpus: int = 0
     threads: int | None = None
+    limits: WorkloadLimits = field(default_factory=WorkloadLimits)
 
 
 THREAD_VARS = (

@@ -8,7 +8,10 @@ Layout of ``jobs_dir`` (``$AICLOUD_HOME/jobs`` by default; folders 0700, files 0
     <jobs_dir>/<job_id>/exit.json    written once by the supervisor when the job has ended
 
 The job's working folder is elsewhere: a private ``aicloud-job-<id>-*`` folder (0700) in the
-system temp folder, never under ``$AICLOUD_HOME``, removed by ``cleanup``.
+system temp folder, never under ``$AICLOUD_HOME``, removed by ``cleanup``. With a
+:class:`~aicloud.executors.sandbox.Sandbox` every worker runs inside bubblewrap, where that
+folder is the only writable one (owned by the workload's own uid when the control plane is
+root) and ``$AICLOUD_HOME`` does not exist.
 
 ``submit`` starts :mod:`aicloud.executors.supervise` (see there), which daemonizes, runs the
 job's worker(s), each in its own process group, writes the log and, at the end, ``exit.json``.
@@ -51,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 from aicloud.executors import supervise
 from aicloud.executors.base import Executor, ExitInfo, LaunchError, LaunchRequest, job_folder, thread_env
+from aicloud.executors.sandbox import Sandbox, sandbox_uid
 
 if TYPE_CHECKING:
     from aicloud.config import Settings
@@ -137,6 +141,7 @@ class LocalExecutor(Executor):
         python: str = sys.executable,
         workdir_parent: Path | None = None,
         start_timeout_s: float = 30.0,
+        sandbox: Sandbox | None = None,
     ) -> None:
         if max_log_bytes < 1:
             raise ValueError(f"max_log_bytes must be >= 1, not {max_log_bytes}")
@@ -146,14 +151,17 @@ class LocalExecutor(Executor):
         self.python = python
         self.workdir_parent = workdir_parent
         self.start_timeout_s = start_timeout_s
+        self.sandbox = sandbox
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> LocalExecutor:
-        """The executor the control plane uses: jobs under ``settings.resolved_jobs_dir``."""
+    def from_settings(cls, settings: Settings, sandbox: Sandbox | None = None) -> LocalExecutor:
+        """The executor the control plane uses: jobs under ``settings.resolved_jobs_dir``, each in
+        ``sandbox`` (None: unsandboxed, ``AICLOUD_ISOLATION=none``)."""
         return cls(
             settings.resolved_jobs_dir,
             max_log_bytes=settings.max_log_bytes,
             default_grace_s=settings.cancel_grace_seconds,
+            sandbox=sandbox,
         )
 
     # -- paths -------------------------------------------------------------------------------
@@ -216,10 +224,22 @@ class LocalExecutor(Executor):
         )
         try:
             env = self._prepare_env(req, workdir if owns_workdir else None)
+            argv = req.argv
+            if self.sandbox is not None:
+                uid = sandbox_uid(req.job_id)
+                if owns_workdir:
+                    self.sandbox.give(workdir, uid)
+                argv = self.sandbox.wrap(
+                    argv,
+                    workdir=workdir,
+                    uid=uid,
+                    gpus=req.gpus * req.workers,
+                    rlimits=req.limits.rlimits(),
+                )
             cmd = [
                 self.python, "-I", SUPERVISOR, str(job_dir.resolve()), str(self.max_log_bytes),
                 str(self.default_grace_s), "--workers", str(req.workers), "--gpus", str(req.gpus),
-                "--", *req.argv,
+                "--sandboxed", str(int(self.sandbox is not None)), "--", *argv,
             ]  # fmt: skip
             try:
                 done = subprocess.run(
@@ -253,6 +273,7 @@ class LocalExecutor(Executor):
             "start_time": start_time,
             "workdir": workdir,
             "owns_workdir": owns_workdir,
+            "sandboxed": self.sandbox is not None,
             "workers": req.workers,
             "submitted_at": time.time(),
         }

@@ -91,6 +91,7 @@ class RayExecutor(Executor):
         call_timeout_s: float = 1.0,
         lost_after_s: float = 60.0,
         local_node: bool = False,
+        sandbox_hidden: list[str] | None = None,
     ) -> None:
         if not address:
             raise ValueError("AICLOUD_EXECUTOR=ray needs AICLOUD_RAY_ADDRESS (the Ray head's host:port)")
@@ -98,6 +99,7 @@ class RayExecutor(Executor):
         if strategy not in STRATEGIES:
             raise ValueError(f"placement strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
         self.address = address
+        self.sandbox_hidden = sandbox_hidden  # None: unsandboxed; else the folders no workload sees
         self.jobs_dir = Path(jobs_dir)
         self._token = token
         self.namespace = namespace
@@ -117,10 +119,12 @@ class RayExecutor(Executor):
         return f"RayExecutor(address={self.address!r}, namespace={self.namespace!r})"
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, local_node: bool = False) -> RayExecutor:
+    def from_settings(
+        cls, settings: Settings, *, local_node: bool = False, sandboxed: bool = False
+    ) -> RayExecutor:
         """The executor the control plane uses (``AICLOUD_RAY_*`` settings). ``local_node``:
         every worker on the control plane's own Ray node (serving replicas, which the
-        gateway reaches on 127.0.0.1)."""
+        gateway reaches on 127.0.0.1). ``sandboxed``: each workload in its node's sandbox."""
         if not settings.ray_address:
             raise ValueError("AICLOUD_EXECUTOR=ray needs AICLOUD_RAY_ADDRESS (the Ray head's host:port)")
         return cls(
@@ -133,6 +137,7 @@ class RayExecutor(Executor):
             placement_strategy=settings.ray_placement_strategy,
             start_timeout_s=settings.ray_start_timeout_seconds,
             local_node=local_node,
+            sandbox_hidden=[str(settings.home), str(settings.resolved_jobs_dir)] if sandboxed else None,
         )
 
     # -- connection --------------------------------------------------------------------------
@@ -181,9 +186,15 @@ class RayExecutor(Executor):
             pg = self._placement_group(req, pg_name, deadline) if pg_name else None
             actors = [self._create_actor(req, name, rank, pg) for rank, name in enumerate(names)]
             nodes = self._get([a.node.remote() for a in actors], deadline, req)
+            sandbox = None
+            if self.sandbox_hidden is not None:
+                sandbox = {"hidden": self.sandbox_hidden, "rlimits": req.limits.rlimits()}
             envs = self._worker_envs(req, nodes)
             self._get(
-                [a.start.remote(req.argv, env, req.cwd) for a, env in zip(actors, envs, strict=True)],
+                [
+                    a.start.remote(req.argv, env, req.cwd, sandbox)
+                    for a, env in zip(actors, envs, strict=True)
+                ],
                 deadline,
                 req,
             )

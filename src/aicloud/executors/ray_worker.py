@@ -17,7 +17,8 @@ plays the part the supervisor plays for the local executor:
   (idempotent); :meth:`JobWorker.shutdown` kills the group at once and removes the
   worker's folders, before the executor kills the actor itself.
 
-Only the standard library here (``ray`` is imported inside :meth:`JobWorker.node`): every
+Only the standard library and aicloud's standard-library modules here (``ray`` is imported
+inside :meth:`JobWorker.node`): every
 method returns quickly, so the executor never waits long for an answer.
 """
 
@@ -35,6 +36,8 @@ import tempfile
 import threading
 import time
 from typing import Any
+
+from aicloud.executors.supervise import exit_code, signal_group
 
 __all__ = ["JobWorker"]
 
@@ -88,10 +91,9 @@ class _CappedLog:
             os.close(self.fd)
 
 
-def _killpg(pgid: int | None, sig: int) -> None:
-    if pgid is not None and pgid > 1:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, sig)
+def _killpg(pgid: int | None, sig: int, sandboxed: bool = False) -> None:
+    if pgid is not None:
+        signal_group(pgid, sig, sandboxed=sandboxed)
 
 
 class JobWorker:
@@ -111,6 +113,7 @@ class JobWorker:
         self._lock = threading.Lock()
         self._started = threading.Event()
         self._start_error: str | None = None
+        self.sandboxed = False
 
     # -- calls from the executor ---------------------------------------------------------------
 
@@ -129,8 +132,13 @@ class JobWorker:
             "gpu_ids": [str(g) for g in ray.get_gpu_ids()] if self.gpus else [],
         }
 
-    def start(self, argv: list[str], env: dict[str, str], cwd: str | None) -> int:
-        """Start the workload (once); its pid. ``cwd`` None: a private working folder here."""
+    def start(
+        self, argv: list[str], env: dict[str, str], cwd: str | None, sandbox: dict[str, Any] | None = None
+    ) -> int:
+        """Start the workload (once); its pid. ``cwd`` None: a private working folder here.
+
+        ``sandbox`` (``{"hidden": [...], "rlimits": {...}}``): run it in this node's workload
+        sandbox (:mod:`aicloud.executors.sandbox`), built here."""
         with self._lock:
             if self.pid is not None or self._started.is_set():
                 return self.pid or 0
@@ -141,6 +149,8 @@ class JobWorker:
                 output = env.setdefault("AICLOUD_OUTPUT_DIR", os.path.join(cwd, "output"))
                 if os.path.abspath(output).startswith(cwd + os.sep):
                     os.makedirs(output, mode=0o700, exist_ok=True)
+            if sandbox is not None:
+                argv = self._sandboxed(argv, cwd, sandbox)
             threading.Thread(target=self._run, args=(argv, env, cwd), daemon=True).start()
         if not self._started.wait(START_TIMEOUT_S):
             raise RuntimeError(f"worker {self.rank}: the workload did not start in {START_TIMEOUT_S}s")
@@ -171,7 +181,7 @@ class JobWorker:
             if first:
                 self.cancelled_at = time.time()
             pgid = self.pid
-        _killpg(pgid, signal.SIGTERM)
+        _killpg(pgid, signal.SIGTERM, self.sandboxed)
         if first:
             timer = threading.Timer(max(0.0, grace_s), self._kill)
             timer.daemon = True
@@ -183,6 +193,17 @@ class JobWorker:
         for path in (self.workdir, self.dir):
             if path:
                 shutil.rmtree(path, ignore_errors=True)
+
+    def _sandboxed(self, argv: list[str], cwd: str, spec: dict[str, Any]) -> list[str]:
+        from aicloud.executors.sandbox import Sandbox, sandbox_uid
+
+        box = Sandbox.detect(hidden=[*spec.get("hidden", []), self.dir])
+        uid = sandbox_uid(self.job_id)
+        if cwd == self.workdir:
+            box.give(cwd, uid)
+        rlimits = {name: (int(v[0]), int(v[1])) for name, v in (spec.get("rlimits") or {}).items()}
+        self.sandboxed = True
+        return box.wrap(argv, workdir=cwd, uid=uid, gpus=self.gpus, rlimits=rlimits)
 
     # -- the workload ------------------------------------------------------------------------
 
@@ -220,7 +241,7 @@ class JobWorker:
             cancelled = self.cancelled_at is not None
         self._started.set()
         if cancelled:  # cancelled while starting
-            _killpg(proc.pid, signal.SIGTERM)
+            _killpg(proc.pid, signal.SIGTERM, self.sandboxed)
         assert proc.stdout is not None
         reader = threading.Thread(target=self._copy, args=(proc.stdout.fileno(),), daemon=True)
         reader.start()
@@ -230,7 +251,7 @@ class JobWorker:
         usage: dict[str, Any] = {}
         with contextlib.suppress(OSError, ValueError), open(usage_path) as f:
             usage = json.load(f)  # absent when the spawner was SIGKILLed with the workload
-        self._record(proc.returncode, usage, started)
+        self._record(exit_code(proc.returncode, sandboxed=self.sandboxed), usage, started)
 
     def _copy(self, pipe: int) -> None:
         while data := os.read(pipe, CHUNK):

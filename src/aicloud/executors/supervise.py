@@ -37,6 +37,11 @@ Instead it starts this file, which daemonizes and supervises the job:
    side by side), ``wall_seconds``, ``cancelled``, ``workers``, ``failed_rank``, ``log_bytes``,
    ``log_dropped``, ``finished_at``.
 
+With ``--sandboxed 1`` each worker's ``ARGV`` is a bubblewrap command line
+(:mod:`aicloud.executors.sandbox`): a graceful SIGTERM then goes to the workers' processes
+but not to bubblewrap's (:func:`signal_group`), and bubblewrap's ``128 + N`` for a death by
+signal N is recorded as ``-N`` (:func:`exit_code`).
+
 It imports nothing but the standard library and runs in isolated mode (``-I``), so it
 starts in milliseconds, stays small, and a job's ``PYTHONPATH`` cannot change it.
 """
@@ -95,6 +100,50 @@ def write_json_atomic(path: str, data: dict[str, Any]) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def _group_members(pgid: int) -> list[tuple[int, bytes]]:
+    """(pid, command name) of every process in process group ``pgid``, from ``/proc``."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isascii() or not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = stat[stat.find(b"(") + 1 : stat.rfind(b")")]
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if int(fields[2]) == pgid:
+            members.append((int(entry), name))
+    return members
+
+
+def signal_group(pgid: int, sig: int, *, sandboxed: bool) -> None:
+    """Send ``sig`` to process group ``pgid``.
+
+    A sandboxed group's SIGTERM (or any signal but SIGKILL) goes to every process but
+    bubblewrap's own, so the workload can stop gracefully: the bubblewrap monitor dies of it
+    (and kills the sandbox at once), while its init ignores it."""
+    if pgid <= 1:
+        return
+    if not sandboxed or sig == signal.SIGKILL or not os.path.isdir("/proc/self"):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+        return
+    for pid, name in _group_members(pgid):
+        if name != b"bwrap":
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+
+def exit_code(code: int, *, sandboxed: bool) -> int:
+    """A sandboxed workload's exit code as the unsandboxed one would read: bubblewrap reports a
+    death by signal N as ``128 + N``; that becomes ``-N``."""
+    if sandboxed and 128 < code < 128 + 65:
+        return -(code - 128)
+    return code
 
 
 class CappedLog:
@@ -235,8 +284,10 @@ class Supervisor:
         argv: list[str],
         workers: int = 1,
         gpus: int = 0,
+        sandboxed: bool = False,
     ) -> None:
         self.job_dir = job_dir
+        self.sandboxed = sandboxed  # each worker's argv starts with bwrap (aicloud.executors.sandbox)
         self.max_log_bytes = max_log_bytes
         self.default_grace_s = grace_s
         self.argv = argv
@@ -260,8 +311,7 @@ class Supervisor:
 
     def _killpg(self, sig: int) -> None:
         for worker in self.workers:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(worker.pid, sig)
+            signal_group(worker.pid, sig, sandboxed=self.sandboxed)
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.cancel_at is None:
@@ -362,6 +412,7 @@ class Supervisor:
                 code = worker.exited()
                 if code is None:
                     continue
+                code = exit_code(code, sandboxed=self.sandboxed)
                 worker.exited_at, worker.exit_code = now, code
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(worker.pid, signal.SIGKILL)  # whatever it left behind in its group
@@ -382,7 +433,7 @@ class Supervisor:
         for worker in self.workers:
             if not worker.eof:
                 log.write(worker.rest())
-        codes = [w.reap() for w in self.workers]
+        codes = [exit_code(w.reap(), sandboxed=self.sandboxed) for w in self.workers]
         if self.failed is not None:
             return codes[self.failed.rank]
         return next((c for c in codes if c != 0), 0)
@@ -402,17 +453,20 @@ def _daemonize() -> None:
     os.close(devnull)
 
 
-USAGE = "usage: supervise.py JOB_DIR MAX_LOG_BYTES GRACE_S [--workers N] [--gpus G] -- ARGV...\n"
+USAGE = (
+    "usage: supervise.py JOB_DIR MAX_LOG_BYTES GRACE_S [--workers N] [--gpus G] [--sandboxed 0|1] "
+    "-- ARGV...\n"
+)
 
 
 def main(args: list[str]) -> int:
-    """Entry point: ``JOB_DIR MAX_LOG_BYTES GRACE_S [--workers N] [--gpus G] -- ARGV...``."""
+    """Entry point: ``JOB_DIR MAX_LOG_BYTES GRACE_S [--workers N] [--gpus G] [--sandboxed B] -- ARGV``."""
     if "--" not in args:
         sys.stderr.write(USAGE)
         return 2
     split = args.index("--")
     head, argv = args[:split], args[split + 1 :]
-    options = {"--workers": 1, "--gpus": 0}
+    options = {"--workers": 1, "--gpus": 0, "--sandboxed": 0}
     try:
         positional, rest = head[:3], head[3:]
         while rest:
@@ -427,7 +481,9 @@ def main(args: list[str]) -> int:
     if not argv or options["--workers"] < 1:
         sys.stderr.write(USAGE)
         return 2
-    supervisor = Supervisor(job_dir, max_log, grace, argv, options["--workers"], options["--gpus"])
+    supervisor = Supervisor(
+        job_dir, max_log, grace, argv, options["--workers"], options["--gpus"], options["--sandboxed"] > 0
+    )
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # before the fork: no unguarded moment
         signal.signal(sig, supervisor.on_signal)
     _daemonize()

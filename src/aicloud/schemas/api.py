@@ -138,3 +138,20 @@ class SecretOut(_Out):
 class RotateKeyOut(BaseModel):
     blobs_rewrapped: int
     secrets_rewrapped: int
+
+
+class ResourceLimits(BaseModel):
+    """Limits on a workload (a job's worker, a replica), enforced by its sandbox as rlimits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    memory_mb: int | None = Field(
+        default=None, ge=64, le=16 * 1024 * 1024, description="Address space per process, MiB; none: no cap."
+    )
+    cpu_seconds: int | None = Field(
+        default=None, ge=1, description="CPU time per process, seconds (SIGXCPU, then SIGKILL); none: no cap."
+    )
+    processes: int = Field(default=4096, ge=16, le=1_000_000, description="Processes and threads, at most.")
+    open_files: int = Field(
+        default=65536, ge=64, le=1_048_576, description="Open files per process, at most."
+    )

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from aicloud.entities.serving import DeploymentStatus, ReplicaState
+from aicloud.schemas.api import ResourceLimits
 
 
 class ServiceRef(BaseModel):
@@ -41,6 +42,7 @@ class DeploymentSpec(ScalingSpec):
     timeout_s: float = Field(default=60, gt=0)
     cache_bytes: int = Field(default=0, ge=0)
     cpus: int = Field(default=1, ge=1)
+    limits: ResourceLimits = Field(default_factory=ResourceLimits, description="Sandbox limits per replica.")
     batch_workers: int = Field(
         default=1,
         ge=1,

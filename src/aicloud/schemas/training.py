@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from aicloud.errors import ValidationError
-from aicloud.schemas.api import SecretName
+from aicloud.schemas.api import Name, ResourceLimits, SecretName
 
 TASKS: tuple[str, ...] = ("tabular-classification", "tabular-regression", "image-classification")
 """The built-in tasks of ``train`` jobs."""
@@ -79,7 +79,7 @@ class TrainSpec(BaseModel):
     eval_dataset: str = Field(min_length=1, description="Evaluation data, `name:version` or `name`.")
     target: str = Field(default="label", min_length=1, description="The column to predict.")
     params: TrainParams = Field(default_factory=TrainParams)
-    model_name: str | None = Field(
+    model_name: Name | None = Field(
         default=None, max_length=100, description="Registry name of the model; default: the job name."
     )
     cpus: int = Field(default=1, ge=1, le=1024, description="CPU cores (torch threads) per worker.")
@@ -107,6 +107,7 @@ class TrainSpec(BaseModel):
         description="Restart a failed job (from its latest checkpoint) up to this many times.",
     )
     secrets: list[SecretName] = Field(default_factory=list, description="Secrets injected as env vars.")
+    limits: ResourceLimits = Field(default_factory=ResourceLimits, description="Sandbox limits per worker.")
     resolved_datasets: dict[str, ResolvedDataset] | None = Field(
         default=None, description="Filled by the server: role (train, eval) → exact dataset version."
     )
@@ -159,6 +160,7 @@ class CommandSpec(BaseModel):
     )
     secrets: list[SecretName] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
+    limits: ResourceLimits = Field(default_factory=ResourceLimits, description="Sandbox limits per worker.")
     resolved_datasets: dict[str, ResolvedDataset] | None = Field(
         default=None, description="Filled by the server: role → exact dataset version."
     )

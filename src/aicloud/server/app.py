@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -42,6 +42,9 @@ from aicloud.server.sweeps import SweepRuntime
 from aicloud.store import open_store
 
 log = logging.getLogger("aicloud.server")
+
+if TYPE_CHECKING:
+    from aicloud.executors.sandbox import Sandbox
 
 
 def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
@@ -108,8 +111,12 @@ def open_state(settings: Settings) -> AppState:
     return AppState(settings=settings, store=store, blobs=blobs)
 
 
-def create_app(settings: Settings | None = None, state: AppState | None = None) -> ControlPlaneApp:
-    """Build the control plane. ``state`` lets tests inject stores; otherwise they open at start-up."""
+def create_app(
+    settings: Settings | None = None, state: AppState | None = None, sandbox: Sandbox | bool | None = True
+) -> ControlPlaneApp:
+    """Build the control plane. ``state`` lets tests inject stores; otherwise they open at start-up.
+    ``sandbox``: the workloads' sandbox (:func:`aicloud.executors.workload_sandbox`); True: find it
+    at start-up (``AICLOUD_ISOLATION``)."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -119,9 +126,10 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         if app_state.jobs is None or app_state.deployments is None:
             from aicloud.controllers.deployments import DeploymentController
             from aicloud.controllers.jobs import JobController
-            from aicloud.executors import make_executor
+            from aicloud.executors import make_executor, workload_sandbox
 
-            executor = make_executor(settings)
+            chosen = workload_sandbox(settings) if sandbox is True else sandbox or None
+            executor = make_executor(settings, sandbox=chosen)
             runtime = JobRuntime(app_state)
             app_state.jobs = JobController(
                 app_state.store.jobs, executor, settings, runtime.launch, runtime.finished
@@ -129,7 +137,9 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
             serving = ServingRuntime(app_state, runtime.server_url())
             # The gateway reaches replicas on 127.0.0.1: on Ray they stay on this machine's node.
             replica_executor = (
-                executor if settings.executor == "local" else make_executor(settings, replicas=True)
+                executor
+                if settings.executor == "local"
+                else make_executor(settings, replicas=True, sandbox=chosen)
             )
             app_state.deployments = DeploymentController(
                 app_state.store,

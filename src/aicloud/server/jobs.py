@@ -20,7 +20,7 @@ import pydantic
 
 from aicloud.entities import Job, JobKind, JobStatus, Role, RunStatus
 from aicloud.errors import NotFoundError, ValidationError
-from aicloud.executors.base import LaunchRequest
+from aicloud.executors.base import LaunchRequest, WorkloadLimits
 from aicloud.schemas.jobs import JobCreate
 from aicloud.schemas.training import CommandSpec, TrainSpec, check_train_spec
 from aicloud.server.auth import Principal, mint_token
@@ -152,6 +152,7 @@ class JobRuntime:
             cpus=int(job.spec.get("cpus") or 1),
             workers=int(job.spec.get("workers") or 1),
             gpus=int(job.spec.get("gpus") or 0),
+            limits=WorkloadLimits.from_spec(job.spec.get("limits")),
         )
 
     def _revoke_tokens(self, job: Job) -> None:

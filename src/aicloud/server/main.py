@@ -7,6 +7,7 @@ import logging
 import uvicorn
 
 from aicloud.config import Settings
+from aicloud.executors import SandboxUnavailable, workload_sandbox
 from aicloud.server.app import create_app
 from aicloud.serving.http1 import OneWriteProtocol
 
@@ -17,8 +18,13 @@ def run_server(settings: Settings | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    prepare_home(settings)  # 0700, its private files 0600 (logs what it tightens)
+    try:
+        sandbox = workload_sandbox(settings)
+    except SandboxUnavailable as exc:
+        raise SystemExit(f"aicloud: cannot start: {exc}") from None
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, sandbox=sandbox),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

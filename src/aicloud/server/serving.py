@@ -10,7 +10,7 @@ from typing import Any
 from aicloud.entities import Role
 from aicloud.entities.serving import Deployment, Replica
 from aicloud.errors import NotFoundError
-from aicloud.executors.base import LaunchRequest
+from aicloud.executors.base import LaunchRequest, WorkloadLimits
 from aicloud.server.auth import mint_token
 from aicloud.server.state import AppState
 
@@ -73,6 +73,7 @@ class ServingRuntime:
             env=env,
             cpus=cpus,
             threads=max(1, cpus // int(spec.get("batch_workers") or 1)),
+            limits=WorkloadLimits.from_spec(spec.get("limits")),
         )
 
     def seal_key(self, replica_id: str, key: str) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -19,6 +20,32 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+@functools.cache
+def sandbox_unavailable() -> str | None:
+    """Why the workload sandbox cannot run on this machine; None when it can."""
+    from aicloud.executors.sandbox import Sandbox, SandboxUnavailable
+
+    try:
+        Sandbox.detect().probe()
+    except SandboxUnavailable as exc:
+        return str(exc)
+    return None
+
+
+def default_isolation() -> str:
+    """``sandbox`` where the sandbox runs; else ``none``, with a warning (the security tests skip)."""
+    reason = sandbox_unavailable()
+    if reason is None:
+        return "sandbox"
+    _say_unsandboxed(reason)
+    return "none"
+
+
+@functools.cache
+def _say_unsandboxed(reason: str) -> None:
+    sys.stderr.write(f"aicloud tests: servers run workloads unsandboxed (AICLOUD_ISOLATION=none): {reason}\n")
 
 
 class ServerProcess:
@@ -47,6 +74,7 @@ class ServerProcess:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AICLOUD_")}
         env.update(AICLOUD_HOME=str(self.home), AICLOUD_PORT=str(self.port), AICLOUD_HOST="127.0.0.1")
+        env.update(AICLOUD_ISOLATION=default_isolation())
         env.update(self.extra_env)
         return env
 
