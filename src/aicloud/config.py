@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     executor: str = Field(
         default="local", description="Where jobs run: local (subprocesses) or ray (AICLOUD_RAY_ADDRESS)."
     )
+    isolation: Literal["sandbox", "none"] = Field(
+        default="sandbox",
+        description="How workloads (jobs, trials, replicas) run: sandbox (bubblewrap: own namespaces, "
+        "read-only system, no view of the home folder, an unprivileged uid) or none (as the control "
+        "plane's user, trusted: only on a single-user machine).",
+    )
     jobs_dir: Path | None = Field(
         default=None, description="Folder for job logs and handles; default home/jobs."
     )
@@ -79,12 +85,6 @@ class Settings(BaseSettings):
         description="Ray executor: placement group strategy of multi-worker jobs.",
     )
     ray_start_timeout_seconds: float = Field(
-    isolation: Literal["sandbox", "none"] = Field(
-        default="sandbox",
-        description="How workloads (jobs, trials, replicas) run: sandbox (bubblewrap: own namespaces, "
-        "read-only system, no view of the home folder, an unprivileged uid) or none (as the control "
-        "plane's user, trusted: only on a single-user machine).",
-    )
         default=60.0, gt=0, description="Ray executor: how long a job may wait for its workers to be placed."
     )
     gateway_channel: bool = Field(

@@ -12,12 +12,12 @@ from aicloud.entities import Role
 
 #: Names of workspaces, datasets, secrets, tokens: a letter or digit first, then letters,
 #: digits, ``-``, ``_`` or ``.``; never ``..``; at most 100 characters.
-NAME_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+NAME_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z"
 _NAME_RE = re.compile(NAME_PATTERN)
 
 
 def _check_name(value: str) -> str:
-    if not _NAME_RE.match(value):
+    if not _NAME_RE.fullmatch(value):
         raise ValueError(
             "use letters, digits, '-', '_' or '.', starting with a letter or digit, "
             "at most 100 characters, no '..'"

@@ -32,8 +32,8 @@ MAX_WORKERS = 64
 MAX_RESTARTS = 10
 """The most automatic restarts one job may ask for (``max_restarts``)."""
 
-_ROLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,49}$")
-_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
+_ROLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,49}\Z")
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}\Z")
 _NUMERIC_PREFIXES = ("int", "uint", "float", "decimal", "double")
 _MAX_CLASSES = 1000
 
@@ -176,7 +176,7 @@ class CommandSpec(BaseModel):
     @classmethod
     def _roles(cls, value: dict[str, str]) -> dict[str, str]:
         for role, ref in value.items():
-            if not _ROLE_RE.match(role):
+            if not _ROLE_RE.fullmatch(role):
                 raise ValueError(
                     f"dataset role {role!r} must be a letter then letters, digits or '_' "
                     "(it becomes AICLOUD_DATASET_<ROLE>)"
@@ -189,7 +189,7 @@ class CommandSpec(BaseModel):
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
         for name in value:
-            if not _ENV_RE.match(name):
+            if not _ENV_RE.fullmatch(name):
                 raise ValueError(f"{name!r} is not a valid environment variable name")
             if name.upper().startswith("AICLOUD_"):
                 raise ValueError(f"{name!r}: AICLOUD_* variables are set by aicloud and cannot be overridden")

@@ -18,7 +18,6 @@ def run_server(settings: Settings | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    prepare_home(settings)  # 0700, its private files 0600 (logs what it tightens)
     try:
         sandbox = workload_sandbox(settings)
     except SandboxUnavailable as exc:
