@@ -67,6 +67,7 @@ class _FormState:
         self.fields: dict[str, str] = {}
         self.filename: str | None = None
         self.file_parts = 0
+        self.ended = False  # the closing boundary was seen
         self._header_field = bytearray()
         self._header_value = bytearray()
         self._headers: dict[str, bytes] = {}
@@ -83,6 +84,7 @@ class _FormState:
             "on_headers_finished": self._headers_finished,
             "on_part_data": self._part_data,
             "on_part_end": self._part_end,
+            "on_end": self._end,
         }
 
     def _part_begin(self) -> None:
@@ -116,6 +118,9 @@ class _FormState:
         if not self._is_file and self._name:
             self.fields[self._name] = self._value.decode("utf-8", "replace")
 
+    def _end(self) -> None:
+        self.ended = True
+
 
 async def receive_upload(
     request: Request, blobs: BlobStore, max_bytes: int, filename: str = "upload"
@@ -145,6 +150,11 @@ async def receive_upload(
             await sink.flush()
         if parser is not None:
             parser.finalize()
+        if form is not None and not form.ended:
+            # python-multipart's finalize() does not check this: a body cut short would be stored whole.
+            raise BadRequestError(
+                "the multipart body ends without its closing boundary: the upload is truncated"
+            )
         await sink.flush(force=True)
         if form is not None and form.file_parts == 0:
             raise BadRequestError("the multipart body has no part named 'file'")
