@@ -6,6 +6,9 @@ and pyarrow still failed (a key whose values change type, e.g. ``5`` then ``"fiv
 first appears late in a large file), the file is read with :mod:`json` instead: keys become columns in
 order of first appearance; ints and floats unify to float64; any other mix, and nested values, become a
 string column holding each value's JSON text (dtype ``"json"``).
+
+Nesting deeper than :attr:`~aicloud.data.limits.ParseLimits.max_depth` is refused (413) before a line
+reaches either parser: pyarrow's parser recurses on the C stack, and a line of 100,000 ``[`` crashes it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from aicloud.data.formats import (
     check_not_empty,
     read_head,
 )
+from aicloud.data.limits import DEFAULT_LIMITS, DepthGuard, ParseLimits, depth_error, first_too_deep
 from aicloud.errors import InvalidDataError
 
 JSONL_BLOCK = 32 << 20
@@ -42,8 +46,12 @@ def iter_lines(f: BinaryIO) -> Iterator[tuple[int, bytes]]:
             yield line_no, line
 
 
-def parse_line(line_no: int, line: bytes) -> dict[str, Any]:
-    """The JSON object on a line, or InvalidDataError naming the line and the problem."""
+def parse_line(line_no: int, line: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """The JSON object on a line, or InvalidDataError naming the line and the problem (413 when it nests
+    deeper than ``limits.max_depth``)."""
+    too_deep = first_too_deep(line, limits.max_depth)
+    if too_deep is not None:
+        raise depth_error(line_no, too_deep[1], limits)
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -80,12 +88,12 @@ def check_jsonl_head(f: BinaryIO) -> None:
     check_not_empty(read_head(f, HEAD_SIZE))
 
 
-def jsonl_batches(f: BinaryIO) -> Iterator[TableItem]:
+def jsonl_batches(f: BinaryIO, limits: ParseLimits = DEFAULT_LIMITS) -> Iterator[TableItem]:
     """Stream a JSON Lines file as record batches; yields the schema first, and again (followed by all
     batches from the start) if the fast reader gave up and the file is re-read with :mod:`json`."""
     check_jsonl_head(f)
     f.seek(0)
-    counting = _LineCounter(FullReader(f))
+    counting = _LineCounter(FullReader(f), DepthGuard(limits))
     try:
         reader = pajson.open_json(counting, read_options=pajson.ReadOptions(block_size=JSONL_BLOCK))
         yield reader.schema
@@ -96,18 +104,22 @@ def jsonl_batches(f: BinaryIO) -> Iterator[TableItem]:
         if rows != counting.lines():
             # pyarrow accepts two objects on a line, or one spread over lines; blank lines also make
             # the counts differ. Check each line: raises on the first that is not one object.
-            validate_lines(f)
+            validate_lines(f, limits)
         return
-    except pa.ArrowInvalid:
-        pass
-    yield from _python_batches(f)  # its first pass raises on the first bad line
+    except Exception as e:
+        # the depth guard raises inside pyarrow's read; pyarrow may hand it back wrapped
+        if counting.guard.error is not None:
+            raise counting.guard.error from None
+        if not isinstance(e, pa.ArrowInvalid):
+            raise
+    yield from _python_batches(f, limits)  # its first pass raises on the first bad line
 
 
-def validate_lines(f: BinaryIO) -> int:
+def validate_lines(f: BinaryIO, limits: ParseLimits = DEFAULT_LIMITS) -> int:
     """Parse every line; InvalidDataError names the first bad one. Returns the number of rows."""
     rows = 0
     for line_no, line in iter_lines(f):
-        parse_line(line_no, line)
+        parse_line(line_no, line, limits)
         rows += 1
     return rows
 
@@ -124,10 +136,12 @@ def _straddling(tail: bytes, data: bytes) -> int:
 
 class _LineCounter:
     """A read-only proxy over a file object that counts the non-empty lines of what is read through it
-    (a line holding only ``\\r`` counts as empty; one holding spaces does not)."""
+    (a line holding only ``\\r`` counts as empty; one holding spaces does not), and checks their
+    nesting depth before the reader gets them."""
 
-    def __init__(self, f: FullReader) -> None:
+    def __init__(self, f: FullReader, guard: DepthGuard) -> None:
         self._f = f
+        self.guard = guard
         self._newlines = 0
         self._empty = 0
         self._tail = b"\n"  # as if a newline preceded the file: an empty first line is empty
@@ -135,6 +149,7 @@ class _LineCounter:
 
     def read(self, size: int = -1) -> bytes:
         data = self._f.read(size)
+        self.guard.feed(data)
         if data:
             self._newlines += data.count(b"\n")
             self._empty += data.count(b"\n\n") + data.count(b"\n\r\n") + _straddling(self._tail, data)
@@ -203,10 +218,10 @@ def _unify(kinds: set[str]) -> tuple[pa.DataType, bool]:
     return pa.string(), True
 
 
-def _python_batches(f: BinaryIO) -> Iterator[TableItem]:
+def _python_batches(f: BinaryIO, limits: ParseLimits) -> Iterator[TableItem]:
     kinds: dict[str, set[str]] = {}
     for line_no, line in iter_lines(f):
-        for key, value in parse_line(line_no, line).items():
+        for key, value in parse_line(line_no, line, limits).items():
             kinds.setdefault(key, set()).add(_kind(value))
     fields = []
     as_json: set[str] = set()
@@ -221,7 +236,7 @@ def _python_batches(f: BinaryIO) -> Iterator[TableItem]:
     yield schema
     rows: list[dict[str, Any]] = []
     for line_no, line in iter_lines(f):
-        rows.append(parse_line(line_no, line))
+        rows.append(parse_line(line_no, line, limits))
         if len(rows) >= PY_BATCH_ROWS:
             yield _to_batch(rows, schema, as_json)
             rows = []

@@ -1,7 +1,9 @@
 """NPZ (a zip of ``.npy`` arrays) reading and deterministic writing. Pickle is never allowed.
 
 Each array is a column; its first dimension is the row. Headers are checked before any data is loaded:
-an object-dtype array (which would need pickle) and arrays of different lengths are refused.
+an object-dtype array (which would need pickle) and arrays of different lengths are refused, and so is
+an archive whose members declare more decompressed bytes than :class:`~aicloud.data.limits.ParseLimits`
+allow (a decompression bomb), or an array whose header claims more data than its member holds.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from aicloud.data.formats import ZIP_MAGICS, buffered, read_head
+from aicloud.data.limits import DEFAULT_LIMITS, ParseLimits, check_expansion
 from aicloud.errors import InvalidDataError
 
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # a fixed timestamp for every member, so that output is deterministic
@@ -33,14 +36,17 @@ class NpzMember:
 class NpzArchive:
     """An opened, validated NPZ file: its members (in archive order) and shared row count."""
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: BinaryIO, limits: ParseLimits = DEFAULT_LIMITS) -> None:
         head = read_head(f, 64)
         if not head:
             raise InvalidDataError("the file is empty")
         if not head.startswith(ZIP_MAGICS):
             raise InvalidDataError("not an NPZ file: it is not a zip archive (no PK magic)")
+        stored = f.seek(0, 2)
         self._npz = np.load(buffered(f), allow_pickle=False)
-        self.members = [self._inspect(info) for info in self._infos()]
+        infos = self._infos()
+        check_expansion("the NPZ archive", sum(i.file_size for i in infos), stored, limits)
+        self.members = [self._inspect(info) for info in infos]
         if not self.members:
             raise InvalidDataError("the NPZ archive holds no arrays")
         first = self.members[0]
@@ -87,6 +93,13 @@ class NpzArchive:
             )
         if len(shape) == 0:
             raise InvalidDataError(f"NPZ array {name!r} is a 0-d scalar; every array needs a row dimension")
+        nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if nbytes > info.file_size:
+            raise InvalidDataError(
+                f"NPZ array {name!r} claims shape {list(shape)} ({nbytes} bytes), more than its member holds "
+                f"({info.file_size} bytes): the file is corrupt",
+                details={"array": name},
+            )
         return NpzMember(name, info.filename, tuple(shape), dtype, info.compress_type != zipfile.ZIP_STORED)
 
     def member(self, name: str) -> NpzMember | None:

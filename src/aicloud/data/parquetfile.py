@@ -8,18 +8,21 @@ from typing import BinaryIO
 import pyarrow.parquet as pq
 
 from aicloud.data.formats import PARQUET_MAGIC, FullReader, TableItem, read_head
+from aicloud.data.limits import DEFAULT_LIMITS, ParseLimits, check_expansion
 from aicloud.errors import InvalidDataError
 
 BATCH_ROWS = 1 << 18
 
 
-def open_parquet(f: BinaryIO) -> pq.ParquetFile:
-    """The opened Parquet file; InvalidDataError when it is empty or not Parquet."""
+def open_parquet(f: BinaryIO, limits: ParseLimits = DEFAULT_LIMITS) -> pq.ParquetFile:
+    """The opened Parquet file; InvalidDataError when it is empty or not Parquet, 413 when its column
+    chunks declare more decompressed bytes than ``limits`` allow."""
     head = read_head(f, 4)
     if not head:
         raise InvalidDataError("the file is empty")
     if head != PARQUET_MAGIC:
         raise InvalidDataError("not a Parquet file: it does not start with the Parquet magic PAR1")
+    stored = f.seek(0, 2)
     pf = pq.ParquetFile(FullReader(f), pre_buffer=True)
     names = pf.schema_arrow.names
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -27,6 +30,9 @@ def open_parquet(f: BinaryIO) -> pq.ParquetFile:
         raise InvalidDataError(f"the Parquet file has more than one column named {dupes[0]!r}")
     if pf.metadata.num_rows == 0:
         raise InvalidDataError("the file has no rows")
+    md = pf.metadata
+    expanded = sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
+    check_expansion("the Parquet file", expanded, stored, limits)
     return pf
 
 

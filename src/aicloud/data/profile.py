@@ -17,6 +17,7 @@ import pyarrow as pa
 from aicloud.data.csvfile import csv_batches
 from aicloud.data.formats import guarded, normalize_format, translate_errors
 from aicloud.data.jsonlfile import jsonl_batches
+from aicloud.data.limits import DEFAULT_LIMITS, ParseLimits
 from aicloud.data.npzfile import NpzArchive
 from aicloud.data.parquetfile import open_parquet, parquet_batches
 from aicloud.data.stats import ColumnStats, TableStats, distinct_cap
@@ -47,31 +48,34 @@ class Profile:
         return {"num_rows": self.num_rows, "schema": self.schema, "stats": self.stats}
 
 
-def profile(fmt: str, f: BinaryIO) -> Profile:
+def profile(fmt: str, f: BinaryIO, limits: ParseLimits = DEFAULT_LIMITS) -> Profile:
     """Read a whole dataset file, validate it and compute its schema and statistics.
 
     Args:
         fmt: one of :data:`~aicloud.data.formats.FORMATS` (see :func:`detect_format`).
         f: a seekable binary file object; it is read in large blocks and never needs ``fileno()``.
+        limits: the content limits to check (nesting depth, decompressed size); an untrusted file is
+            profiled in a worker process that also limits memory and time (:mod:`aicloud.data.isolation`).
 
     Raises:
         UnsupportedFormatError: ``fmt`` is not a supported format.
         InvalidDataError: the file is empty, has no rows, or is malformed; the message says what is
             wrong and where (e.g. ``CSV row 17 (line 18) has 5 fields, the header has 4``).
+        PayloadTooLargeError: the file exceeds one of ``limits``; the message names the setting.
     """
     fmt = normalize_format(fmt)
     if fmt == "npz":
         with translate_errors("the NPZ file"):
-            return _profile_npz(f)
+            return _profile_npz(f, limits)
     what = {"csv": "the CSV file", "jsonl": "the JSON Lines file", "parquet": "the Parquet file"}[fmt]
     items: Iterable[pa.Schema | pa.RecordBatch]
     if fmt == "csv":
         items = csv_batches(f)
     elif fmt == "jsonl":
-        items = jsonl_batches(f)
+        items = jsonl_batches(f, limits)
     else:
         with translate_errors(what):
-            pf = open_parquet(f)
+            pf = open_parquet(f, limits)
         items = parquet_batches(pf)
     table = _accumulate(guarded(items, what), what)
     if table.num_rows == 0:
@@ -104,8 +108,8 @@ def _check_names(names: list[str]) -> None:
         seen.add(name)
 
 
-def _profile_npz(f: BinaryIO) -> Profile:
-    archive = NpzArchive(f)
+def _profile_npz(f: BinaryIO, limits: ParseLimits) -> Profile:
+    archive = NpzArchive(f, limits)
     try:
         cap = distinct_cap(len(archive.members))
         schema: list[dict[str, Any]] = []

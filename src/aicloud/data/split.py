@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from aicloud.data.csvsplit import split_csv
 from aicloud.data.formats import guarded, normalize_format, translate_errors
 from aicloud.data.jsonlfile import check_jsonl_head, iter_lines, parse_line
+from aicloud.data.limits import DEFAULT_LIMITS, ParseLimits
 from aicloud.data.npzfile import NpzArchive, NpzWriter
 from aicloud.data.parquetfile import compression_of, open_parquet
 from aicloud.data.sampling import (
@@ -52,6 +53,7 @@ def split(
     train_size: float,
     seed: int,
     stratify: str | None = None,
+    limits: ParseLimits = DEFAULT_LIMITS,
 ) -> tuple[int, int]:
     """Split the rows of a dataset file into a train and a test file of the same format.
 
@@ -62,6 +64,7 @@ def split(
         train_size: the fraction of rows for train, strictly between 0 and 1.
         seed: the random seed (0 ≤ seed < 2**32); the same input and seed give byte-identical outputs.
         stratify: a column (for NPZ: the name of a 1-D array) whose class proportions both parts keep.
+        limits: the content limits to check, as for :func:`~aicloud.data.profile.profile`.
 
     Returns:
         ``(train_rows, test_rows)``.
@@ -79,10 +82,10 @@ def split(
     if fmt == "csv":
         return split_csv(f, out_train, out_test, train_size, seed, stratify)
     if fmt == "jsonl":
-        return _split_jsonl(f, out_train, out_test, train_size, seed, stratify)
+        return _split_jsonl(f, out_train, out_test, train_size, seed, stratify, limits)
     if fmt == "parquet":
-        return _split_parquet(f, out_train, out_test, train_size, seed, stratify)
-    return _split_npz(f, out_train, out_test, train_size, seed, stratify)
+        return _split_parquet(f, out_train, out_test, train_size, seed, stratify, limits)
+    return _split_npz(f, out_train, out_test, train_size, seed, stratify, limits)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -90,7 +93,13 @@ def split(
 
 
 def _split_jsonl(
-    f: BinaryIO, out_train: Writable, out_test: Writable, train_size: float, seed: int, stratify: str | None
+    f: BinaryIO,
+    out_train: Writable,
+    out_test: Writable,
+    train_size: float,
+    seed: int,
+    stratify: str | None,
+    limits: ParseLimits,
 ) -> tuple[int, int]:
     what = "the JSON Lines file"
     with translate_errors(what):
@@ -101,7 +110,7 @@ def _split_jsonl(
         codes: list[int] = []
         rows = 0
         for line_no, line in iter_lines(f):
-            obj = parse_line(line_no, line)
+            obj = parse_line(line_no, line, limits)
             rows += 1
             if stratify is None:
                 continue
@@ -142,11 +151,17 @@ def _split_jsonl(
 
 
 def _split_parquet(
-    f: BinaryIO, out_train: Writable, out_test: Writable, train_size: float, seed: int, stratify: str | None
+    f: BinaryIO,
+    out_train: Writable,
+    out_test: Writable,
+    train_size: float,
+    seed: int,
+    stratify: str | None,
+    limits: ParseLimits,
 ) -> tuple[int, int]:
     what = "the Parquet file"
     with translate_errors(what):
-        pf = open_parquet(f)
+        pf = open_parquet(f, limits)
         num_rows = pf.metadata.num_rows
         names = pf.schema_arrow.names
         labels = None
@@ -183,11 +198,17 @@ def _split_parquet(
 
 
 def _split_npz(
-    f: BinaryIO, out_train: Writable, out_test: Writable, train_size: float, seed: int, stratify: str | None
+    f: BinaryIO,
+    out_train: Writable,
+    out_test: Writable,
+    train_size: float,
+    seed: int,
+    stratify: str | None,
+    limits: ParseLimits,
 ) -> tuple[int, int]:
     what = "the NPZ file"
     with translate_errors(what):
-        archive = NpzArchive(f)
+        archive = NpzArchive(f, limits)
     try:
         labels = None
         if stratify is not None:

@@ -1,0 +1,230 @@
+"""The parser worker: ``python -m aicloud.data.worker '<limits JSON>'``, started by
+:class:`aicloud.data.isolation.ParserPool`.
+
+It limits itself (address space, CPU time, no core file), imports the parsers, then serves the jobs of
+several sessions from its stdin until the parent closes it. Its file is read from the parent through the
+pipe (:class:`RemoteFile`); nothing it parses is ever written to a file by it, except the temporary
+spool of a Parquet or NPZ split part (``TMPDIR``). Errors go back in the project's error shape, never
+as a traceback (the traceback of an unexpected one goes to stderr, the server's log).
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import os
+import resource
+import sys
+import threading
+import traceback
+from typing import IO, Any, BinaryIO, cast
+
+from aicloud.data.isolation import CHUNK, READ_REQUEST, read_frame, write_frame
+from aicloud.data.limits import ParseLimits, limit_error
+from aicloud.errors import AicloudError, InvalidDataError
+
+#: within this much of the address-space limit, an error is taken for running out of memory
+_NEAR_LIMIT = 0.9
+
+
+def _limit_self(limits: ParseLimits) -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash never writes the file's bytes to disk
+    resource.setrlimit(resource.RLIMIT_AS, (limits.max_memory_bytes, limits.max_memory_bytes))
+    _renew_cpu_limit(limits)
+
+
+def _renew_cpu_limit(limits: ParseLimits) -> None:
+    """Allow ``max_cpu_seconds`` more CPU time (all threads) from now: SIGXCPU ends the process past it.
+    The hard limit stays unlimited so that the next step can be given its own allowance."""
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    soft = int(used.ru_utime + used.ru_stime + limits.max_cpu_seconds) + 1
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, resource.RLIM_INFINITY))
+
+
+class RemoteFile(io.RawIOBase):
+    """A read-only, seekable file whose bytes the parent sends on request. Thread-safe: pyarrow reads
+    from its own threads, and a request and its answer must not interleave with another's."""
+
+    def __init__(self, to_parent: IO[bytes], from_parent: IO[bytes], size: int) -> None:
+        super().__init__()
+        self._out = to_parent
+        self._in = from_parent
+        self._size = size
+        self._pos = 0
+        self._lock = threading.Lock()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        with self._lock:
+            want = min(len(view), CHUNK, max(self._size - self._pos, 0))
+            if want <= 0:
+                return 0
+            _send(self._out, b"R", READ_REQUEST.pack(self._pos, want))
+            kind, data = read_frame(self._in, CHUNK)
+            if kind != b"D" or len(data) > want:
+                raise OSError(f"the parent sent {kind!r} instead of data")
+            n = len(data)
+            view[:n] = data
+            self._pos += n
+            return n
+
+    def read(self, size: int = -1) -> bytes:
+        """Exactly ``size`` bytes unless the file ends (the readers expect full reads)."""
+        if size is None or size < 0:
+            size = max(self._size - self._pos, 0)
+        buf = bytearray(size)
+        view = memoryview(buf)
+        got = 0
+        while got < size:
+            n = self.readinto(view[got:])
+            if not n:
+                break
+            got += n
+        del view
+        return bytes(buf[:got]) if got < size else bytes(buf)
+
+
+class _PartSink:
+    """Where a split writes one part: ``W`` frames to the parent."""
+
+    def __init__(self, out: IO[bytes], part: bytes) -> None:
+        self._out = out
+        self._part = part
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        for start in range(0, len(view), CHUNK):
+            _send(self._out, b"W", self._part, view[start : start + CHUNK])
+        return len(data)
+
+
+_send_lock = threading.Lock()
+
+
+def _send(out: IO[bytes], kind: bytes, *parts: bytes | memoryview) -> None:
+    """One frame to the parent; frames from different threads never interleave."""
+    with _send_lock:
+        write_frame(out, kind, *parts)
+
+
+def _near_memory_limit(limits: ParseLimits) -> bool:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmPeak:"):
+                    return int(line.split()[1]) * 1024 >= _NEAR_LIMIT * limits.max_memory_bytes
+    except OSError:
+        pass
+    return False
+
+
+def _memory_error(limits: ParseLimits) -> AicloudError:
+    return limit_error(
+        "max_memory_bytes",
+        limits.max_memory_bytes,
+        f"parsing the file needs more memory than the limit of {limits.max_memory_bytes} bytes",
+    )
+
+
+def _run(job: dict[str, Any], f: BinaryIO, out: IO[bytes], limits: ParseLimits) -> Any:
+    from aicloud import data
+
+    op = job.get("op")
+    if op == "profile":
+        return data.profile(job["fmt"], f, limits).to_dict()
+    if op == "split":
+        return list(
+            data.split(
+                job["fmt"],
+                f,
+                _PartSink(out, b"0"),
+                _PartSink(out, b"1"),
+                train_size=job["train_size"],
+                seed=job["seed"],
+                stratify=job["stratify"],
+                limits=limits,
+            )
+        )
+    raise AicloudError(f"unknown parser job {op!r}")
+
+
+def serve(to_parent: IO[bytes], from_parent: IO[bytes], limits: ParseLimits) -> None:
+    """Answer jobs until the parent closes the pipe."""
+    while True:
+        try:
+            kind, payload = read_frame(from_parent, CHUNK)
+        except Exception:  # the parent closed the pipe: the session is over
+            return
+        if kind != b"J":
+            return
+        job = json.loads(payload)
+        _renew_cpu_limit(limits)
+        f = RemoteFile(to_parent, from_parent, int(job["size"]))
+        try:
+            result = _run(job, cast(BinaryIO, f), to_parent, limits)
+        except MemoryError:
+            err = _memory_error(limits)
+        except InvalidDataError as e:
+            err = _memory_error(limits) if _near_memory_limit(limits) else e
+        except AicloudError as e:
+            err = e
+        except Exception:
+            traceback.print_exc()
+            err = AicloudError("the parser failed unexpectedly; see the server log")
+        else:
+            _send(to_parent, b"O", json.dumps(result, default=str).encode())
+            del f, result
+            _release()
+            continue
+        _send(to_parent, b"E", json.dumps(err.to_payload()["error"], default=str).encode())
+        del f, err
+        _release()
+
+
+def _release() -> None:
+    """Drop what the step left behind before the worker waits for the next one."""
+    from aicloud import data
+
+    data.release_memory()
+
+
+def main() -> None:
+    limits = ParseLimits(**json.loads(sys.argv[1]))
+    _limit_self(limits)
+    # The protocol owns the original stdin and stdout; anything a library prints goes to stderr.
+    to_parent = os.fdopen(os.dup(1), "wb", buffering=0)
+    from_parent = os.fdopen(os.dup(0), "rb", buffering=0)
+    os.dup2(2, 1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    # Imports and pyarrow's first-use set-up (about 0.3 s of the first profile) happen now, while a
+    # spare worker waits for its job, not during the job.
+    for module in ("pyarrow.csv", "pyarrow.json", "pyarrow.parquet"):
+        importlib.import_module(module)
+    from aicloud import data
+
+    data.profile("csv", io.BytesIO(b"a,b,c\n1,x,1.5\n2,y,\n"))
+
+    serve(to_parent, from_parent, limits)
+
+
+if __name__ == "__main__":
+    main()
