@@ -1,6 +1,6 @@
 """Shared test set-up.
 
-The folder a test lives in sets its marker (unit, integration, e2e). Server fixtures
+The folder a test lives in sets its marker (unit, integration, e2e, security). Server fixtures
 start the real control plane as a subprocess (``aicloud.testing.server``).
 """
 
@@ -26,7 +26,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         rel = Path(str(item.fspath)).relative_to(_TESTS)
         folder = rel.parts[0] if len(rel.parts) > 1 else ""
-        if folder in {"unit", "integration", "e2e"}:
+        if folder in {"unit", "integration", "e2e", "security"}:
             item.add_marker(getattr(pytest.mark, folder))
 
 

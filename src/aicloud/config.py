@@ -44,6 +44,26 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=10 * 1024**3, description="Largest accepted upload in bytes; bigger bodies get 413."
     )
+    parse_max_memory_bytes: int = Field(
+        default=4 * 1024**3,
+        ge=256 * 1024**2,
+        description="Parser worker: address space (RLIMIT_AS) of the process that parses uploaded files.",
+    )
+    parse_max_cpu_seconds: float = Field(
+        default=600.0, gt=0, description="Parser worker: CPU seconds (all threads) for parsing one file."
+    )
+    parse_timeout_seconds: float = Field(
+        default=900.0, gt=0, description="Parser worker: wall-clock seconds for parsing one upload or split."
+    )
+    parse_max_depth: int = Field(
+        default=64, ge=1, description="Deepest nesting of arrays and objects on a JSON Lines line."
+    )
+    parse_max_expanded_bytes: int = Field(
+        default=32 * 1024**3, ge=1, description="Most bytes a compressed file (NPZ, Parquet) may expand to."
+    )
+    parse_max_expansion_ratio: float = Field(
+        default=100.0, gt=1, description="Most a compressed file may expand (unpacked/stored) past 64 MiB."
+    )
     url: str | None = Field(default=None, description="Client: control-plane URL (SDK and CLI).")
     token: str | None = Field(default=None, description="Client: bearer token (SDK and CLI).", repr=False)
     log_level: str = Field(default="info", description="Server log level.")

@@ -154,9 +154,11 @@ def create_app(
         app_state.jobs.start()
         app_state.deployments.start()
         sweep_controller.start()
+        app_state.parsers.start()
         try:
             yield
         finally:
+            app_state.parsers.close()
             sweep_controller.stop()
             app_state.deployments.stop()
             app_state.jobs.stop()

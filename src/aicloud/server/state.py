@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from aicloud.blobs import BlobStore
 from aicloud.config import Settings
+from aicloud.data import ParseLimits, ParserPool
 from aicloud.errors import ConflictError
 from aicloud.gateway.proxy import Gateway
 from aicloud.gateway.registry import EndpointRegistry
@@ -38,6 +39,8 @@ class AppState:
     principals: PrincipalCache = field(init=False)
     #: Numbered dataset versions are immutable: (workspace id, name, version) → wire model.
     versions: TTLCache[tuple[str, str, int], DatasetVersionOut] = field(init=False)
+    #: Uploaded files are parsed in worker processes (started by the app's lifespan).
+    parsers: ParserPool = field(init=False)
     #: Orders removing unreferenced blobs against recording references to blobs just stored.
     blob_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -45,6 +48,17 @@ class AppState:
         self.principals = PrincipalCache(ttl=self.settings.auth_cache_seconds)
         self.versions = TTLCache(ttl=60.0)
         self.gateway = Gateway(self.endpoints, channel=self.settings.gateway_channel)
+        s = self.settings
+        self.parsers = ParserPool(
+            ParseLimits(
+                max_depth=s.parse_max_depth,
+                max_expanded_bytes=s.parse_max_expanded_bytes,
+                max_expansion_ratio=s.parse_max_expansion_ratio,
+                max_memory_bytes=s.parse_max_memory_bytes,
+                max_cpu_seconds=s.parse_max_cpu_seconds,
+                timeout_seconds=s.parse_timeout_seconds,
+            )
+        )
 
     def keep_blob(self, digest: str, record: Callable[[], T]) -> T:
         """Run ``record`` (it writes the row that references ``digest``, a blob this request just

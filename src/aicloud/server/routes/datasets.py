@@ -44,12 +44,10 @@ def _ingest(
         with state.blobs.open(digest) as f:
             fmt = data.detect_format(filename, f.read(512), declared)
             f.seek(0)
-            prof = data.profile(fmt, f)
+            prof = state.parsers.profile(fmt, f, size=upload.blob.size)  # in a worker process
     except AicloudError:
         _discard(state, digest)
         raise
-    finally:
-        data.release_memory()
     return state.keep_blob(
         digest,
         lambda: state.store.datasets.create_version(
@@ -130,26 +128,33 @@ def datasets_download(name: str, version: str, principal: Viewer, state: State) 
 def _split(
     state: AppState, principal: Principal, parent: DatasetVersion, body: SplitRequest
 ) -> SplitResponse:
-    with (
-        state.blobs.open(parent.blob_digest) as f,
-        state.blobs.writer() as w_train,
-        state.blobs.writer() as w_test,
-    ):
-        data.split(
-            parent.format,
-            f,
-            w_train,
-            w_test,
-            train_size=body.train_size,
-            seed=body.seed,
-            stratify=body.stratify,
-        )
-        blobs = {"train": w_train.commit(), "test": w_test.commit()}
+    # The split and the profiles of its parts run in one worker process; the parts come back through
+    # its pipe and are encrypted here.
+    with state.parsers.session() as parser:
+        with (
+            state.blobs.open(parent.blob_digest) as f,
+            state.blobs.writer() as w_train,
+            state.blobs.writer() as w_test,
+        ):
+            parser.split(
+                parent.format,
+                f,
+                w_train,
+                w_test,
+                train_size=body.train_size,
+                seed=body.seed,
+                stratify=body.stratify,
+                size=parent.size_bytes,
+            )
+            blobs = {"train": w_train.commit(), "test": w_test.commit()}
+        profiles: dict[str, data.Profile] = {}
+        for part, info in blobs.items():
+            with state.blobs.open(info.digest) as f:
+                profiles[part] = parser.profile(parent.format, f, size=info.size)
     out: dict[str, DatasetVersion] = {}
     params = body.model_dump()
     for part, info in blobs.items():
-        with state.blobs.open(info.digest) as f:
-            prof = data.profile(parent.format, f)
+        prof = profiles[part]
         out[part] = state.keep_blob(
             info.digest,
             functools.partial(
@@ -185,10 +190,7 @@ def datasets_split(
     parent = state.store.datasets.get_version(
         principal.workspace.id, check_name(name), parse_version(version)
     )
-    try:
-        return _split(state, principal, parent, body)
-    finally:
-        data.release_memory()
+    return _split(state, principal, parent, body)
 
 
 @router.delete("/datasets/{name}", status_code=204)
