@@ -117,6 +117,16 @@ class Settings(BaseSettings):
         ge=0,
         description="How long a verified token is trusted without a database read; 0 disables.",
     )
+    public_api_docs: bool = Field(
+        default=False,
+        description="Serve /docs, /redoc and /openapi.json without a token (by default they need one).",
+    )
+    public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="The control plane's URL as clients reach it (deployment URLs); default "
+        "http://host:port (127.0.0.1 for a wildcard host).",
+    )
     price_cpu_hour: float = Field(
         default=0.0, ge=0, allow_inf_nan=False, description="Usage: price of one CPU core for one hour."
     )
@@ -164,6 +174,15 @@ class Settings(BaseSettings):
     @property
     def server_url(self) -> str:
         return self.url or f"http://{self.host}:{self.port}"
+
+    @property
+    def resolved_public_url(self) -> str:
+        """Where clients reach this control plane: ``public_url``, else the bound address (never a
+        request's ``Host`` header, which the caller chooses)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "*") else "::1" if self.host == "::" else self.host
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
 
 def get_settings() -> Settings:

@@ -152,3 +152,44 @@ def test_unicode_digit_versions_in_refs_are_4xx(member: httpx.Client, dataset: s
     r = member.post("/api/v1/deployments", json={"name": _name("dep"), "model": f"{model}:³"})
     assert 400 <= r.status_code < 500, r.text
     assert_error(r, r.status_code)
+
+
+# --- 3. nesting and integer limits of the control plane's own JSON ------------------------------
+
+
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+@pytest.mark.parametrize("depth", [100, 500, 50_000])
+def test_deeply_nested_json_is_a_4xx_naming_the_limit(member: httpx.Client, depth: int) -> None:
+    """Below json.loads' own limit a free-form field refuses it (422); past it the parse does (400)."""
+    headers = {"Content-Type": "application/json"}
+    run = member.post("/api/v1/runs", json={"name": "deep"}).json()["id"]
+    for path, body in (
+        ("/api/v1/runs", b'{"name": "d", "params": {"a": ' + _nested(depth) + b"}}"),
+        (f"/api/v1/runs/{run}/params", b'{"params": {"a": ' + _nested(depth) + b"}}"),
+        ("/api/v1/jobs", b'{"kind": "command", "spec": {"command": "true", "x": ' + _nested(depth) + b"}}"),
+    ):
+        r = member.post(path, content=body, headers=headers)
+        err = assert_error(r, 422 if depth < 1000 else 400)
+        assert "64 levels" in err["message"], (path, err)
+    nested_ok = {"a": [[[[1]]]]}
+    assert member.post(f"/api/v1/runs/{run}/params", json={"params": nested_ok}).status_code == 200
+
+
+def test_integers_past_their_column_are_422(member: httpx.Client, model: str) -> None:
+    """A metric step past BIGINT was an OverflowError from the database driver: a 500 (the fuzzer's find)."""
+    run = member.post("/api/v1/runs", json={"name": "ints"}).json()["id"]
+    for point in (
+        {"name": "loss", "step": 2**63, "value": 1.0},
+        {"name": "loss", "step": 0, "value": 1.0, "timestamp": 1e300},
+    ):
+        r = member.post(f"/api/v1/runs/{run}/metrics", json={"points": [point]})
+        assert_error(r, 422, "validation_error")
+    r = member.put(f"/api/v1/models/{model}/aliases/prod", json={"version": 2**31})
+    assert_error(r, 422, "validation_error")
+    ok = member.post(
+        f"/api/v1/runs/{run}/metrics", json={"points": [{"name": "loss", "step": 2**62, "value": 1}]}
+    )
+    assert ok.status_code == 200, ok.text

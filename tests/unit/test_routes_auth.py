@@ -8,12 +8,13 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.routing import Route
 
+from aicloud.config import Settings
 from aicloud.gateway.asgi import PREFIX, EndpointApp, require_endpoint_caller
 from aicloud.server.app import create_app
-from aicloud.server.deps import AUTH_DEPENDENCIES, public
+from aicloud.server.deps import AUTH_DEPENDENCIES, public, require_viewer
 
 PUBLIC_PATHS = {"/healthz"}
-DOCS_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+DOCS_PATHS = {"/openapi.json", "/docs", "/redoc"}
 
 
 def _calls(dep: Dependant) -> set[object]:
@@ -23,17 +24,23 @@ def _calls(dep: Dependant) -> set[object]:
     return found
 
 
+def _decisions(app: object) -> dict[str, set[object]]:
+    return {
+        ctx.path: _calls(ctx.original_route.dependant) & set(AUTH_DEPENDENCIES)
+        for ctx in routing.iter_route_contexts(app.routes)  # type: ignore[attr-defined]
+        if isinstance(ctx.original_route, APIRoute)
+    }
+
+
 def test_every_route_has_an_auth_decision() -> None:
-    app = create_app()
+    app = create_app(Settings(public_api_docs=False))
     checked = 0
     for ctx in routing.iter_route_contexts(app.routes):  # flattens included routers
         route, path = ctx.original_route, ctx.path
         if not isinstance(route, APIRoute):
             # raw ASGI routes (endpoint traffic) declare the auth decision every request goes through
             decision = getattr(getattr(route, "endpoint", None), "auth_decision", None)
-            if decision is None:
-                assert path in DOCS_PATHS, f"unexpected non-API route {path} without an auth decision"
-                continue
+            assert decision is not None, f"unexpected non-API route {path} without an auth decision"
             assert decision in AUTH_DEPENDENCIES and decision is not public, f"{path}: {decision}"
             checked += 1
             continue
@@ -43,6 +50,15 @@ def test_every_route_has_an_auth_decision() -> None:
             assert path in PUBLIC_PATHS, f"{path} is public but not on the allow-list"
         checked += 1
     assert checked >= 10
+
+
+def test_api_docs_need_a_token_unless_made_public() -> None:
+    """/docs, /redoc and /openapi.json answer any role's token; AICLOUD_PUBLIC_API_DOCS opens them."""
+    closed = _decisions(create_app(Settings(public_api_docs=False)))
+    assert all(closed[path] == {require_viewer} for path in DOCS_PATHS), closed
+    opened = _decisions(create_app(Settings(public_api_docs=True)))
+    assert {path for path, found in opened.items() if public in found} == PUBLIC_PATHS | DOCS_PATHS
+    assert "/docs/oauth2-redirect" not in opened
 
 
 def test_operation_ids_are_stable_names() -> None:

@@ -59,8 +59,9 @@ def up(timeout: float = typer.Option(60.0, help="seconds to wait for the server 
     if _healthy(url):
         console.print(f"aicloud is already running at {url}")
         return
-    settings.home.mkdir(parents=True, exist_ok=True)
-    with open(settings.log_path, "ab") as log:
+    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log_fd = os.open(settings.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(log_fd, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "aicloud", "server"],
             stdout=log,
@@ -68,7 +69,8 @@ def up(timeout: float = typer.Option(60.0, help="seconds to wait for the server 
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    settings.pid_path.write_text(f"{proc.pid}\n")
+    with os.fdopen(os.open(settings.pid_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write(f"{proc.pid}\n")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -130,7 +132,7 @@ def login(
     c = Client(url=url, token=token)
     me = c.workspaces.whoami()
     settings = Settings()
-    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = settings.credentials_path
     tmp = f"{path}.tmp{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -145,6 +147,6 @@ def migrate() -> None:
     from aicloud.store.sql.migrate import upgrade
 
     settings = Settings()
-    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
     console.print("the database schema is current")

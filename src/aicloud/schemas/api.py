@@ -26,6 +26,40 @@ def _check_name(value: str) -> str:
 
 
 Name = Annotated[str, AfterValidator(_check_name)]
+
+MAX_JSON_DEPTH = 64
+"""How deep a free-form JSON field of a request (a job spec, run params, a model's config) may nest."""
+
+
+def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deep lists and dicts nest in ``value``, counted up to ``limit + 1`` (iteratively: a value
+    nested past Python's recursion limit is measured, not a RecursionError)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _check_depth(value: dict[str, Any]) -> dict[str, Any]:
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+JSONObject = Annotated[dict[str, Any], AfterValidator(_check_depth)]
+"""A free-form JSON object of a request, nested at most :data:`MAX_JSON_DEPTH` levels (deeper ones
+would exhaust the stack where the server walks or stores it: a 500)."""
 SecretName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,99}$")]
 
 

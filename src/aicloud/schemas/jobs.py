@@ -8,6 +8,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from aicloud.entities import JobKind, JobStatus, RunStatus
+from aicloud.schemas.api import JSONObject
+
+MAX_INT = 2**31 - 1
+"""The largest value of an INTEGER column (versions): bigger ones are a 422, not a database error."""
+MAX_BIGINT = 2**63 - 1
+"""The largest value of a BIGINT column (metric steps)."""
+MAX_TIMESTAMP = 253402300799.0
+"""The last second of year 9999 (Unix time): later ones do not convert to a datetime."""
 
 
 class _Out(BaseModel):
@@ -18,7 +26,7 @@ class JobCreate(BaseModel):
     kind: JobKind
     name: str | None = Field(default=None, max_length=100)
     priority: int = Field(default=0, ge=-100, le=100)
-    spec: dict[str, Any]
+    spec: JSONObject
 
 
 class JobOut(_Out):
@@ -46,7 +54,7 @@ class JobOut(_Out):
 class RunCreate(BaseModel):
     name: str = Field(default="run", max_length=200)
     job_id: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: JSONObject = Field(default_factory=dict)
 
 
 class RunOut(_Out):
@@ -61,14 +69,14 @@ class RunOut(_Out):
 
 
 class ParamsIn(BaseModel):
-    params: dict[str, Any]
+    params: JSONObject
 
 
 class MetricPointIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
-    step: int = Field(default=0, ge=0)
+    step: int = Field(default=0, ge=0, le=MAX_BIGINT)
     value: float = Field(allow_inf_nan=False)
-    timestamp: float | None = None
+    timestamp: float | None = Field(default=None, ge=0, le=MAX_TIMESTAMP)
 
 
 class MetricsIn(BaseModel):
@@ -100,8 +108,8 @@ class BlobOut(BaseModel):
 
 class ModelVersionCreate(BaseModel):
     files: dict[str, str] = Field(min_length=1)
-    signature: dict[str, Any] = Field(default_factory=dict)
-    config: dict[str, Any] = Field(default_factory=dict)
+    signature: JSONObject = Field(default_factory=dict)
+    config: JSONObject = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
     run_id: str | None = None
     job_id: str | None = None
@@ -129,4 +137,4 @@ class ModelOut(_Out):
 
 
 class AliasSet(BaseModel):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_INT)

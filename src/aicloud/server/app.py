@@ -19,13 +19,16 @@ from aicloud.config import Settings
 from aicloud.errors import AicloudError, code_for_status
 from aicloud.gateway.asgi import PREFIX as ENDPOINTS_PREFIX
 from aicloud.gateway.asgi import EndpointApp, mount_endpoints
+from aicloud.schemas.api import MAX_JSON_DEPTH
 from aicloud.server.bootstrap import bootstrap
+from aicloud.server.home import prepare_home
 from aicloud.server.jobs import JobRuntime
 from aicloud.server.routes import (
     admin,
     blobs,
     datasets,
     deployments,
+    docs,
     health,
     jobs,
     models,
@@ -78,6 +81,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = code_for_status(exc.status_code)
         message = str(exc.detail) if exc.status_code != 404 else "no such route"
+        if isinstance(exc.__cause__, RecursionError):  # FastAPI's json.loads of a body nested ~1000 deep
+            message = f"the JSON body is nested too deeply: at most {MAX_JSON_DEPTH} levels"
         return _error(exc.status_code, code, message)
 
     @app.exception_handler(Exception)
@@ -102,7 +107,7 @@ class ControlPlaneApp(FastAPI):
 
 
 def open_state(settings: Settings) -> AppState:
-    settings.home.mkdir(parents=True, exist_ok=True)
+    prepare_home(settings)
     store = open_store(settings.resolved_database_url, migrate=True)
     blobs = open_blob_store(
         settings.resolved_blob_url, master_key=settings.master_key, home=str(settings.home)
@@ -171,9 +176,13 @@ def create_app(
         lifespan=lifespan,
         description="Self-hosted AI cloud control plane. Every route but /healthz needs a bearer token.",
         generate_unique_id_function=lambda route: route.name,
+        openapi_url=None,  # served by routes/docs.py, behind a token unless AICLOUD_PUBLIC_API_DOCS
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(docs.docs_router(settings.public_api_docs))
     routers = (workspaces, tokens, datasets, secrets, admin, blobs, jobs, runs, models, deployments, usage)
     for module in routers:
         app.include_router(module.router, prefix="/api/v1")

@@ -9,15 +9,16 @@ import uvicorn
 from aicloud.config import Settings
 from aicloud.executors import SandboxUnavailable, workload_sandbox
 from aicloud.server.app import create_app
+from aicloud.server.home import prepare_home
 from aicloud.serving.http1 import OneWriteProtocol
 
 
 def run_server(settings: Settings | None = None) -> None:
     settings = settings or Settings()
-    settings.home.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    prepare_home(settings)  # 0700, its private files 0600 (logs what it tightens)
     try:
         sandbox = workload_sandbox(settings)
     except SandboxUnavailable as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pydantic
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 
 from aicloud.entities import Role
 from aicloud.entities.serving import Deployment, DeploymentStatus
@@ -29,10 +29,11 @@ from aicloud.server.state import AppState
 router = APIRouter(tags=["deployments"])
 
 
-def _out(state: AppState, d: Deployment, request: Request) -> DeploymentOut:
+def _out(state: AppState, d: Deployment) -> DeploymentOut:
     out = DeploymentOut.model_validate(d)
     out.replicas = [ReplicaOut.model_validate(r) for r in state.store.deployments.replicas(d.id)]
-    out.url = f"{str(request.base_url).rstrip('/')}/v1/endpoints/{d.name}"
+    # the configured public URL, never the request's Host header (the caller chooses that)
+    out.url = f"{state.settings.resolved_public_url}/v1/endpoints/{d.name}"
     return out
 
 
@@ -53,9 +54,7 @@ def _resolve(
 
 
 @router.post("/deployments", response_model=DeploymentOut, status_code=201)
-def deployments_create(
-    body: DeploymentCreate, request: Request, principal: Member, state: State
-) -> DeploymentOut:
+def deployments_create(body: DeploymentCreate, principal: Member, state: State) -> DeploymentOut:
     """Serve a registered model (``model``) or your own Service class (``service``)."""
     name = check_name(body.name)
     spec, version_id = _resolve(state, principal, body)
@@ -68,23 +67,21 @@ def deployments_create(
         desired=max(body.min_replicas, 1),
     )
     state.wake_deployments()
-    return _out(state, d, request)
+    return _out(state, d)
 
 
 @router.get("/deployments", response_model=list[DeploymentOut])
-def deployments_list(request: Request, principal: Viewer, state: State) -> list[DeploymentOut]:
-    return [_out(state, d, request) for d in state.store.deployments.list(principal.workspace.id)]
+def deployments_list(principal: Viewer, state: State) -> list[DeploymentOut]:
+    return [_out(state, d) for d in state.store.deployments.list(principal.workspace.id)]
 
 
 @router.get("/deployments/{name}", response_model=DeploymentOut)
-def deployments_get(name: str, request: Request, principal: Viewer, state: State) -> DeploymentOut:
-    return _out(state, state.store.deployments.get(principal.workspace.id, check_name(name)), request)
+def deployments_get(name: str, principal: Viewer, state: State) -> DeploymentOut:
+    return _out(state, state.store.deployments.get(principal.workspace.id, check_name(name)))
 
 
 @router.patch("/deployments/{name}", response_model=DeploymentOut)
-def deployments_update(
-    name: str, body: DeploymentPatch, request: Request, principal: Member, state: State
-) -> DeploymentOut:
+def deployments_update(name: str, body: DeploymentPatch, principal: Member, state: State) -> DeploymentOut:
     """Change scaling or batching, or roll to another model version (zero failed requests)."""
     current = state.store.deployments.get(principal.workspace.id, check_name(name))
     if current.status is DeploymentStatus.DELETING:
@@ -98,7 +95,7 @@ def deployments_update(
     data, version_id = _resolve(state, principal, spec)
     d = state.store.deployments.update_spec(principal.workspace.id, current.name, data, version_id)
     state.wake_deployments()
-    return _out(state, d, request)
+    return _out(state, d)
 
 
 @router.get("/deployments/{name}/logs", response_model=list[ReplicaLogOut])
