@@ -127,8 +127,8 @@ async def receive_upload(
 ) -> Upload:
     """Store the request body as one blob. ``multipart/form-data`` must carry a ``file`` part;
     any other content type is taken as the raw file (``filename`` from the query)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
+    declared = request.headers.get("content-length") or ""
+    if declared.isascii() and declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
         raise _too_large(max_bytes)
     ctype, options = parse_options_header(request.headers.get("content-type", ""))
     writer = blobs.writer()
