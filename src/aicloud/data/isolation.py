@@ -32,12 +32,14 @@ import io
 import json
 import logging
 import os
+import shutil
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import IO, Any, BinaryIO
 
@@ -98,16 +100,31 @@ def worker_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k in _ENV_KEEP or k.startswith("LC_")}
 
 
-class _Worker:
-    """One worker process and its pipes."""
+#: Turns a worker's command line into one that runs it confined (the server passes the workload
+#: sandbox's): ``wrap(argv, workdir)`` with ``workdir`` a private folder the worker may write.
+Confine = Callable[[list[str], str], list[str]]
 
-    def __init__(self, limits: ParseLimits) -> None:
+
+class _Worker:
+    """One worker process and its pipes (and, when confined, its private working folder)."""
+
+    def __init__(self, limits: ParseLimits, confine: Confine | None = None) -> None:
+        argv = [sys.executable, "-m", "aicloud.data.worker", json.dumps(limits.to_dict())]
+        self.workdir: str | None = None
+        cwd = "/"
+        if confine is not None:
+            self.workdir = cwd = tempfile.mkdtemp(prefix="aicloud-parser-")
+            try:
+                argv = confine(argv, self.workdir)
+            except BaseException:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+                raise
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aicloud.data.worker", json.dumps(limits.to_dict())],
+            argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=worker_env(),
-            cwd="/",
+            cwd=cwd,
             close_fds=True,
             bufsize=0,
         )
@@ -127,6 +144,8 @@ class _Worker:
             with suppress(OSError):
                 stream.close()
         self.proc.wait()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 class ParserPool:
@@ -139,8 +158,9 @@ class ParserPool:
 
     MAX_JOBS = 100
 
-    def __init__(self, limits: ParseLimits) -> None:
+    def __init__(self, limits: ParseLimits, confine: Confine | None = None) -> None:
         self.limits = limits
+        self.confine = confine  # set before start(): the server's workload sandbox, if any
         self._idle: _Worker | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -153,7 +173,7 @@ class ParserPool:
     def _refill(self) -> None:
         if not self._closed and self._idle is None:
             try:
-                self._idle = _Worker(self.limits)
+                self._idle = _Worker(self.limits, self.confine)
             except OSError:
                 log.exception("could not start a parser worker")
 
@@ -165,7 +185,7 @@ class ParserPool:
         if worker is not None:
             worker.kill()
         try:
-            return _Worker(self.limits)
+            return _Worker(self.limits, self.confine)
         except OSError as e:
             raise AicloudError(f"could not start a parser worker: {e}") from None
 
@@ -288,6 +308,8 @@ class ParserSession:
             worker.proc.wait(timeout=5)  # its pipe closed: it is exiting
         worker.kill()
         code = worker.proc.returncode
+        if worker.workdir is not None and code is not None and 128 < code <= 128 + 64:
+            code = 128 - code  # confined: the sandbox reports a death by signal N as 128 + N
         limits = self._limits
         if worker.timed_out:
             return limit_error(

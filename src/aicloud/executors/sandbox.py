@@ -171,11 +171,14 @@ class Sandbox:
         uid: int,
         gpus: int = 0,
         rlimits: dict[str, tuple[int, int]] | None = None,
+        tmpdir: str = "/tmp",
     ) -> list[str]:
         """``argv`` inside the sandbox, with ``workdir`` writable and the current folder.
 
         ``rlimits``: ``prlimit`` option names (``nofile``, ``nproc``, ``as``, ``cpu``) to (soft,
         hard) values, lowered to this process's own hard limits where those are lower.
+        ``tmpdir``: the workload's ``TMPDIR`` (``/tmp`` is a tmpfs, in memory: big temporary files
+        are better in the working folder).
         """
         cmd: list[str] = []
         if rlimits and self.prlimit:
@@ -213,7 +216,7 @@ class Sandbox:
             if any(path == r or path.startswith(r.rstrip("/") + "/") for r in mounted):
                 cmd += ["--tmpfs", path]
         cmd += [*_parents(workdir, made), "--bind", workdir, workdir]
-        cmd += ["--chdir", workdir, "--setenv", "HOME", workdir, "--setenv", "TMPDIR", "/tmp", "--"]
+        cmd += ["--chdir", workdir, "--setenv", "HOME", workdir, "--setenv", "TMPDIR", tmpdir, "--"]
         cmd += [sys.executable, "-I", "-S", INIT]
         if self.as_root and self.setpriv:
             cmd += [
@@ -221,6 +224,14 @@ class Sandbox:
                 "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
             ]  # fmt: skip
         return cmd + argv
+
+    def confine(self, argv: list[str], workdir: str, workload_id: str) -> list[str]:
+        """``argv`` as workload ``workload_id`` in the sandbox, with ``workdir`` (made by the caller,
+        removed by it) as its own working and temporary folder; default limits."""
+        uid = sandbox_uid(workload_id)
+        self.give(workdir, uid)
+        rlimits = {"nofile": (65536, 65536), "nproc": (4096, 4096)}
+        return self.wrap(argv, workdir=workdir, uid=uid, rlimits=rlimits, tmpdir=workdir)
 
     def give(self, path: str, uid: int) -> None:
         """Make ``path`` (a working folder, recursively) the workload's own when it runs under a
