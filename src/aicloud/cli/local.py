@@ -74,6 +74,11 @@ def up(timeout: float = typer.Option(60.0, help="seconds to wait for the server 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            try:
+                tail = settings.log_path.read_text(errors="replace").strip().splitlines()[-5:]
+            except OSError:
+                tail = []
+            err_console.print("\n".join(tail), markup=False, highlight=False)
             err_console.print(
                 f"[red]the server exited with code {proc.returncode}; see {settings.log_path}[/]"
             )

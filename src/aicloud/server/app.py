@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -44,10 +45,10 @@ from aicloud.server.state import AppState
 from aicloud.server.sweeps import SweepRuntime
 from aicloud.store import open_store
 
-log = logging.getLogger("aicloud.server")
-
 if TYPE_CHECKING:
     from aicloud.executors.sandbox import Sandbox
+
+log = logging.getLogger("aicloud.server")
 
 
 def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
@@ -134,6 +135,8 @@ def create_app(
             from aicloud.executors import make_executor, workload_sandbox
 
             chosen = workload_sandbox(settings) if sandbox is True else sandbox or None
+            if chosen is not None:  # uploaded files are parsed in the sandbox too
+                app_state.parsers.confine = functools.partial(chosen.confine, workload_id="parser")
             executor = make_executor(settings, sandbox=chosen)
             runtime = JobRuntime(app_state)
             app_state.jobs = JobController(
