@@ -90,9 +90,9 @@ class Replica:
 
 
 def write_model(folder: Path) -> Path:
-    from aicloud.training.artifacts import save_builtin
-    from aicloud.training.models import MLP
-    from aicloud.training.preprocess import Preprocessor
+    from aicloud.artifacts.architectures import MLP
+    from aicloud.artifacts.format import save_builtin
+    from aicloud.artifacts.preprocess import Preprocessor
 
     names = [f"pixel_{i}" for i in range(WIDTH)]
     pre = Preprocessor(features=names, standardize={n: [0.0, 1.0] for n in names})
@@ -135,7 +135,7 @@ def rows(n: int) -> list[list[float]]:
 
 
 def expected(model_dir: Path, x: list[list[float]]) -> list[int]:
-    from aicloud.training.artifacts import load_model
+    from aicloud.artifacts.loader import load_model
 
     return [int(v) for v in load_model(model_dir)(np.asarray(x))]
 

@@ -24,9 +24,9 @@ DEEP = 50_000
 
 @pytest.fixture(scope="module")
 def deployment(member: httpx.Client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from aicloud.training.artifacts import save_builtin
-    from aicloud.training.models import MLP
-    from aicloud.training.preprocess import Preprocessor
+    from aicloud.artifacts.architectures import MLP
+    from aicloud.artifacts.format import save_builtin
+    from aicloud.artifacts.preprocess import Preprocessor
 
     pre = Preprocessor(features=COLUMNS, standardize={n: [0.0, 1.0] for n in COLUMNS})
     config = {

@@ -289,8 +289,8 @@ def test_body_limit_and_draining() -> None:
 
 
 def test_model_app_predict_cache_and_metrics(tmp_path: Path) -> None:
-    from aicloud.training.artifacts import save_builtin
-    from aicloud.training.models import MLP
+    from aicloud.artifacts.architectures import MLP
+    from aicloud.artifacts.format import save_builtin
 
     sig = {"inputs": [{"name": f"f{i}", "dtype": "float64"} for i in range(4)], "outputs": []}
     save_builtin(

@@ -13,12 +13,13 @@ import pandas as pd
 import pytest
 import torch
 
+from aicloud.artifacts.architectures import CNN, MLP
+from aicloud.artifacts.format import save_builtin
+from aicloud.artifacts.loader import load_model
+from aicloud.artifacts.preprocess import Preprocessor
 from aicloud.errors import InvalidDataError
 from aicloud.serving import numpy_mlp
 from aicloud.serving.runtime import ArtifactRuntime, Prepared
-from aicloud.training.artifacts import load_model, save_builtin
-from aicloud.training.models import CNN, MLP
-from aicloud.training.preprocess import Preprocessor
 
 
 def _trained_like(module: torch.nn.Module, seed: int, scale: float = 0.1) -> torch.nn.Module:

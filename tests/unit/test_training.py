@@ -12,11 +12,11 @@ import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits
 from sklearn.model_selection import train_test_split
 
+from aicloud.artifacts.loader import load_model
+from aicloud.artifacts.preprocess import LabelEncoder, Preprocessor
 from aicloud.errors import ValidationError
 from aicloud.schemas.training import TASKS, CommandSpec, TrainParams, TrainSpec, check_train_spec
-from aicloud.training.artifacts import load_model
 from aicloud.training.datasets import read_dataset
-from aicloud.training.preprocess import LabelEncoder, Preprocessor
 from aicloud.training.tasks import run_task
 
 # ---------------------------------------------------------------------------------------------------------

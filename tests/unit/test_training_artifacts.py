@@ -1,4 +1,4 @@
-"""aicloud.training.artifacts: the model format (safetensors or ONNX + config.json), never pickle."""
+"""aicloud.artifacts: the model format (safetensors or ONNX + config.json), never pickle."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import pytest
 import torch
 from torch import nn
 
+from aicloud.artifacts.architectures import CNN, MLP, build_model
+from aicloud.artifacts.format import save_builtin, save_onnx
+from aicloud.artifacts.loader import load_model
+from aicloud.artifacts.preprocess import Preprocessor
 from aicloud.errors import InvalidDataError, ValidationError
-from aicloud.training.artifacts import load_model, save_builtin, save_onnx
-from aicloud.training.models import CNN, MLP, build_model
-from aicloud.training.preprocess import Preprocessor
 
 
 def frame(n: int = 20) -> pd.DataFrame:

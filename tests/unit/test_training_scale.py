@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import nn
 
+from aicloud.artifacts.architectures import MLP
 from aicloud.errors import InvalidDataError, ValidationError
 from aicloud.schemas.training import CommandSpec, TrainParams, TrainSpec
 from aicloud.training.checkpoint import Checkpoint, pack, rng_state, set_rng_state, unpack
 from aicloud.training.loop import FitOptions, NullTracker, fit
-from aicloud.training.models import MLP
 
 
 def test_checkpoint_round_trip_restores_state_and_rng() -> None:

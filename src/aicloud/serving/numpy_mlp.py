@@ -1,6 +1,6 @@
 """The built-in MLP in numpy: serve it without importing torch (a replica starts ~2 s sooner).
 
-A built-in ``mlp`` artifact (:class:`aicloud.training.models.MLP`) is ``Linear → ReLU → Dropout``
+A built-in ``mlp`` artifact (:class:`aicloud.artifacts.architectures.MLP`) is ``Linear → ReLU → Dropout``
 per hidden layer, then a last ``Linear``; its safetensors state dict names the linear layers
 ``net.<i>.weight`` / ``net.<i>.bias`` with ``i = 0, 3, 6, ...``. In eval mode dropout is the
 identity, so the forward pass is matrix products, bias adds and ReLUs: numpy does it with the same
@@ -18,9 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from aicloud.artifacts.format import WEIGHTS
 from aicloud.errors import InvalidDataError
-
-WEIGHTS = "model.safetensors"
 
 Runner = Callable[[np.ndarray], np.ndarray]
 

@@ -6,7 +6,7 @@
         run_batch([Prepared, ...]) → [outputs, ...]   # in the batcher's worker thread
 
 :class:`ArtifactRuntime` serves an aicloud model folder: the built-in MLP in numpy (no torch import),
-other safetensors built-ins through :func:`aicloud.training.artifacts.load_model` (torch), ONNX through
+other safetensors built-ins through :func:`aicloud.artifacts.loader.load_model` (torch), ONNX through
 ONNX Runtime. A later engine (quantized ONNX, another backend) is one more class with these methods.
 
 Inputs of ``POST /predict`` and of the Open Inference Protocol, validated against the signature:
@@ -23,7 +23,6 @@ values, got 10``. Request bodies are parsed by :func:`parse_json`, which refuses
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,10 +33,8 @@ from typing import Any, Protocol
 import numpy as np
 import pydantic_core
 
-from aicloud.errors import BadRequestError, InvalidDataError
-
-MODEL_FORMAT = "aicloud.model/v1"  # as aicloud.training.artifacts.FORMAT
-CLASSIFICATION_TASKS = ("tabular-classification", "image-classification", "classification")
+from aicloud.artifacts.format import CLASSIFICATION_TASKS, read_config
+from aicloud.errors import BadRequestError
 
 NUMERIC_DTYPES = {
     "bool",
@@ -246,9 +243,9 @@ class ArtifactRuntime:
     or the raw output row (generic ONNX models).
 
     A built-in MLP runs in numpy (:mod:`aicloud.serving.numpy_mlp`), so its replica never imports
-    torch; other built-ins load through :func:`aicloud.training.artifacts.load_model` (torch), ONNX
+    torch; other built-ins load through :func:`aicloud.artifacts.loader.load_model` (torch), ONNX
     models through ONNX Runtime. Rows the fast path cannot take (string columns, one-hot encoding) go
-    through the model's :class:`~aicloud.training.preprocess.Preprocessor` (pandas, imported then).
+    through the model's :class:`~aicloud.artifacts.preprocess.Preprocessor` (pandas, imported then).
 
     OIP metadata: one input ``input`` ``FP32 [-1, columns]`` (numeric signatures: rows in signature
     order), or one ``[-1]`` tensor per column (``BYTES`` for string columns) otherwise; one output
@@ -271,7 +268,7 @@ class ArtifactRuntime:
             self._run = numpy_mlp.load(self.folder, config)
             self.engine = "numpy"
         else:
-            from aicloud.training.artifacts import load_model
+            from aicloud.artifacts.loader import load_model
 
             model = load_model(self.folder)
             config, self._run = model.config, model.run_features  # features → raw outputs, no pandas
@@ -360,7 +357,7 @@ class ArtifactRuntime:
         else:
             frame = pd.DataFrame(list(rows))
         if self._pre is not None:
-            from aicloud.training.preprocess import Preprocessor
+            from aicloud.artifacts.preprocess import Preprocessor
 
             x = Preprocessor.from_config(self._pre).transform(frame)
         else:
@@ -413,21 +410,6 @@ class ArtifactRuntime:
     @property
     def version(self) -> str:
         return str(self.config.get("version") or "1")
-
-
-def read_config(folder: Path) -> dict[str, Any]:
-    """``config.json`` of an aicloud model folder (as :func:`aicloud.training.artifacts.read_config`,
-    without importing torch)."""
-    path = folder / "config.json"
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InvalidDataError(f"{folder}: no config.json; is this an aicloud model folder?") from None
-    except ValueError as exc:
-        raise InvalidDataError(f"{path}: not valid JSON: {exc}") from None
-    if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:
-        raise InvalidDataError(f"{path}: not an aicloud model config (expected format {MODEL_FORMAT!r})")
-    return config
 
 
 def columns_from_signature(signature: Mapping[str, Any]) -> list[Column]:

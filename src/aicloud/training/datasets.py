@@ -17,9 +17,9 @@ import pandas as pd
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from aicloud.artifacts.preprocess import dtype_name
 from aicloud.data.formats import EXTENSIONS, normalize_format
 from aicloud.errors import InvalidDataError
-from aicloud.training.preprocess import dtype_name
 
 
 def format_of(path: Path) -> str:

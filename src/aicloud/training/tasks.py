@@ -31,9 +31,11 @@ import pandas as pd
 import torch
 from torch import nn
 
+from aicloud.artifacts.architectures import CNN, MLP
+from aicloud.artifacts.format import save_builtin
+from aicloud.artifacts.preprocess import LabelEncoder, Preprocessor, TargetScaler, dtype_name, signature
 from aicloud.errors import ValidationError
 from aicloud.schemas.training import TrainSpec, check_train_spec, image_shape_of
-from aicloud.training.artifacts import save_builtin
 from aicloud.training.checkpoint import Checkpoint
 from aicloud.training.datasets import read_dataset
 from aicloud.training.loop import (
@@ -46,8 +48,6 @@ from aicloud.training.loop import (
     init_distributed,
     shutdown_distributed,
 )
-from aicloud.training.models import CNN, MLP
-from aicloud.training.preprocess import LabelEncoder, Preprocessor, TargetScaler, dtype_name, signature
 
 EVAL_BATCH = 4096
 
