@@ -17,11 +17,11 @@ import httpx
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
+from aicloud.auth import PrincipalCache, hash_secret, mint_token
 from aicloud.entities import Role, Token, Workspace
 from aicloud.gateway.asgi import EndpointApp
 from aicloud.gateway.proxy import Gateway
 from aicloud.gateway.registry import Endpoint, EndpointRegistry, ReplicaSlot
-from aicloud.server.auth import PrincipalCache, hash_secret, mint_token
 from aicloud.serving.channel import SniffingProtocol
 from aicloud.testing.server import free_port
 

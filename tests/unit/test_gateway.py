@@ -14,8 +14,8 @@ import httpx
 import pytest
 from gateway_helpers import OTHER_WS, WS, World, error_of, make_world, slot
 
+from aicloud.auth import PrincipalCache
 from aicloud.entities import Role
-from aicloud.server.auth import PrincipalCache
 from aicloud.testing.server import free_port
 
 

@@ -85,8 +85,8 @@ def test_concurrent_requests_share_one_token_lookup(monkeypatch: pytest.MonkeyPa
     import time
     from types import SimpleNamespace
 
+    from aicloud.auth import principals as auth
     from aicloud.errors import UnauthenticatedError
-    from aicloud.server import auth
 
     calls: list[str] = []
 

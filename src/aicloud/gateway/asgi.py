@@ -31,11 +31,11 @@ from typing import Any, Protocol
 
 from starlette.routing import Route
 
+from aicloud.auth import PrincipalCache
 from aicloud.entities import Role
 from aicloud.errors import AicloudError, NotFoundError, PermissionDeniedError
 from aicloud.gateway.proxy import ClientGone, Gateway, read_headers
 from aicloud.gateway.registry import Endpoint
-from aicloud.server.auth import PrincipalCache
 from aicloud.store import MetadataStore
 
 log = logging.getLogger("aicloud.gateway")

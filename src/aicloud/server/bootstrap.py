@@ -6,10 +6,10 @@ import json
 import logging
 import os
 
+from aicloud.auth import mint_token
 from aicloud.config import Settings
 from aicloud.entities import Role
 from aicloud.errors import ConflictError
-from aicloud.server.auth import mint_token
 from aicloud.store import MetadataStore
 
 log = logging.getLogger("aicloud.server")

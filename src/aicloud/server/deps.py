@@ -11,9 +11,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from aicloud.auth import Principal
 from aicloud.entities import Role
 from aicloud.errors import PermissionDeniedError
-from aicloud.server.auth import Principal
+from aicloud.gateway.asgi import require_endpoint_caller
 from aicloud.server.state import AppState
 
 
@@ -74,6 +75,5 @@ require_admin = _require(Role.ADMIN)
 Viewer = Annotated[Principal, Depends(require_viewer)]
 Member = Annotated[Principal, Depends(require_member)]
 Admin = Annotated[Principal, Depends(require_admin)]
-from aicloud.gateway.asgi import require_endpoint_caller  # noqa: E402 (the gateway's own auth)
 
 AUTH_DEPENDENCIES = (public, require_viewer, require_member, require_admin, require_endpoint_caller)

@@ -18,12 +18,12 @@ from typing import Any
 
 import pydantic
 
+from aicloud.auth import Principal, mint_token
 from aicloud.entities import Job, JobKind, JobStatus, Role, RunStatus
 from aicloud.errors import NotFoundError, ValidationError
 from aicloud.executors.base import LaunchRequest, WorkloadLimits
 from aicloud.schemas.jobs import JobCreate
 from aicloud.schemas.training import CommandSpec, TrainSpec, check_train_spec
-from aicloud.server.auth import Principal, mint_token
 from aicloud.server.routes._common import check_name, parse_version
 from aicloud.server.routes.secrets import secret_aad
 from aicloud.server.state import AppState

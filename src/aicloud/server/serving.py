@@ -7,11 +7,11 @@ import os
 import sys
 from typing import Any
 
+from aicloud.auth import mint_token
 from aicloud.entities import Role
 from aicloud.entities.serving import Deployment, Replica
 from aicloud.errors import NotFoundError
 from aicloud.executors.base import LaunchRequest, WorkloadLimits
-from aicloud.server.auth import mint_token
 from aicloud.server.state import AppState
 
 #: Associated data of a sealed replica key (with the replica's id): a key copied onto another

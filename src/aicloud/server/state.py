@@ -7,15 +7,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
+from aicloud.auth import PrincipalCache
 from aicloud.blobs import BlobStore
+from aicloud.cache import TTLCache
 from aicloud.config import Settings
 from aicloud.data import ParseLimits, ParserPool
 from aicloud.errors import ConflictError
 from aicloud.gateway.proxy import Gateway
 from aicloud.gateway.registry import EndpointRegistry
 from aicloud.schemas import DatasetVersionOut
-from aicloud.server.auth import PrincipalCache
-from aicloud.server.cache import TTLCache
 
 if TYPE_CHECKING:
     from aicloud.controllers.deployments import DeploymentController

@@ -16,13 +16,13 @@ from typing import Any
 
 import pydantic
 
+from aicloud.auth import Principal
 from aicloud.controllers.sweep_trials import TrialRecord, best_trial, load_trials
 from aicloud.controllers.sweeps import SweepController, model_name_of
 from aicloud.entities import Job, JobKind
 from aicloud.errors import NotFoundError, ValidationError
 from aicloud.schemas.jobs import JobCreate
 from aicloud.schemas.sweeps import SweepSpec, SweepTrialsOut, check_sweep_spec
-from aicloud.server.auth import Principal
 from aicloud.server.jobs import _pydantic_error, validate_job
 from aicloud.server.state import AppState
 

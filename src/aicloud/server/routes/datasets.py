@@ -11,10 +11,10 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from aicloud import data
+from aicloud.auth import Principal
 from aicloud.entities import DatasetVersion
 from aicloud.errors import AicloudError
 from aicloud.schemas import DatasetSummaryOut, DatasetVersionOut, SplitRequest, SplitResponse
-from aicloud.server.auth import Principal
 from aicloud.server.deps import Member, State, Viewer
 from aicloud.server.routes._common import check_name, parse_version
 from aicloud.server.state import AppState

@@ -7,6 +7,7 @@ from typing import Any
 import pydantic
 from fastapi import APIRouter, Query, Response
 
+from aicloud.auth import Principal, mint_token
 from aicloud.entities import Role
 from aicloud.entities.serving import Deployment, DeploymentStatus
 from aicloud.errors import ConflictError, NotFoundError, ValidationError
@@ -20,7 +21,6 @@ from aicloud.schemas.serving import (
     ReplicaLogOut,
     ReplicaOut,
 )
-from aicloud.server.auth import Principal, mint_token
 from aicloud.server.deps import Member, State, Viewer
 from aicloud.server.routes._common import check_name
 from aicloud.server.routes.models import resolve_model_ref

@@ -6,9 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
+from aicloud.auth import Principal
 from aicloud.errors import NotFoundError, ValidationError
 from aicloud.schemas.jobs import AliasSet, ModelOut, ModelVersionCreate, ModelVersionOut
-from aicloud.server.auth import Principal
 from aicloud.server.deps import Member, State, Viewer
 from aicloud.server.routes._common import check_id, check_name, parse_version
 from aicloud.server.state import AppState

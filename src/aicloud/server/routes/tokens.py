@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Response
 
+from aicloud.auth import mint_token
 from aicloud.schemas import TokenCreate, TokenCreated, TokenOut
-from aicloud.server.auth import mint_token
 from aicloud.server.deps import Admin, State
 from aicloud.server.routes._common import check_id
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
+from aicloud.auth import Principal, mint_token
 from aicloud.entities import Role
 from aicloud.errors import PermissionDeniedError
 from aicloud.schemas import TokenCreated, TokenOut, WhoAmIOut, WorkspaceCreate, WorkspaceCreated, WorkspaceOut
-from aicloud.server.auth import Principal, mint_token
 from aicloud.server.bootstrap import DEFAULT_WORKSPACE
 from aicloud.server.deps import Admin, State, Viewer
 

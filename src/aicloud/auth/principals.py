@@ -1,29 +1,43 @@
-"""Bearer tokens: minting, hashing, and verifying.
+"""Who is calling: principals, the verification of a bearer header, and the verified-token cache.
 
-A token reads ``aic_<id>_<secret>``. The id finds the row; only the sha256 of the
-secret is stored, and it is compared in constant time. Secrets are 32 random bytes,
-so a fast hash is enough (there is nothing to brute-force).
+:func:`authenticate` resolves an ``Authorization: Bearer aic_<id>_<secret>`` header to a
+:class:`Principal` (the token's workspace and role) through a :class:`TokenDirectory`;
+:class:`PrincipalCache` keeps recent answers so hot paths (every API route, every endpoint call
+through the gateway) do not hit the database per request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
-import re
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 import anyio.to_thread
 
+from aicloud.auth.tokens import parse_token, secret_matches
+from aicloud.cache import TTLCache
 from aicloud.entities import Role, Token, Workspace
 from aicloud.errors import PermissionDeniedError, UnauthenticatedError
-from aicloud.server.cache import TTLCache
-from aicloud.store import MetadataStore
 
-TOKEN_PREFIX = "aic_"
-_TOKEN_RE = re.compile(r"^aic_(tok_[a-z0-9]{16})_([A-Za-z0-9_-]{43})\Z")
+
+class _Tokens(Protocol):
+    def get(self, token_id: str) -> Token | None: ...
+
+
+class _Workspaces(Protocol):
+    def get(self, workspace_id: str) -> Workspace: ...
+
+
+class TokenDirectory(Protocol):
+    """What authentication reads: tokens and workspaces by id (the metadata store is one)."""
+
+    @property
+    def tokens(self) -> _Tokens: ...
+
+    @property
+    def workspaces(self) -> _Workspaces: ...
 
 
 @dataclass(frozen=True)
@@ -58,17 +72,6 @@ class Principal:
             )
 
 
-def hash_secret(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def mint_token() -> tuple[str, str, str]:
-    """A new (token id, full bearer token, secret hash)."""
-    token_id = "tok_" + secrets.token_hex(8)
-    secret = secrets.token_urlsafe(32)
-    return token_id, f"{TOKEN_PREFIX}{token_id}_{secret}", hash_secret(secret)
-
-
 class PrincipalCache:
     """Recently verified tokens, so a hot read path does not hit the database per request.
 
@@ -81,7 +84,7 @@ class PrincipalCache:
         self._cache: TTLCache[str, Principal] = TTLCache(ttl)
         self._pending: dict[str, asyncio.Future[Principal]] = {}
 
-    async def resolve(self, store: MetadataStore, authorization: str | None) -> Principal:
+    async def resolve(self, store: TokenDirectory, authorization: str | None) -> Principal:
         """The principal of ``authorization``: from the cache, or from one database lookup (in a
         worker thread) shared by every concurrent request with the same header. Without the
         sharing, the 32 requests in flight when an entry expires would each run their own lookup."""
@@ -96,7 +99,7 @@ class PrincipalCache:
             pending.add_done_callback(lambda _: self._pending.pop(key, None))
         return await asyncio.shield(pending)
 
-    async def _lookup(self, store: MetadataStore, authorization: str | None) -> Principal:
+    async def _lookup(self, store: TokenDirectory, authorization: str | None) -> Principal:
         principal = await anyio.to_thread.run_sync(authenticate, store, authorization)
         self.put(authorization or "", principal)
         return principal
@@ -119,7 +122,7 @@ class PrincipalCache:
         self._cache.discard_where(lambda _, p: p.token.id == token_id)
 
 
-def authenticate(store: MetadataStore, authorization: str | None) -> Principal:
+def authenticate(store: TokenDirectory, authorization: str | None) -> Principal:
     """Resolve an ``Authorization: Bearer ...`` header to a principal, or raise 401."""
     if not authorization:
         raise UnauthenticatedError(
@@ -129,11 +132,12 @@ def authenticate(store: MetadataStore, authorization: str | None) -> Principal:
     scheme, _, value = authorization.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         raise UnauthenticatedError("the Authorization header must be 'Bearer <token>'")
-    match = _TOKEN_RE.fullmatch(value.strip())
-    if match is None:
+    parsed = parse_token(value.strip())
+    if parsed is None:
         raise UnauthenticatedError("invalid token")
-    token = store.tokens.get(match.group(1))
-    if token is None or not hmac.compare_digest(token.secret_hash, hash_secret(match.group(2))):
+    token_id, secret = parsed
+    token = store.tokens.get(token_id)
+    if token is None or not secret_matches(token.secret_hash, secret):
         raise UnauthenticatedError("invalid token")
     if token.expires_at is not None and token.expires_at <= datetime.now(UTC):
         raise UnauthenticatedError(f"token {token.name!r} expired at {token.expires_at.isoformat()}")
