@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import TracebackType
 
+from aicloud.client.blobs import BlobsAPI
 from aicloud.client.datasets import DatasetsAPI, DatasetVersion
 from aicloud.client.deployments import Deployment, DeploymentsAPI
 from aicloud.client.http import Transport, resolve
@@ -22,11 +23,22 @@ class Client:
     ``url`` and ``token`` come from the arguments, else ``AICLOUD_URL`` / ``AICLOUD_TOKEN``,
     else ``$AICLOUD_HOME/credentials`` (written by the server's first start or ``aicloud login``).
     Errors the server sends are raised as the same typed exceptions (``aicloud.errors``).
+    A ready ``transport`` (e.g. a workload's, with its retry policy) replaces all three.
     """
 
-    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 60.0) -> None:
-        resolved_url, resolved_token = resolve(url, token)
-        self._transport = Transport(resolved_url, resolved_token, timeout=timeout)
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 60.0,
+        *,
+        transport: Transport | None = None,
+    ) -> None:
+        if transport is None:
+            resolved_url, resolved_token = resolve(url, token)
+            transport = Transport(resolved_url, resolved_token, timeout=timeout)
+        self._transport = transport
+        self.blobs = BlobsAPI(self._transport)
         self.datasets = DatasetsAPI(self._transport)
         self.secrets = SecretsAPI(self._transport)
         self.tokens = TokensAPI(self._transport)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from aicloud.client.progress import Advance, transfer_bar
 from aicloud.errors import DataCorruptedError
@@ -19,6 +20,11 @@ if TYPE_CHECKING:
     from aicloud.client.http import Transport
 
 CHUNK = 1024 * 1024
+DATASETS = "/api/v1/datasets"
+
+
+def _versions(name: str) -> str:
+    return f"{DATASETS}/{name}/versions"
 
 
 @dataclass
@@ -109,7 +115,7 @@ class DatasetsAPI:
             ctype, length, body = _multipart(path, path.name, fields, advance)
             payload = self._t.json(
                 "POST",
-                f"/api/v1/datasets/{name}/versions",
+                _versions(name),
                 content=body,
                 headers={"Content-Type": ctype, "Content-Length": str(length)},
                 timeout=None,
@@ -120,10 +126,10 @@ class DatasetsAPI:
 
     def get(self, name: str, version: int | None = None) -> DatasetVersion:
         """A version of ``name``; the latest when ``version`` is None."""
-        return self._version(self._t.json("GET", f"/api/v1/datasets/{name}/versions/{version or 'latest'}"))
+        return self._version(self._t.json("GET", f"{_versions(name)}/{version or 'latest'}"))
 
     def versions(self, name: str) -> list[DatasetVersion]:
-        return [self._version(v) for v in self._t.json("GET", f"/api/v1/datasets/{name}/versions")]
+        return [self._version(v) for v in self._t.json("GET", _versions(name))]
 
     def split(
         self,
@@ -135,14 +141,12 @@ class DatasetsAPI:
         stratify: str | None = None,
     ) -> tuple[DatasetVersion, DatasetVersion]:
         body = {"train_size": train_size, "seed": seed, "stratify": stratify}
-        payload = self._t.json(
-            "POST", f"/api/v1/datasets/{name}/versions/{version or 'latest'}/split", json=body
-        )
+        payload = self._t.json("POST", f"{_versions(name)}/{version or 'latest'}/split", json=body)
         out = SplitResponse.model_validate(payload)
         return DatasetVersion._from_wire(self, out.train), DatasetVersion._from_wire(self, out.test)
 
     def delete(self, name: str) -> None:
-        self._t.request("DELETE", f"/api/v1/datasets/{name}")
+        self._t.request("DELETE", f"{DATASETS}/{name}")
 
     def download(
         self, name: str, path: str | os.PathLike[str], version: int | None = None, progress: bool = False
@@ -150,7 +154,7 @@ class DatasetsAPI:
         """Stream a version to ``path`` via a temporary file; the sha256 is checked before the rename."""
         target = Path(path)
         with self._t.stream(
-            "GET", f"/api/v1/datasets/{name}/versions/{version or 'latest'}/content", timeout=None
+            "GET", f"{_versions(name)}/{version or 'latest'}/content", timeout=None
         ) as response:
             if target.is_dir():
                 disposition = response.headers.get("content-disposition", "")
@@ -176,4 +180,15 @@ class DatasetsAPI:
         return target
 
     def list(self) -> list[DatasetSummaryOut]:
-        return [DatasetSummaryOut.model_validate(d) for d in self._t.json("GET", "/api/v1/datasets")]
+        return [DatasetSummaryOut.model_validate(d) for d in self._t.json("GET", DATASETS)]
+
+    def resolve(self, ref: str) -> DatasetVersion:
+        """The version a job spec's ``name:version`` (or ``name``: the latest) names."""
+        name, _, version = ref.partition(":")
+        return self._version(self._t.json("GET", f"{_versions(quote(name, safe=''))}/{version or 'latest'}"))
+
+    def fetch(self, name: str, version: int | str, dest: Path) -> tuple[int, str]:
+        """Stream a version's file into ``dest`` as it arrives, under the transport's timeout and retry
+        policy (no temporary file, no sha256 check: see :meth:`download` for those); returns
+        (bytes, sha256 hex)."""
+        return self._t.download(f"{_versions(quote(name, safe=''))}/{version}/content", dest)

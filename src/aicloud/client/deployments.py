@@ -175,12 +175,7 @@ class DeploymentsAPI:
 
             if entrypoint is None:
                 raise ValueError("give entrypoint='file.py:ClassName' with service=")
-            digest = self._client._transport.json(
-                "POST",
-                "/api/v1/blobs",
-                content=pack_code(service),
-                headers={"Content-Type": "application/gzip"},
-            )["digest"]
+            digest = self._client.blobs.upload(pack_code(service), "application/gzip")
             body["service"] = {"code": digest, "entrypoint": entrypoint}
         out = self._client._transport.json("POST", "/api/v1/deployments", json=body)
         return Deployment(self._client, DeploymentOut.model_validate(out))

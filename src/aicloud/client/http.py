@@ -1,17 +1,22 @@
-"""The SDK's HTTP layer: where the URL and token come from, and typed errors from responses."""
+"""The SDK's HTTP layer: where the URL and token come from, typed errors from responses, and the
+retry policy of workloads (:mod:`aicloud.client.retry`)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
+from aicloud.client.retry import retrying
 from aicloud.config import Settings
 from aicloud.errors import AicloudError, UnauthenticatedError, UnavailableError, error_from_payload
+
+T = TypeVar("T")
 
 
 def read_credentials(home: Path) -> dict[str, str]:
@@ -46,15 +51,31 @@ def raise_for_error(response: httpx.Response) -> None:
 
 
 class Transport:
-    """A thin wrapper over ``httpx.Client`` that raises the server's typed errors."""
+    """A thin wrapper over ``httpx.Client`` that raises the server's typed errors.
 
-    def __init__(self, url: str, token: str | None, timeout: float = 60.0) -> None:
+    With ``retry_seconds`` (the in-job session's transport) :meth:`request`, :meth:`json` and
+    :meth:`download` retry for that long while the control plane is unreachable, unless called with
+    ``retry=False``; without it (the SDK's) every call is tried once.
+    """
+
+    def __init__(
+        self, url: str, token: str | None, timeout: float = 60.0, retry_seconds: float | None = None
+    ) -> None:
         self.url = url
         self.token = token
+        self.retry_seconds = retry_seconds
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _retried(self, call: Callable[[], T], what: str, retry: bool) -> T:
+        if self.retry_seconds is None or not retry:
+            return call()
+        return retrying(call, what, self.retry_seconds)
+
+    def request(self, method: str, path: str, *, retry: bool = True, **kwargs: Any) -> httpx.Response:
+        return self._retried(lambda: self._request(method, path, **kwargs), f"{method} {path}", retry)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -66,8 +87,8 @@ class Transport:
         raise_for_error(response)
         return response
 
-    def json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self.request(method, path, **kwargs).json()
+    def json(self, method: str, path: str, *, retry: bool = True, **kwargs: Any) -> Any:
+        return self.request(method, path, retry=retry, **kwargs).json()
 
     @contextmanager
     def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
@@ -79,6 +100,21 @@ class Transport:
                 yield response
         except httpx.TransportError as exc:
             raise UnavailableError(f"connection to {self.url} failed: {type(exc).__name__}") from None
+
+    def download(self, path: str, dest: Path, *, retry: bool = True) -> tuple[int, str]:
+        """Stream a GET into ``dest`` as it arrives (retried from scratch under the retry policy);
+        returns (bytes, sha256 hex)."""
+
+        def once() -> tuple[int, str]:
+            sha, size = hashlib.sha256(), 0
+            with self.stream("GET", path) as response, open(dest, "wb") as f:
+                for chunk in response.iter_bytes(1 << 20):
+                    sha.update(chunk)
+                    f.write(chunk)
+                    size += len(chunk)
+            return size, sha.hexdigest()
+
+        return self._retried(once, f"GET {path}", retry)
 
     def close(self) -> None:
         self.http.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aicloud.client.progress import steps_bar
-from aicloud.errors import AicloudError
+from aicloud.errors import AicloudError, NotFoundError
 from aicloud.schemas.jobs import JobOut
 
 if TYPE_CHECKING:
@@ -20,6 +20,15 @@ if TYPE_CHECKING:
     from aicloud.client.sweeps import Sweep
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
+JOBS = "/api/v1/jobs"
+
+
+def _job(job_id: str) -> str:
+    return f"{JOBS}/{job_id}"
+
+
+def _checkpoint(job_id: str) -> str:
+    return f"{_job(job_id)}/checkpoint"
 
 
 def _dataset_ref(value: Any) -> str:
@@ -93,7 +102,7 @@ class Job:
         :func:`aicloud.training.checkpoint.unpack`) to ``dest``."""
         path = Path(dest)
         with (
-            self._client._transport.stream("GET", f"/api/v1/jobs/{self.id}/checkpoint") as r,
+            self._client._transport.stream("GET", _checkpoint(self.id)) as r,
             open(path, "wb") as f,
         ):
             for chunk in r.iter_bytes(1 << 20):
@@ -101,13 +110,11 @@ class Job:
         return path
 
     def refresh(self) -> Job:
-        self._out = JobOut.model_validate(self._client._transport.json("GET", f"/api/v1/jobs/{self.id}"))
+        self._out = JobOut.model_validate(self._client._transport.json("GET", _job(self.id)))
         return self
 
     def cancel(self) -> Job:
-        self._out = JobOut.model_validate(
-            self._client._transport.json("POST", f"/api/v1/jobs/{self.id}/cancel")
-        )
+        self._out = JobOut.model_validate(self._client._transport.json("POST", f"{_job(self.id)}/cancel"))
         return self
 
     def metrics(self, name: str | None = None) -> dict[str, dict[str, list[float]]]:
@@ -124,9 +131,7 @@ class Job:
         """Log text as it arrives; with ``follow`` it ends when the job has ended."""
         offset = 0
         while True:
-            r = self._client._transport.request(
-                "GET", f"/api/v1/jobs/{self.id}/logs", params={"offset": offset}
-            )
+            r = self._client._transport.request("GET", f"{_job(self.id)}/logs", params={"offset": offset})
             offset = int(r.headers.get("x-aicloud-log-offset", offset))
             if r.text:
                 yield r.text
@@ -179,7 +184,7 @@ class JobsAPI:
     def _submit(self, body: dict[str, Any]) -> Job:
         return Job(
             self._client,
-            JobOut.model_validate(self._client._transport.json("POST", "/api/v1/jobs", json=body)),
+            JobOut.model_validate(self._client._transport.json("POST", JOBS, json=body)),
         )
 
     def train(
@@ -253,9 +258,7 @@ class JobsAPI:
         digest = None
         if code is not None:
             packed = pack_code(code)
-            digest = self._client._transport.json(
-                "POST", "/api/v1/blobs", content=packed, headers={"Content-Type": "application/gzip"}
-            )["digest"]
+            digest = self._client.blobs.upload(packed, "application/gzip")
         spec = {
             "command": command,
             "code": digest,
@@ -286,15 +289,36 @@ class JobsAPI:
     def get_sweep(self, job_id: str) -> Sweep:
         from aicloud.client.sweeps import Sweep
 
-        out = JobOut.model_validate(self._client._transport.json("GET", f"/api/v1/jobs/{job_id}"))
+        out = JobOut.model_validate(self._client._transport.json("GET", _job(job_id)))
         return Sweep(self._client, out)
 
     def get(self, job_id: str) -> Job:
-        return Job(
-            self._client, JobOut.model_validate(self._client._transport.json("GET", f"/api/v1/jobs/{job_id}"))
-        )
+        return Job(self._client, JobOut.model_validate(self._client._transport.json("GET", _job(job_id))))
 
     def list(self, status: str | None = None, limit: int = 100) -> list[Job]:
         params: dict[str, Any] = {"limit": limit, **({"status": status} if status else {})}
-        items = self._client._transport.json("GET", "/api/v1/jobs", params=params)
+        items = self._client._transport.json("GET", JOBS, params=params)
         return [Job(self._client, JobOut.model_validate(j)) for j in items]
+
+    def put_checkpoint(
+        self, job_id: str, data: bytes, *, epoch: int | None = None, step: int | None = None
+    ) -> dict[str, Any]:
+        """Store ``data`` (a checkpoint file, :mod:`aicloud.training.checkpoint`) as the job's latest
+        checkpoint; returns its record (``{"digest", "size", "epoch", "step", "attempt", "created_at"}``).
+        A job token may do this only for its own job, and only while the job runs."""
+        query = {k: v for k, v in (("epoch", epoch), ("step", step)) if v is not None}
+        record: dict[str, Any] = self._client._transport.json(
+            "PUT",
+            _checkpoint(job_id),
+            params=query,
+            content=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        return record
+
+    def get_checkpoint(self, job_id: str) -> bytes | None:
+        """The job's latest checkpoint file, in memory; None when it has none."""
+        try:
+            return self._client._transport.request("GET", _checkpoint(job_id)).content
+        except NotFoundError:
+            return None

@@ -1,11 +1,14 @@
-"""The model registry in the SDK: versions, aliases, lineage, and loading a model for local use."""
+"""The model registry in the SDK: versions, aliases, lineage, loading a model for local use, and
+registering a new version from uploaded files."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from aicloud.errors import DataCorruptedError
 from aicloud.schemas.jobs import ModelOut, ModelVersionOut
@@ -14,15 +17,24 @@ if TYPE_CHECKING:
     from aicloud.client import Client
 
 RegisteredModel = ModelVersionOut
+MODELS = "/api/v1/models"
+
+
+def _versions(name: str) -> str:
+    return f"{MODELS}/{name}/versions"
+
+
+def _alias(name: str, alias: str) -> str:
+    return f"{MODELS}/{name}/aliases/{alias}"
 
 
 def parse_ref(ref: str) -> tuple[str, str]:
     """``name`` → latest, ``name:3`` → version 3, ``name@production`` → an alias. Returns (name, path)."""
     if "@" in ref:
         name, alias = ref.split("@", 1)
-        return name, f"/api/v1/models/{name}/aliases/{alias}"
+        return name, _alias(name, alias)
     name, _, version = ref.partition(":")
-    return name, f"/api/v1/models/{name}/versions/{version or 'latest'}"
+    return name, f"{_versions(name)}/{version or 'latest'}"
 
 
 def cache_dir() -> Path:
@@ -47,18 +59,16 @@ class ModelsAPI:
         )
 
     def versions(self, name: str) -> list[ModelVersionOut]:
-        items = self._client._transport.json("GET", f"/api/v1/models/{name}/versions")
+        items = self._client._transport.json("GET", _versions(name))
         return [ModelVersionOut.model_validate(v) for v in items]
 
     def set_alias(self, name: str, alias: str, version: int) -> ModelVersionOut:
         """Point ``alias`` at ``version``; it moves atomically from wherever it pointed."""
-        out = self._client._transport.json(
-            "PUT", f"/api/v1/models/{name}/aliases/{alias}", json={"version": version}
-        )
+        out = self._client._transport.json("PUT", _alias(name, alias), json={"version": version})
         return ModelVersionOut.model_validate(out)
 
     def delete_alias(self, name: str, alias: str) -> None:
-        self._client._transport.request("DELETE", f"/api/v1/models/{name}/aliases/{alias}")
+        self._client._transport.request("DELETE", _alias(name, alias))
 
     def lineage(self, ref: str) -> dict[str, Any]:
         """Where a version came from: job, run (with its final metrics), datasets with their lineage, code."""
@@ -93,7 +103,7 @@ class ModelsAPI:
             path = target / Path(filename).name
             if path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == digest:
                 continue
-            data = self._client._transport.request("GET", f"/api/v1/blobs/{digest}").content
+            data = self._client.blobs.read(digest)
             if hashlib.sha256(data).hexdigest() != digest:
                 raise DataCorruptedError(f"file {filename} of {ref} does not match its sha256")
             tmp = path.with_name(f".{path.name}.part{os.getpid()}")
@@ -102,11 +112,38 @@ class ModelsAPI:
         return target
 
     def load(self, ref: str) -> Any:
-        """A callable model for local use: rows in, predictions out (``aicloud.training.artifacts``).
+        """A callable model for local use: rows in, predictions out (``aicloud.artifacts.loader``).
         Loading reads safetensors/ONNX and JSON only; nothing is unpickled."""
-        from aicloud.training.artifacts import load_model
+        from aicloud.artifacts.loader import load_model
 
         return load_model(self.download(ref))
 
     def list(self) -> list[ModelOut]:
-        return [ModelOut.model_validate(m) for m in self._client._transport.json("GET", "/api/v1/models")]
+        return [ModelOut.model_validate(m) for m in self._client._transport.json("GET", MODELS)]
+
+    def register_version(
+        self,
+        name: str,
+        files: Mapping[str, str],
+        *,
+        signature: Mapping[str, Any],
+        config: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        run_id: str | None = None,
+        job_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Register a new version of model ``name`` from files already uploaded as blobs
+        (``{"config.json": digest, "model.safetensors": digest}``, see :meth:`BlobsAPI.upload`);
+        the server fills the lineage from ``job_id``. Returns the version as the server sent it."""
+        body = {
+            "files": dict(files),
+            "signature": dict(signature),
+            "config": dict(config),
+            "metrics": dict(metrics),
+            "run_id": run_id,
+            "job_id": job_id,
+        }
+        version: dict[str, Any] = self._client._transport.json(
+            "POST", _versions(quote(name, safe="")), json=body
+        )
+        return version

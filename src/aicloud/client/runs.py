@@ -1,7 +1,9 @@
-"""Runs in the SDK: params, metric series, and side-by-side comparison."""
+"""Runs in the SDK: params, metric series, and side-by-side comparison; the calls a job's run is
+tracked with (params, metric batches, finish)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aicloud.schemas.jobs import MetricsOut, RunOut
@@ -11,6 +13,12 @@ if TYPE_CHECKING:
 
     from aicloud.client import Client
 
+RUNS = "/api/v1/runs"
+
+
+def _run(run_id: str) -> str:
+    return f"{RUNS}/{run_id}"
+
 
 class RunsAPI:
     """``client.runs``."""
@@ -19,13 +27,13 @@ class RunsAPI:
         self._client = client
 
     def get(self, run_id: str) -> RunOut:
-        return RunOut.model_validate(self._client._transport.json("GET", f"/api/v1/runs/{run_id}"))
+        return RunOut.model_validate(self._client._transport.json("GET", _run(run_id)))
 
     def metrics(self, run_id: str, name: str | None = None) -> dict[str, dict[str, list[Any]]]:
         """``{name: {"steps": [...], "values": [...], "timestamps": [...]}}``."""
         params = {"name": name} if name else {}
         out = MetricsOut.model_validate(
-            self._client._transport.json("GET", f"/api/v1/runs/{run_id}/metrics", params=params)
+            self._client._transport.json("GET", f"{_run(run_id)}/metrics", params=params)
         )
         return {k: v.model_dump() for k, v in out.metrics.items()}
 
@@ -46,7 +54,20 @@ class RunsAPI:
 
     def list(self, job_id: str | None = None, limit: int = 100) -> list[RunOut]:
         params: dict[str, Any] = {"limit": limit, **({"job_id": job_id} if job_id else {})}
-        return [
-            RunOut.model_validate(r)
-            for r in self._client._transport.json("GET", "/api/v1/runs", params=params)
-        ]
+        return [RunOut.model_validate(r) for r in self._client._transport.json("GET", RUNS, params=params)]
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Merge ``params`` (JSON values) into the run's params."""
+        self._client._transport.json("POST", f"{_run(run_id)}/params", json={"params": dict(params)})
+
+    def log_metrics(self, run_id: str, points: Sequence[Mapping[str, Any]]) -> None:
+        """Append one batch of metric points (``{"name", "step", "value", "timestamp"}``, at most
+        10,000). Tried once, whatever the transport's retry policy: the caller batches and retries
+        (:class:`aicloud.training.tracking.BatchingSink`)."""
+        self._client._transport.request(
+            "POST", f"{_run(run_id)}/metrics", retry=False, json={"points": list(points)}
+        )
+
+    def finish(self, run_id: str, status: str) -> None:
+        """Close the run as ``succeeded``, ``failed`` or ``cancelled``."""
+        self._client._transport.json("POST", f"{_run(run_id)}/finish", json={"status": status})
