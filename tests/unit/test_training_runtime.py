@@ -1,4 +1,4 @@
-"""aicloud.training runtime and bootstrap: offline mode, batched metrics, model registration, jobs.
+"""aicloud.training session and bootstrap: offline mode, batched metrics, model registration, jobs.
 
 A tiny HTTP server (http.server in a thread) stands in for the control plane and records requests.
 """
@@ -28,13 +28,14 @@ import torch
 from sklearn.datasets import load_breast_cancer
 from torch import nn
 
+from aicloud.artifacts.architectures import MLP
+from aicloud.artifacts.archive import extract_archive
+from aicloud.artifacts.loader import load_model
+from aicloud.client.retry import retrying
 from aicloud.errors import InvalidDataError, UnavailableError, ValidationError
-from aicloud.training import bootstrap, runtime
-from aicloud.training.artifacts import load_model
-from aicloud.training.bootstrap import extract_archive
+from aicloud.training import bootstrap, session
 from aicloud.training.env import JobDoc, WorkloadEnv
-from aicloud.training.models import MLP
-from aicloud.training.runtime import Session
+from aicloud.training.session import Session
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -133,9 +134,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("AICLOUD_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
-    runtime.use_session(None)
+    session.use_session(None)
     yield
-    runtime.use_session(None)
+    session.use_session(None)
 
 
 def job_env(plane: FakeControlPlane, job: dict[str, Any]) -> dict[str, str]:
@@ -153,12 +154,12 @@ def job_env(plane: FakeControlPlane, job: dict[str, Any]) -> dict[str, str]:
 
 
 def test_offline_mode_writes_local_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    runtime.log_params({"lr": 0.1, "layers": [2, 3]})
-    runtime.log_metric("loss", 0.5)
-    runtime.log_metric("loss", torch.tensor(0.25))
-    runtime.log_metric("acc", np.float32(0.75), step=np.int64(10))
-    runtime.log_metric("loss", float("nan"))  # skipped, with a warning
-    runtime.flush()
+    session.log_params({"lr": 0.1, "layers": [2, 3]})
+    session.log_metric("loss", 0.5)
+    session.log_metric("loss", torch.tensor(0.25))
+    session.log_metric("acc", np.float32(0.75), step=np.int64(10))
+    session.log_metric("loss", float("nan"))  # skipped, with a warning
+    session.flush()
     lines = [json.loads(x) for x in (tmp_path / "aicloud-run" / "metrics.jsonl").read_text().splitlines()]
     assert [(p["name"], p["step"], p["value"]) for p in lines] == [
         ("loss", 0, 0.5),
@@ -169,13 +170,13 @@ def test_offline_mode_writes_local_files(tmp_path: Path, capsys: pytest.CaptureF
     out = capsys.readouterr()
     assert "loss=0.25 (step 1)" in out.out and "non-finite" in out.err
     with pytest.raises(ValidationError):
-        runtime.log_metric("loss", 1.0, step=-1)
+        session.log_metric("loss", 1.0, step=-1)
 
 
 def test_offline_save_model_plain_pytorch(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-    out = runtime.save_model(model, example_input=torch.zeros(1, 4))
+    out = session.save_model(model, example_input=torch.zeros(1, 4))
     folder = tmp_path / "aicloud-model"
     assert out["path"] == str(folder) and set(out["files"]) == {"config.json", "model.onnx"}
     x = np.random.default_rng(0).random((3, 4), dtype=np.float32)
@@ -183,9 +184,9 @@ def test_offline_save_model_plain_pytorch(tmp_path: Path) -> None:
         expected = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(load_model(folder)(x), expected, atol=1e-5)
     with pytest.raises(ValidationError, match="example_input"):
-        runtime.save_model(model)
+        session.save_model(model)
     # a built-in architecture is saved as safetensors, replacing the ONNX file
-    runtime.save_model(MLP(4, [3], 2), signature={"inputs": [{"name": f"f{i}"} for i in range(4)]})
+    session.save_model(MLP(4, [3], 2), signature={"inputs": [{"name": f"f{i}"} for i in range(4)]})
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
 
 
@@ -228,7 +229,7 @@ def test_save_model_registers_a_version(plane: FakeControlPlane, monkeypatch: py
         plane, {"kind": "command", "name": "job", "command": "x", "model_name": "m1"}
     ).items():
         monkeypatch.setenv(k, v)
-    version = runtime.save_model(MLP(3, [4], 2), metrics={"acc": 0.9, "bad": float("nan")})
+    version = session.save_model(MLP(3, [4], 2), metrics={"acc": 0.9, "bad": float("nan")})
     assert version["name"] == "m1" and version["version"] == 1
     (body,) = plane.posts("/api/v1/models/m1/versions")
     assert set(body["files"]) == {"config.json", "model.safetensors"}
@@ -444,7 +445,7 @@ def test_one_off_calls_wait_for_a_restarting_control_plane(capsys: pytest.Captur
             raise UnavailableError("cannot reach aicloud")
         return "ok"
 
-    assert runtime.retrying(flaky, "GET /x") == "ok" and len(calls) == 3
+    assert retrying(flaky, "GET /x") == "ok" and len(calls) == 3
     assert "GET /x: cannot reach aicloud; retrying" in capsys.readouterr().err
 
     def down() -> str:
@@ -454,6 +455,6 @@ def test_one_off_calls_wait_for_a_restarting_control_plane(capsys: pytest.Captur
         raise ValidationError("bad")
 
     with pytest.raises(UnavailableError):
-        runtime.retrying(down, "x", seconds=0.1)
+        retrying(down, "x", seconds=0.1)
     with pytest.raises(ValidationError):  # not transient: raised at once
-        runtime.retrying(bad, "x")
+        retrying(bad, "x")

@@ -30,7 +30,6 @@ down and the process exits 0. A second signal exits at once.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -41,11 +40,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from aicloud.errors import DataCorruptedError, ValidationError
 
 if TYPE_CHECKING:  # imported in make_app, while the artifacts download (see there)
+    from aicloud.client import Client
     from aicloud.serving.app import ReplicaApp
     from aicloud.serving.service import Service
 
@@ -73,31 +72,23 @@ def _safe_name(name: str) -> str:
     return name
 
 
-def download_blob(transport: Any, digest: str, dest: Path) -> int:
-    """GET ``/api/v1/blobs/{digest}`` into ``dest`` (atomically), checking its sha256."""
+def download_blob(client: Client, digest: str, dest: Path) -> int:
+    """Download blob ``digest`` into ``dest`` (atomically), checking its sha256."""
     expected = digest.split(":", 1)[1] if ":" in digest else digest
     tmp = dest.with_name(dest.name + ".part")
-    sha, size = hashlib.sha256(), 0
-    with (
-        transport.stream("GET", f"/api/v1/blobs/{quote(digest, safe=':')}") as response,
-        open(tmp, "wb") as f,
-    ):
-        for chunk in response.iter_bytes(1 << 20):
-            sha.update(chunk)
-            f.write(chunk)
-            size += len(chunk)
-    if sha.hexdigest() != expected.lower():
+    size, sha = client.blobs.fetch(digest, tmp)
+    if sha != expected.lower():
         tmp.unlink(missing_ok=True)
-        raise DataCorruptedError(f"blob {digest}: downloaded bytes hash to sha256:{sha.hexdigest()}")
+        raise DataCorruptedError(f"blob {digest}: downloaded bytes hash to sha256:{sha}")
     os.replace(tmp, dest)
     return size
 
 
-def _transport() -> Any:
-    from aicloud.client.http import Transport, resolve
+def _client() -> Client:
+    """The control plane from ``AICLOUD_URL``/``AICLOUD_TOKEN``; downloads may take 300 s."""
+    from aicloud.client import Client
 
-    url, token = resolve(None, None)
-    return Transport(url, token, timeout=300)
+    return Client(timeout=300)
 
 
 def fetch_model(spec: dict[str, Any], workdir: Path) -> Path:
@@ -106,13 +97,13 @@ def fetch_model(spec: dict[str, Any], workdir: Path) -> Path:
         raise ValidationError.field("AICLOUD_DEPLOYMENT_SPEC", "model_version.files is missing")
     folder = workdir / "model"
     folder.mkdir(parents=True, exist_ok=True)
-    transport = _transport()
+    client = _client()
     try:
         for filename, digest in mv["files"].items():
-            size = download_blob(transport, str(digest), folder / _safe_name(str(filename)))
+            size = download_blob(client, str(digest), folder / _safe_name(str(filename)))
             log(f"downloaded {filename} ({size} bytes)")
     finally:
-        transport.close()
+        client.close()
     return folder
 
 
@@ -120,14 +111,14 @@ def fetch_service_code(spec: dict[str, Any], workdir: Path) -> tuple[Path, str]:
     svc = spec.get("service")
     if not isinstance(svc, dict) or not svc.get("code") or not svc.get("entrypoint"):
         raise ValidationError.field("AICLOUD_DEPLOYMENT_SPEC", "service needs code (a digest) and entrypoint")
-    from aicloud.training.bootstrap import extract_archive
+    from aicloud.artifacts.archive import extract_archive
 
     archive = workdir / "code.tar.gz"
-    transport = _transport()
+    client = _client()
     try:
-        download_blob(transport, str(svc["code"]), archive)
+        download_blob(client, str(svc["code"]), archive)
     finally:
-        transport.close()
+        client.close()
     code = workdir / "code"
     extract_archive(archive, code)
     return code, str(svc["entrypoint"])

@@ -1,11 +1,12 @@
-"""The in-job runtime: tracking helpers, the built-in tasks, the model artifact format.
+"""The in-job runtime: tracking helpers, the built-in tasks, checkpoints.
 
     from aicloud.training import log_metric, log_params, save_model, load_model
     from aicloud.training import save_checkpoint, load_checkpoint
 
 ``log_params``/``log_metric``/``flush``/``save_model`` work inside an aicloud job (they talk to the
 control plane) and outside it (offline: stdout, ``./aicloud-run/``, ``./aicloud-model/``); see
-:mod:`aicloud.training.runtime`. ``load_model`` loads a model folder (:mod:`aicloud.training.artifacts`);
+:mod:`aicloud.training.session`. ``load_model`` loads a model folder (re-exported from
+:mod:`aicloud.artifacts.loader`, the home of the model artifact);
 ``save_checkpoint``/``load_checkpoint`` keep a job's latest checkpoint (safetensors + JSON, see
 :mod:`aicloud.training.checkpoint`) so that a restarted job resumes. torch is imported only when a
 model or checkpoint is saved or loaded.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from aicloud.training.runtime import (
+from aicloud.training.session import (
     flush,
     load_checkpoint,
     log_metric,
@@ -26,7 +27,7 @@ from aicloud.training.runtime import (
 )
 
 if TYPE_CHECKING:
-    from aicloud.training.artifacts import LoadedModel, load_model
+    from aicloud.artifacts.loader import LoadedModel, load_model
 
 __all__ = [
     "LoadedModel",
@@ -43,7 +44,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in ("load_model", "LoadedModel"):
-        from aicloud.training import artifacts
+        from aicloud.artifacts import loader
 
-        return getattr(artifacts, name)
+        return getattr(loader, name)
     raise AttributeError(f"module 'aicloud.training' has no attribute {name!r}")

@@ -26,21 +26,19 @@ from __future__ import annotations
 
 import json
 import os
-import posixpath
 import signal
 import subprocess
 import sys
-import tarfile
 import traceback
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
-from aicloud.errors import DataCorruptedError, InvalidDataError, ValidationError
+from aicloud.artifacts.archive import extract_archive
+from aicloud.errors import DataCorruptedError, ValidationError
 from aicloud.schemas.training import CommandSpec, TrainSpec
 from aicloud.training.env import JobDoc, WorkloadEnv
-from aicloud.training.runtime import Session, use_session
+from aicloud.training.session import Session, use_session
 
 if TYPE_CHECKING:  # the checkpoint module imports torch
     from aicloud.training.checkpoint import Checkpoint
@@ -70,9 +68,8 @@ def _dataset_refs(sess: Session, job: JobDoc) -> dict[str, dict[str, Any]]:
     for role, ref in wanted.items():
         if not ref:
             continue
-        name, _, version = str(ref).partition(":")
-        info = sess.call("GET", f"/api/v1/datasets/{quote(name, safe='')}/versions/{version or 'latest'}")
-        refs[role] = {"name": info["name"], "version": info["version"], "format": info["format"]}
+        info = sess.client.datasets.resolve(str(ref))
+        refs[role] = {"name": info.name, "version": info.version, "format": info.format}
     return refs
 
 
@@ -84,8 +81,8 @@ def download_datasets(sess: Session, job: JobDoc, dest: Path) -> dict[str, Path]
     for role, info in _dataset_refs(sess, job).items():
         dest.mkdir(parents=True, exist_ok=True)
         path = dest / f"{role}.{info.get('format') or 'bin'}"
-        name, version = quote(str(info["name"]), safe=""), info["version"]
-        size, _ = sess.download(f"/api/v1/datasets/{name}/versions/{version}/content", path)
+        version = info["version"]
+        size, _ = sess.client.datasets.fetch(str(info["name"]), version, path)
         log(f"dataset {role}: {info['name']}:{version} → {path} ({size} bytes)")
         paths[role] = path
     return paths
@@ -100,47 +97,9 @@ def expose_datasets(paths: dict[str, Path], environ: dict[str, str] | os._Enviro
 
 def download_blob(sess: Session, digest: str, path: Path) -> None:
     """Download a blob and check its sha256 against the digest."""
-    _, sha = sess.download(f"/api/v1/blobs/{digest}", path)
+    _, sha = sess.client.blobs.fetch(digest, path)
     if sha != digest:
         raise DataCorruptedError(f"the code archive does not match its digest {digest}")
-
-
-def _refuse(name: str, why: str) -> InvalidDataError:
-    return InvalidDataError(f"refusing to extract {name!r} from the code archive: {why}")
-
-
-def _escapes(path: str) -> bool:
-    norm = posixpath.normpath(path)
-    return norm == ".." or norm.startswith("../")
-
-
-def extract_archive(archive: Path, dest: Path) -> int:
-    """Extract a ``.tar`` / ``.tar.gz`` into ``dest`` safely; returns the number of members.
-
-    Refuses absolute paths, ``..`` components, and links pointing outside ``dest`` (explicitly, with a
-    message naming the member), then extracts with tarfile's ``data`` filter (no devices, no setuid,
-    nothing outside the destination).
-    """
-    dest.mkdir(parents=True, exist_ok=True)
-    try:
-        with tarfile.open(archive, "r:*") as tar:
-            members = tar.getmembers()
-            for m in members:
-                name = m.name.replace("\\", "/")
-                if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-                    raise _refuse(m.name, "absolute path")
-                if ".." in name.split("/"):
-                    raise _refuse(m.name, "'..' in the path")
-                if m.issym():
-                    target = m.linkname.replace("\\", "/")
-                    if target.startswith("/") or _escapes(posixpath.join(posixpath.dirname(name), target)):
-                        raise _refuse(m.name, f"a link to {m.linkname!r}, outside the archive")
-                if m.islnk() and (m.linkname.startswith("/") or _escapes(m.linkname)):
-                    raise _refuse(m.name, f"a hard link to {m.linkname!r}, outside the archive")
-            tar.extractall(dest, members=members, filter="data")
-            return len(members)
-    except tarfile.TarError as exc:
-        raise InvalidDataError(f"the code archive cannot be extracted: {exc}") from None
 
 
 # -----------------------------------------------------------------------------------------------------

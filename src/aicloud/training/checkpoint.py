@@ -21,7 +21,7 @@ project rule for models asks (no pickle, no ``torch.save``)::
 
 :func:`pack` / :func:`unpack` are the format; :func:`rng_state` / :func:`set_rng_state` capture and
 restore the Python, numpy and torch (CPU and CUDA) generators. The runtime helpers that upload and
-download checkpoints are :func:`aicloud.training.runtime.save_checkpoint` and ``load_checkpoint``.
+download checkpoints are :func:`aicloud.training.session.save_checkpoint` and ``load_checkpoint``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The tracking session's checkpoint calls: a job's latest checkpoint on the control plane.
 
-``PUT``/``GET /api/v1/jobs/{id}/checkpoint`` inside a job; offline, one file under
+``client.jobs.put_checkpoint``/``get_checkpoint`` (``PUT``/``GET /api/v1/jobs/{id}/checkpoint``) inside
+a job, retried by the session's transport while the control plane is away; offline, one file under
 ``./aicloud-run/``. The format (safetensors + JSON, never pickle) is :mod:`aicloud.training.checkpoint`,
 imported only when a checkpoint is made or read, so that a session without checkpoints never loads torch.
 """
@@ -11,9 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aicloud.errors import NotFoundError
-
 if TYPE_CHECKING:
+    from aicloud.client import Client
     from aicloud.client.http import Transport
     from aicloud.training.checkpoint import Checkpoint
     from aicloud.training.env import WorkloadEnv
@@ -23,7 +23,7 @@ OFFLINE_CHECKPOINT = "checkpoint.safetensors"
 
 
 class SessionCheckpoints:
-    """Part of :class:`aicloud.training.runtime.Session`: its checkpoint methods."""
+    """Part of :class:`aicloud.training.session.Session`: its checkpoint methods."""
 
     env: WorkloadEnv
     workdir: Path
@@ -31,7 +31,8 @@ class SessionCheckpoints:
 
     if TYPE_CHECKING:
 
-        def call(self, method: str, path: str, **kwargs: Any) -> Any: ...
+        @property
+        def client(self) -> Client: ...
 
     def _checkpoint_path(self) -> Path:
         return self.workdir / OFFLINE_RUN_DIR / OFFLINE_CHECKPOINT
@@ -47,30 +48,14 @@ class SessionCheckpoints:
             tmp.write_bytes(data)
             tmp.replace(path)
             return {"path": str(path), "epoch": epoch, "step": step, "size": len(data)}
-        query = {k: v for k, v in (("epoch", epoch), ("step", step)) if v is not None}
-        record: dict[str, Any] = self.call(
-            "PUT",
-            f"/api/v1/jobs/{self.env.job_id}/checkpoint",
-            params=query,
-            content=data,
-            headers={"Content-Type": "application/octet-stream"},
-        )
-        return record
+        return self.client.jobs.put_checkpoint(self.env.job_id, data, epoch=epoch, step=step)
 
     def get_checkpoint(self) -> bytes | None:
         """The job's latest checkpoint, or None when it has none."""
         if self.transport is None or not self.env.job_id:
             path = self._checkpoint_path()
             return path.read_bytes() if path.exists() else None
-        from aicloud.training.runtime import retrying
-
-        transport = self.transport
-        url = f"/api/v1/jobs/{self.env.job_id}/checkpoint"
-        try:
-            response = retrying(lambda: transport.request("GET", url), f"GET {url}")
-        except NotFoundError:
-            return None
-        return response.content
+        return self.client.jobs.get_checkpoint(self.env.job_id)
 
     def save_checkpoint(
         self,

@@ -1,4 +1,5 @@
-"""Tracking helpers for user code and the built-in tasks: params, metrics, models.
+"""The in-job session: tracking helpers for user code and the built-in tasks (params, metrics, models,
+checkpoints), over the SDK's typed client (:class:`aicloud.client.Client`) and its transport.
 
     from aicloud.training import log_metric, log_params, save_model
 
@@ -21,6 +22,10 @@ on the other ranks these calls do nothing, so every rank can run the same script
 :func:`save_checkpoint` / :func:`load_checkpoint` keep a job's latest checkpoint on the control plane
 (``PUT``/``GET /api/v1/jobs/{id}/checkpoint``; offline: ``./aicloud-run/checkpoint.safetensors``);
 a job restarted after a failure (``max_restarts``) resumes from it.
+
+One-off calls (params, model files, checkpoints, finishing the run) wait out a control plane that is
+restarting: the session's transport retries them for :data:`aicloud.client.retry.RETRY_SECONDS`.
+Metric batches are tried once each; :class:`aicloud.training.tracking.BatchingSink` retries them.
 """
 
 from __future__ import annotations
@@ -35,44 +40,27 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, SupportsIndex, TypeVar
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any, SupportsIndex
 
+from aicloud.client import Client
 from aicloud.client.http import Transport
+from aicloud.client.retry import RETRY_SECONDS, retrying
 from aicloud.errors import UnavailableError, ValidationError
 from aicloud.training.env import WorkloadEnv
 from aicloud.training.session_checkpoints import OFFLINE_RUN_DIR, SessionCheckpoints
 from aicloud.training.tracking import BatchingSink, LocalSink, Point, SystemSampler
 
-RETRY_SECONDS = 60.0  # how long one-off calls wait out a control plane that is restarting
 OFFLINE_MODEL_DIR = "aicloud-model"
 MODEL_FILES = ("config.json", "model.safetensors", "model.onnx")
 
 if TYPE_CHECKING:
     from aicloud.training.checkpoint import Checkpoint
 
-T = TypeVar("T")
-
-
-def retrying(call: Callable[[], T], what: str, seconds: float = RETRY_SECONDS) -> T:
-    """Run ``call``, retrying while the control plane is unreachable (it may be restarting)."""
-    deadline = time.monotonic() + seconds
-    delay = 0.25
-    while True:
-        try:
-            return call()
-        except UnavailableError as exc:
-            if time.monotonic() + delay > deadline:
-                raise
-            print(f"[aicloud] {what}: {exc.message}; retrying in {delay:.2g}s", file=sys.stderr, flush=True)
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
-
 
 class Session(SessionCheckpoints):
-    """The tracking state of one process: where metrics go, step counters, the HTTP transport."""
+    """The tracking state of one process: where metrics go, step counters, the API client."""
 
     def __init__(self, env: WorkloadEnv, *, workdir: Path | None = None, flush_interval: float = 1.0) -> None:
         self.env = env
@@ -82,10 +70,12 @@ class Session(SessionCheckpoints):
         self._warned: set[str] = set()
         self._samplers: list[SystemSampler] = []
         self.transport: Transport | None = None
+        self._client: Client | None = None
         self.sink: BatchingSink | LocalSink
         if env.online:
             assert env.url is not None
-            self.transport = Transport(env.url, env.token, timeout=60.0)
+            self.transport = Transport(env.url, env.token, timeout=60.0, retry_seconds=RETRY_SECONDS)
+            self._client = Client(transport=self.transport)
             self.sink = BatchingSink(self._post_metrics, interval=flush_interval)
         else:
             self.sink = LocalSink(self.workdir / OFFLINE_RUN_DIR / "metrics.jsonl")
@@ -94,6 +84,21 @@ class Session(SessionCheckpoints):
     @property
     def online(self) -> bool:
         return self.transport is not None
+
+    @property
+    def client(self) -> Client:
+        """The typed API client over this session's transport (one-off calls retried while the control
+        plane is unreachable); offline there is none: UnavailableError."""
+        if self._client is None:
+            raise UnavailableError("offline: AICLOUD_URL and AICLOUD_RUN_ID are not set")
+        return self._client
+
+    @property
+    def run_id(self) -> str:
+        """The job's run (online sessions only)."""
+        if self.env.run_id is None:
+            raise UnavailableError("offline: AICLOUD_URL and AICLOUD_RUN_ID are not set")
+        return self.env.run_id
 
     @property
     def chief(self) -> bool:
@@ -107,7 +112,7 @@ class Session(SessionCheckpoints):
             return
         clean = json.loads(json.dumps(dict(params), default=str))
         if self.transport is not None:
-            self.call("POST", f"/api/v1/runs/{self.env.run_id}/params", json={"params": clean})
+            self.client.runs.log_params(self.run_id, clean)
             return
         path = self.workdir / OFFLINE_RUN_DIR / "params.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,33 +151,8 @@ class Session(SessionCheckpoints):
             self._steps[name] = max(index, self._steps.get(name, -1))
         self.sink.add({"name": name, "step": index, "value": number, "timestamp": time.time()})
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One JSON API call, retried while the control plane is unreachable."""
-        transport = self.transport
-        if transport is None:
-            raise UnavailableError("offline: AICLOUD_URL and AICLOUD_RUN_ID are not set")
-        return retrying(lambda: transport.json(method, path, **kwargs), f"{method} {path}")
-
-    def download(self, path: str, dest: Path) -> tuple[int, str]:
-        """Stream a GET into ``dest`` (retried from scratch while unreachable); returns (bytes, sha256)."""
-        transport = self.transport
-        if transport is None:
-            raise UnavailableError("offline: AICLOUD_URL and AICLOUD_RUN_ID are not set")
-
-        def once() -> tuple[int, str]:
-            sha, size = hashlib.sha256(), 0
-            with transport.stream("GET", path) as response, open(dest, "wb") as f:
-                for chunk in response.iter_bytes(1 << 20):
-                    sha.update(chunk)
-                    f.write(chunk)
-                    size += len(chunk)
-            return size, sha.hexdigest()
-
-        return retrying(once, f"GET {path}")
-
     def _post_metrics(self, points: list[Point]) -> None:
-        assert self.transport is not None
-        self.transport.request("POST", f"/api/v1/runs/{self.env.run_id}/metrics", json={"points": points})
+        self.client.runs.log_metrics(self.run_id, points)
 
     def flush(self) -> None:
         self.sink.flush()
@@ -199,8 +179,8 @@ class Session(SessionCheckpoints):
         config: Mapping[str, Any] | None = None,
         metrics: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        from aicloud.training.artifacts import save_builtin, save_onnx
-        from aicloud.training.models import is_builtin
+        from aicloud.artifacts.architectures import is_builtin
+        from aicloud.artifacts.format import save_builtin, save_onnx
 
         if not self.chief:
             return {}
@@ -224,7 +204,7 @@ class Session(SessionCheckpoints):
         self, folder: str | Path, *, name: str | None = None, metrics: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
         """Register a model folder (config.json + weights) as a new version; returns the version JSON."""
-        from aicloud.training.artifacts import read_config
+        from aicloud.artifacts.format import read_config
 
         if not self.chief:
             return {}
@@ -245,25 +225,16 @@ class Session(SessionCheckpoints):
                 "signature": config.get("signature") or {},
                 "metrics": clean,
             }
-        uploaded: dict[str, str] = {}
-        for f in files:
-            out = self.call(
-                "POST",
-                "/api/v1/blobs",
-                content=(folder / f).read_bytes(),
-                headers={"Content-Type": "application/octet-stream"},
-            )
-            uploaded[f] = str(out["digest"])
-        body = {
-            "files": uploaded,
-            "signature": config.get("signature") or {},
-            "config": config,
-            "metrics": clean,
-            "run_id": self.env.run_id,
-            "job_id": self.env.job_id,
-        }
-        version: dict[str, Any] = self.call(
-            "POST", f"/api/v1/models/{quote(name, safe='')}/versions", json=body
+        api = self.client
+        uploaded = {f: api.blobs.upload((folder / f).read_bytes()) for f in files}
+        version = api.models.register_version(
+            name,
+            uploaded,
+            signature=config.get("signature") or {},
+            config=config,
+            metrics=clean,
+            run_id=self.env.run_id,
+            job_id=self.env.job_id,
         )
         print(f"[aicloud] registered model {name!r} version {version.get('version')}", flush=True)
         return version
@@ -282,7 +253,7 @@ class Session(SessionCheckpoints):
         if self.sink.pending:  # the control plane is unreachable: wait for it, as for the other calls
             retrying(self._drain, "sending the last metrics")
         if self.transport is not None and status is not None and self.chief:
-            self.call("POST", f"/api/v1/runs/{self.env.run_id}/finish", json={"status": status})
+            self.client.runs.finish(self.run_id, status)
 
     def _drain(self) -> None:
         self.sink.flush(retries=0)
