@@ -16,7 +16,7 @@ from aicloud.entities.usage import COST_KEYS, GIB, Prices, allocation, job_cost,
 from aicloud.errors import ValidationError
 from aicloud.executors.base import LaunchRequest
 from aicloud.schemas.usage import UsageBy
-from aicloud.server.usage import parse_bound, summarize
+from aicloud.server.services.usage import parse_bound, summarize
 from aicloud.testing.executors import FakeExecutor
 from aicloud.testing.stores import InMemoryJobStore
 

@@ -23,7 +23,6 @@ from aicloud.gateway.asgi import EndpointApp, mount_endpoints
 from aicloud.schemas.api import MAX_JSON_DEPTH
 from aicloud.server.bootstrap import bootstrap
 from aicloud.server.home import prepare_home
-from aicloud.server.jobs import JobRuntime
 from aicloud.server.routes import (
     admin,
     blobs,
@@ -40,9 +39,10 @@ from aicloud.server.routes import (
     usage,
     workspaces,
 )
-from aicloud.server.serving import ServingRuntime
+from aicloud.server.services.jobs import JobLauncher
+from aicloud.server.services.replicas import ReplicaLauncher
+from aicloud.server.services.sweeps import SweepLauncher
 from aicloud.server.state import AppState
-from aicloud.server.sweeps import SweepRuntime
 from aicloud.store import open_store
 
 if TYPE_CHECKING:
@@ -138,11 +138,11 @@ def create_app(
             if chosen is not None:  # uploaded files are parsed in the sandbox too
                 app_state.parsers.confine = functools.partial(chosen.confine, workload_id="parser")
             executor = make_executor(settings, sandbox=chosen)
-            runtime = JobRuntime(app_state)
+            launcher = JobLauncher(app_state)
             app_state.jobs = JobController(
-                app_state.store.jobs, executor, settings, runtime.launch, runtime.finished
+                app_state.store.jobs, executor, settings, launcher.launch, launcher.finished
             )
-            serving = ServingRuntime(app_state, runtime.server_url())
+            replicas = ReplicaLauncher(app_state, launcher.server_url())
             # The gateway reaches replicas on 127.0.0.1: on Ray they stay on this machine's node.
             replica_executor = (
                 executor
@@ -154,11 +154,11 @@ def create_app(
                 replica_executor,
                 app_state.endpoints,
                 settings,
-                serving.launch,
-                keys=serving,
-                on_removed=serving.revoke_token,
+                replicas.launch,
+                keys=replicas,
+                on_removed=replicas.revoke_token,
             )
-        sweep_controller = app_state.sweeps = SweepRuntime(app_state).controller()
+        sweep_controller = app_state.sweeps = SweepLauncher(app_state).controller()
         app_state.jobs.start()
         app_state.deployments.start()
         sweep_controller.start()

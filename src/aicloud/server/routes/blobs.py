@@ -12,8 +12,8 @@ from aicloud.blobs.base import check_digest
 from aicloud.errors import NotFoundError
 from aicloud.schemas.jobs import BlobOut
 from aicloud.server.deps import Member, State, Viewer
-from aicloud.server.streaming import blob_response
-from aicloud.server.uploads import receive_upload
+from aicloud.server.routes._streaming import blob_response
+from aicloud.server.routes._uploads import receive_upload
 
 router = APIRouter(tags=["blobs"])
 

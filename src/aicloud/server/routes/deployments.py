@@ -22,8 +22,8 @@ from aicloud.schemas.serving import (
     ReplicaOut,
 )
 from aicloud.server.deps import Member, State, Viewer
-from aicloud.server.routes._common import check_name
-from aicloud.server.routes.models import resolve_model_ref
+from aicloud.server.services.models import resolve_model_ref
+from aicloud.server.services.names import check_name
 from aicloud.server.state import AppState
 
 router = APIRouter(tags=["deployments"])
@@ -133,7 +133,7 @@ def deployments_logs(
         text, end = (
             ("", offset or 0)
             if state.deployments is None
-            else state.deployments.replica_log(r, lines, offset)
+            else state.deployments.replicas.read_log(r, lines, offset)
         )
         out.append(ReplicaLogOut(replica=r.id, state=r.state, generation=r.generation, log=text, end=end))
     return out

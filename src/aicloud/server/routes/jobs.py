@@ -15,11 +15,11 @@ from aicloud.errors import ConflictError, NotFoundError
 from aicloud.schemas.jobs import JobCreate, JobOut
 from aicloud.schemas.training import CheckpointOut
 from aicloud.server.deps import Member, State, Viewer
-from aicloud.server.jobs import validate_job
-from aicloud.server.routes._common import check_id
+from aicloud.server.routes._streaming import blob_response
+from aicloud.server.routes._uploads import receive_upload
+from aicloud.server.services.names import check_id
+from aicloud.server.services.specs import validate_job
 from aicloud.server.state import AppState
-from aicloud.server.streaming import blob_response
-from aicloud.server.uploads import receive_upload
 
 router = APIRouter(tags=["jobs"])
 MAX_LOG_READ = 1024 * 1024

@@ -2,40 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Response
 
-from aicloud.auth import Principal
-from aicloud.errors import NotFoundError, ValidationError
+from aicloud.errors import ValidationError
 from aicloud.schemas.jobs import AliasSet, ModelOut, ModelVersionCreate, ModelVersionOut
 from aicloud.server.deps import Member, State, Viewer
-from aicloud.server.routes._common import check_id, check_name, parse_version
-from aicloud.server.state import AppState
+from aicloud.server.services.models import version_lineage
+from aicloud.server.services.names import check_id, check_name, parse_version
 
 router = APIRouter(tags=["models"])
-
-
-def _lineage(state: AppState, principal: Principal, body: ModelVersionCreate) -> dict[str, Any]:
-    """What made this version: the job (and its datasets and code), the run."""
-    ws = principal.workspace.id
-    job_id = body.job_id or principal.job_id
-    principal.require_job(job_id)
-    lineage: dict[str, Any] = {"job_id": job_id, "run_id": body.run_id, "datasets": [], "code_digest": None}
-    if body.run_id is not None:
-        run = state.store.runs.get(ws, check_id(body.run_id, "run_id"))
-        principal.require_job(run.job_id)
-        lineage["job_id"] = job_id = job_id or run.job_id
-    if job_id is not None:
-        job = state.store.jobs.get(ws, check_id(job_id, "job_id"))
-        lineage["job_name"] = job.name
-        lineage["job_kind"] = job.kind.value
-        for role, ref in (job.spec.get("resolved_datasets") or {}).items():
-            lineage["datasets"].append({"role": role, **ref})
-        lineage["code_digest"] = job.spec.get("code")
-        if job.kind.value == "train":
-            lineage["task"] = job.spec.get("task")
-    return lineage
 
 
 @router.post("/models/{name}/versions", response_model=ModelVersionOut, status_code=201)
@@ -52,7 +27,7 @@ def models_create_version(
             )
     if "config.json" not in body.files:
         raise ValidationError.field("files", "a model version needs a config.json")
-    lineage = _lineage(state, principal, body)
+    lineage = version_lineage(state, principal, body)
     version = state.store.models.create_version(
         workspace_id=principal.workspace.id,
         name=name,
@@ -115,16 +90,3 @@ def models_set_alias(
 def models_delete_alias(name: str, alias: str, principal: Member, state: State) -> Response:
     state.store.models.delete_alias(principal.workspace.id, check_name(name), check_name(alias, "alias"))
     return Response(status_code=204)
-
-
-def resolve_model_ref(state: AppState, workspace_id: str, ref: str) -> Any:
-    """``name``, ``name:3``, ``name@production`` → a model version (for deployments and the SDK)."""
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        return state.store.models.get_version_by_alias(
-            workspace_id, check_name(name), check_name(alias, "alias")
-        )
-    name, _, version = ref.partition(":")
-    if not name:
-        raise NotFoundError.of("model", ref)
-    return state.store.models.get_version(workspace_id, check_name(name), parse_version(version or "latest"))

@@ -19,7 +19,7 @@ from aicloud.schemas.jobs import (
     RunOut,
 )
 from aicloud.server.deps import Member, State, Viewer
-from aicloud.server.routes._common import check_id
+from aicloud.server.services.names import check_id
 
 router = APIRouter(tags=["runs"])
 

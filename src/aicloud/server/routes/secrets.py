@@ -6,20 +6,15 @@ from fastapi import APIRouter, Response
 
 from aicloud.schemas import SecretCreate, SecretOut
 from aicloud.server.deps import Member, State, Viewer
-from aicloud.server.routes._common import check_name
+from aicloud.server.services.names import check_name
+from aicloud.server.services.secrets import create_secret
 
 router = APIRouter(tags=["secrets"])
 
 
-def secret_aad(workspace_id: str, name: str) -> bytes:
-    """Binds a sealed value to its workspace and name, so a copied ciphertext will not open elsewhere."""
-    return f"secret:{workspace_id}:{name}".encode()
-
-
 @router.post("/secrets", response_model=SecretOut, status_code=201)
 def secrets_create(body: SecretCreate, principal: Member, state: State) -> SecretOut:
-    sealed = state.blobs.seal(body.value.encode(), secret_aad(principal.workspace.id, body.name))
-    return SecretOut.model_validate(state.store.secrets.create(principal.workspace.id, body.name, sealed))
+    return SecretOut.model_validate(create_secret(state, principal.workspace.id, body.name, body.value))
 
 
 @router.get("/secrets", response_model=list[SecretOut])

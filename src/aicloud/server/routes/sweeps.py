@@ -6,8 +6,8 @@ from fastapi import APIRouter
 
 from aicloud.schemas.sweeps import SweepTrialsOut
 from aicloud.server.deps import State, Viewer
-from aicloud.server.routes._common import check_id
-from aicloud.server.sweeps import trials_table
+from aicloud.server.services.names import check_id
+from aicloud.server.services.sweeps import trials_table
 
 router = APIRouter(tags=["sweeps"])
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Response
 from aicloud.auth import mint_token
 from aicloud.schemas import TokenCreate, TokenCreated, TokenOut
 from aicloud.server.deps import Admin, State
-from aicloud.server.routes._common import check_id
+from aicloud.server.services.names import check_id
 
 router = APIRouter(tags=["tokens"])
 

@@ -1,11 +1,8 @@
-"""Glue between the job controller and the rest of the control plane.
+"""The job controller's hooks into the control plane: launching a job and wrapping it up.
 
-* :func:`validate_job` turns a ``POST /jobs`` body into a stored spec: it validates it
-  (422 naming the field), resolves dataset references to exact versions (lineage), and
-  checks that code blobs and secrets exist.
-* :class:`JobRuntime` gives the controller its ``launcher`` (a run, a job-scoped token and
-  the workload's environment) and its ``on_finished`` hook (keep the log as a blob, revoke
-  the token, close the run).
+:class:`JobLauncher` gives the :class:`~aicloud.controllers.jobs.JobController` its ``launcher`` (a
+run, a job-scoped token and the workload's environment, secrets included) and its ``on_finished``
+hook (keep the log as a blob, revoke the token, close the run).
 """
 
 from __future__ import annotations
@@ -14,89 +11,17 @@ import json
 import logging
 import os
 import sys
-from typing import Any
 
-import pydantic
-
-from aicloud.auth import Principal, mint_token
-from aicloud.entities import Job, JobKind, JobStatus, Role, RunStatus
-from aicloud.errors import NotFoundError, ValidationError
+from aicloud.auth import mint_token
+from aicloud.entities import Job, JobStatus, Role, RunStatus
 from aicloud.executors.base import LaunchRequest, WorkloadLimits
-from aicloud.schemas.jobs import JobCreate
-from aicloud.schemas.training import CommandSpec, TrainSpec, check_train_spec
-from aicloud.server.routes._common import check_name, parse_version
-from aicloud.server.routes.secrets import secret_aad
+from aicloud.server.services.secrets import open_secret
 from aicloud.server.state import AppState
 
 log = logging.getLogger("aicloud.jobs")
 
 
-def _pydantic_error(exc: pydantic.ValidationError, prefix: str) -> ValidationError:
-    details = [
-        {"field": ".".join([prefix, *(str(p) for p in e["loc"])]), "message": e["msg"]} for e in exc.errors()
-    ]
-    return ValidationError("; ".join(f"{d['field']}: {d['message']}" for d in details), details=details)
-
-
-def _resolve_dataset(state: AppState, workspace_id: str, ref: str, field: str) -> dict[str, Any]:
-    name, _, version = ref.partition(":")
-    try:
-        check_name(name, field)
-        row = state.store.datasets.get_version(workspace_id, name, parse_version(version or "latest"))
-    except (NotFoundError, ValidationError) as exc:
-        raise ValidationError.field(field, f"dataset {ref!r}: {exc.message}") from None
-    return {"id": row.id, "name": row.name, "version": row.version, "format": row.format}
-
-
-def _check_secrets(state: AppState, workspace_id: str, names: list[str]) -> None:
-    existing = {s.name for s in state.store.secrets.list(workspace_id)}
-    missing = [n for n in names if n not in existing]
-    if missing:
-        raise ValidationError.field("spec.secrets", f"no such secret(s): {', '.join(missing)}")
-
-
-def validate_job(state: AppState, principal: Principal, body: JobCreate) -> tuple[str, dict[str, Any]]:
-    """The job's name and its validated spec, with ``resolved_datasets``."""
-    ws = principal.workspace.id
-    if body.kind is JobKind.SWEEP:
-        from aicloud.server.sweeps import validate_sweep  # it calls back here for the base train spec
-
-        return validate_sweep(state, principal, body)
-    if body.kind is JobKind.TRAIN:
-        try:
-            train = TrainSpec.model_validate(body.spec)
-        except pydantic.ValidationError as exc:
-            raise _pydantic_error(exc, "spec") from None
-        resolved = {
-            "train": _resolve_dataset(state, ws, train.dataset, "spec.dataset"),
-            "eval": _resolve_dataset(state, ws, train.eval_dataset, "spec.eval_dataset"),
-        }
-        parent = state.store.datasets.get_version_by_id(ws, resolved["train"]["id"])
-        check_train_spec(train, parent.schema, parent.stats)
-        _check_secrets(state, ws, train.secrets)
-        spec = train.model_dump(mode="json")
-        name = body.name or train.model_name or f"{train.task}-{parent.name}"
-    else:
-        try:
-            command = CommandSpec.model_validate(body.spec)
-        except pydantic.ValidationError as exc:
-            raise _pydantic_error(exc, "spec") from None
-        resolved = {
-            check_name(role, "spec.datasets"): _resolve_dataset(state, ws, ref, f"spec.datasets.{role}")
-            for role, ref in command.datasets.items()
-        }
-        if command.code is not None and not state.store.blob_refs.owns(ws, command.code):
-            raise ValidationError.field(
-                "spec.code", "no such code archive in this workspace; upload it first"
-            )
-        _check_secrets(state, ws, command.secrets)
-        spec = command.model_dump(mode="json")
-        name = body.name or "command"
-    spec["resolved_datasets"] = resolved
-    return check_name(name, "name"), spec
-
-
-class JobRuntime:
+class JobLauncher:
     """The control plane's side of running a job: launch and wrap-up."""
 
     def __init__(self, state: AppState) -> None:
@@ -132,8 +57,7 @@ class JobRuntime:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AICLOUD_")}
         env.update({k: str(v) for k, v in (job.spec.get("env") or {}).items()})
         for name in job.spec.get("secrets") or []:
-            sealed = store.secrets.get(job.workspace_id, name).ciphertext
-            env[name] = self.state.blobs.unseal(sealed, secret_aad(job.workspace_id, name)).decode()
+            env[name] = open_secret(self.state, job.workspace_id, name)
         env.update(
             AICLOUD_URL=self.server_url(),
             AICLOUD_TOKEN=token,

@@ -1,4 +1,4 @@
-"""Checks shared by the routers: names and ids from the path."""
+"""Checks shared by the routes and the services: names, ids and version numbers from a request."""
 
 from __future__ import annotations
 

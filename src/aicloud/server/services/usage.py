@@ -1,14 +1,17 @@
 """Usage reports: the jobs that ended in a time range, grouped by job, user or day.
 
-:func:`summarize` is pure (jobs in, report out), so it is unit-tested without a server. A job
-counts when it ran (it has measured ``usage``); one cancelled while pending, or that failed to
-launch, used nothing and is left out. A sweep has no process of its own: its trials are summed
-into its row (``by=job``) and count for its submitter (``by=user``). A job that ended before
-costs were recorded is priced at the current prices.
+:func:`workspace_usage` is the ``GET /usage`` answer: it reads the jobs, their sweeps and the
+token names from the store and hands them to :func:`summarize`, which is pure (jobs in, report
+out), so it is unit-tested without a server. A job counts when it ran (it has measured
+``usage``); one cancelled while pending, or that failed to launch, used nothing and is left out.
+A sweep has no process of its own: its trials are summed into its row (``by=job``) and count for
+its submitter (``by=user``). A job that ended before costs were recorded is priced at the
+current prices.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -16,10 +19,11 @@ from typing import Any
 
 from aicloud.entities import Job
 from aicloud.entities.usage import DIGITS, Prices, with_cost
-from aicloud.errors import ValidationError
+from aicloud.errors import NotFoundError, ValidationError
 from aicloud.schemas.usage import UsageBy, UsageReport, UsageRow
+from aicloud.server.state import AppState
 
-__all__ = ["parse_bound", "priced", "summarize"]
+__all__ = ["parse_bound", "priced", "summarize", "workspace_usage"]
 
 
 def parse_bound(value: str | None, field: str, *, end: bool = False) -> datetime | None:
@@ -176,4 +180,31 @@ def summarize(
         currency=prices.currency,
         rows=rows,
         total=total.row("total", "total", prices.currency),
+    )
+
+
+def workspace_usage(
+    state: AppState, workspace_id: str, by: UsageBy, since: str | None, until: str | None
+) -> UsageReport:
+    """The workspace's jobs that ended in ``[since, until)`` (query values, see :func:`parse_bound`),
+    summarized ``by`` job, user or day at the configured prices."""
+    low = parse_bound(since, "since")
+    high = parse_bound(until, "until", end=True)
+    if low is not None and high is not None and low >= high:
+        raise ValidationError.field("until", f"until ({until}) must be after since ({since})")
+    jobs = state.store.jobs.finished_between(workspace_id, low, high)
+    have = {j.id for j in jobs}
+    parents: dict[str, Job] = {}
+    for parent_id in {j.parent_id for j in jobs if j.parent_id and j.parent_id not in have}:
+        with contextlib.suppress(NotFoundError):  # a sweep that is gone: its trials stand alone
+            parents[parent_id] = state.store.jobs.get(workspace_id, parent_id)
+    names = {t.id: t.name for t in state.store.tokens.list(workspace_id)}
+    return summarize(
+        jobs,
+        by=by,
+        prices=Prices.of(state.settings),
+        parents=parents,
+        user_names=names,
+        since=low,
+        until=high,
     )

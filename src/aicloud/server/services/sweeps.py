@@ -1,68 +1,27 @@
-"""Glue between sweeps and the control plane: submission checks, the trials table, the best model.
+"""The sweep controller's hooks into the control plane, and the trials table.
 
-* :func:`validate_sweep` turns a ``POST /jobs`` body of kind ``sweep`` into a stored spec: the
-  sweep fields (422 naming ``spec.space.lr``, ``spec.metric``...), then the base train spec with
-  every check a ``train`` job gets (datasets resolved to exact versions; errors name
-  ``spec.train.<field>``).
+* :class:`SweepLauncher` builds the :class:`~aicloud.controllers.sweeps.SweepController` (it launches
+  trials as child ``train`` jobs) and registers the best trial's model under the sweep's model
+  name, with lineage to that trial's job and run.
 * :func:`trials_table` is the ``GET /jobs/{id}/trials`` answer, read from the store.
-* :class:`SweepRuntime` builds the :class:`~aicloud.controllers.sweeps.SweepController` and registers
-  the best trial's model under the sweep's model name, with lineage to that trial's job and run.
+
+A sweep's spec is validated with the other kinds' in :mod:`aicloud.server.services.specs`.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-import pydantic
-
-from aicloud.auth import Principal
 from aicloud.controllers.sweep_trials import TrialRecord, best_trial, load_trials
 from aicloud.controllers.sweeps import SweepController, model_name_of
 from aicloud.entities import Job, JobKind
 from aicloud.errors import NotFoundError, ValidationError
-from aicloud.schemas.jobs import JobCreate
-from aicloud.schemas.sweeps import SweepSpec, SweepTrialsOut, check_sweep_spec
-from aicloud.server.jobs import _pydantic_error, validate_job
+from aicloud.schemas.sweeps import SweepSpec, SweepTrialsOut
 from aicloud.server.state import AppState
 
-__all__ = ["SweepRuntime", "trials_table", "validate_sweep"]
+__all__ = ["SweepLauncher", "trials_table"]
 
 log = logging.getLogger("aicloud.sweeps")
-
-
-def _under_train(exc: ValidationError) -> ValidationError:
-    """A train-spec error of the base spec, its fields renamed ``spec.X`` → ``spec.train.X``."""
-
-    def rename(field: Any) -> Any:
-        return "spec.train." + field[5:] if isinstance(field, str) and field.startswith("spec.") else field
-
-    details = exc.details if isinstance(exc.details, list) else []
-    renamed = [{**d, "field": rename(d.get("field"))} if isinstance(d, dict) else d for d in details]
-    message = exc.message[5:] if exc.message.startswith("spec.") else exc.message
-    return ValidationError(
-        f"spec.train.{message}" if renamed else exc.message, details=renamed or exc.details
-    )
-
-
-def validate_sweep(state: AppState, principal: Principal, body: JobCreate) -> tuple[str, dict[str, Any]]:
-    """The sweep's name and its validated spec (the base train spec resolved as a train job's)."""
-    try:
-        sweep = SweepSpec.model_validate(body.spec)
-    except pydantic.ValidationError as exc:
-        raise _pydantic_error(exc, "spec") from None
-    check_sweep_spec(sweep)
-    train_body = JobCreate(kind=JobKind.TRAIN, name=body.name, spec=dict(body.spec.get("train") or {}))
-    try:
-        name, train = validate_job(state, principal, train_body)
-    except ValidationError as exc:
-        raise _under_train(exc) from None
-    spec = sweep.model_dump(mode="json")
-    spec["train"] = train
-    spec["resolved_datasets"] = train.get("resolved_datasets")
-    if body.name is None:
-        name = sweep.train.model_name or f"sweep-{train['resolved_datasets']['train']['name']}"[:100]
-    return name, spec
 
 
 def trials_table(state: AppState, sweep: Job) -> SweepTrialsOut:
@@ -87,7 +46,7 @@ def trials_table(state: AppState, sweep: Job) -> SweepTrialsOut:
     )
 
 
-class SweepRuntime:
+class SweepLauncher:
     """The control plane's side of sweeps: the controller and the registration of the winner."""
 
     def __init__(self, state: AppState) -> None:

@@ -1,4 +1,9 @@
-"""Glue between the deployment controller and the control plane: what a replica process gets."""
+"""The deployment controller's hooks into the control plane: what a serving replica process gets.
+
+:class:`ReplicaLauncher` builds a replica's launch request (a token scoped to its deployment, the
+spec with the model version, its port and key), seals replica keys for the store with the master
+key (the controller's ``ReplicaKeys``) and revokes a removed replica's token.
+"""
 
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ def model_version_payload(state: AppState, deployment: Deployment) -> dict[str, 
     }
 
 
-class ServingRuntime:
+class ReplicaLauncher:
     """Builds replica launch requests (a token scoped to the deployment, the spec, the port, the key),
     and seals replica keys for the store with the master key (the controller's ``ReplicaKeys``)."""
 

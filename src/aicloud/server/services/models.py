@@ -1,0 +1,50 @@
+"""Models beyond HTTP: what a reference names, and what made a new version (its lineage)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aicloud.auth import Principal
+from aicloud.entities import ModelVersion
+from aicloud.errors import NotFoundError
+from aicloud.schemas.jobs import ModelVersionCreate
+from aicloud.server.services.names import check_id, check_name, parse_version
+from aicloud.server.state import AppState
+
+__all__ = ["resolve_model_ref", "version_lineage"]
+
+
+def version_lineage(state: AppState, principal: Principal, body: ModelVersionCreate) -> dict[str, Any]:
+    """What made a new model version: the job (and its datasets and code), the run. A job's token
+    may name only its own job and runs."""
+    ws = principal.workspace.id
+    job_id = body.job_id or principal.job_id
+    principal.require_job(job_id)
+    lineage: dict[str, Any] = {"job_id": job_id, "run_id": body.run_id, "datasets": [], "code_digest": None}
+    if body.run_id is not None:
+        run = state.store.runs.get(ws, check_id(body.run_id, "run_id"))
+        principal.require_job(run.job_id)
+        lineage["job_id"] = job_id = job_id or run.job_id
+    if job_id is not None:
+        job = state.store.jobs.get(ws, check_id(job_id, "job_id"))
+        lineage["job_name"] = job.name
+        lineage["job_kind"] = job.kind.value
+        for role, ref in (job.spec.get("resolved_datasets") or {}).items():
+            lineage["datasets"].append({"role": role, **ref})
+        lineage["code_digest"] = job.spec.get("code")
+        if job.kind.value == "train":
+            lineage["task"] = job.spec.get("task")
+    return lineage
+
+
+def resolve_model_ref(state: AppState, workspace_id: str, ref: str) -> ModelVersion:
+    """``name``, ``name:3``, ``name@production`` → a model version (for deployments and the SDK)."""
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return state.store.models.get_version_by_alias(
+            workspace_id, check_name(name), check_name(alias, "alias")
+        )
+    name, _, version = ref.partition(":")
+    if not name:
+        raise NotFoundError.of("model", ref)
+    return state.store.models.get_version(workspace_id, check_name(name), parse_version(version or "latest"))
