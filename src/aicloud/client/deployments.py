@@ -171,7 +171,7 @@ class DeploymentsAPI:
         ``cpu_seconds``, ``processes``, ``open_files`` of each replica's sandbox)."""
         body: dict[str, Any] = {"name": name, "model": model, **spec}
         if service is not None:
-            from aicloud.client.jobs import pack_code
+            from aicloud.client._specs import pack_code
 
             if entrypoint is None:
                 raise ValueError("give entrypoint='file.py:ClassName' with service=")

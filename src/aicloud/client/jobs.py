@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import os
-import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aicloud.client._specs import TERMINAL, dataset_ref, pack_code
 from aicloud.client.progress import steps_bar
 from aicloud.errors import AicloudError, NotFoundError
 from aicloud.schemas.jobs import JobOut
@@ -19,7 +18,6 @@ if TYPE_CHECKING:
     from aicloud.client.models import RegisteredModel
     from aicloud.client.sweeps import Sweep
 
-TERMINAL = {"succeeded", "failed", "cancelled"}
 JOBS = "/api/v1/jobs"
 
 
@@ -29,28 +27,6 @@ def _job(job_id: str) -> str:
 
 def _checkpoint(job_id: str) -> str:
     return f"{_job(job_id)}/checkpoint"
-
-
-def _dataset_ref(value: Any) -> str:
-    """A DatasetVersion, or ``name`` / ``name:version`` text."""
-    if hasattr(value, "ref"):
-        return str(value.ref)
-    return str(value)
-
-
-def pack_code(path: str | os.PathLike[str]) -> bytes:
-    """A file or a folder as a .tar.gz (paths relative to it; caches and VCS folders left out)."""
-    root = Path(path)
-    buf = io.BytesIO()
-    skip = {".git", "__pycache__", ".venv", ".mypy_cache", ".pytest_cache"}
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        if root.is_file():
-            tar.add(root, arcname=root.name)
-        else:
-            for p in sorted(root.rglob("*")):
-                if p.is_file() and not p.is_symlink() and not (set(p.relative_to(root).parts) & skip):
-                    tar.add(p, arcname=str(p.relative_to(root)))
-    return buf.getvalue()
 
 
 class Job:
@@ -217,8 +193,8 @@ class JobsAPI:
         """
         spec: dict[str, Any] = {
             "task": task,
-            "dataset": _dataset_ref(dataset),
-            "eval_dataset": _dataset_ref(eval_dataset),
+            "dataset": dataset_ref(dataset),
+            "eval_dataset": dataset_ref(eval_dataset),
             "target": target,
             "params": params or {},
             "model_name": model_name,
@@ -265,7 +241,7 @@ class JobsAPI:
             "cpus": cpus,
             "secrets": secrets or [],
             "env": env or {},
-            "datasets": {k: _dataset_ref(v) for k, v in (datasets or {}).items()},
+            "datasets": {k: dataset_ref(v) for k, v in (datasets or {}).items()},
             "workers": workers,
             "gpus": gpus,
             "max_restarts": max_restarts,

@@ -16,7 +16,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from aicloud.client.jobs import TERMINAL, Job, _dataset_ref
+from aicloud.client._specs import TERMINAL, dataset_ref
+from aicloud.client.jobs import Job
 from aicloud.client.progress import steps_bar
 from aicloud.errors import AicloudError
 from aicloud.schemas.jobs import JobOut
@@ -118,8 +119,8 @@ def submit_sweep(
     """Submit a sweep; see :meth:`aicloud.client.jobs.JobsAPI.sweep`."""
     train = {
         "task": task,
-        "dataset": _dataset_ref(dataset),
-        "eval_dataset": _dataset_ref(eval_dataset),
+        "dataset": dataset_ref(dataset),
+        "eval_dataset": dataset_ref(eval_dataset),
         "target": target,
         "params": params or {},
         "model_name": model_name,
