@@ -42,10 +42,11 @@ test-integration: $(STAMP) sandbox-tools
 	$(BIN)/pytest tests/integration tests/e2e
 
 check: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy src
 	$(BIN)/lint-imports
+	$(BIN)/python tools/import_cycles.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/datasets.py
