@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from aicloud.wire.tcp import free_port
 
 HERE = Path(__file__).resolve().parent
 BENCH = HERE.parent
@@ -51,12 +52,6 @@ def version(peer: str) -> str:
     code = f"import {VERSION_MODULE[peer]} as m, torch; print(m.__version__, torch.__version__)"
     out = subprocess.run([str(venv_python(peer)), "-c", code], capture_output=True, text=True, timeout=120)
     return out.stdout.strip() or f"? ({out.stderr.strip()[-200:]})"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _marked_pids(marker: str) -> list[int]:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from aicloud.testing.server import free_port
+from aicloud.wire.tcp import free_port
 
 
 def test_up_demo_down(tmp_path: Path) -> None:

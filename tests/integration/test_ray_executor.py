@@ -32,7 +32,8 @@ from aicloud.config import Settings
 from aicloud.executors import LaunchError, LaunchRequest, make_executor
 from aicloud.executors.base import ExitInfo
 from aicloud.executors.ray import RayExecutor
-from aicloud.testing.server import ServerProcess, free_port, sandbox_unavailable
+from aicloud.testing.server import ServerProcess, sandbox_unavailable
+from aicloud.wire.tcp import free_port
 
 from helpers import small_csv
 

@@ -25,19 +25,14 @@ import httpx
 import numpy as np
 import pytest
 
-from aicloud.serving import wire
+from aicloud.wire import frames as wire
+from aicloud.wire.tcp import free_port
 
 from helpers import assert_error
 
 KEY = "test-replica-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 WIDTH = 64
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Replica:
@@ -303,7 +298,7 @@ def test_sigterm_drains_in_flight_requests(service_replica: Replica) -> None:
     assert service_replica.proc.wait(15) == 0
 
 
-# --- the gateway channel (aicloud.serving.wire) on the replica's port
+# --- the gateway channel (aicloud.wire.frames) on the replica's port
 
 
 class RawChannel:

@@ -23,7 +23,7 @@ from aicloud.gateway.asgi import EndpointApp
 from aicloud.gateway.proxy import Gateway
 from aicloud.gateway.registry import Endpoint, EndpointRegistry, ReplicaSlot
 from aicloud.serving.channel import SniffingProtocol
-from aicloud.testing.server import free_port
+from aicloud.wire.tcp import free_port
 
 WS, OTHER_WS = "ws_a", "ws_b"
 

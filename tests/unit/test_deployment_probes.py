@@ -7,7 +7,8 @@ import time
 
 from gateway_helpers import EchoReplica, ThreadServer
 
-from aicloud.controllers.probes import StartWatcher, free_port, http_probe
+from aicloud.controllers.probes import StartWatcher, http_probe
+from aicloud.wire.tcp import free_port
 
 
 def test_http_probe_is_true_only_for_a_200() -> None:

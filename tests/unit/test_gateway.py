@@ -16,7 +16,7 @@ from gateway_helpers import OTHER_WS, WS, World, error_of, make_world, slot
 
 from aicloud.auth import PrincipalCache
 from aicloud.entities import Role
-from aicloud.testing.server import free_port
+from aicloud.wire.tcp import free_port
 
 
 @pytest.fixture(scope="module", params=["channel", "http"])

@@ -17,8 +17,9 @@ import pytest
 from gateway_helpers import EchoReplica, ThreadServer, World, make_world, slot
 
 from aicloud.gateway.channel import Channel
-from aicloud.serving import tcp, wire
 from aicloud.serving.channel import ChannelServer
+from aicloud.wire import frames as wire
+from aicloud.wire import tcp
 
 # -- the wire format ------------------------------------------------------------------------------
 
@@ -153,7 +154,7 @@ def test_a_channel_the_replica_closed_is_opened_again(world: World) -> None:
 
 
 def _probes(sock: socket.socket) -> None:
-    """``sock`` has TCP keep-alive with aicloud.serving.tcp's settings."""
+    """``sock`` has TCP keep-alive with aicloud.wire.tcp's settings."""
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
     if hasattr(socket, "TCP_KEEPIDLE"):  # Linux
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == tcp.KEEPALIVE_IDLE_S

@@ -14,8 +14,7 @@ import pytest
 from gateway_helpers import error_of, make_world, slot
 
 from aicloud.gateway.upstream import Broken, ConnectFailed, Head, HostPool, Upstreams
-from aicloud.serving.tcp import KEEPALIVE_IDLE_S
-from aicloud.testing.server import free_port
+from aicloud.wire.tcp import KEEPALIVE_IDLE_S, free_port
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

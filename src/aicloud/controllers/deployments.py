@@ -81,14 +81,14 @@ from collections.abc import Callable
 from aicloud.config import Settings
 from aicloud.controllers.autoscale import AutoscaleConfig, AutoscaleState, Decision, decide, trim
 from aicloud.controllers.loop import ReconcileLoop
-from aicloud.controllers.probes import PROBE_INTERVAL_S, Probe, StartWatcher, free_port, http_probe
+from aicloud.controllers.probes import PROBE_INTERVAL_S, Probe, StartWatcher, http_probe
 from aicloud.controllers.replica_ops import LIVE, Launcher, ReplicaKeys, ReplicaOps, Tracked
 from aicloud.entities.serving import Deployment, DeploymentStatus, Replica, ReplicaState
 from aicloud.executors.base import Executor
 from aicloud.gateway.registry import Endpoint, EndpointRegistry, ReplicaSlot
 from aicloud.store.base import MetadataStore
 
-__all__ = ["DeploymentController", "Launcher", "Probe", "ReplicaKeys", "free_port", "http_probe"]
+__all__ = ["DeploymentController", "Launcher", "Probe", "ReplicaKeys", "http_probe"]
 
 log = logging.getLogger("aicloud.controllers.deployments")
 

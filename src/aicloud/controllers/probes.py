@@ -1,5 +1,5 @@
-"""How the deployment controller learns that a replica answers: the readiness probe, a free port,
-and :class:`StartWatcher`, which probes starting replicas between reconcile passes.
+"""How the deployment controller learns that a replica answers: the readiness probe and
+:class:`StartWatcher`, which probes starting replicas between reconcile passes.
 
 A replica binds its port only once its model is loaded and warmed up, so the first successful
 ``GET /v2/health/ready`` is the moment it can serve. Probing only at each reconcile pass (every
@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import http.client
 import logging
-import socket
 import threading
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-__all__ = ["PROBE_INTERVAL_S", "PROBE_TIMEOUT_S", "Probe", "StartWatcher", "free_port", "http_probe"]
+__all__ = ["PROBE_INTERVAL_S", "PROBE_TIMEOUT_S", "Probe", "StartWatcher", "http_probe"]
 
 log = logging.getLogger("aicloud.controllers.probes")
 
@@ -44,15 +43,6 @@ def http_probe(url: str) -> bool:
         return False
     finally:
         conn.close()
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 free now (the replica binds it a moment later; a race is possible
-    but the kernel does not hand out the same ephemeral port again soon)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class StartWatcher:

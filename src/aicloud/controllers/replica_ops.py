@@ -29,12 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aicloud.controllers.loop import poll_counted
-from aicloud.controllers.probes import StartWatcher, free_port
+from aicloud.controllers.probes import StartWatcher
 from aicloud.entities.serving import Deployment, DeploymentStatus, Replica, ReplicaState
 from aicloud.executors.base import Executor, ExitInfo, LaunchRequest
 from aicloud.executors.logs import read_lines, tail_lines
 from aicloud.gateway.registry import Endpoint, EndpointRegistry, ReplicaSlot
 from aicloud.store.base import MetadataStore
+from aicloud.wire.tcp import free_port
 
 __all__ = ["LIVE", "Launcher", "ReplicaKeys", "ReplicaOps", "Tracked"]
 

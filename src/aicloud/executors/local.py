@@ -44,7 +44,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 from aicloud.executors import supervise
 from aicloud.executors.base import Executor, ExitInfo, LaunchError, LaunchRequest, job_folder, thread_env
 from aicloud.executors.sandbox import Sandbox, sandbox_uid
+from aicloud.wire.tcp import free_port
 
 if TYPE_CHECKING:
     from aicloud.config import Settings
@@ -97,14 +97,6 @@ def _alive(pid: int, start_time: int | None) -> bool:
     if start_time is not None and started != start_time:
         return False
     return state not in ("Z", "X", "x")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on now (the workers' rendezvous port)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def visible_gpus() -> int:

@@ -1,11 +1,11 @@
-"""The gateway's end of the replica channel (wire format: :mod:`aicloud.serving.wire`).
+"""The gateway's end of the replica channel (wire format: :mod:`aicloud.wire.frames`).
 
 :class:`Channels` keeps one :class:`Channel` per replica (address and key): a long-lived connection
 that carries every buffered request the gateway sends that replica, each as a frame with its own
 stream id. Requests queued in one event-loop pass leave in one write, and the answers of a whole
 batch come back in one read, where HTTP/1.1 would need a connection, a write and a read per request.
 
-A connection turns into a channel with an HTTP upgrade (:func:`aicloud.serving.wire.hello`) that
+A connection turns into a channel with an HTTP upgrade (:func:`aicloud.wire.frames.hello`) that
 the replica answers ``101``. A peer that answers anything else is not an aicloud replica that speaks
 the channel: its address is remembered for :data:`HTTP_ONLY_S` and :meth:`Channels.request`
 returns ``None`` for it meanwhile, so the gateway uses HTTP there.
@@ -13,7 +13,7 @@ returns ``None`` for it meanwhile, so the gateway uses HTTP there.
 Failures have the same types as the HTTP hop (:mod:`aicloud.gateway.upstream`), so the gateway's
 retry rule applies unchanged: :class:`ConnectFailed` (no channel could be opened; nothing sent),
 :class:`Broken` (the channel closed before the request's answer began) and :class:`TimedOut`.
-The channel's socket has TCP keep-alive (:func:`aicloud.serving.tcp.probe_liveness`): when a
+The channel's socket has TCP keep-alive (:func:`aicloud.wire.tcp.probe_liveness`): when a
 replica's node vanishes without closing it, its streams fail as :class:`Broken` within about 25 s,
 and are retried elsewhere, instead of each waiting out the read timeout.
 A request whose caller went away (its task cancelled, or its streamed answer closed early) sends
@@ -34,8 +34,8 @@ from aicloud.gateway.upstream import (
     TimedOut,
     UpstreamError,
 )
-from aicloud.serving import wire
-from aicloud.serving.tcp import probe_liveness
+from aicloud.wire import frames
+from aicloud.wire.tcp import probe_liveness
 
 #: How long an address that refused the channel is sent HTTP before it is asked again.
 HTTP_ONLY_S = 60.0
@@ -51,9 +51,9 @@ class Reply:
     __slots__ = ("_channel", "_pieces", "body", "headers", "sid", "status")
 
     def __init__(self, head: bytes, body: bytes | None, channel: Channel, sid: int) -> None:
-        first, self.headers = wire.parse_head(head)
+        first, self.headers = frames.parse_head(head)
         if not first.isdigit():
-            raise wire.FrameError(f"bad status {first[:20]!r}")
+            raise frames.FrameError(f"bad status {first[:20]!r}")
         self.status = int(first)
         self.body = body
         self.sid = sid
@@ -101,11 +101,11 @@ class Channel(asyncio.Protocol):
         self.acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.dead: UpstreamError | None = None
         self._early = b""
-        self._decoder = wire.Decoder()
+        self._decoder = frames.Decoder()
         self._waiting: dict[int, asyncio.Future[Reply]] = {}
         self._streaming: dict[int, Reply] = {}
         self._next = 0
-        self._writer = wire.Coalescer()
+        self._writer = frames.Coalescer()
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -133,53 +133,53 @@ class Channel(asyncio.Protocol):
             if not data:
                 return
         try:
-            frames = self._decoder.feed(data)
-            for kind, sid, payload in frames:
+            incoming = self._decoder.feed(data)
+            for kind, sid, payload in incoming:
                 self._on_frame(kind, sid, payload)
-        except wire.FrameError:
+        except frames.FrameError:
             self.close()
 
     def _read_ack(self, data: bytes) -> bytes:
         early = self._early + data
-        if len(early) < len(wire.ACK) and wire.ACK.startswith(early):
+        if len(early) < len(frames.ACK) and frames.ACK.startswith(early):
             self._early = early
             return b""
         self._early = b""
-        if not early.startswith(wire.ACK):
+        if not early.startswith(frames.ACK):
             self.acked.set_exception(NoChannel(f"{self.url} answered the channel hello with {early[:40]!r}"))
             self.close()
             return b""
         self.acked.set_result(None)
-        return early[len(wire.ACK) :]
+        return early[len(frames.ACK) :]
 
     def _on_frame(self, kind: int, sid: int, payload: bytes) -> None:
-        if kind == wire.FULL or kind == wire.START:
+        if kind == frames.FULL or kind == frames.START:
             future = self._waiting.get(sid)
             if future is None or future.done():
                 return  # cancelled meanwhile
             try:
-                if kind == wire.FULL:
-                    reply = Reply(*wire.split_head(payload), self, sid)
+                if kind == frames.FULL:
+                    reply = Reply(*frames.split_head(payload), self, sid)
                 else:
                     reply = Reply(payload, None, self, sid)
-            except wire.FrameError as exc:
+            except frames.FrameError as exc:
                 future.set_exception(Broken(f"{self.url} sent a malformed answer: {exc}"))
                 raise
             del self._waiting[sid]
-            if kind == wire.START:
+            if kind == frames.START:
                 self._streaming[sid] = reply
             future.set_result(reply)
-        elif kind == wire.BODY:
+        elif kind == frames.BODY:
             streamed = self._streaming.get(sid)
             if streamed is not None:
                 streamed.put(payload)
-        elif kind == wire.END:
+        elif kind == frames.END:
             streamed = self._streaming.pop(sid, None)
             if streamed is not None:
                 streamed.put(payload)
                 streamed.put(None)
         else:
-            raise wire.FrameError(f"frame kind {kind} does not go to the gateway")
+            raise frames.FrameError(f"frame kind {kind} does not go to the gateway")
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -191,7 +191,7 @@ class Channel(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Reply] = loop.create_future()
         self._waiting[sid] = future
-        self._writer.emit(wire.frame_with_head(wire.REQUEST, sid, head, body))
+        self._writer.emit(frames.frame_with_head(frames.REQUEST, sid, head, body))
         timer = loop.call_later(self.read_timeout_s, self._expire, sid)
         try:
             return await future
@@ -212,7 +212,7 @@ class Channel(asyncio.Protocol):
         known = self._waiting.pop(sid, None) is not None
         known = self._streaming.pop(sid, None) is not None or known
         if known and self.dead is None:
-            self._writer.emit(wire.frame(wire.CANCEL, sid))
+            self._writer.emit(frames.frame(frames.CANCEL, sid))
 
     def close(self) -> None:
         if self.transport is not None:
@@ -267,7 +267,7 @@ class Channels:
                     lambda: Channel(self, url, key, self.read_timeout_s), host, port
                 )
                 assert channel.transport is not None
-                channel.transport.write(wire.hello(f"{host}:{port}", key))
+                channel.transport.write(frames.hello(f"{host}:{port}", key))
                 await channel.acked
         except NoChannel:
             self._http_only[url] = time.monotonic() + HTTP_ONLY_S

@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from urllib.parse import urlsplit
 
-from aicloud.serving.tcp import probe_liveness
+from aicloud.wire.tcp import probe_liveness
 
 #: Idle connections are dropped after this long (under uvicorn's default 5 s keep-alive, so the
 #: replica never closes one the gateway is about to reuse).

@@ -1,4 +1,4 @@
-"""The replica's end of the gateway channel (wire format: :mod:`aicloud.serving.wire`).
+"""The replica's end of the gateway channel (wire format: :mod:`aicloud.wire.frames`).
 
 :class:`SniffingProtocol` is uvicorn's httptools protocol with one addition: a connection whose first
 bytes are the channel's hello becomes a :class:`ChannelServer` instead, on the same port. Every
@@ -26,10 +26,10 @@ from typing import Any
 from urllib.parse import unquote
 
 from aicloud.errors import AicloudError
-from aicloud.serving import wire
 from aicloud.serving.asgi import SEE_LOGS
 from aicloud.serving.http1 import OneWriteProtocol
-from aicloud.serving.tcp import probe_liveness
+from aicloud.wire import frames
+from aicloud.wire.tcp import probe_liveness
 
 log = logging.getLogger("aicloud.serving")
 
@@ -50,11 +50,11 @@ class SniffingProtocol(OneWriteProtocol):
             super().data_received(data)
             return
         data = self._early + data
-        if len(data) < len(wire.MAGIC) and wire.MAGIC.startswith(data):
+        if len(data) < len(frames.MAGIC) and frames.MAGIC.startswith(data):
             self._early = data  # too short to tell yet
             return
         self._sniffed, self._early = True, b""
-        if not data.startswith(wire.MAGIC):
+        if not data.startswith(frames.MAGIC):
             super().data_received(data)
             return
         self.connections.discard(self)
@@ -113,29 +113,29 @@ class _Stream:
         kind = message["type"]
         if kind == "http.response.start":
             head = b"%d\r\n" % message["status"]
-            self.started = head + wire.header_lines(message.get("headers") or [])
+            self.started = head + frames.header_lines(message.get("headers") or [])
             return
         if kind != "http.response.body" or self.started is None:
             raise RuntimeError(f"unexpected ASGI message {kind!r}")
         body = message.get("body", b"")
         more = message.get("more_body", False)
         emit = self.channel.writer.emit
-        if not self.streaming and not more and len(body) <= wire.PIECE:
-            emit(wire.frame_with_head(wire.FULL, self.sid, self.started, body))
+        if not self.streaming and not more and len(body) <= frames.PIECE:
+            emit(frames.frame_with_head(frames.FULL, self.sid, self.started, body))
             self.done = True
             return
         if not self.streaming:
             self.streaming = True
-            emit(wire.frame(wire.START, self.sid, self.started))
-        pieces = [body[at : at + wire.PIECE] for at in range(0, len(body), wire.PIECE)] or [b""]
+            emit(frames.frame(frames.START, self.sid, self.started))
+        pieces = [body[at : at + frames.PIECE] for at in range(0, len(body), frames.PIECE)] or [b""]
         for piece in pieces[:-1]:
-            emit(wire.frame(wire.BODY, self.sid, piece))
+            emit(frames.frame(frames.BODY, self.sid, piece))
         last = pieces[-1]
         if more:
             if last:
-                emit(wire.frame(wire.BODY, self.sid, last))
+                emit(frames.frame(frames.BODY, self.sid, last))
         else:
-            emit(wire.frame(wire.END, self.sid, last))
+            emit(frames.frame(frames.END, self.sid, last))
             self.done = True
 
     def finish(self) -> None:
@@ -143,10 +143,10 @@ class _Stream:
         if self.done:
             return
         if self.streaming:
-            self.channel.writer.emit(wire.frame(wire.END, self.sid))
+            self.channel.writer.emit(frames.frame(frames.END, self.sid))
         else:
             head = b"500\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % len(_INTERNAL)
-            self.channel.writer.emit(wire.frame_with_head(wire.FULL, self.sid, head, _INTERNAL))
+            self.channel.writer.emit(frames.frame_with_head(frames.FULL, self.sid, head, _INTERNAL))
         self.done = True
 
 
@@ -168,11 +168,11 @@ class ChannelServer(asyncio.Protocol):
         self.server = server
         self.client = client
         self.transport: asyncio.Transport | None = None
-        self.decoder = wire.Decoder()
+        self.decoder = frames.Decoder()
         self.streams: dict[int, _Stream] = {}
         self.auth: bytes | None = None  # "Bearer <key>" from the hello
         self._hello = b""
-        self.writer = wire.Coalescer()  # everything queued in one loop pass leaves in one write
+        self.writer = frames.Coalescer()  # everything queued in one loop pass leaves in one write
         self._closing = False
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
@@ -194,17 +194,17 @@ class ChannelServer(asyncio.Protocol):
             if not data:
                 return
         try:
-            frames = self.decoder.feed(data)
-        except wire.FrameError as exc:
+            incoming = self.decoder.feed(data)
+        except frames.FrameError as exc:
             log.warning("gateway channel from %s: %s; closing it", self.client, exc)
             self._abort()
             return
-        for kind, sid, payload in frames:
+        for kind, sid, payload in incoming:
             if self.transport is None or self.transport.is_closing():
                 return  # closed over a bad frame: the rest goes unread
-            if kind == wire.REQUEST:
+            if kind == frames.REQUEST:
                 self._start(sid, payload)
-            elif kind == wire.CANCEL:
+            elif kind == frames.CANCEL:
                 stream = self.streams.get(sid)
                 if stream is not None:
                     stream.disconnect()
@@ -213,7 +213,7 @@ class ChannelServer(asyncio.Protocol):
         hello = self._hello + data
         request, sep, rest = hello.partition(b"\r\n\r\n")
         if not sep:
-            if len(hello) > wire.MAX_HELLO:
+            if len(hello) > frames.MAX_HELLO:
                 self._abort()
             else:
                 self._hello = hello
@@ -221,19 +221,19 @@ class ChannelServer(asyncio.Protocol):
         self._hello = b""
         # a missing key is passed on as an empty one: every request on the channel then gets the
         # app's own 401
-        self.auth = b"Bearer " + (wire.hello_key(request) or b"")
+        self.auth = b"Bearer " + (frames.hello_key(request) or b"")
         assert self.transport is not None
-        self.transport.write(wire.ACK)
+        self.transport.write(frames.ACK)
         return rest
 
     # -- streams --------------------------------------------------------------------------------
 
     def _start(self, sid: int, payload: bytes) -> None:
         try:
-            head, body = wire.split_head(payload)
-            first, headers = wire.parse_head(head)
+            head, body = frames.split_head(payload)
+            first, headers = frames.parse_head(head)
             method, _, target = first.decode("latin-1").partition(" ")
-        except (wire.FrameError, UnicodeDecodeError) as exc:
+        except (frames.FrameError, UnicodeDecodeError) as exc:
             log.warning("gateway channel: bad request frame: %s", exc)
             self._abort()
             return

@@ -1,4 +1,5 @@
-"""TCP liveness for the connections between the gateway and the replicas (both ends use it)."""
+"""TCP helpers: the liveness settings of the connections between the gateway and the replicas (both
+ends use them), and :func:`free_port`."""
 
 from __future__ import annotations
 
@@ -38,3 +39,12 @@ def probe_liveness(transport: asyncio.BaseTransport) -> None:
         if option is not None:
             with contextlib.suppress(OSError):  # not a TCP socket, or not supported here
                 sock.setsockopt(level, option, value)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` nobody listens on now (whoever asked binds it a moment later; a race is
+    possible, but the kernel does not hand out the same ephemeral port again soon)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
