@@ -1,4 +1,5 @@
-# aicloud: `make demo` sets up and runs the demo; `make test` runs every test; `make check` lints.
+# aicloud: `make demo` sets up and runs the demo; `make test` runs every test (`make test-unit`: the
+# quick loop); `make check` lints.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -32,14 +33,23 @@ demo: $(STAMP) sandbox-tools
 	$(BIN)/aicloud up
 	$(BIN)/aicloud demo
 
-test: $(STAMP) sandbox-tools
-	$(BIN)/pytest
+# The suite runs on every core (pytest-xdist; a file's tests share a worker and its control plane),
+# then the tests marked serial run alone: they measure memory or timing with tight margins.
+# TEST_WORKERS=0 runs the first part in this process, without workers.
+TEST_WORKERS ?= auto
+PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 
+test: $(STAMP) sandbox-tools
+	$(BIN)/pytest $(PARALLEL) -m "not serial"
+	$(BIN)/pytest -m serial
+
+# the quick loop: pure logic, no processes or sockets, under a minute on 2 cores
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
 test-integration: $(STAMP) sandbox-tools
-	$(BIN)/pytest tests/integration tests/e2e
+	$(BIN)/pytest $(PARALLEL) -m "not serial" tests/integration tests/e2e
+	$(BIN)/pytest -m serial tests/integration tests/e2e
 
 check: $(STAMP)
 	$(BIN)/ruff check src tests bench tools

@@ -136,6 +136,7 @@ def _csv_of_size(path: Path, size: int) -> tuple[Path, int]:
     return path, rows
 
 
+@pytest.mark.serial  # peak server memory against fixed MB margins; writes 1.1 GB: run alone
 def test_one_gigabyte_upload_is_streamed(make_server: Callable[..., ServerProcess], tmp_path: Path) -> None:
     """Streaming means the memory an upload needs does not grow with its size: a 1 GB upload may
     not need more than a 128 MB one. The 128 MB upload also takes the fixed costs (the profiler's

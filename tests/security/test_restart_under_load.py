@@ -40,6 +40,7 @@ def replica_keys(replica_id: str) -> set[str]:
     return keys
 
 
+@pytest.mark.serial  # calls per second and the first answer after the restart: run alone
 def test_sigkill_and_restart_under_load_keeps_the_endpoint_up(
     make_server: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
