@@ -1,23 +1,12 @@
-"""The readiness probe and the watcher that probes starting replicas between reconcile passes."""
+"""The watcher that probes starting replicas between reconcile passes (the HTTP probe against a real
+server: tests/integration/test_probes.py)."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-from gateway_helpers import EchoReplica, ThreadServer
-
-from aicloud.controllers.probes import StartWatcher, http_probe
-from aicloud.wire.tcp import free_port
-
-
-def test_http_probe_is_true_only_for_a_200() -> None:
-    server = ThreadServer(EchoReplica("r")).start()
-    try:
-        assert http_probe(server.url)
-        assert not http_probe(server.url.replace(str(server.port), str(free_port())))  # refused
-    finally:
-        server.stop()
+from aicloud.controllers.probes import StartWatcher
 
 
 def test_watcher_calls_on_ready_once_per_replica_and_forgets_discarded_ones() -> None:
@@ -37,11 +26,7 @@ def test_watcher_calls_on_ready_once_per_replica_and_forgets_discarded_ones() ->
         ready_urls.add("http://one")
         assert woken.acquire(timeout=10)
         watcher.discard("r2")
-        count = len(probed)
-        deadline = time.monotonic() + 10
-        while len(probed) == count and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.05)
+        time.sleep(0.25)  # 50 intervals: r2, had it been kept, would have been probed again by now
         assert not woken.acquire(timeout=0.05)  # r1 woke once; r2 was discarded before it answered
         assert "http://one" in probed and probed.count("http://one") <= probed.count("http://two") + 1
     finally:

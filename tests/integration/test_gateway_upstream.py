@@ -1,4 +1,5 @@
-"""The gateway's HTTP/1.1 client (aicloud.gateway.upstream) on real sockets, alone and behind the gateway."""
+"""The gateway's HTTP/1.1 client (aicloud.gateway.upstream) on real sockets, alone and behind the
+gateway (parsing a head alone: tests/unit/test_gateway_head.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import httpx
 import pytest
 from gateway_helpers import error_of, make_world, slot
 
-from aicloud.gateway.upstream import Broken, ConnectFailed, Head, HostPool, Upstreams
+from aicloud.gateway.upstream import Broken, ConnectFailed, HostPool, Upstreams
 from aicloud.wire.tcp import KEEPALIVE_IDLE_S, free_port
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -119,17 +120,6 @@ def test_not_http_is_broken_and_refused_is_connect_failed() -> None:
 
     with pytest.raises(ConnectFailed):
         asyncio.run(refused())
-
-
-def test_head_parsing() -> None:
-    head = Head(b"HTTP/1.1 404 Not Found\r\nContent-Length: 12\r\nX-A: b", "GET")
-    assert (head.status, head.length, head.keep_alive) == (404, 12, True)
-    assert head.headers == [(b"content-length", b"12"), (b"x-a", b"b")]
-    assert Head(b"HTTP/1.1 200 OK\r\nContent-Length: 12", "HEAD").length == 0
-    assert not Head(b"HTTP/1.0 200 OK\r\nContent-Length: 1", "GET").keep_alive
-    for bad in (b"HTTP/1.1 20x OK", b"HTTP/1.1 200 OK\r\nno colon", b"HTTP/1.1 200 OK\r\nContent-Length: -1"):
-        with pytest.raises(Broken):
-            Head(bad, "GET")
 
 
 # -- behind the gateway ---------------------------------------------------------------------------
