@@ -12,7 +12,8 @@ import pytest
 
 from aicloud.blobs.keyring import MemoryKeyring, seal_value, unseal_value
 from aicloud.config import Settings
-from aicloud.controllers.deployments import DeploymentController, ReplicaKeys
+from aicloud.controllers.deployments import DeploymentController
+from aicloud.controllers.replicas import ReplicaKeys
 from aicloud.entities.serving import Deployment, DeploymentStatus, Replica, ReplicaState
 from aicloud.executors.base import LaunchRequest
 from aicloud.gateway.registry import Endpoint, EndpointRegistry

@@ -34,7 +34,7 @@ deployment (an error in one is logged and the pass goes on with the next):
 **Control-plane restarts.** Replicas outlive the control plane (each is its own supervised
 process tree), and each replica's row keeps what the gateway needs to reach it: its address (the
 port) and its key, sealed with the master key and bound to the replica's id (``keys``, a
-:class:`~aicloud.controllers.replica_ops.ReplicaKeys`). So a new controller *adopts* the replicas
+:class:`~aicloud.controllers.replicas.ReplicaKeys`). So a new controller *adopts* the replicas
 it finds running, as the job controller re-attaches to jobs: a row it did not start whose process
 still runs (``executor.poll`` of the persisted handle: the supervisor's pid and start time) gets
 its key opened and a registry slot under that key, ready at once when its ``/v2/health/ready``
@@ -68,8 +68,10 @@ grace), waiting up to ``timeout`` for them to exit, so a control-plane shutdown 
 serving processes. Rows of replicas still draining at the deadline stay (``draining``); the
 next control plane polls, removes and cleans them up.
 
-The per-replica steps (launch, fail, retire, remove, stop all) are the base class
-:class:`~aicloud.controllers.replica_ops.ReplicaOps`.
+The per-replica steps (observe, launch, adopt, fail, retire, remove, stop all) and what they
+remember of each replica are the controller's :class:`~aicloud.controllers.replicas.Replicas`
+(``replicas``); the controller owns the loop, the per-deployment memory (:class:`Tracked`) and the
+decisions: how many replicas, of which generation, and the deployment's status.
 """
 
 from __future__ import annotations
@@ -81,14 +83,14 @@ from collections.abc import Callable
 from aicloud.config import Settings
 from aicloud.controllers.autoscale import AutoscaleConfig, AutoscaleState, Decision, decide, trim
 from aicloud.controllers.loop import ReconcileLoop
-from aicloud.controllers.probes import PROBE_INTERVAL_S, Probe, StartWatcher, http_probe
-from aicloud.controllers.replica_ops import LIVE, Launcher, ReplicaKeys, ReplicaOps, Tracked
+from aicloud.controllers.probes import PROBE_INTERVAL_S, Probe, http_probe
+from aicloud.controllers.replicas import LIVE, Launcher, ReplicaKeys, Replicas, Tracked
 from aicloud.entities.serving import Deployment, DeploymentStatus, Replica, ReplicaState
 from aicloud.executors.base import Executor
-from aicloud.gateway.registry import Endpoint, EndpointRegistry, ReplicaSlot
+from aicloud.gateway.registry import Endpoint, EndpointRegistry
 from aicloud.store.base import MetadataStore
 
-__all__ = ["DeploymentController", "Launcher", "Probe", "ReplicaKeys", "http_probe"]
+__all__ = ["DeploymentController"]
 
 log = logging.getLogger("aicloud.controllers.deployments")
 
@@ -99,8 +101,13 @@ DEFAULT_TIMEOUT_S = 60.0  # a spec without timeout_s (as schemas.serving.Deploym
 STEADY_INTERVAL_S = 1.0
 
 
-class DeploymentController(ReplicaOps, ReconcileLoop):
-    """Reconciles deployments with replica processes; see the module docstring."""
+class DeploymentController(ReconcileLoop):
+    """Reconciles deployments with replica processes; see the module docstring.
+
+    Owns the loop (a :class:`ReconcileLoop`), what it remembers of each deployment
+    (:class:`Tracked`) and the steady-state bookkeeping; ``replicas`` (:class:`Replicas`) owns the
+    per-replica steps and their memory.
+    """
 
     loop_name = "deployment controller"
 
@@ -123,22 +130,24 @@ class DeploymentController(ReplicaOps, ReconcileLoop):
         on_removed: Callable[[Replica], None] | None = None,
     ) -> None:
         self.store = store
-        self.executor = executor
         self.registry = registry
         self.settings = settings
-        self.launcher = launcher
-        self.keys = keys
         super().__init__(interval)
-        self.probe = probe
+        self.replicas = Replicas(
+            store,
+            executor,
+            registry,
+            launcher,
+            keys=keys,
+            probe=probe,
+            on_ready=self.wake,
+            probe_interval=probe_interval,
+            drain_grace_s=drain_grace_s,
+            max_failed_starts=max_failed_starts,
+            on_removed=on_removed,
+        )
         self.clock = clock
-        self.drain_grace_s = drain_grace_s
-        self.max_failed_starts = max_failed_starts
-        self.on_removed = on_removed
         self._tracked: dict[str, Tracked] = {}
-        self._owned: set[str] = set()  # replica ids this controller started or adopted
-        self._cancel_sent: set[str] = set()
-        self._poll_errors: dict[str, int] = {}
-        self._watcher = StartWatcher(probe, self.wake, probe_interval) if probe_interval > 0 else None
         self.steady_interval = steady_interval
         self._dirty = True  # woken since the last full pass
         self._steady: list[tuple[Deployment, Tracked, Endpoint]] = []  # settled at the last full pass
@@ -152,8 +161,7 @@ class DeploymentController(ReplicaOps, ReconcileLoop):
         loop and the thread that watches starting replicas (idempotent)."""
         if self.running:
             return
-        if self._watcher is not None:
-            self._watcher.start()  # first: the first pass may launch or adopt replicas to watch
+        self.replicas.start_watcher()  # first: the first pass may launch or adopt replicas to watch
         try:
             self.reconcile_once()
         except Exception:
@@ -181,11 +189,10 @@ class DeploymentController(ReplicaOps, ReconcileLoop):
     def stop(self, timeout: float = 10.0, *, stop_replicas: bool = True) -> None:
         """Stop the loop, then (by default) the replicas: see the module docstring."""
         self._stop_loop(timeout)
-        if self._watcher is not None:
-            self._watcher.stop(timeout)
+        self.replicas.stop_watcher(timeout)
         if stop_replicas:
             with self._pass_lock:
-                self._stop_all_replicas(timeout)
+                self.replicas.stop_all(timeout)
 
     def reconcile_once(self) -> None:
         """One idempotent pass over every deployment. Thread-safe."""
@@ -220,10 +227,12 @@ class DeploymentController(ReplicaOps, ReconcileLoop):
             t = self._tracked[d.id] = Tracked()
         ep = self.registry.ensure(d.id, d.workspace_id, d.name)
         ep.timeout_s = float(d.spec.get("timeout_s", DEFAULT_TIMEOUT_S))  # how long the gateway holds
-        live = self._observe(d, t, ep)
+        live = self.replicas.observe(d, t, ep)
+        if ep.routable():
+            ep.start_requested = False
         if d.status == DeploymentStatus.DELETING:
             for r in live:
-                self._retire(ep, r, "the deployment is being deleted")
+                self.replicas.retire(ep, r, "the deployment is being deleted")
             if not self.store.deployments.replicas(d.id):
                 self.store.deployments.delete(d.id)
                 self.registry.remove(d.id)
@@ -253,46 +262,6 @@ class DeploymentController(ReplicaOps, ReconcileLoop):
             and len(slots) == desired
             and all(s.ready and not s.draining and s.generation == d.generation for s in slots)
         )
-
-    def _observe(self, d: Deployment, t: Tracked, ep: Endpoint) -> list[Replica]:
-        """Poll and probe replicas; remove ended ones. Returns the live, non-draining ones."""
-        live: list[Replica] = []
-        for r in self.store.deployments.replicas(d.id):
-            if not r.handle:
-                self._remove(ep, r)  # never launched (a crash between add and submit)
-                continue
-            info = self._poll(r)
-            if info is None:  # cannot tell now: assume it is as it was (adopted once it can tell)
-                if r.state != ReplicaState.DRAINING:
-                    live.append(r)
-                continue
-            if info.state != "running":
-                if r.state == ReplicaState.DRAINING:
-                    self._remove(ep, r)
-                else:
-                    self._failed(d, t, ep, r, info)
-                continue
-            if r.state == ReplicaState.DRAINING:
-                self._cancel(r)  # idempotent; a no-op when already sent
-                continue
-            if r.id not in self._owned:  # an earlier control plane started it, and it still runs
-                r = self._adopt(d, ep, r)
-                if r.state == ReplicaState.DRAINING:
-                    continue
-                if r.state == ReplicaState.READY:
-                    live.append(r)
-                    continue
-            if r.state == ReplicaState.STARTING and self.probe(r.url):
-                self._unwatch(r.id)
-                r = self.store.deployments.update_replica(r.id, state=ReplicaState.READY)
-                self.registry.set_replica(ep, ReplicaSlot(r.id, r.url, r.generation, ready=True))
-                if r.generation == d.generation:
-                    t.failed_starts = 0
-                log.info("deployment %s: replica %s ready at %s", d.name, r.id, r.url)
-            live.append(r)
-        if ep.routable():
-            ep.start_requested = False
-        return live
 
     def _decide(self, d: Deployment, t: Tracked, ep: Endpoint) -> Decision:
         """Take an in-flight sample and ask the policy (memory only)."""
@@ -328,7 +297,7 @@ class DeploymentController(ReplicaOps, ReconcileLoop):
         old = [r for r in live if r.generation != d.generation]
         if t.failed_generation != d.generation:
             for _ in range(desired - len(current)):
-                started = self._start(d, t, ep)
+                started = self.replicas.launch(d, t, ep)
                 if started is None:
                     break
                 current.append(started)
@@ -343,14 +312,14 @@ class DeploymentController(ReplicaOps, ReconcileLoop):
                 ),
             )
             for r in order[:surplus]:
-                self._retire(ep, r, "surplus")
+                self.replicas.retire(ep, r, "surplus")
                 current.remove(r)
         ready_now = sum(1 for r in current if r.state == ReplicaState.READY)
         keep_old = max(0, desired - ready_now)
         old_ready = [r for r in old if r.state == ReplicaState.READY]
         old_ready.sort(key=lambda r: -r.created_at.timestamp())  # keep the newest old ones longest
         for r in [r for r in old if r.state != ReplicaState.READY] + old_ready[keep_old:]:
-            self._retire(ep, r, f"replaced by generation {d.generation}")
+            self.replicas.retire(ep, r, f"replaced by generation {d.generation}")
 
     @staticmethod
     def _inflight(ep: Endpoint, r: Replica) -> int:

@@ -1,9 +1,11 @@
-"""Replica lifecycle steps of the deployment controller: launch, fail, retire, remove, stop all.
+"""The replicas of the deployments, one at a time: :class:`Replicas` launches, adopts, observes,
+fails, retires and removes them, stops them all at shutdown and reads their logs.
 
-:class:`ReplicaOps` is the base of :class:`~aicloud.controllers.deployments.DeploymentController`:
-the passes (observe, autoscale, roll, status) live there and call these steps, which keep the
-store, the gateway's :class:`~aicloud.gateway.registry.EndpointRegistry` and the executor in
-step for one replica at a time. Their order matters and is the contract:
+The :class:`~aicloud.controllers.deployments.DeploymentController` holds one (``replicas``) and
+decides how many replicas of which generation each deployment needs (autoscale, roll, status);
+:class:`Replicas` carries that out for one replica at a time, keeping the store, the gateway's
+:class:`~aicloud.gateway.registry.EndpointRegistry` and the executor in step. The order of each
+step matters and is the contract:
 
 * a launch adds the replica's row first, then submits it (with a fresh random key of its own),
   then records its handle and its key, sealed (:class:`ReplicaKeys`); a replica the store could
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aicloud.controllers.loop import poll_counted
-from aicloud.controllers.probes import StartWatcher
+from aicloud.controllers.probes import PROBE_INTERVAL_S, Probe, StartWatcher
 from aicloud.entities.serving import Deployment, DeploymentStatus, Replica, ReplicaState
 from aicloud.executors.base import Executor, ExitInfo, LaunchRequest
 from aicloud.executors.logs import read_lines, tail_lines
@@ -37,11 +39,11 @@ from aicloud.gateway.registry import Endpoint, EndpointRegistry, ReplicaSlot
 from aicloud.store.base import MetadataStore
 from aicloud.wire.tcp import free_port
 
-__all__ = ["LIVE", "Launcher", "ReplicaKeys", "ReplicaOps", "Tracked"]
+__all__ = ["LIVE", "Launcher", "ReplicaKeys", "Replicas", "Tracked"]
 
 log = logging.getLogger("aicloud.controllers.deployments")
 
-#: The most of a replica's log that :meth:`ReplicaOps.replica_log` reads.
+#: The most of a replica's log that :meth:`Replicas.read_log` reads.
 MAX_LOG_TAIL = 1024 * 1024
 MESSAGE_LINES = 20
 
@@ -59,7 +61,7 @@ Launcher = Callable[[Deployment, str, int, str], LaunchRequest]
 
 class ReplicaKeys(Protocol):
     """Seals replica keys for the store and opens them again (the control plane's master key:
-    :class:`aicloud.server.serving.ServingRuntime`). A sealed key is bound to its replica's id."""
+    :class:`aicloud.server.services.replicas.ReplicaLauncher`). A sealed key is bound to its replica's id."""
 
     def seal_key(self, replica_id: str, key: str) -> bytes: ...
 
@@ -70,7 +72,8 @@ class ReplicaKeys(Protocol):
 
 @dataclass
 class Tracked:
-    """What the controller remembers of one deployment (memory only)."""
+    """What the controller remembers of one deployment (memory only): the autoscaler's samples and
+    last change, and the failed starts that :class:`Replicas` counts."""
 
     samples: list[tuple[float, float]] = field(default_factory=list)
     last_change: float = float("-inf")
@@ -78,30 +81,113 @@ class Tracked:
     failed_generation: int | None = None  # the generation that failed to start
 
 
-class ReplicaOps:
-    """The per-replica steps; the controller sets every attribute below in its ``__init__``."""
+class Replicas:
+    """The per-replica steps (see the module docstring) and what they remember, in memory only:
+    the replicas this control plane started or adopted, those already sent their SIGTERM, the
+    failed polls in a row of each, and the :class:`~aicloud.controllers.probes.StartWatcher` that
+    probes the starting ones between passes (None when ``probe_interval`` is 0).
 
-    store: MetadataStore
-    executor: Executor
-    registry: EndpointRegistry
-    launcher: Launcher
-    keys: ReplicaKeys | None  # None: keys are not stored, so no replica can be adopted
-    probe: Callable[[str], bool]
-    drain_grace_s: float
-    max_failed_starts: int
-    on_removed: Callable[[Replica], None] | None
-    _tracked: dict[str, Tracked]
-    _owned: set[str]  # replica ids this controller started or adopted
-    _cancel_sent: set[str]
-    _poll_errors: dict[str, int]
-    _watcher: StartWatcher | None
+    ``probe(url)`` tells whether a replica answers; ``on_ready()`` runs (on the watcher's thread)
+    when a starting one does; ``on_removed(replica)`` runs once a replica's row is removed. Not
+    thread-safe: the controller calls it from one pass at a time.
+    """
+
+    def __init__(
+        self,
+        store: MetadataStore,
+        executor: Executor,
+        registry: EndpointRegistry,
+        launcher: Launcher,
+        *,
+        keys: ReplicaKeys | None,  # None: keys are not stored, so no replica can be adopted
+        probe: Probe,
+        on_ready: Callable[[], None],
+        probe_interval: float = PROBE_INTERVAL_S,
+        drain_grace_s: float,
+        max_failed_starts: int,
+        on_removed: Callable[[Replica], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.executor = executor
+        self.registry = registry
+        self.launcher = launcher
+        self.keys = keys
+        self.probe = probe
+        self.drain_grace_s = drain_grace_s
+        self.max_failed_starts = max_failed_starts
+        self.on_removed = on_removed
+        self._owned: set[str] = set()  # replica ids this controller started or adopted
+        self._cancel_sent: set[str] = set()
+        self._poll_errors: dict[str, int] = {}
+        self._watcher = StartWatcher(probe, on_ready, probe_interval) if probe_interval > 0 else None
+
+    # -- the watcher -------------------------------------------------------------------------
+
+    def start_watcher(self) -> None:
+        """Start probing the starting replicas between passes (idempotent)."""
+        if self._watcher is not None:
+            self._watcher.start()
+
+    def stop_watcher(self, timeout: float) -> None:
+        if self._watcher is not None:
+            self._watcher.stop(timeout)
+
+    def _watch(self, r: Replica) -> None:
+        if self._watcher is not None:
+            self._watcher.add(r.id, r.url)
+
+    def _unwatch(self, replica_id: str) -> None:
+        if self._watcher is not None:
+            self._watcher.discard(replica_id)
+
+    # -- one pass over a deployment's replicas ------------------------------------------------
+
+    def observe(self, d: Deployment, t: Tracked, ep: Endpoint) -> list[Replica]:
+        """Poll and probe ``d``'s replicas: remove the ended ones (failing those that were not
+        draining), adopt the running ones an earlier control plane started, mark the starting ones
+        that answer ready. Returns the live, non-draining ones."""
+        live: list[Replica] = []
+        for r in self.store.deployments.replicas(d.id):
+            if not r.handle:
+                self._remove(ep, r)  # never launched (a crash between add and submit)
+                continue
+            info = self._poll(r)
+            if info is None:  # cannot tell now: assume it is as it was (adopted once it can tell)
+                if r.state != ReplicaState.DRAINING:
+                    live.append(r)
+                continue
+            if info.state != "running":
+                if r.state == ReplicaState.DRAINING:
+                    self._remove(ep, r)
+                else:
+                    self._failed(d, t, ep, r, info)
+                continue
+            if r.state == ReplicaState.DRAINING:
+                self._cancel(r)  # idempotent; a no-op when already sent
+                continue
+            if r.id not in self._owned:  # an earlier control plane started it, and it still runs
+                r = self._adopt(d, ep, r)
+                if r.state == ReplicaState.DRAINING:
+                    continue
+                if r.state == ReplicaState.READY:
+                    live.append(r)
+                    continue
+            if r.state == ReplicaState.STARTING and self.probe(r.url):
+                self._unwatch(r.id)
+                r = self.store.deployments.update_replica(r.id, state=ReplicaState.READY)
+                self.registry.set_replica(ep, ReplicaSlot(r.id, r.url, r.generation, ready=True))
+                if r.generation == d.generation:
+                    t.failed_starts = 0
+                log.info("deployment %s: replica %s ready at %s", d.name, r.id, r.url)
+            live.append(r)
+        return live
 
     def _poll(self, r: Replica) -> ExitInfo | None:
         return poll_counted(self.executor, r.handle, self._poll_errors, r.id, log)
 
     # -- replica lifecycle -------------------------------------------------------------------
 
-    def _start(self, d: Deployment, t: Tracked, ep: Endpoint) -> Replica | None:
+    def launch(self, d: Deployment, t: Tracked, ep: Endpoint) -> Replica | None:
         """Launch one replica of the current generation; None when the launch failed."""
         port = free_port()
         r = self.store.deployments.add_replica(d.id, generation=d.generation, port=port, handle={})
@@ -124,8 +210,7 @@ class ReplicaOps:
             self._kill(handle)  # never leave a process the store does not know about
             raise
         self.registry.set_replica(ep, ReplicaSlot(r.id, r.url, r.generation, key=key))
-        if self._watcher is not None:
-            self._watcher.add(r.id, r.url)
+        self._watch(r)
         log.info("deployment %s: replica %s starting on port %d", d.name, r.id, port)
         return r
 
@@ -134,7 +219,7 @@ class ReplicaOps:
         docstring); returns its row as it is now (draining when it could not be adopted)."""
         key = self._open_key(r)
         if key is None:
-            return self._retire(ep, r, "started by an earlier control plane that stored no key for it")
+            return self.retire(ep, r, "started by an earlier control plane that stored no key for it")
         self._owned.add(r.id)
         if r.state == ReplicaState.READY and self.probe(r.url):
             self.registry.set_replica(ep, ReplicaSlot(r.id, r.url, r.generation, ready=True, key=key))
@@ -143,8 +228,7 @@ class ReplicaOps:
         if r.state == ReplicaState.READY:  # running but not answering now: it proves itself again
             r = self.store.deployments.update_replica(r.id, state=ReplicaState.STARTING)
         self.registry.set_replica(ep, ReplicaSlot(r.id, r.url, r.generation, key=key))
-        if self._watcher is not None:
-            self._watcher.add(r.id, r.url)
+        self._watch(r)
         log.info("deployment %s: replica %s adopted, starting at %s", d.name, r.id, r.url)
         return r
 
@@ -183,8 +267,8 @@ class ReplicaOps:
             self.store.deployments.set_status(d.id, DeploymentStatus.FAILED, text[:8000], expect=LIVE)
             log.warning("deployment %s failed: %s", d.name, message.splitlines()[0])
 
-    def _retire(self, ep: Endpoint, r: Replica, why: str) -> Replica:
-        """Stop routing to ``r`` (registry first), mark it draining, SIGTERM it."""
+    def retire(self, ep: Endpoint, r: Replica, why: str) -> Replica:
+        """Stop routing to ``r`` (registry first), mark it draining, SIGTERM it; returns its row."""
         slot = ep.replicas.get(r.id)
         ready = slot.ready if slot is not None else False
         self.registry.set_replica(ep, ReplicaSlot(r.id, r.url, r.generation, ready=ready, draining=True))
@@ -222,10 +306,6 @@ class ReplicaOps:
         self._poll_errors.pop(r.id, None)
         self._unwatch(r.id)
 
-    def _unwatch(self, replica_id: str) -> None:
-        if self._watcher is not None:
-            self._watcher.discard(replica_id)
-
     def _kill(self, handle: dict[str, Any]) -> None:
         try:
             self.executor.cancel(handle, 0.0)
@@ -233,13 +313,15 @@ class ReplicaOps:
         except Exception:
             log.exception("could not stop the orphan replica %r", handle)
 
+    # -- logs --------------------------------------------------------------------------------
+
     def _tail(self, handle: dict[str, Any]) -> str:
         try:
             return tail_lines(self.executor.log_path(handle), MESSAGE_LINES)
         except (OSError, ValueError):
             return ""
 
-    def replica_log(self, replica: Replica, lines: int, offset: int | None = None) -> tuple[str, int]:
+    def read_log(self, replica: Replica, lines: int, offset: int | None = None) -> tuple[str, int]:
         """``replica``'s log (its stdout and stderr) and the byte offset just past what was read:
         its last ``lines`` lines (within the last :data:`MAX_LOG_TAIL` bytes), or with ``offset``
         the whole lines from there (at most :data:`MAX_LOG_TAIL` bytes). Nothing, at ``offset`` or
@@ -257,7 +339,7 @@ class ReplicaOps:
 
     # -- shutdown ----------------------------------------------------------------------------
 
-    def _stop_all_replicas(self, timeout: float) -> None:
+    def stop_all(self, timeout: float) -> None:
         """SIGTERM every replica, then remove those that exit within ``timeout``."""
         pending: list[tuple[Endpoint, Replica]] = []
         try:
@@ -269,7 +351,7 @@ class ReplicaOps:
             ep = self.registry.by_deployment(d.id) or self.registry.ensure(d.id, d.workspace_id, d.name)
             try:
                 for r in self.store.deployments.replicas(d.id):
-                    pending.append((ep, self._retire(ep, r, "the control plane is stopping")))
+                    pending.append((ep, self.retire(ep, r, "the control plane is stopping")))
             except Exception:
                 log.exception("deployment %s: could not stop its replicas", d.name)
         deadline = time.monotonic() + timeout
