@@ -1,4 +1,4 @@
-"""aicloud.serving.http1 under a real uvicorn server: each response leaves in one write, a streamed
+"""aicloud.wire.http1 under a real uvicorn server: each response leaves in one write, a streamed
 head and an interim 100 Continue are not held back."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from aicloud.serving.http1 import HeadHolder, OneWriteProtocol
+from aicloud.wire.http1 import HeadHolder, OneWriteProtocol
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -1,4 +1,4 @@
-"""aicloud.serving.http1: each response leaves in one write, a streamed head is not held back (on a
+"""aicloud.wire.http1: each response leaves in one write, a streamed head is not held back (on a
 recording transport; under a real server in tests/integration/test_serving_http1_server.py)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aicloud.serving.http1 import JOIN_LIMIT, HeadHolder
+from aicloud.wire.http1 import JOIN_LIMIT, HeadHolder
 
 
 class Recorder:

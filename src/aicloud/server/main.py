@@ -10,7 +10,7 @@ from aicloud.config import Settings
 from aicloud.executors import SandboxUnavailable, workload_sandbox
 from aicloud.server.app import create_app
 from aicloud.server.home import prepare_home
-from aicloud.serving.http1 import OneWriteProtocol
+from aicloud.wire.http1 import OneWriteProtocol
 
 
 def run_server(settings: Settings | None = None) -> None:

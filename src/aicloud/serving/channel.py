@@ -27,8 +27,8 @@ from urllib.parse import unquote
 
 from aicloud.errors import AicloudError
 from aicloud.serving.asgi import SEE_LOGS
-from aicloud.serving.http1 import OneWriteProtocol
 from aicloud.wire import frames
+from aicloud.wire.http1 import OneWriteProtocol
 from aicloud.wire.tcp import probe_liveness
 
 log = logging.getLogger("aicloud.serving")
@@ -39,7 +39,7 @@ _INTERNAL = json.dumps(AicloudError(f"internal server error; {SEE_LOGS}").to_pay
 
 
 class SniffingProtocol(OneWriteProtocol):
-    """uvicorn's HTTP protocol (one write per response, :mod:`aicloud.serving.http1`), handing a
+    """uvicorn's HTTP protocol (one write per response, :mod:`aicloud.wire.http1`), handing a
     connection that opens with the channel hello to a channel."""
 
     _sniffed = False
