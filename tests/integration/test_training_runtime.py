@@ -31,6 +31,8 @@ from aicloud.training import bootstrap, session
 from aicloud.training.env import WorkloadEnv
 from aicloud.training.session import Session
 
+from session_env import clean_env  # noqa: F401 (an autouse fixture)
+
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
@@ -109,28 +111,6 @@ def plane() -> Iterator[FakeControlPlane]:
     yield fake
     fake.server.shutdown()
     fake.server.server_close()
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    for key in (
-        "AICLOUD_URL",
-        "AICLOUD_TOKEN",
-        "AICLOUD_RUN_ID",
-        "AICLOUD_JOB_ID",
-        "AICLOUD_JOB_SPEC",
-        "AICLOUD_OUTPUT_DIR",
-        "AICLOUD_DATASETS",
-        "AICLOUD_DATASET_TRAIN",
-        "AICLOUD_DATASET_EVAL",
-        "AICLOUD_CPUS",
-    ):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("AICLOUD_HOME", str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
-    session.use_session(None)
-    yield
-    session.use_session(None)
 
 
 def job_env(plane: FakeControlPlane, job: dict[str, Any]) -> dict[str, str]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from aicloud.artifacts.architectures import CNN, MLP
+from aicloud.artifacts.architectures import CNN
 from aicloud.artifacts.format import save_builtin
 from aicloud.artifacts.loader import load_model
 from aicloud.artifacts.preprocess import Preprocessor
@@ -20,32 +19,12 @@ from aicloud.errors import InvalidDataError
 from aicloud.serving import numpy_mlp
 from aicloud.serving.runtime import ArtifactRuntime, Prepared
 
-
-def _trained_like(module: torch.nn.Module, seed: int, scale: float = 0.1) -> torch.nn.Module:
-    """Random weights of about a trained model's scale (logits of a few units), not the init's."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * scale)
-    return module.eval()
-
-
-def _mlp_folder(
-    folder: Path,
-    width: int,
-    hidden: list[int],
-    out: int,
-    config: dict[str, Any],
-    seed: int = 0,
-    scale: float = 0.1,
-) -> tuple[Path, torch.nn.Module]:
-    module = _trained_like(MLP(width, hidden, out, dropout=0.3), seed, scale)
-    return save_builtin(folder, module, config), module
+from model_files import digits_like, mlp_folder, trained_like
 
 
 @pytest.mark.parametrize("hidden", [[], [32], [256, 256], [16, 8, 4]])
 def test_numpy_forward_equals_torch(tmp_path: Path, hidden: list[int]) -> None:
-    folder, module = _mlp_folder(tmp_path, 64, hidden, 10, {"task": "tabular-classification"})
+    folder, module = mlp_folder(tmp_path, 64, hidden, 10, {"task": "tabular-classification"})
     config = json.loads((folder / "config.json").read_text())
     assert numpy_mlp.supports(config, folder)
     run = numpy_mlp.load(folder, config)
@@ -61,7 +40,7 @@ def test_numpy_forward_equals_torch(tmp_path: Path, hidden: list[int]) -> None:
 
 def test_numpy_forward_equals_torch_to_float32_precision_at_any_scale(tmp_path: Path) -> None:
     """Large weights give logits in the hundreds: both agree to float32 precision of that scale."""
-    folder, module = _mlp_folder(tmp_path, 64, [256, 256], 10, {}, scale=0.5)
+    folder, module = mlp_folder(tmp_path, 64, [256, 256], 10, {}, scale=0.5)
     run = numpy_mlp.load(folder, json.loads((folder / "config.json").read_text()))
     x = np.random.default_rng(1).normal(size=(32, 64)).astype(np.float32)
     with torch.inference_mode():
@@ -71,23 +50,8 @@ def test_numpy_forward_equals_torch_to_float32_precision_at_any_scale(tmp_path: 
     assert (got.argmax(axis=1) == want.argmax(axis=1)).all()
 
 
-def _digits_like(folder: Path) -> tuple[Path, list[str]]:
-    names = [f"pixel_{i}" for i in range(64)]
-    pre = Preprocessor(
-        features=names, standardize={n: [float(i % 7), 1.0 + i % 3] for i, n in enumerate(names)}
-    )
-    sig = {"inputs": [{"name": n, "dtype": "float64"} for n in names], "outputs": [{"name": "label"}]}
-    config = {
-        "task": "tabular-classification",
-        "preprocessing": pre.to_config(),
-        "signature": sig,
-        "labels": list(range(10)),
-    }
-    return _mlp_folder(folder, 64, [256, 256], 10, config)[0], names
-
-
 def test_runtime_serves_the_builtin_mlp_in_numpy_with_torchs_answers(tmp_path: Path) -> None:
-    folder, names = _digits_like(tmp_path)
+    folder, names = digits_like(tmp_path)
     runtime = ArtifactRuntime(folder)
     runtime.load()
     assert runtime.engine == "numpy"
@@ -112,7 +76,7 @@ def test_regression_and_one_hot_columns_match_the_torch_model(tmp_path: Path) ->
         "signature": sig,
         "target_scale": [2.4, 1.1],
     }
-    folder, _ = _mlp_folder(tmp_path, pre.width, [8], 1, config, seed=3)
+    folder, _ = mlp_folder(tmp_path, pre.width, [8], 1, config, seed=3)
     runtime = ArtifactRuntime(folder)
     runtime.load()
     assert runtime.engine == "numpy"
@@ -133,7 +97,7 @@ def test_the_cnn_still_runs_in_torch(tmp_path: Path) -> None:
         "signature": sig,
         "labels": [0, 1],
     }
-    folder = save_builtin(tmp_path, _trained_like(CNN([4, 4], 2, hidden=[8]), 4), config)
+    folder = save_builtin(tmp_path, trained_like(CNN([4, 4], 2, hidden=[8]), 4), config)
     runtime = ArtifactRuntime(folder)
     runtime.load()
     assert runtime.engine == "torch"
@@ -142,7 +106,7 @@ def test_the_cnn_still_runs_in_torch(tmp_path: Path) -> None:
 
 
 def test_weights_that_do_not_fit_are_invalid_data(tmp_path: Path) -> None:
-    folder, _ = _mlp_folder(tmp_path, 4, [8], 2, {"task": "tabular-classification"})
+    folder, _ = mlp_folder(tmp_path, 4, [8], 2, {"task": "tabular-classification"})
     config = json.loads((folder / "config.json").read_text())
     config["architecture"]["hidden"] = [16]
     with pytest.raises(InvalidDataError, match="do not fit"):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,28 +22,7 @@ from aicloud.errors import InvalidDataError, UnavailableError, ValidationError
 from aicloud.training import session
 from aicloud.training.env import JobDoc
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    for key in (
-        "AICLOUD_URL",
-        "AICLOUD_TOKEN",
-        "AICLOUD_RUN_ID",
-        "AICLOUD_JOB_ID",
-        "AICLOUD_JOB_SPEC",
-        "AICLOUD_OUTPUT_DIR",
-        "AICLOUD_DATASETS",
-        "AICLOUD_DATASET_TRAIN",
-        "AICLOUD_DATASET_EVAL",
-        "AICLOUD_CPUS",
-    ):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("AICLOUD_HOME", str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
-    session.use_session(None)
-    yield
-    session.use_session(None)
-
+from session_env import clean_env  # noqa: F401 (an autouse fixture)
 
 # ---------------------------------------------------------------------------------------------------------
 # offline
