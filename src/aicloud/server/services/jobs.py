@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 
-from aicloud.auth import mint_token
 from aicloud.entities import Job, JobStatus, Role, RunStatus
 from aicloud.executors.base import LaunchRequest, WorkloadLimits
 from aicloud.server.services.secrets import open_secret
+from aicloud.server.services.workloads import scoped_token, workload_env
 from aicloud.server.state import AppState
 
 log = logging.getLogger("aicloud.jobs")
@@ -45,29 +44,18 @@ class JobLauncher:
                 workspace_id=job.workspace_id, job_id=job.id, name=job.name, params=params
             ).id
             store.jobs.update(job.id, run_id=run_id)
-        token_id, token, secret_hash = mint_token()
-        store.tokens.create(
-            token_id=token_id,
-            workspace_id=job.workspace_id,
-            name=f"job-{job.id}",
-            role=Role.MEMBER,
-            secret_hash=secret_hash,
-            scope=f"job:{job.id}",
-        )
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AICLOUD_")}
-        env.update({k: str(v) for k, v in (job.spec.get("env") or {}).items()})
+        token = scoped_token(self.state, job.workspace_id, f"job-{job.id}", Role.MEMBER, f"job:{job.id}")
+        extra = {k: str(v) for k, v in (job.spec.get("env") or {}).items()}
         for name in job.spec.get("secrets") or []:
-            env[name] = open_secret(self.state, job.workspace_id, name)
-        env.update(
-            AICLOUD_URL=self.server_url(),
-            AICLOUD_TOKEN=token,
+            extra[name] = open_secret(self.state, job.workspace_id, name)
+        env = workload_env(
+            self.server_url(),
+            token,
+            extra,
             AICLOUD_JOB_ID=job.id,
             AICLOUD_RUN_ID=run_id,
             AICLOUD_JOB_SPEC=json.dumps({"kind": job.kind.value, "name": job.name, **job.spec}),
             AICLOUD_ATTEMPT=str(job.attempt),
-            PYTHONUNBUFFERED="1",
-            # `python` in a job's command is the interpreter aicloud runs on (its venv)
-            PATH=os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)]),
         )
         return LaunchRequest(
             job_id=job.id,

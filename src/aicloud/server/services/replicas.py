@@ -8,15 +8,14 @@ key (the controller's ``ReplicaKeys``) and revokes a removed replica's token.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Any
 
-from aicloud.auth import mint_token
 from aicloud.entities import Role
 from aicloud.entities.serving import Deployment, Replica
 from aicloud.errors import NotFoundError
 from aicloud.executors.base import LaunchRequest, WorkloadLimits
+from aicloud.server.services.workloads import scoped_token, workload_env
 from aicloud.server.state import AppState
 
 #: Associated data of a sealed replica key (with the replica's id): a key copied onto another
@@ -47,29 +46,24 @@ class ReplicaLauncher:
         self.server_url = server_url
 
     def launch(self, deployment: Deployment, replica_id: str, port: int, replica_key: str) -> LaunchRequest:
-        store = self.state.store
-        token_id, token, secret_hash = mint_token()
-        store.tokens.create(
-            token_id=token_id,
-            workspace_id=deployment.workspace_id,
-            name=f"replica-{replica_id}",
-            role=Role.VIEWER,
-            secret_hash=secret_hash,
-            scope=f"deployment:{deployment.id}",
+        token = scoped_token(
+            self.state,
+            deployment.workspace_id,
+            f"replica-{replica_id}",
+            Role.VIEWER,
+            f"deployment:{deployment.id}",
         )
         spec = dict(deployment.spec)
         spec["model_version"] = model_version_payload(self.state, deployment)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AICLOUD_")}
-        env.update(
-            AICLOUD_URL=self.server_url,
-            AICLOUD_TOKEN=token,
+        env = workload_env(
+            self.server_url,
+            token,
+            {},
             AICLOUD_REPLICA_PORT=str(port),
             AICLOUD_REPLICA_ID=replica_id,
             AICLOUD_REPLICA_KEY=replica_key,
             AICLOUD_DEPLOYMENT_NAME=deployment.name,
             AICLOUD_DEPLOYMENT_SPEC=json.dumps(spec),
-            PYTHONUNBUFFERED="1",
-            PATH=os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)]),
         )
         cpus = int(spec.get("cpus") or 1)
         return LaunchRequest(
