@@ -178,6 +178,8 @@ class JobsAPI:
         workers: int = 1,
         gpus: int = 0,
         precision: str = "fp32",
+        features: list[str] | None = None,
+        exclude: list[str] | None = None,
         max_restarts: int = 0,
         checkpoint_every: int | None = None,
         limits: dict[str, int] | None = None,
@@ -189,7 +191,8 @@ class JobsAPI:
         ``precision="bf16"`` autocasts the forward passes; with ``max_restarts`` a failed job
         restarts from its latest checkpoint (every ``checkpoint_every`` epochs; default 1 then).
         ``limits`` (``memory_mb``, ``cpu_seconds``, ``processes``, ``open_files``) bound each worker
-        in its sandbox.
+        in its sandbox. The model's inputs are every column but ``target``, or only ``features``, or
+        all but ``exclude`` (an id, a leaky column); the model's signature lists exactly those.
         """
         spec: dict[str, Any] = {
             "task": task,
@@ -205,7 +208,10 @@ class JobsAPI:
             "precision": precision,
             "max_restarts": max_restarts,
             "limits": limits or {},
+            "exclude": exclude or [],
         }
+        if features is not None:
+            spec["features"] = features
         if checkpoint_every is not None:
             spec["checkpoint_every"] = checkpoint_every
         return self._submit({"kind": "train", "name": name, "priority": priority, "spec": spec})
@@ -256,7 +262,8 @@ class JobsAPI:
         Keywords: ``task``, ``dataset``, ``eval_dataset``, ``target``, ``params`` (the base params),
         ``model_name``, ``metric`` (default eval_accuracy / eval_loss), ``direction``, ``max_trials``,
         ``parallelism``, ``sampler`` (``tpe``, ``random``, ``grid`` or a dict), ``seed``, ``pruner``
-        (``asha``, ``median``, ``none`` or a dict), ``name``, ``cpus``, ``priority``. See docs/sweeps.md.
+        (``asha``, ``median``, ``none`` or a dict), ``name``, ``cpus``, ``priority``, ``features`` or
+        ``exclude`` (the trials' input columns, as in :meth:`train`). See docs/sweeps.md.
         """
         from aicloud.client.sweeps import submit_sweep
 

@@ -115,9 +115,11 @@ def submit_sweep(
     name: str | None = None,
     cpus: int = 1,
     priority: int = 0,
+    features: list[str] | None = None,
+    exclude: list[str] | None = None,
 ) -> Sweep:
     """Submit a sweep; see :meth:`aicloud.client.jobs.JobsAPI.sweep`."""
-    train = {
+    train: dict[str, Any] = {
         "task": task,
         "dataset": dataset_ref(dataset),
         "eval_dataset": dataset_ref(eval_dataset),
@@ -125,7 +127,10 @@ def submit_sweep(
         "params": params or {},
         "model_name": model_name,
         "cpus": cpus,
+        "exclude": exclude or [],
     }
+    if features is not None:
+        train["features"] = features
     spec: dict[str, Any] = {
         "train": train,
         "space": space,

@@ -31,6 +31,8 @@ MAX_WORKERS = 64
 """The most worker processes one job may ask for (``workers``)."""
 MAX_RESTARTS = 10
 """The most automatic restarts one job may ask for (``max_restarts``)."""
+MAX_COLUMNS = 100_000
+"""The most column names one ``features`` or ``exclude`` list may hold."""
 
 _ROLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,49}\Z")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}\Z")
@@ -78,6 +80,17 @@ class TrainSpec(BaseModel):
     dataset: str = Field(min_length=1, description="Training data, `name:version` or `name` (latest).")
     eval_dataset: str = Field(min_length=1, description="Evaluation data, `name:version` or `name`.")
     target: str = Field(default="label", min_length=1, description="The column to predict.")
+    features: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_COLUMNS,
+        description="Only these columns are the model's inputs (default: every column but the target).",
+    )
+    exclude: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        max_length=MAX_COLUMNS,
+        description="Columns left out of the model's inputs (ids, leaky columns); not with `features`.",
+    )
     params: TrainParams = Field(default_factory=TrainParams)
     model_name: Name | None = Field(
         default=None, max_length=100, description="Registry name of the model; default: the job name."
@@ -118,6 +131,12 @@ class TrainSpec(BaseModel):
         if value not in TASKS:
             raise ValueError(f"unknown task {value!r}; the tasks are: {', '.join(TASKS)}")
         return value
+
+    @model_validator(mode="after")
+    def _one_column_choice(self) -> TrainSpec:
+        if self.features is not None and self.exclude:
+            raise ValueError("give either `features` (the columns to use) or `exclude` (those to leave out)")
+        return self
 
     @model_validator(mode="after")
     def _default_checkpoints(self) -> TrainSpec:
@@ -225,25 +244,56 @@ def _listing(names: list[str], limit: int = 12) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def image_shape_of(schema: list[dict[str, Any]], target: str) -> list[int]:
+def feature_columns(spec: TrainSpec, schema: list[dict[str, Any]]) -> list[str]:
+    """The dataset columns (schema names, in dataset order) that are the model's inputs.
+
+    Every column but the target, narrowed by ``spec.features`` or ``spec.exclude``.
+
+    Raises:
+        ValidationError: naming ``spec.features`` or ``spec.exclude`` when they name a column the
+            dataset lacks (listing its columns) or the target, or leave no feature column.
+    """
+    names = [str(c.get("name")) for c in schema]
+    field, chosen = (
+        ("spec.features", spec.features) if spec.features is not None else ("spec.exclude", spec.exclude)
+    )
+    unknown = [n for n in dict.fromkeys(chosen) if n not in names]
+    if unknown:
+        raise ValidationError.field(
+            field,
+            f"no column(s) {_listing(unknown)} in dataset {spec.dataset!r}; "
+            f"its columns are: {_listing(names)}",
+        )
+    if spec.features is not None and spec.target in spec.features:
+        raise ValidationError.field(field, f"the target {spec.target!r} cannot also be a feature")
+    picked = set(spec.features) if spec.features is not None else set(names) - set(spec.exclude)
+    features = [n for n in names if n in picked and n != spec.target]
+    if not features:
+        raise ValidationError.field(field, f"no feature column is left besides the target {spec.target!r}")
+    return features
+
+
+def image_shape_of(schema: list[dict[str, Any]], target: str, features: list[str] | None = None) -> list[int]:
     """The per-row image shape (``[H, W]`` or ``[C, H, W]``) of a dataset's feature columns.
 
-    One NPZ array with a 2-D or 3-D per-row shape gives it directly; otherwise the flat numeric feature
+    The feature columns are ``features`` (schema names), default every column but the target. One NPZ
+    array with a 2-D or 3-D per-row shape gives it directly; otherwise the flat numeric feature
     columns must be a square count (64 → 8x8). Raises ``ValueError`` with what is wrong.
     """
-    features = [c for c in schema if c.get("name") != target]
-    if not features:
+    chosen = set(features) if features is not None else None
+    columns = [c for c in schema if c.get("name") != target and (chosen is None or c.get("name") in chosen)]
+    if not columns:
         raise ValueError("the dataset has no feature columns besides the target")
-    bad = [str(c.get("name")) for c in features if not _is_pixel_dtype(str(c.get("dtype", "")))]
+    bad = [str(c.get("name")) for c in columns if not _is_pixel_dtype(str(c.get("dtype", "")))]
     if bad:
         raise ValueError(f"image-classification needs numeric pixel columns; not numeric: {_listing(bad)}")
-    if len(features) == 1 and len(features[0].get("shape") or []) in (2, 3):
-        shape = [int(s) for s in features[0]["shape"]]
+    if len(columns) == 1 and len(columns[0].get("shape") or []) in (2, 3):
+        shape = [int(s) for s in columns[0]["shape"]]
         if min(shape) < 1:
-            raise ValueError(f"the image array {features[0]['name']!r} has an empty shape {shape}")
+            raise ValueError(f"the image array {columns[0]['name']!r} has an empty shape {shape}")
         return shape
     count = 0
-    for c in features:
+    for c in columns:
         count += math.prod(int(s) for s in (c.get("shape") or []))
     side = math.isqrt(count)
     if side * side != count:
@@ -260,7 +310,8 @@ def check_train_spec(spec: TrainSpec, schema: list[dict[str, Any]], stats: Mappi
     Raises:
         ValidationError: naming ``spec.target`` when the target is not a column, is not numeric for
             tabular-regression, has one class or more than 1000 for a classification, or when
-            image-classification cannot shape the features into square images (the message says why).
+            image-classification cannot shape the features into square images (the message says why);
+            naming ``spec.features`` or ``spec.exclude`` as :func:`feature_columns` does.
     """
     names = [str(c.get("name")) for c in schema]
     by_name = {str(c.get("name")): c for c in schema}
@@ -281,6 +332,7 @@ def check_train_spec(spec: TrainSpec, schema: list[dict[str, Any]], stats: Mappi
             "spec.target",
             f"dataset {spec.dataset!r} has no feature columns besides the target {spec.target!r}",
         )
+    features = feature_columns(spec, schema)
     target_stats = (stats or {}).get(spec.target) or {}
     if spec.task == "tabular-regression":
         if not is_numeric_dtype(dtype):
@@ -303,12 +355,13 @@ def check_train_spec(spec: TrainSpec, schema: list[dict[str, Any]], stats: Mappi
         )
     if spec.task == "image-classification":
         try:
-            image_shape_of(schema, spec.target)
+            image_shape_of(schema, spec.target, features)
         except ValueError as exc:
             raise ValidationError.field("spec.target", str(exc)) from None
 
 
 __all__ = [
+    "MAX_COLUMNS",
     "MAX_RESTARTS",
     "MAX_WORKERS",
     "TASKS",
@@ -321,6 +374,7 @@ __all__ = [
     "TrainParams",
     "TrainSpec",
     "check_train_spec",
+    "feature_columns",
     "image_shape_of",
     "is_numeric_dtype",
 ]

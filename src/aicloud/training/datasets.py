@@ -49,6 +49,24 @@ def read_dataset(path: str | Path, fmt: str | None = None) -> tuple[pd.DataFrame
     return frame, [{"name": c, "dtype": dtype_name(frame[c])} for c in frame.columns]
 
 
+def frame_columns(schema: list[dict[str, Any]], names: list[str]) -> list[str]:
+    """The table's columns of the schema columns ``names``, in schema order.
+
+    A column with a per-row shape (an NPZ array) is its flattened columns (``X`` → ``X_0_0``, ...).
+    """
+    chosen = set(names)
+    columns: list[str] = []
+    for c in schema:
+        name, shape = str(c.get("name")), [int(s) for s in c.get("shape") or []]
+        if name not in chosen:
+            continue
+        if not shape:
+            columns.append(name)
+            continue
+        columns.extend(name + "_" + "_".join(map(str, i)) for i in itertools.product(*map(range, shape)))
+    return columns
+
+
 def _read_npz(path: Path) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     columns: dict[str, np.ndarray] = {}
     schema: list[dict[str, Any]] = []

@@ -35,9 +35,9 @@ from aicloud.artifacts.architectures import CNN, MLP
 from aicloud.artifacts.format import save_builtin
 from aicloud.artifacts.preprocess import LabelEncoder, Preprocessor, TargetScaler, dtype_name, signature
 from aicloud.errors import ValidationError
-from aicloud.schemas.training import TrainSpec, check_train_spec, image_shape_of
+from aicloud.schemas.training import TrainSpec, check_train_spec, feature_columns, image_shape_of
 from aicloud.training.checkpoint import Checkpoint
-from aicloud.training.datasets import read_dataset
+from aicloud.training.datasets import frame_columns, read_dataset
 from aicloud.training.loop import (
     Checkpoints,
     FitOptions,
@@ -129,7 +129,8 @@ def _run(
     started = time.perf_counter()
     device = options.device
 
-    # --- data: read, check against the spec, hold out an eval split if none was given
+    # --- data: read, check against the spec, hold out an eval split if none was given; the features
+    # are the spec's `features`, or every column but the target less `exclude`
     train, schema = read_dataset(train_path)
     check_train_spec(spec, schema, None)
     if eval_path is not None:
@@ -138,8 +139,9 @@ def _run(
             raise ValidationError.field("spec.eval_dataset", f"the eval data has no column {target!r}")
     else:
         train, evaluation = _holdout(train, target, classify, params.seed)
-    features = [c for c in train.columns if c != target]
-    image_shape = image_shape_of(schema, target) if spec.task == "image-classification" else None
+    chosen = feature_columns(spec, schema)  # schema names: every column but the target, or the spec's pick
+    features = frame_columns(schema, chosen)
+    image_shape = image_shape_of(schema, target, chosen) if spec.task == "image-classification" else None
 
     # --- targets: label indices (classification) or standardised values (regression), fitted on train
     labels: LabelEncoder | None = None
