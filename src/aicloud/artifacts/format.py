@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from aicloud.errors import InvalidDataError, ValidationError
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
 MODEL_FORMAT = "aicloud.model/v1"
@@ -77,18 +76,44 @@ def save_builtin(folder: str | Path, module: nn.Module, config: Mapping[str, Any
 def save_onnx(
     folder: str | Path,
     module: nn.Module,
-    example_input: torch.Tensor,
+    example_input: Any,
     config: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Export ``module`` to ``model.onnx`` (input ``input``, output ``output``, dynamic batch axis).
+    """Export ``module`` to ``model.onnx`` (output ``output``, dynamic batch axis) and its tensor signature.
 
-    ``example_input`` is one batch of the model's single input tensor, e.g. ``torch.zeros(1, 64)``.
-    The module is exported in eval mode (dropout off) and its mode is restored afterwards.
+    ``example_input`` is one batch of the model's input: one tensor, e.g. ``torch.zeros(1, 64)`` (the
+    input is named ``input``), or, for a ``forward`` of several tensors, a dict of them by
+    ``forward``'s parameter names (``{"ids": ..., "mask": ...}``). The signature records each input's
+    name, dtype and shape (``[-1, ...]``): the endpoint and ``client.models.load`` take rows of that
+    shape (:mod:`aicloud.artifacts.inputs`). The module is exported in eval mode (dropout off) and its
+    mode is restored afterwards.
     """
+    import inspect
+
     import torch
 
-    if not isinstance(example_input, torch.Tensor):
-        raise ValidationError.field("example_input", "pass one tensor, a batch of the model's input")
+    if isinstance(example_input, torch.Tensor):
+        examples = {"input": example_input}
+        args: tuple[Any, ...] = (example_input,)
+    elif (
+        isinstance(example_input, Mapping)
+        and example_input
+        and all(isinstance(v, torch.Tensor) for v in example_input.values())
+    ):
+        params = list(inspect.signature(module.forward).parameters)
+        unknown = [str(k) for k in example_input if k not in params]
+        if unknown:
+            raise ValidationError.field(
+                "example_input", f"{unknown} are not parameters of {type(module).__name__}.forward {params}"
+            )
+        examples = {p: example_input[p] for p in params if p in example_input}  # forward's order
+        args = tuple(examples.values())
+    else:
+        raise ValidationError.field(
+            "example_input",
+            "pass one tensor (a batch of the model's input), or a dict of tensors by the names of "
+            "forward's parameters",
+        )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     was_training = module.training
@@ -105,26 +130,25 @@ def save_onnx(
             )
             torch.onnx.export(
                 module,
-                (example_input,),
+                args,
                 str(folder / ONNX),
-                input_names=["input"],
+                input_names=list(examples),
                 output_names=["output"],
-                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                dynamic_axes={name: {0: "batch"} for name in [*examples, "output"]},
                 dynamo=False,
             )
     finally:
         module.train(was_training)
-    cfg: dict[str, Any] = {
-        "format": MODEL_FORMAT,
-        "architecture": {"type": "onnx"},
-        "input_shape": list(example_input.shape[1:]),
-        "input_dtype": str(example_input.dtype).removeprefix("torch."),
-        **dict(config or {}),
-    }
-    cfg.setdefault(
-        "signature",
-        {"inputs": [{"name": "input", "dtype": cfg["input_dtype"], "shape": [-1, *cfg["input_shape"]]}]},
-    )
+    tensors = [
+        {"name": name, "dtype": str(t.dtype).removeprefix("torch."), "shape": [-1, *t.shape[1:]]}
+        for name, t in examples.items()
+    ]
+    cfg: dict[str, Any] = {"format": MODEL_FORMAT, "architecture": {"type": "onnx"}}
+    if len(tensors) == 1:
+        cfg["input_shape"] = tensors[0]["shape"][1:]
+        cfg["input_dtype"] = tensors[0]["dtype"]
+    cfg.update(dict(config or {}))
+    cfg.setdefault("signature", {"inputs": tensors})
     (folder / WEIGHTS).unlink(missing_ok=True)
     _write_config(folder, cfg)
     return folder

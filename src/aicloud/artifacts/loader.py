@@ -10,6 +10,10 @@ Python code. The format itself (files, ``config.json``, the writers) is :mod:`ai
     model = load_model("model/")                 # a folder with config.json
     model([{"pixel_0_0": 0, ...}])               # → array of labels (classifiers) or floats
     model.predict_proba(frame)                   # classifiers: (rows, classes) probabilities
+
+A model saved from your own code (``save_model(module, example_input=...)``) takes tensors: rows of
+its input's shape, or objects of named tensors for several inputs (:mod:`aicloud.artifacts.inputs`,
+the conversion the serving runtime uses too).
 """
 
 from __future__ import annotations
@@ -26,16 +30,21 @@ from torch import nn
 
 from aicloud.artifacts.architectures import build_model
 from aicloud.artifacts.format import CLASSIFICATION_TASKS, ONNX, WEIGHTS, read_config
+from aicloud.artifacts.inputs import tensor_inputs, tensors_from_rows
 from aicloud.artifacts.preprocess import LabelEncoder, Preprocessor, TargetScaler
 from aicloud.errors import InvalidDataError, ValidationError
 
-Rows = pd.DataFrame | Sequence[Mapping[Any, Any]] | np.ndarray | Sequence[Sequence[Any]]
+TableRows = pd.DataFrame | Sequence[Mapping[Any, Any]] | np.ndarray | Sequence[Sequence[Any]]
+Rows = TableRows | Mapping[str, Any]
+Features = np.ndarray | Mapping[str, np.ndarray]
 
 
 class LoadedModel:
     """A loaded model version: call it on raw rows to get predictions.
 
-    Rows are a list of dicts, a pandas DataFrame, or a 2-D array of raw features in signature order.
+    Rows are a list of dicts, a pandas DataFrame, or a 2-D array of raw features in signature order;
+    for a model with tensor inputs (:mod:`aicloud.artifacts.inputs`), rows of the input's shape or
+    objects of named tensors (or one array per input).
     Classifiers return labels in their original values; regressors return floats; a generic ONNX model
     without a task returns its raw output array.
     """
@@ -44,7 +53,7 @@ class LoadedModel:
         self,
         folder: Path,
         config: dict[str, Any],
-        run: Callable[[np.ndarray], np.ndarray],
+        run: Callable[[Features], np.ndarray],
         module: nn.Module | None = None,
     ) -> None:
         self.folder = folder
@@ -57,6 +66,7 @@ class LoadedModel:
         scale = config.get("target_scale")
         self.scaler = TargetScaler(float(scale[0]), float(scale[1])) if scale else None
         self.input_shape = [int(s) for s in config.get("input_shape") or []]
+        self.tensor_inputs = tensor_inputs(config)
 
     @property
     def signature(self) -> dict[str, Any]:
@@ -78,7 +88,7 @@ class LoadedModel:
             return list(self.preprocessor.features)
         return [str(i.get("name")) for i in self.signature.get("inputs", []) if isinstance(i, dict)]
 
-    def _frame(self, rows: Rows) -> pd.DataFrame:
+    def _frame(self, rows: TableRows) -> pd.DataFrame:
         if isinstance(rows, pd.DataFrame):
             return rows
         if len(rows) == 0:
@@ -95,8 +105,13 @@ class LoadedModel:
             return pd.DataFrame(arr, columns=names)
         return pd.DataFrame(list(rows))
 
-    def features(self, rows: Rows) -> np.ndarray:
-        """The model's input tensor (as numpy) for raw rows: preprocessing applied, reshaped."""
+    def features(self, rows: Rows) -> Features:
+        """The model's input tensor (as numpy) for raw rows: preprocessing applied, reshaped; for a
+        model with tensor inputs, one validated array per input name."""
+        if self.tensor_inputs:
+            return tensors_from_rows(self.tensor_inputs, rows)
+        if isinstance(rows, Mapping):
+            raise ValidationError.field("inputs", "expected rows (a list, an array or a DataFrame)")
         if self.preprocessor is not None:
             x = self.preprocessor.transform(self._frame(rows))
         elif isinstance(rows, np.ndarray):
@@ -111,11 +126,12 @@ class LoadedModel:
             x = x.reshape(x.shape[0], *self.input_shape)
         return x
 
-    def run_features(self, x: np.ndarray) -> np.ndarray:
+    def run_features(self, x: Features) -> np.ndarray:
         """The raw model outputs for already-preprocessed numeric features (what :meth:`features` returns).
 
         ``x`` must be the model's input tensor: preprocessing applied, in ``config["input_dtype"]``
-        (float32 by default), C-contiguous and shaped ``(rows, *input_shape)``. No validation, no pandas:
+        (float32 by default), C-contiguous and shaped ``(rows, *input_shape)``, or (an ONNX model of several
+        inputs) a dict of such arrays by input name. No validation, no pandas:
         the fast path of a server that prepares its own features.
         """
         return self._run(x)
@@ -173,24 +189,42 @@ def load_model(folder: str | Path) -> LoadedModel:
         ) from None
     module.eval()
 
-    def run(x: np.ndarray) -> np.ndarray:
+    def run(x: Features) -> np.ndarray:
         with torch.inference_mode():
+            if isinstance(x, Mapping):  # a built-in takes one tensor
+                return module(*(torch.from_numpy(np.asarray(v)) for v in x.values())).numpy()
             return module(torch.from_numpy(x)).numpy()
 
     return LoadedModel(folder, config, run, module)
 
 
-def _onnx_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+_ONNX_DTYPES: dict[str, Any] = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+
+def _onnx_runner(path: Path) -> Callable[[Features], np.ndarray]:
     if not path.exists():
         raise InvalidDataError(f"{path.parent}: the config says ONNX but there is no {ONNX}")
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    inp = session.get_inputs()[0]
-    dtypes = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64}
-    dtype = dtypes.get(inp.type, np.float32)
+    dtypes = {i.name: _ONNX_DTYPES.get(i.type, np.float32) for i in session.get_inputs()}
+    first = session.get_inputs()[0].name
 
-    def run(x: np.ndarray) -> np.ndarray:
-        return np.asarray(session.run(None, {inp.name: x.astype(dtype, copy=False)})[0])
+    def run(x: Features) -> np.ndarray:
+        feed = x if isinstance(x, Mapping) else {first: x}
+        missing = [name for name in dtypes if name not in feed]
+        if missing:
+            raise ValidationError.field("inputs", f"missing input(s) {missing} of the ONNX model")
+        arrays = {name: np.asarray(feed[name]).astype(dtypes[name], copy=False) for name in dtypes}
+        return np.asarray(session.run(None, arrays)[0])
 
     return run

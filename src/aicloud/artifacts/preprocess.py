@@ -2,15 +2,17 @@
 split only.
 
 * numeric (and boolean) columns are standardised with the train mean and std (std 0 → 1); a missing
-  value becomes 0, the train mean;
+  value (null, NaN) becomes 0, the train mean;
 * any other column is one-hot encoded over the categories seen in train (the 256 most frequent, as
-  strings); an unseen or missing category is all zeros;
+  strings); an unseen or missing category is all zeros ("unknown": no category's weight applies);
 * image tasks scale every pixel by one mean and std over all train pixels, and keep the image shape;
 * classification targets are encoded as indices into ``labels`` (sorted train values); predictions
   map back to the original values. Regression targets are standardised; predictions are unscaled.
 
-Everything is JSON-serialisable (``to_config``), stored in ``config.json`` and applied again by
-:func:`aicloud.artifacts.loader.load_model` (and the replica) to raw rows.
+Everything is JSON-serialisable (``to_config``), stored in ``config.json`` and applied again to raw
+rows by :func:`aicloud.artifacts.loader.load_model` and by the serving runtime, with this one class:
+:meth:`Preprocessor.transform` (pandas) and, for rows of numbers only, :meth:`Preprocessor.transform_numbers`
+(numpy: the replica of a built-in MLP never imports pandas; this module imports it only when used).
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from aicloud.errors import ValidationError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MAX_CATEGORIES = 256
 
@@ -40,10 +45,14 @@ def to_json_scalar(value: Any) -> Any:
 
 
 def _is_numeric(series: pd.Series) -> bool:
+    import pandas as pd
+
     return bool(pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype))
 
 
 def _numbers(series: pd.Series) -> np.ndarray:
+    import pandas as pd
+
     if pd.api.types.is_bool_dtype(series.dtype):
         return series.astype("float64").to_numpy()
     return pd.to_numeric(series, errors="coerce").astype("float64").to_numpy()
@@ -57,6 +66,8 @@ def _strings(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 def dtype_name(series: pd.Series) -> str:
     """A signature dtype: ``int64``, ``float64``, ``bool`` or ``string``."""
+    import pandas as pd
+
     if pd.api.types.is_bool_dtype(series.dtype):
         return "bool"
     if pd.api.types.is_numeric_dtype(series.dtype):
@@ -83,6 +94,8 @@ class Preprocessor:
         cls, frame: pd.DataFrame, features: Sequence[str], image_shape: Sequence[int] | None = None
     ) -> Preprocessor:
         """Learn means, stds and categories from ``frame`` (the train split only)."""
+        import pandas as pd
+
         pre = cls(features=list(features), image_shape=[int(s) for s in image_shape] if image_shape else None)
         if pre.image_shape is not None:
             pixels = np.stack([_numbers(frame[c]) for c in pre.features], axis=1) if pre.features else None
@@ -116,6 +129,8 @@ class Preprocessor:
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         """A float32 ``(rows, width)`` matrix; the columns are in ``features`` order."""
+        import pandas as pd
+
         missing = [c for c in self.features if c not in frame.columns]
         if missing:
             shown = ", ".join(repr(c) for c in missing[:10])
@@ -128,14 +143,12 @@ class Preprocessor:
             if not self.features:
                 return np.zeros((n, 0), dtype=np.float32)
             pixels = np.stack([_numbers(frame[c]) for c in self.features], axis=1)
-            out = (pixels - mean) / std
-            return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+            return _scaled(pixels, mean, std).astype(np.float32)
         blocks: list[np.ndarray] = []
         for name in self.features:
             if name in self.standardize:
                 mean, std = self.standardize[name]
-                values = (_numbers(frame[name]) - mean) / std
-                blocks.append(np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0).reshape(n, 1))
+                blocks.append(_scaled(_numbers(frame[name]), mean, std).reshape(n, 1))
             elif name in self.onehot:
                 cats = self.onehot[name]
                 strings, miss = _strings(frame[name])
@@ -150,6 +163,25 @@ class Preprocessor:
         if not blocks:
             return np.zeros((n, 0), dtype=np.float32)
         return np.concatenate(blocks, axis=1).astype(np.float32)
+
+    def transform_numbers(self, x: np.ndarray) -> np.ndarray | None:
+        """What :meth:`transform` gives for rows of raw numbers, without pandas: ``x`` is a float
+        ``(rows, features)`` matrix in ``features`` order, NaN where a value is missing. None when a
+        column is one-hot encoded (use :meth:`transform`)."""
+        if self.image_shape is not None:
+            mean, std = self.image_norm or [0.0, 1.0]
+            return _scaled(x, mean, std).astype(np.float32)
+        if self._numeric_stats is None:
+            return None
+        means, stds = self._numeric_stats
+        return _scaled(x, means, stds).astype(np.float32)
+
+    @cached_property
+    def _numeric_stats(self) -> tuple[np.ndarray, np.ndarray] | None:
+        if self.onehot or list(self.standardize) != self.features:
+            return None
+        stats = np.array([self.standardize[n] for n in self.features], dtype=np.float64).reshape(-1, 2)
+        return stats[:, 0].copy(), stats[:, 1].copy()
 
     def to_config(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -171,6 +203,11 @@ class Preprocessor:
             image_shape=[int(s) for s in config["image_shape"]] if config.get("image_shape") else None,
             image_norm=[float(x) for x in config["image_norm"]] if config.get("image_norm") else None,
         )
+
+
+def _scaled(values: np.ndarray, mean: Any, std: Any) -> np.ndarray:
+    """``(values - mean) / std``, a missing (NaN) value at 0: the train mean."""
+    return np.nan_to_num((values - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _finite(value: float, default: float) -> float:
@@ -210,6 +247,8 @@ class LabelEncoder:
 
 
 def _isna(value: Any) -> bool:
+    import pandas as pd
+
     try:
         return bool(pd.isna(value))
     except (TypeError, ValueError):

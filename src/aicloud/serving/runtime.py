@@ -11,8 +11,12 @@ ONNX Runtime. A later engine (quantized ONNX, another backend) is one more class
 
 Inputs of ``POST /predict`` and of the Open Inference Protocol, validated against the signature:
 
-* rows in signature order, ``[[v1, v2, ...], ...]`` (numeric signatures), or
-* rows as objects, ``[{"col": v, ...}, ...]`` (any signature; a missing column is refused).
+* a tabular model (the built-in tasks; a signature of columns): rows in signature order,
+  ``[[v1, v2, ...], ...]``, or rows as objects, ``[{"col": v, ...}, ...]`` (a missing column is
+  refused). With fitted preprocessing a ``null`` is a missing value, imputed as in training;
+* a model with tensor inputs (your own ``nn.Module`` saved with ``save_model(..., example_input=...)``):
+  rows of the input's shape, or objects of named tensors for several inputs
+  (:mod:`aicloud.artifacts.inputs`, the conversion ``client.models.load`` uses too).
 
 Numeric columns must be finite numbers; ``true``/``false`` only fill ``bool`` columns (a boolean for
 any other column is refused like a string). String columns take strings or numbers. An empty batch, a
@@ -24,7 +28,7 @@ values, got 10``. Request bodies are parsed by :func:`parse_json`, which refuses
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -34,7 +38,8 @@ import numpy as np
 import pydantic_core
 
 from aicloud.artifacts.format import CLASSIFICATION_TASKS, read_config
-from aicloud.errors import BadRequestError
+from aicloud.artifacts.inputs import bad_input, tensor_inputs, tensors_from_rows, zeros
+from aicloud.artifacts.preprocess import Preprocessor
 
 NUMERIC_DTYPES = {
     "bool",
@@ -52,9 +57,15 @@ NUMERIC_DTYPES = {
 }
 
 
-def bad_input(field: str, problem: str) -> BadRequestError:
-    """A 400 naming the field: ``inputs[3]: expected 64 values, got 10``."""
-    return BadRequestError(f"{field}: {problem}", details=[{"field": field, "message": problem}])
+__all__ = [
+    "ArtifactRuntime",
+    "Column",
+    "ModelRuntime",
+    "Prepared",
+    "TensorSpec",
+    "bad_input",
+    "validate_rows",
+]
 
 
 MAX_JSON_DEPTH = 200
@@ -75,8 +86,11 @@ def parse_json(raw: bytes, field: str = "body") -> Any:
 
 @dataclass(frozen=True)
 class Column:
+    """A signature column; ``nullable`` when the model's fitted preprocessing imputes a missing value."""
+
     name: str
     dtype: str
+    nullable: bool = False
 
     @property
     def numeric(self) -> bool:
@@ -96,14 +110,24 @@ class TensorSpec:
 
 
 class Prepared:
-    """One request's validated input: a float64 ``(rows, columns)`` matrix or a list of row dicts."""
+    """One request's validated input: a float64 ``(rows, columns)`` matrix (NaN: a missing value), a
+    list of row dicts, or the tensors of a model with tensor inputs (one array per input name)."""
 
-    __slots__ = ("matrix", "records", "rows")
+    __slots__ = ("matrix", "records", "rows", "tensors")
 
-    def __init__(self, matrix: np.ndarray | None = None, records: list[dict[str, Any]] | None = None):
+    def __init__(
+        self,
+        matrix: np.ndarray | None = None,
+        records: list[dict[str, Any]] | None = None,
+        tensors: dict[str, np.ndarray] | None = None,
+    ):
         self.matrix = matrix
         self.records = records
-        self.rows = len(matrix) if matrix is not None else len(records or [])
+        self.tensors = tensors
+        if tensors is not None:
+            self.rows = len(next(iter(tensors.values())))
+        else:
+            self.rows = len(matrix) if matrix is not None else len(records or [])
 
 
 class ModelRuntime(Protocol):
@@ -128,7 +152,9 @@ class ModelRuntime(Protocol):
 # validation
 
 
-def _check_number(value: Any, field: str, dtype: str) -> float:
+def _check_number(value: Any, field: str, dtype: str, nullable: bool = False) -> float:
+    if value is None and nullable:
+        return math.nan  # a missing value: the preprocessing imputes it
     if isinstance(value, bool):
         if dtype == "bool":
             return float(value)
@@ -169,8 +195,9 @@ def validate_rows(columns: list[Column], inputs: Any, field: str = "inputs") -> 
                 r, c = np.argwhere(~np.isfinite(matrix))[0]
                 raise bad_input(f"{field}[{r}][{c}]", f"expected a finite number, got {matrix[r, c]!r}")
             return Prepared(matrix=matrix)
-        _slow_rows(columns, inputs, field)
-        raise bad_input(field, f"expected rows of {width} numbers")
+        _slow_rows(columns, inputs, field)  # raises, unless the rows hold nulls of nullable columns
+        names = [c.name for c in columns]
+        return _records(columns, [dict(zip(names, row, strict=True)) for row in inputs], field, numeric)
     if isinstance(first, list):
         records = [dict(zip([c.name for c in columns], row, strict=False)) for row in inputs]
         _slow_rows(columns, inputs, field)
@@ -189,7 +216,9 @@ def _slow_rows(columns: list[Column], rows: list[Any], field: str) -> None:
             raise bad_input(f"{field}[{r}]", f"expected {width} values, got {len(row)}")
         for c, (col, value) in enumerate(zip(columns, row, strict=True)):
             if col.numeric:
-                _check_number(value, f"{field}[{r}][{c}] ({col.name})", col.dtype)
+                _check_number(value, f"{field}[{r}][{c}] ({col.name})", col.dtype, col.nullable)
+            elif value is None and col.nullable:
+                continue
             elif not isinstance(value, (str, int, float)) or isinstance(value, bool):
                 raise bad_input(f"{field}[{r}][{c}] ({col.name})", f"expected a string, got {value!r}")
 
@@ -211,9 +240,11 @@ def _records(columns: list[Column], rows: list[Any], field: str, numeric: bool) 
             value = row[col.name]
             where = f"{field}[{r}].{col.name}"
             if col.numeric:
-                number = _check_number(value, where, col.dtype)
+                number = _check_number(value, where, col.dtype, col.nullable)
                 if matrix is not None:
                     matrix[r, c] = number
+            elif value is None and col.nullable:
+                continue
             elif not isinstance(value, (str, int, float)) or isinstance(value, bool):
                 raise bad_input(where, f"expected a string, got {value!r}")
         if matrix is None:
@@ -240,17 +271,22 @@ _OIP_TYPES = {
 
 class ArtifactRuntime:
     """Serves an aicloud model folder. Outputs per row: the label (classifiers), a float (regression),
-    or the raw output row (generic ONNX models).
+    or the raw output row (models without a task, e.g. your own ``nn.Module``).
 
     A built-in MLP runs in numpy (:mod:`aicloud.serving.numpy_mlp`), so its replica never imports
     torch; other built-ins load through :func:`aicloud.artifacts.loader.load_model` (torch), ONNX
-    models through ONNX Runtime. Rows the fast path cannot take (string columns, one-hot encoding) go
-    through the model's :class:`~aicloud.artifacts.preprocess.Preprocessor` (pandas, imported then).
+    models through ONNX Runtime. Inputs become the model's features with the code
+    :func:`~aicloud.artifacts.loader.load_model` uses, so an endpoint and ``client.models.load`` agree
+    on every row: the fitted :class:`~aicloud.artifacts.preprocess.Preprocessor` (its numpy
+    :meth:`~aicloud.artifacts.preprocess.Preprocessor.transform_numbers` for rows of numbers, its
+    pandas ``transform`` for string columns), or :func:`aicloud.artifacts.inputs.tensors_from_rows`
+    for tensor inputs.
 
     OIP metadata: one input ``input`` ``FP32 [-1, columns]`` (numeric signatures: rows in signature
-    order), or one ``[-1]`` tensor per column (``BYTES`` for string columns) otherwise; one output
-    ``output``: ``INT64``/``BYTES`` ``[-1]`` for classifiers (by their label type), ``FP64 [-1]`` for
-    regression, ``FP32 [-1, ...]`` for raw outputs.
+    order), or one ``[-1]`` tensor per column (``BYTES`` for string columns) otherwise; a model with
+    tensor inputs: one tensor per input, ``[-1, *shape]``. One output ``output``: ``INT64``/``BYTES``
+    ``[-1]`` for classifiers (by their label type), ``FP64 [-1]`` for regression, ``FP32 [-1, ...]`` for
+    raw outputs.
     """
 
     def __init__(self, folder: str | Path) -> None:
@@ -258,6 +294,7 @@ class ArtifactRuntime:
         self.config: dict[str, Any] = {}
         self.columns: list[Column] = []
         self.engine = ""  # "numpy" (built-in MLP), "torch" or "onnx" once loaded
+        self._run: Callable[[Any], np.ndarray]  # features (an array, or arrays by input name) → outputs
 
     # --- ModelRuntime
     def load(self) -> None:
@@ -274,20 +311,23 @@ class ArtifactRuntime:
             config, self._run = model.config, model.run_features  # features → raw outputs, no pandas
             self.engine = "onnx" if model.module is None else "torch"
         self.config = config
+        self.tensors = tensor_inputs(config)  # a model from your own code: named input tensors
         signature = config.get("signature")
         signature = signature if isinstance(signature, dict) else {}
         sig_inputs = [i for i in signature.get("inputs", []) if isinstance(i, dict)]
         dtypes = {str(i.get("name")): str(i.get("dtype") or "float64") for i in sig_inputs}
-        pre: dict[str, Any] | None = config.get("preprocessing")
-        pre = pre if isinstance(pre, dict) else None
-        self._pre = pre
+        pre = config.get("preprocessing")
+        self._pre = Preprocessor.from_config(pre) if isinstance(pre, dict) else None
         self.input_shape = [int(s) for s in config.get("input_shape") or []]
-        names = [str(f) for f in pre.get("features", [])] if pre else [str(i.get("name")) for i in sig_inputs]
+        names = list(self._pre.features) if self._pre else [str(i.get("name")) for i in sig_inputs]
+        if self.tensors:
+            names, dtypes = [], {}
         self._input_names = list(names)
-        if not names and self.input_shape:  # a generic ONNX model: one flat tensor
+        if not names and self.input_shape and not self.tensors:  # an ONNX model without a signature
             names = [f"x{i}" for i in range(int(np.prod(self.input_shape)))]
             dtypes = {}
-        self.columns = [Column(n, dtypes.get(n, "float64")) for n in names]
+        nullable = self._pre is not None  # the fitted preprocessing imputes a missing value
+        self.columns = [Column(n, dtypes.get(n, "float64"), nullable) for n in names]
         labels = config.get("labels")
         self.labels: list[Any] | None = list(labels) if labels is not None else None
         self._label_array = np.asarray(labels) if labels is not None else None
@@ -296,35 +336,35 @@ class ArtifactRuntime:
         task = config.get("task")
         self.task = str(task) if task else None
         self.is_classifier = self.labels is not None or self.task in CLASSIFICATION_TASKS
-        self._mean: np.ndarray | None = None
-        self._std: np.ndarray | None = None
-        self._fast = False
-        standardize = (pre or {}).get("standardize") or {}
-        if pre is None:
-            self._fast = True
-        elif pre.get("image_shape"):
-            mean, std = pre.get("image_norm") or [0.0, 1.0]
-            self._mean, self._std, self._fast = np.array(mean), np.array(std), True
-        elif not pre.get("onehot") and list(standardize) == names:
-            stats = np.array([standardize[n] for n in names], dtype=np.float64).reshape(-1, 2)
-            self._mean, self._std, self._fast = stats[:, 0], stats[:, 1], True
+        # rows of numbers skip pandas unless a column is one-hot encoded
+        self._fast = self._pre is None or self._pre.transform_numbers(np.zeros((0, len(names)))) is not None
         self._dtype = np.dtype(config.get("input_dtype") or "float32")
 
     def warmup(self) -> None:
-        numeric = all(c.numeric for c in self.columns)
-        if numeric:
-            zeros = Prepared(matrix=np.zeros((1, len(self.columns))))
+        if self.tensors:
+            batch = [Prepared(tensors=zeros(self.tensors, 1)), Prepared(tensors=zeros(self.tensors, 1))]
+        elif all(c.numeric for c in self.columns):
+            batch = [Prepared(matrix=np.zeros((1, len(self.columns))))] * 2
         else:
-            zeros = Prepared(records=[{c.name: (0 if c.numeric else "") for c in self.columns}])
+            batch = [Prepared(records=[{c.name: (0 if c.numeric else "") for c in self.columns}])] * 2
         for _ in range(3):
-            self.run_batch([zeros, zeros])
+            self.run_batch(batch)
 
     def prepare(self, inputs: Any, field: str = "inputs") -> Prepared:
+        if self.tensors:
+            return Prepared(tensors=tensors_from_rows(self.tensors, inputs, field))
         return validate_rows(self.columns, inputs, field)
 
     def run_batch(self, batch: list[Prepared]) -> list[Any]:
         counts = [p.rows for p in batch]
-        if all(p.matrix is not None for p in batch):
+        if self.tensors:
+            parts = [p.tensors for p in batch if p.tensors is not None]
+            feed = {
+                s.name: parts[0][s.name] if len(parts) == 1 else np.concatenate([t[s.name] for t in parts])
+                for s in self.tensors
+            }
+            out = self._decode(self._run(feed if len(feed) > 1 else next(iter(feed.values()))))
+        elif all(p.matrix is not None for p in batch):
             matrices = [p.matrix for p in batch if p.matrix is not None]
             x = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
             out = self._predict_matrix(x)
@@ -344,7 +384,9 @@ class ArtifactRuntime:
             return p.records
         assert p.matrix is not None
         names = [c.name for c in self.columns]
-        return [dict(zip(names, row, strict=True)) for row in p.matrix.tolist()]
+        return [  # NaN in a matrix is a missing value (a null)
+            {n: None if v != v else v for n, v in zip(names, row, strict=True)} for row in p.matrix.tolist()
+        ]
 
     def _features(self, rows: Any) -> np.ndarray:
         """The model's input tensor for raw rows (objects, or a matrix in signature order) the slow
@@ -357,13 +399,14 @@ class ArtifactRuntime:
         else:
             frame = pd.DataFrame(list(rows))
         if self._pre is not None:
-            from aicloud.artifacts.preprocess import Preprocessor
-
-            x = Preprocessor.from_config(self._pre).transform(frame)
+            x = self._pre.transform(frame)
         else:
             present = [n for n in names if n in frame.columns]
             x = frame[present].to_numpy() if present and len(present) == len(names) else frame.to_numpy()
-        x = np.ascontiguousarray(np.asarray(x, dtype=self._dtype))
+        return self._shaped(x)
+
+    def _shaped(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=self._dtype)
         if self.input_shape and list(x.shape[1:]) != self.input_shape:
             x = x.reshape(x.shape[0], *self.input_shape)
         return x
@@ -371,12 +414,9 @@ class ArtifactRuntime:
     def _predict_matrix(self, x: np.ndarray) -> np.ndarray:
         if not self._fast:
             return self._decode(self._run(self._features(x)))
-        if self._mean is not None and self._std is not None:
-            x = (x - self._mean) / self._std
-        features = np.ascontiguousarray(x, dtype=self._dtype)
-        if self.input_shape and list(features.shape[1:]) != self.input_shape:
-            features = features.reshape(features.shape[0], *self.input_shape)
-        return self._decode(self._run(features))
+        features = self._pre.transform_numbers(x) if self._pre is not None else x
+        assert features is not None
+        return self._decode(self._run(self._shaped(features)))
 
     def _decode(self, out: np.ndarray) -> np.ndarray:
         """Raw outputs → labels (classifiers), unscaled floats (regression) or the raw rows."""
@@ -390,6 +430,8 @@ class ArtifactRuntime:
 
     @property
     def inputs(self) -> list[TensorSpec]:
+        if self.tensors:
+            return [TensorSpec(t.name, _OIP_TYPES.get(t.dtype, "FP32"), [-1, *t.shape]) for t in self.tensors]
         if all(c.numeric for c in self.columns):
             return [TensorSpec("input", "FP32", [-1, len(self.columns)])]
         return [
