@@ -41,6 +41,16 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
     return dict(err)
 
 
+def assert_oip_error(response: httpx.Response, status: int) -> str:
+    """The response is the Open Inference Protocol's ``{"error": "<message>"}`` with this status
+    (what aicloud answers on ``/v2`` routes); returns the message."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and isinstance(body["error"], str) and body["error"], body
+    assert "Traceback" not in response.text and 'File "' not in response.text
+    return str(body["error"])
+
+
 def split_digits(server: ServerProcess, name: str, folder: Path) -> tuple[DatasetVersion, DatasetVersion]:
     """Upload the digits as dataset ``name`` and split it 80/20 (seed 0, stratified): (train, test)."""
     with Client(url=server.url, token=server.token) as c:

@@ -18,6 +18,8 @@ from aicloud.auth import PrincipalCache
 from aicloud.entities import Role
 from aicloud.wire.tcp import free_port
 
+from helpers import assert_oip_error
+
 
 @pytest.fixture(scope="module", params=["channel", "http"])
 def world(request: pytest.FixtureRequest) -> Iterator[World]:
@@ -41,10 +43,11 @@ def _fresh(world: World) -> None:
 
 def test_missing_or_wrong_token_is_401(world: World) -> None:
     world.endpoint("alpha", slot("r1", world.a_url))
-    r = httpx.get(world.url("alpha", "v2/health/ready"))
+    r = httpx.post(world.url("alpha", "predict"), json={})
     assert r.status_code == 401 and error_of(r)["code"] == "unauthenticated"
+    assert_oip_error(httpx.get(world.url("alpha", "v2/health/ready")), 401)  # the protocol's shape
     r = httpx.get(world.url("alpha", "v2"), headers={"Authorization": "Bearer aic_nope"})
-    assert r.status_code == 401 and error_of(r)["code"] == "unauthenticated"
+    assert_oip_error(r, 401)
     forged = world.token[:-4] + "AAAA"
     r = httpx.get(world.url("alpha", "v2"), headers=world.auth(forged))
     assert r.status_code == 401
@@ -85,10 +88,11 @@ def test_replica_tokens_cannot_call_endpoints(world: World) -> None:
 
 
 def test_unknown_deployment_is_404_naming_it(world: World) -> None:
-    r = httpx.get(world.url("ghost", "v2"), headers=world.auth())
+    r = httpx.get(world.url("ghost", "predict"), headers=world.auth())
     assert r.status_code == 404
     err = error_of(r)
     assert err["code"] == "not_found" and "ghost" in err["message"]
+    assert "ghost" in assert_oip_error(httpx.get(world.url("ghost", "v2"), headers=world.auth()), 404)
 
 
 def test_tokens_are_cached(world: World) -> None:
@@ -235,7 +239,7 @@ def test_cold_request_is_held_until_a_replica_is_ready(world: World) -> None:
 def test_hold_timeout_is_503_saying_the_deployment_could_not_start(world: World) -> None:
     ep = world.endpoint("stuck")
     ep.timeout_s = 0.3
-    r = httpx.get(world.url("stuck", "v2"), headers=world.auth())
+    r = httpx.get(world.url("stuck", "predict"), headers=world.auth())
     assert r.status_code == 503
     err = error_of(r)
     assert err["code"] == "unavailable" and "could not start" in err["message"]
@@ -290,7 +294,7 @@ def test_replica_that_hangs_up_is_retried_elsewhere(world: World) -> None:
 
 def test_only_replica_unreachable_is_503_in_error_shape(world: World) -> None:
     world.endpoint("alpha", slot("dead", f"http://127.0.0.1:{free_port()}"))
-    r = httpx.get(world.url("alpha", "v2"), headers=world.auth())
+    r = httpx.get(world.url("alpha", "predict"), headers=world.auth())
     assert r.status_code == 503
     err = error_of(r)
     assert err["code"] == "unavailable" and "alpha" in err["message"]

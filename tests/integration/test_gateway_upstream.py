@@ -175,7 +175,7 @@ def test_stale_kept_alive_connection_is_retried_on_a_fresh_one_to_the_same_repli
 def test_replica_silent_past_the_read_timeout_is_503() -> None:
     with make_world(read_timeout_s=0.5) as world:
         ep = world.endpoint("slow", slot("r1", world.a_url))
-        r = httpx.get(world.url("slow", "v2?sleep=5"), headers=world.auth(), timeout=30)
+        r = httpx.get(world.url("slow", "predict?sleep=5"), headers=world.auth(), timeout=30)
         assert r.status_code == 503
         err = error_of(r)
         assert err["code"] == "unavailable" and "did not answer in time" in err["message"]

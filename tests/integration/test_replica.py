@@ -28,7 +28,7 @@ import pytest
 from aicloud.wire import frames as wire
 from aicloud.wire.tcp import free_port
 
-from helpers import assert_error
+from helpers import assert_error, assert_oip_error
 
 KEY = "test-replica-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -171,7 +171,8 @@ def test_oip_with_tritonclient(replica: Replica, model_dir: Path) -> None:
         assert not client.is_model_ready("other", headers=AUTH)
     finally:
         client.close()
-    assert replica.http.get("/v2").json()["extensions"] == ["binary_tensor_data"]
+    extensions = replica.http.get("/v2").json()["extensions"]
+    assert extensions == ["binary_tensor_data", "model_configuration", "statistics"]
 
 
 def test_bad_inputs_answer_4xx_and_the_replica_stays_healthy(replica: Replica) -> None:
@@ -193,10 +194,10 @@ def test_bad_inputs_answer_4xx_and_the_replica_stays_healthy(replica: Replica) -
         content=header,
         headers={"Inference-Header-Content-Length": str(len(header) + 50)},
     )
-    assert "larger than the request body" in assert_error(lying, 400)["message"]
+    assert "larger than the request body" in assert_oip_error(lying, 400)  # OIP: {"error": "<message>"}
     shape = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}
-    assert_error(h.post("/v2/models/digits/infer", json=shape), 400)
-    assert_error(h.post("/v2/models/nope/infer", json=shape), 404)
+    assert_oip_error(h.post("/v2/models/digits/infer", json=shape), 400)
+    assert_oip_error(h.post("/v2/models/nope/infer", json=shape), 404)
     assert httpx.get(f"{replica.url}/v2/health/ready").status_code == 200
     assert h.post("/predict", json={"inputs": rows(1)}).status_code == 200
 

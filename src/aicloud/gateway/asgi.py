@@ -18,8 +18,10 @@ decision (``EndpointApp.auth_decision``). One request, top to bottom:
    answer does not tell a scoped token which other endpoints exist).
 3. :meth:`aicloud.gateway.proxy.Gateway.forward` forwards it to a replica and relays the answer.
 
-Errors raised before the answer started leave in aicloud's error shape with their status; an
-unexpected one is logged and answered 500 without a stack trace.
+Errors raised before the answer started leave in aicloud's error shape with their status, or, on
+the Open Inference Protocol's paths (``/v1/endpoints/{name}/v2...``, see :func:`is_oip`), in the
+protocol's ``{"error": "<message>"}`` that Triton and KServe clients parse; an unexpected one is
+logged and answered 500 without a stack trace.
 """
 
 from __future__ import annotations
@@ -81,8 +83,19 @@ def app_state(scope: Scope) -> GatewayHost:
     return host
 
 
-async def send_error(send: Any, status: int, code: str, message: str, details: Any = None) -> None:
-    body = json.dumps({"error": {"code": code, "message": message, "details": details}}).encode()
+def is_oip(rest: str) -> bool:
+    """Whether ``rest`` (the path after ``/v1/endpoints/{name}/``) is an Open Inference Protocol route."""
+    return rest == "v2" or rest.startswith("v2/")
+
+
+async def send_error(
+    send: Any, status: int, code: str, message: str, details: Any = None, *, oip: bool = False
+) -> None:
+    """aicloud's error shape, or the Open Inference Protocol's ``{"error": message}`` with ``oip``."""
+    if oip:
+        body = json.dumps({"error": message}).encode()
+    else:
+        body = json.dumps({"error": {"code": code, "message": message, "details": details}}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     if status == 405:
         headers.append((b"allow", b"GET, HEAD, POST"))
@@ -106,12 +119,13 @@ class EndpointApp:
         if scope["type"] != "http":
             raise RuntimeError(f"EndpointApp serves HTTP only, not {scope['type']!r}")
         path: str = scope["path"]
-        name, sep, _ = path[len(PREFIX) :].partition("/")
+        name, sep, rest = path[len(PREFIX) :].partition("/")
+        oip = is_oip(rest)
         if not name or not sep or not path.startswith(PREFIX):
             await send_error(send, 404, "not_found", "no such route")
             return
         if scope["method"] not in METHODS:
-            await send_error(send, 405, "method_not_allowed", "Method Not Allowed")
+            await send_error(send, 405, "method_not_allowed", "Method Not Allowed", oip=oip)
             return
         try:
             host = self.host_of(scope)
@@ -123,10 +137,10 @@ class EndpointApp:
         except AicloudError as exc:
             if exc.status_code >= 500:
                 log.warning("%s %s: %s: %s", scope["method"], scope["path"], exc.code, exc.message)
-            await send_error(send, exc.status_code, exc.code, exc.message, exc.details)
+            await send_error(send, exc.status_code, exc.code, exc.message, exc.details, oip=oip)
         except Exception:
             log.exception("endpoint request failed: %s %s", scope["method"], scope["path"])
-            await send_error(send, 500, "internal", "internal server error; see the server log")
+            await send_error(send, 500, "internal", "internal server error; see the server log", oip=oip)
 
 
 def mount_endpoints(router_owner: Any, app: EndpointApp | None = None) -> EndpointApp:
@@ -145,6 +159,7 @@ __all__ = [
     "EndpointApp",
     "GatewayHost",
     "app_state",
+    "is_oip",
     "mount_endpoints",
     "require_endpoint_caller",
 ]

@@ -24,9 +24,10 @@
    connection to the same replica first (a request lost on an open channel, on a new channel).
 
 Errors the gateway raises itself are :class:`~aicloud.errors.AicloudError`s (the ASGI app
-answers them in aicloud's error shape); whatever a replica answers (errors included) passes
-through unchanged. In-flight counts per replica (``ReplicaSlot.inflight``) cover a request from
-the moment it is sent until its answer was relayed; the autoscaler reads them.
+answers them in aicloud's error shape, or the Open Inference Protocol's on ``v2`` paths);
+whatever a replica answers (errors included) passes through unchanged. In-flight counts per
+replica (``ReplicaSlot.inflight``) cover a request from the moment it is sent until its answer
+was relayed; the autoscaler reads them.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ routes it checks, in order: draining (503), ``Authorization: Bearer <key>`` (con
 the body size (``Content-Length`` first, then while reading; 413). It reads the body once and hands
 it to the routes (``scope["aicloud.body"]``), so ``/predict`` parses the raw bytes
 (:func:`~aicloud.serving.runtime.parse_json`) and answers a plain ``Response``: no request model, no
-copies. Errors have the aicloud shape and never carry a stack trace.
+copies. Errors have the aicloud shape (on the Open Inference Protocol's ``/v2`` routes the protocol's
+``{"error": "<message>"}``) and never carry a stack trace.
 
 The routes live by concept: the Open Inference Protocol in :mod:`aicloud.serving.oip_routes`, a
 Service's handlers in :mod:`aicloud.serving.handlers`, the shared request/response helpers in
@@ -50,6 +51,7 @@ from aicloud.serving.asgi import (
     Scope,
     Send,
     error_response,
+    is_oip_path,
     request_body,
     send_error,
     submit,
@@ -227,9 +229,11 @@ class ReplicaApp:
             self.metrics.count(route, status, time.perf_counter() - started)
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        oip = is_oip_path(scope["path"])
         if self.state.draining:
             retry = {"Retry-After": str(self.config.retry_after_s)}
-            await send_error(send, UnavailableError("the replica is draining; retry on another"), retry)
+            draining = UnavailableError("the replica is draining; retry on another")
+            await send_error(send, draining, retry, oip=oip)
             return
         auth = b""
         length: int | None = None
@@ -243,12 +247,14 @@ class ReplicaApp:
                     length = None
         if not hmac.compare_digest(auth, self._key):
             await send_error(
-                send, UnauthenticatedError("missing or wrong replica key (Authorization: Bearer)")
+                send,
+                UnauthenticatedError("missing or wrong replica key (Authorization: Bearer)"),
+                oip=oip,
             )
             return
         limit = self.config.max_body_bytes
         if length is not None and length > limit:
-            await send_error(send, self._too_large(length), {"Connection": "close"})
+            await send_error(send, self._too_large(length), {"Connection": "close"}, oip=oip)
             return
         chunks: list[bytes] = []
         total = 0
@@ -260,7 +266,7 @@ class ReplicaApp:
             if chunk:
                 total += len(chunk)
                 if total > limit:
-                    await send_error(send, self._too_large(total), {"Connection": "close"})
+                    await send_error(send, self._too_large(total), {"Connection": "close"}, oip=oip)
                     return
                 chunks.append(chunk)
             if not message.get("more_body", False):
@@ -312,27 +318,30 @@ class ReplicaApp:
 
         @api.exception_handler(AicloudError)
         async def _aicloud_error(request: Request, exc: AicloudError) -> Response:
-            return error_response(exc)
+            return error_response(exc, oip=is_oip_path(request.url.path))
 
         @api.exception_handler(RequestValidationError)
         async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
-            return error_response(validation_error(list(exc.errors()), skip=("body",)))
+            err = validation_error(list(exc.errors()), skip=("body",))
+            return error_response(err, oip=is_oip_path(request.url.path))
 
         @api.exception_handler(StarletteHTTPException)
         async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+            oip = is_oip_path(request.url.path)
             if exc.status_code == 404:
-                return error_response(NotFoundError(f"no route {request.url.path}", details=None))
+                return error_response(NotFoundError(f"no route {request.url.path}", details=None), oip=oip)
             err = AicloudError(str(exc.detail))
             err.status_code = exc.status_code  # type: ignore[misc]
             err.code = code_for_status(exc.status_code)  # type: ignore[misc]
-            return error_response(err)
+            return error_response(err, oip=oip)
 
         @api.exception_handler(Exception)
         async def _internal(request: Request, exc: Exception) -> Response:
             if isinstance(exc, ClientGone):
                 return Response(status_code=499)
             log.exception("unhandled error on %s", request.url.path)
-            return error_response(AicloudError(f"internal error ({type(exc).__name__}); {SEE_LOGS}"))
+            internal = AicloudError(f"internal error ({type(exc).__name__}); {SEE_LOGS}")
+            return error_response(internal, oip=is_oip_path(request.url.path))
 
         add_oip_routes(api, self)
 

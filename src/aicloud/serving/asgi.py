@@ -1,9 +1,10 @@
 """The replica app's shared request/response helpers: ASGI types, error responses, queued work.
 
 :func:`error_response` answers an :class:`~aicloud.errors.AicloudError` in the aicloud shape (with
-``Retry-After`` on a full queue); :func:`send_error` does the same on the raw ASGI layer, before the
-FastAPI app is reached. :func:`submit` queues one request's work on a batcher and drops it when the
-client disconnects meanwhile (:class:`ClientGone`, answered 499).
+``Retry-After`` on a full queue), or, on the Open Inference Protocol's routes (``oip=True``, see
+:func:`is_oip_path`), in the protocol's ``{"error": "<message>"}``; :func:`send_error` does the same
+on the raw ASGI layer, before the FastAPI app is reached. :func:`submit` queues one request's work
+on a batcher and drops it when the client disconnects meanwhile (:class:`ClientGone`, answered 499).
 """
 
 from __future__ import annotations
@@ -34,19 +35,37 @@ class ClientGone(Exception):
     """The client disconnected while its request waited."""
 
 
-def error_response(exc: AicloudError, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps(exc.to_payload(), default=str).encode()
+def is_oip_path(path: str) -> bool:
+    """Whether ``path`` is an Open Inference Protocol route (``/v2...``): errors there are
+    ``{"error": "<message>"}``."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def error_body(exc: AicloudError, oip: bool = False) -> bytes:
+    """aicloud's ``{"error": {"code", "message", "details"}}``, or with ``oip`` the protocol's
+    ``{"error": "<message>"}`` (what Triton and KServe clients parse)."""
+    if oip:
+        return json.dumps({"error": exc.message}).encode()
+    return json.dumps(exc.to_payload(), default=str).encode()
+
+
+def error_response(
+    exc: AicloudError, headers: dict[str, str] | None = None, *, oip: bool = False
+) -> Response:
+    body = error_body(exc, oip)
     headers = dict(headers or {})
     if isinstance(exc, QueueFullError):
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     return Response(body, status_code=exc.status_code, media_type=JSON, headers=headers)
 
 
-async def send_error(send: Send, exc: AicloudError, extra: dict[str, str] | None = None) -> None:
+async def send_error(
+    send: Send, exc: AicloudError, extra: dict[str, str] | None = None, *, oip: bool = False
+) -> None:
     extra = dict(extra or {})
     if isinstance(exc, QueueFullError):
         extra["Retry-After"] = str(max(1, round(exc.retry_after)))
-    await send_body(send, exc.status_code, json.dumps(exc.to_payload(), default=str).encode(), extra)
+    await send_body(send, exc.status_code, error_body(exc, oip), extra)
 
 
 async def send_body(send: Send, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:

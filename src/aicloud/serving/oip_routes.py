@@ -1,13 +1,20 @@
-"""The replica's Open Inference Protocol (v2) routes: health, metadata, readiness and infer.
+"""The replica's Open Inference Protocol (v2) routes: health, metadata, readiness, infer and the
+model configuration and statistics extensions (:mod:`aicloud.serving.oip_extensions`).
 
     GET  /v2/health/live, /v2/health/ready
-    GET  /v2                                             server metadata
+    GET  /v2                                             server metadata (and its extensions)
     GET  /v2/models/{model}[/versions/{version}]         model metadata (tensors once ready)
     GET  /v2/models/{model}[/versions/{version}]/ready
+    GET  /v2/models/{model}[/versions/{version}]/config  Triton's model configuration
+    GET  /v2/models[/{model}[/versions/{version}]]/stats inference statistics
     POST /v2/models/{model}[/versions/{version}]/infer   JSON or binary tensor data
 
+Errors on these routes are the protocol's ``{"error": "<message>"}`` (the replica app renders any
+error under ``/v2`` so), with aicloud's status and message.
+
 ``infer`` serves a model runtime only: its tensors go through the same batcher as ``/predict``. A
-single numeric input is taken as a ``[-1, width]`` matrix; otherwise each input is one column.
+single numeric input is taken as a ``[-1, width]`` matrix; otherwise each input is one column. A model
+with tensor inputs (your own ``nn.Module``) takes one tensor per input, shaped ``[-1, *shape]``.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from fastapi.responses import Response
 from aicloud.errors import BadRequestError, NotFoundError, UnavailableError
 from aicloud.serving.asgi import JSON, error_response, request_body, submit
 from aicloud.serving.oip import DTYPES, HEADER, InferRequest, encode_infer_response, parse_infer_request
+from aicloud.serving.oip_extensions import EXTENSIONS, model_config, model_statistics
 from aicloud.serving.runtime import ModelRuntime, Prepared, bad_input
 
 if TYPE_CHECKING:
@@ -39,13 +47,13 @@ def add_oip_routes(api: FastAPI, app: ReplicaApp) -> None:
     async def ready() -> Response:
         if app.state.ready and not app.state.draining:
             return Response(b'{"ready":true}', media_type=JSON)
-        return error_response(UnavailableError(f"not ready: {app.state.message}"))
+        return error_response(UnavailableError(f"not ready: {app.state.message}"), oip=True)
 
     @api.get("/v2")
     async def server_metadata() -> dict[str, Any]:
         from aicloud import __version__
 
-        return {"name": "aicloud", "version": __version__, "extensions": ["binary_tensor_data"]}
+        return {"name": "aicloud", "version": __version__, "extensions": list(EXTENSIONS)}
 
     def check_model(model: str) -> None:
         if model != name:
@@ -59,6 +67,47 @@ def add_oip_routes(api: FastAPI, app: ReplicaApp) -> None:
         else:
             doc["inputs"], doc["outputs"] = [], []
         return doc
+
+    def config() -> dict[str, Any]:
+        runtime, loaded = app.runtime, app.runtime is not None and app.state.ready
+        return model_config(
+            name,
+            app.config.version,
+            backend=str(getattr(runtime, "engine", "") or "aicloud") if runtime else "service",
+            inputs=runtime.inputs if runtime and loaded else [],
+            outputs=runtime.outputs if runtime and loaded else [],
+            max_batch_size=app.config.max_batch_size if runtime else 0,
+            max_wait_ms=app.config.max_wait_ms,
+            max_queue=app.config.max_queue,
+        )
+
+    def stats() -> dict[str, Any]:
+        return model_statistics(name, app.config.version, app.metrics.inference)
+
+    # before /v2/models/{model}, which would take "stats" for a model name
+    @api.get("/v2/models/stats")
+    async def all_stats() -> dict[str, Any]:
+        return stats()
+
+    @api.get("/v2/models/{model}/stats")
+    async def model_stats(model: str) -> dict[str, Any]:
+        check_model(model)
+        return stats()
+
+    @api.get("/v2/models/{model}/versions/{version}/stats")
+    async def model_stats_version(model: str, version: str) -> dict[str, Any]:
+        check_model(model)
+        return stats()
+
+    @api.get("/v2/models/{model}/config")
+    async def model_config_route(model: str) -> dict[str, Any]:
+        check_model(model)
+        return config()
+
+    @api.get("/v2/models/{model}/versions/{version}/config")
+    async def model_config_version(model: str, version: str) -> dict[str, Any]:
+        check_model(model)
+        return config()
 
     @api.get("/v2/models/{model}")
     async def model_meta(model: str) -> dict[str, Any]:
@@ -74,7 +123,7 @@ def add_oip_routes(api: FastAPI, app: ReplicaApp) -> None:
         check_model(model)
         if app.state.ready and not app.state.draining:
             return Response(b'{"ready":true}', media_type=JSON)
-        return error_response(UnavailableError(f"not ready: {app.state.message}"))
+        return error_response(UnavailableError(f"not ready: {app.state.message}"), oip=True)
 
     @api.get("/v2/models/{model}/ready")
     async def model_ready(model: str) -> Response:
@@ -123,6 +172,11 @@ async def handle_infer(app: ReplicaApp, request: Request) -> Response:
 def prepare_tensors(runtime: ModelRuntime, req: InferRequest) -> Prepared:
     """Validate an infer request's tensors against the runtime's inputs (400 naming the tensor)."""
     specs = runtime.inputs
+    if getattr(runtime, "tensors", None):  # a model with tensor inputs takes the tensors as they are
+        tensors = dict(req.inputs)
+        if len(specs) == 1 and len(tensors) == 1:
+            tensors = {specs[0].name: next(iter(tensors.values()))}
+        return runtime.prepare(tensors, field="inputs")
     if len(specs) == 1 and specs[0].datatype != "BYTES":
         spec = specs[0]
         tensor = req.inputs.get(spec.name)
