@@ -123,7 +123,11 @@ class Harness:
         return self.deployments.get_any(d.id)
 
     def replicas(self, d: Deployment) -> list[Replica]:
-        return self.deployments.replicas(d.id)
+        """The rows of replicas that are not failed (a failed one's row stays, for its log)."""
+        return [r for r in self.deployments.replicas(d.id) if r.state != ReplicaState.FAILED]
+
+    def failed_rows(self, d: Deployment) -> list[Replica]:
+        return [r for r in self.deployments.replicas(d.id) if r.state == ReplicaState.FAILED]
 
     def states(self, d: Deployment) -> list[tuple[int, ReplicaState]]:
         return [(r.generation, r.state) for r in self.replicas(d)]
@@ -391,10 +395,9 @@ def test_a_held_request_or_an_unready_slot_brings_a_full_pass(tmp_path: Path) ->
 def test_a_failed_deployment_settles_too_until_its_spec_changes(tmp_path: Path) -> None:
     h = CountingHarness(tmp_path)
     d = h.create()
-    for _ in range(3):
-        h.loop_ticks(1)
-        (r,) = h.replicas(d)
-        h.executor.finish(r.id, 1, log="boom\n")
+    h.loop_ticks(1)
+    (r,) = h.replicas(d)
+    h.executor.finish(r.id, 1, log="boom\n")
     h.loop_ticks(2)
     assert h.get(d).status == DeploymentStatus.FAILED
     assert h.loop_ticks(3) == 0  # nothing to do until a new spec
@@ -468,12 +471,11 @@ def test_a_failing_new_generation_leaves_the_old_one_serving(h: Harness) -> None
     h.all_ready = False
     h.ready_urls.add(old.url)
     d = h.deployments.update_spec(WS, "digits", {**d.spec, "cpus": 2}, None)
-    for _ in range(3):
-        h.tick()
-        (new,) = [r for r in h.replicas(d) if r.generation == 2]
-        h.executor.finish(new.id, 1, log="ImportError: no module named torch\n")
     h.tick()
-    assert h.get(d).status == DeploymentStatus.FAILED
+    (new,) = [r for r in h.replicas(d) if r.generation == 2]
+    h.executor.finish(new.id, 1, log="ImportError: no module named torch\n")
+    h.tick()
+    assert h.get(d).status == DeploymentStatus.FAILED  # at once: it would fail the same way again
     assert h.routable(d) == [old.id]
     assert not h.executor.jobs[old.id].cancels
 
@@ -481,21 +483,42 @@ def test_a_failing_new_generation_leaves_the_old_one_serving(h: Harness) -> None
 # --- failures ---------------------------------------------------------------------------------
 
 
+def test_a_start_that_fails_with_its_own_error_fails_the_deployment_at_once(h: Harness) -> None:
+    d = h.create()
+    h.tick()
+    (r,) = h.replicas(d)
+    h.executor.finish(r.id, 1, log="Traceback (most recent call last):\nRuntimeError: no weights\n")
+    h.tick()
+    failed = h.get(d)
+    assert failed.status == DeploymentStatus.FAILED
+    assert failed.message is not None
+    assert "not retried" in failed.message and "exited with code 1" in failed.message
+    assert "RuntimeError: no weights" in failed.message
+    assert len(h.executor.submitted) == 1
+    assert h.replicas(d) == []
+    (kept,) = h.failed_rows(d)  # its row stays, so its log can be read
+    assert kept.id == r.id and kept.message is not None and "no weights" in kept.message
+    assert h.removed == [r.id] and h.executor.jobs[r.id].cleanups == 1  # released all the same
+    text, _ = h.controller.replicas.read_log(kept, 10)
+    assert "RuntimeError: no weights" in text
+
+
 def test_failed_starts_fail_the_deployment(h: Harness) -> None:
     d = h.create()
     for i in range(3):
         h.tick()
         (r,) = h.replicas(d)
-        h.executor.finish(r.id, 1, log="".join(f"line {i}.{n}\n" for n in range(30)))
+        h.executor.finish(r.id, -9, log="".join(f"line {i}.{n}\n" for n in range(30)))
     h.tick()
     failed = h.get(d)
     assert failed.status == DeploymentStatus.FAILED
     assert failed.message is not None
     assert "3 replicas in a row failed to start" in failed.message
-    assert "exited with code 1" in failed.message
+    assert "killed by signal 9" in failed.message
     assert "line 2.29" in failed.message and "line 2.10" in failed.message
     assert "line 2.9\n" not in failed.message  # the last 20 lines only
     assert h.replicas(d) == []
+    assert [r.id for r in h.failed_rows(d)] == [r.id]  # the latest failed replica only
     h.tick(3)
     assert len(h.executor.submitted) == 3  # no more tries
     assert h.get(d).status == DeploymentStatus.FAILED
@@ -513,14 +536,14 @@ def test_a_ready_replica_resets_the_failure_count(h: Harness) -> None:
     for _ in range(2):
         h.tick()
         (r,) = h.replicas(d)
-        h.executor.finish(r.id, 1)
+        h.executor.finish(r.id, 75)  # TRANSIENT_EXIT: retried
     h.tick()
     (r,) = h.replicas(d)
     h.make_ready(r)
     h.tick()
-    for _ in range(2):
+    for code in (1, -9):
         (r,) = h.replicas(d)
-        h.executor.finish(r.id, 1)  # a crash of a ready replica, then of a starting one
+        h.executor.finish(r.id, code)  # a crash of a ready replica, then of a starting one
         h.tick()
     assert h.get(d).status != DeploymentStatus.FAILED
 

@@ -1,21 +1,81 @@
-"""What every CLI command shares: the client, output as tables or JSON, error printing."""
+"""What every CLI command shares: the client, output as tables or JSON, spec files, error printing.
+
+Errors: :func:`run` runs the whole command line and turns every error that is the user's to fix
+into one red line on stderr, never a traceback: a typed error from the server or the SDK
+(:class:`~aicloud.errors.AicloudError`: ``error (code): message``, exit 1), and a mistake in what
+was given to the CLI (:class:`UsageError`: a spec file that is missing, not YAML, or not a mapping; a
+bad value in it; a file that cannot be read: ``error: ...``, exit 2). Typer reports bad flags
+itself (exit 2). Anything else is a bug in aicloud and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import enum
 import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import typer
+import yaml
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from aicloud.client import Client
+from aicloud.errors import AicloudError
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+class UsageError(Exception):
+    """Something given to the CLI (a spec file, a value in it) is wrong; the message says what to fix."""
+
+
+def run(app: typer.Typer, prog_name: str) -> None:
+    """Run the command line; user errors become one red line and exit code 1 or 2 (module docstring)."""
+    try:
+        app(prog_name=prog_name)
+    except AicloudError as exc:
+        err_console.print(f"[red]error ({exc.code}):[/] {escape(exc.message)}", highlight=False)
+        raise SystemExit(1) from None
+    except UsageError as exc:
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        raise SystemExit(2) from None
+    except OSError as exc:  # a file named on the command line that cannot be read or written
+        where = f"{exc.filename}: " if exc.filename else ""
+        err_console.print(f"[red]error:[/] {escape(where + (exc.strerror or str(exc)))}", highlight=False)
+        raise SystemExit(2) from None
+
+
+def read_spec_file(path: Path, what: str) -> dict[str, Any]:
+    """The mapping in a YAML or JSON file (``what`` names it in errors: "the job spec"); a
+    :class:`UsageError` saying what to fix when it cannot be read, does not parse or is no mapping."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UsageError(f"cannot read {what} {path}: {reason}") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UsageError(f"{path} is not valid YAML{where}: {problem}; fix {what} and try again") from None
+    if not isinstance(doc, dict):
+        raise UsageError(f"{path}: {what} must be a mapping of fields, not {type(doc).__name__}")
+    return doc
+
+
+def int_field(doc: dict[str, Any], key: str, default: int, path: Path) -> int:
+    """``doc[key]`` as a whole number (``default`` when absent); a :class:`UsageError` otherwise."""
+    value = doc.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"{path}: {key} must be a whole number, not {value!r}")
+    return value
 
 
 class Output(enum.StrEnum):

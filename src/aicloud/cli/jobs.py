@@ -7,9 +7,20 @@ from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 
-from aicloud.cli.common import Output, OutputOpt, client, console, emit, fmt_num, print_json, table
+from aicloud.cli.common import (
+    Output,
+    OutputOpt,
+    UsageError,
+    client,
+    console,
+    emit,
+    fmt_num,
+    int_field,
+    print_json,
+    read_spec_file,
+    table,
+)
 from aicloud.client.jobs import Job
 
 job_app = typer.Typer(
@@ -69,25 +80,42 @@ def job_run(
     wait: bool = typer.Option(True, help="wait for the job and show its progress"),
     output: Output = OutputOpt,
 ) -> None:
-    """Submit a job from a spec file (see docs/training.md for the fields)."""
-    doc = yaml.safe_load(file.read_text())
-    if not isinstance(doc, dict) or "kind" not in doc:
-        raise typer.BadParameter(
-            "the spec must be a mapping with 'kind' (train, command or sweep) and 'spec'"
-        )
-    if doc["kind"] == "sweep":  # the same file `aicloud sweep create -f` takes
+    """Submit a job from a spec file (see docs/training.md for the fields).
+
+    The server checks the spec: a wrong or unknown field is one red line naming it (exit 1); a
+    file that is missing, not YAML or not a job spec, exit 2."""
+    doc = read_spec_file(file, "the job spec")
+    kind = doc.get("kind")
+    if kind not in ("train", "command", "sweep"):
+        raise UsageError(f"{file}: kind must be train, command or sweep, not {kind!r} (docs/training.md)")
+    if kind == "sweep":  # the same file `aicloud sweep create -f` takes
         from aicloud.cli.sweeps import sweep_create
 
         sweep_create(file=file, wait=wait, output=output)
         return
-    spec = dict(doc.get("spec") or {})
-    c = client()
-    if doc["kind"] == "train":
-        j = c.jobs.train(name=doc.get("name"), priority=int(doc.get("priority", 0)), **spec)
-    else:
-        code_path = code or (file.parent / spec.pop("code_path") if "code_path" in spec else None)
-        spec.pop("code", None)
-        j = c.jobs.run(code=code_path, name=doc.get("name"), priority=int(doc.get("priority", 0)), **spec)
+    unknown = sorted(set(doc) - {"kind", "name", "priority", "spec"})
+    if unknown:
+        raise UsageError(
+            f"{file}: unknown key(s) {', '.join(map(repr, unknown))}; a job file has kind, name, "
+            "priority and spec (its fields go under spec: docs/training.md)"
+        )
+    spec = doc.get("spec") or {}
+    if not isinstance(spec, dict):
+        raise UsageError(f"{file}: spec must be a mapping of fields, not {type(spec).__name__}")
+    spec = dict(spec)
+    code_path = code
+    if kind == "command" and "code_path" in spec:  # relative to the spec file
+        code_path = code_path or file.parent / str(spec.pop("code_path"))
+        if not code_path.exists():
+            raise UsageError(f"{file}: code_path {str(code_path)!r} does not exist")
+    name = doc.get("name")
+    j = client().jobs.submit(
+        kind,
+        spec,
+        name=None if name is None else str(name),
+        priority=int_field(doc, "priority", 0, file),
+        code=code_path,
+    )
     if wait and output is Output.table:
         j.wait(progress=True)
     emit(j.info, output, lambda _: render_job(j))

@@ -6,7 +6,7 @@ import typer
 
 from aicloud import __version__
 from aicloud.cli import datasets, demo, jobs, local, resources, serving, sweeps, usage
-from aicloud.cli.common import err_console
+from aicloud.cli.common import err_console, run
 from aicloud.errors import AicloudError
 
 app = typer.Typer(
@@ -47,7 +47,7 @@ def version() -> None:
 def main() -> None:
     """Entry point: typed errors become one red line and exit code 1, never a traceback."""
     try:
-        app(prog_name="aicloud")
+        run(app, "aicloud")  # user errors: one red line, exit 1 or 2 (cli/common.py)
     except AicloudError as exc:
         err_console.print(f"[red]error ({exc.code}):[/] {exc.message}")
         raise SystemExit(1) from None

@@ -7,9 +7,19 @@ from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 
-from aicloud.cli.common import Output, OutputOpt, client, console, emit, fmt_num, table
+from aicloud.cli.common import (
+    Output,
+    OutputOpt,
+    UsageError,
+    client,
+    console,
+    emit,
+    fmt_num,
+    int_field,
+    read_spec_file,
+    table,
+)
 from aicloud.client.sweeps import Sweep, submit_sweep_spec
 from aicloud.schemas.sweeps import SweepTrialsOut
 
@@ -59,16 +69,15 @@ def render_trials(sweep: Sweep, trials: SweepTrialsOut) -> None:
 
 
 def _load(file: Path) -> tuple[dict[str, Any], str | None, int]:
-    doc = yaml.safe_load(file.read_text())
-    if not isinstance(doc, dict):
-        raise typer.BadParameter("the sweep file must be a mapping (see docs/sweeps.md)")
+    doc = read_spec_file(file, "the sweep spec")
     if doc.get("kind", "sweep") != "sweep":
-        raise typer.BadParameter(f"kind is {doc['kind']!r}; a sweep file has kind: sweep (or no kind)")
+        raise UsageError(f"{file}: kind is {doc['kind']!r}; a sweep file has kind: sweep (or no kind)")
     if isinstance(doc.get("spec"), dict):
         spec = dict(doc["spec"])
     else:
         spec = {k: v for k, v in doc.items() if k not in ("kind", "name", "priority")}
-    return spec, doc.get("name"), int(doc.get("priority", 0))
+    name = doc.get("name")
+    return spec, None if name is None else str(name), int_field(doc, "priority", 0, file)
 
 
 @sweep_app.command("create")

@@ -163,6 +163,24 @@ class JobsAPI:
             JobOut.model_validate(self._client._transport.json("POST", JOBS, json=body)),
         )
 
+    def submit(
+        self,
+        kind: str,
+        spec: dict[str, Any],
+        *,
+        name: str | None = None,
+        priority: int = 0,
+        code: str | os.PathLike[str] | None = None,
+    ) -> Job:
+        """Submit a job from its spec as a job file writes it (``kind`` ``train`` or ``command``; the
+        fields of docs/training.md). The server checks every field: a wrong or unknown one is a
+        :class:`~aicloud.errors.ValidationError` naming it (``spec.<field>``). ``code`` (a file or
+        folder) is uploaded as a command job's code."""
+        spec = dict(spec)
+        if code is not None:
+            spec["code"] = self._client.blobs.upload(pack_code(code), "application/gzip")
+        return self._submit({"kind": kind, "name": name, "priority": priority, "spec": spec})
+
     def train(
         self,
         task: str,

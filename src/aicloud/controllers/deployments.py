@@ -10,11 +10,15 @@ deployment (an error in one is logged and the pass goes on with the next):
 2. **observe**: poll every replica's process; adopt the running ones an earlier control plane
    started (see "Control-plane restarts"). A replica that ended while draining is
    removed (row, registry slot, ``cleanup``). One that ended (or was lost) while starting
-   or ready *failed*: it leaves the registry, is marked failed, removed and cleaned up; a
-   failed *start* of the current generation counts, and after ``max_failed_starts`` in a
-   row without a replica becoming ready the deployment is ``failed`` with the last log
-   lines as its message (it stays failed until its spec changes: a new generation gets a
-   fresh set of tries). A running ``starting`` replica whose probe answers is marked ready,
+   or ready *failed*: it leaves the registry, is cleaned up and marked failed (the row of a
+   deployment's latest failed replica stays, so ``deploy logs`` shows its log). A failed
+   *start* of the current generation with the replica's own error (an exit code: an import
+   error, ``setup()`` raised, a model that does not load) fails the deployment at once, with
+   the last log lines (the traceback) as its message; a transient one (killed by a signal,
+   lost, :data:`~aicloud.controllers.replicas.TRANSIENT_EXIT`) counts, and after
+   ``max_failed_starts`` in a row without a replica becoming ready the deployment is
+   ``failed`` too. It stays failed until its spec changes: a new generation gets a fresh set
+   of tries. A running ``starting`` replica whose probe answers is marked ready,
    in the store and then in the registry (the gateway may route to it).
 3. **autoscale**: a sample ``(now, in-flight incl. held requests)`` from the registry feeds
    :func:`aicloud.controllers.autoscale.decide`; the result is stored by ``set_desired``.
@@ -45,8 +49,8 @@ without ``keys``) or whose key does not open is retired and replaced. :meth:`sta
 first pass before it returns, so the control plane knows every endpoint and its adopted replicas
 before it takes traffic (the server starts the controller before it binds its port).
 
-``on_removed(replica)`` runs once a replica's row is removed (exited, failed, never
-launched), e.g. to revoke the token its launcher minted.
+``on_removed(replica)`` runs once a replica is removed or failed (exited, never launched),
+e.g. to revoke the token its launcher minted.
 
 **Noticing a new replica fast.** While the loop runs, a :class:`~aicloud.controllers.probes.StartWatcher`
 probes every starting replica each ``probe_interval`` seconds and wakes the loop the moment one
@@ -233,8 +237,8 @@ class DeploymentController(ReconcileLoop):
         if d.status == DeploymentStatus.DELETING:
             for r in live:
                 self.replicas.retire(ep, r, "the deployment is being deleted")
-            if not self.store.deployments.replicas(d.id):
-                self.store.deployments.delete(d.id)
+            if all(r.state == ReplicaState.FAILED for r in self.store.deployments.replicas(d.id)):
+                self.store.deployments.delete(d.id)  # failed rows (kept for their logs) go with it
                 self.registry.remove(d.id)
                 self._tracked.pop(d.id, None)
                 log.info("deployment %s deleted", d.name)
@@ -332,7 +336,7 @@ class DeploymentController(ReconcileLoop):
         replicas = [r for r in self.store.deployments.replicas(d.id) if r.generation == d.generation]
         if any(r.state == ReplicaState.READY for r in replicas):
             status = DeploymentStatus.READY
-        elif desired == 0 and not any(r.state != ReplicaState.DRAINING for r in replicas):
+        elif desired == 0 and all(r.state in (ReplicaState.DRAINING, ReplicaState.FAILED) for r in replicas):
             status = DeploymentStatus.SCALED_TO_ZERO
         else:
             status = DeploymentStatus.PENDING

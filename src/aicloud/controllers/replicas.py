@@ -17,7 +17,16 @@ step matters and is the contract:
 * retiring marks the registry slot draining first (the gateway sends it nothing new), then the
   row, then SIGTERMs the process with the drain grace;
 * removing drops the slot, cleans the executor's files up, deletes the row and calls
-  ``on_removed`` (e.g. to revoke the replica's token).
+  ``on_removed`` (e.g. to revoke the replica's token);
+* a replica whose process ended while starting or ready *failed*: it is released as a removal
+  releases (slot, files, ``on_removed``) but its row stays, state ``failed`` with why as its
+  message, so ``deploy logs`` still shows its log (the executor keeps log files); a deployment keeps
+  the row of its latest failed replica only (an older one is deleted when a newer one fails, all
+  with the deployment). A failed *start* that will fail again the same way (the process exited
+  with its own error code: an import error, a bad entrypoint, ``setup()`` raised, a model that
+  does not load) fails the deployment at once; one that looks transient (killed by a signal,
+  lost, or exit code :data:`TRANSIENT_EXIT`, which the replica uses when it could not reach the
+  control plane) is retried up to ``max_failed_starts`` times in a row.
 """
 
 from __future__ import annotations
@@ -39,13 +48,16 @@ from aicloud.gateway.registry import Endpoint, EndpointRegistry, ReplicaSlot
 from aicloud.store.base import MetadataStore
 from aicloud.wire.tcp import free_port
 
-__all__ = ["LIVE", "Launcher", "ReplicaKeys", "Replicas", "Tracked"]
+__all__ = ["LIVE", "TRANSIENT_EXIT", "Launcher", "ReplicaKeys", "Replicas", "Tracked", "is_transient"]
 
 log = logging.getLogger("aicloud.controllers.deployments")
 
 #: The most of a replica's log that :meth:`Replicas.read_log` reads.
 MAX_LOG_TAIL = 1024 * 1024
 MESSAGE_LINES = 20
+#: The exit code (``EX_TEMPFAIL``) of a replica that failed to start for a reason that may pass
+#: (the control plane did not answer its download): retried, as a death by signal is.
+TRANSIENT_EXIT = 75
 
 # The statuses the controller moves between; ``deleting`` is only ever set by a request.
 LIVE = [
@@ -57,6 +69,14 @@ LIVE = [
 
 Launcher = Callable[[Deployment, str, int, str], LaunchRequest]
 """``launcher(deployment, replica_id, port, replica_key)`` → the replica's LaunchRequest."""
+
+
+def is_transient(info: ExitInfo) -> bool:
+    """Whether a replica that ended this way might start if tried again: killed by a signal (the
+    OOM killer, a cancel), lost, or :data:`TRANSIENT_EXIT`. Any other exit code is the replica's own
+    error (a traceback in its log) and would happen again."""
+    code = info.exit_code
+    return info.state != "exited" or code is None or code < 0 or code == TRANSIENT_EXIT
 
 
 class ReplicaKeys(Protocol):
@@ -88,7 +108,7 @@ class Replicas:
     probes the starting ones between passes (None when ``probe_interval`` is 0).
 
     ``probe(url)`` tells whether a replica answers; ``on_ready()`` runs (on the watcher's thread)
-    when a starting one does; ``on_removed(replica)`` runs once a replica's row is removed. Not
+    when a starting one does; ``on_removed(replica)`` runs once a replica is removed or failed. Not
     thread-safe: the controller calls it from one pass at a time.
     """
 
@@ -148,6 +168,8 @@ class Replicas:
         that answer ready. Returns the live, non-draining ones."""
         live: list[Replica] = []
         for r in self.store.deployments.replicas(d.id):
+            if r.state == ReplicaState.FAILED:
+                continue  # ended and released; its row stays for its log (see the module docstring)
             if not r.handle:
                 self._remove(ep, r)  # never launched (a crash between add and submit)
                 continue
@@ -244,28 +266,53 @@ class Replicas:
             return None
 
     def _failed(self, d: Deployment, t: Tracked, ep: Endpoint, r: Replica, info: ExitInfo) -> None:
-        """A starting or ready replica's process ended: record why, remove it, count a failed start."""
+        """A starting or ready replica's process ended: record why, release it but keep its row (for
+        its log), count a failed start (see the module docstring)."""
         if info.state == "lost":
             why = "the replica's process disappeared"
+        elif info.exit_code is not None and info.exit_code < 0:
+            why = f"the replica was killed by signal {-info.exit_code}"
         else:
             why = f"the replica exited with code {info.exit_code}"
         lines = self._tail(r.handle)
         message = f"{why}\n{lines}" if lines else why
         log.warning("deployment %s: replica %s failed: %s", d.name, r.id, why)
         self.registry.drop_replica(ep, r.id)
-        with contextlib.suppress(Exception):
-            self.store.deployments.update_replica(r.id, state=ReplicaState.FAILED, message=message)
-        self._remove(ep, r)
+        try:
+            self.store.deployments.update_replica(r.id, state=ReplicaState.FAILED, message=message[:8000])
+        except Exception:
+            log.exception("replica %s: could not record its failure", r.id)
+            self._remove(ep, r)
+        else:
+            self._release(ep, r)
+            self._forget_older_failures(d, r.id)
         if r.state == ReplicaState.STARTING and r.generation == d.generation:
-            self._failed_start(d, t, message)
+            self._failed_start(d, t, message, transient=is_transient(info))
 
-    def _failed_start(self, d: Deployment, t: Tracked, message: str) -> None:
+    def _forget_older_failures(self, d: Deployment, keep: str) -> None:
+        """Delete the rows of ``d``'s failed replicas but ``keep`` (released already)."""
+        for old in self.store.deployments.replicas(d.id):
+            if old.state == ReplicaState.FAILED and old.id != keep:
+                with contextlib.suppress(Exception):
+                    self.store.deployments.remove_replica(old.id)
+
+    def _failed_start(self, d: Deployment, t: Tracked, message: str, *, transient: bool = True) -> None:
         t.failed_starts += 1
-        if t.failed_starts >= self.max_failed_starts and t.failed_generation != d.generation:
-            t.failed_generation = d.generation
+        if t.failed_generation == d.generation:
+            return
+        if not transient:
+            text = (
+                "a replica failed to start with an error that would happen again, so it is not "
+                "retried: fix it, then update the deployment (a new spec or model version starts "
+                f"again); `aicloud deploy logs {d.name}` has the replica's whole log. {message}"
+            )
+        elif t.failed_starts >= self.max_failed_starts:
             text = f"{t.failed_starts} replicas in a row failed to start; the last: {message}"
-            self.store.deployments.set_status(d.id, DeploymentStatus.FAILED, text[:8000], expect=LIVE)
-            log.warning("deployment %s failed: %s", d.name, message.splitlines()[0])
+        else:
+            return
+        t.failed_generation = d.generation
+        self.store.deployments.set_status(d.id, DeploymentStatus.FAILED, text[:8000], expect=LIVE)
+        log.warning("deployment %s failed: %s", d.name, message.splitlines()[0])
 
     def retire(self, ep: Endpoint, r: Replica, why: str) -> Replica:
         """Stop routing to ``r`` (registry first), mark it draining, SIGTERM it; returns its row."""
@@ -289,13 +336,19 @@ class Replicas:
             log.exception("replica %s: cancel failed", r.id)
 
     def _remove(self, ep: Endpoint, r: Replica) -> None:
+        self._release(ep, r, remove_row=True)
+
+    def _release(self, ep: Endpoint, r: Replica, *, remove_row: bool = False) -> None:
+        """Drop the slot, clean the executor's files up (the log stays), delete the row when asked,
+        call ``on_removed`` and forget the replica."""
         self.registry.drop_replica(ep, r.id)
         if r.handle:
             try:
                 self.executor.cleanup(r.handle)
             except Exception:
                 log.exception("replica %s: cleanup failed", r.id)
-        self.store.deployments.remove_replica(r.id)
+        if remove_row:
+            self.store.deployments.remove_replica(r.id)
         if self.on_removed is not None:
             try:
                 self.on_removed(r)
@@ -351,7 +404,8 @@ class Replicas:
             ep = self.registry.by_deployment(d.id) or self.registry.ensure(d.id, d.workspace_id, d.name)
             try:
                 for r in self.store.deployments.replicas(d.id):
-                    pending.append((ep, self.retire(ep, r, "the control plane is stopping")))
+                    if r.state != ReplicaState.FAILED:  # ended already; its row stays for its log
+                        pending.append((ep, self.retire(ep, r, "the control plane is stopping")))
             except Exception:
                 log.exception("deployment %s: could not stop its replicas", d.name)
         deadline = time.monotonic() + timeout

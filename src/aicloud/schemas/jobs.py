@@ -23,6 +23,10 @@ class _Out(BaseModel):
 
 
 class JobCreate(BaseModel):
+    """``POST /jobs``: unknown fields are refused (a 422 naming them), here and in each kind's spec."""
+
+    model_config = ConfigDict(extra="forbid")
+
     kind: JobKind
     name: str | None = Field(default=None, max_length=100)
     priority: int = Field(default=0, ge=-100, le=100)

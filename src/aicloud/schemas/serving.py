@@ -66,11 +66,15 @@ class DeploymentSpec(ScalingSpec):
 
 
 class DeploymentCreate(DeploymentSpec):
+    model_config = ConfigDict(extra="forbid")  # a typo'd field is a 422 naming it
+
     name: str
 
 
 class DeploymentPatch(BaseModel):
     """Fields to change; anything left out keeps its value. Changing the model rolls replicas over."""
+
+    model_config = ConfigDict(extra="forbid")  # a typo'd field is a 422 naming it
 
     model: str | None = None
     min_replicas: int | None = Field(default=None, ge=0, le=64)

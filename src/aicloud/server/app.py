@@ -59,7 +59,9 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     out = []
     for err in exc.errors():
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
-        out.append({"field": ".".join(loc) or "body", "message": str(err.get("msg", ""))})
+        unknown = err.get("type") == "extra_forbidden"
+        message = "unknown field: check its spelling" if unknown else str(err.get("msg", ""))
+        out.append({"field": ".".join(loc) or "body", "message": message})
     return out
 
 

@@ -23,6 +23,12 @@ Test and development only (skip downloading):
 The port also speaks the gateway channel (:mod:`aicloud.serving.channel`): a connection that opens
 with its upgrade request carries many requests as frames; any other connection is HTTP/1.1.
 
+Start-up errors: when what it serves cannot be fetched, imported or loaded (an import error, a bad
+entrypoint, ``setup()`` raised, a model that does not load) the replica prints the traceback and one
+``could not start`` line and exits 1: the deployment controller fails the deployment at once, with
+those lines as its message. When the control plane did not answer a download it exits
+:data:`TRANSIENT_EXIT` (75, ``EX_TEMPFAIL``) instead, and the controller tries again.
+
 Draining: the first SIGTERM (or SIGINT) turns ``/v2/health/ready`` and new requests to 503, waits
 until the requests in flight are answered (at most ``AICLOUD_REPLICA_DRAIN_S``), then uvicorn shuts
 down and the process exits 0. A second signal exits at once.
@@ -35,18 +41,26 @@ import json
 import os
 import sys
 import time
+import traceback
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from aicloud.errors import DataCorruptedError, ValidationError
+from aicloud.errors import DataCorruptedError, UnavailableError, ValidationError
 
 if TYPE_CHECKING:  # imported in make_app, while the artifacts download (see there)
     from aicloud.client import Client
     from aicloud.serving.app import ReplicaApp
     from aicloud.serving.service import Service
+
+
+#: The exit code of a start-up that may work when tried again (the control plane did not answer);
+#: :data:`aicloud.controllers.replicas.TRANSIENT_EXIT` is the same number.
+TRANSIENT_EXIT = 75
+#: The exit code of a start-up error that would happen again (the replica's own error).
+STARTUP_ERROR_EXIT = 1
 
 
 def log(message: str) -> None:
@@ -258,6 +272,26 @@ def process_age() -> float | None:
         return None
 
 
+def is_transient(exc: BaseException) -> bool:
+    """Whether a start-up error may pass when tried again: the control plane did not answer."""
+    import httpx
+
+    return isinstance(exc, UnavailableError | ConnectionError | TimeoutError | httpx.TransportError)
+
+
+def _startup_failed(exc: BaseException) -> int:
+    """Print the traceback and one line saying what failed; the exit code says whether to retry."""
+    traceback.print_exc()
+    sys.stderr.flush()
+    text = str(exc).strip()
+    summary = f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+    if is_transient(exc):
+        log(f"could not start, maybe for now (it is tried again): {summary}")
+        return TRANSIENT_EXIT
+    log(f"could not start: {summary}")
+    return STARTUP_ERROR_EXIT
+
+
 def main() -> int:
     port_text = os.environ.get("AICLOUD_REPLICA_PORT", "")
     if not (port_text.isascii() and port_text.isdigit()):
@@ -265,9 +299,12 @@ def main() -> int:
         return 2
     age = process_age()
     started = time.monotonic()
-    app = make_app()
-    built = time.monotonic()
-    app.start()
+    try:
+        app = make_app()
+        built = time.monotonic()
+        app.start()
+    except Exception as exc:
+        return _startup_failed(exc)
     ready = time.monotonic()
     phases = f"fetch and build {built - started:.2f}s, load and warm-up {ready - built:.2f}s"
     if age is not None:
@@ -275,7 +312,13 @@ def main() -> int:
     engine = getattr(app.runtime, "engine", "") if app.runtime is not None else "service"
     log(f"{app.config.name}: ready ({engine}; {phases}), listening on 127.0.0.1:{port_text}")
     drain_s = float(os.environ.get("AICLOUD_REPLICA_DRAIN_S") or 30)
-    serve(app, int(port_text), drain_s)
+    try:
+        serve(app, int(port_text), drain_s)
+    except SystemExit as exc:  # uvicorn could not bind the port (taken since): a new replica may
+        if exc.code in (0, None):
+            raise
+        log(f"could not listen on 127.0.0.1:{port_text} (it is tried again)")
+        return TRANSIENT_EXIT
     log("stopped")
     return 0
 

@@ -81,7 +81,8 @@ class DeploymentStore(abc.ABC):
 
     @abc.abstractmethod
     def replicas(self, deployment_id: str) -> builtins.list[Replica]:
-        """Oldest first; stopped and failed replicas are removed by ``remove_replica``."""
+        """Oldest first; stopped replicas are removed by ``remove_replica`` (the deployment
+        controller keeps the row of a deployment's latest failed replica, for its log)."""
 
     @abc.abstractmethod
     def remove_replica(self, replica_id: str) -> None: ...

@@ -33,9 +33,17 @@ __all__ = ["VALIDATORS", "validate_command", "validate_job", "validate_sweep", "
 Validator = Callable[[AppState, Principal, JobCreate], tuple[str, dict[str, Any]]]
 
 
+#: What an unknown field's error says (pydantic's "Extra inputs are not permitted" does not).
+UNKNOWN_FIELD = "unknown field: check its spelling against the spec's fields (docs/training.md)"
+
+
 def _pydantic_error(exc: pydantic.ValidationError, prefix: str) -> ValidationError:
     details = [
-        {"field": ".".join([prefix, *(str(p) for p in e["loc"])]), "message": e["msg"]} for e in exc.errors()
+        {
+            "field": ".".join([prefix, *(str(p) for p in e["loc"])]),
+            "message": UNKNOWN_FIELD if e["type"] == "extra_forbidden" else e["msg"],
+        }
+        for e in exc.errors()
     ]
     return ValidationError("; ".join(f"{d['field']}: {d['message']}" for d in details), details=details)
 
