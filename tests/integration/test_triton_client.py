@@ -105,6 +105,10 @@ def test_errors_reach_tritonclient_with_aicloud_messages(server: ServerProcess, 
     with pytest.raises(InferenceServerException) as unknown:
         client.infer("no-such-model", [infer_input(np.zeros((1, 4), np.float32))], headers=auth(token))
     assert unknown.value.status() == "404" and "no-such-model" in unknown.value.message()
+    assert f"this endpoint serves model {endpoint!r}" in unknown.value.message()
+    with pytest.raises(InferenceServerException) as no_version:
+        client.get_model_config(endpoint, "7", headers=auth(token))
+    assert no_version.value.status() == "404" and "serves version '1'" in no_version.value.message()
 
     with pytest.raises(InferenceServerException) as missing:
         client.get_server_metadata()

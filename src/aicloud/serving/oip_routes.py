@@ -55,9 +55,18 @@ def add_oip_routes(api: FastAPI, app: ReplicaApp) -> None:
 
         return {"name": "aicloud", "version": __version__, "extensions": list(EXTENSIONS)}
 
-    def check_model(model: str) -> None:
+    def check_model(model: str, version: str | None = None) -> None:
         if model != name:
-            raise NotFoundError.of("model", model)
+            raise NotFoundError(
+                f"model {model!r} does not exist; this endpoint serves model {name!r}",
+                details={"kind": "model", "name": model},
+            )
+        if version is not None and version != app.config.version:
+            raise NotFoundError(
+                f"model {model!r} has no version {version!r} here; this endpoint serves version "
+                f"{app.config.version!r} (or leave the version out)",
+                details={"kind": "model_version", "name": f"{model}:{version}"},
+            )
 
     def model_metadata() -> dict[str, Any]:
         doc: dict[str, Any] = {"name": name, "versions": [app.config.version], "platform": "aicloud"}
@@ -96,7 +105,7 @@ def add_oip_routes(api: FastAPI, app: ReplicaApp) -> None:
 
     @api.get("/v2/models/{model}/versions/{version}/stats")
     async def model_stats_version(model: str, version: str) -> dict[str, Any]:
-        check_model(model)
+        check_model(model, version)
         return stats()
 
     @api.get("/v2/models/{model}/config")
@@ -106,7 +115,7 @@ def add_oip_routes(api: FastAPI, app: ReplicaApp) -> None:
 
     @api.get("/v2/models/{model}/versions/{version}/config")
     async def model_config_version(model: str, version: str) -> dict[str, Any]:
-        check_model(model)
+        check_model(model, version)
         return config()
 
     @api.get("/v2/models/{model}")
@@ -116,11 +125,11 @@ def add_oip_routes(api: FastAPI, app: ReplicaApp) -> None:
 
     @api.get("/v2/models/{model}/versions/{version}")
     async def model_meta_version(model: str, version: str) -> dict[str, Any]:
-        check_model(model)
+        check_model(model, version)
         return model_metadata()
 
-    async def model_ready_impl(model: str) -> Response:
-        check_model(model)
+    async def model_ready_impl(model: str, version: str | None = None) -> Response:
+        check_model(model, version)
         if app.state.ready and not app.state.draining:
             return Response(b'{"ready":true}', media_type=JSON)
         return error_response(UnavailableError(f"not ready: {app.state.message}"), oip=True)
@@ -131,7 +140,7 @@ def add_oip_routes(api: FastAPI, app: ReplicaApp) -> None:
 
     @api.get("/v2/models/{model}/versions/{version}/ready")
     async def model_ready_version(model: str, version: str) -> Response:
-        return await model_ready_impl(model)
+        return await model_ready_impl(model, version)
 
     @api.post("/v2/models/{model}/infer")
     async def infer(model: str, request: Request) -> Response:
@@ -140,7 +149,7 @@ def add_oip_routes(api: FastAPI, app: ReplicaApp) -> None:
 
     @api.post("/v2/models/{model}/versions/{version}/infer")
     async def infer_version(model: str, version: str, request: Request) -> Response:
-        check_model(model)
+        check_model(model, version)
         return await handle_infer(app, request)
 
 
