@@ -122,3 +122,29 @@ def test_nulls_and_unseen_categories_agree_with_load_model(tmp_path: Path) -> No
     np.testing.assert_allclose(
         predict(runtime, [{"a": None, "b": 1.0}]), load_model(folder)([{"a": None, "b": 1.0}]), atol=1e-6
     )
+
+
+def test_a_rows_features_do_not_depend_on_its_batch(tmp_path: Path) -> None:
+    """A number sent for a category is its text ("3"), even batched with a null (pandas would make
+    the column float: "3.0", another category)."""
+    frame = pd.DataFrame({"size": [1.0, 2.0, 3.0], "zone": ["3", "4", "3"]})
+    pre = Preprocessor.fit(frame, ["size", "zone"])
+    sig = {"inputs": [{"name": "size", "dtype": "float64"}, {"name": "zone", "dtype": "string"}]}
+    config = {
+        "task": "tabular-classification",
+        "preprocessing": pre.to_config(),
+        "signature": sig,
+        "labels": [0, 1],
+    }
+    folder, _ = mlp_folder(tmp_path, pre.width, [4], 2, config, seed=6, scale=1.0)
+    runtime, model = served(folder), load_model(folder)
+    alone = model.features([{"size": 1.0, "zone": 3}])
+    batched = model.features([{"size": 1.0, "zone": 3}, {"size": 2.0, "zone": None}])
+    assert batched[0].tolist() == alone[0].tolist() and alone[0, 1:].tolist() == [1.0, 0.0]
+    together = runtime.run_batch(
+        [runtime.prepare([{"size": 1.0, "zone": 3}]), runtime.prepare([{"size": 2.0, "zone": None}])]
+    )
+    assert together == [
+        model([{"size": 1.0, "zone": 3}]).tolist(),
+        model([{"size": 2.0, "zone": None}]).tolist(),
+    ]

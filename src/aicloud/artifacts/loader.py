@@ -31,7 +31,7 @@ from torch import nn
 from aicloud.artifacts.architectures import build_model
 from aicloud.artifacts.format import CLASSIFICATION_TASKS, ONNX, WEIGHTS, read_config
 from aicloud.artifacts.inputs import tensor_inputs, tensors_from_rows
-from aicloud.artifacts.preprocess import LabelEncoder, Preprocessor, TargetScaler
+from aicloud.artifacts.preprocess import LabelEncoder, Preprocessor, TargetScaler, records_frame
 from aicloud.errors import InvalidDataError, ValidationError
 
 TableRows = pd.DataFrame | Sequence[Mapping[Any, Any]] | np.ndarray | Sequence[Sequence[Any]]
@@ -103,7 +103,7 @@ class LoadedModel:
                     "inputs", f"expected {len(names)} values per row (in signature order), got {arr.shape[1]}"
                 )
             return pd.DataFrame(arr, columns=names)
-        return pd.DataFrame(list(rows))
+        return records_frame(rows)
 
     def features(self, rows: Rows) -> Features:
         """The model's input tensor (as numpy) for raw rows: preprocessing applied, reshaped; for a

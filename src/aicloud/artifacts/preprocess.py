@@ -18,7 +18,7 @@ rows by :func:`aicloud.artifacts.loader.load_model` and by the serving runtime, 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -203,6 +203,15 @@ class Preprocessor:
             image_shape=[int(s) for s in config["image_shape"]] if config.get("image_shape") else None,
             image_norm=[float(x) for x in config["image_norm"]] if config.get("image_norm") else None,
         )
+
+
+def records_frame(rows: Iterable[Any]) -> pd.DataFrame:
+    """Rows as objects → a frame of ``object`` columns: each value stays as sent, not coerced with the
+    other rows of its batch (``3`` next to a null would become ``3.0``, another category), so a row's
+    features never depend on its neighbours. ``load_model`` and the serving runtime both use it."""
+    import pandas as pd
+
+    return pd.DataFrame(list(rows), dtype=object)
 
 
 def _scaled(values: np.ndarray, mean: Any, std: Any) -> np.ndarray:

@@ -39,7 +39,7 @@ import pydantic_core
 
 from aicloud.artifacts.format import CLASSIFICATION_TASKS, read_config
 from aicloud.artifacts.inputs import bad_input, tensor_inputs, tensors_from_rows, zeros
-from aicloud.artifacts.preprocess import Preprocessor
+from aicloud.artifacts.preprocess import Preprocessor, records_frame
 
 NUMERIC_DTYPES = {
     "bool",
@@ -394,10 +394,7 @@ class ArtifactRuntime:
         import pandas as pd
 
         names = self._input_names
-        if isinstance(rows, np.ndarray):
-            frame = pd.DataFrame(rows, columns=names)
-        else:
-            frame = pd.DataFrame(list(rows))
+        frame = pd.DataFrame(rows, columns=names) if isinstance(rows, np.ndarray) else records_frame(rows)
         if self._pre is not None:
             x = self._pre.transform(frame)
         else:

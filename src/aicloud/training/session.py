@@ -362,8 +362,10 @@ def save_model(
     """Save a model and, inside a job, register it as a new model version; returns the version JSON.
 
     Built-in aicloud architectures are saved as safetensors + config.json; any other ``nn.Module`` is
-    exported to ONNX, which needs ``example_input`` (one batch of its input) or a ``signature`` with
-    inputs. ``name`` defaults to the job spec's ``model_name``, else the job name.
+    exported to ONNX, which needs ``example_input`` (one batch of its input, e.g. ``X[:2]``; for a
+    ``forward`` of several tensors a dict of them by parameter name) or a ``signature`` with inputs.
+    Its endpoint then takes rows of the input's shape, or objects of named tensors (docs/serving.md).
+    ``name`` defaults to the job spec's ``model_name``, else the job name.
     """
     return session().save_model(
         module, signature, example_input=example_input, name=name, config=config, metrics=metrics
