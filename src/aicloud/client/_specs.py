@@ -12,6 +12,8 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+from aicloud.errors import ValidationError
+
 __all__ = ["TERMINAL", "dataset_ref", "pack_code"]
 
 #: A job (or sweep) in one of these states has ended.
@@ -28,6 +30,8 @@ def dataset_ref(value: Any) -> str:
 def pack_code(path: str | os.PathLike[str]) -> bytes:
     """A file or a folder as a .tar.gz (paths relative to it; caches and VCS folders left out)."""
     root = Path(path)
+    if not root.exists():
+        raise ValidationError.field("code", f"{root} does not exist; give the file or folder of your code")
     buf = io.BytesIO()
     skip = {".git", "__pycache__", ".venv", ".mypy_cache", ".pytest_cache"}
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
