@@ -63,6 +63,7 @@ def test_a_service_whose_setup_raises_fails_the_deployment_at_once(
 
     shown = run_cli(server, "deploy", "show", "ff-broken")
     assert "failed" in shown.stdout and "weights.bin is missing" in shown.stdout
+    assert "[aicloud replica] could not start: RuntimeError" in shown.stdout  # printed, not markup
     out = run_cli(server, "deploy", "logs", "ff-broken")
     assert f"replica {failed.id}" in out.stdout and "RuntimeError: weights.bin is missing" in out.stdout
     as_json = json.loads(run_cli(server, "deploy", "show", "ff-broken", "-o", "json").stdout)

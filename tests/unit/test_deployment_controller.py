@@ -15,6 +15,7 @@ from aicloud.config import Settings
 from aicloud.controllers.deployments import DeploymentController
 from aicloud.controllers.replicas import ReplicaKeys
 from aicloud.entities.serving import Deployment, DeploymentStatus, Replica, ReplicaState
+from aicloud.errors import NotFoundError
 from aicloud.executors.base import LaunchRequest
 from aicloud.gateway.registry import Endpoint, EndpointRegistry
 from aicloud.store.base import MetadataStore
@@ -580,6 +581,24 @@ def test_a_replica_whose_poll_keeps_failing_is_lost(h: Harness) -> None:
     h.tick()
     (fresh,) = h.replicas(d)
     assert fresh.id != r.id
+
+
+def test_a_kept_failed_row_does_not_hold_a_scale_to_zero_or_a_delete(h: Harness) -> None:
+    d = h.create(min_replicas=0, max_replicas=1, idle_timeout_s=60)
+    h.all_ready = True
+    h.tick(2)
+    (crashed,) = h.replicas(d)
+    h.executor.finish(crashed.id, 1, log="Segmentation fault\n")  # a ready replica crashed
+    h.tick(2)
+    assert [r.id for r in h.failed_rows(d)] == [crashed.id]
+    assert h.get(d).status == DeploymentStatus.READY  # a crash while serving is not a failed start
+    h.now += 61
+    h.tick(3)
+    assert h.replicas(d) == [] and h.get(d).status == DeploymentStatus.SCALED_TO_ZERO
+    h.deployments.set_status(d.id, DeploymentStatus.DELETING)
+    h.tick()
+    with pytest.raises(NotFoundError):
+        h.get(d)  # deleted, the failed row with it
 
 
 # --- delete, restart, stop --------------------------------------------------------------------

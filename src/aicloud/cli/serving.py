@@ -32,8 +32,8 @@ def render_deployment(d: Deployment) -> None:
     )
     for r in info.replicas:
         console.print(f"    {r.id} gen {r.generation} {r.state.value}")
-    if info.message:
-        console.print(f"  [red]{info.message}[/]", markup=True)
+    if info.message:  # not markup: a replica's log lines hold brackets ("[aicloud replica] ...")
+        console.print("  " + info.message, style="red", markup=False, highlight=False)
 
 
 @deploy_app.command("create")
@@ -182,6 +182,9 @@ def predict(
     ),
 ) -> None:
     """Send rows to a deployment's /predict and print the outputs as JSON."""
-    data: Any = json.loads(input.read_text())
+    try:
+        data: Any = json.loads(input.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f'{input} is not JSON ({exc}); give {{"inputs": [...]}} or a list of rows') from None
     rows = data["inputs"] if isinstance(data, dict) and "inputs" in data else data
     print_json({"outputs": client().deployments.get(name).predict(rows)})

@@ -65,7 +65,7 @@ def render_trials(sweep: Sweep, trials: SweepTrialsOut) -> None:
     if info.model_version_id:
         console.print(f"  model version {info.model_version_id}")
     if info.message and info.status.value == "failed":
-        console.print(f"[red]{info.message}[/]", markup=True, highlight=False)
+        console.print(info.message, style="red", markup=False, highlight=False)
 
 
 def _load(file: Path) -> tuple[dict[str, Any], str | None, int]:
