@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from aicloud.cli.common import Output, OutputOpt, client, console, emit, print_json, table
+from aicloud.cli.common import Output, OutputOpt, UsageError, client, console, emit, print_json, table
 from aicloud.client import Deployment
 
 deploy_app = typer.Typer(
