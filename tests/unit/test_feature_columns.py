@@ -51,4 +51,4 @@ def test_shaped_columns_flatten_and_shape_images() -> None:
     npz = [{"name": "X", "dtype": "float32", "shape": [2, 2]}, {"name": "i", "dtype": "int64"}]
     assert frame_columns(npz, ["X"]) == ["X_0_0", "X_0_1", "X_1_0", "X_1_1"]
     assert frame_columns(npz, ["i", "X"]) == ["X_0_0", "X_0_1", "X_1_0", "X_1_1", "i"]
-    assert image_shape_of(npz + [{"name": "y", "dtype": "int64"}], "y", ["X"]) == [2, 2]
+    assert image_shape_of([*npz, {"name": "y", "dtype": "int64"}], "y", ["X"]) == [2, 2]
