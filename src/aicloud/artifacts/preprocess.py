@@ -216,7 +216,10 @@ def records_frame(rows: Iterable[Any]) -> pd.DataFrame:
 
 def _scaled(values: np.ndarray, mean: Any, std: Any) -> np.ndarray:
     """``(values - mean) / std``, a missing (NaN) value at 0: the train mean."""
-    return np.nan_to_num((values - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)
+    out = (values - mean) / std
+    if np.isfinite(out).all():  # the common case: no copy (nan_to_num costs ~35 us a call)
+        return out
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _finite(value: float, default: float) -> float:
