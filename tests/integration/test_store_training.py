@@ -25,7 +25,7 @@ from aicloud.errors import ConflictError, NotFoundError
 from aicloud.store import MetadataStore, open_store
 from aicloud.store.sql import migrate
 from aicloud.store.sql.session import create_db_engine, writer
-from aicloud.store.training import BlobRefStore, JobStore, RunStore
+from aicloud.store.training import BlobRefStore, JobStore, RunFilter, RunStore
 from aicloud.testing.stores import InMemoryBlobRefStore, InMemoryJobStore, InMemoryRunStore
 
 from store_fixtures import (  # noqa: F401  (pytest finds the fixtures: store, store_url, ...)
@@ -313,6 +313,30 @@ def test_run_crud(tracking: Tracking) -> None:
     finished = tracking.runs.finish(ws, run.id, RunStatus.SUCCEEDED)
     assert finished.status == RunStatus.SUCCEEDED and finished.finished_at is not None
     assert tracking.runs.get(ws, run.id) == finished
+
+
+def test_run_list_filters_sorts_by_a_metric_and_pages(tracking: Tracking) -> None:
+    ws = tracking.workspace("alpha")
+    a = tracking.jobs.create(workspace_id=ws, name="mlp-a", kind=JobKind.TRAIN, spec={"model_name": "digits"})
+    b = tracking.jobs.create(workspace_id=ws, name="mlp-b", kind=JobKind.TRAIN, spec={"model_name": "other"})
+    runs = [tracking.runs.create(workspace_id=ws, job_id=j.id, name=j.name) for j in (a, a, b)]
+    for run, loss in zip(runs, (0.5, 0.2, 0.9), strict=True):
+        tracking.runs.log_metrics(ws, run.id, [MetricPoint("eval_loss", 1, loss, 1.0)])
+    bare = tracking.runs.create(workspace_id=ws, job_id=None, name="notebook")
+    tracking.runs.finish(ws, runs[0].id, RunStatus.SUCCEEDED)
+
+    def ids(**where: Any) -> list[str]:
+        limit = where.pop("limit", 100)
+        return [r.id for r in tracking.runs.list(ws, limit=limit, where=RunFilter(**where))]
+
+    assert ids(model="digits") == [runs[1].id, runs[0].id]
+    assert ids(job="mlp-b") == ids(job=b.id) == [runs[2].id]
+    assert ids(status=RunStatus.SUCCEEDED) == [runs[0].id]
+    assert ids(metric="eval_loss") == [runs[1].id, runs[0].id, runs[2].id, bare.id]  # without it: last
+    assert ids(metric="eval_loss", descending=True) == [runs[2].id, runs[0].id, runs[1].id, bare.id]
+    assert ids(metric="eval_loss", offset=1, limit=2) == [runs[0].id, runs[2].id]
+    assert ids(model="digits", status=RunStatus.RUNNING) == [runs[1].id]
+    assert ids(model="nope") == [] and ids(job="nope") == []
 
 
 def test_metrics_summary_and_history(tracking: Tracking) -> None:

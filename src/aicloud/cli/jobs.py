@@ -1,8 +1,7 @@
-"""``aicloud job ...``, ``aicloud run ...`` and ``aicloud model ...``."""
+"""``aicloud job ...`` and ``aicloud model ...`` (``aicloud run ...`` is ``cli/runs.py``)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from aicloud.cli.common import (
     emit,
     fmt_num,
     int_field,
-    print_json,
     read_spec_file,
     table,
 )
@@ -26,7 +24,6 @@ from aicloud.client.jobs import Job
 job_app = typer.Typer(
     help="Training jobs and your own code, queued and run by the control plane.", no_args_is_help=True
 )
-run_app = typer.Typer(help="Tracked runs: params and metrics.", no_args_is_help=True)
 model_app = typer.Typer(help="The model registry: versions, aliases, lineage.", no_args_is_help=True)
 
 
@@ -166,41 +163,6 @@ def job_wait(job_id: str, timeout: float | None = None) -> None:
     render_job(j)
     if j.status != "succeeded":
         raise typer.Exit(1)
-
-
-@run_app.command("show")
-def run_show(run_id: str, output: Output = OutputOpt) -> None:
-    run = client().runs.get(run_id)
-
-    def render(_: Any) -> None:
-        console.print(f"[bold]{run.name}[/] {run.id} {run.status.value}")
-        console.print(
-            table("params", ["param", "value"], [[k, json.dumps(v)] for k, v in run.params.items()])
-        )
-        console.print(
-            table(
-                "metrics (last value)",
-                ["metric", "value"],
-                [[k, fmt_num(v)] for k, v in sorted(run.summary.items())],
-            )
-        )
-
-    emit(run, output, render)
-
-
-@run_app.command("compare")
-def run_compare(run_ids: list[str], output: Output = OutputOpt) -> None:
-    """Params and final metrics of several runs side by side."""
-    frame = client().runs.compare(run_ids)
-    if output is Output.json:
-        print_json(json.loads(frame.reset_index().to_json(orient="records")))
-        return
-    cols = ["run_id", *frame.columns]
-    rows = [
-        [idx, *(fmt_num(v) for v in r)]
-        for idx, r in zip(frame.index, frame.itertuples(index=False), strict=True)
-    ]
-    console.print(table("runs", cols, rows))
 
 
 @model_app.command("list")

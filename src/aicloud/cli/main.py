@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from aicloud import __version__
-from aicloud.cli import datasets, demo, jobs, local, resources, serving, sweeps, usage
+from aicloud.cli import datasets, demo, jobs, local, resources, runs, serving, sweeps, usage
 from aicloud.cli.common import err_console, run
 from aicloud.errors import AicloudError
 
@@ -31,7 +31,7 @@ app.add_typer(sweeps.sweep_app, name="sweep")
 app.add_typer(serving.deploy_app, name="deploy")
 app.command("predict")(serving.predict)
 app.command("usage")(usage.usage)
-app.add_typer(jobs.run_app, name="run")
+app.add_typer(runs.run_app, name="run")
 app.add_typer(jobs.model_app, name="model")
 app.add_typer(admin_app, name="admin")
 admin_app.command("rotate-key")(resources.rotate_key)

@@ -52,8 +52,29 @@ class RunsAPI:
             rows.append(row)
         return pd.DataFrame(rows).set_index("run_id")
 
-    def list(self, job_id: str | None = None, limit: int = 100) -> list[RunOut]:
-        params: dict[str, Any] = {"limit": limit, **({"job_id": job_id} if job_id else {})}
+    def list(
+        self,
+        job_id: str | None = None,
+        limit: int = 100,
+        *,
+        job: str | None = None,
+        model: str | None = None,
+        status: str | None = None,
+        metric: str | None = None,
+        order: str = "best",
+        offset: int = 0,
+    ) -> list[RunOut]:
+        """Runs, newest first; the server filters and pages.
+
+        ``job`` is a job id or name; ``model`` keeps the runs that train that model (or
+        registered a version of it); ``status`` is running, succeeded, failed or cancelled.
+        ``metric`` orders by that metric's last value, best first (highest for accuracy-like
+        names, lowest otherwise; ``order="asc"`` or ``"desc"`` to choose), runs without it last.
+        ``offset`` skips that many runs (the next page is ``offset + limit``).
+        """
+        given = {"job_id": job_id, "job": job, "model": model, "status": status, "metric": metric}
+        params: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        params.update(limit=limit, offset=offset, order=order)
         return [RunOut.model_validate(r) for r in self._client._transport.json("GET", RUNS, params=params)]
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:

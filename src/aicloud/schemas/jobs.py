@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Literal
 
@@ -70,6 +71,27 @@ class RunOut(_Out):
     summary: dict[str, float] = Field(default_factory=dict)
     created_at: datetime
     finished_at: datetime | None = None
+
+
+_HIGHER = ("accuracy", "acc", "r2", "f1", "auc", "precision", "recall", "per_second", "throughput")
+_LOWER = ("loss", "error", "rmse", "mae", "mse", "seconds", "latency", "perplexity")
+
+
+def metric_goal(name: str) -> Literal["max", "min"] | None:
+    """Whether higher (``max``) or lower (``min``) is better for a metric, judged by the words
+    of its name (``eval_accuracy``: max, ``train_loss``: min), or None when the name says
+    neither (``epoch``)."""
+    text = "_" + "_".join(re.split(r"[^a-z0-9]+", name.lower())) + "_"
+    if any(f"_{word}_" in text for word in _HIGHER):
+        return "max"
+    if any(f"_{word}_" in text for word in _LOWER):
+        return "min"
+    return None
+
+
+RunOrder = Literal["best", "asc", "desc"]
+"""How ``GET /runs?metric=`` orders: best first (by ``metric_goal``; lowest first when the
+name says neither), ascending or descending."""
 
 
 class ParamsIn(BaseModel):

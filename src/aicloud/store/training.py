@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import builtins
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -119,6 +120,25 @@ class JobStore(abc.ABC):
         """Set ``cancel_requested``; a pending job becomes ``cancelled`` at once."""
 
 
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs ``RunStore.list`` returns and in what order (every field optional).
+
+    ``job`` is a job id or a job name; ``model`` keeps the runs of jobs that train that model
+    (the spec's ``model_name``) or that registered a version of it. ``metric`` orders by the
+    last value of that metric (ascending, or descending with ``descending``), runs without it
+    (or whose last value was not finite) last; without it, newest first. ``offset`` skips that
+    many runs of the ordered result (pages).
+    """
+
+    job: str | None = None
+    model: str | None = None
+    status: RunStatus | None = None
+    metric: str | None = None
+    descending: bool = False
+    offset: int = 0
+
+
 class RunStore(abc.ABC):
     @abc.abstractmethod
     def create(
@@ -129,8 +149,15 @@ class RunStore(abc.ABC):
     def get(self, workspace_id: str, run_id: str) -> Run: ...
 
     @abc.abstractmethod
-    def list(self, workspace_id: str, *, job_id: str | None = None, limit: int = 100) -> builtins.list[Run]:
-        """Newest first."""
+    def list(
+        self,
+        workspace_id: str,
+        *,
+        job_id: str | None = None,
+        limit: int = 100,
+        where: RunFilter | None = None,
+    ) -> builtins.list[Run]:
+        """Newest first, or as ``where`` orders them; ``where`` filters in the query."""
 
     @abc.abstractmethod
     def log_params(self, workspace_id: str, run_id: str, params: dict[str, Any]) -> Run:

@@ -25,7 +25,7 @@ from typing import Any
 from aicloud.entities import BlobOwner, Job, JobKind, JobStatus, MetricPoint, Run, RunStatus
 from aicloud.errors import NotFoundError
 from aicloud.store.sql.session import json_normalize
-from aicloud.store.training import BlobRefStore, JobStore, RunStore
+from aicloud.store.training import BlobRefStore, JobStore, RunFilter, RunStore
 
 __all__ = ["InMemoryBlobRefStore", "InMemoryJobStore", "InMemoryRunStore"]
 
@@ -248,6 +248,11 @@ class _RunState:
     points: builtins.list[tuple[str, int, float, float | None, int]] = dataclasses.field(default_factory=list)
 
 
+def _last(state: _RunState, where: RunFilter) -> float | None:
+    last = state.last.get(where.metric or "")
+    return None if last is None else last[2]
+
+
 class InMemoryRunStore(RunStore):
     """A thread-safe RunStore in a dict; see the module docstring."""
 
@@ -294,15 +299,42 @@ class InMemoryRunStore(RunStore):
         with self._lock:
             return self._out(self._find(workspace_id, run_id))
 
-    def list(self, workspace_id: str, *, job_id: str | None = None, limit: int = 100) -> builtins.list[Run]:
+    def list(
+        self,
+        workspace_id: str,
+        *,
+        job_id: str | None = None,
+        limit: int = 100,
+        where: RunFilter | None = None,
+    ) -> builtins.list[Run]:
+        where = where or RunFilter()
         with self._lock:
             states = [
                 state
                 for state in self._runs.values()
-                if state.run.workspace_id == workspace_id and (job_id is None or state.run.job_id == job_id)
+                if state.run.workspace_id == workspace_id
+                and (job_id is None or state.run.job_id == job_id)
+                and (where.status is None or state.run.status == where.status)
+                and self._matches(state.run, where)
             ]
             states.sort(key=lambda state: (state.run.created_at, state.run.id), reverse=True)
-            return [self._out(state) for state in states[:limit]]
+            if where.metric is not None:
+                # Stable sorts: by the metric's last value, runs without one last, newest first on ties.
+                states.sort(key=lambda state: _last(state, where) or 0.0, reverse=where.descending)
+                states.sort(key=lambda state: _last(state, where) is None)
+            return [self._out(state) for state in states[where.offset :][:limit]]
+
+    def _matches(self, run: Run, where: RunFilter) -> bool:
+        """``where``'s job and model filters, through the job store (no model store here: a
+        model matches the job spec's ``model_name`` only)."""
+        if where.job is None and where.model is None:
+            return True
+        job = None
+        if run.job_id is not None and self._jobs is not None:
+            job = self._jobs.get(run.workspace_id, run.job_id)
+        if where.job is not None and where.job not in (run.job_id, job and job.name):
+            return False
+        return where.model is None or (job is not None and job.spec.get("model_name") == where.model)
 
     def log_params(self, workspace_id: str, run_id: str, params: dict[str, Any]) -> Run:
         with self._lock:

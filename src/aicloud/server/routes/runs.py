@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from aicloud.entities import MetricPoint, RunStatus
+from aicloud.errors import ValidationError
 from aicloud.schemas.jobs import (
     MetricsCount,
     MetricSeries,
@@ -16,10 +18,13 @@ from aicloud.schemas.jobs import (
     ParamsIn,
     RunCreate,
     RunFinish,
+    RunOrder,
     RunOut,
+    metric_goal,
 )
 from aicloud.server.deps import Member, State, Viewer
 from aicloud.server.services.names import check_id
+from aicloud.store.training import RunFilter
 
 router = APIRouter(tags=["runs"])
 
@@ -36,11 +41,38 @@ def runs_create(body: RunCreate, principal: Member, state: State) -> RunOut:
     return RunOut.model_validate(run)
 
 
+_METRIC_NAME = re.compile(r"[A-Za-z0-9_./:-]{1,200}")
+
+
 @router.get("/runs", response_model=list[RunOut])
 def runs_list(
-    principal: Viewer, state: State, job_id: str | None = None, limit: int = Query(default=100, ge=1, le=1000)
+    principal: Viewer,
+    state: State,
+    job_id: str | None = None,
+    job: str | None = Query(default=None, max_length=255, description="a job id or a job name"),
+    model: str | None = Query(
+        default=None, max_length=255, description="runs that train this model or registered a version of it"
+    ),
+    status: RunStatus | None = None,
+    metric: str | None = Query(
+        default=None, max_length=200, description="order by this metric's last value (runs without it last)"
+    ),
+    order: RunOrder = Query(default="best", description="with metric: best first, asc or desc"),
+    limit: int = Query(default=100, ge=1, le=1000),
+    offset: int = Query(default=0, ge=0, le=1_000_000),
 ) -> list[RunOut]:
-    runs = state.store.runs.list(principal.workspace.id, job_id=job_id, limit=limit)
+    """Runs, newest first or by a metric's last value; the filters and the page apply in the query."""
+    if metric is not None and not _METRIC_NAME.fullmatch(metric):
+        raise ValidationError.field(
+            "metric", "sorting works on metric names of letters, digits and _ . / : - only; list without it"
+        )
+    descending = order == "desc" or (order == "best" and metric is not None and metric_goal(metric) == "max")
+    where = RunFilter(
+        job=job, model=model, status=status, metric=metric, descending=descending, offset=offset
+    )
+    if job_id is not None:
+        check_id(job_id, "job_id")
+    runs = state.store.runs.list(principal.workspace.id, job_id=job_id, limit=limit, where=where)
     return [RunOut.model_validate(r) for r in runs]
 
 

@@ -18,7 +18,7 @@ from itertools import groupby
 from operator import itemgetter
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, insert, select
+from sqlalchemy import Select, Table, insert, or_, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -26,8 +26,8 @@ from aicloud.entities import MetricPoint, Run, RunStatus
 from aicloud.errors import NotFoundError
 from aicloud.store.sql import ids
 from aicloud.store.sql.session import Database, json_normalize
-from aicloud.store.sql.tables import JobRow, MetricRow, RunRow
-from aicloud.store.training import RunStore
+from aicloud.store.sql.tables import JobRow, MetricRow, ModelRow, ModelVersionRow, RunRow
+from aicloud.store.training import RunFilter, RunStore
 
 RUN_PREFIX = "run"
 
@@ -81,6 +81,30 @@ def _driver_rows(session: Session, statement: Select[Any]) -> builtins.list[Any]
         cursor.close()
 
 
+def _filtered(query: Select[Any], workspace_id: str, where: RunFilter) -> Select[Any]:
+    """``query`` over runs narrowed by ``where``'s job, model and status."""
+    if where.status is not None:
+        query = query.where(RunRow.status == where.status.value)
+    if where.job is not None:
+        named = select(JobRow.id).where(JobRow.workspace_id == workspace_id, JobRow.name == where.job)
+        query = query.where(or_(RunRow.job_id == where.job, RunRow.job_id.in_(named)))
+    if where.model is not None:
+        trains = select(JobRow.id).where(
+            JobRow.workspace_id == workspace_id, JobRow.spec["model_name"].as_string() == where.model
+        )
+        registered = (
+            select(ModelVersionRow.id)
+            .join(ModelRow, ModelRow.id == ModelVersionRow.model_id)
+            .where(
+                ModelRow.workspace_id == workspace_id,
+                ModelRow.name == where.model,
+                ModelVersionRow.lineage["run_id"].as_string() == RunRow.id,
+            )
+        )
+        query = query.where(or_(RunRow.job_id.in_(trains), registered.exists()))
+    return query
+
+
 def _find(session: Session, workspace_id: str, run_id: str, *, lock: bool = False) -> RunRow:
     query = select(RunRow).where(RunRow.id == run_id, RunRow.workspace_id == workspace_id)
     row = session.scalar(query.with_for_update() if lock else query)
@@ -122,12 +146,27 @@ class SqlRunStore(RunStore):
     def get(self, workspace_id: str, run_id: str) -> Run:
         return self._db.run(lambda session: _entity(_find(session, workspace_id, run_id)), write=False)
 
-    def list(self, workspace_id: str, *, job_id: str | None = None, limit: int = 100) -> builtins.list[Run]:
+    def list(
+        self,
+        workspace_id: str,
+        *,
+        job_id: str | None = None,
+        limit: int = 100,
+        where: RunFilter | None = None,
+    ) -> builtins.list[Run]:
+        where = where or RunFilter()
+
         def tx(session: Session) -> builtins.list[Run]:
-            query = select(RunRow).where(RunRow.workspace_id == workspace_id)
+            query = _filtered(select(RunRow).where(RunRow.workspace_id == workspace_id), workspace_id, where)
             if job_id is not None:
                 query = query.where(RunRow.job_id == job_id)
-            query = query.order_by(RunRow.created_at.desc(), RunRow.id.desc()).limit(limit)
+            order: builtins.list[Any] = []
+            if where.metric is not None:
+                # The last value kept in the summary: [step, timestamp, value].
+                last = RunRow.summary[(where.metric, 2)].as_float()
+                order += [last.is_(None), last.desc() if where.descending else last.asc()]
+            order += [RunRow.created_at.desc(), RunRow.id.desc()]
+            query = query.order_by(*order).offset(where.offset).limit(limit)
             return [_entity(row) for row in session.scalars(query)]
 
         return self._db.run(tx, write=False)
