@@ -114,8 +114,12 @@ def test_run_list_show_and_compare_after_two_trainings(
     assert [r.id for r in client.runs.list(model=model, status="succeeded", limit=1)] == [run_ids[1]]
 
 
-def test_run_list_refuses_a_metric_it_cannot_sort_by(server: ServerProcess, client: Client) -> None:
+def test_run_list_refuses_a_metric_it_cannot_sort_by_and_a_missing_run_says_what_next(
+    server: ServerProcess, client: Client
+) -> None:
     with pytest.raises(ValidationError, match="metric"):
         client.runs.list(metric='a"b')
     bad = cli(server, "run", "list", "--metric", "a b", check=False)
     assert bad.returncode == 1 and "validation_error" in bad.stderr
+    missing = cli(server, "run", "show", "run_00000000000000000000", check=False)
+    assert missing.returncode == 1 and "not_found" in missing.stderr and "aicloud run list" in missing.stderr

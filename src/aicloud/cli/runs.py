@@ -31,6 +31,7 @@ from aicloud.cli.runview import (
     sparkline,
 )
 from aicloud.entities import RunStatus
+from aicloud.errors import NotFoundError
 from aicloud.schemas.jobs import RunOut
 
 run_app = typer.Typer(
@@ -56,6 +57,21 @@ def _when(run: RunOut) -> str:
 
 def _nan_none(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else value
+
+
+def _get(run_id: str) -> RunOut:
+    """The run, or a not-found error that says where run ids are listed."""
+    try:
+        return client().runs.get(run_id)
+    except NotFoundError as exc:
+        raise NotFoundError(f"{exc.message}; `aicloud run list` shows the workspace's runs") from None
+
+
+def _jsonable(run: RunOut) -> dict[str, Any]:
+    """A run as JSON, a metric whose last value was not finite as null (JSON has no NaN)."""
+    out: dict[str, Any] = to_jsonable(run)
+    out["summary"] = {k: _nan_none(v) for k, v in run.summary.items()}
+    return out
 
 
 @run_app.command("list")
@@ -103,7 +119,7 @@ def run_list(
         if len(runs) == limit:
             console.print(f"[dim]more may follow: --offset {offset + limit}[/]")
 
-    emit(runs, output, render)
+    emit([_jsonable(r) for r in runs], output, render)
 
 
 @run_app.command("show")
@@ -112,12 +128,11 @@ def run_show(run_id: str = typer.Argument(..., help=RUN_ID_HELP), output: Output
 
     The curve is a sparkline of the metric over its steps, lowest ▁ to highest █.
     """
-    c = client()
-    run = c.runs.get(run_id)
-    series = c.runs.metrics(run.id)
+    run = _get(run_id)
+    series = client().runs.metrics(run.id)
     stats = [metric_stats(name, s["steps"], s["values"]) for name, s in series.items()]
     if output is Output.json:
-        print_json({**to_jsonable(run), "metrics": {s.name: s for s in stats}})
+        print_json({**_jsonable(run), "metrics": {s.name: s for s in stats}})
         return
     console.print(f"[bold]{run.name}[/] {run.id}  [bold]{run.status.value}[/]")
     finished = f"  finished {run.finished_at:%Y-%m-%d %H:%M}" if run.finished_at else ""
@@ -180,8 +195,7 @@ def run_compare(
 
     Runs that do not fit the terminal's width go on in a next table.
     """
-    c = client()
-    runs = [c.runs.get(run_id) for run_id in run_ids]
+    runs = [_get(run_id) for run_id in run_ids]
     if output is Output.json:
         print_json(_compare_records(runs))
         return
