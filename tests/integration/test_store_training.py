@@ -441,6 +441,17 @@ def test_runs_are_isolated_by_workspace(tracking: Tracking) -> None:
     assert len(tracking.runs.metric_history(ws, run.id)) == 1
 
 
+def test_run_list_by_model_finds_the_runs_that_registered_a_version(store: MetadataStore) -> None:
+    ws = store.workspaces.create("models-of-runs").id
+    job = _job(store, ws)  # a spec without model_name: the model comes from the session's save_model
+    run = store.runs.create(workspace_id=ws, job_id=job.id, name="custom")
+    store.runs.create(workspace_id=ws, job_id=None, name="other")
+    _version(store, ws, name="custom-net", lineage={"job_id": job.id, "run_id": run.id})
+    assert [r.id for r in store.runs.list(ws, where=RunFilter(model="custom-net"))] == [run.id]
+    other = store.workspaces.create("models-of-runs-2").id
+    assert store.runs.list(other, where=RunFilter(model="custom-net")) == []
+
+
 def test_metric_history_of_100k_points(store: MetadataStore) -> None:
     """Timing is printed, not asserted (the contract is well under 300 ms on SQLite)."""
     ws = store.workspaces.create("alpha")
