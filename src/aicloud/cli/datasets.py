@@ -44,7 +44,9 @@ def render_version(v: DatasetVersion, max_columns: int = 20) -> None:
 @app.command("upload")
 def upload(
     name: str = typer.Argument(..., help="dataset name; an existing name gets a new version"),
-    file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
+    file: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, readable=True, help="the file: CSV, Parquet, NPZ or JSON Lines"
+    ),
     format: str | None = typer.Option(None, help="csv, parquet, npz or jsonl (default: from the file name)"),
     output: Output = OutputOpt,
 ) -> None:
@@ -81,7 +83,7 @@ def show(ref: str = typer.Argument(..., help="NAME or NAME:VERSION"), output: Ou
 
 
 @app.command("versions")
-def versions(name: str, output: Output = OutputOpt) -> None:
+def versions(name: str = typer.Argument(..., help="the dataset"), output: Output = OutputOpt) -> None:
     """Every version of a dataset."""
     items = client().datasets.versions(name)
     emit(
@@ -139,7 +141,10 @@ def download(
 
 
 @app.command("delete")
-def delete(name: str, yes: bool = typer.Option(False, "--yes", "-y", help="do not ask")) -> None:
+def delete(
+    name: str = typer.Argument(..., help="the dataset"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask"),
+) -> None:
     """Delete a dataset and all its versions."""
     if not yes:
         typer.confirm(f"delete dataset {name!r} and all its versions?", abort=True)

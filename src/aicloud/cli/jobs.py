@@ -20,6 +20,7 @@ from aicloud.cli.common import (
     table,
 )
 from aicloud.client.jobs import Job
+from aicloud.errors import AicloudError, NotFoundError
 
 job_app = typer.Typer(
     help="Training jobs and your own code, queued and run by the control plane.", no_args_is_help=True
@@ -37,6 +38,31 @@ def _job_row(j: Job) -> list[Any]:
         info.reason or "",
         info.created_at.isoformat(timespec="seconds"),
     ]
+
+
+def find_job(ref: str) -> Job:
+    """A job by id (``job_…``) or by name: the newest job with that name."""
+    c = client()
+    if ref.startswith("job_"):
+        return c.jobs.get(ref)
+    named = [j for j in c.jobs.list(limit=1000) if j.info.name == ref]
+    if not named:
+        raise NotFoundError(
+            f"no job named or with id {ref!r} among the newest 1000; `aicloud job list` shows them"
+        )
+    return max(named, key=lambda j: j.info.created_at)
+
+
+JOB_REF_HELP = "a job id (job_…) or a job name (its newest job)"
+
+
+def model_version_label(version_id: str) -> str:
+    """``digits v2`` for a model version id (the id itself if it cannot be read)."""
+    try:
+        v = client().models.get_by_id(version_id)
+    except AicloudError:
+        return version_id
+    return f"{v.name} v{v.version}"
 
 
 def render_job(j: Job) -> None:
@@ -57,7 +83,7 @@ def render_job(j: Job) -> None:
             f"  checkpoint epoch {info.checkpoint.get('epoch')} ({info.checkpoint.get('digest', '')[:12]})"
         )
     if info.model_version_id:
-        console.print(f"  model version {info.model_version_id}")
+        console.print(f"  model {model_version_label(info.model_version_id)}")
     if info.usage:
         shown = {k: v for k, v in info.usage.items() if k not in ("cost", "currency", "prices")}
         console.print("  usage " + "  ".join(f"{k}={fmt_num(v)}" for k, v in shown.items()))
@@ -125,6 +151,7 @@ def job_list(
     status: str | None = typer.Option(None, help="pending, running, succeeded, failed, cancelled"),
     output: Output = OutputOpt,
 ) -> None:
+    """The workspace's jobs, newest first: id, name, kind, status."""
     jobs = client().jobs.list(status=status)
     emit(
         [j.info for j in jobs],
@@ -136,30 +163,36 @@ def job_list(
 
 
 @job_app.command("show")
-def job_show(job_id: str, output: Output = OutputOpt) -> None:
-    j = client().jobs.get(job_id)
+def job_show(job: str = typer.Argument(..., help=JOB_REF_HELP), output: Output = OutputOpt) -> None:
+    """One job: status, run, workers, checkpoint, the model it registered, usage and cost."""
+    j = find_job(job)
     emit(j.info, output, lambda _: render_job(j))
 
 
 @job_app.command("logs")
 def job_logs(
-    job_id: str, follow: bool = typer.Option(False, "-f", "--follow", help="stream until the job ends")
+    job: str = typer.Argument(..., help=JOB_REF_HELP),
+    follow: bool = typer.Option(False, "-f", "--follow", help="stream until the job ends"),
 ) -> None:
     """Print a job's log (stdout and stderr); -f follows it live."""
-    for text in client().jobs.get(job_id).iter_logs(follow=follow):
+    for text in find_job(job).iter_logs(follow=follow):
         typer.echo(text, nl=False)
 
 
 @job_app.command("cancel")
-def job_cancel(job_id: str) -> None:
+def job_cancel(job: str = typer.Argument(..., help=JOB_REF_HELP)) -> None:
     """Stop a job: SIGTERM to its process group, SIGKILL after the grace period."""
-    j = client().jobs.get(job_id).cancel()
+    j = find_job(job).cancel()
     console.print(f"cancel requested for {j.id} ({j.info.status.value})")
 
 
 @job_app.command("wait")
-def job_wait(job_id: str, timeout: float | None = None) -> None:
-    j = client().jobs.get(job_id).wait(timeout=timeout, progress=True)
+def job_wait(
+    job: str = typer.Argument(..., help=JOB_REF_HELP),
+    timeout: float | None = typer.Option(None, help="seconds to wait at most (default: no limit)"),
+) -> None:
+    """Wait for a job with a progress bar; exits 1 unless it succeeded."""
+    j = find_job(job).wait(timeout=timeout, progress=True)
     render_job(j)
     if j.status != "succeeded":
         raise typer.Exit(1)
@@ -167,6 +200,7 @@ def job_wait(job_id: str, timeout: float | None = None) -> None:
 
 @model_app.command("list")
 def model_list(output: Output = OutputOpt) -> None:
+    """Registered models: latest version and aliases."""
     models = client().models.list()
     emit(
         models,
@@ -188,6 +222,7 @@ def model_list(output: Output = OutputOpt) -> None:
 def model_show(
     ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS"), output: Output = OutputOpt
 ) -> None:
+    """One model version: metrics, inputs, outputs, files."""
     v = client().models.get(ref)
 
     def render(_: Any) -> None:
@@ -204,7 +239,11 @@ def model_show(
 
 
 @model_app.command("alias")
-def model_alias(name: str, alias: str, version: int) -> None:
+def model_alias(
+    name: str = typer.Argument(..., help="the model"),
+    alias: str = typer.Argument(..., help="the alias, e.g. production"),
+    version: int = typer.Argument(..., help="the version number (see `aicloud model list`)"),
+) -> None:
     """Point ALIAS (e.g. production) at VERSION of model NAME."""
     v = client().models.set_alias(name, alias, version)
     console.print(f"{name}@{alias} → v{v.version}")

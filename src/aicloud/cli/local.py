@@ -52,9 +52,21 @@ def _read_pid(settings: Settings) -> int | None:
         return None
 
 
-def up(timeout: float = typer.Option(60.0, help="seconds to wait for the server to answer")) -> None:
-    """Start the control plane in the background (no-op if one already answers)."""
+def up(
+    host: str | None = typer.Option(None, help="listen address (default 127.0.0.1, AICLOUD_HOST)"),
+    port: int | None = typer.Option(None, help="listen port (default 8420, AICLOUD_PORT)"),
+    timeout: float = typer.Option(60.0, help="seconds to wait for the server to answer"),
+) -> None:
+    """Start the control plane in the background (no-op if one already answers).
+
+    With --port or --host it listens there; point the CLI and SDK at it with AICLOUD_URL
+    (printed on start), as the credentials file keeps the URL of the first start.
+    """
     settings = Settings()
+    if host:
+        settings.host = host
+    if port:
+        settings.port = port
     url = f"http://{settings.host}:{settings.port}"
     if _healthy(url):
         console.print(f"aicloud is already running at {url}")
@@ -63,7 +75,16 @@ def up(timeout: float = typer.Option(60.0, help="seconds to wait for the server 
     log_fd = os.open(settings.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(log_fd, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "aicloud", "server"],
+            [
+                sys.executable,
+                "-m",
+                "aicloud",
+                "server",
+                "--host",
+                settings.host,
+                "--port",
+                str(settings.port),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -85,6 +106,8 @@ def up(timeout: float = typer.Option(60.0, help="seconds to wait for the server 
             raise typer.Exit(1)
         if _healthy(url):
             console.print(f"aicloud is up at {url} (pid {proc.pid}, log {settings.log_path})")
+            if host or port:
+                console.print(f"the CLI and SDK reach it with: export AICLOUD_URL={url}")
             return
         time.sleep(0.2)
     err_console.print(f"[red]the server did not answer within {timeout:.0f}s; see {settings.log_path}[/]")

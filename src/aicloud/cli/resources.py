@@ -17,7 +17,7 @@ workspace_app = typer.Typer(help="Workspaces (tenants).", no_args_is_help=True)
 
 @secret_app.command("create")
 def secret_create(
-    name: str,
+    name: str = typer.Argument(..., help="the secret's name: a job gets it as an env var of that name"),
     value: str | None = typer.Option(None, help="the value; default: read from stdin or prompt (hidden)"),
 ) -> None:
     """Create a secret. Prefer stdin or the prompt over --value (shell history keeps arguments)."""
@@ -49,14 +49,15 @@ def secret_list(output: Output = OutputOpt) -> None:
 
 
 @secret_app.command("delete")
-def secret_delete(name: str) -> None:
+def secret_delete(name: str = typer.Argument(..., help="the secret")) -> None:
+    """Delete a secret; jobs started later no longer get it."""
     client().secrets.delete(name)
     console.print(f"deleted secret {name}")
 
 
 @token_app.command("create")
 def token_create(
-    name: str,
+    name: str = typer.Argument(..., help="a name for the token (shown in usage by user)"),
     role: str = typer.Option("member", help="viewer, member or admin"),
     expires_in_days: int | None = typer.Option(None, help="days until it expires (default: never)"),
     output: Output = OutputOpt,
@@ -74,6 +75,7 @@ def token_create(
 
 @token_app.command("list")
 def token_list(output: Output = OutputOpt) -> None:
+    """The workspace's tokens: id, name, role, scope, expiry (never the secret)."""
     items = client().tokens.list()
     emit(
         items,
@@ -98,14 +100,18 @@ def token_list(output: Output = OutputOpt) -> None:
 
 
 @token_app.command("delete")
-def token_delete(token_id: str) -> None:
+def token_delete(
+    token_id: str = typer.Argument(..., help="the token's id (see `aicloud token list`)"),
+) -> None:
     """Revoke a token by id."""
     client().tokens.delete(token_id)
     console.print(f"deleted token {token_id}")
 
 
 @workspace_app.command("create")
-def workspace_create(name: str, output: Output = OutputOpt) -> None:
+def workspace_create(
+    name: str = typer.Argument(..., help="the new workspace"), output: Output = OutputOpt
+) -> None:
     """Create a workspace and its first admin token (needs an admin token of 'default')."""
     created = client().workspaces.create(name)
 
@@ -120,6 +126,7 @@ def workspace_create(name: str, output: Output = OutputOpt) -> None:
 
 @workspace_app.command("list")
 def workspace_list(output: Output = OutputOpt) -> None:
+    """Every workspace (needs an admin token of 'default')."""
     items = client().workspaces.list()
     emit(
         items,

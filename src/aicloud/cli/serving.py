@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,15 @@ import typer
 
 from aicloud.cli.common import Output, OutputOpt, UsageError, client, console, emit, print_json, table
 from aicloud.client import Deployment
+from aicloud.errors import AicloudError
 
 deploy_app = typer.Typer(
     help="Serve models and your own code as autoscaled HTTP endpoints.", no_args_is_help=True
 )
+
+#: One spelling everywhere: --min-replicas/--max-replicas, with --min/--max accepted as aliases.
+MIN_FLAGS = ("--min-replicas", "--min")
+MAX_FLAGS = ("--max-replicas", "--max")
 
 
 def render_deployment(d: Deployment) -> None:
@@ -38,16 +44,18 @@ def render_deployment(d: Deployment) -> None:
 
 @deploy_app.command("create")
 def deploy_create(
-    name: str,
+    name: str = typer.Argument(..., help="the deployment's name: its endpoint is /v1/endpoints/NAME"),
     model: str | None = typer.Option(None, help="NAME, NAME:VERSION or NAME@ALIAS of a registered model"),
     service: Path | None = typer.Option(None, help="file or folder with your Service class"),
     entrypoint: str | None = typer.Option(None, help="file.py:ClassName inside --service"),
-    min_replicas: int = typer.Option(1, help="0 lets it scale to zero when idle"),
-    max_replicas: int = typer.Option(1),
+    min_replicas: int = typer.Option(
+        1, *MIN_FLAGS, help="fewest replicas; 0 lets it scale to zero when idle"
+    ),
+    max_replicas: int = typer.Option(1, *MAX_FLAGS, help="most replicas the autoscaler starts"),
     target_inflight: float = typer.Option(8, help="in-flight requests per replica the autoscaler aims for"),
-    max_batch_size: int = typer.Option(32),
-    max_wait_ms: float = typer.Option(5),
-    idle_timeout_s: float = typer.Option(300),
+    max_batch_size: int = typer.Option(32, help="rows one batch of the model (or a batched handler) takes"),
+    max_wait_ms: float = typer.Option(5, help="how long a batch waits for more requests to fill up"),
+    idle_timeout_s: float = typer.Option(300, help="idle seconds before it scales down to min-replicas"),
     cpus: int = typer.Option(1, help="cpus of each replica (its intra-op threads)"),
     batch_workers: int = typer.Option(
         1,
@@ -56,7 +64,10 @@ def deploy_create(
     wait: bool = typer.Option(True, help="wait until it serves"),
     output: Output = OutputOpt,
 ) -> None:
-    """Deploy a model or a Service; prints the endpoint URL."""
+    """Deploy a model or a Service; prints the endpoint URL.
+
+    A name that exists already is refused: change it with `aicloud deploy update NAME --model ...`.
+    """
     d = client().deployments.create(
         name,
         model=model,
@@ -104,7 +115,7 @@ def deploy_list(output: Output = OutputOpt) -> None:
 
 
 @deploy_app.command("show")
-def deploy_show(name: str, output: Output = OutputOpt) -> None:
+def deploy_show(name: str = typer.Argument(..., help="the deployment"), output: Output = OutputOpt) -> None:
     """One deployment: its spec, endpoint URL and replicas."""
     d = client().deployments.get(name)
     emit(d.info, output, lambda _: render_deployment(d))
@@ -112,24 +123,91 @@ def deploy_show(name: str, output: Output = OutputOpt) -> None:
 
 @deploy_app.command("scale")
 def deploy_scale(
-    name: str,
-    min_replicas: int | None = typer.Option(None, "--min"),
-    max_replicas: int | None = typer.Option(None, "--max"),
+    name: str = typer.Argument(..., help="the deployment"),
+    min_replicas: int | None = typer.Option(None, *MIN_FLAGS, help="fewest replicas (0: scale to zero)"),
+    max_replicas: int | None = typer.Option(None, *MAX_FLAGS, help="most replicas"),
 ) -> None:
-    """Change the replica range; the autoscaler works inside it."""
+    """Change the replica range; the autoscaler works inside it. Running replicas are kept."""
+    if min_replicas is None and max_replicas is None:
+        raise typer.BadParameter("give --min-replicas and/or --max-replicas")
     d = client().deployments.get(name).scale(min_replicas, max_replicas)
     render_deployment(d)
 
 
 @deploy_app.command("update")
-def deploy_update(name: str, model: str = typer.Option(..., help="the model version to roll to")) -> None:
-    """Roll replicas over to another model version with zero failed requests."""
-    d = client().deployments.get(name).update(model=model)
-    render_deployment(d)
+def deploy_update(
+    name: str = typer.Argument(..., help="the deployment"),
+    model: str | None = typer.Option(
+        None, help="roll to this model (NAME, NAME:VERSION or NAME@ALIAS), with zero failed requests"
+    ),
+    min_replicas: int | None = typer.Option(None, *MIN_FLAGS, help="fewest replicas (0: scale to zero)"),
+    max_replicas: int | None = typer.Option(None, *MAX_FLAGS, help="most replicas"),
+    target_inflight: float | None = typer.Option(None, help="in-flight requests per replica to aim for"),
+    max_batch_size: int | None = typer.Option(None, help="rows one batch takes"),
+    max_wait_ms: float | None = typer.Option(None, help="how long a batch waits to fill up"),
+    idle_timeout_s: float | None = typer.Option(None, help="idle seconds before scaling down"),
+    wait: bool = typer.Option(True, help="wait until the new replicas serve and the old ones are gone"),
+    timeout: float = typer.Option(300, help="seconds to wait with --wait"),
+    output: Output = OutputOpt,
+) -> None:
+    """Change an existing deployment: roll it to another model, or change its scaling or batching.
+
+    A new model (or batching) starts replicas of a new generation and retires the old ones once the
+    new serve; scaling alone keeps the running replicas.
+    """
+    changes = {
+        k: v
+        for k, v in {
+            "model": model,
+            "min_replicas": min_replicas,
+            "max_replicas": max_replicas,
+            "target_inflight": target_inflight,
+            "max_batch_size": max_batch_size,
+            "max_wait_ms": max_wait_ms,
+            "idle_timeout_s": idle_timeout_s,
+        }.items()
+        if v is not None
+    }
+    if not changes:
+        raise typer.BadParameter("nothing to change: give --model or a scaling/batching option")
+    d = client().deployments.get(name).update(**changes)
+    if wait and output is Output.table:
+        wait_rolled(d, timeout)
+    emit(d.info, output, lambda _: render_deployment(d))
+
+
+def wait_rolled(d: Deployment, timeout: float) -> None:
+    """Show the roll (new generation's replicas ready, old ones left) until it is done."""
+    deadline = time.monotonic() + timeout
+    with console.status(f"updating {d.name} …") as progress:
+        while True:
+            info = d.refresh().info
+            new = [r for r in info.replicas if r.generation == info.generation]
+            old = [r for r in info.replicas if r.generation != info.generation]
+            ready = sum(r.state.value == "ready" for r in new)
+            progress.update(
+                f"updating {d.name} to generation {info.generation}: {ready}/{info.desired_replicas} new "
+                f"replica(s) ready, {len(old)} old left ({info.status.value})"
+            )
+            if info.status.value == "failed":
+                raise AicloudError(f"deployment {d.name} failed: {info.message}")
+            if not old and (ready > 0 or info.status.value == "scaled_to_zero"):
+                return
+            if not old and info.desired_replicas == 0:
+                return
+            if time.monotonic() > deadline:
+                raise AicloudError(
+                    f"deployment {d.name} still rolling after {timeout:.0f} s; "
+                    f"see `aicloud deploy show {d.name}` and `aicloud deploy logs {d.name}`"
+                )
+            time.sleep(0.3)
 
 
 @deploy_app.command("token")
-def deploy_token(name: str, token_name: str = typer.Argument("endpoint")) -> None:
+def deploy_token(
+    name: str = typer.Argument(..., help="the deployment"),
+    token_name: str = typer.Argument("endpoint", help="a name for the token"),
+) -> None:
     """A token that can call only this endpoint (shown once)."""
     t = client().deployments.get(name).create_token(token_name)
     typer.echo(t.token)
@@ -137,7 +215,7 @@ def deploy_token(name: str, token_name: str = typer.Argument("endpoint")) -> Non
 
 @deploy_app.command("logs")
 def deploy_logs(
-    name: str,
+    name: str = typer.Argument(..., help="the deployment"),
     replica: str | None = typer.Option(None, help="one replica's id (see `aicloud deploy show`)"),
     lines: int = typer.Option(200, min=1, max=100_000, help="lines from the end of each log"),
     follow: bool = typer.Option(False, "--follow", "-f", help="keep printing what the replicas write"),
@@ -164,14 +242,14 @@ def deploy_logs(
 
 
 @deploy_app.command("delete")
-def deploy_delete(name: str) -> None:
+def deploy_delete(name: str = typer.Argument(..., help="the deployment")) -> None:
     """Drain and stop the replicas, then remove the deployment."""
     client().deployments.get(name).delete()
     console.print(f"deleting {name}")
 
 
 def predict(
-    name: str,
+    name: str = typer.Argument(..., help="the deployment"),
     input: Path = typer.Option(
         ...,
         "--input",
@@ -188,3 +266,24 @@ def predict(
         raise UsageError(f'{input} is not JSON ({exc}); give {{"inputs": [...]}} or a list of rows') from None
     rows = data["inputs"] if isinstance(data, dict) and "inputs" in data else data
     print_json({"outputs": client().deployments.get(name).predict(rows)})
+
+
+def call(
+    name: str = typer.Argument(..., help="the deployment serving a Service"),
+    handler: str = typer.Argument(..., help="the handler (a @handler method's name)"),
+    body: str = typer.Option(
+        "{}", "--json", "-j", help='the handler\'s arguments as a JSON object, e.g. \'{"text": "hi"}\''
+    ),
+) -> None:
+    """Call a Service handler (POST /v1/endpoints/NAME/HANDLER) and print its JSON answer."""
+    try:
+        args = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(
+            f'--json is not JSON ({exc.msg}); give an object such as \'{{"text": "hi"}}\''
+        ) from None
+    if not isinstance(args, dict):
+        raise typer.BadParameter(
+            '--json must be an object of the handler\'s parameters, e.g. \'{"text": "hi"}\''
+        )
+    print_json(client().deployments.get(name).call(handler, args))

@@ -63,7 +63,9 @@ def render_trials(sweep: Sweep, trials: SweepTrialsOut) -> None:
             + "  ".join(f"{k}={_value(v)}" for k, v in trials.best.params.items())
         )
     if info.model_version_id:
-        console.print(f"  model version {info.model_version_id}")
+        from aicloud.cli.jobs import model_version_label
+
+        console.print(f"  model {model_version_label(info.model_version_id)}")
     if info.message and info.status.value == "failed":
         console.print(info.message, style="red", markup=False, highlight=False)
 
@@ -101,16 +103,24 @@ def sweep_create(
         raise typer.Exit(1)
 
 
+def _sweep_id(ref: str) -> str:
+    from aicloud.cli.jobs import find_job
+
+    return find_job(ref).id
+
+
 @sweep_app.command("show")
-def sweep_show(job_id: str, output: Output = OutputOpt) -> None:
+def sweep_show(
+    job: str = typer.Argument(..., help="the sweep's job id or name (its newest)"), output: Output = OutputOpt
+) -> None:
     """The trials table of a sweep (params, state incl. pruned, objective, epochs) and the best params."""
-    sweep = client().jobs.get_sweep(job_id)
+    sweep = client().jobs.get_sweep(_sweep_id(job))
     trials = sweep.trials()
     emit(trials, output, lambda t: render_trials(sweep, t))
 
 
 @sweep_app.command("cancel")
-def sweep_cancel(job_id: str) -> None:
+def sweep_cancel(job: str = typer.Argument(..., help="the sweep's job id or name (its newest)")) -> None:
     """Stop a sweep and every trial still pending or running."""
-    sweep = client().jobs.get_sweep(job_id).cancel()
+    sweep = client().jobs.get_sweep(_sweep_id(job)).cancel()
     console.print(f"cancel requested for sweep {sweep.id} ({sweep.info.status.value})")

@@ -72,7 +72,8 @@ class DeploymentCreate(DeploymentSpec):
 
 
 class DeploymentPatch(BaseModel):
-    """Fields to change; anything left out keeps its value. Changing the model rolls replicas over."""
+    """Fields to change; anything left out keeps its value. Changing the model (or batching) rolls
+    replicas over; changing only scaling (``ScalingSpec``'s fields) keeps the running ones."""
 
     model_config = ConfigDict(extra="forbid")  # a typo'd field is a 422 naming it
 

@@ -37,9 +37,16 @@ class DeploymentStore(abc.ABC):
 
     @abc.abstractmethod
     def update_spec(
-        self, workspace_id: str, name: str, spec: dict[str, Any], model_version_id: str | None
+        self,
+        workspace_id: str,
+        name: str,
+        spec: dict[str, Any],
+        model_version_id: str | None,
+        *,
+        roll: bool = True,
     ) -> Deployment:
-        """Replace the spec and bump ``generation`` (replicas roll over)."""
+        """Replace the spec and, with ``roll``, bump ``generation`` (replicas roll over); without it
+        (a change of scaling only) the running replicas stay."""
 
     @abc.abstractmethod
     def set_desired(self, deployment_id: str, desired: int) -> Deployment: ...

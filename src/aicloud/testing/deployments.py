@@ -116,14 +116,21 @@ class InMemoryDeploymentStore(DeploymentStore):
             return [self._out_d(d) for d in found]
 
     def update_spec(
-        self, workspace_id: str, name: str, spec: dict[str, Any], model_version_id: str | None
+        self,
+        workspace_id: str,
+        name: str,
+        spec: dict[str, Any],
+        model_version_id: str | None,
+        *,
+        roll: bool = True,
     ) -> Deployment:
         with self._lock:
             d = self._by_name(workspace_id, name)
             if d is None:
                 raise NotFoundError.of("deployment", name)
+            generation = d.generation + 1 if roll else d.generation
             return self._replace(
-                d, spec=json_normalize(spec), model_version_id=model_version_id, generation=d.generation + 1
+                d, spec=json_normalize(spec), model_version_id=model_version_id, generation=generation
             )
 
     def set_desired(self, deployment_id: str, desired: int) -> Deployment:

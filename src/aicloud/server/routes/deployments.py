@@ -20,6 +20,7 @@ from aicloud.schemas.serving import (
     EndpointTokenCreate,
     ReplicaLogOut,
     ReplicaOut,
+    ScalingSpec,
 )
 from aicloud.server.deps import Member, State, Viewer
 from aicloud.server.services.models import resolve_model_ref
@@ -93,7 +94,11 @@ def deployments_update(name: str, body: DeploymentPatch, principal: Member, stat
         first = exc.errors()[0]
         raise ValidationError.field(".".join(str(p) for p in first["loc"]) or "body", first["msg"]) from None
     data, version_id = _resolve(state, principal, spec)
-    d = state.store.deployments.update_spec(principal.workspace.id, current.name, data, version_id)
+    # scaling fields are the controller's alone: changing only them keeps the running replicas
+    replica_side = {k: v for k, v in data.items() if k not in ScalingSpec.model_fields}
+    unchanged = {k: v for k, v in current.spec.items() if k not in ScalingSpec.model_fields}
+    roll = version_id != current.model_version_id or replica_side != unchanged
+    d = state.store.deployments.update_spec(principal.workspace.id, current.name, data, version_id, roll=roll)
     state.wake_deployments()
     return _out(state, d)
 

@@ -105,7 +105,9 @@ class SqlDeploymentStore(DeploymentStore):
         return self._db.run(
             tx,
             conflict=lambda: ConflictError(
-                f"deployment {name!r} already exists in this workspace", details={"name": name}
+                f"deployment {name!r} already exists in this workspace; change it with `aicloud deploy "
+                f"update {name} --model ...` (SDK: Deployment.update) or pick another name",
+                details={"name": name},
             ),
             missing=lambda: NotFoundError.of("workspace", workspace_id),
         )
@@ -170,13 +172,17 @@ class SqlDeploymentStore(DeploymentStore):
         return self._db.run(tx)
 
     def update_spec(
-        self, workspace_id: str, name: str, spec: dict[str, Any], model_version_id: str | None
+        self,
+        workspace_id: str,
+        name: str,
+        spec: dict[str, Any],
+        model_version_id: str | None,
+        *,
+        roll: bool = True,
     ) -> Deployment:
-        changes = {
-            "spec": json_normalize(spec),
-            "model_version_id": model_version_id,
-            "generation": DeploymentRow.generation + 1,
-        }
+        changes: dict[str, Any] = {"spec": json_normalize(spec), "model_version_id": model_version_id}
+        if roll:
+            changes["generation"] = DeploymentRow.generation + 1
         where = (DeploymentRow.workspace_id == workspace_id, DeploymentRow.name == name)
         return self._update(where, changes, name)
 
