@@ -19,6 +19,7 @@ import pytest
 from aicloud import Client
 from aicloud.errors import NotFoundError
 from aicloud.testing.server import ServerProcess
+from aicloud.wire.tcp import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -127,3 +128,29 @@ def test_readme_walkthrough(server: ServerProcess, client: Client, workdir: Path
         for name in ("my-digits", "my-echo"):
             with contextlib.suppress(NotFoundError):
                 client.deployments.get(name).delete()
+
+
+def test_up_on_another_port(tmp_path: Path) -> None:
+    """`aicloud up --port` listens there and says how to reach it; `down` stops it."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AICLOUD_")}
+    env.update(AICLOUD_HOME=str(tmp_path / "home"), COLUMNS="200")
+
+    def cli(*args: str, **extra: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", "aicloud", *args],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    try:
+        started = cli("up", "--port", str(port))
+        url = f"http://127.0.0.1:{port}"
+        assert f"is up at {url}" in started and f"export AICLOUD_URL={url}" in started
+        assert "workspace default" in cli("status", AICLOUD_URL=url)
+    finally:
+        cli("down")
