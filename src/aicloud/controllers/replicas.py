@@ -303,8 +303,9 @@ class Replicas:
         if not transient:
             text = (
                 "a replica failed to start with an error that would happen again, so it is not "
-                "retried: fix it, then update the deployment (a new spec or model version starts "
-                f"again); `aicloud deploy logs {d.name}` has the replica's whole log. {message}"
+                "retried: fix it, then update the deployment (another model version or a changed "
+                f"spec starts it again) or delete and create it; `aicloud deploy logs {d.name}` has "
+                f"the replica's whole log.\n{message}"
             )
         elif t.failed_starts >= self.max_failed_starts:
             text = f"{t.failed_starts} replicas in a row failed to start; the last: {message}"
