@@ -11,7 +11,8 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "aicloud needs Python 3.11 or newer")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,dev]'
+	$(BIN)/pip install --quiet torch==2.13.0  # the CPU build; aicloud[train] asks only torch>=2.4
+	$(BIN)/pip install --quiet -e '.[server,train,postgres,test,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

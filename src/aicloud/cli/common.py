@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from aicloud.client import Client
+from aicloud.client.extras import MissingExtraError
 from aicloud.errors import AicloudError
 
 console = Console()
@@ -44,6 +45,9 @@ def run(app: typer.Typer, prog_name: str) -> None:
     except UsageError as exc:
         err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         raise SystemExit(2) from None
+    except MissingExtraError as exc:  # `aicloud server` on the thin install: which extra to install
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        raise SystemExit(1) from None
     except OSError as exc:  # a file named on the command line that cannot be read or written
         where = f"{exc.filename}: " if exc.filename else ""
         err_console.print(f"[red]error:[/] {escape(where + (exc.strerror or str(exc)))}", highlight=False)

@@ -13,6 +13,7 @@ from aicloud.cli.common import console, table
 from aicloud.cli.datasets import render_version
 from aicloud.cli.jobs import render_lineage
 from aicloud.client import Client, DatasetVersion
+from aicloud.client.extras import require_extra
 
 
 def write_sample_csvs(folder: Path) -> dict[str, Path]:
@@ -49,6 +50,8 @@ def demo(
 ) -> None:
     """Upload digits and breast-cancer data, split them, train a CNN and an MLP, register both,
     alias them `production`, and print the lineage of one version."""
+    # the sample data comes from scikit-learn; a thin SDK install (no extra) lacks it
+    require_extra("server", "aicloud demo", packages=("scikit-learn", "pandas", "numpy"))
     client = Client()
     console.rule("[bold]aicloud demo: datasets")
     splits: dict[str, tuple[DatasetVersion, DatasetVersion]] = {}

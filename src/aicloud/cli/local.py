@@ -18,6 +18,7 @@ import typer
 
 from aicloud.cli.common import console, err_console
 from aicloud.client import Client
+from aicloud.client.extras import missing_packages, require_extra
 from aicloud.config import Settings
 
 
@@ -26,6 +27,7 @@ def server(
     port: int | None = typer.Option(None, help="listen port (default 8420, AICLOUD_PORT)"),
 ) -> None:
     """Run the control plane in the foreground."""
+    _require_server("aicloud server")
     from aicloud.server.main import run_server
 
     settings = Settings()
@@ -34,6 +36,17 @@ def server(
     if port:
         settings.port = port
     run_server(settings)
+
+
+def _require_server(what: str) -> None:
+    """A clean error without ``aicloud[server]``; a warning without ``aicloud[train]``, since jobs and
+    replicas run with this interpreter."""
+    require_extra("server", what)
+    if missing := missing_packages("train"):
+        err_console.print(
+            f"[yellow]warning: jobs and serving replicas run with this Python, which lacks aicloud\\[train] "
+            f"({', '.join(missing)}): pip install 'aicloud\\[server,train]'[/]"
+        )
 
 
 def _healthy(url: str) -> bool:
@@ -71,6 +84,7 @@ def up(
     if _healthy(url):
         console.print(f"aicloud is already running at {url}")
         return
+    _require_server("aicloud up")
     settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_fd = os.open(settings.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(log_fd, "ab") as log:
@@ -172,6 +186,7 @@ def login(
 
 def migrate() -> None:
     """Bring the metadata database to the current schema (runs at server start too)."""
+    require_extra("server", "aicloud admin migrate")
     from aicloud.store.sql.migrate import upgrade
 
     settings = Settings()

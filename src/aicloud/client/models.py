@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from aicloud.client.extras import MissingExtraError
 from aicloud.errors import DataCorruptedError
 from aicloud.schemas.jobs import ModelOut, ModelVersionOut
 
@@ -113,8 +114,12 @@ class ModelsAPI:
 
     def load(self, ref: str) -> Any:
         """A callable model for local use: rows in, predictions out (``aicloud.artifacts.loader``).
-        Loading reads safetensors/ONNX and JSON only; nothing is unpickled."""
-        from aicloud.artifacts.loader import load_model
+        Loading reads safetensors/ONNX and JSON only; nothing is unpickled. Needs ``aicloud[train]``
+        (PyTorch, ONNX Runtime): the model runs in this process."""
+        try:
+            from aicloud.artifacts.loader import load_model
+        except ModuleNotFoundError as exc:
+            raise MissingExtraError("Client.models.load", "train", [exc.name or str(exc)]) from exc
 
         return load_model(self.download(ref))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from aicloud.client.extras import MissingExtraError
 from aicloud.schemas.jobs import MetricsOut, RunOut
 
 if TYPE_CHECKING:
@@ -38,8 +39,12 @@ class RunsAPI:
         return {k: v.model_dump() for k, v in out.metrics.items()}
 
     def compare(self, run_ids: list[str]) -> pd.DataFrame:
-        """One row per run: its params (``param.*``) and the last value of each metric."""
-        import pandas as pd
+        """One row per run: its params (``param.*``) and the last value of each metric (a pandas
+        DataFrame: pandas comes with ``aicloud[server]`` or ``aicloud[train]``)."""
+        try:
+            import pandas as pd
+        except ModuleNotFoundError as exc:
+            raise MissingExtraError("Client.runs.compare", "train", ["pandas"]) from exc
 
         rows = []
         for run_id in run_ids:

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+import psutil
+
 from aicloud.errors import AicloudError
 
 Point = dict[str, Any]  # {"name", "step", "value", "timestamp"}
@@ -188,54 +190,23 @@ class LocalSink:
 # system metrics
 
 
-def _proc_stat(pid: int) -> tuple[int, float, int] | None:
-    """(ppid, cpu seconds, rss bytes) of a process from /proc, or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read().decode(errors="replace")
-        fields = raw[raw.rfind(")") + 2 :].split()
-        with open(f"/proc/{pid}/statm", "rb") as f:
-            rss_pages = int(f.read().split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-    return int(fields[1]), cpu, rss_pages * os.sysconf("SC_PAGE_SIZE")
-
-
 def process_tree_usage(root: int) -> tuple[float, int]:
-    """(cpu seconds, rss bytes) summed over ``root`` and its descendants (Linux /proc)."""
-    stats: dict[int, tuple[int, float, int]] = {}
+    """(cpu seconds, rss bytes) summed over ``root`` and its descendants; (0, 0) when it is gone."""
     try:
-        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        pids = [root]
-    for pid in pids:
-        st = _proc_stat(pid)
-        if st is not None:
-            stats[pid] = st
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in stats.items():
-        children.setdefault(ppid, []).append(pid)
-    cpu, rss, todo = 0.0, 0, [root]
-    while todo:
-        pid = todo.pop()
-        if pid in stats:
-            cpu += stats[pid][1]
-            rss += stats[pid][2]
-        todo.extend(children.get(pid, []))
+        top = psutil.Process(root)
+        procs = [top, *top.children(recursive=True)]
+    except psutil.Error:
+        return 0.0, 0
+    cpu, rss = 0.0, 0
+    for proc in procs:
+        try:
+            with proc.oneshot():
+                times = proc.cpu_times()
+                cpu += times.user + times.system
+                rss += proc.memory_info().rss
+        except psutil.Error:  # ended between the listing and the read
+            continue
     return cpu, rss
-
-
-def _self_usage() -> tuple[float, int]:
-    times = os.times()
-    try:
-        import resource
-
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # peak; Linux reports KiB
-    except ImportError:  # pragma: no cover - not POSIX
-        rss = 0
-    return times.user + times.system, rss
 
 
 class SystemSampler:
@@ -252,12 +223,9 @@ class SystemSampler:
         self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="aicloud-system-metrics", daemon=True)
-        self._has_proc = os.path.exists(f"/proc/{os.getpid()}/stat")
 
     def usage(self) -> tuple[float, int]:
-        if self._has_proc:
-            return process_tree_usage(self.pid)
-        return _self_usage()
+        return process_tree_usage(self.pid)
 
     def start(self) -> SystemSampler:
         self._thread.start()
