@@ -30,7 +30,7 @@ def render_deployment(d: Deployment) -> None:
     console.print(f"[bold]{info.name}[/] {info.status.value}  {source}  generation {info.generation}")
     console.print(f"  url {d.url}")
     console.print(
-        f"  replicas {len(info.replicas)} (desired {info.desired_replicas}, "
+        f"  replicas {_live(d)} (desired {info.desired_replicas}, "
         f"min {spec.get('min_replicas')}, max {spec.get('max_replicas')}), "
         f"batch ≤ {spec.get('max_batch_size')}"
         f" within {spec.get('max_wait_ms')} ms, cpus {spec.get('cpus')}"
@@ -40,6 +40,11 @@ def render_deployment(d: Deployment) -> None:
         console.print(f"    {r.id} gen {r.generation} {r.state.value}")
     if info.message:  # not markup: a replica's log lines hold brackets ("[aicloud replica] ...")
         console.print("  " + info.message, style="red", markup=False, highlight=False)
+
+
+def _live(d: Deployment) -> int:
+    """Replicas running or starting (a failed one's row stays for its log: docs/serving.md)."""
+    return sum(r.state.value != "failed" for r in d.info.replicas)
 
 
 @deploy_app.command("create")
@@ -104,7 +109,7 @@ def deploy_list(output: Output = OutputOpt) -> None:
                         d.name,
                         d.info.status.value,
                         d.info.spec.get("model") or "service",
-                        len(d.info.replicas),
+                        _live(d),
                         d.info.generation,
                     ]
                     for d in items
