@@ -11,6 +11,7 @@ from typing import Any
 import typer
 
 from aicloud.cli.common import Output, OutputOpt, UsageError, client, console, emit, print_json, table
+from aicloud.cli.deploy_file import given_flags, parse_env, read_deploy_file
 from aicloud.client import Deployment
 from aicloud.errors import AicloudError
 
@@ -26,7 +27,7 @@ MAX_FLAGS = ("--max-replicas", "--max")
 def render_deployment(d: Deployment) -> None:
     info = d.info
     spec = info.spec
-    source = spec.get("model") or (spec.get("service") or {}).get("entrypoint")
+    source = _source(d)
     console.print(f"[bold]{info.name}[/] {info.status.value}  {source}  generation {info.generation}")
     console.print(f"  url {d.url}")
     console.print(
@@ -42,6 +43,19 @@ def render_deployment(d: Deployment) -> None:
         console.print("  " + info.message, style="red", markup=False, highlight=False)
 
 
+def _source(d: Deployment) -> str:
+    """What a deployment serves: ``digits@production → v2`` (the version its model reference names
+    now), or the Service's entry point."""
+    spec, version = d.info.spec, d.info.model_version
+    ref = spec.get("model")
+    if not ref:
+        return str((spec.get("service") or {}).get("entrypoint") or "service")
+    shown = f"{ref} → v{version}" if version is not None else str(ref)
+    if "@" in str(ref) and spec.get("track_alias") is False:
+        shown += " (track_alias: false)"
+    return shown
+
+
 def _live(d: Deployment) -> int:
     """Replicas running or starting (a failed one's row stays for its log: docs/serving.md)."""
     return sum(r.state.value != "failed" for r in d.info.replicas)
@@ -49,7 +63,17 @@ def _live(d: Deployment) -> int:
 
 @deploy_app.command("create")
 def deploy_create(
-    name: str = typer.Argument(..., help="the deployment's name: its endpoint is /v1/endpoints/NAME"),
+    ctx: typer.Context,
+    name: str | None = typer.Argument(
+        None, help="the deployment's name: its endpoint is /v1/endpoints/NAME (default: the file's name)"
+    ),
+    file: Path | None = typer.Option(
+        None,
+        "-f",
+        "--file",
+        dir_okay=False,
+        help="a deployment file (YAML; docs/serving.md); flags override it",
+    ),
     model: str | None = typer.Option(None, help="NAME, NAME:VERSION or NAME@ALIAS of a registered model"),
     service: Path | None = typer.Option(None, help="file or folder with your Service class"),
     entrypoint: str | None = typer.Option(None, help="file.py:ClassName inside --service"),
@@ -66,30 +90,76 @@ def deploy_create(
         1,
         help="batches a replica runs at once, its cpus split among them (1: latency; --cpus: throughput)",
     ),
+    env: list[str] = typer.Option(
+        [], "--env", "-e", help="NAME=VALUE: an environment variable of each replica (repeatable)"
+    ),
+    secrets: list[str] = typer.Option(
+        [], "--secret", help="a workspace secret, set as a variable of each replica (repeatable)"
+    ),
+    gpus: int = typer.Option(0, help="GPUs of each replica (it fails to start where there are fewer)"),
+    memory: str | None = typer.Option(
+        None, help="memory of each replica: MiB, or 512Mi, 2Gi (a sandbox limit)"
+    ),
     wait: bool = typer.Option(True, help="wait until it serves"),
     output: Output = OutputOpt,
 ) -> None:
-    """Deploy a model or a Service; prints the endpoint URL.
+    """Deploy a model or a Service (from flags or `-f deploy.yaml`); prints the endpoint URL.
 
-    A name that exists already is refused: change it with `aicloud deploy update NAME --model ...`.
+    A name that exists already is refused: change it with `aicloud deploy update NAME --model ...`,
+    or keep a file and run `aicloud deploy apply -f deploy.yaml`.
     """
-    d = client().deployments.create(
-        name,
-        model=model,
-        service=service,
-        entrypoint=entrypoint,
-        min_replicas=min_replicas,
-        max_replicas=max_replicas,
-        target_inflight=target_inflight,
-        max_batch_size=max_batch_size,
-        max_wait_ms=max_wait_ms,
-        idle_timeout_s=idle_timeout_s,
-        cpus=cpus,
-        batch_workers=batch_workers,
-    )
+    flags: dict[str, Any] = {
+        "model": model,
+        "service": service,
+        "entrypoint": entrypoint,
+        "min_replicas": min_replicas,
+        "max_replicas": max_replicas,
+        "target_inflight": target_inflight,
+        "max_batch_size": max_batch_size,
+        "max_wait_ms": max_wait_ms,
+        "idle_timeout_s": idle_timeout_s,
+        "cpus": cpus,
+        "batch_workers": batch_workers,
+        "env": parse_env(env),
+        "secrets": secrets,
+        "gpus": gpus,
+        "memory": memory,
+    }
+    if file is not None:
+        spec = {**read_deploy_file(file), **given_flags(ctx, flags)}
+    else:
+        spec = {k: v for k, v in flags.items() if v is not None}
+    spec["name"] = name or spec.get("name")
+    if not spec["name"]:
+        raise typer.BadParameter("give the deployment's NAME, or a file with `name:` (-f deploy.yaml)")
+    d = client().deployments.create(**spec)
     if wait:
-        with console.status(f"starting {name} …"):
+        with console.status(f"starting {d.name} …"):
             d.wait_ready()
+    emit(d.info, output, lambda _: render_deployment(d))
+
+
+@deploy_app.command("apply")
+def deploy_apply(
+    file: Path = typer.Option(
+        ..., "-f", "--file", dir_okay=False, help="the deployment file (YAML; docs/serving.md)"
+    ),
+    wait: bool = typer.Option(True, help="wait until it serves as the file says (new replicas ready)"),
+    timeout: float = typer.Option(300, help="seconds to wait with --wait"),
+    output: Output = OutputOpt,
+) -> None:
+    """Create the deployment a file describes, or update it to match the file (idempotent).
+
+    The same file twice changes nothing; a new model, code or replica setting rolls the replicas
+    over with zero failed requests; a scaling change alone keeps them.
+    """
+    spec = read_deploy_file(file)
+    name = spec.pop("name", None)
+    if not name:
+        raise UsageError(f"{file}: the deployment file needs `name:` (its endpoint is /v1/endpoints/NAME)")
+    d = client().deployments.apply(str(name), **spec)
+    if wait and output is Output.table:
+        wait_rolled(d, timeout)
     emit(d.info, output, lambda _: render_deployment(d))
 
 
@@ -108,7 +178,7 @@ def deploy_list(output: Output = OutputOpt) -> None:
                     [
                         d.name,
                         d.info.status.value,
-                        d.info.spec.get("model") or "service",
+                        _source(d),
                         _live(d),
                         d.info.generation,
                     ]
@@ -188,8 +258,7 @@ def wait_rolled(d: Deployment, timeout: float) -> None:
         while True:
             info = d.refresh().info
             new = [r for r in info.replicas if r.generation == info.generation]
-            # a failed replica's row stays for its log (docs/serving.md): it is not one left to drain
-            old = [r for r in info.replicas if r.generation != info.generation and r.state.value != "failed"]
+            old = [r for r in info.replicas if r.generation != info.generation]
             ready = sum(r.state.value == "ready" for r in new)
             progress.update(
                 f"updating {d.name} to generation {info.generation}: {ready}/{info.desired_replicas} new "

@@ -163,13 +163,43 @@ class DeploymentsAPI:
         entrypoint: str | None = None,
         **spec: Any,
     ) -> Deployment:
-        """Serve ``model`` (``name``, ``name:3``, ``name@production``) or your own code: ``service``
+        """Serve ``model`` (``name``, ``name:3``, ``name@production``: it follows the alias when
+        it moves, unless ``track_alias=False``) or your own code: ``service``
         is a file or folder and ``entrypoint`` its ``file.py:ClassName``. ``spec`` takes
         ``min_replicas``, ``max_replicas``, ``target_inflight``, ``max_batch_size``, ``max_wait_ms``,
         ``idle_timeout_s``, ``cache_bytes``, ``timeout_s``, ``cpus``, ``batch_workers`` (batches a replica
-        runs at once, its ``cpus`` split among them; docs/serving.md), ``limits`` (``memory_mb``,
-        ``cpu_seconds``, ``processes``, ``open_files`` of each replica's sandbox)."""
-        body: dict[str, Any] = {"name": name, "model": model, **spec}
+        runs at once, its ``cpus`` split among them; docs/serving.md), ``env`` (variables of each
+        replica), ``secrets`` (names of workspace secrets, injected as variables), ``gpus``,
+        ``memory`` (MiB or ``"2Gi"``: the sandbox's ``limits.memory_mb``), ``limits`` (``memory_mb``,
+        ``cpu_seconds``, ``processes``, ``open_files`` of each replica's sandbox). An unknown key is
+        a 422 naming it. A name that exists already is a 409: see :meth:`apply`."""
+        body = {"name": name, **self._spec(model, service, entrypoint, spec)}
+        out = self._client._transport.json("POST", "/api/v1/deployments", json=body)
+        return Deployment(self._client, DeploymentOut.model_validate(out))
+
+    def apply(
+        self,
+        name: str,
+        model: str | None = None,
+        service: str | os.PathLike[str] | None = None,
+        entrypoint: str | None = None,
+        **spec: Any,
+    ) -> Deployment:
+        """Create deployment ``name`` or update it to match exactly this spec (the arguments of
+        :meth:`create`; what is left out takes its default). The same spec twice changes nothing; a
+        new model, code or replica setting rolls the replicas over, scaling alone keeps them."""
+        body = self._spec(model, service, entrypoint, spec)
+        out = self._client._transport.json("PUT", f"/api/v1/deployments/{name}", json=body)
+        return Deployment(self._client, DeploymentOut.model_validate(out))
+
+    def _spec(
+        self,
+        model: str | None,
+        service: str | os.PathLike[str] | None,
+        entrypoint: str | None,
+        spec: dict[str, Any],
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": model, **spec}
         if service is not None:
             from aicloud.client._specs import pack_code
 
@@ -177,8 +207,7 @@ class DeploymentsAPI:
                 raise ValueError("give entrypoint='file.py:ClassName' with service=")
             digest = self._client.blobs.upload(pack_code(service), "application/gzip")
             body["service"] = {"code": digest, "entrypoint": entrypoint}
-        out = self._client._transport.json("POST", "/api/v1/deployments", json=body)
-        return Deployment(self._client, DeploymentOut.model_validate(out))
+        return body
 
     def get(self, name: str) -> Deployment:
         out = self._client._transport.json("GET", f"/api/v1/deployments/{name}")

@@ -20,6 +20,9 @@ deployment (an error in one is logged and the pass goes on with the next):
    ``failed`` too. It stays failed until its spec changes: a new generation gets a fresh set
    of tries. A running ``starting`` replica whose probe answers is marked ready,
    in the store and then in the registry (the gateway may route to it).
+   Then **alias**: a deployment of ``name@alias`` whose alias has moved (``aliases`` asked each
+   full pass; ``track_alias: false`` opts out) gets the new version as a new generation, which
+   step 4 rolls out like any update.
 3. **autoscale**: a sample ``(now, in-flight incl. held requests)`` from the registry feeds
    :func:`aicloud.controllers.autoscale.decide`; the result is stored by ``set_desired``.
    ``start_requested`` (a request held for a cold deployment) gives one replica at once.
@@ -94,7 +97,7 @@ from aicloud.executors.base import Executor
 from aicloud.gateway.registry import Endpoint, EndpointRegistry
 from aicloud.store.base import MetadataStore
 
-__all__ = ["DeploymentController"]
+__all__ = ["AliasResolver", "DeploymentController"]
 
 log = logging.getLogger("aicloud.controllers.deployments")
 
@@ -103,6 +106,10 @@ DRAIN_GRACE_S = 30.0
 DEFAULT_TIMEOUT_S = 60.0  # a spec without timeout_s (as schemas.serving.DeploymentSpec)
 #: Longest time between full passes while every deployment is settled (see "Steady state").
 STEADY_INTERVAL_S = 1.0
+
+#: ``(workspace_id, "name@alias")`` → the id of the model version the alias names now, or None
+#: when it names none (removed). The server's is ``ReplicaLauncher.alias_version``.
+AliasResolver = Callable[[str, str], str | None]
 
 
 class DeploymentController(ReconcileLoop):
@@ -132,8 +139,10 @@ class DeploymentController(ReconcileLoop):
         drain_grace_s: float = DRAIN_GRACE_S,
         max_failed_starts: int = MAX_FAILED_STARTS,
         on_removed: Callable[[Replica], None] | None = None,
+        aliases: AliasResolver | None = None,
     ) -> None:
         self.store = store
+        self.aliases = aliases  # None: deployments of name@alias stay on the version they started with
         self.registry = registry
         self.settings = settings
         super().__init__(interval)
@@ -243,6 +252,7 @@ class DeploymentController(ReconcileLoop):
                 self._tracked.pop(d.id, None)
                 log.info("deployment %s deleted", d.name)
             return None
+        d = self._follow_alias(d)
         if d.status == DeploymentStatus.FAILED and t.failed_generation is None:
             t.failed_generation = d.generation  # failed before this controller started
         if t.failed_generation is not None and d.generation > t.failed_generation:
@@ -251,6 +261,23 @@ class DeploymentController(ReconcileLoop):
         self._roll(d, t, ep, live, desired)
         self._set_status(d, t, desired)
         return (d, t, ep) if self._settled(d, t, ep, desired) else None
+
+    def _follow_alias(self, d: Deployment) -> Deployment:
+        """A deployment of ``name@alias`` (unless ``track_alias: false``) whose alias now names
+        another version gets that version as a new generation: the rolling update below."""
+        ref = d.spec.get("model")
+        if not isinstance(ref, str) or "@" not in ref or d.spec.get("track_alias") is False:
+            return d
+        if self.aliases is None:
+            return d
+        version_id = self.aliases(d.workspace_id, ref)
+        if version_id is None or version_id == d.model_version_id:
+            return d  # unmoved, or removed: keep serving the version it named
+        fresh = self.store.deployments.get_any(d.id)  # keep a spec the API wrote since this pass read it
+        if fresh.spec.get("model") != ref or fresh.status == DeploymentStatus.DELETING:
+            return d  # the next pass sees the new spec
+        log.info("deployment %s: %s now names %s; rolling to it", d.name, ref, version_id)
+        return self.store.deployments.update_spec(d.workspace_id, d.name, fresh.spec, version_id)
 
     def _settled(self, d: Deployment, t: Tracked, ep: Endpoint, desired: int) -> bool:
         """Nothing for a pass to do: the count holds, every slot is ready, the status matches."""

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from aicloud.entities.serving import DeploymentStatus, ReplicaState
-from aicloud.schemas.api import ResourceLimits
+from aicloud.schemas.api import ResourceLimits, SecretName
+from aicloud.schemas.training import check_env_names
+
+_MEMORY_RE = re.compile(r"^\s*([0-9]+)\s*(Mi|M|Gi|G)?\s*\Z")
+
+
+def memory_mb(value: int | str) -> int:
+    """A deployment's ``memory`` in MiB: a number of MiB, or ``"512Mi"``, ``"2Gi"`` (``M``, ``G`` alike)."""
+    if isinstance(value, int):
+        return value
+    match = _MEMORY_RE.match(value)
+    if match is None:
+        raise ValueError(f"memory {value!r}: give MiB as a number, or a size such as '512Mi' or '2Gi'")
+    return int(match[1]) * (1024 if (match[2] or "M").startswith("G") else 1)
 
 
 class ServiceRef(BaseModel):
@@ -34,8 +48,29 @@ class ScalingSpec(BaseModel):
 
 
 class DeploymentSpec(ScalingSpec):
+    """What ``POST /deployments`` (``client.deployments.create``, a ``deploy.yaml``) takes; an
+    unknown field is refused (422 naming it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
     model: str | None = Field(default=None, description="name, name:version or name@alias")
+    track_alias: bool = Field(
+        default=True, description="With model name@alias: roll to the version the alias names when it moves."
+    )
     service: ServiceRef | None = None
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Environment variables of each replica (not AICLOUD_*)."
+    )
+    secrets: list[SecretName] = Field(
+        default_factory=list, description="Secrets injected into each replica as environment variables."
+    )
+    gpus: int = Field(
+        default=0, ge=0, le=16, description="GPUs of each replica (its own CUDA_VISIBLE_DEVICES); 0: none."
+    )
+    memory: int | str | None = Field(
+        default=None,
+        description="Memory of each replica, MiB or '512Mi'/'2Gi': sets the sandbox's limits.memory_mb.",
+    )
     max_batch_size: int = Field(default=32, ge=1, le=4096)
     max_wait_ms: float = Field(default=5, ge=0, le=10_000)
     max_queue: int = Field(default=1024, ge=1)
@@ -52,6 +87,23 @@ class DeploymentSpec(ScalingSpec):
             "(cpus // batch_workers each). 1: lowest latency; cpus: most throughput on CPU"
         ),
     )
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_env_names(value)
+
+    @model_validator(mode="after")
+    def _memory_limit(self) -> DeploymentSpec:
+        if self.memory is None:
+            return self
+        mb = memory_mb(self.memory)
+        if self.limits.memory_mb is not None and self.limits.memory_mb != mb:
+            raise ValueError(
+                f"memory ({self.memory}) and limits.memory_mb ({self.limits.memory_mb}) disagree; give one"
+            )
+        self.limits = ResourceLimits.model_validate({**self.limits.model_dump(), "memory_mb": mb})
+        return self
 
     @model_validator(mode="after")
     def _one_source(self) -> DeploymentSpec:
@@ -118,6 +170,8 @@ class DeploymentOut(BaseModel):
     generation: int
     desired_replicas: int
     model_version_id: str | None = None
+    #: The version number ``model_version_id`` is: what ``name@alias`` serves now (``→ v2``).
+    model_version: int | None = None
     message: str | None = None
     created_at: datetime
     updated_at: datetime

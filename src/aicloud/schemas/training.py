@@ -207,12 +207,18 @@ class CommandSpec(BaseModel):
     @field_validator("env")
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
-            if not _ENV_RE.fullmatch(name):
-                raise ValueError(f"{name!r} is not a valid environment variable name")
-            if name.upper().startswith("AICLOUD_"):
-                raise ValueError(f"{name!r}: AICLOUD_* variables are set by aicloud and cannot be overridden")
-        return value
+        return check_env_names(value)
+
+
+def check_env_names(value: dict[str, str]) -> dict[str, str]:
+    """``value`` when its keys are environment variable names a workload may set (not ``AICLOUD_*``);
+    raises ``ValueError`` naming the first that is not (a pydantic validator's error)."""
+    for name in value:
+        if not _ENV_RE.fullmatch(name):
+            raise ValueError(f"{name!r} is not a valid environment variable name")
+        if name.upper().startswith("AICLOUD_"):
+            raise ValueError(f"{name!r}: AICLOUD_* variables are set by aicloud and cannot be overridden")
+    return value
 
 
 class CheckpointOut(BaseModel):
@@ -373,6 +379,7 @@ __all__ = [
     "Task",
     "TrainParams",
     "TrainSpec",
+    "check_env_names",
     "check_train_spec",
     "feature_columns",
     "image_shape_of",

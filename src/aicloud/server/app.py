@@ -159,6 +159,7 @@ def create_app(
                 replicas.launch,
                 keys=replicas,
                 on_removed=replicas.revoke_token,
+                aliases=replicas.alias_version,
             )
         sweep_controller = app_state.sweeps = SweepLauncher(app_state).controller()
         app_state.jobs.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pydantic
@@ -35,6 +36,11 @@ def _out(state: AppState, d: Deployment) -> DeploymentOut:
     out.replicas = [ReplicaOut.model_validate(r) for r in state.store.deployments.replicas(d.id)]
     # the configured public URL, never the request's Host header (the caller chooses that)
     out.url = f"{state.settings.resolved_public_url}/v1/endpoints/{d.name}"
+    if d.model_version_id is not None:
+        with contextlib.suppress(NotFoundError):  # a version deleted since: its number is unknown
+            out.model_version = state.store.models.get_version_by_id(
+                d.workspace_id, d.model_version_id
+            ).version
     return out
 
 
@@ -42,6 +48,13 @@ def _resolve(
     state: AppState, principal: Principal, spec: DeploymentSpec
 ) -> tuple[dict[str, Any], str | None]:
     data = spec.model_dump(mode="json")
+    existing = {s.name for s in state.store.secrets.list(principal.workspace.id)} if spec.secrets else set()
+    missing = [n for n in spec.secrets if n not in existing]
+    if missing:
+        raise ValidationError.field(
+            "secrets",
+            f"no such secret(s): {', '.join(missing)}; create them with `aicloud secret create NAME`",
+        )
     if spec.model is not None:
         try:
             version = resolve_model_ref(state, principal.workspace.id, spec.model)
@@ -93,7 +106,34 @@ def deployments_update(name: str, body: DeploymentPatch, principal: Member, stat
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
         raise ValidationError.field(".".join(str(p) for p in first["loc"]) or "body", first["msg"]) from None
+    return _replace(state, principal, current, spec)
+
+
+@router.put("/deployments/{name}", response_model=DeploymentOut)
+def deployments_apply(
+    name: str, body: DeploymentSpec, principal: Member, state: State, response: Response
+) -> DeploymentOut:
+    """Create or update the deployment to match ``body`` (a whole spec, as ``POST`` takes, without
+    ``name``): 201 when it was created, 200 otherwise. Idempotent: the same spec again changes nothing;
+    a changed model or replica setting rolls replicas over, a scaling change alone keeps them."""
+    name = check_name(name)
+    try:
+        current = state.store.deployments.get(principal.workspace.id, name)
+    except NotFoundError:
+        response.status_code = 201
+        return deployments_create(DeploymentCreate(name=name, **body.model_dump()), principal, state)
+    if current.status is DeploymentStatus.DELETING:
+        raise ConflictError(f"deployment {name!r} is being deleted; apply it again once it is gone")
+    return _replace(state, principal, current, body)
+
+
+def _replace(
+    state: AppState, principal: Principal, current: Deployment, spec: DeploymentSpec
+) -> DeploymentOut:
+    """Give ``current`` the spec ``spec``; nothing changes when it is the same spec and version."""
     data, version_id = _resolve(state, principal, spec)
+    if data == current.spec and version_id == current.model_version_id:
+        return _out(state, current)
     # scaling fields are the controller's alone: changing only them keeps the running replicas
     replica_side = {k: v for k, v in data.items() if k not in ScalingSpec.model_fields}
     unchanged = {k: v for k, v in current.spec.items() if k not in ScalingSpec.model_fields}

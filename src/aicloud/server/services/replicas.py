@@ -1,8 +1,10 @@
 """The deployment controller's hooks into the control plane: what a serving replica process gets.
 
 :class:`ReplicaLauncher` builds a replica's launch request (a token scoped to its deployment, the
-spec with the model version, its port and key), seals replica keys for the store with the master
-key (the controller's ``ReplicaKeys``) and revokes a removed replica's token.
+spec with the model version, its port and key, the spec's ``env`` and ``secrets`` as environment
+variables, its ``gpus``), seals replica keys for the store with the master
+key (the controller's ``ReplicaKeys``), revokes a removed replica's token and tells the controller
+which version a deployment's ``name@alias`` names now (``alias_version``).
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from typing import Any
 
 from aicloud.entities import Role
 from aicloud.entities.serving import Deployment, Replica
-from aicloud.errors import NotFoundError
+from aicloud.errors import NotFoundError, ValidationError
 from aicloud.executors.base import LaunchRequest, WorkloadLimits
+from aicloud.server.services.models import resolve_model_ref
+from aicloud.server.services.secrets import open_secret
 from aicloud.server.services.workloads import scoped_token, workload_env
 from aicloud.server.state import AppState
 
@@ -55,10 +59,14 @@ class ReplicaLauncher:
         )
         spec = dict(deployment.spec)
         spec["model_version"] = model_version_payload(self.state, deployment)
+        # the spec's variables, then its secrets opened now (a secret deleted since is a launch error)
+        extra = {k: str(v) for k, v in (spec.get("env") or {}).items()}
+        for name in spec.get("secrets") or []:
+            extra[name] = open_secret(self.state, deployment.workspace_id, name)
         env = workload_env(
             self.server_url,
             token,
-            {},
+            extra,
             AICLOUD_REPLICA_PORT=str(port),
             AICLOUD_REPLICA_ID=replica_id,
             AICLOUD_REPLICA_KEY=replica_key,
@@ -72,8 +80,17 @@ class ReplicaLauncher:
             env=env,
             cpus=cpus,
             threads=max(1, cpus // int(spec.get("batch_workers") or 1)),
+            gpus=int(spec.get("gpus") or 0),  # the executor sets CUDA_VISIBLE_DEVICES, or refuses
             limits=WorkloadLimits.from_spec(spec.get("limits")),
         )
+
+    def alias_version(self, workspace_id: str, ref: str) -> str | None:
+        """The id of the version ``ref`` (``name@alias``) names now; None when it names none (the
+        deployment controller's ``aliases``: a deployment follows its alias)."""
+        try:
+            return resolve_model_ref(self.state, workspace_id, ref).id
+        except (NotFoundError, ValidationError):
+            return None
 
     def seal_key(self, replica_id: str, key: str) -> bytes:
         return self.state.blobs.seal(key.encode(), REPLICA_KEY_AAD + replica_id.encode())
