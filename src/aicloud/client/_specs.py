@@ -6,6 +6,7 @@ The one home of these helpers: :mod:`aicloud.client.jobs`, :mod:`aicloud.client.
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import tarfile
@@ -34,7 +35,8 @@ def pack_code(path: str | os.PathLike[str]) -> bytes:
         raise ValidationError.field("code", f"{root} does not exist; give the file or folder of your code")
     buf = io.BytesIO()
     skip = {".git", "__pycache__", ".venv", ".mypy_cache", ".pytest_cache"}
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+    # gzip's header time is fixed, so unchanged files pack to the same blob (an idempotent apply)
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
         if root.is_file():
             tar.add(root, arcname=root.name)
         else:
