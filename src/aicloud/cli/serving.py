@@ -258,7 +258,8 @@ def wait_rolled(d: Deployment, timeout: float) -> None:
         while True:
             info = d.refresh().info
             new = [r for r in info.replicas if r.generation == info.generation]
-            old = [r for r in info.replicas if r.generation != info.generation]
+            # a failed replica's row stays for its log (docs/serving.md): it is not one left to drain
+            old = [r for r in info.replicas if r.generation != info.generation and r.state.value != "failed"]
             ready = sum(r.state.value == "ready" for r in new)
             progress.update(
                 f"updating {d.name} to generation {info.generation}: {ready}/{info.desired_replicas} new "
