@@ -96,7 +96,7 @@ def deploy_create(
     secrets: list[str] = typer.Option(
         [], "--secret", help="a workspace secret, set as a variable of each replica (repeatable)"
     ),
-    gpus: int = typer.Option(0, help="GPUs of each replica (it fails to start where there are fewer)"),
+    gpus: int = typer.Option(0, help="GPUs of each replica (more than this machine has is refused)"),
     memory: str | None = typer.Option(
         None, help="memory of each replica: MiB, or 512Mi, 2Gi (a sandbox limit)"
     ),

@@ -26,6 +26,7 @@ from aicloud.schemas.serving import (
 from aicloud.server.deps import Member, State, Viewer
 from aicloud.server.services.models import resolve_model_ref
 from aicloud.server.services.names import check_name
+from aicloud.server.services.replicas import check_gpus
 from aicloud.server.state import AppState
 
 router = APIRouter(tags=["deployments"])
@@ -48,6 +49,7 @@ def _resolve(
     state: AppState, principal: Principal, spec: DeploymentSpec
 ) -> tuple[dict[str, Any], str | None]:
     data = spec.model_dump(mode="json")
+    check_gpus(spec.gpus)
     existing = {s.name for s in state.store.secrets.list(principal.workspace.id)} if spec.secrets else set()
     missing = [n for n in spec.secrets if n not in existing]
     if missing:

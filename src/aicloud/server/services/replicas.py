@@ -17,6 +17,7 @@ from aicloud.entities import Role
 from aicloud.entities.serving import Deployment, Replica
 from aicloud.errors import NotFoundError, ValidationError
 from aicloud.executors.base import LaunchRequest, WorkloadLimits
+from aicloud.executors.local import visible_gpus
 from aicloud.server.services.models import resolve_model_ref
 from aicloud.server.services.secrets import open_secret
 from aicloud.server.services.workloads import scoped_token, workload_env
@@ -25,6 +26,17 @@ from aicloud.server.state import AppState
 #: Associated data of a sealed replica key (with the replica's id): a key copied onto another
 #: replica's row, or any other sealed value, does not open as this replica's key.
 REPLICA_KEY_AAD = b"aicloud/replica-key/v1\x00"
+
+
+def check_gpus(gpus: int) -> None:
+    """A deployment's ``gpus`` fit this machine, where every replica runs (on Ray too: the gateway
+    reaches replicas on 127.0.0.1). Raises ValidationError naming ``gpus`` with what the machine has."""
+    if gpus > 0 and gpus > (have := visible_gpus()):
+        raise ValidationError.field(
+            "gpus",
+            f"each replica asks for {gpus} GPU(s) and this machine has {have}: "
+            "set gpus to at most that (0 serves on the CPU)",
+        )
 
 
 def model_version_payload(state: AppState, deployment: Deployment) -> dict[str, Any] | None:
