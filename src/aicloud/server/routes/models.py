@@ -83,6 +83,7 @@ def models_set_alias(
     row = state.store.models.set_alias(
         principal.workspace.id, check_name(name), check_name(alias, "alias"), body.version
     )
+    state.wake_deployments()  # a deployment of name@alias rolls to the version now (docs/serving.md)
     return ModelVersionOut.model_validate(row)
 
 
