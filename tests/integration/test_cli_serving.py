@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -117,12 +118,26 @@ def test_deploy_a_service_class_and_read_its_logs(
     env.update(AICLOUD_HOME=str(server.home), AICLOUD_URL=server.url, COLUMNS="200")
     cmd = [sys.executable, "-m", "aicloud", "deploy", "logs", "cli-echo", "-f", "--lines", "1"]
     with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
-        time.sleep(3)  # it printed the tail and polls
+        printed: list[str] = []
+        assert proc.stdout is not None
+        reader = threading.Thread(target=lambda: printed.extend(proc.stdout or ()), daemon=True)
+        reader.start()
+
+        def printed_soon(text: str, seconds: float = 60) -> bool:  # a loaded machine starts it slowly
+            deadline = time.monotonic() + seconds
+            while text not in "".join(printed) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            return text in "".join(printed)
+
+        assert printed_soon(f"replica {replica}")  # it printed the tail and polls
         cli_boom = client._transport.http.post("/v1/endpoints/cli-echo/boom", json={"text": "cli"})
         assert cli_boom.status_code == 500
-        time.sleep(2.5)
+        assert printed_soon("RuntimeError: no echo for cli")
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        proc.wait(timeout=60)
+        reader.join(10)
+        err = proc.stderr.read() if proc.stderr else ""
+    out = "".join(printed)
     assert proc.returncode == 0, err
     assert f"replica {replica}" in out and "RuntimeError: no echo for cli" in out
     dep.delete()
