@@ -1,11 +1,15 @@
-"""Reading job logs with bounded memory: the tail of a file, or a slice from a byte offset."""
+"""Job logs: reading them with bounded memory (the tail of a file, a slice from a byte offset), and
+turning bytes pulled from a remote worker's log into whole lines of the job's log."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
-__all__ = ["read_lines", "read_log", "tail_lines"]
+__all__ = ["read_lines", "read_log", "tail_lines", "whole_lines"]
+
+_LINE_STARTS = re.compile(rb"(?<=\n)")
 
 
 def tail_lines(path: Path, n_lines: int = 50, *, max_bytes: int = 16 * 1024, end: int | None = None) -> str:
@@ -56,3 +60,24 @@ def read_lines(path: Path, offset: int, limit: int = 1024 * 1024) -> tuple[str, 
     if not data.endswith(b"\n") and len(data) < limit:
         data = data[: data.rfind(b"\n") + 1]
     return data.decode("utf-8", "replace"), offset + len(data)
+
+
+def whole_lines(data: bytes, *, final: bool, limit: int, rank: int = 0) -> tuple[bytes, int]:
+    """What to append to a job's log of ``data``, the next bytes pulled from worker ``rank``'s log:
+    (the text, how many bytes of ``data`` it took).
+
+    Only whole lines, so two workers' lines never interleave mid-line; all of ``data`` when it
+    is the ``final`` piece (then ended with a newline) or one line of at least ``limit`` bytes
+    (the pull size). Rank 0's lines stay as they are; rank r > 0's start with ``[rank r] ``, as
+    the local executor writes them.
+    """
+    consumed = len(data) if final else data.rfind(b"\n") + 1
+    if consumed == 0 and len(data) >= limit:  # one very long line
+        consumed = len(data)
+    chunk = data[:consumed]
+    if final and chunk and not chunk.endswith(b"\n"):
+        chunk += b"\n"
+    if rank > 0 and chunk:
+        tag = f"[rank {rank}] ".encode()
+        chunk = b"".join(tag + line for line in _LINE_STARTS.split(chunk) if line)
+    return chunk, consumed

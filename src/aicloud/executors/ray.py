@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import threading
 import time
 import uuid
@@ -53,6 +52,7 @@ from ray.util.placement_group import (
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 from aicloud.executors.base import Executor, ExitInfo, LaunchError, LaunchRequest, job_folder, thread_env
+from aicloud.executors.logs import whole_lines
 from aicloud.executors.ray_connect import RayUnavailable, cause, connect
 from aicloud.executors.ray_worker import JobWorker
 from aicloud.executors.supervise import read_json, write_json_atomic
@@ -69,7 +69,6 @@ PULL_BYTES = 1024 * 1024
 DRAIN_BUDGET_S = 5.0
 # Variables of the control plane's own Ray connection that a job never gets.
 _PRIVATE_ENV = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE", "RAY_ADDRESS")
-_LINES = re.compile(rb"(?<=\n)")
 _Worker = ray.remote(JobWorker)
 
 
@@ -382,18 +381,9 @@ class RayExecutor(Executor):
                 ended = answer["exit"] is not None
                 data: bytes = answer["data"]
                 final = ended and offsets[rank] + len(data) >= answer["size"]
-                consumed = len(data) if final else data.rfind(b"\n") + 1  # whole lines only
-                if consumed == 0 and len(data) >= PULL_BYTES:  # one very long line
-                    consumed = len(data)
-                if consumed:
-                    chunk = data[:consumed]
-                    if final and not chunk.endswith(b"\n"):
-                        chunk += b"\n"
-                    if rank > 0:  # as the local executor: rank 0's lines as they are
-                        tag = f"[rank {rank}] ".encode()
-                        chunk = b"".join(tag + line for line in _LINES.split(chunk) if line)
-                    out.write(chunk)
-                    offsets[rank] += consumed
+                chunk, consumed = whole_lines(data, final=final, limit=PULL_BYTES, rank=rank)
+                out.write(chunk)
+                offsets[rank] += consumed
                 left = left or offsets[rank] < answer["size"]
                 states[rank] = answer["exit"] if ended else "running"
         if offsets != before:
