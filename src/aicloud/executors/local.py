@@ -69,13 +69,8 @@ _HAS_PROC = os.path.isdir("/proc/self")
 
 def _proc_stat(pid: int) -> tuple[str, int] | None:
     """(state letter, start time in ticks) of a process, from /proc; None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    return fields[0].decode(), int(fields[19])
+    stat = supervise.proc_stat(pid)
+    return None if stat is None else (stat[1][0].decode(), int(stat[1][19]))
 
 
 def _alive(pid: int, start_time: int | None) -> bool:

@@ -68,16 +68,23 @@ CHILD_NAME = "child.json"
 CANCEL_NAME = "cancel.json"
 
 
-def proc_start_time(pid: int) -> int | None:
-    """Field 22 of ``/proc/<pid>/stat`` (start time in clock ticks since boot); None if unknown."""
+def proc_stat(pid: int | str) -> tuple[bytes, list[bytes]] | None:
+    """``/proc/<pid>/stat`` of a process: its command name and the fields after it (field 3, the
+    state, first); None when it is gone or unreadable."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    return int(fields[19])
+    end = stat.rfind(b")")
+    return stat[stat.find(b"(") + 1 : end], stat[end + 2 :].split()
+
+
+def proc_start_time(pid: int) -> int | None:
+    """Field 22 of ``/proc/<pid>/stat`` (start time in clock ticks since boot); None if unknown."""
+    stat = proc_stat(pid)
+    return None if stat is None else int(stat[1][19])
 
 
 def read_json(path: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -108,15 +115,9 @@ def _group_members(pgid: int) -> list[tuple[int, bytes]]:
     for entry in os.listdir("/proc"):
         if not entry.isascii() or not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        name = stat[stat.find(b"(") + 1 : stat.rfind(b")")]
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if int(fields[2]) == pgid:
-            members.append((int(entry), name))
+        stat = proc_stat(entry)
+        if stat is not None and int(stat[1][2]) == pgid:
+            members.append((int(entry), stat[0]))
     return members
 
 
