@@ -74,11 +74,16 @@ def sandbox_uid(workload_id: str) -> int:
     return UID_BASE + zlib.crc32(workload_id.encode()) % UID_SPAN
 
 
+def _under(path: str, folders: Iterable[str]) -> bool:
+    """Whether ``path`` is one of ``folders`` or lies below one."""
+    return any(path == f or path.startswith(f.rstrip("/") + "/") for f in folders)
+
+
 def _covering(paths: Iterable[str]) -> list[str]:
     """The shortest set of folders that covers ``paths`` (a path under another is dropped)."""
     kept: list[str] = []
     for path in sorted({os.path.realpath(p) for p in paths}, key=len):
-        if not any(path == k or path.startswith(k.rstrip("/") + "/") for k in kept):
+        if not _under(path, kept):
             kept.append(path)
     return kept
 
@@ -92,7 +97,7 @@ def python_paths() -> list[str]:
     return [
         p
         for p in _covering(c for c in candidates if os.path.exists(c))
-        if p != "/" and not any(p == s or p.startswith(s + "/") for s in _SYSTEM_DIRS)
+        if p != "/" and not _under(p, _SYSTEM_DIRS)
     ]
 
 
@@ -114,7 +119,7 @@ def _parents(path: str, made: set[str]) -> list[str]:
     options: list[str] = []
     for parent in reversed(Path(path).parents):
         name = str(parent)
-        if name not in made and not any(name == s or name.startswith(s + "/") for s in _SYSTEM_DIRS):
+        if name not in made and not _under(name, _SYSTEM_DIRS):
             options += ["--perms", "0755", "--dir", name]
         made.add(name)
     return options
@@ -213,7 +218,7 @@ class Sandbox:
                     cmd += ["--dev-bind", f"/dev/{name}", f"/dev/{name}"]
         mounted = [*_SYSTEM_DIRS, *self.readonly]
         for path in self.hidden:  # only matters where a hidden folder lies under a mounted one
-            if any(path == r or path.startswith(r.rstrip("/") + "/") for r in mounted):
+            if _under(path, mounted):
                 cmd += ["--tmpfs", path]
         cmd += [*_parents(workdir, made), "--bind", workdir, workdir]
         cmd += ["--chdir", workdir, "--setenv", "HOME", workdir, "--setenv", "TMPDIR", tmpdir, "--"]
