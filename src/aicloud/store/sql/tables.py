@@ -289,6 +289,8 @@ class DeploymentRow(Base):
     generation: Mapped[int] = mapped_column(Integer())
     desired_replicas: Mapped[int] = mapped_column(Integer())
     model_version_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # canary: model version id → relative weight; NULL: model_version_id takes all traffic
+    traffic: Mapped[dict[str, int] | None] = mapped_column(JSON(), nullable=True)
     message: Mapped[str | None] = mapped_column(Text(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -311,3 +313,5 @@ class ReplicaRow(Base):
     message: Mapped[str | None] = mapped_column(Text(), nullable=True)
     # the replica's key, sealed with the master key (aad: the replica id); None before migration 0006
     key_sealed: Mapped[bytes | None] = mapped_column(LargeBinary(), nullable=True)
+    # the model version this replica serves (None: a Service deployment)
+    model_version_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
