@@ -7,11 +7,20 @@ from typing import Any
 
 import httpx
 import pandas as pd
+import psutil
 from sklearn.datasets import load_digits
 
 from aicloud import Client
 from aicloud.client import DatasetVersion
 from aicloud.testing.server import ServerProcess
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs: a zombie waiting to be reaped does not."""
+    try:
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.Error:
+        return False
 
 
 def digits_csv(path: Path) -> Path:

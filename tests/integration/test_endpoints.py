@@ -7,11 +7,11 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 
 from aicloud import Client
@@ -65,19 +65,15 @@ def data(c: Client, tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
 
 def replica_pids(deployment_name: str) -> list[int]:
     pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
+    for proc in psutil.process_iter(["cmdline"]):
+        if "aicloud.serving.replica" not in " ".join(proc.info["cmdline"] or []):
             continue
         try:
-            cmd = (proc / "cmdline").read_bytes()
-            env = (proc / "environ").read_bytes()
-        except OSError:
+            env = proc.environ()
+        except psutil.Error:
             continue
-        if (
-            b"aicloud.serving.replica" in cmd
-            and f"AICLOUD_DEPLOYMENT_NAME={deployment_name}\0".encode() in env
-        ):
-            pids.append(int(proc.name))
+        if env.get("AICLOUD_DEPLOYMENT_NAME") == deployment_name:
+            pids.append(proc.pid)
     return pids
 
 

@@ -118,6 +118,7 @@ def test_key_file_is_private(server: ServerProcess) -> None:
 
 
 def _rss_kb(pid: int, field: str) -> int:
+    # VmHWM (peak RSS) is only in /proc: psutil has the current RSS, not its peak
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 
 from aicloud import Client
@@ -19,7 +20,7 @@ from aicloud.client import DatasetVersion
 from aicloud.errors import NotFoundError, ValidationError
 from aicloud.testing.server import ServerProcess
 
-from helpers import assert_error, split_digits
+from helpers import alive, assert_error, split_digits
 
 FAST_CNN = {"epochs": 6, "batch_size": 64, "lr": 0.003, "seed": 0}
 
@@ -195,32 +196,18 @@ def test_cancel_stops_the_script_and_its_children(client: Client, tmp_path: Path
     job.wait(timeout=60)
     assert job.status == "cancelled"
     deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not [pid for pid in pids if _alive(pid)]
+    assert not [pid for pid in pids if alive(pid)]
 
 
 def _pids_running(marker: str) -> list[int]:
     """Processes on this machine with ``marker`` as an argument."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if marker.encode() in args and _alive(int(entry)):
-                found.append(int(entry))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    """Running, not a zombie waiting for init to reap it."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
+    return [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if marker in (p.info["cmdline"] or []) and alive(p.pid)
+    ]
 
 
 def test_job_token_is_scoped_and_revoked(client: Client, server: ServerProcess, tmp_path: Path) -> None:
@@ -269,10 +256,7 @@ def test_run_metrics_in_batches_100k_points(client: Client, http: httpx.Client) 
 
 
 def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError
+    return int(psutil.Process(pid).memory_info().rss) / (1024 * 1024)
 
 
 def test_huge_stdout_is_capped_and_memory_stays_flat(

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from aicloud.config import Settings
@@ -74,19 +75,14 @@ def wait_for(cond: Any, timeout: float = 10.0) -> None:
 
 
 def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes in a process group, from /proc."""
+    """Live (non-zombie) processes in a process group."""
     members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+    for proc in psutil.process_iter(["status"]):
+        if proc.info["status"] in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
             continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        fields = data[data.rfind(b")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            members.append(int(entry))
+        with contextlib.suppress(ProcessLookupError):  # ended since the listing
+            if os.getpgid(proc.pid) == pgid:
+                members.append(proc.pid)
     return members
 
 
@@ -97,11 +93,7 @@ def child_pgid(handle: dict[str, Any]) -> int:
 
 
 def rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+    return int(psutil.Process().memory_info().rss)
 
 
 def test_exit_codes_and_usage(ex: LocalExecutor) -> None:
@@ -263,6 +255,20 @@ def test_reattach_from_a_new_executor(jobs_dir: Path) -> None:
     info = wait_end(second, handle)
     assert info.state == "exited" and info.exit_code == 0
     second.cleanup(handle)
+
+
+def test_a_handle_knows_its_supervisor_by_pid_and_start_time(ex: LocalExecutor) -> None:
+    """The handle's start time is field 22 of ``/proc/<pid>/stat`` (clock ticks since boot), the
+    unit of handles written before the executor read processes with psutil; a handle whose start
+    time differs (the pid was reused) is not that supervisor."""
+    handle = submit(ex, "who", [SH, "-c", "sleep 1000"])
+    stat = Path(f"/proc/{handle['pid']}/stat").read_bytes()
+    assert handle["start_time"] == int(stat[stat.rfind(b")") + 2 :].split()[19])
+    assert ex.poll(handle).state == "running"
+    assert ex.poll({**handle, "start_time": handle["start_time"] - 1}).state == "lost"
+    ex.cancel(handle, 0.0)
+    assert wait_end(ex, handle).state == "exited"
+    ex.cleanup(handle)
 
 
 def test_killed_supervisor_is_lost(ex: LocalExecutor) -> None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import ray
 
@@ -35,7 +36,7 @@ from aicloud.executors.ray import RayExecutor
 from aicloud.testing.server import ServerProcess, sandbox_unavailable
 from aicloud.wire.tcp import free_port
 
-from helpers import small_csv
+from helpers import alive, small_csv
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
 
@@ -55,21 +56,12 @@ class Cluster:
 # -- the cluster ---------------------------------------------------------------------------------
 
 
-def _procs() -> dict[int, tuple[int, str, bytes]]:
-    """pid → (ppid, command line, state) of every process, from /proc."""
+def _procs() -> dict[int, tuple[int, str, str]]:
+    """pid → (ppid, command line, status) of every process."""
     out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        out[int(entry)] = (int(fields[1]), cmd, fields[0])
+    for proc in psutil.process_iter(["ppid", "cmdline", "status"]):
+        info = proc.info
+        out[proc.pid] = (info["ppid"] or 0, " ".join(info["cmdline"] or []), info["status"] or "")
     return out
 
 
@@ -79,7 +71,7 @@ def _cluster_pids(marks: list[str]) -> set[int]:
     found = {pid for pid, (_, cmd, _) in procs.items() if any(m in cmd for m in marks)}
     while grown := {pid for pid, (ppid, _, _) in procs.items() if ppid in found} - found:
         found |= grown
-    return {p for p in found if procs[p][2] != b"Z" and p not in (os.getpid(), os.getppid())}
+    return {p for p in found if procs[p][2] != psutil.STATUS_ZOMBIE and p not in (os.getpid(), os.getppid())}
 
 
 def _stop_cluster(marks: list[str]) -> None:
@@ -182,14 +174,6 @@ def wait_for(cond: Callable[[], Any], timeout: float = 30.0) -> Any:
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
     return value
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 # -- the executor --------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from aicloud.client import DatasetVersion
 from aicloud.client.jobs import Job
 from aicloud.testing.server import ServerProcess
 
-from helpers import digits_csv, split_digits
+from helpers import alive, digits_csv, split_digits
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
 
@@ -108,7 +108,7 @@ def test_killed_worker_without_restarts_fails_with_the_reason(
     assert job.status == "failed" and job.info.reason == "error" and job.info.attempt == 0
     assert job.info.usage["exit_code"] == -signal.SIGKILL
     assert run_status_after_wrap_up(client, job.run_id) == "failed"
-    wait_until(lambda: not any(_alive(p) for p in pids.values()), timeout=30, what="the workers to end")
+    wait_until(lambda: not any(alive(p) for p in pids.values()), timeout=30, what="the workers to end")
 
 
 def test_control_plane_kill_9_during_a_two_worker_job(
@@ -127,11 +127,3 @@ def test_control_plane_kill_9_during_a_two_worker_job(
         assert job.status == "succeeded", (job.info.reason, job.info.message)
         assert job.info.attempt == 0  # re-attached, not restarted
         assert epochs_logged(job) == [1, 2, 3, 4, 5]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"

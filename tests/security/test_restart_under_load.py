@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 
 from aicloud.testing.restart_load import restart_under_load
@@ -30,13 +31,13 @@ FIRST_OK_MARGIN_S = 5.0
 def replica_keys(replica_id: str) -> set[str]:
     """The key a replica was started with, from the environment of its processes on the host."""
     keys = set()
-    for proc in Path("/proc").iterdir():
+    for proc in psutil.process_iter():
         try:
-            env = (proc / "environ").read_bytes().split(b"\0") if proc.name.isdigit() else []
-        except OSError:
+            env = proc.environ()
+        except psutil.Error:
             continue
-        if f"AICLOUD_REPLICA_ID={replica_id}".encode() in env:
-            keys.update(v[20:].decode() for v in env if v.startswith(b"AICLOUD_REPLICA_KEY="))
+        if env.get("AICLOUD_REPLICA_ID") == replica_id and "AICLOUD_REPLICA_KEY" in env:
+            keys.add(env["AICLOUD_REPLICA_KEY"])
     return keys
 
 

@@ -125,6 +125,8 @@ def _send(out: IO[bytes], kind: bytes, *parts: bytes | memoryview) -> None:
 
 
 def _near_memory_limit(limits: ParseLimits) -> bool:
+    # VmPeak, the peak address-space size (what RLIMIT_AS caps), is only in /proc: psutil has the
+    # current size, which has already shrunk back by the time a MemoryError is caught here.
     try:
         with open("/proc/self/status") as f:
             for line in f:

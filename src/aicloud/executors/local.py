@@ -20,7 +20,7 @@ A job with ``workers > 1`` is one supervisor and N workers: the executor picks a
 its ``RANK``/``LOCAL_RANK``/``WORLD_SIZE`` and, when the job asks for GPUs, its own slice of
 ``CUDA_VISIBLE_DEVICES``; the first worker to fail fails the job and the others are stopped.
 A resubmitted job (a restart: same ``job_id``) appends to the same log. The control
-plane holds no pipe and no thread per job: it only looks at files and ``/proc``, so a
+plane holds no pipe and no thread per job: it only looks at files and processes, so a
 restarted control plane re-attaches by polling the persisted handle:
 
 * ``exit.json`` present → ``exited`` with its code and usage;
@@ -51,6 +51,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import psutil
+
 from aicloud.executors import supervise
 from aicloud.executors.base import Executor, ExitInfo, LaunchError, LaunchRequest, job_folder, thread_env
 from aicloud.executors.sandbox import Sandbox, sandbox_uid
@@ -64,38 +66,42 @@ __all__ = ["LocalExecutor"]
 SUPERVISOR = str(Path(supervise.__file__).resolve())
 WORKDIR_PREFIX = "aicloud-job-"
 ESCALATE_AFTER_S = 5.0
-_HAS_PROC = os.path.isdir("/proc/self")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time in ticks) of a process, from /proc; None when it is gone."""
-    stat = supervise.proc_stat(pid)
-    return None if stat is None else (stat[1][0].decode(), int(stat[1][19]))
+def _start_ticks(pid: int) -> int:
+    """When process ``pid`` started, in clock ticks since boot: the unit of the ``start_time``
+    the supervisor records in a handle (field 22 of ``/proc/<pid>/stat``).
+
+    psutil gives the same fact as ``create_time()``: boot time (whole seconds since the epoch)
+    plus that start in seconds. Subtracting the boot time read just before gives the ticks back
+    exactly, as any handle, old or new, holds them; a boot time that moves (the wall clock was
+    set) changes both terms alike, so it never makes a running supervisor look like another one.
+    """
+    boot = psutil.boot_time()  # read first: psutil < 6 adds the boot time that this call caches
+    return round((psutil.Process(pid).create_time() - boot) * CLOCK_TICKS)
 
 
 def _alive(pid: int, start_time: int | None) -> bool:
-    """Whether the process is running and is the one we started (not a reused pid, not a zombie)."""
+    """Whether the process is running and is the one we started (not a reused pid, not a zombie).
+
+    ``start_time`` (clock ticks since boot, see :func:`_start_ticks`) is None where the
+    supervisor could not read it (no ``/proc``: macOS); the pid alone decides there."""
     if pid <= 0:
         return False
-    if not _HAS_PROC:  # no /proc (macOS): best effort
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+    try:
+        if psutil.Process(pid).status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
             return False
-        except PermissionError:
-            return True
-        return True
-    stat = _proc_stat(pid)
-    if stat is None:
+        # A mismatch is read twice: the boot time, in whole seconds, may have moved between the
+        # two reads of one (the clock was adjusted); a reused pid differs both times.
+        return start_time is None or start_time == _start_ticks(pid) or start_time == _start_ticks(pid)
+    except psutil.Error:  # gone, or not ours to read (the supervisor runs as the control plane)
         return False
-    state, started = stat
-    if start_time is not None and started != start_time:
-        return False
-    return state not in ("Z", "X", "x")
 
 
 def visible_gpus() -> int:
-    """NVIDIA GPUs on this machine (``/proc/driver/nvidia/gpus``, else ``/dev/nvidiaN``); 0 if none."""
+    """NVIDIA GPUs on this machine (``/proc/driver/nvidia/gpus``, else ``/dev/nvidiaN``: psutil does not
+    count GPUs); 0 if none."""
     with contextlib.suppress(OSError):
         return len(os.listdir("/proc/driver/nvidia/gpus"))
     with contextlib.suppress(OSError):

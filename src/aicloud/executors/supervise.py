@@ -69,8 +69,8 @@ CANCEL_NAME = "cancel.json"
 
 
 def proc_stat(pid: int | str) -> tuple[bytes, list[bytes]] | None:
-    """``/proc/<pid>/stat`` of a process: its command name and the fields after it (field 3, the
-    state, first); None when it is gone or unreadable."""
+    """``/proc/<pid>/stat`` of a process, by hand (this file imports only the standard library, no
+    psutil): its command name and the fields after it (field 3, the state, first); None if unreadable."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()

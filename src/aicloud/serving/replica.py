@@ -261,15 +261,20 @@ def serve(app: ReplicaApp, port: int, drain_s: float = 30.0) -> None:
 
 
 def process_age() -> float | None:
-    """Seconds since this process started (Linux ``/proc``; None elsewhere): interpreter start-up and
-    imports included, which ``time.monotonic()`` deltas taken in ``main`` miss."""
+    """Seconds since this process started (None if unknown): interpreter start-up and imports
+    included, which ``time.monotonic()`` deltas taken in ``main`` miss."""
+    import psutil
+
     try:
-        fields = Path("/proc/self/stat").read_text().rpartition(")")[2].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return max(0.0, uptime - int(fields[19]) / ticks)
-    except (OSError, ValueError, IndexError):
+        boot = psutil.boot_time()
+        created = psutil.Process().create_time()
+    except psutil.Error:
         return None
+    if hasattr(time, "CLOCK_BOOTTIME"):  # Linux
+        # create_time() is the boot time (whole seconds) plus the start since boot; against the
+        # clock that counts since boot the age is exact to the tick, the rounded boot time cancelled
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - (created - boot))
+    return max(0.0, time.time() - created)
 
 
 def is_transient(exc: BaseException) -> bool:
