@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install sandbox-tools demo test check test-unit test-integration bench bench-peers bench-serving clean down
+.PHONY: install sandbox-tools browser-tools demo test check test-unit test-integration bench bench-peers bench-serving clean down
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "aicloud needs Python 3.11 or newer")'
@@ -30,6 +30,19 @@ sandbox-tools:
 	      "sandbox (apt-get install bubblewrap), or set AICLOUD_ISOLATION=none on a single-user machine" >&2; \
 	  fi; }
 
+# The console's browser tests drive Debian's Chromium (Playwright's own download cannot work offline):
+# installed where it is missing and we may; otherwise those tests skip and say how to get it.
+browser-tools:
+	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	    sudo -n apt-get update -qq && sudo -n DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "aicloud: chromium is missing and cannot be installed here: the console's browser tests" \
+	      "skip (apt-get install chromium, or set AICLOUD_TEST_CHROMIUM to a Chromium binary)" >&2; \
+	  fi; }
+
 demo: $(STAMP) sandbox-tools
 	$(BIN)/aicloud up
 	$(BIN)/aicloud demo
@@ -40,7 +53,7 @@ demo: $(STAMP) sandbox-tools
 TEST_WORKERS ?= auto
 PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 
-test: $(STAMP) sandbox-tools
+test: $(STAMP) sandbox-tools browser-tools
 	$(BIN)/pytest $(PARALLEL) -m "not serial"
 	$(BIN)/pytest -m serial
 
@@ -48,7 +61,7 @@ test: $(STAMP) sandbox-tools
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
-test-integration: $(STAMP) sandbox-tools
+test-integration: $(STAMP) sandbox-tools browser-tools
 	$(BIN)/pytest $(PARALLEL) -m "not serial" tests/integration tests/e2e
 	$(BIN)/pytest -m serial tests/integration tests/e2e
 

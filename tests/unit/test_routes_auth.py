@@ -6,15 +6,19 @@ import pytest
 from fastapi import routing
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from aicloud.config import Settings
 from aicloud.gateway.asgi import PREFIX, EndpointApp, require_endpoint_caller
 from aicloud.server.app import create_app
+from aicloud.server.console import STATIC_PREFIX
+from aicloud.server.console.session import CONSOLE_AUTH_DEPENDENCIES, console_public
 from aicloud.server.deps import AUTH_DEPENDENCIES, public, require_viewer
 
 PUBLIC_PATHS = {"/healthz"}
 DOCS_PATHS = {"/openapi.json", "/docs", "/redoc"}
+#: The console's only open pages: signing in (its static files are a mount, checked below).
+CONSOLE_PUBLIC_PATHS = {"/signin"}
 
 
 def _calls(dep: Dependant) -> set[object]:
@@ -37,6 +41,24 @@ def test_every_route_has_an_auth_decision() -> None:
     checked = 0
     for ctx in routing.iter_route_contexts(app.routes):  # flattens included routers
         route, path = ctx.original_route, ctx.path
+        if isinstance(route, Mount):
+            assert path == STATIC_PREFIX, f"unexpected mount {path}: only the console's static files are"
+            continue
+        if isinstance(route, APIRoute) and not path.startswith(
+            ("/api/", "/healthz", "/docs", "/redoc", "/openapi")
+        ):
+            # a console page: exactly one of the console's cookie-based decisions
+            decisions = _calls(route.dependant) & set(CONSOLE_AUTH_DEPENDENCIES)
+            assert len(decisions) == 1, (
+                f"console {sorted(route.methods)} {path} has auth decisions {decisions}"
+            )
+            assert not _calls(route.dependant) & set(AUTH_DEPENDENCIES), f"{path} mixes API and console auth"
+            if console_public in decisions:
+                assert path in CONSOLE_PUBLIC_PATHS, (
+                    f"console page {path} is public but not on the allow-list"
+                )
+            checked += 1
+            continue
         if not isinstance(route, APIRoute):
             # raw ASGI routes (endpoint traffic) declare the auth decision every request goes through
             decision = getattr(getattr(route, "endpoint", None), "auth_decision", None)

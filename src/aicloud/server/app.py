@@ -22,6 +22,7 @@ from aicloud.gateway.asgi import PREFIX as ENDPOINTS_PREFIX
 from aicloud.gateway.asgi import EndpointApp, mount_endpoints
 from aicloud.schemas.api import MAX_JSON_DEPTH
 from aicloud.server.bootstrap import bootstrap
+from aicloud.server.console import mount_console
 from aicloud.server.home import prepare_home
 from aicloud.server.routes import (
     admin,
@@ -194,4 +195,5 @@ def create_app(
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(sweeps.router, prefix="/api/v1")
     app.endpoint_app = mount_endpoints(app)
+    mount_console(app)  # the web console's pages under / and its static files (docs/console.md)
     return app

@@ -10,19 +10,18 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from aicloud.entities import Job, JobStatus
+from aicloud.entities import JobStatus
 from aicloud.errors import ConflictError, NotFoundError
 from aicloud.schemas.jobs import JobCreate, JobOut
 from aicloud.schemas.training import CheckpointOut
 from aicloud.server.deps import Member, State, Viewer
 from aicloud.server.routes._streaming import blob_response
 from aicloud.server.routes._uploads import receive_upload
+from aicloud.server.services.job_logs import MAX_LOG_READ, read_log
 from aicloud.server.services.names import check_id
 from aicloud.server.services.specs import validate_job
-from aicloud.server.state import AppState
 
 router = APIRouter(tags=["jobs"])
-MAX_LOG_READ = 1024 * 1024
 
 
 @router.post("/jobs", response_model=JobOut, status_code=201)
@@ -67,26 +66,6 @@ def jobs_cancel(job_id: str, principal: Member, state: State) -> JobOut:
     return JobOut.model_validate(job)
 
 
-def _read_log(state: AppState, job: Job, offset: int) -> tuple[bytes, bool]:
-    """Up to 1 MiB of the job's log from ``offset``; and whether the log is complete.
-
-    A finished job's log is an encrypted blob. Until it is stored (a moment after the job
-    ends) the live file is read and the log is not yet complete.
-    """
-    if job.log_digest:
-        with state.blobs.open(job.log_digest) as f:
-            f.seek(offset)
-            return f.read(MAX_LOG_READ), True
-    if state.jobs is not None and job.handle:
-        chunk = state.jobs.read_log(job, offset, MAX_LOG_READ)
-        # the wrap-up that stores the log normally follows within a moment; if the control
-        # plane died in between, give up waiting for it after a while
-        stale = job.finished_at is not None and (datetime.now(UTC) - job.finished_at).total_seconds() > 30
-        return chunk.data, stale and not chunk.data
-    # a job that ended without ever starting (cancelled while pending, launch failure) has no log
-    return b"", job.status.terminal and not job.handle
-
-
 @router.get("/jobs/{job_id}/logs", response_class=PlainTextResponse)
 async def jobs_logs(
     job_id: str, principal: Viewer, state: State, offset: int = Query(default=0, ge=0)
@@ -94,7 +73,7 @@ async def jobs_logs(
     """Log text from byte ``offset``. Poll with the returned ``X-Aicloud-Log-Offset`` to follow;
     ``X-Aicloud-Log-Complete: 1`` means the job has ended and everything was sent."""
     job = await run_in_threadpool(state.store.jobs.get, principal.workspace.id, check_id(job_id, "job_id"))
-    data, complete = await run_in_threadpool(_read_log, state, job, offset)
+    data, complete = await run_in_threadpool(read_log, state, job, offset)
     complete = complete and len(data) < MAX_LOG_READ
     headers = {
         "X-Aicloud-Log-Offset": str(offset + len(data)),

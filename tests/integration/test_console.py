@@ -1,0 +1,172 @@
+"""The web console in a real browser (Chromium through Playwright) against a real control plane:
+sign in and out, start a job and watch its chart grow, compare runs. Screenshots of every page go
+to ``<pytest basetemp>/console-screenshots``."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from aicloud import Client
+from aicloud.client._specs import pack_code
+from aicloud.testing.server import ServerProcess
+
+from browser import Console, chromium, screenshots_dir
+
+SLOW_SCRIPT = """
+import time
+from aicloud.training import log_metric, log_params
+log_params({"lr": 0.01, "layers": 2})
+for step in range(40):
+    log_metric("loss", 1.0 / (step + 1), step=step)
+    log_metric("accuracy", step / 40, step=step)
+    print("step", step, flush=True)
+    time.sleep(0.25)
+print("done")
+"""
+
+
+@pytest.fixture(scope="module")
+def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path_factory.mktemp("console-home")).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return screenshots_dir(tmp_path_factory)
+
+
+@pytest.fixture
+def console(browser: Any, console_server: ServerProcess, shots: Path) -> Iterator[Console]:
+    tab = Console(browser, console_server.url, shots)
+    tab.sign_in(console_server.token)
+    yield tab
+    tab.close()
+
+
+@pytest.fixture(scope="module")
+def sdk(console_server: ServerProcess) -> Iterator[Client]:
+    with Client(url=console_server.url, token=console_server.token) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def api(console_server: ServerProcess) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {console_server.token}"}
+    with httpx.Client(base_url=console_server.url, headers=headers, timeout=60) as c:
+        yield c
+
+
+def _points(page: Any) -> int:
+    return int(page.get_attribute("#points", "data-points") or 0)
+
+
+def test_sign_in_keeps_the_token_out_of_scripts_and_sign_out_ends_it(
+    browser: Any, console_server: ServerProcess, shots: Path
+) -> None:
+    tab = Console(browser, console_server.url, shots)
+    page = tab.go("/runs")
+    page.wait_for_url(re.compile(r"/signin\?next=%2Fruns"))
+    tab.shot("signin")
+    page.fill("input[name=token]", "aic_not_a_token")
+    page.click("button[type=submit]")
+    assert "not an aicloud token" in page.inner_text(".flash.err")
+    page.fill("input[name=token]", console_server.token)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/runs$"))  # back where the user was going
+    assert page.evaluate("document.cookie") == ""  # HttpOnly: no script reads the token
+    cookie = next(c for c in tab.context.cookies() if c["name"] == "aicloud_console")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    tab.go("/")
+    assert page.inner_text("h1") == "Overview"
+    tab.shot("overview")
+    page.click("text=Sign out")
+    page.wait_for_url(re.compile(r"/signin$"))
+    assert not [c for c in tab.context.cookies() if c["name"] == "aicloud_console"]
+    tab.go("/jobs")
+    page.wait_for_url(re.compile(r"/signin\?next=%2Fjobs"))
+    tab.close()
+
+
+def test_start_a_job_and_watch_its_chart_grow(console: Console, sdk: Client) -> None:
+    code = sdk.blobs.upload(pack_code(_script_dir(console.shots.parent)), "application/gzip")
+    body = {"kind": "command", "name": "console-live", "spec": {"command": "python train.py", "code": code}}
+    page = console.go("/jobs")
+    page.click("#new-job summary")
+    page.fill("textarea[name=body]", json.dumps(body))
+    console.shot("jobs-submit")
+    page.click("#new-job button[type=submit]")
+    page.wait_for_url(re.compile(r"/jobs/job_[a-z0-9]+$"))
+    page.wait_for_function("() => Number(document.querySelector('#points').dataset.points || 0) > 0")
+    first = _points(page)
+    page.wait_for_function(
+        "(n) => Number(document.querySelector('#points').dataset.points || 0) > n", arg=first
+    )
+    assert page.locator(".chart[data-metric=loss] canvas").count() == 1
+    console.shot("job-live")
+    page.wait_for_function("() => document.querySelector('#job-live').dataset.ended === '1'", timeout=180_000)
+    assert page.inner_text("#job-status") == "succeeded"
+    # every point of the script's metrics, each sent once (the job's system metrics come too)
+    assert page.get_attribute(".chart[data-metric=loss]", "data-points") == "40"
+    assert page.get_attribute(".chart[data-metric=accuracy]", "data-points") == "40"
+    assert "done" in page.inner_text("#log")
+    console.shot("job-done")
+    page = console.go("/jobs")
+    assert "console-live" in page.inner_text("table.list")
+    console.shot("jobs")
+
+
+def _script_dir(base: Path) -> Path:
+    folder = base / "console-code"
+    folder.mkdir(exist_ok=True)
+    (folder / "train.py").write_text(SLOW_SCRIPT)
+    return folder
+
+
+def _logged_run(api: httpx.Client, name: str, lr: float, steps: int = 30) -> str:
+    run = api.post("/api/v1/runs", json={"name": name, "params": {"lr": lr, "optimizer": "adam"}}).json()
+    points = [
+        {"name": "loss", "step": s, "value": lr * 100 / (s + 1), "timestamp": time.time()}
+        for s in range(steps)
+    ]
+    api.post(f"/api/v1/runs/{run['id']}/metrics", json={"points": points}).raise_for_status()
+    api.post(f"/api/v1/runs/{run['id']}/finish", json={"status": "succeeded"}).raise_for_status()
+    return str(run["id"])
+
+
+def test_pick_columns_and_compare_two_runs(console: Console, api: httpx.Client) -> None:
+    a = _logged_run(api, "cmp-a", 0.1)
+    b = _logged_run(api, "cmp-b", 0.3)
+    page = console.go("/runs?m=loss&p=lr")
+    header = page.inner_text("table.runs tr >> nth=0")
+    assert "lr" in header and "loss" in header
+    console.shot("runs")
+    page.check(f"input.pick[value={a}]")
+    assert page.is_disabled("#compare-btn")  # two at least
+    page.check(f"input.pick[value={b}]")
+    page.click("#compare-btn")
+    page.wait_for_url(re.compile(r"/runs/compare\?"))
+    assert page.locator(".chart canvas").count() == 1  # one metric, two curves in it
+    legend = page.inner_text(".chart .u-legend")
+    assert "cmp-a" in legend and "cmp-b" in legend
+    row = page.locator("#params-diff tr.differs")
+    assert row.count() == 1 and "lr" in row.inner_text()
+    console.shot("compare")
+    page = console.go(f"/runs/{a}")
+    assert page.locator(".chart canvas").count() == 1
+    console.shot("run")
