@@ -87,12 +87,25 @@ def _is_sqlite_memory(url: URL) -> bool:
 
 
 def create_db_engine(url: str | URL) -> Engine:
-    """An engine for ``url``, safe to share between threads, with aicloud's SQLite settings."""
+    """An engine for ``url``, safe to share between threads, with aicloud's SQLite settings.
+
+    A ``postgresql://`` URL that names no driver gets psycopg (3), the one ``aicloud[postgres]``
+    installs; without it, :class:`~aicloud.client.extras.MissingExtraError` says to install that
+    extra, in one line.
+    """
     parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(
-            parsed, pool_size=10, max_overflow=20, pool_pre_ping=True, json_serializer=json_dumps
-        )
+        try:
+            return create_engine(
+                parsed, pool_size=10, max_overflow=20, pool_pre_ping=True, json_serializer=json_dumps
+            )
+        except ImportError as exc:  # the driver (psycopg without its libpq, too)
+            from aicloud.client.extras import MissingExtraError
+
+            what = f"the metadata store at {safe_url(parsed)}"
+            raise MissingExtraError(what, "postgres", [exc.name or parsed.get_driver_name()]) from None
     memory = _is_sqlite_memory(parsed)
     if not memory:
         # Create the folder of a new database; when that fails, connecting says why.
