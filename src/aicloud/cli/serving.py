@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +11,7 @@ import typer
 
 from aicloud.cli.common import Output, OutputOpt, UsageError, client, console, emit, print_json, table
 from aicloud.cli.deploy_file import given_flags, parse_env, read_deploy_file
-from aicloud.client import Deployment
-from aicloud.errors import AicloudError
+from aicloud.cli.deployview import parse_traffic, render_deployment, source, wait_rolled
 
 deploy_app = typer.Typer(
     help="Serve models and your own code as autoscaled HTTP endpoints.", no_args_is_help=True
@@ -22,43 +20,6 @@ deploy_app = typer.Typer(
 #: One spelling everywhere: --min-replicas/--max-replicas, with --min/--max accepted as aliases.
 MIN_FLAGS = ("--min-replicas", "--min")
 MAX_FLAGS = ("--max-replicas", "--max")
-
-
-def render_deployment(d: Deployment) -> None:
-    info = d.info
-    spec = info.spec
-    source = _source(d)
-    console.print(f"[bold]{info.name}[/] {info.status.value}  {source}  generation {info.generation}")
-    console.print(f"  url {d.url}")
-    console.print(
-        f"  replicas {_live(d)} (desired {info.desired_replicas}, "
-        f"min {spec.get('min_replicas')}, max {spec.get('max_replicas')}), "
-        f"batch ≤ {spec.get('max_batch_size')}"
-        f" within {spec.get('max_wait_ms')} ms, cpus {spec.get('cpus')}"
-        f" ({spec.get('batch_workers') or 1} batch worker(s))"
-    )
-    for r in info.replicas:
-        console.print(f"    {r.id} gen {r.generation} {r.state.value}")
-    if info.message:  # not markup: a replica's log lines hold brackets ("[aicloud replica] ...")
-        console.print("  " + info.message, style="red", markup=False, highlight=False)
-
-
-def _source(d: Deployment) -> str:
-    """What a deployment serves: ``digits@production → v2`` (the version its model reference names
-    now), or the Service's entry point."""
-    spec, version = d.info.spec, d.info.model_version
-    ref = spec.get("model")
-    if not ref:
-        return str((spec.get("service") or {}).get("entrypoint") or "service")
-    shown = f"{ref} → v{version}" if version is not None else str(ref)
-    if "@" in str(ref) and spec.get("track_alias") is False:
-        shown += " (track_alias: false)"
-    return shown
-
-
-def _live(d: Deployment) -> int:
-    """Replicas running or starting (a failed one's row stays for its log: docs/serving.md)."""
-    return sum(r.state.value != "failed" for r in d.info.replicas)
 
 
 @deploy_app.command("create")
@@ -178,8 +139,8 @@ def deploy_list(output: Output = OutputOpt) -> None:
                     [
                         d.name,
                         d.info.status.value,
-                        _source(d),
-                        _live(d),
+                        source(d.info),
+                        sum(r.state.value != "failed" for r in d.info.replicas),
                         d.info.generation,
                     ]
                     for d in items
@@ -191,9 +152,10 @@ def deploy_list(output: Output = OutputOpt) -> None:
 
 @deploy_app.command("show")
 def deploy_show(name: str = typer.Argument(..., help="the deployment"), output: Output = OutputOpt) -> None:
-    """One deployment: its spec, endpoint URL and replicas."""
+    """One deployment: its spec, endpoint URL, replicas and, per version served, its share of the
+    traffic and its request count, errors and p50/p99 latency (a canary side by side)."""
     d = client().deployments.get(name)
-    emit(d.info, output, lambda _: render_deployment(d))
+    emit(d.info, output, lambda _: render_deployment(d, d.metrics()))
 
 
 @deploy_app.command("scale")
@@ -221,15 +183,39 @@ def deploy_update(
     max_batch_size: int | None = typer.Option(None, help="rows one batch takes"),
     max_wait_ms: float | None = typer.Option(None, help="how long a batch waits to fill up"),
     idle_timeout_s: float | None = typer.Option(None, help="idle seconds before scaling down"),
+    traffic: str | None = typer.Option(
+        None,
+        help="canary: VERSION=WEIGHT pairs of the model's versions, e.g. 3=90,4=10 (see promote/rollback)",
+    ),
+    track_alias: bool | None = typer.Option(
+        None, "--track-alias/--no-track-alias", help="with NAME@ALIAS: follow the alias when it moves"
+    ),
+    cpus: int | None = typer.Option(None, help="cpus of each replica"),
+    batch_workers: int | None = typer.Option(None, help="batches a replica runs at once"),
+    env: list[str] = typer.Option(
+        [], "--env", "-e", help="NAME=VALUE: replaces the replicas' environment variables (repeatable)"
+    ),
+    secrets: list[str] = typer.Option(
+        [], "--secret", help="replaces the secrets set as variables of each replica (repeatable)"
+    ),
+    gpus: int | None = typer.Option(None, help="GPUs of each replica"),
+    memory: str | None = typer.Option(None, help="memory of each replica: MiB, or 512Mi, 2Gi"),
+    startup_timeout_s: float | None = typer.Option(None, help="seconds a replica may take to become ready"),
     wait: bool = typer.Option(True, help="wait until the new replicas serve and the old ones are gone"),
     timeout: float = typer.Option(300, help="seconds to wait with --wait"),
     output: Output = OutputOpt,
 ) -> None:
-    """Change an existing deployment: roll it to another model, or change its scaling or batching.
+    """Change an existing deployment: its model, canary traffic, scaling, batching or replica settings.
 
-    A new model (or batching) starts replicas of a new generation and retires the old ones once the
-    new serve; scaling alone keeps the running replicas.
+    A new model or replica setting (batching, cpus, env, secrets, gpus, memory) starts replicas of a
+    new generation and retires the old ones once the new serve; scaling and traffic alone keep the
+    running replicas. `--traffic 3=90,4=10` starts a canary: version 4 gets replicas of its own and
+    a tenth of the requests; end it with `aicloud deploy promote` or `aicloud deploy rollback`.
     """
+    try:
+        weights = parse_traffic(traffic) if traffic is not None else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     changes = {
         k: v
         for k, v in {
@@ -240,43 +226,55 @@ def deploy_update(
             "max_batch_size": max_batch_size,
             "max_wait_ms": max_wait_ms,
             "idle_timeout_s": idle_timeout_s,
+            "traffic": weights,
+            "track_alias": track_alias,
+            "cpus": cpus,
+            "batch_workers": batch_workers,
+            "env": parse_env(env) if env else None,
+            "secrets": secrets or None,
+            "gpus": gpus,
+            "memory": memory,
+            "startup_timeout_s": startup_timeout_s,
         }.items()
         if v is not None
     }
     if not changes:
-        raise typer.BadParameter("nothing to change: give --model or a scaling/batching option")
+        raise typer.BadParameter("nothing to change: give --model, --traffic or another setting to change")
     d = client().deployments.get(name).update(**changes)
     if wait and output is Output.table:
         wait_rolled(d, timeout)
     emit(d.info, output, lambda _: render_deployment(d))
 
 
-def wait_rolled(d: Deployment, timeout: float) -> None:
-    """Show the roll (new generation's replicas ready, old ones left) until it is done."""
-    deadline = time.monotonic() + timeout
-    with console.status(f"updating {d.name} …") as progress:
-        while True:
-            info = d.refresh().info
-            new = [r for r in info.replicas if r.generation == info.generation]
-            # a failed replica's row stays for its log (docs/serving.md): it is not one left to drain
-            old = [r for r in info.replicas if r.generation != info.generation and r.state.value != "failed"]
-            ready = sum(r.state.value == "ready" for r in new)
-            progress.update(
-                f"updating {d.name} to generation {info.generation}: {ready}/{info.desired_replicas} new "
-                f"replica(s) ready, {len(old)} old left ({info.status.value})"
-            )
-            if info.status.value == "failed":
-                raise AicloudError(f"deployment {d.name} failed: {info.message}")
-            if not old and (ready > 0 or info.status.value == "scaled_to_zero"):
-                return
-            if not old and info.desired_replicas == 0:
-                return
-            if time.monotonic() > deadline:
-                raise AicloudError(
-                    f"deployment {d.name} still rolling after {timeout:.0f} s; "
-                    f"see `aicloud deploy show {d.name}` and `aicloud deploy logs {d.name}`"
-                )
-            time.sleep(0.3)
+@deploy_app.command("promote")
+def deploy_promote(
+    name: str = typer.Argument(..., help="the deployment with a canary"),
+    version: int | None = typer.Option(None, help="the version to keep (default: the canary)"),
+    wait: bool = typer.Option(True, help="wait until the other version's replicas are gone"),
+    timeout: float = typer.Option(300, help="seconds to wait with --wait"),
+    output: Output = OutputOpt,
+) -> None:
+    """End a canary: serve its new version alone. Its replicas keep serving; the old version's are
+    drained once enough are ready, with no failed request. A deployment of NAME@ALIAS moves the alias."""
+    d = client().deployments.get(name).promote(version)
+    if wait and output is Output.table:
+        wait_rolled(d, timeout)
+    emit(d.info, output, lambda _: render_deployment(d))
+
+
+@deploy_app.command("rollback")
+def deploy_rollback(
+    name: str = typer.Argument(..., help="the deployment with a canary"),
+    wait: bool = typer.Option(True, help="wait until the canary's replicas are gone"),
+    timeout: float = typer.Option(300, help="seconds to wait with --wait"),
+    output: Output = OutputOpt,
+) -> None:
+    """End a canary: every request goes to the version the model names again; the canary's replicas
+    are drained, with no failed request."""
+    d = client().deployments.get(name).rollback()
+    if wait and output is Output.table:
+        wait_rolled(d, timeout)
+    emit(d.info, output, lambda _: render_deployment(d))
 
 
 @deploy_app.command("token")

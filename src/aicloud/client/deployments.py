@@ -87,7 +87,8 @@ class Deployment:
         return outputs
 
     def update(self, **changes: Any) -> Deployment:
-        """Change ``model`` (rolling update), scaling or batching settings."""
+        """Change any field of the spec: ``model`` (rolling update), ``traffic`` (a canary, e.g.
+        ``traffic={"3": 90, "4": 10}``), scaling, batching, ``env``, ``secrets``, ``gpus``, ``memory``..."""
         self._out = DeploymentOut.model_validate(
             self._client._transport.json("PATCH", f"/api/v1/deployments/{self.name}", json=changes)
         )
@@ -101,6 +102,27 @@ class Deployment:
                 if v is not None
             }
         )
+
+    def promote(self, version: int | None = None) -> Deployment:
+        """End a canary by serving ``version`` (default: the canary) alone; no failed request."""
+        body = {"version": version} if version is not None else {}
+        self._out = DeploymentOut.model_validate(
+            self._client._transport.json("POST", f"/api/v1/deployments/{self.name}/promote", json=body)
+        )
+        return self
+
+    def rollback(self) -> Deployment:
+        """End a canary: the version ``model`` names takes every request again; no failed request."""
+        self._out = DeploymentOut.model_validate(
+            self._client._transport.json("POST", f"/api/v1/deployments/{self.name}/rollback", json={})
+        )
+        return self
+
+    def metrics(self) -> dict[str, Any]:
+        """Per version served: weight and share, replicas, and the gateway's request count, errors
+        and p50/p99 latency (``window``: the last 60 s). See ``GET /deployments/{name}/metrics``."""
+        out: dict[str, Any] = self._client._transport.json("GET", f"/api/v1/deployments/{self.name}/metrics")
+        return out
 
     def create_token(self, name: str) -> TokenCreated:
         """A token that can call only this endpoint."""

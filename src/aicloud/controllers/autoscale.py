@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["AutoscaleConfig", "AutoscaleState", "Decision", "decide", "trim"]
+__all__ = ["AutoscaleConfig", "AutoscaleState", "Decision", "decide", "split", "trim"]
 
 DEFAULT_WINDOW_S = 2.0
 
@@ -160,3 +160,14 @@ def decide(cfg: AutoscaleConfig, state: AutoscaleState, now: float) -> Decision:
             return Decision(lower, f"in-flight needed at most {lower} for {cfg.downscale_delay_s:g}s")
         return Decision(current, "waiting for the downscale delay")
     return Decision(current, "steady")
+
+
+def split(desired: int, weights: Mapping[Any, int]) -> dict[Any, int]:
+    """How many of ``desired`` replicas each served version gets (a canary's traffic weights): its
+    share by weight, rounded, and at least one while ``desired`` is above 0, so that a version with
+    a small weight still has a replica to take its share. The sum may exceed ``desired`` by the
+    versions rounded up to one. Zero replicas each at ``desired`` 0 (scaled to zero)."""
+    total = sum(w for w in weights.values() if w > 0)
+    if desired <= 0 or total <= 0:
+        return {k: 0 for k in weights}
+    return {k: max(1, round(desired * w / total)) if w > 0 else 0 for k, w in weights.items()}

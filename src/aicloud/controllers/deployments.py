@@ -22,15 +22,21 @@ deployment (an error in one is logged and the pass goes on with the next):
    in the store and then in the registry (the gateway may route to it).
    Then **alias**: a deployment of ``name@alias`` whose alias has moved (``aliases`` asked each
    full pass; ``track_alias: false`` opts out) gets the new version as a new generation, which
-   step 4 rolls out like any update.
+   step 4 rolls out like any update. A deployment with canary traffic does not follow its alias
+   until the canary is promoted or rolled back.
 3. **autoscale**: a sample ``(now, in-flight incl. held requests)`` from the registry feeds
    :func:`aicloud.controllers.autoscale.decide`; the result is stored by ``set_desired``.
    ``start_requested`` (a request held for a cold deployment) gives one replica at once.
-4. **roll**: start replicas of the current generation up to ``desired`` (a free port from
+4. **roll**: the versions served (``Deployment.versions()``: the canary's traffic weights, or the
+   one version) share ``desired`` by weight (:func:`~aicloud.controllers.autoscale.split`, at
+   least one replica each); a replica is *current* when it is of the current generation and
+   serves one of them. For each version, start replicas up to its share (a free port from
    binding 127.0.0.1:0, ``add_replica``, a random key of its own, ``executor.submit(launcher(...))``,
-   the handle and the sealed key stored); retire the
-   surplus (starting ones first); retire old-generation replicas only while the current
-   generation has enough *ready* replicas to replace them (rolling update). Retiring marks
+   the handle and the sealed key stored); retire its
+   surplus (starting ones first); retire the other replicas (older generation, or a version no
+   longer served: a promoted or rolled-back canary) only while the current ones have enough
+   *ready* replicas to replace them (rolling update). The gateway learns the weights
+   (``Endpoint.traffic``) and draws a version per request. Retiring marks
    the replica draining in the registry first, so the gateway sends it nothing new, then
    the store, then ``executor.cancel(handle, drain_grace_s)``: SIGTERM, the replica
    finishes the requests in flight and exits; a later pass removes it.
@@ -88,7 +94,7 @@ import time
 from collections.abc import Callable
 
 from aicloud.config import Settings
-from aicloud.controllers.autoscale import AutoscaleConfig, AutoscaleState, Decision, decide, trim
+from aicloud.controllers.autoscale import AutoscaleConfig, AutoscaleState, Decision, decide, split, trim
 from aicloud.controllers.loop import ReconcileLoop
 from aicloud.controllers.probes import PROBE_INTERVAL_S, Probe, http_probe
 from aicloud.controllers.replicas import LIVE, Launcher, ReplicaKeys, Replicas, Tracked
@@ -240,6 +246,7 @@ class DeploymentController(ReconcileLoop):
             t = self._tracked[d.id] = Tracked()
         ep = self.registry.ensure(d.id, d.workspace_id, d.name)
         ep.timeout_s = float(d.spec.get("timeout_s", DEFAULT_TIMEOUT_S))  # how long the gateway holds
+        ep.traffic = dict(d.traffic) if d.traffic else None
         live = self.replicas.observe(d, t, ep)
         if ep.routable():
             ep.start_requested = False
@@ -255,8 +262,16 @@ class DeploymentController(ReconcileLoop):
         d = self._follow_alias(d)
         if d.status == DeploymentStatus.FAILED and t.failed_generation is None:
             t.failed_generation = d.generation  # failed before this controller started
-        if t.failed_generation is not None and d.generation > t.failed_generation:
-            t.failed_generation, t.failed_starts = None, 0  # a new spec: try again
+        if (
+            d.status == DeploymentStatus.FAILED
+            and t.failed_generation == d.generation
+            and t.failed_starts == 0
+        ):
+            t.failed_traffic = d.traffic
+        if t.failed_generation is not None and (
+            d.generation > t.failed_generation or d.traffic != t.failed_traffic
+        ):
+            t.failed_generation, t.failed_starts = None, 0  # a new spec or new traffic: try again
         desired = self._autoscale(d, t, ep)
         self._roll(d, t, ep, live, desired)
         self._set_status(d, t, desired)
@@ -266,7 +281,7 @@ class DeploymentController(ReconcileLoop):
         """A deployment of ``name@alias`` (unless ``track_alias: false``) whose alias now names
         another version gets that version as a new generation: the rolling update below."""
         ref = d.spec.get("model")
-        if not isinstance(ref, str) or "@" not in ref or d.spec.get("track_alias") is False:
+        if not isinstance(ref, str) or "@" not in ref or d.spec.get("track_alias") is False or d.traffic:
             return d
         if self.aliases is None:
             return d
@@ -287,11 +302,18 @@ class DeploymentController(ReconcileLoop):
             return t.failed_generation == d.generation and not ep.replicas
         expected = DeploymentStatus.READY if desired else DeploymentStatus.SCALED_TO_ZERO
         slots = list(ep.replicas.values())
+        versions = d.versions()
         return (
             d.status == expected
             and d.message is None
-            and len(slots) == desired
-            and all(s.ready and not s.draining and s.generation == d.generation for s in slots)
+            and len(slots) == sum(split(desired, versions).values())
+            and all(
+                s.ready
+                and not s.draining
+                and s.generation == d.generation
+                and (s.version or None) in versions
+                for s in slots
+            )
         )
 
     def _decide(self, d: Deployment, t: Tracked, ep: Endpoint) -> Decision:
@@ -324,33 +346,47 @@ class DeploymentController(ReconcileLoop):
         return decision.desired
 
     def _roll(self, d: Deployment, t: Tracked, ep: Endpoint, live: list[Replica], desired: int) -> None:
-        current = [r for r in live if r.generation == d.generation]
-        old = [r for r in live if r.generation != d.generation]
-        if t.failed_generation != d.generation:
-            for _ in range(desired - len(current)):
-                started = self.replicas.launch(d, t, ep)
-                if started is None:
-                    break
-                current.append(started)
-        surplus = len(current) - desired
-        if surplus > 0:  # starting ones first (newest first), then the least busy ready ones
-            order = sorted(
-                current,
-                key=lambda r: (
-                    r.state == ReplicaState.READY,
-                    self._inflight(ep, r),
-                    -r.created_at.timestamp(),
-                ),
-            )
-            for r in order[:surplus]:
-                self.replicas.retire(ep, r, "surplus")
-                current.remove(r)
+        wanted = split(desired, d.versions())
+        current = [r for r in live if self._current(d, r, wanted)]
+        old = [r for r in live if not self._current(d, r, wanted)]
+        for version, count in wanted.items():
+            mine = [r for r in current if _version(d, r) == version]
+            if t.failed_generation != d.generation:
+                for _ in range(count - len(mine)):
+                    started = self.replicas.launch(d, t, ep, version)
+                    if started is None:
+                        break
+                    mine.append(started)
+                    current.append(started)
+            surplus = len(mine) - count
+            if surplus > 0:  # starting ones first (newest first), then the least busy ready ones
+                order = sorted(
+                    mine,
+                    key=lambda r: (
+                        r.state == ReplicaState.READY,
+                        self._inflight(ep, r),
+                        -r.created_at.timestamp(),
+                    ),
+                )
+                for r in order[:surplus]:
+                    self.replicas.retire(ep, r, "surplus")
+                    current.remove(r)
         ready_now = sum(1 for r in current if r.state == ReplicaState.READY)
-        keep_old = max(0, desired - ready_now)
+        keep_old = max(0, sum(wanted.values()) - ready_now)
         old_ready = [r for r in old if r.state == ReplicaState.READY]
         old_ready.sort(key=lambda r: -r.created_at.timestamp())  # keep the newest old ones longest
         for r in [r for r in old if r.state != ReplicaState.READY] + old_ready[keep_old:]:
-            self.replicas.retire(ep, r, f"replaced by generation {d.generation}")
+            why = (
+                f"replaced by generation {d.generation}"
+                if r.generation != d.generation
+                else "version not served"
+            )
+            self.replicas.retire(ep, r, why)
+
+    @staticmethod
+    def _current(d: Deployment, r: Replica, wanted: dict[str | None, int]) -> bool:
+        """Of the current generation and serving a version the deployment serves now."""
+        return r.generation == d.generation and wanted.get(_version(d, r), 0) > 0
 
     @staticmethod
     def _inflight(ep: Endpoint, r: Replica) -> int:
@@ -360,7 +396,12 @@ class DeploymentController(ReconcileLoop):
     def _set_status(self, d: Deployment, t: Tracked, desired: int) -> None:
         if t.failed_generation == d.generation:
             return  # set to failed (with its message) when it happened
-        replicas = [r for r in self.store.deployments.replicas(d.id) if r.generation == d.generation]
+        versions = d.versions()
+        replicas = [
+            r
+            for r in self.store.deployments.replicas(d.id)
+            if r.generation == d.generation and _version(d, r) in versions
+        ]
         if any(r.state == ReplicaState.READY for r in replicas):
             status = DeploymentStatus.READY
         elif desired == 0 and all(r.state in (ReplicaState.DRAINING, ReplicaState.FAILED) for r in replicas):
@@ -369,3 +410,8 @@ class DeploymentController(ReconcileLoop):
             status = DeploymentStatus.PENDING
         if status != d.status or d.message is not None:
             self.store.deployments.set_status(d.id, status, expect=LIVE)
+
+
+def _version(d: Deployment, r: Replica) -> str | None:
+    """The model version ``r`` serves (a row from before canary traffic: its deployment's)."""
+    return r.model_version_id if r.model_version_id is not None else d.model_version_id

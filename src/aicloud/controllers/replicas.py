@@ -26,17 +26,25 @@ step matters and is the contract:
   with its own error code: an import error, a bad entrypoint, ``setup()`` raised, a model that
   does not load) fails the deployment at once; one that looks transient (killed by a signal,
   lost, or exit code :data:`TRANSIENT_EXIT`, which the replica uses when it could not reach the
-  control plane) is retried up to ``max_failed_starts`` times in a row.
+  control plane) is retried up to ``max_failed_starts`` times in a row;
+* a replica still starting (running, not answering) after the spec's ``startup_timeout_s`` (else
+  :data:`STARTUP_TIMEOUT_S`) since it was added is killed and fails the same way: a ``setup()`` that
+  hangs fails the deployment instead of keeping it pending for ever.
+
+Each replica serves one model version (``Replica.model_version_id``, its slot's ``version``): the
+deployment's, or with canary traffic one of the versions the traffic names.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aicloud.controllers.loop import poll_counted
@@ -55,6 +63,9 @@ log = logging.getLogger("aicloud.controllers.deployments")
 #: The most of a replica's log that :meth:`Replicas.read_log` reads.
 MAX_LOG_TAIL = 1024 * 1024
 MESSAGE_LINES = 20
+#: How long a replica may take from launch to answering its readiness probe (a spec without
+#: ``startup_timeout_s``).
+STARTUP_TIMEOUT_S = 600.0
 #: The exit code (``EX_TEMPFAIL``) of a replica that failed to start for a reason that may pass
 #: (the control plane did not answer its download): retried, as a death by signal is.
 TRANSIENT_EXIT = 75
@@ -99,6 +110,7 @@ class Tracked:
     last_change: float = float("-inf")
     failed_starts: int = 0  # in a row, with no replica becoming ready
     failed_generation: int | None = None  # the generation that failed to start
+    failed_traffic: dict[str, int] | None = None  # and the canary traffic it had then
 
 
 class Replicas:
@@ -194,30 +206,50 @@ class Replicas:
                 if r.state == ReplicaState.READY:
                     live.append(r)
                     continue
-            if r.state == ReplicaState.STARTING and self.probe(r.url):
-                self._unwatch(r.id)
-                r = self.store.deployments.update_replica(r.id, state=ReplicaState.READY)
-                self.registry.set_replica(ep, ReplicaSlot(r.id, r.url, r.generation, ready=True))
-                if r.generation == d.generation:
-                    t.failed_starts = 0
-                log.info("deployment %s: replica %s ready at %s", d.name, r.id, r.url)
+            if r.state == ReplicaState.STARTING:
+                if self.probe(r.url):
+                    self._unwatch(r.id)
+                    r = self.store.deployments.update_replica(r.id, state=ReplicaState.READY)
+                    self.registry.set_replica(ep, _slot(r, ready=True))
+                    if r.generation == d.generation:
+                        t.failed_starts = 0
+                    log.info("deployment %s: replica %s ready at %s", d.name, r.id, r.url)
+                elif self._starting_too_long(d, t, ep, r):
+                    continue
             live.append(r)
         return live
+
+    def _starting_too_long(self, d: Deployment, t: Tracked, ep: Endpoint, r: Replica) -> bool:
+        """Kill and fail ``r`` when it has been starting longer than the startup timeout."""
+        limit = float(d.spec.get("startup_timeout_s") or STARTUP_TIMEOUT_S)
+        if (datetime.now(UTC) - r.created_at).total_seconds() <= limit:
+            return False
+        self._kill_process(r.handle)
+        why = (
+            f"the replica did not become ready within {limit:g}s of its launch (startup_timeout_s); "
+            "if its setup needs longer, raise startup_timeout_s"
+        )
+        self._fail(d, t, ep, r, why, transient=False)
+        return True
 
     def _poll(self, r: Replica) -> ExitInfo | None:
         return poll_counted(self.executor, r.handle, self._poll_errors, r.id, log)
 
     # -- replica lifecycle -------------------------------------------------------------------
 
-    def launch(self, d: Deployment, t: Tracked, ep: Endpoint) -> Replica | None:
-        """Launch one replica of the current generation; None when the launch failed."""
+    def launch(self, d: Deployment, t: Tracked, ep: Endpoint, version: str | None) -> Replica | None:
+        """Launch one replica of the current generation serving model version ``version`` (None: a
+        Service); None when the launch failed."""
         port = free_port()
-        r = self.store.deployments.add_replica(d.id, generation=d.generation, port=port, handle={})
+        r = self.store.deployments.add_replica(
+            d.id, generation=d.generation, port=port, handle={}, model_version_id=version
+        )
         self._owned.add(r.id)
         key = secrets.token_urlsafe(32)
         try:
             sealed = self.keys.seal_key(r.id, key) if self.keys is not None else None
-            handle = self.executor.submit(self.launcher(d, r.id, port, key))
+            serves = dataclasses.replace(d, model_version_id=version)
+            handle = self.executor.submit(self.launcher(serves, r.id, port, key))
         except Exception as exc:
             message = f"the replica could not be launched: {type(exc).__name__}: {exc}"[:4000]
             log.warning("deployment %s: %s", d.name, message)
@@ -231,7 +263,7 @@ class Replicas:
         except Exception:
             self._kill(handle)  # never leave a process the store does not know about
             raise
-        self.registry.set_replica(ep, ReplicaSlot(r.id, r.url, r.generation, key=key))
+        self.registry.set_replica(ep, _slot(r, key=key))
         self._watch(r)
         log.info("deployment %s: replica %s starting on port %d", d.name, r.id, port)
         return r
@@ -244,12 +276,12 @@ class Replicas:
             return self.retire(ep, r, "started by an earlier control plane that stored no key for it")
         self._owned.add(r.id)
         if r.state == ReplicaState.READY and self.probe(r.url):
-            self.registry.set_replica(ep, ReplicaSlot(r.id, r.url, r.generation, ready=True, key=key))
+            self.registry.set_replica(ep, _slot(r, ready=True, key=key))
             log.info("deployment %s: replica %s adopted, ready at %s", d.name, r.id, r.url)
             return r
         if r.state == ReplicaState.READY:  # running but not answering now: it proves itself again
             r = self.store.deployments.update_replica(r.id, state=ReplicaState.STARTING)
-        self.registry.set_replica(ep, ReplicaSlot(r.id, r.url, r.generation, key=key))
+        self.registry.set_replica(ep, _slot(r, key=key))
         self._watch(r)
         log.info("deployment %s: replica %s adopted, starting at %s", d.name, r.id, r.url)
         return r
@@ -274,6 +306,13 @@ class Replicas:
             why = f"the replica was killed by signal {-info.exit_code}"
         else:
             why = f"the replica exited with code {info.exit_code}"
+        self._fail(d, t, ep, r, why, transient=is_transient(info))
+
+    def _fail(
+        self, d: Deployment, t: Tracked, ep: Endpoint, r: Replica, why: str, *, transient: bool
+    ) -> None:
+        """Record why ``r`` failed (with its log's last lines), release it but keep its row, count
+        a failed start when it was a start of the current generation."""
         lines = self._tail(r.handle)
         message = f"{why}\n{lines}" if lines else why
         log.warning("deployment %s: replica %s failed: %s", d.name, r.id, why)
@@ -287,7 +326,7 @@ class Replicas:
             self._release(ep, r)
             self._forget_older_failures(d, r.id)
         if r.state == ReplicaState.STARTING and r.generation == d.generation:
-            self._failed_start(d, t, message, transient=is_transient(info))
+            self._failed_start(d, t, message, transient=transient)
 
     def _forget_older_failures(self, d: Deployment, keep: str) -> None:
         """Delete the rows of ``d``'s failed replicas but ``keep`` (released already)."""
@@ -311,7 +350,7 @@ class Replicas:
             text = f"{t.failed_starts} replicas in a row failed to start; the last: {message}"
         else:
             return
-        t.failed_generation = d.generation
+        t.failed_generation, t.failed_traffic = d.generation, d.traffic
         self.store.deployments.set_status(d.id, DeploymentStatus.FAILED, text[:8000], expect=LIVE)
         log.warning("deployment %s failed: %s", d.name, message.splitlines()[0])
 
@@ -319,7 +358,7 @@ class Replicas:
         """Stop routing to ``r`` (registry first), mark it draining, SIGTERM it; returns its row."""
         slot = ep.replicas.get(r.id)
         ready = slot.ready if slot is not None else False
-        self.registry.set_replica(ep, ReplicaSlot(r.id, r.url, r.generation, ready=ready, draining=True))
+        self.registry.set_replica(ep, _slot(r, ready=ready, draining=True))
         self._unwatch(r.id)
         if r.state != ReplicaState.DRAINING:
             r = self.store.deployments.update_replica(r.id, state=ReplicaState.DRAINING, message=why)
@@ -366,6 +405,13 @@ class Replicas:
             self.executor.cleanup(handle)
         except Exception:
             log.exception("could not stop the orphan replica %r", handle)
+
+    def _kill_process(self, handle: dict[str, Any]) -> None:
+        """Stop a replica's process at once, keeping its files (its log) for the failure."""
+        try:
+            self.executor.cancel(handle, 0.0)
+        except Exception:
+            log.exception("could not stop the replica %r", handle)
 
     # -- logs --------------------------------------------------------------------------------
 
@@ -427,3 +473,10 @@ class Replicas:
             log.warning(
                 "%d replicas still draining at shutdown; the next control plane removes them", len(pending)
             )
+
+
+def _slot(r: Replica, *, ready: bool = False, draining: bool = False, key: str = "") -> ReplicaSlot:
+    """``r``'s routing slot (its version too, for the canary's split and the per-version stats)."""
+    return ReplicaSlot(
+        r.id, r.url, r.generation, ready=ready, draining=draining, key=key, version=r.model_version_id or ""
+    )

@@ -32,7 +32,11 @@ class Deployment:
     "entrypoint": "file.py:ClassName"}``), ``min_replicas``, ``max_replicas``,
     ``target_inflight``, ``max_batch_size``, ``max_wait_ms``, ``idle_timeout_s``,
     ``max_queue``, ``timeout_s``, ``cache_bytes``, ``cpus``.
-    ``generation`` grows on every spec change; replicas of an older generation are rolled over.
+    ``generation`` grows on every spec change but scaling and traffic; replicas of an older
+    generation are rolled over.
+
+    ``traffic`` (canary) maps model version ids to relative weights: each version gets replicas
+    of its own and its share of the requests. None: ``model_version_id`` takes everything.
     """
 
     id: str
@@ -46,6 +50,16 @@ class Deployment:
     updated_at: datetime
     model_version_id: str | None = None
     message: str | None = None
+    traffic: dict[str, int] | None = None
+
+    def versions(self) -> dict[str | None, int]:
+        """The model versions to serve and their weights: ``traffic`` without its zero weights, or
+        the one version (``None`` for a Service) with weight 1."""
+        if self.traffic:
+            served: dict[str | None, int] = {v: w for v, w in self.traffic.items() if w > 0}
+            if served:
+                return served
+        return {self.model_version_id: 1}
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,8 @@ class Replica:
     #: (bound to the replica's id) so that a restarted control plane can adopt the replica;
     #: None for a replica started before keys were stored.
     key_sealed: bytes | None = field(default=None, repr=False)
+    #: The model version this replica serves (None: a Service).
+    model_version_id: str | None = None
 
     @property
     def url(self) -> str:

@@ -36,8 +36,9 @@ from starlette.routing import Route
 from aicloud.auth import PrincipalCache
 from aicloud.entities import Role
 from aicloud.errors import AicloudError, NotFoundError, PermissionDeniedError
-from aicloud.gateway.proxy import ClientGone, Gateway, read_headers
+from aicloud.gateway.proxy import Gateway
 from aicloud.gateway.registry import Endpoint
+from aicloud.gateway.request import ClientGone, read_headers
 from aicloud.store import MetadataStore
 
 log = logging.getLogger("aicloud.gateway")

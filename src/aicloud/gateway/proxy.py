@@ -15,7 +15,8 @@
    bearer; larger or chunked bodies stream through. Responses with a known length up to the
    same limit are read in one go and answered in one ``send``; others stream back as they
    arrive, and stop as soon as the caller disconnects. A caller that disconnects while its
-   answer is awaited (watched after :data:`WATCH_AFTER_S`) has its request withdrawn.
+   answer is awaited (watched after :data:`~aicloud.gateway.request.WATCH_AFTER_S`) has its
+   request withdrawn (:mod:`aicloud.gateway.request` reads the caller's side: headers, body, watch).
 3. If the connection fails before any response (refused, reset, closed without an answer), the
    request is retried once on another ready replica, provided its body can be sent again: a
    buffered body always can, a streamed one only if none of it was sent yet. A replica that
@@ -36,13 +37,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, MutableMapping
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, MutableMapping
 from typing import Any
 
 from aicloud.errors import PayloadTooLargeError, UnavailableError
 from aicloud.gateway.channel import Channels, Reply
 from aicloud.gateway.registry import Endpoint, EndpointRegistry, ReplicaSlot
+from aicloud.gateway.request import (
+    Body,
+    CallerWatch,
+    ClientGone,
+    Incoming,
+    read_body,
+    read_headers,
+    wait_disconnect,
+)
 from aicloud.gateway.upstream import (
     Broken,
     ConnectFailed,
@@ -70,21 +79,7 @@ MAX_BODY_BYTES = 64 << 20
 READ_TIMEOUT_S = 300.0
 #: How long a replica that refused a connection is skipped while another one is ready.
 SUSPECT_S = 1.0
-#: A call whose answer takes longer than this starts watching its caller: a caller that hangs up
-#: meanwhile has its request withdrawn from the replica (whose batcher then drops it). Quicker
-#: calls pay for a timer only.
-WATCH_AFTER_S = 0.2
 
-_REQUEST_HEADERS = frozenset(
-    {
-        b"content-type",
-        b"content-length",
-        b"accept",
-        b"accept-encoding",
-        b"inference-header-content-length",
-        b"x-request-id",
-    }
-)
 _RESPONSE_HEADERS = frozenset(
     {
         b"content-type",
@@ -96,117 +91,6 @@ _RESPONSE_HEADERS = frozenset(
     }
 )
 Scope = MutableMapping[str, Any]
-
-
-class ClientGone(Exception):
-    """The caller disconnected before its request could be forwarded: nobody to answer."""
-
-
-@dataclass(slots=True)
-class Incoming:
-    """What the gateway needs of a request's headers, read in one pass (:func:`read_headers`)."""
-
-    authorization: str | None
-    forward: bytes  # the header lines passed on to the replica, CRLF-terminated
-    length: int  # Content-Length, -1 when absent or invalid
-    chunked: bool  # Transfer-Encoding: chunked
-
-
-def read_headers(scope: Scope) -> Incoming:
-    authorization: str | None = None
-    parts: list[bytes] = []
-    length = -1
-    chunked = False
-    for key, value in scope["headers"]:
-        if key in _REQUEST_HEADERS:
-            if key == b"content-length":
-                length = int(value) if value.isdigit() else -1
-                continue  # re-added below once the framing is known
-            parts += (key, b": ", value, b"\r\n")
-        elif key == b"authorization":
-            authorization = value.decode("latin-1")
-        elif key == b"transfer-encoding":
-            chunked = True
-    return Incoming(authorization, b"".join(parts), length, chunked)
-
-
-class _Body:
-    """The request body: whole bytes, or a stream from the ASGI ``receive`` that remembers being read."""
-
-    __slots__ = ("buffered", "chunked", "receive", "started")
-
-    def __init__(self, receive: Any, buffered: bytes | None, chunked: bool) -> None:
-        self.receive = receive
-        self.buffered = buffered
-        self.chunked = chunked  # re-frame the stream as chunked for the replica
-        self.started = False
-
-    @property
-    def resendable(self) -> bool:
-        return self.buffered is not None or not self.started
-
-    def stream(self) -> AsyncIterator[bytes] | None:
-        return None if self.buffered is not None else self._stream()
-
-    async def _stream(self) -> AsyncIterator[bytes]:
-        self.started = True
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone()
-            chunk = message.get("body", b"")
-            if chunk:
-                yield b"%x\r\n%s\r\n" % (len(chunk), chunk) if self.chunked else chunk
-            if not message.get("more_body", False):
-                break
-        if self.chunked:
-            yield b"0\r\n\r\n"
-
-
-async def _read_body(receive: Any) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone()
-        chunk = message.get("body", b"")
-        if chunk:
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def _wait_disconnect(receive: Any) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-class _CallerWatch:
-    """Cancels the forwarding task if the caller disconnects while the answer is awaited; armed
-    only after :data:`WATCH_AFTER_S`. Only for buffered bodies: a streamed one reads ``receive``."""
-
-    __slots__ = ("gone", "receive", "task", "timer", "watcher")
-
-    def __init__(self, receive: Any) -> None:
-        self.receive = receive
-        self.gone = False
-        self.task = asyncio.current_task()
-        self.watcher: asyncio.Future[None] | None = None
-        self.timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._arm)
-
-    def _arm(self) -> None:
-        self.watcher = asyncio.ensure_future(self._watch())
-
-    async def _watch(self) -> None:
-        await _wait_disconnect(self.receive)
-        self.gone = True
-        if self.task is not None:
-            self.task.cancel()
-
-    def stop(self) -> None:
-        self.timer.cancel()
-        if self.watcher is not None:
-            self.watcher.cancel()
 
 
 class Gateway:
@@ -249,7 +133,7 @@ class Gateway:
                 return slot
         return ep.choose(exclude or None)
 
-    async def _hold(self, ep: Endpoint, body: _Body) -> ReplicaSlot:
+    async def _hold(self, ep: Endpoint, body: Body) -> ReplicaSlot:
         """Wait for a ready replica of a cold deployment; 503 only after the hold timeout."""
         timeout = ep.timeout_s or self.hold_timeout_s
         deadline = time.monotonic() + timeout
@@ -261,7 +145,7 @@ class Gateway:
                 loop.call_soon_threadsafe(ready.set)
 
         # Only once the body is read may receive() be watched for a disconnect.
-        gone = asyncio.ensure_future(_wait_disconnect(body.receive)) if body.buffered is not None else None
+        gone = asyncio.ensure_future(wait_disconnect(body.receive)) if body.buffered is not None else None
         ep.waiting += 1
         self.registry.add_waker(ep, wake)
         try:
@@ -294,7 +178,7 @@ class Gateway:
 
     async def forward(self, ep: Endpoint, scope: Scope, receive: Any, send: Any, incoming: Incoming) -> None:
         """Forward one request and relay the answer; raises an AicloudError only before answering."""
-        ep.last_request = time.monotonic()
+        start = ep.last_request = time.monotonic()
         length = incoming.length
         if length > MAX_BODY_BYTES:  # refuse up front: a replica would cut the upload short
             raise PayloadTooLargeError(
@@ -304,14 +188,14 @@ class Gateway:
         method: str = scope["method"]
         framing = b""  # how the replica learns the body's length
         if incoming.chunked:
-            body = _Body(receive, None, chunked=True)
+            body = Body(receive, None, chunked=True)
             framing = b"transfer-encoding: chunked\r\n"
         elif length > BUFFER_LIMIT:
-            body = _Body(receive, None, chunked=False)
+            body = Body(receive, None, chunked=False)
             framing = b"content-length: %d\r\n" % length
         else:
-            data = await _read_body(receive) if length > 0 else b""
-            body = _Body(receive, data, chunked=False)
+            data = await read_body(receive) if length > 0 else b""
+            body = Body(receive, data, chunked=False)
             if length >= 0 or method not in ("GET", "HEAD"):
                 framing = b"content-length: %d\r\n" % len(data)
         request_line = f"{method} {_target(scope)}".encode("latin-1")
@@ -322,7 +206,7 @@ class Gateway:
 
         tried: set[str] = set()
         slot = self._choose(ep, tried) or await self._hold(ep, body)
-        watch = _CallerWatch(receive) if body.buffered is not None else None
+        watch = CallerWatch(receive) if body.buffered is not None else None
         try:
             while True:
                 slot.inflight += 1
@@ -336,11 +220,13 @@ class Gateway:
                     tried.add(slot.replica_id)
                     retry = self._choose(ep, tried) if body.resendable and len(tried) == 1 else None
                     if retry is None:
+                        ep.stats.record(slot.version, time.monotonic() - start, 0)
                         raise _unreachable(ep, slot, exc) from exc
                     slot = retry
                     continue
                 except TimedOut as exc:
                     slot.inflight -= 1
+                    ep.stats.record(slot.version, time.monotonic() - start, 0)
                     raise UnavailableError(
                         f"replica of deployment {ep.name!r} did not answer in time",
                         details={"deployment": ep.name, "replica": slot.replica_id},
@@ -358,6 +244,8 @@ class Gateway:
         finally:
             if watch is not None:
                 watch.stop()
+        status = answer.status if isinstance(answer, Reply) else answer[1].status
+        ep.stats.record(slot.version, time.monotonic() - start, status)
         if isinstance(answer, Reply):
             await self._respond_reply(answer, slot, receive, send)
         else:
@@ -371,7 +259,7 @@ class Gateway:
         forward: bytes,
         framing: bytes,
         chead: bytes,
-        body: _Body,
+        body: Body,
     ) -> Reply | tuple[Connection, Head]:
         """A buffered body goes over the replica's channel when it has one; the rest over HTTP."""
         if self.channels is not None and body.buffered is not None:
@@ -381,7 +269,7 @@ class Gateway:
         return await self._exchange(slot, method, line, forward, framing, body)
 
     async def _exchange(
-        self, slot: ReplicaSlot, method: str, line: bytes, forward: bytes, framing: bytes, body: _Body
+        self, slot: ReplicaSlot, method: str, line: bytes, forward: bytes, framing: bytes, body: Body
     ) -> tuple[Connection, Head]:
         """Send the request on a pooled connection (a fresh one if a reused one was stale); the head.
         ``forward`` (the caller's headers that pass) and ``framing`` get the replica's key added."""
@@ -435,7 +323,7 @@ class Gateway:
     ) -> None:
         """Relay a streamed answer until it ends or the caller disconnects."""
         relay = asyncio.ensure_future(self._relay(status, headers, chunks, send))
-        gone = asyncio.ensure_future(_wait_disconnect(receive))
+        gone = asyncio.ensure_future(wait_disconnect(receive))
         try:
             await asyncio.wait({relay, gone}, return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -19,10 +19,13 @@ goes out at once instead of at its next poll.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from aicloud.gateway.stats import EndpointStats
 
 
 @dataclass
@@ -34,6 +37,7 @@ class ReplicaSlot:
     draining: bool = False
     inflight: int = 0  # requests the gateway has sent and not yet seen answered
     key: str = field(default="", repr=False)  # bearer the gateway presents to this replica (a secret)
+    version: str = ""  # the model version id it serves ("" for a Service): its traffic share and stats
 
 
 @dataclass
@@ -49,6 +53,9 @@ class Endpoint:
     waiting: int = 0  # requests held while no replica is ready
     timeout_s: float | None = None  # the spec's timeout_s: how long the gateway holds a cold request
     wakers: list[Callable[[], None]] = field(default_factory=list)  # held requests to wake on ready
+    #: A canary's weights by version id (the controller sets them); None: one version, no split.
+    traffic: dict[str, int] | None = None
+    stats: EndpointStats = field(default_factory=EndpointStats)  # per version, since start
 
     def routable(self) -> list[ReplicaSlot]:
         return [r for r in list(self.replicas.values()) if r.ready and not r.draining]
@@ -58,11 +65,33 @@ class Endpoint:
         return sum(r.inflight for r in list(self.replicas.values())) + self.waiting
 
     def choose(self, exclude: set[str] | None = None) -> ReplicaSlot | None:
-        """Least outstanding requests among ready, non-draining replicas (ties: newest generation)."""
+        """Least outstanding requests among ready, non-draining replicas (ties: newest generation).
+
+        With ``traffic`` (a canary), a version is drawn first by its weight among the versions that
+        have such a replica, then the replica within it; replicas of a version without weight (one
+        being replaced) take calls only while no weighted version has a replica to take them."""
         candidates = [r for r in self.routable() if not exclude or r.replica_id not in exclude]
         if not candidates:
             return None
+        if self.traffic is not None and len(candidates) > 1:
+            candidates = _draw_version(candidates, self.traffic)
         return min(candidates, key=lambda r: (r.inflight, -r.generation))
+
+
+def _draw_version(candidates: list[ReplicaSlot], traffic: dict[str, int]) -> list[ReplicaSlot]:
+    """The candidates of one version, drawn by ``traffic`` weight among the versions present."""
+    weights: dict[str, int] = {}
+    for slot in candidates:
+        weights[slot.version] = traffic.get(slot.version, 0)
+    total = sum(weights.values())
+    if total <= 0:
+        return candidates
+    point = random.random() * total
+    for version, weight in weights.items():
+        point -= weight
+        if point < 0 and weight > 0:
+            return [slot for slot in candidates if slot.version == version]
+    return candidates
 
 
 class EndpointRegistry:
@@ -102,6 +131,7 @@ class EndpointRegistry:
             else:  # keep the live in-flight count (and the key, unless the slot brings one)
                 current.url, current.ready, current.draining = slot.url, slot.ready, slot.draining
                 current.generation = slot.generation
+                current.version = slot.version or current.version
                 current.key = slot.key or current.key
             wakers = list(ep.wakers) if slot.ready and not slot.draining else []
         for wake in wakers:

@@ -47,6 +47,32 @@ class ScalingSpec(BaseModel):
         return self
 
 
+#: The most versions one deployment serves at once (a canary's traffic).
+MAX_TRAFFIC_VERSIONS = 8
+
+
+def check_traffic(value: Any) -> dict[str, int] | None:
+    """``traffic`` as ``{"3": 90, "4": 10}``: version numbers (YAML's ``3:`` keys too) to
+    non-negative whole weights with a positive total."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError('give traffic as version numbers to weights, e.g. {"3": 90, "4": 10}')
+    out: dict[str, int] = {}
+    for key, weight in value.items():
+        number = str(key).strip().lstrip("v")
+        if not number.isdigit() or int(number) < 1:
+            raise ValueError(f"traffic key {key!r} is not a version number (1, 2, ...)")
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 1000:
+            raise ValueError(f"traffic weight of version {number} must be a whole number from 0 to 1000")
+        out[str(int(number))] = weight
+    if not out or sum(out.values()) <= 0:
+        raise ValueError("traffic needs at least one version with a weight above 0")
+    if len(out) > MAX_TRAFFIC_VERSIONS:
+        raise ValueError(f"traffic names {len(out)} versions; at most {MAX_TRAFFIC_VERSIONS}")
+    return out
+
+
 class DeploymentSpec(ScalingSpec):
     """What ``POST /deployments`` (``client.deployments.create``, a ``deploy.yaml``) takes; an
     unknown field is refused (422 naming it)."""
@@ -58,6 +84,20 @@ class DeploymentSpec(ScalingSpec):
         default=True, description="With model name@alias: roll to the version the alias names when it moves."
     )
     service: ServiceRef | None = None
+    traffic: dict[str, int] | None = Field(
+        default=None,
+        description=(
+            "Canary: versions of the model and their relative weights, e.g. {'3': 90, '4': 10}; each "
+            "version gets replicas of its own and its share of the requests. It must name the version "
+            "`model` names. `aicloud deploy promote`/`rollback` end it."
+        ),
+    )
+    startup_timeout_s: float = Field(
+        default=600,
+        gt=0,
+        le=86_400,
+        description="A replica not ready this long after its launch is killed and fails the deployment.",
+    )
     env: dict[str, str] = Field(
         default_factory=dict, description="Environment variables of each replica (not AICLOUD_*)."
     )
@@ -93,6 +133,11 @@ class DeploymentSpec(ScalingSpec):
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
         return check_env_names(value)
 
+    @field_validator("traffic", mode="before")
+    @classmethod
+    def _traffic(cls, value: Any) -> dict[str, int] | None:
+        return check_traffic(value)
+
     @model_validator(mode="after")
     def _memory_limit(self) -> DeploymentSpec:
         if self.memory is None:
@@ -109,6 +154,8 @@ class DeploymentSpec(ScalingSpec):
     def _one_source(self) -> DeploymentSpec:
         if (self.model is None) == (self.service is None):
             raise ValueError("give exactly one of model (a registered model) or service (your own code)")
+        if self.traffic is not None and self.model is None:
+            raise ValueError("traffic splits requests between versions of a model; a service has none")
         if self.batch_workers > self.cpus:
             raise ValueError(
                 f"batch_workers ({self.batch_workers}) is above cpus ({self.cpus}): "
@@ -124,18 +171,73 @@ class DeploymentCreate(DeploymentSpec):
 
 
 class DeploymentPatch(BaseModel):
-    """Fields to change; anything left out keeps its value. Changing the model (or batching) rolls
-    replicas over; changing only scaling (``ScalingSpec``'s fields) keeps the running ones."""
+    """Fields to change; anything left out keeps its value (validated with the rest as
+    :class:`DeploymentSpec`). Changing the model or a replica setting (batching, ``env``,
+    ``secrets``, ``gpus``, ``memory``...) rolls replicas over; changing only scaling
+    (``ScalingSpec``'s fields), ``traffic`` or ``startup_timeout_s`` keeps the running ones."""
 
     model_config = ConfigDict(extra="forbid")  # a typo'd field is a 422 naming it
 
     model: str | None = None
+    track_alias: bool | None = None
+    traffic: dict[str, int] | None = None
     min_replicas: int | None = Field(default=None, ge=0, le=64)
     max_replicas: int | None = Field(default=None, ge=1, le=64)
     target_inflight: float | None = Field(default=None, gt=0)
+    idle_timeout_s: float | None = Field(default=None, gt=0)
+    upscale_delay_s: float | None = Field(default=None, ge=0)
+    downscale_delay_s: float | None = Field(default=None, ge=0)
     max_batch_size: int | None = Field(default=None, ge=1, le=4096)
     max_wait_ms: float | None = Field(default=None, ge=0, le=10_000)
-    idle_timeout_s: float | None = Field(default=None, gt=0)
+    max_queue: int | None = Field(default=None, ge=1)
+    timeout_s: float | None = Field(default=None, gt=0)
+    startup_timeout_s: float | None = Field(default=None, gt=0, le=86_400)
+    cache_bytes: int | None = Field(default=None, ge=0)
+    cpus: int | None = Field(default=None, ge=1)
+    batch_workers: int | None = Field(default=None, ge=1, le=64)
+    env: dict[str, str] | None = None
+    secrets: list[SecretName] | None = None
+    gpus: int | None = Field(default=None, ge=0, le=16)
+    memory: int | str | None = None
+
+    @field_validator("traffic", mode="before")
+    @classmethod
+    def _traffic(cls, value: Any) -> dict[str, int] | None:
+        return check_traffic(value)
+
+
+class PromoteRequest(BaseModel):
+    """``POST /deployments/{name}/promote``: serve one of the canary's versions alone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int | None = Field(
+        default=None, ge=1, description="the version to keep (default: the canary, the other version)"
+    )
+
+
+class TrafficOut(BaseModel):
+    """One version a deployment serves: its weight and share, replicas, and the gateway's
+    statistics of its calls since the control plane started (``window``: the last 60 s)."""
+
+    version: int | None = None
+    model_version_id: str | None = None
+    weight: int
+    percent: float
+    replicas: int
+    ready: int
+    requests: int = 0
+    errors: int = 0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    window: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeploymentMetricsOut(BaseModel):
+    """``GET /deployments/{name}/metrics``: per served version (and any version still answering)."""
+
+    deployment: str
+    versions: list[TrafficOut]
 
 
 class ReplicaOut(BaseModel):
@@ -146,6 +248,8 @@ class ReplicaOut(BaseModel):
     state: ReplicaState
     created_at: datetime
     ready_at: datetime | None = None
+    #: The number of the model version it serves (None: a Service, or a version deleted since).
+    version: int | None = None
 
 
 class ReplicaLogOut(BaseModel):
@@ -172,6 +276,8 @@ class DeploymentOut(BaseModel):
     model_version_id: str | None = None
     #: The version number ``model_version_id`` is: what ``name@alias`` serves now (``→ v2``).
     model_version: int | None = None
+    #: With canary traffic: the version numbers served and their weights (``{"3": 90, "4": 10}``).
+    traffic: dict[str, int] | None = None
     message: str | None = None
     created_at: datetime
     updated_at: datetime

@@ -19,6 +19,7 @@ class DeploymentStore(abc.ABC):
         spec: dict[str, Any],
         model_version_id: str | None,
         desired: int,
+        traffic: dict[str, int] | None = None,
     ) -> Deployment:
         """Raises ConflictError when the name exists in the workspace."""
 
@@ -44,9 +45,11 @@ class DeploymentStore(abc.ABC):
         model_version_id: str | None,
         *,
         roll: bool = True,
+        traffic: dict[str, int] | None = None,
     ) -> Deployment:
-        """Replace the spec and, with ``roll``, bump ``generation`` (replicas roll over); without it
-        (a change of scaling only) the running replicas stay."""
+        """Replace the spec, the version and the traffic weights (None: no canary) and, with
+        ``roll``, bump ``generation`` (replicas roll over); without it (a change of scaling or of
+        traffic only) the running replicas stay."""
 
     @abc.abstractmethod
     def set_desired(self, deployment_id: str, desired: int) -> Deployment: ...
@@ -70,7 +73,13 @@ class DeploymentStore(abc.ABC):
 
     @abc.abstractmethod
     def add_replica(
-        self, deployment_id: str, *, generation: int, port: int, handle: dict[str, Any]
+        self,
+        deployment_id: str,
+        *,
+        generation: int,
+        port: int,
+        handle: dict[str, Any],
+        model_version_id: str | None = None,
     ) -> Replica: ...
 
     @abc.abstractmethod

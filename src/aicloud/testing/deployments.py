@@ -72,6 +72,7 @@ class InMemoryDeploymentStore(DeploymentStore):
         spec: dict[str, Any],
         model_version_id: str | None,
         desired: int,
+        traffic: dict[str, int] | None = None,
     ) -> Deployment:
         now = _now()
         with self._lock:
@@ -90,6 +91,7 @@ class InMemoryDeploymentStore(DeploymentStore):
                 created_at=now,
                 updated_at=now,
                 model_version_id=model_version_id,
+                traffic=dict(traffic) if traffic else None,
             )
             self._deployments[d.id] = d
             return self._out_d(d)
@@ -123,6 +125,7 @@ class InMemoryDeploymentStore(DeploymentStore):
         model_version_id: str | None,
         *,
         roll: bool = True,
+        traffic: dict[str, int] | None = None,
     ) -> Deployment:
         with self._lock:
             d = self._by_name(workspace_id, name)
@@ -130,7 +133,11 @@ class InMemoryDeploymentStore(DeploymentStore):
                 raise NotFoundError.of("deployment", name)
             generation = d.generation + 1 if roll else d.generation
             return self._replace(
-                d, spec=json_normalize(spec), model_version_id=model_version_id, generation=generation
+                d,
+                spec=json_normalize(spec),
+                model_version_id=model_version_id,
+                generation=generation,
+                traffic=dict(traffic) if traffic else None,
             )
 
     def set_desired(self, deployment_id: str, desired: int) -> Deployment:
@@ -163,7 +170,13 @@ class InMemoryDeploymentStore(DeploymentStore):
     # -- replicas ----------------------------------------------------------------------------
 
     def add_replica(
-        self, deployment_id: str, *, generation: int, port: int, handle: dict[str, Any]
+        self,
+        deployment_id: str,
+        *,
+        generation: int,
+        port: int,
+        handle: dict[str, Any],
+        model_version_id: str | None = None,
     ) -> Replica:
         with self._lock:
             self._find(deployment_id)
@@ -175,6 +188,7 @@ class InMemoryDeploymentStore(DeploymentStore):
                 port=port,
                 created_at=_now(),
                 handle=json_normalize(handle),
+                model_version_id=model_version_id,
             )
             self._replicas[r.id] = (next(self._seq), r)
             return self._out_r(r)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import pydantic
@@ -15,15 +14,18 @@ from aicloud.errors import ConflictError, NotFoundError, ValidationError
 from aicloud.schemas import TokenCreated, TokenOut
 from aicloud.schemas.serving import (
     DeploymentCreate,
+    DeploymentMetricsOut,
     DeploymentOut,
     DeploymentPatch,
     DeploymentSpec,
     EndpointTokenCreate,
+    PromoteRequest,
     ReplicaLogOut,
     ReplicaOut,
     ScalingSpec,
 )
 from aicloud.server.deps import Member, State, Viewer
+from aicloud.server.services import traffic
 from aicloud.server.services.models import resolve_model_ref
 from aicloud.server.services.names import check_name
 from aicloud.server.services.replicas import check_gpus
@@ -31,23 +33,31 @@ from aicloud.server.state import AppState
 
 router = APIRouter(tags=["deployments"])
 
+#: Spec fields whose change keeps the running replicas: the controller's scaling, the canary's
+#: weights, how long a start may take.
+KEEP_REPLICAS = frozenset(ScalingSpec.model_fields) | {"traffic", "startup_timeout_s"}
+
 
 def _out(state: AppState, d: Deployment) -> DeploymentOut:
     out = DeploymentOut.model_validate(d)
-    out.replicas = [ReplicaOut.model_validate(r) for r in state.store.deployments.replicas(d.id)]
+    replicas = state.store.deployments.replicas(d.id)
+    # version numbers of what is served (a version deleted since: its number is unknown)
+    ids = [d.model_version_id, *(d.traffic or {}), *(r.model_version_id for r in replicas)]
+    numbers = traffic.version_numbers(state, d.workspace_id, ids)
+    out.replicas = [
+        ReplicaOut.model_validate(r).model_copy(update={"version": numbers.get(r.model_version_id or "")})
+        for r in replicas
+    ]
     # the configured public URL, never the request's Host header (the caller chooses that)
     out.url = f"{state.settings.resolved_public_url}/v1/endpoints/{d.name}"
-    if d.model_version_id is not None:
-        with contextlib.suppress(NotFoundError):  # a version deleted since: its number is unknown
-            out.model_version = state.store.models.get_version_by_id(
-                d.workspace_id, d.model_version_id
-            ).version
+    out.model_version = numbers.get(d.model_version_id or "")
+    out.traffic = {str(numbers[v]): w for v, w in d.traffic.items() if v in numbers} if d.traffic else None
     return out
 
 
 def _resolve(
     state: AppState, principal: Principal, spec: DeploymentSpec
-) -> tuple[dict[str, Any], str | None]:
+) -> tuple[dict[str, Any], str | None, dict[str, int] | None]:
     data = spec.model_dump(mode="json")
     check_gpus(spec.gpus)
     existing = {s.name for s in state.store.secrets.list(principal.workspace.id)} if spec.secrets else set()
@@ -62,18 +72,18 @@ def _resolve(
             version = resolve_model_ref(state, principal.workspace.id, spec.model)
         except NotFoundError as exc:
             raise ValidationError.field("model", exc.message) from None
-        return data, version.id
+        return data, version.id, traffic.resolve_traffic(state, principal.workspace.id, spec, version.id)
     assert spec.service is not None
     if not state.store.blob_refs.owns(principal.workspace.id, spec.service.code):
         raise ValidationError.field("service.code", "no such code archive in this workspace; upload it first")
-    return data, None
+    return data, None, None
 
 
 @router.post("/deployments", response_model=DeploymentOut, status_code=201)
 def deployments_create(body: DeploymentCreate, principal: Member, state: State) -> DeploymentOut:
     """Serve a registered model (``model``) or your own Service class (``service``)."""
     name = check_name(body.name)
-    spec, version_id = _resolve(state, principal, body)
+    spec, version_id, weights = _resolve(state, principal, body)
     spec.pop("name", None)
     d = state.store.deployments.create(
         workspace_id=principal.workspace.id,
@@ -81,6 +91,7 @@ def deployments_create(body: DeploymentCreate, principal: Member, state: State) 
         spec=spec,
         model_version_id=version_id,
         desired=max(body.min_replicas, 1),
+        traffic=weights,
     )
     state.wake_deployments()
     return _out(state, d)
@@ -98,7 +109,9 @@ def deployments_get(name: str, principal: Viewer, state: State) -> DeploymentOut
 
 @router.patch("/deployments/{name}", response_model=DeploymentOut)
 def deployments_update(name: str, body: DeploymentPatch, principal: Member, state: State) -> DeploymentOut:
-    """Change scaling or batching, or roll to another model version (zero failed requests)."""
+    """Change any field of the spec (the rest keeps its value): scaling, canary ``traffic`` and
+    ``startup_timeout_s`` keep the running replicas; another model version or replica setting rolls
+    them over (zero failed requests)."""
     current = state.store.deployments.get(principal.workspace.id, check_name(name))
     if current.status is DeploymentStatus.DELETING:
         raise ConflictError(f"deployment {name!r} is being deleted")
@@ -133,16 +146,43 @@ def _replace(
     state: AppState, principal: Principal, current: Deployment, spec: DeploymentSpec
 ) -> DeploymentOut:
     """Give ``current`` the spec ``spec``; nothing changes when it is the same spec and version."""
-    data, version_id = _resolve(state, principal, spec)
-    if data == current.spec and version_id == current.model_version_id:
+    data, version_id, weights = _resolve(state, principal, spec)
+    if data == current.spec and version_id == current.model_version_id and weights == current.traffic:
         return _out(state, current)
-    # scaling fields are the controller's alone: changing only them keeps the running replicas
-    replica_side = {k: v for k, v in data.items() if k not in ScalingSpec.model_fields}
-    unchanged = {k: v for k, v in current.spec.items() if k not in ScalingSpec.model_fields}
+    # scaling and traffic are the controller's alone: changing only them keeps the running replicas
+    replica_side = {k: v for k, v in data.items() if k not in KEEP_REPLICAS}
+    unchanged = {k: v for k, v in current.spec.items() if k not in KEEP_REPLICAS}
     roll = version_id != current.model_version_id or replica_side != unchanged
-    d = state.store.deployments.update_spec(principal.workspace.id, current.name, data, version_id, roll=roll)
+    d = state.store.deployments.update_spec(
+        principal.workspace.id, current.name, data, version_id, roll=roll, traffic=weights
+    )
     state.wake_deployments()
     return _out(state, d)
+
+
+@router.post("/deployments/{name}/promote", response_model=DeploymentOut)
+def deployments_promote(name: str, body: PromoteRequest, principal: Member, state: State) -> DeploymentOut:
+    """End a canary by serving one of its versions alone (default: the canary). Its replicas keep
+    running; the other version's are retired once enough are ready (no failed request)."""
+    d = state.store.deployments.get(principal.workspace.id, check_name(name))
+    d = traffic.promote(state, d, body.version)
+    state.wake_deployments()
+    return _out(state, d)
+
+
+@router.post("/deployments/{name}/rollback", response_model=DeploymentOut)
+def deployments_rollback(name: str, principal: Member, state: State) -> DeploymentOut:
+    """End a canary by sending every request to the version the model names again."""
+    d = traffic.rollback(state, state.store.deployments.get(principal.workspace.id, check_name(name)))
+    state.wake_deployments()
+    return _out(state, d)
+
+
+@router.get("/deployments/{name}/metrics", response_model=DeploymentMetricsOut)
+def deployments_metrics(name: str, principal: Viewer, state: State) -> DeploymentMetricsOut:
+    """Per served version: weight and share, replicas, and the gateway's request count, error count
+    and p50/p99 latency since the control plane started (``window``: the last 60 s, with the rate)."""
+    return traffic.metrics(state, state.store.deployments.get(principal.workspace.id, check_name(name)))
 
 
 @router.get("/deployments/{name}/logs", response_model=list[ReplicaLogOut])

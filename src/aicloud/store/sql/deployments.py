@@ -40,6 +40,7 @@ def _deployment(row: DeploymentRow) -> Deployment:
         updated_at=row.updated_at,
         model_version_id=row.model_version_id,
         message=row.message,
+        traffic=dict(row.traffic) if row.traffic else None,
     )
 
 
@@ -55,6 +56,7 @@ def _replica(row: ReplicaRow) -> Replica:
         ready_at=row.ready_at,
         message=row.message,
         key_sealed=bytes(row.key_sealed) if row.key_sealed is not None else None,
+        model_version_id=row.model_version_id,
     )
 
 
@@ -80,6 +82,7 @@ class SqlDeploymentStore(DeploymentStore):
         spec: dict[str, Any],
         model_version_id: str | None,
         desired: int,
+        traffic: dict[str, int] | None = None,
     ) -> Deployment:
         spec = json_normalize(spec)
 
@@ -94,6 +97,7 @@ class SqlDeploymentStore(DeploymentStore):
                 generation=1,
                 desired_replicas=desired,
                 model_version_id=model_version_id,
+                traffic=traffic or None,
                 created_at=now,
                 updated_at=now,
             )
@@ -179,8 +183,13 @@ class SqlDeploymentStore(DeploymentStore):
         model_version_id: str | None,
         *,
         roll: bool = True,
+        traffic: dict[str, int] | None = None,
     ) -> Deployment:
-        changes: dict[str, Any] = {"spec": json_normalize(spec), "model_version_id": model_version_id}
+        changes: dict[str, Any] = {
+            "spec": json_normalize(spec),
+            "model_version_id": model_version_id,
+            "traffic": traffic or None,
+        }
         if roll:
             changes["generation"] = DeploymentRow.generation + 1
         where = (DeploymentRow.workspace_id == workspace_id, DeploymentRow.name == name)
@@ -227,7 +236,13 @@ class SqlDeploymentStore(DeploymentStore):
     # -- replicas ----------------------------------------------------------------------------
 
     def add_replica(
-        self, deployment_id: str, *, generation: int, port: int, handle: dict[str, Any]
+        self,
+        deployment_id: str,
+        *,
+        generation: int,
+        port: int,
+        handle: dict[str, Any],
+        model_version_id: str | None = None,
     ) -> Replica:
         handle = json_normalize(handle)
 
@@ -240,6 +255,7 @@ class SqlDeploymentStore(DeploymentStore):
                 port=port,
                 handle=handle,
                 created_at=ids.utcnow(),
+                model_version_id=model_version_id,
             )
             session.add(row)
             session.flush()

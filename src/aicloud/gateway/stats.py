@@ -1,0 +1,124 @@
+"""Request statistics of each endpoint, per model version, kept by the gateway in memory.
+
+Every call the gateway forwarded is recorded under the version of the replica that answered it
+(:attr:`~aicloud.gateway.registry.ReplicaSlot.version`: a model version's id, ``""`` for a Service):
+its latency from arrival to the answer's head and whether it failed (a 5xx from the replica, or
+the gateway could not get an answer). So a canary's two versions can be compared side by side
+(``GET /api/v1/deployments/{name}/metrics``, ``aicloud deploy show``).
+
+Latencies go into fixed, log-spaced buckets (:data:`BOUNDS_S`); quantiles are read from them by
+interpolating inside the bucket, so they are exact to a bucket's width (about 20%) and a record
+costs one bisect and a few increments on the event loop. Two views: everything since the control
+plane started, and the last :data:`WINDOW_S` seconds (one histogram per second, in a ring).
+Statistics start again at zero when the control plane restarts.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["BOUNDS_S", "WINDOW_S", "EndpointStats", "VersionStats", "quantile"]
+
+#: Upper bounds of the latency buckets, in seconds: 0.25 ms to 120 s, 5 buckets per decade;
+#: a last bucket takes anything slower.
+BOUNDS_S: tuple[float, ...] = tuple(0.00025 * 10 ** (i / 5) for i in range(29))
+#: The recent window, in seconds.
+WINDOW_S = 60
+
+
+def quantile(buckets: list[int], q: float) -> float | None:
+    """The ``q`` quantile (0..1) of the latencies counted in ``buckets`` (seconds); None if empty."""
+    total = sum(buckets)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for i, n in enumerate(buckets):
+        if n and seen + n >= rank:
+            low = BOUNDS_S[i - 1] if i > 0 else 0.0
+            high = BOUNDS_S[i] if i < len(BOUNDS_S) else BOUNDS_S[-1] * 2
+            return low + (high - low) * max(0.0, rank - seen) / n
+        seen += n
+    return BOUNDS_S[-1] * 2
+
+
+class VersionStats:
+    """Counts and latencies of one version's calls: since start and over the recent window."""
+
+    __slots__ = ("_clock", "_ring", "_stamps", "buckets", "errors", "requests")
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.requests = 0
+        self.errors = 0
+        self.buckets = [0] * (len(BOUNDS_S) + 1)
+        # second → [requests, errors, bucket counts...]; slot = second % WINDOW_S
+        self._stamps = [-1] * WINDOW_S
+        self._ring: list[list[int]] = [[] for _ in range(WINDOW_S)]
+
+    def record(self, seconds: float, error: bool) -> None:
+        i = bisect.bisect_left(BOUNDS_S, seconds)
+        self.requests += 1
+        self.buckets[i] += 1
+        second = int(self._clock())
+        slot = second % WINDOW_S
+        row = self._ring[slot]
+        if self._stamps[slot] != second:
+            row = self._ring[slot] = [0] * (len(BOUNDS_S) + 3)
+            self._stamps[slot] = second
+        row[0] += 1
+        row[2 + i] += 1
+        if error:
+            self.errors += 1
+            row[1] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """Since start: requests, errors, p50/p99 in ms; ``window``: the same over the last
+        :data:`WINDOW_S` seconds, with the request rate and the error rate."""
+        now = int(self._clock())
+        recent = [0] * (len(BOUNDS_S) + 3)
+        for slot, stamp in enumerate(self._stamps):
+            if stamp >= 0 and now - stamp < WINDOW_S:
+                recent = [a + b for a, b in zip(recent, self._ring[slot], strict=True)]
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "p50_ms": _ms(quantile(self.buckets, 0.5)),
+            "p99_ms": _ms(quantile(self.buckets, 0.99)),
+            "window": {
+                "seconds": WINDOW_S,
+                "requests": recent[0],
+                "errors": recent[1],
+                "rate_per_s": round(recent[0] / WINDOW_S, 3),
+                "error_rate": round(recent[1] / recent[0], 4) if recent[0] else 0.0,
+                "p50_ms": _ms(quantile(recent[2:], 0.5)),
+                "p99_ms": _ms(quantile(recent[2:], 0.99)),
+            },
+        }
+
+
+class EndpointStats:
+    """One endpoint's :class:`VersionStats`, by version (``""``: a Service, or not known)."""
+
+    __slots__ = ("_clock", "versions")
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.versions: dict[str, VersionStats] = {}
+
+    def record(self, version: str, seconds: float, status: int) -> None:
+        """A call answered with ``status`` (0: no answer) after ``seconds``."""
+        stats = self.versions.get(version)
+        if stats is None:
+            stats = self.versions[version] = VersionStats(self._clock)
+        stats.record(seconds, status >= 500 or status == 0)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        return {version: stats.snapshot() for version, stats in list(self.versions.items())}
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
