@@ -12,6 +12,7 @@ import typer
 from aicloud.cli.common import Output, OutputOpt, UsageError, client, console, emit, print_json, table
 from aicloud.cli.deploy_file import given_flags, parse_env, read_deploy_file
 from aicloud.cli.deployview import parse_traffic, render_deployment, source, wait_rolled
+from aicloud.client import Deployment
 
 deploy_app = typer.Typer(
     help="Serve models and your own code as autoscaled HTTP endpoints.", no_args_is_help=True
@@ -119,6 +120,11 @@ def deploy_apply(
     if not name:
         raise UsageError(f"{file}: the deployment file needs `name:` (its endpoint is /v1/endpoints/NAME)")
     d = client().deployments.apply(str(name), **spec)
+    _show_changed(d, wait, timeout, output)
+
+
+def _show_changed(d: Deployment, wait: bool, timeout: float, output: Output) -> None:
+    """After a change: with ``wait``, show the roll until it is done; then the deployment."""
     if wait and output is Output.table:
         wait_rolled(d, timeout)
     emit(d.info, output, lambda _: render_deployment(d))
@@ -241,9 +247,7 @@ def deploy_update(
     if not changes:
         raise typer.BadParameter("nothing to change: give --model, --traffic or another setting to change")
     d = client().deployments.get(name).update(**changes)
-    if wait and output is Output.table:
-        wait_rolled(d, timeout)
-    emit(d.info, output, lambda _: render_deployment(d))
+    _show_changed(d, wait, timeout, output)
 
 
 @deploy_app.command("promote")
@@ -257,9 +261,7 @@ def deploy_promote(
     """End a canary: serve its new version alone. Its replicas keep serving; the old version's are
     drained once enough are ready, with no failed request. A deployment of NAME@ALIAS moves the alias."""
     d = client().deployments.get(name).promote(version)
-    if wait and output is Output.table:
-        wait_rolled(d, timeout)
-    emit(d.info, output, lambda _: render_deployment(d))
+    _show_changed(d, wait, timeout, output)
 
 
 @deploy_app.command("rollback")
@@ -272,9 +274,7 @@ def deploy_rollback(
     """End a canary: every request goes to the version the model names again; the canary's replicas
     are drained, with no failed request."""
     d = client().deployments.get(name).rollback()
-    if wait and output is Output.table:
-        wait_rolled(d, timeout)
-    emit(d.info, output, lambda _: render_deployment(d))
+    _show_changed(d, wait, timeout, output)
 
 
 @deploy_app.command("token")
