@@ -265,6 +265,60 @@ def test_on_finished_called_exactly_once_per_job(h: Harness) -> None:
     assert all(j.status.terminal for j in h.finished)
 
 
+def test_a_job_turns_terminal_only_after_its_wrap_up(h: Harness) -> None:
+    """on_finished gets the job as it is about to be stored while the store still has it running
+    (or pending): whoever sees the job ended (job.wait()) finds its log kept and its run closed."""
+    seen: list[tuple[str, JobStatus, str | None, JobStatus]] = []
+    h.controller.on_finished = lambda job: seen.append((job.id, job.status, job.reason, h.status(job)))
+    ok, bad, lost, unlaunched = (h.submit(n) for n in ("ok", "bad", "lost", "unlaunched"))
+    h.executor.fail_submit = {unlaunched.id}
+    h.controller.max_concurrent = 4
+    h.controller.reconcile_once()
+    h.executor.finish(ok.id, 0)
+    h.executor.finish(bad.id, 2)
+    h.executor.lose(lost.id)
+    h.controller.reconcile_once()
+    assert sorted(seen) == sorted(
+        [
+            (ok.id, JobStatus.SUCCEEDED, None, JobStatus.RUNNING),
+            (bad.id, JobStatus.FAILED, "error", JobStatus.RUNNING),
+            (lost.id, JobStatus.FAILED, "lost", JobStatus.RUNNING),
+            (unlaunched.id, JobStatus.FAILED, "launch", JobStatus.PENDING),
+        ]
+    )
+    assert [h.status(j) for j in (ok, bad, lost, unlaunched)] == [
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.FAILED,
+        JobStatus.FAILED,
+    ]
+
+
+class ControlPlaneDied(BaseException):
+    """The control plane stops in the middle of a pass (not an error the loop would catch)."""
+
+
+def test_a_wrap_up_cut_short_by_a_restart_is_done_again_then_the_job_ends(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    job = h.submit()
+    h.controller.reconcile_once()
+    h.executor.finish(job.id, 0)
+
+    def die(_job: Job) -> None:
+        raise ControlPlaneDied
+
+    h.controller.on_finished = die
+    with pytest.raises(ControlPlaneDied):
+        h.controller.reconcile_once()
+    assert h.status(job) is JobStatus.RUNNING  # not ended: its wrap-up did not finish
+
+    again = Harness(tmp_path, store=h.store)  # a new control plane over the same store
+    again.executor = h.executor
+    again.controller.executor = h.executor
+    again.controller.reconcile_once()
+    assert h.status(job) is JobStatus.SUCCEEDED and again.finished_ids() == [job.id]
+
+
 def test_on_finished_error_does_not_stop_cleanup(h: Harness) -> None:
     def boom(job: Job) -> None:
         raise RuntimeError("blob store down")

@@ -5,12 +5,12 @@ comes from the executor (``poll``). Each :meth:`JobController.reconcile_once` pa
 
 1. for every ``running`` job: SIGTERM it if a cancel was requested (once per controller
    lifetime; executors make ``cancel`` idempotent, so a restarted controller may send it
-   again), then poll. An ended process moves the job, compare-and-set, ``running`` →
-   ``succeeded`` (exit 0) / ``failed`` (reason ``error``, message = the last 50 log lines) /
-   ``cancelled`` (a cancel was requested, whatever the exit), or ``failed`` with reason
-   ``lost`` when the executor lost it. ``usage`` records exit code, CPU seconds, peak RSS
-   and wall seconds, priced at the settings' prices (``aicloud.entities.usage``). Then
-   ``on_finished(job)`` and ``executor.cleanup(handle)``.
+   again), then poll. An ended process is wrapped up (``on_finished``, below), then moves the
+   job, compare-and-set, ``running`` → ``succeeded`` (exit 0) / ``failed`` (reason ``error``,
+   message = the last 50 log lines) / ``cancelled`` (a cancel was requested, whatever the
+   exit), or ``failed`` with reason ``lost`` when the executor lost it. ``usage`` records exit
+   code, CPU seconds, peak RSS and wall seconds, priced at the settings' prices
+   (``aicloud.entities.usage``). Then ``executor.cleanup(handle)``.
 2. starts ``pending`` jobs in queue order (priority desc, then oldest) while fewer than
    ``max_concurrent_jobs`` run: ``launcher(job)`` builds the LaunchRequest, the executor
    starts it, and the job moves ``pending`` → ``running`` with its handle. A launcher or
@@ -28,14 +28,21 @@ Re-attachment after a restart is simply the first pass: it polls persisted handl
 job whose process is gone becomes ``failed``/``lost``. A job whose handle cannot be polled
 (``MAX_POLL_ERRORS`` passes in a row) is also ``lost``, so no job stays running forever.
 
-``on_finished`` runs at most once per job (only the winner of the terminal transition
-calls it; it also runs for launch failures, so the server can undo what its launcher
-made). A control plane that dies between the transition and the hook skips it.
+The wrap-up comes first: ``on_finished(job)`` gets the job as it is about to be stored
+(terminal status, reason, message) and the job turns terminal in the store only after it, so
+whoever sees a job ended (``job.wait()``) finds its log kept and its run closed. It also runs
+for launch failures, so the server can undo what its launcher made. A control plane that dies
+between the hook and the transition finds the job still running and wraps it up again at its
+first pass: the hook must be idempotent (the server's is: a log already kept is not kept again,
+a closed run stays closed), though the failure message then lacks the log lines it had already
+stored. When the transition loses a race (a pending job cancelled while it launched), the hook
+runs once more with the job as it ended.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,8 +88,9 @@ class JobController(ReconcileLoop):
     """Reconciles jobs in ``store`` with processes run by ``executor``; see the module docstring.
 
     ``launcher(job)`` is the server's: it makes the job's run and token and returns the
-    LaunchRequest. ``on_finished(job)`` gets the job in its terminal state (store the log,
-    revoke the token). ``max_concurrent`` and ``cancel_grace_s`` default to the settings'
+    LaunchRequest. ``on_finished(job)`` gets the job in its terminal state, just before the store
+    does (store the log, revoke the token, close the run). ``max_concurrent`` and ``cancel_grace_s``
+    default to the settings'
     ``max_concurrent_jobs`` and ``cancel_grace_seconds``.
     """
 
@@ -177,17 +185,14 @@ class JobController(ReconcileLoop):
         else:
             status, reason = JobStatus.FAILED, "error"
             message = self.tail_log(job, MESSAGE_LINES) or f"the job exited with code {info.exit_code}"
-        done = self.store.transition(
-            job.id,
-            expect=[JobStatus.RUNNING],
+        self._end(
+            job,
+            JobStatus.RUNNING,
             status=status,
             reason=reason,
             message=message,
-            finished_at=_now(),
             usage=with_cost(merge_usage(job.usage, info.usage()), job.spec, Prices.of(self.settings)),
         )
-        if done is not None:
-            self._finished(done)
         self._cleanup(job.handle)
         self._cancel_sent.discard(job.id)
         self._poll_errors.pop(job.id, None)
@@ -205,30 +210,34 @@ class JobController(ReconcileLoop):
             handle = self.executor.submit(self.launcher(again))
         except Exception as exc:
             log.warning("job %s: relaunch failed: %s: %s", job.id, type(exc).__name__, exc)
-            failed = self._fail_launch(
+            self._fail_launch(
                 job,
                 JobStatus.RUNNING,
                 f"{message}; the restart failed: {type(exc).__name__}: {exc}",
                 usage=with_cost(usage, job.spec, Prices.of(self.settings)),
             )
-            if failed is not None:
-                self._finished(failed)
             return
         self.store.update(job.id, handle=handle)
 
     def _fail_launch(
         self, job: Job, expect: JobStatus, message: str, usage: dict[str, Any] | None = None
     ) -> Job | None:
-        """Mark a job whose (re)launch raised ``failed`` with reason ``launch``; None if it moved on."""
-        return self.store.transition(
-            job.id,
-            expect=[expect],
-            status=JobStatus.FAILED,
-            reason="launch",
-            message=message[:4000],
-            finished_at=_now(),
-            usage=usage,
+        """Fail a job whose (re)launch raised (reason ``launch``); None if it moved on."""
+        return self._end(
+            job, expect, status=JobStatus.FAILED, reason="launch", message=message[:4000], usage=usage
         )
+
+    def _end(self, job: Job, expect: JobStatus, **fields: Any) -> Job | None:
+        """Wrap the job up, then move it ``expect`` → terminal with ``fields`` (compare-and-set; see
+        the module docstring); the stored job, or None when it was no longer ``expect``."""
+        fields = {k: v for k, v in fields.items() if v is not None}
+        fields["finished_at"] = _now()
+        # the job as it is about to be stored, read again for what its launch stored (the run)
+        self._finished(dataclasses.replace(self.store.get_any(job.id), **fields))
+        done = self.store.transition(job.id, expect=[expect], **fields)
+        if done is None:  # moved on meanwhile (a pending job cancelled): wrap it up as it ended
+            self._finished(self.store.get_any(job.id))
+        return done
 
     def _finished(self, job: Job) -> None:
         log.info("job %s %s%s", job.id, job.status.value, f" ({job.reason})" if job.reason else "")
@@ -255,8 +264,7 @@ class JobController(ReconcileLoop):
             handle = self.executor.submit(self.launcher(job))
         except Exception as exc:
             log.warning("job %s: launch failed: %s: %s", job.id, type(exc).__name__, exc)
-            failed = self._fail_launch(job, JobStatus.PENDING, f"{type(exc).__name__}: {exc}")
-            self._finished(failed if failed is not None else self.store.get_any(job.id))
+            self._fail_launch(job, JobStatus.PENDING, f"{type(exc).__name__}: {exc}")
             return False
         try:
             started = self.store.transition(

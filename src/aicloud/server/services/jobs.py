@@ -76,7 +76,9 @@ class JobLauncher:
 
     def finished(self, job: Job) -> None:
         """Keep the log as an encrypted blob, revoke the job's token, close its run (with the
-        job's status)."""
+        job's status). The controller calls it before the job turns terminal in the store, and
+        again if the control plane stopped in between: a log kept is gone from its file, so it is
+        not kept twice, and a run already closed as wanted is left alone."""
         store = self.state.store
         controller = self.state.jobs
         path = controller.executor.log_path(job.handle) if controller is not None and job.handle else None
