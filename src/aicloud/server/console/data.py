@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aicloud.entities import Job, JobStatus, Run
+from aicloud.entities import Job, JobKind, JobStatus, Run
 from aicloud.store import MetadataStore
 from aicloud.store.training import RunFilter
 
@@ -57,3 +57,15 @@ def jobs_page(
     rows and keeps the last ``limit`` (a keyset query belongs in the store)."""
     jobs = store.jobs.list(workspace_id, status=status, limit=offset + limit + 1)
     return jobs[offset : offset + limit], len(jobs) > offset + limit
+
+
+#: The job store has no filter by kind yet: sweeps are looked for among this many newest jobs.
+SWEEP_SCAN = 2000
+
+
+def sweeps_page(
+    store: MetadataStore, workspace_id: str, *, offset: int, limit: int
+) -> tuple[list[Job], bool]:
+    """One page of sweep jobs, newest first (among the newest :data:`SWEEP_SCAN` jobs)."""
+    sweeps = [j for j in store.jobs.list(workspace_id, limit=SWEEP_SCAN) if j.kind is JobKind.SWEEP]
+    return sweeps[offset : offset + limit], len(sweeps) > offset + limit

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import pydantic
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -151,7 +152,7 @@ def redirect(url: str, request: Request | None = None) -> Response:
     return RedirectResponse(url, status_code=303)
 
 
-def _validation_message(exc: RequestValidationError) -> str:
+def _validation_message(exc: RequestValidationError | pydantic.ValidationError) -> str:
     parts = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "form"))
@@ -176,7 +177,7 @@ class ConsoleRoute(APIRoute):
                 if exc.status_code >= 500:
                     log.error("%s: %s", exc.code, exc.message)
                 return error_page(request, exc.status_code, exc.message)
-            except RequestValidationError as exc:
+            except (RequestValidationError, pydantic.ValidationError) as exc:
                 return error_page(request, 422, _validation_message(exc))
             except StarletteHTTPException as exc:
                 return error_page(request, exc.status_code, str(exc.detail))

@@ -2,6 +2,28 @@
 
 from __future__ import annotations
 
-from aicloud.server.console.pages import jobs, overview, runs, signin
+from aicloud.server.console.pages import (
+    admin,
+    datasets,
+    deployments,
+    jobs,
+    models,
+    overview,
+    runs,
+    signin,
+    sweeps,
+    usage,
+)
 
-ROUTERS = (signin.router, overview.router, jobs.router, runs.router)
+ROUTERS = (
+    signin.router,
+    overview.router,
+    datasets.router,
+    jobs.router,
+    runs.router,
+    models.router,
+    deployments.router,
+    sweeps.router,
+    usage.router,
+    admin.router,
+)

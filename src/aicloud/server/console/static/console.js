@@ -27,14 +27,18 @@
     return cols;
   }
 
-  function makeChart(el, series) {
-    var width = Math.max(el.clientWidth - 16, 280);
+  // ``extra.scatter``: points only (a param against the objective); ``extra.xlabel``: the x axis.
+  function makeChart(el, series, extra) {
+    extra = extra || {};
+    var width = Math.max(el.clientWidth - 16, 280), xlabel = extra.xlabel || "step";
     var opts = {
-      width: width, height: 220, scales: { x: { time: false } }, legend: { show: series.length > 1 },
-      series: [{ label: "step" }].concat(series.map(function (s, i) {
-        return { label: s.label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true, points: { show: false } };
+      width: width, height: 220, scales: { x: { time: false } }, legend: { show: series.length > 1 || !!extra.scatter },
+      series: [{ label: xlabel }].concat(series.map(function (s, i) {
+        var color = COLORS[i % COLORS.length];
+        if (extra.scatter) return { label: s.label, stroke: color, fill: color, paths: function () { return null; }, points: { show: true, size: 7 } };
+        return { label: s.label, stroke: color, width: 1.5, spanGaps: true, points: { show: false } };
       })),
-      axes: [{ label: "step" }, {}],
+      axes: [{ label: xlabel }, {}],
     };
     var plot = new uPlot(opts, align(series), el);
     el.dataset.points = String(series.reduce(function (n, s) { return n + s.steps.length; }, 0));
@@ -45,7 +49,8 @@
     document.querySelectorAll("[data-chart]").forEach(function (el) {
       var blob = document.getElementById(el.dataset.chart);
       if (!blob) return;
-      makeChart(el, JSON.parse(blob.textContent).series);
+      var spec = JSON.parse(blob.textContent);
+      makeChart(el, spec.series, spec);
     });
   }
 
@@ -136,7 +141,9 @@
           window.location.href = JSON.parse(xhr.responseText).location;
         } else {
           var msg = "upload failed (" + xhr.status + ")";
-          try { msg = JSON.parse(xhr.responseText).error.message; } catch (err) { /* not JSON */ }
+          var doc = new DOMParser().parseFromString(xhr.responseText, "text/html");
+          var said = doc.querySelector(".error-card p");
+          if (said) msg = said.textContent;
           out.textContent = msg; out.className = "upload-status flash err";
         }
       });

@@ -1,0 +1,141 @@
+"""Deployments: status, replicas, the version served, logs, and a playground that sends a request
+to the endpoint (in-process, through the gateway, with the signed-in token) and shows the matching
+curl and Python."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Form, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from aicloud.entities.serving import Deployment
+from aicloud.errors import NotFoundError, ValidationError
+from aicloud.server.console.render import ConsoleRoute, page
+from aicloud.server.console.session import Member, Viewer
+from aicloud.server.deps import State
+from aicloud.server.services.names import check_name
+from aicloud.server.state import AppState
+
+router = APIRouter(route_class=ConsoleRoute)
+PAGE = 50
+LOG_LINES = 200
+PLAYGROUND_TIMEOUT_S = 60.0
+
+
+@router.get("/deployments")
+async def deployments_list(
+    request: Request, principal: Viewer, state: State, offset: int = Query(default=0, ge=0, le=1_000_000)
+) -> Response:
+    deployments = await run_in_threadpool(state.store.deployments.list, principal.workspace.id)
+    return page(
+        request,
+        "deployments.html",
+        title="Deployments",
+        deployments=deployments[offset : offset + PAGE],
+        offset=offset,
+        limit=PAGE,
+        has_next=len(deployments) > offset + PAGE,
+    )
+
+
+def _served(state: AppState, d: Deployment) -> str:
+    if d.model_version_id is None:
+        return "a Service (" + str((d.spec.get("service") or {}).get("entrypoint", "")) + ")"
+    with contextlib.suppress(NotFoundError):
+        v = state.store.models.get_version_by_id(d.workspace_id, d.model_version_id)
+        return f"{v.name}:{v.version}"
+    return d.model_version_id
+
+
+def _view(state: AppState, workspace_id: str, name: str) -> dict[str, Any]:
+    d = state.store.deployments.get(workspace_id, check_name(name))
+    replicas = sorted(state.store.deployments.replicas(d.id), key=lambda r: r.created_at, reverse=True)
+    logs = []
+    if state.deployments is not None:
+        for r in replicas[:4]:
+            text, _ = state.deployments.replicas.read_log(r, LOG_LINES, None)
+            logs.append({"replica": r, "text": text})
+    return {"d": d, "replicas": replicas, "served": _served(state, d), "logs": logs}
+
+
+def _example(d: Deployment) -> str:
+    """A request body the endpoint takes: one row of the model's inputs, else an empty object."""
+    return json.dumps({"inputs": [[0.0]]}) if d.model_version_id else "{}"
+
+
+@router.get("/deployments/{name}")
+async def deployment_page(request: Request, name: str, principal: Viewer, state: State) -> Response:
+    view = await run_in_threadpool(_view, state, principal.workspace.id, name)
+    base = state.settings.resolved_public_url
+    return page(
+        request,
+        "deployment.html",
+        title=name,
+        url=f"{base}/v1/endpoints/{view['d'].name}",
+        example=_example(view["d"]),
+        **view,
+    )
+
+
+def _snippets(url: str, path: str, body: str) -> dict[str, Any]:
+    target = f"{url}/{path}"
+    quoted = body.replace("'", "'\\''")
+    curl = (
+        f'curl -s {target} \\\n  -H "Authorization: Bearer $AICLOUD_TOKEN" \\\n'
+        f"  -H 'Content-Type: application/json' \\\n  -d '{quoted}'"
+    )
+    python = (
+        "import os, httpx\n\n"
+        f"response = httpx.post(\n    {target!r},\n"
+        '    headers={"Authorization": f"Bearer {os.environ[\'AICLOUD_TOKEN\']}"},\n'
+        f"    json={body},\n    timeout=60,\n)\nprint(response.json())"
+    )
+    return {"curl": curl, "python": python}
+
+
+@router.post("/deployments/{name}/playground")
+async def deployment_playground(
+    request: Request,
+    name: str,
+    principal: Member,
+    state: State,
+    path: str = Form(default="predict", max_length=200, pattern=r"^[A-Za-z0-9_./-]*$"),
+    body: str = Form(default="{}", max_length=1_000_000),
+) -> Response:
+    """Send ``body`` to the endpoint through the gateway, in this process, as the signed-in user
+    (endpoint auth and routing are exactly what ``curl`` gets); answer an htmx fragment."""
+    d = await run_in_threadpool(state.store.deployments.get, principal.workspace.id, check_name(name))
+    if ".." in path.split("/"):
+        raise ValidationError.field("path", "a path inside the endpoint, such as predict")
+    try:
+        payload = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise ValidationError.field("body", f"not JSON: {exc.msg} at line {exc.lineno}") from None
+    token = request.state.console_token
+    transport = httpx.ASGITransport(app=request.app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://console", timeout=PLAYGROUND_TIMEOUT_S
+    ) as client:
+        answer = await client.post(
+            f"/v1/endpoints/{d.name}/{path.lstrip('/')}",
+            json=payload,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    try:
+        shown = json.dumps(answer.json(), indent=2)
+    except ValueError:
+        shown = answer.text
+    url = f"{state.settings.resolved_public_url}/v1/endpoints/{d.name}"
+    pretty = json.dumps(payload)
+    return page(
+        request,
+        "_playground.html",
+        status=answer.status_code,
+        answer=shown[:200_000],
+        seconds=answer.elapsed.total_seconds() if answer.elapsed else None,
+        **_snippets(url, path.lstrip("/"), pretty),
+    )
