@@ -20,11 +20,13 @@ from aicloud.entities.jobs import (
     Run,
     RunStatus,
 )
+from aicloud.entities.tracking import Experiment, RunArtifact
 
 __all__ = [
     "BlobOwner",
     "DatasetSummary",
     "DatasetVersion",
+    "Experiment",
     "Job",
     "JobKind",
     "JobStatus",
@@ -33,6 +35,7 @@ __all__ = [
     "ModelVersion",
     "Role",
     "Run",
+    "RunArtifact",
     "RunStatus",
     "Secret",
     "Token",

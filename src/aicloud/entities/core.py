@@ -41,6 +41,7 @@ class BlobOwner(enum.StrEnum):
     JOB_LOG = "job_log"
     JOB_CHECKPOINT = "job_checkpoint"  # every checkpoint a job stored
     DEPLOYMENT = "deployment"  # a service deployment's spec.service.code
+    RUN_ARTIFACT = "run_artifact"  # a file logged to a run (MLflow artifacts; owner id: the run's)
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,9 @@ class Run:
     created_at: datetime
     finished_at: datetime | None = None
     summary: dict[str, float] = field(default_factory=dict)  # last value of each metric
+    experiment: str | None = None  # the experiment's name (docs/mlflow.md); None: in none yet
+    tags: dict[str, str] = field(default_factory=dict)  # MLflow's run tags
+    deleted: bool = False  # deleted through MLflow's API (a soft delete: it can be restored)
 
 
 @dataclass(frozen=True)

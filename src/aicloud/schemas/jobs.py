@@ -71,6 +71,8 @@ class RunOut(_Out):
     summary: dict[str, float] = Field(default_factory=dict)
     created_at: datetime
     finished_at: datetime | None = None
+    experiment: str | None = None  # its experiment's name (docs/mlflow.md); None: in none
+    tags: dict[str, str] = Field(default_factory=dict)  # MLflow's run tags
 
 
 _HIGHER = ("accuracy", "acc", "r2", "f1", "auc", "precision", "recall", "per_second", "throughput")

@@ -25,6 +25,7 @@ from aicloud.server.bootstrap import bootstrap
 from aicloud.server.console import mount_console
 from aicloud.server.home import prepare_home
 from aicloud.server.routes import (
+    _mlflow,
     admin,
     blobs,
     datasets,
@@ -32,7 +33,11 @@ from aicloud.server.routes import (
     docs,
     health,
     jobs,
+    mlflow_artifacts,
+    mlflow_experiments,
+    mlflow_runs,
     models,
+    run_artifacts,
     runs,
     secrets,
     sweeps,
@@ -190,10 +195,27 @@ def create_app(
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(docs.docs_router(settings.public_api_docs))
-    routers = (workspaces, tokens, datasets, secrets, admin, blobs, jobs, runs, models, deployments, usage)
+    routers = (
+        workspaces,
+        tokens,
+        datasets,
+        secrets,
+        admin,
+        blobs,
+        jobs,
+        runs,
+        run_artifacts,
+        models,
+        deployments,
+        usage,
+    )
     for module in routers:
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(sweeps.router, prefix="/api/v1")
+    # the MLflow tracking API (docs/mlflow.md): its fallback answers every other /mlflow path
+    for mlflow_module in (mlflow_experiments, mlflow_runs, mlflow_artifacts):
+        app.include_router(mlflow_module.router, prefix=_mlflow.PREFIX)
+    app.include_router(_mlflow.fallback, prefix=_mlflow.PREFIX)
     app.endpoint_app = mount_endpoints(app)
     mount_console(app)  # the web console's pages under / and its static files (docs/console.md)
     return app

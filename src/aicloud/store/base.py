@@ -12,6 +12,7 @@ from typing import Any
 
 from aicloud.entities import DatasetSummary, DatasetVersion, Role, Secret, Token, Workspace
 from aicloud.store.serving import DeploymentStore
+from aicloud.store.tracking import TrackingStore
 from aicloud.store.training import BlobRefStore, JobStore, ModelStore, RunStore
 
 
@@ -138,6 +139,7 @@ class MetadataStore(abc.ABC):
     models: ModelStore
     blob_refs: BlobRefStore
     deployments: DeploymentStore
+    tracking: TrackingStore
 
     @abc.abstractmethod
     def close(self) -> None: ...

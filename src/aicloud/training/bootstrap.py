@@ -166,6 +166,14 @@ def run_train(sess: Session, env: WorkloadEnv, paths: dict[str, Path], output: P
     return 0
 
 
+def mlflow_env(env: WorkloadEnv) -> dict[str, str]:
+    """An MLflow script runs unchanged in a job: its tracking URI and token are the control plane's
+    MLflow tracking API and the job's token (docs/mlflow.md). The spec's ``env`` may override them."""
+    if not env.url or not env.token:
+        return {}
+    return {"MLFLOW_TRACKING_URI": env.url.rstrip("/") + "/mlflow", "MLFLOW_TRACKING_TOKEN": env.token}
+
+
 def run_command(sess: Session, env: WorkloadEnv, workdir: Path, output: Path) -> tuple[int, str]:
     """Run the user's command; returns (exit code, run status)."""
     spec = CommandSpec.model_validate(env.job.spec)
@@ -178,6 +186,7 @@ def run_command(sess: Session, env: WorkloadEnv, workdir: Path, output: Path) ->
         archive.unlink()
         log(f"code: {count} files from blob {spec.code[:12]} → {code_dir}")
     child_env = dict(os.environ)
+    child_env.update(mlflow_env(env))
     child_env.update(spec.env)
     child_env["AICLOUD_OUTPUT_DIR"] = str(output)
     log(f"$ {spec.command}")

@@ -48,6 +48,9 @@ def _entity(row: RunRow) -> Run:
         created_at=row.created_at,
         finished_at=row.finished_at,
         summary={name: _NAN if last[2] is None else float(last[2]) for name, last in sorted(summary.items())},
+        experiment=row.experiment,
+        tags=dict(row.tags or {}),
+        deleted=row.deleted_at is not None,
     )
 
 

@@ -16,6 +16,7 @@ from aicloud.store.sql.runs import SqlRunStore
 from aicloud.store.sql.secrets import SqlSecretStore
 from aicloud.store.sql.session import Database, first_line, safe_url
 from aicloud.store.sql.tokens import SqlTokenStore
+from aicloud.store.sql.tracking import SqlTrackingStore
 from aicloud.store.sql.workspaces import SqlWorkspaceStore
 
 
@@ -52,6 +53,7 @@ class SqlMetadataStore(MetadataStore):
         self.models = SqlModelStore(self._db)
         self.blob_refs = SqlBlobRefStore(self._db)
         self.deployments = SqlDeploymentStore(self._db)
+        self.tracking = SqlTrackingStore(self._db)
 
     @property
     def database(self) -> Database:

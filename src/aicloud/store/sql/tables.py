@@ -175,7 +175,10 @@ class RunRow(Base):
     """A run. ``summary`` maps a metric name to ``[step, timestamp, value]`` of its last point."""
 
     __tablename__ = "runs"
-    __table_args__ = (Index(None, "workspace_id", "created_at"),)
+    __table_args__ = (
+        Index(None, "workspace_id", "created_at"),
+        Index(None, "workspace_id", "experiment", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     workspace_id: Mapped[str] = mapped_column(String(64), ForeignKey("workspaces.id", ondelete="CASCADE"))
@@ -188,6 +191,41 @@ class RunRow(Base):
     summary: Mapped[dict[str, list[Any]]] = mapped_column(JSON())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # experiment tracking (migration 0008): the experiment's name (None: in none yet, MLflow's
+    # Default), MLflow's run tags, and MLflow's soft delete
+    experiment: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    tags: Mapped[dict[str, str] | None] = mapped_column(JSON(), nullable=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class ExperimentRow(Base):
+    """A named group of runs (the MLflow tracking API's experiment); runs name it in ``experiment``."""
+
+    __tablename__ = "experiments"
+    __table_args__ = (UniqueConstraint("workspace_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(String(64), ForeignKey("workspaces.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    tags: Mapped[dict[str, str]] = mapped_column(JSON())
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RunArtifactRow(Base):
+    """A file logged to a run: its path under the run's artifact root and its blob. The blob is
+    referenced from ``blob_refs`` as (``run_artifact``, run id)."""
+
+    __tablename__ = "run_artifacts"
+
+    run_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(128))
+    size_bytes: Mapped[int] = mapped_column(BigInteger())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class MetricRow(Base):
