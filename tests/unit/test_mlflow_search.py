@@ -34,6 +34,8 @@ def test_a_filter_becomes_clauses() -> None:
         Clause("attribute", "start_time", ">=", 1.7e12),
     )
     assert run_filter("tags.k NOT IN ('a')") == (Clause("tag", "k", "NOT IN", ("a",)),)
+    assert run_filter("tags.mlflow.runName = 'r'") == (Clause("attribute", "run_name", "=", "r"),)
+    assert run_filter("attributes.user_id = 'me'") == (Clause("tag", "mlflow.user", "=", "me"),)
     assert parse_filter("params.x = 'it\\'s'") == [("params", "x", "=", "it's")]
 
 

@@ -178,8 +178,20 @@ def _kind(prefix: str) -> ClauseKind:
     return kind
 
 
+def _alias(kind: ClauseKind, key: str) -> tuple[ClauseKind, str]:
+    """MLflow's synonyms: the run name is also the tag ``mlflow.runName``, the user the attribute
+    ``user_id`` and the tag ``mlflow.user`` (aicloud keeps the name as the run's, the user as a tag)."""
+    if kind == "tag" and key == "mlflow.runName":
+        return "attribute", "run_name"
+    if kind == "attribute" and key == "user_id":
+        return "tag", "mlflow.user"
+    return kind, key
+
+
 def _run_clause(prefix: str, key: str, op: str, value: Any) -> Clause:
-    kind = _kind(prefix)
+    kind, key = _alias(_kind(prefix), key)
+    if kind == "tag" and key == "mlflow.user":
+        prefix = "tags"
     if kind == "metric":
         if op not in _NUMERIC_OPS or not isinstance(value, float):
             raise BadRequestError(f"metrics.{key} compares with a number (=, !=, <, <=, >, >=)")
@@ -250,7 +262,7 @@ def run_order(terms: list[str] | None) -> tuple[OrderKey, ...]:
     """``search_runs``'s ``order_by`` as store order keys."""
     keys = []
     for prefix, key, ascending in parse_order(terms):
-        kind = _kind(prefix)
+        kind, key = _alias(_kind(prefix), key)
         if kind == "attribute":
             if key not in _RUN_ATTRIBUTES:
                 raise BadRequestError(f"cannot order by attribute {key!r}")
