@@ -741,7 +741,16 @@ def test_open_store_upgrades_a_database_at_0001(store_url: str) -> None:
     engine = create_db_engine(store_url)
     try:
         tables = set(inspect(engine).get_table_names())
-        assert {"jobs", "runs", "metrics", "models", "model_versions", "model_aliases", "blob_refs"} <= tables
+        assert {
+            "jobs",
+            "runs",
+            "run_metrics",
+            "metric_chunks",
+            "models",
+            "model_versions",
+            "model_aliases",
+            "blob_refs",
+        } <= tables
     finally:
         engine.dispose()
 

@@ -116,13 +116,27 @@ class MetricsCount(BaseModel):
 
 
 class MetricSeries(BaseModel):
+    """One series, columnar; a value that was not finite is null."""
+
     steps: list[int]
-    values: list[float]
+    values: list[float | None]
     timestamps: list[float]
 
 
 class MetricsOut(BaseModel):
     metrics: dict[str, MetricSeries]
+    total: int | None = Field(
+        default=None, description="with limit or offset: how many metrics the run has in all"
+    )
+
+
+class RunCompareOut(BaseModel):
+    """``GET /runs/compare``: the runs in the order asked, the params whose values differ between
+    them (or that some lack), and each run's series (run id → metric → series)."""
+
+    runs: list[RunOut]
+    params_differ: list[str]
+    metrics: dict[str, dict[str, MetricSeries]]
 
 
 class RunFinish(BaseModel):

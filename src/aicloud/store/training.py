@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import abc
 import builtins
+import math
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from aicloud.entities import (
     BlobOwner,
@@ -23,6 +25,7 @@ from aicloud.entities import (
     Run,
     RunStatus,
 )
+from aicloud.entities.series import MetricArrays, MetricStats
 
 
 class JobStore(abc.ABC):
@@ -120,22 +123,53 @@ class JobStore(abc.ABC):
         """Set ``cancel_requested``; a pending job becomes ``cancelled`` at once."""
 
 
+MetricOp = Literal["<", "<=", ">", ">=", "=", "!="]
+
+
+@dataclass(frozen=True)
+class MetricCondition:
+    """Keeps the runs whose last value of metric ``name`` compares to ``value`` by ``op`` (runs
+    without the metric, or whose last value was not finite, never match)."""
+
+    name: str
+    op: MetricOp
+    value: float
+
+
+@dataclass(frozen=True)
+class ParamCondition:
+    """Keeps the runs whose param ``name`` equals one of ``values`` (JSON values: a filter's
+    ``0.01`` matches the number and the text "0.01"), or with ``negate`` the runs that have the
+    param with another value."""
+
+    name: str
+    values: tuple[Any, ...]
+    negate: bool = False
+
+
 @dataclass(frozen=True)
 class RunFilter:
     """Which runs ``RunStore.list`` returns and in what order (every field optional).
 
     ``job`` is a job id or a job name; ``model`` keeps the runs of jobs that train that model
-    (the spec's ``model_name``) or that registered a version of it. ``metric`` orders by the
-    last value of that metric (ascending, or descending with ``descending``), runs without it
-    (or whose last value was not finite) last; without it, newest first. ``offset`` skips that
-    many runs of the ordered result (pages).
+    (the spec's ``model_name``) or that registered a version of it; ``name`` keeps the runs whose
+    name contains it (case-insensitive); ``metrics`` and ``params`` are conditions all runs must
+    meet. ``metric`` orders by the last value of that metric, ``param`` by that param's value
+    (ascending, or descending with ``descending``), runs without it (or whose last value was
+    not finite) last, newest first among equals; without either, newest first (oldest first
+    with ``oldest_first``). ``offset`` skips that many runs of the ordered result (pages).
     """
 
     job: str | None = None
     model: str | None = None
     status: RunStatus | None = None
+    name: str | None = None
+    metrics: tuple[MetricCondition, ...] = ()
+    params: tuple[ParamCondition, ...] = ()
     metric: str | None = None
+    param: str | None = None
     descending: bool = False
+    oldest_first: bool = False
     offset: int = 0
 
 
@@ -156,8 +190,17 @@ class RunStore(abc.ABC):
         job_id: str | None = None,
         limit: int = 100,
         where: RunFilter | None = None,
+        metrics: Collection[str] | None = None,
     ) -> builtins.list[Run]:
-        """Newest first, or as ``where`` orders them; ``where`` filters in the query."""
+        """Newest first, or as ``where`` orders them; ``where`` filters in the query.
+
+        ``metrics`` names the metrics whose last values fill each run's ``summary`` (None: all
+        of them), so a page of a runs table reads the columns it shows and no others.
+        """
+
+    @abc.abstractmethod
+    def count(self, workspace_id: str, *, job_id: str | None = None, where: RunFilter | None = None) -> int:
+        """How many runs ``list`` would return without a limit (``where.offset`` ignored)."""
 
     @abc.abstractmethod
     def log_params(self, workspace_id: str, run_id: str, params: dict[str, Any]) -> Run:
@@ -166,6 +209,15 @@ class RunStore(abc.ABC):
     @abc.abstractmethod
     def log_metrics(self, workspace_id: str, run_id: str, points: builtins.list[MetricPoint]) -> int:
         """Append a batch of points in one transaction (and update the run's summary); returns count."""
+
+    def log_metric_arrays(self, workspace_id: str, run_id: str, series: Mapping[str, MetricArrays]) -> int:
+        """``log_metrics`` of columns: each metric's points as arrays (the bulk path)."""
+        points = [
+            MetricPoint(name, int(step), float(value), float(timestamp))
+            for name, arrays in series.items()
+            for step, value, timestamp in zip(arrays.steps, arrays.values, arrays.timestamps, strict=True)
+        ]
+        return self.log_metrics(workspace_id, run_id, points)
 
     @abc.abstractmethod
     def metric_history(
@@ -183,6 +235,26 @@ class RunStore(abc.ABC):
         series ordered by step then timestamp; ``{}`` when the run has no such metric. A value
         that was not finite (NaN, infinity) is None here (JSON null) and NaN in ``metric_history``.
         """
+
+    def metric_arrays(
+        self, workspace_id: str, run_id: str, names: Collection[str] | None = None
+    ) -> dict[str, MetricArrays]:
+        """The series of ``names`` (None: every metric) as arrays, names sorted, each in series
+        order; a name the run does not have is left out."""
+        wanted = None if names is None else set(names)
+        return {
+            name: MetricArrays.of(
+                c["steps"], [math.nan if v is None else v for v in c["values"]], c["timestamps"]
+            )
+            for name, c in self.metric_columns(workspace_id, run_id).items()
+            if wanted is None or name in wanted
+        }
+
+    @abc.abstractmethod
+    def metric_stats(
+        self, workspace_id: str, run_id: str, names: Collection[str] | None = None
+    ) -> builtins.list[MetricStats]:
+        """One entry per metric of the run (of ``names``, None: all), sorted by name."""
 
     @abc.abstractmethod
     def finish(self, workspace_id: str, run_id: str, status: RunStatus) -> Run: ...

@@ -10,22 +10,23 @@ the stores are safe to share between threads, and each call is atomic as a trans
 
 Workspaces are not checked: any ``workspace_id`` is accepted on create. Give the run store
 the job store (``InMemoryRunStore(jobs)``) to make ``create`` check the run's ``job_id``.
+The run store lives in ``testing.runs`` and is re-exported here.
 """
 
 from __future__ import annotations
 
 import builtins
 import dataclasses
-import math
 import secrets
 import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from aicloud.entities import BlobOwner, Job, JobKind, JobStatus, MetricPoint, Run, RunStatus
+from aicloud.entities import BlobOwner, Job, JobKind, JobStatus
 from aicloud.errors import NotFoundError
 from aicloud.store.sql.session import json_normalize
-from aicloud.store.training import BlobRefStore, JobStore, RunFilter, RunStore
+from aicloud.store.training import BlobRefStore, JobStore
+from aicloud.testing.runs import InMemoryRunStore
 
 __all__ = ["InMemoryBlobRefStore", "InMemoryJobStore", "InMemoryRunStore"]
 
@@ -239,157 +240,6 @@ class InMemoryJobStore(JobStore):
             return self._out(job)
 
 
-@dataclasses.dataclass
-class _RunState:
-    run: Run
-    # name → (step, timestamp, value) of the point the summary shows; None for a non-finite value.
-    last: dict[str, tuple[int, float, float | None]] = dataclasses.field(default_factory=dict)
-    # (name, step, timestamp, value, insertion order)
-    points: builtins.list[tuple[str, int, float, float | None, int]] = dataclasses.field(default_factory=list)
-
-
-def _last(state: _RunState, where: RunFilter) -> float | None:
-    last = state.last.get(where.metric or "")
-    return None if last is None else last[2]
-
-
-class InMemoryRunStore(RunStore):
-    """A thread-safe RunStore in a dict; see the module docstring."""
-
-    def __init__(self, jobs: InMemoryJobStore | None = None) -> None:
-        self._jobs = jobs
-        self._runs: dict[str, _RunState] = {}
-        self._seq = 0  # insertion order, the last tie-breaker of a metric series
-        self._lock = threading.RLock()
-
-    @staticmethod
-    def _out(state: _RunState) -> Run:
-        return dataclasses.replace(
-            state.run,
-            params=json_normalize(state.run.params),
-            summary={name: _nan(value) for name, (_, _, value) in sorted(state.last.items())},
-        )
-
-    def _find(self, workspace_id: str, run_id: str) -> _RunState:
-        state = self._runs.get(run_id)
-        if state is None or state.run.workspace_id != workspace_id:
-            raise NotFoundError.of("run", run_id)
-        return state
-
-    def create(
-        self, *, workspace_id: str, job_id: str | None, name: str, params: dict[str, Any] | None = None
-    ) -> Run:
-        if job_id is not None and self._jobs is not None:
-            self._jobs.get(workspace_id, job_id)
-        run = Run(
-            id=_new_id("run"),
-            workspace_id=workspace_id,
-            job_id=job_id,
-            name=name,
-            status=RunStatus.RUNNING,
-            params=json_normalize(params or {}),
-            created_at=_now(),
-        )
-        with self._lock:
-            state = _RunState(run)
-            self._runs[run.id] = state
-            return self._out(state)
-
-    def get(self, workspace_id: str, run_id: str) -> Run:
-        with self._lock:
-            return self._out(self._find(workspace_id, run_id))
-
-    def list(
-        self,
-        workspace_id: str,
-        *,
-        job_id: str | None = None,
-        limit: int = 100,
-        where: RunFilter | None = None,
-    ) -> builtins.list[Run]:
-        where = where or RunFilter()
-        with self._lock:
-            states = [
-                state
-                for state in self._runs.values()
-                if state.run.workspace_id == workspace_id
-                and (job_id is None or state.run.job_id == job_id)
-                and (where.status is None or state.run.status == where.status)
-                and self._matches(state.run, where)
-            ]
-            states.sort(key=lambda state: (state.run.created_at, state.run.id), reverse=True)
-            if where.metric is not None:
-                # Stable sorts: by the metric's last value, runs without one last, newest first on ties.
-                states.sort(key=lambda state: _last(state, where) or 0.0, reverse=where.descending)
-                states.sort(key=lambda state: _last(state, where) is None)
-            return [self._out(state) for state in states[where.offset :][:limit]]
-
-    def _matches(self, run: Run, where: RunFilter) -> bool:
-        """``where``'s job and model filters, through the job store (no model store here: a
-        model matches the job spec's ``model_name`` only)."""
-        if where.job is None and where.model is None:
-            return True
-        job = None
-        if run.job_id is not None and self._jobs is not None:
-            job = self._jobs.get(run.workspace_id, run.job_id)
-        if where.job is not None and where.job not in (run.job_id, job and job.name):
-            return False
-        return where.model is None or (job is not None and job.spec.get("model_name") == where.model)
-
-    def log_params(self, workspace_id: str, run_id: str, params: dict[str, Any]) -> Run:
-        with self._lock:
-            state = self._find(workspace_id, run_id)
-            merged = {**state.run.params, **json_normalize(params)}
-            state.run = dataclasses.replace(state.run, params=merged)
-            return self._out(state)
-
-    def log_metrics(self, workspace_id: str, run_id: str, points: builtins.list[MetricPoint]) -> int:
-        rows = [(p.name, int(p.step), _finite(p.value), float(p.timestamp)) for p in points]
-        with self._lock:
-            state = self._find(workspace_id, run_id)
-            for name, step, value, timestamp in rows:
-                self._seq += 1
-                state.points.append((name, step, timestamp, value, self._seq))
-                current = state.last.get(name)
-                if current is None or (step, timestamp) >= current[:2]:
-                    state.last[name] = (step, timestamp, value)
-            return len(rows)
-
-    def _series(self, workspace_id: str, run_id: str, name: str | None) -> builtins.list[tuple[Any, ...]]:
-        with self._lock:
-            state = self._find(workspace_id, run_id)
-            points = [p for p in state.points if name is None or p[0] == name]
-        points.sort(key=lambda p: (p[0], p[1], p[2], p[4]))
-        return points
-
-    def metric_history(
-        self, workspace_id: str, run_id: str, name: str | None = None
-    ) -> builtins.list[MetricPoint]:
-        return [
-            MetricPoint(name=n, step=step, value=_nan(value), timestamp=timestamp)
-            for n, step, timestamp, value, _ in self._series(workspace_id, run_id, name)
-        ]
-
-    def metric_columns(
-        self, workspace_id: str, run_id: str, name: str | None = None
-    ) -> dict[str, dict[str, builtins.list[Any]]]:
-        columns: dict[str, dict[str, builtins.list[Any]]] = {}
-        for n, step, timestamp, value, _ in self._series(workspace_id, run_id, name):
-            series = columns.get(n)
-            if series is None:
-                series = columns[n] = {"steps": [], "values": [], "timestamps": []}
-            series["steps"].append(step)
-            series["values"].append(value)
-            series["timestamps"].append(timestamp)
-        return columns
-
-    def finish(self, workspace_id: str, run_id: str, status: RunStatus) -> Run:
-        with self._lock:
-            state = self._find(workspace_id, run_id)
-            state.run = dataclasses.replace(state.run, status=RunStatus(status), finished_at=_now())
-            return self._out(state)
-
-
 class InMemoryBlobRefStore(BlobRefStore):
     """A thread-safe BlobRefStore: a set of (digest, workspace id, owner kind, owner id).
 
@@ -424,13 +274,3 @@ class InMemoryBlobRefStore(BlobRefStore):
             self._refs -= dropped
             held = {d for d, _, _, _ in self._refs}
             return sorted({d for d, _, _, _ in dropped} - held)
-
-
-def _finite(value: float) -> float | None:
-    """As the SQL stores keep it: a value that is not finite (NaN, infinity) is stored as None."""
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def _nan(value: float | None) -> float:
-    return math.nan if value is None else value

@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 import time
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from aicloud.entities import MetricPoint, RunStatus
+from aicloud.entities.series import MetricArrays
 from aicloud.errors import ValidationError
 from aicloud.schemas.jobs import (
     MetricsCount,
@@ -16,15 +17,16 @@ from aicloud.schemas.jobs import (
     MetricsIn,
     MetricsOut,
     ParamsIn,
+    RunCompareOut,
     RunCreate,
     RunFinish,
     RunOrder,
     RunOut,
-    metric_goal,
 )
 from aicloud.server.deps import Member, State, Viewer
+from aicloud.server.services import runs as run_views
 from aicloud.server.services.names import check_id
-from aicloud.store.training import RunFilter
+from aicloud.server.services.run_filters import Columns
 
 router = APIRouter(tags=["runs"])
 
@@ -48,32 +50,91 @@ _METRIC_NAME = re.compile(r"[A-Za-z0-9_./:-]{1,200}")
 def runs_list(
     principal: Viewer,
     state: State,
+    response: Response,
     job_id: str | None = None,
     job: str | None = Query(default=None, max_length=255, description="a job id or a job name"),
     model: str | None = Query(
         default=None, max_length=255, description="runs that train this model or registered a version of it"
     ),
     status: RunStatus | None = None,
-    metric: str | None = Query(
-        default=None, max_length=200, description="order by this metric's last value (runs without it last)"
+    name: str | None = Query(default=None, max_length=200, description="runs whose name contains this"),
+    filter: str | None = Query(
+        default=None,
+        max_length=4000,
+        description="comparisons joined by 'and': metrics.<name> <op> <number> (< <= > >= = !=), "
+        "params.<name> = <value> or != <value>; e.g. metrics.val_loss < 0.5 and params.opt = 'adam'",
     ),
-    order: RunOrder = Query(default="best", description="with metric: best first, asc or desc"),
+    columns: str | None = Query(
+        default=None,
+        max_length=4000,
+        description="the params and metrics each run carries, e.g. params.lr,metrics.val_loss "
+        "(a metric's last value); without it, all of them",
+    ),
+    sort: str | None = Query(
+        default=None, max_length=220, description="metrics.<name>, params.<name> or created_at (the default)"
+    ),
+    metric: str | None = Query(
+        default=None, max_length=200, description="order by this metric's last value: sort=metrics.<metric>"
+    ),
+    order: RunOrder = Query(
+        default="best", description="best first (by the metric's name; newest for created_at), asc or desc"
+    ),
     limit: int = Query(default=100, ge=1, le=1000),
     offset: int = Query(default=0, ge=0, le=1_000_000),
 ) -> list[RunOut]:
-    """Runs, newest first or by a metric's last value; the filters and the page apply in the query."""
+    """Runs, newest first or as ``sort`` orders them, filtered and paged in the database; the
+    ``X-Total-Count`` header says how many match in all. Runs without the sort's metric or
+    param come last."""
     if metric is not None and not _METRIC_NAME.fullmatch(metric):
         raise ValidationError.field(
             "metric", "sorting works on metric names of letters, digits and _ . / : - only; list without it"
         )
-    descending = order == "desc" or (order == "best" and metric is not None and metric_goal(metric) == "max")
-    where = RunFilter(
-        job=job, model=model, status=status, metric=metric, descending=descending, offset=offset
-    )
     if job_id is not None:
         check_id(job_id, "job_id")
-    runs = state.store.runs.list(principal.workspace.id, job_id=job_id, limit=limit, where=where)
-    return [RunOut.model_validate(r) for r in runs]
+    where = run_views.run_filter(
+        job=job,
+        model=model,
+        status=status,
+        name=name,
+        filter=filter,
+        sort=sort or (f"metrics.{metric}" if metric else None),
+        order=order,
+        offset=offset,
+    )
+    picked = Columns.parse(columns) if columns is not None else None
+    table = run_views.run_table(
+        state.store.runs, principal.workspace.id, where=where, limit=limit, columns=picked, job_id=job_id
+    )
+    response.headers["X-Total-Count"] = str(table.total)
+    return [RunOut.model_validate(r) for r in table.runs]
+
+
+def _series_out(series: dict[str, MetricArrays]) -> dict[str, MetricSeries]:
+    return {name: MetricSeries(**s.columns()) for name, s in series.items()}
+
+
+@router.get("/runs/compare", response_model=RunCompareOut)
+def runs_compare(
+    principal: Viewer,
+    state: State,
+    ids: str = Query(max_length=2000, description=f"up to {run_views.MAX_COMPARE} run ids, comma-separated"),
+    metrics: str | None = Query(
+        default=None, max_length=4000, description="metric names, comma-separated (default: all of them)"
+    ),
+    max_points: int = Query(default=run_views.MAX_POINTS, ge=3, le=100_000),
+) -> RunCompareOut:
+    """Runs side by side: their params (and which differ) and their series, each downsampled
+    (LTTB) to at most ``max_points`` points."""
+    run_ids = [check_id(i.strip(), "ids") for i in ids.split(",") if i.strip()]
+    names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics is not None else None
+    view = run_views.compare(
+        state.store.runs, principal.workspace.id, run_ids, metrics=names, max_points=max_points
+    )
+    return RunCompareOut(
+        runs=[RunOut.model_validate(r) for r in view.runs],
+        params_differ=view.params_differ,
+        metrics={run_id: _series_out(series) for run_id, series in view.series.items()},
+    )
 
 
 @router.get("/runs/{run_id}", response_model=RunOut)
@@ -104,10 +165,35 @@ async def runs_log_metrics(run_id: str, body: MetricsIn, principal: Member, stat
 
 
 @router.get("/runs/{run_id}/metrics", response_model=MetricsOut)
-def runs_metrics(run_id: str, principal: Viewer, state: State, name: str | None = None) -> MetricsOut:
-    """Metric series, columnar: ``{name: {steps, values, timestamps}}``."""
-    columns = state.store.runs.metric_columns(principal.workspace.id, check_id(run_id, "run_id"), name)
-    return MetricsOut(metrics={k: MetricSeries(**v) for k, v in columns.items()})
+def runs_metrics(
+    run_id: str,
+    principal: Viewer,
+    state: State,
+    name: list[str] | None = Query(default=None, description="these metrics only (repeat for several)"),
+    max_points: int | None = Query(
+        default=None,
+        ge=3,
+        le=1_000_000,
+        description="downsample each series (LTTB) to at most this many points",
+    ),
+    limit: int | None = Query(
+        default=None, ge=1, le=1000, description="a page of the run's metrics, by name"
+    ),
+    offset: int = Query(default=0, ge=0, le=1_000_000),
+) -> MetricsOut:
+    """Metric series, columnar: ``{name: {steps, values, timestamps}}``; every point unless
+    ``max_points`` says otherwise. With ``limit`` or ``offset``, ``total`` counts the metrics."""
+    page = run_views.run_metrics(
+        state.store.runs,
+        principal.workspace.id,
+        check_id(run_id, "run_id"),
+        names=name,
+        max_points=max_points,
+        offset=offset,
+        limit=limit,
+    )
+    paged = limit is not None or offset > 0
+    return MetricsOut(metrics=_series_out(page.series), total=page.total if paged else None)
 
 
 @router.post("/runs/{run_id}/finish", response_model=RunOut)

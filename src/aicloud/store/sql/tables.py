@@ -17,6 +17,7 @@ from sqlalchemy import (
     Dialect,
     Double,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -137,7 +138,7 @@ class SecretRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
-# --- training: jobs, runs and their metric points, the model registry, blob ownership ---
+# --- training: jobs, runs and their metrics, the model registry, blob ownership ---
 
 
 class JobRow(Base):
@@ -172,7 +173,12 @@ class JobRow(Base):
 
 
 class RunRow(Base):
-    """A run. ``summary`` maps a metric name to ``[step, timestamp, value]`` of its last point."""
+    """A run; its metrics are ``run_metrics`` (one row each) and ``metric_chunks`` (the points).
+
+    ``summary`` maps a metric name to ``[step, timestamp, value]`` of its last point: the same
+    last points as ``run_metrics``, written in the same transaction, kept for the MLflow search
+    (``store.sql.tracking_search``) until it reads ``run_metrics``.
+    """
 
     __tablename__ = "runs"
     __table_args__ = (
@@ -228,24 +234,44 @@ class RunArtifactRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
-class MetricRow(Base):
-    """One point of a metric series; ``value`` is NULL where the value logged was not finite.
+class RunMetricRow(Base):
+    """One metric of a run: its last point (by step, then timestamp, then as logged), the min and
+    max of its finite values, how many points and chunks it has. ``last_value`` is NULL when the
+    last value was not finite. Sorting and filtering runs by a metric reads these rows only
+    (the index serves "every run's ``val_loss`` in order")."""
 
-    The index is in series order (``id`` breaks ties in the order logged) and covers
-    ``value``, so reading a series is one index range scan with no sort and no table lookups.
-    """
+    __tablename__ = "run_metrics"
+    __table_args__ = (Index(None, "name", "last_value"),)
 
-    __tablename__ = "metrics"
-    __table_args__ = (Index(None, "run_id", "name", "step", "timestamp", "id", "value"),)
-
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    run_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
     )
-    run_id: Mapped[str] = mapped_column(String(64), ForeignKey("runs.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(255))
-    step: Mapped[int] = mapped_column(BigInteger())
-    value: Mapped[float | None] = mapped_column(Double(), nullable=True)
-    timestamp: Mapped[float] = mapped_column(Double())
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger())
+    chunks: Mapped[int] = mapped_column(Integer())
+    last_step: Mapped[int] = mapped_column(BigInteger())
+    last_timestamp: Mapped[float] = mapped_column(Double())
+    last_value: Mapped[float | None] = mapped_column(Double(), nullable=True)
+    min_value: Mapped[float | None] = mapped_column(Double(), nullable=True)
+    max_value: Mapped[float | None] = mapped_column(Double(), nullable=True)
+
+
+class MetricChunkRow(Base):
+    """Up to ``metric_chunks.CHUNK_POINTS`` points of one series, packed (``store.sql.metric_chunks``
+    has the format); ``seq`` numbers a series' chunks from 0 in the order logged."""
+
+    __tablename__ = "metric_chunks"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["run_id", "name"], ["run_metrics.run_id", "run_metrics.name"], ondelete="CASCADE"
+        ),
+    )
+
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer(), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer())
+    data: Mapped[bytes] = mapped_column(LargeBinary())
 
 
 class ModelRow(Base):
