@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from aicloud import __version__
-from aicloud.cli import datasets, demo, jobs, local, resources, runs, serving, sweeps, usage
+from aicloud.cli import compression, datasets, demo, jobs, local, resources, runs, serving, sweeps, usage
 from aicloud.cli.common import err_console, run
 from aicloud.errors import AicloudError
 
@@ -34,6 +34,9 @@ app.command("call")(serving.call)
 app.command("usage")(usage.usage)
 app.add_typer(runs.run_app, name="run")
 app.add_typer(jobs.model_app, name="model")
+jobs.model_app.command("export")(compression.model_export)
+jobs.model_app.command("quantize")(compression.model_quantize)
+jobs.model_app.command("compare")(compression.model_compare)
 app.add_typer(admin_app, name="admin")
 admin_app.command("rotate-key")(resources.rotate_key)
 admin_app.command("migrate")(local.migrate)

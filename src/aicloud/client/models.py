@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from aicloud.client.extras import MissingExtraError
 from aicloud.errors import DataCorruptedError
+from aicloud.schemas.compression import CompareOut
 from aicloud.schemas.jobs import ModelOut, ModelVersionOut
 
 if TYPE_CHECKING:
@@ -36,6 +37,10 @@ def parse_ref(ref: str) -> tuple[str, str]:
         return name, _alias(name, alias)
     name, _, version = ref.partition(":")
     return name, f"{_versions(name)}/{version or 'latest'}"
+
+
+#: compression runs a worker that imports torch and measures; it may take minutes on a busy machine
+COMPRESSION_TIMEOUT_S = 660.0
 
 
 def cache_dir() -> Path:
@@ -152,3 +157,47 @@ class ModelsAPI:
             "POST", _versions(quote(name, safe="")), json=body
         )
         return version
+
+    # --- compression (docs/compression.md)
+
+    def _derive(self, ref: str, action: str, body: dict[str, Any]) -> ModelVersionOut:
+        version = self.get(ref)
+        path = f"{_versions(quote(version.name, safe=''))}/{version.version}/{action}"
+        out = self._client._transport.json(
+            "POST", path, json=body, timeout=COMPRESSION_TIMEOUT_S, retry=False
+        )
+        return ModelVersionOut.model_validate(out)
+
+    def export(self, ref: str, format: str = "onnx", *, tolerance: float | None = None) -> ModelVersionOut:
+        """Export version ``ref`` to ONNX as the model's next version, with lineage to it. The server
+        checks the export against ``ref`` on examples built from the signature: a largest absolute
+        output difference over ``tolerance`` (1e-4; only stricter values are accepted) is a
+        :class:`~aicloud.errors.ValidationError` naming it, and no version is made. A version that is
+        ONNX already is a :class:`~aicloud.errors.ConflictError`."""
+        body: dict[str, Any] = {"format": format}
+        if tolerance is not None:
+            body["tolerance"] = tolerance
+        return self._derive(ref, "export", body)
+
+    def quantize(
+        self, ref: str, method: str = "dynamic-int8", *, calibration: str | None = None
+    ) -> ModelVersionOut:
+        """An int8 variant of ``ref`` as the model's next version (ONNX Runtime; a built-in model is
+        exported to ONNX first): ``dynamic-int8``, or ``static-int8`` with ``calibration``, a dataset
+        version (``name`` or ``name:version``) that has the model's input columns."""
+        return self._derive(ref, "quantize", {"method": method, "calibration": calibration})
+
+    def compare(
+        self, name: str, *, dataset: str | None = None, versions: Sequence[int] | None = None
+    ) -> CompareOut:
+        """Size, median latency at batch 1 and 32 (measured on the server, one model call on prepared
+        inputs) and accuracy on ``dataset`` (or cosine to the first version compared) of the model's
+        versions (default: all, at most the newest 8)."""
+        out = self._client._transport.json(
+            "POST",
+            f"{MODELS}/{quote(name, safe='')}/compare",
+            json={"dataset": dataset, "versions": list(versions) if versions is not None else None},
+            timeout=COMPRESSION_TIMEOUT_S,
+            retry=False,
+        )
+        return CompareOut.model_validate(out)

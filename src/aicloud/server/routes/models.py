@@ -5,8 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from aicloud.errors import ValidationError
+from aicloud.schemas.compression import CompareOut, CompareRequest, ExportRequest, QuantizeRequest
 from aicloud.schemas.jobs import AliasSet, ModelOut, ModelVersionCreate, ModelVersionOut
 from aicloud.server.deps import Member, State, Viewer
+from aicloud.server.services.compression import compare_versions, export_version, quantize_version
 from aicloud.server.services.models import version_lineage
 from aicloud.server.services.names import check_id, check_name, parse_version
 
@@ -91,3 +93,32 @@ def models_set_alias(
 def models_delete_alias(name: str, alias: str, principal: Member, state: State) -> Response:
     state.store.models.delete_alias(principal.workspace.id, check_name(name), check_name(alias, "alias"))
     return Response(status_code=204)
+
+
+# --- compression (docs/compression.md): the work runs in a sandboxed worker, never in this process
+
+
+@router.post("/models/{name}/versions/{version}/export", response_model=ModelVersionOut, status_code=201)
+def models_export_version(
+    name: str, version: str, body: ExportRequest, principal: Member, state: State
+) -> ModelVersionOut:
+    """Export a version to ONNX as the next version, checked against it on examples built from the
+    signature (422 naming the difference when it is over the tolerance; 409 when it is ONNX already)."""
+    parent = state.store.models.get_version(principal.workspace.id, check_name(name), parse_version(version))
+    return ModelVersionOut.model_validate(export_version(state, principal, parent, body))
+
+
+@router.post("/models/{name}/versions/{version}/quantize", response_model=ModelVersionOut, status_code=201)
+def models_quantize_version(
+    name: str, version: str, body: QuantizeRequest, principal: Member, state: State
+) -> ModelVersionOut:
+    """Quantize a version to int8 (dynamic, or static on a calibration dataset) as the next version."""
+    parent = state.store.models.get_version(principal.workspace.id, check_name(name), parse_version(version))
+    return ModelVersionOut.model_validate(quantize_version(state, principal, parent, body))
+
+
+@router.post("/models/{name}/compare", response_model=CompareOut)
+def models_compare(name: str, body: CompareRequest, principal: Member, state: State) -> CompareOut:
+    """Size, p50 latency at batch 1 and 32 on this machine, and accuracy (or cosine to the first)
+    of a model's versions. Member: it runs a worker on the server's CPUs."""
+    return compare_versions(state, principal, name, body)

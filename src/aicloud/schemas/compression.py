@@ -1,0 +1,63 @@
+"""Request and response bodies of model compression (docs/compression.md): export, quantize, compare."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: the largest absolute output difference an ONNX export may have against its parent
+EXPORT_TOLERANCE = 1e-4
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ExportRequest(_In):
+    format: Literal["onnx"] = "onnx"
+    tolerance: float = Field(
+        default=EXPORT_TOLERANCE,
+        gt=0,
+        le=EXPORT_TOLERANCE,
+        description="the largest absolute difference of any output allowed against the parent "
+        "(stricter than the default only)",
+    )
+
+
+class QuantizeRequest(_In):
+    method: Literal["dynamic-int8", "static-int8"] = "dynamic-int8"
+    calibration: str | None = Field(
+        default=None,
+        description="static-int8: a dataset version (NAME or NAME:VERSION) with the model's inputs",
+    )
+
+
+class CompareRequest(_In):
+    versions: list[int] | None = Field(
+        default=None, description="the versions to compare (default: every version, at most the newest 8)"
+    )
+    dataset: str | None = Field(
+        default=None, description="an evaluation dataset version (NAME or NAME:VERSION)"
+    )
+
+
+class VariantOut(BaseModel):
+    """One variant's measurements; latencies are the median of one model call on prepared inputs."""
+
+    version: int
+    label: str  # ``digits:3``
+    method: str  # what made it from its parent: "onnx", "dynamic-int8"...; "" for an original
+    parent_version: int | None = None
+    runtime: str  # torch or onnxruntime
+    size_bytes: int
+    p50_ms_b1: float
+    p50_ms_b32: float
+    accuracy: float | None = None
+    cosine_to_first: float | None = None
+
+
+class CompareOut(BaseModel):
+    model: str
+    dataset: str | None = None  # the evaluation dataset version, ``name:version``
+    variants: list[VariantOut]
