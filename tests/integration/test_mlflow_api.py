@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,17 @@ def tracking(server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator
     yield MlflowClient()
     _reset_mlflow()
     mlflow.set_tracking_uri(None)
+
+
+def cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    """``aicloud ARGS`` against the server, as a user runs it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AICLOUD_")}
+    env.update(AICLOUD_HOME=str(server.home), AICLOUD_URL=server.url, COLUMNS="200")
+    proc = subprocess.run(
+        [sys.executable, "-m", "aicloud", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
 
 
 def _mlflow_error(response: httpx.Response, status: int, code: str) -> str:
@@ -268,10 +282,12 @@ def test_refusals_speak_mlflows_error_shape(
         tracking.create_registered_model(unique("m"))
     _mlflow_error(http.get("/mlflow/api/2.0/mlflow/no-such-thing"), 404, "ENDPOINT_NOT_FOUND")
     # names are text, whatever they hold
-    script = "<script>alert(1)</script>"
+    script = "<script>alert(1)</script>[/]"
     experiment_id = tracking.create_experiment(f"{script}{unique('x')}")
-    named = tracking.create_run(experiment_id, run_name=script)
+    named = tracking.create_run(experiment_id, run_name=script, tags={"k": "[/]v"})
     assert client.runs.get(named.info.run_id).name == script
+    shown = cli(server, "run", "show", named.info.run_id)  # Rich markup in names is text too
+    assert script in shown.stdout and "experiment <script>" in shown.stdout and "[/]v" in shown.stdout
     assert tracking.get_experiment(experiment_id).name.startswith(script)
     _mlflow_error(
         http.post(f"{API}/experiments/create", json={"name": tracking.get_experiment(experiment_id).name}),

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from aicloud.cli.common import (
@@ -134,10 +135,15 @@ def run_show(run_id: str = typer.Argument(..., help=RUN_ID_HELP), output: Output
     if output is Output.json:
         print_json({**_jsonable(run), "metrics": {s.name: s for s in stats}})
         return
-    console.print(f"[bold]{run.name}[/] {run.id}  [bold]{run.status.value}[/]")
+    console.print(f"[bold]{escape(run.name)}[/] {run.id}  [bold]{run.status.value}[/]")
     finished = f"  finished {run.finished_at:%Y-%m-%d %H:%M}" if run.finished_at else ""
-    console.print(f"  job {run.job_id or '-'}  created {_when(run)}{finished}")
+    experiment = f"  experiment {escape(run.experiment)}" if run.experiment else ""
+    console.print(f"  job {run.job_id or '-'}{experiment}  created {_when(run)}{finished}")
     console.print(table("params", ["param", "value"], [[k, param_text(v)] for k, v in run.params.items()]))
+    if run.tags:  # MLflow's run tags (docs/mlflow.md)
+        console.print(
+            table("tags", ["tag", "value"], [[escape(k), escape(v)] for k, v in sorted(run.tags.items())])
+        )
     metrics = Table(title="metrics", caption="curve: the metric over its steps, lowest ▁ to highest █")
     for name in ("metric", "last", "min", "max", "steps"):
         metrics.add_column(name, no_wrap=True, overflow="ellipsis", max_width=LABEL_WIDTH)
