@@ -53,6 +53,8 @@ def test_a_filter_becomes_clauses() -> None:
         "attributes.status LIKE 'F%'",
         "metrics.acc > 0.5 AND",
         "a" * 10_001,
+        'metrics.`a"b` > 1',  # keys are MLflow's: no quotes
+        "params.`` = 'x'",
     ],
 )
 def test_bad_filters_say_what_is_wrong(bad: str) -> None:
@@ -67,8 +69,9 @@ def test_order_by_and_page_tokens() -> None:
         OrderKey("attribute", "start_time", True),
         OrderKey("tag", "a b", False),
     )
-    with pytest.raises(BadRequestError):
-        run_order(["metrics.acc sideways"])
+    for bad in ("metrics.acc sideways", 'tags.`a"b`', "attributes.nope"):
+        with pytest.raises(BadRequestError):
+            run_order([bad])
     assert page_offset(page_token(40)) == 40 and page_offset(None) == 0
     for bad in ("garbage", page_token(-1), "e30="):
         with pytest.raises(BadRequestError):

@@ -178,6 +178,16 @@ def _kind(prefix: str) -> ClauseKind:
     return kind
 
 
+_SEARCH_KEY = re.compile(r"[\w./ :-]{1,250}")
+
+
+def _checked(kind: ClauseKind, key: str) -> str:
+    """A metric, param or tag key as MLflow allows them (so it is a safe JSON path everywhere)."""
+    if kind != "attribute" and not _SEARCH_KEY.fullmatch(key):
+        raise BadRequestError(f"invalid key {key!r}: 1 to 250 letters, digits, spaces and _ - . / :")
+    return key
+
+
 def _alias(kind: ClauseKind, key: str) -> tuple[ClauseKind, str]:
     """MLflow's synonyms: the run name is also the tag ``mlflow.runName``, the user the attribute
     ``user_id`` and the tag ``mlflow.user`` (aicloud keeps the name as the run's, the user as a tag)."""
@@ -190,6 +200,7 @@ def _alias(kind: ClauseKind, key: str) -> tuple[ClauseKind, str]:
 
 def _run_clause(prefix: str, key: str, op: str, value: Any) -> Clause:
     kind, key = _alias(_kind(prefix), key)
+    key = _checked(kind, key)
     if kind == "tag" and key == "mlflow.user":
         prefix = "tags"
     if kind == "metric":
@@ -263,6 +274,7 @@ def run_order(terms: list[str] | None) -> tuple[OrderKey, ...]:
     keys = []
     for prefix, key, ascending in parse_order(terms):
         kind, key = _alias(_kind(prefix), key)
+        key = _checked(kind, key)
         if kind == "attribute":
             if key not in _RUN_ATTRIBUTES:
                 raise BadRequestError(f"cannot order by attribute {key!r}")
