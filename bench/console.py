@@ -1,7 +1,7 @@
 """Console data benchmark: the server time of the runs page, a run page and the compare view over
 a store of 10,000 runs x 100 metrics x 1,000 steps (a billion points).
 
-    python bench/console.py [--scale 1.0] [--pg] [--reps 30] [--workdir DIR] [--keep]
+    python bench/console.py [--scale 1.0] [--pg] [--reps 30] [--workdir DIR] [--keep] [--url URL]
 
 Fills a fresh store through its own bulk path (``RunStore.log_metric_arrays``, one transaction
 per run; no HTTP), then times, in-process, what the routes run for each view: the service call
@@ -11,6 +11,9 @@ the target is p95 < 300 ms. ``--scale 0.1`` fills a tenth of the runs (still 100
 steps each). SQLite by default (a file in ``--workdir``); ``--pg`` uses a new database on the
 PostgreSQL server at ``AICLOUD_BENCH_POSTGRES_URL`` (default
 ``postgresql+psycopg://postgres@127.0.0.1:5432/test``), dropped afterwards unless ``--keep``.
+
+``--keep`` keeps the filled database and prints its URL; ``--url URL`` measures a store kept so
+(its workspace ``bench``) without filling again.
 
 Prints a table and writes bench/results/console-<sqlite|postgresql>.json.
 """
@@ -188,27 +191,44 @@ def main() -> None:
         "--workdir", type=Path, default=None, help="where the SQLite file goes (default: a temp dir)"
     )
     ap.add_argument("--keep", action="store_true", help="keep the filled database")
+    ap.add_argument("--url", default=None, help="measure this store, filled before with --keep")
     args = ap.parse_args()
     reps = max(30, args.reps)
     runs = max(20, round(10_000 * args.scale))
     console = Console()
     tmp = Path(tempfile.mkdtemp(prefix="aicloud-bench-console-", dir=args.workdir))
     pg_name = f"aicloud_bench_console_{secrets.token_hex(4)}"
-    if args.pg:
+    reuse = args.url is not None
+    if reuse:
+        url = args.url
+        args.pg = url.startswith("postgresql")
+    elif args.pg:
         _admin(f'CREATE DATABASE "{pg_name}"')
         url = make_url(PG_SERVER).set(database=pg_name).render_as_string(hide_password=False)
     else:
         url = f"sqlite:///{tmp / 'console.db'}"
     db = "postgresql" if args.pg else "sqlite"
-    points = runs * args.metrics * args.steps
+    keep = args.keep or reuse
     try:
         store = open_store(url)
         try:
-            ws = store.workspaces.create("bench").id
-            console.print(f"filling {db}: {runs:,} runs x {args.metrics} metrics x {args.steps:,} steps …")
-            t0 = time.perf_counter()
-            ids = fill(store, ws, runs, args.metrics, args.steps, console)
-            fill_s = time.perf_counter() - t0
+            if reuse:
+                workspace = store.workspaces.get_by_name("bench")
+                assert workspace is not None, f"{url} has no workspace 'bench': fill it with --keep first"
+                ws = workspace.id
+                ids = [r.id for r in store.runs.list(ws, limit=1_000_000, metrics=[])]
+                stats = store.runs.metric_stats(ws, ids[0])
+                runs, args.metrics, args.steps = len(ids), len(stats), stats[0].count
+                fill_s = float("nan")
+            else:
+                ws = store.workspaces.create("bench").id
+                console.print(
+                    f"filling {db}: {runs:,} runs x {args.metrics} metrics x {args.steps:,} steps …"
+                )
+                t0 = time.perf_counter()
+                ids = fill(store, ws, runs, args.metrics, args.steps, console)
+                fill_s = time.perf_counter() - t0
+            points = runs * args.metrics * args.steps
             size = database_bytes(store, url)
             console.print(
                 f"filled in {fill_s / 60:.1f} min, {size / 1e9:.2f} GB ({size / points:.1f} bytes/point)"
@@ -227,7 +247,7 @@ def main() -> None:
         finally:
             store.close()
     finally:
-        if not args.keep:
+        if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
             if args.pg:
                 _admin(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
@@ -241,8 +261,8 @@ def main() -> None:
         "metrics_per_run": args.metrics,
         "steps_per_metric": args.steps,
         "points": points,
-        "fill_s": round(fill_s, 1),
-        "fill_points_per_s": round(points / fill_s),
+        "fill_s": None if reuse else round(fill_s, 1),
+        "fill_points_per_s": None if reuse else round(points / fill_s),
         "database_bytes": size,
         "bytes_per_point": round(size / points, 2),
         "views": measured,
@@ -251,7 +271,9 @@ def main() -> None:
     }
     table = Table(
         title=f"console data benchmark ({db}: {runs:,} runs x {args.metrics} metrics x {args.steps:,} steps, "
-        f"{points / 1e9:.2f}B points, {size / 1e9:.1f} GB, filled in {fill_s / 60:.1f} min)"
+        f"{points / 1e9:.2f}B points, {size / 1e9:.1f} GB"
+        + ("" if reuse else f", filled in {fill_s / 60:.1f} min")
+        + ")"
     )
     for col in ("view (server time, in-process)", "p50", "p95", "target"):
         table.add_column(col)

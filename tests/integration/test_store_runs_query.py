@@ -15,6 +15,7 @@ from sqlalchemy import inspect, text
 
 from aicloud.entities import MetricPoint, RunStatus
 from aicloud.entities.series import MetricArrays
+from aicloud.errors import NotFoundError
 from aicloud.store import MetadataStore, open_store
 from aicloud.store.sql import metric_chunks, migrate
 from aicloud.store.sql.session import create_db_engine, writer
@@ -74,11 +75,18 @@ def test_metric_and_param_conditions(runs: tuple[MetadataStore, str, dict[str, s
     assert names(params=(ParamCondition("opt", ("adam",), negate=True),)) == ["a", "e"]
     assert names(params=(ParamCondition("bn", (False,), negate=True),)) == ["a"]  # without bn: never
     assert names(name="RUN-") == ["a", "b", "c", "d", "e"] and names(name="%") == []
+    assert names(ids=(made["c"], made["a"], "run_missing")) == ["a", "c"]
     where = RunFilter(params=(ParamCondition("opt", ("adam",)),), status=RunStatus.RUNNING)
     assert store.runs.count(ws, where=where) == 2
     assert store.runs.count(ws) == 5 and store.runs.count(ws, where=RunFilter(offset=3)) == 5
     other = store.workspaces.create("other").id
     assert store.runs.count(other, where=where) == 0 and store.runs.list(other) == []
+    assert store.runs.list(other, where=RunFilter(ids=(made["a"],))) == []
+    both = store.runs.metric_arrays_of(ws, [made["b"], made["d"]], ["loss", "acc"])
+    assert list(both) == [made["b"], made["d"]] and list(both[made["b"]]) == ["acc", "loss"]
+    assert list(both[made["d"]]) == ["acc"] and both[made["b"]]["loss"].values.tolist() == [2.0, 0.3]
+    with pytest.raises(NotFoundError, match=made["a"]):
+        store.runs.metric_arrays_of(other, [made["a"]])
 
 
 def test_sorts_and_picked_summaries(runs: tuple[MetadataStore, str, dict[str, str]]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import builtins
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -152,7 +152,8 @@ class RunFilter:
     """Which runs ``RunStore.list`` returns and in what order (every field optional).
 
     ``job`` is a job id or a job name; ``model`` keeps the runs of jobs that train that model
-    (the spec's ``model_name``) or that registered a version of it; ``name`` keeps the runs whose
+    (the spec's ``model_name``) or that registered a version of it; ``ids`` keeps the runs of
+    those ids (the workspace's: another's are left out as missing ones are); ``name`` the runs whose
     name contains it (case-insensitive); ``metrics`` and ``params`` are conditions all runs must
     meet. ``metric`` orders by the last value of that metric, ``param`` by that param's value
     (ascending, or descending with ``descending``), runs without it (or whose last value was
@@ -163,6 +164,7 @@ class RunFilter:
     job: str | None = None
     model: str | None = None
     status: RunStatus | None = None
+    ids: tuple[str, ...] | None = None
     name: str | None = None
     metrics: tuple[MetricCondition, ...] = ()
     params: tuple[ParamCondition, ...] = ()
@@ -249,6 +251,13 @@ class RunStore(abc.ABC):
             for name, c in self.metric_columns(workspace_id, run_id).items()
             if wanted is None or name in wanted
         }
+
+    def metric_arrays_of(
+        self, workspace_id: str, run_ids: Sequence[str], names: Collection[str] | None = None
+    ) -> dict[str, dict[str, MetricArrays]]:
+        """``metric_arrays`` of several runs at once (run id → name → series); raises NotFoundError
+        for the first run that is missing or of another workspace."""
+        return {run_id: self.metric_arrays(workspace_id, run_id, names) for run_id in run_ids}
 
     @abc.abstractmethod
     def metric_stats(

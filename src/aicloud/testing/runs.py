@@ -131,6 +131,7 @@ class InMemoryRunStore(RunStore):
             if state.run.workspace_id == workspace_id
             and (job_id is None or state.run.job_id == job_id)
             and (where.status is None or state.run.status == where.status)
+            and (where.ids is None or state.run.id in where.ids)
             and (not where.name or where.name.lower() in state.run.name.lower())
             and self._matches(state, where)
         ]

@@ -14,7 +14,7 @@ import numpy as np
 
 from aicloud.entities import Run, RunStatus
 from aicloud.entities.series import MetricArrays, lttb_many
-from aicloud.errors import ValidationError
+from aicloud.errors import NotFoundError, ValidationError
 from aicloud.schemas.jobs import metric_goal
 from aicloud.server.services.run_filters import Columns, Sort, check_metric_name, parse_filter
 from aicloud.store.training import RunFilter, RunStore
@@ -163,11 +163,17 @@ def compare(
         raise ValidationError.field("ids", f"compare 1 to {MAX_COMPARE} runs, not {len(run_ids)}")
     if metrics is not None:
         metrics = [check_metric_name(m, "metrics") for m in dict.fromkeys(metrics)]
-    runs = [store.get(workspace_id, run_id) for run_id in run_ids]
+    found = {
+        r.id: r for r in store.list(workspace_id, limit=len(run_ids), where=RunFilter(ids=tuple(run_ids)))
+    }
+    missing = [run_id for run_id in run_ids if run_id not in found]
+    if missing:
+        raise NotFoundError.of("run", missing[0])
+    runs = [found[run_id] for run_id in run_ids]
     keys = sorted({k for r in runs for k in r.params})
     differ = [k for k in keys if len({repr(r.params.get(k, _MISSING)) for r in runs}) > 1]
     names = metrics if metrics is not None else sorted({m for r in runs for m in r.summary})
-    raw = {r.id: store.metric_arrays(workspace_id, r.id, names) for r in runs}
+    raw = store.metric_arrays_of(workspace_id, run_ids, names)
     # One LTTB pass over every run's series (the long ones share its loop).
     flat = downsampled({f"{i}\0{n}": s for i, per in raw.items() for n, s in per.items()}, max_points)
     series: dict[str, dict[str, MetricArrays]] = {r.id: {} for r in runs}

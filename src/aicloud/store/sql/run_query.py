@@ -66,6 +66,8 @@ def filtered(
         query = query.where(RunRow.job_id == job_id)
     if where.status is not None:
         query = query.where(RunRow.status == where.status.value)
+    if where.ids is not None:
+        query = query.where(RunRow.id.in_(where.ids))
     if where.name:
         query = query.where(RunRow.name.ilike(f"%{_escape_like(where.name)}%", escape="\\"))
     if where.job is not None:

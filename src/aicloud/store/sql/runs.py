@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import builtins
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from itertools import groupby
 from operator import itemgetter
 from typing import Any, cast
@@ -221,31 +221,37 @@ class SqlRunStore(RunStore):
     def metric_arrays(
         self, workspace_id: str, run_id: str, names: Collection[str] | None = None
     ) -> dict[str, MetricArrays]:
-        if names is not None and not names:
-            self.get(workspace_id, run_id)
-            return {}
+        return self.metric_arrays_of(workspace_id, [run_id], names)[run_id]
+
+    def metric_arrays_of(
+        self, workspace_id: str, run_ids: Sequence[str], names: Collection[str] | None = None
+    ) -> dict[str, dict[str, MetricArrays]]:
+        run_ids = builtins.list(dict.fromkeys(run_ids))
 
         def tx(session: Session) -> builtins.list[Any]:
-            if (
-                session.scalar(
-                    select(RunRow.id).where(RunRow.id == run_id, RunRow.workspace_id == workspace_id)
+            found = set(
+                session.scalars(
+                    select(RunRow.id).where(RunRow.id.in_(run_ids), RunRow.workspace_id == workspace_id)
                 )
-                is None
-            ):
-                raise NotFoundError.of("run", run_id)
+            )
+            for run_id in run_ids:
+                if run_id not in found:
+                    raise NotFoundError.of("run", run_id)
+            if names is not None and not names:
+                return []
             c = _CHUNKS.c
-            query = select(c.name, c.data).where(c.run_id == run_id)
+            query = select(c.run_id, c.name, c.data).where(c.run_id.in_(run_ids))
             if names is not None:
                 query = query.where(c.name.in_(builtins.list(names)))
-            return builtins.list(session.execute(query.order_by(c.name, c.seq)))
+            return builtins.list(session.execute(query.order_by(c.run_id, c.name, c.seq)))
 
         rows = self._db.run(tx, write=False)
-        series = {
-            name: chunks.in_series_order(chunks.concat([chunks.unpack(data) for _, data in group]))
-            for name, group in groupby(rows, key=itemgetter(0))
-        }
+        out: dict[str, dict[str, MetricArrays]] = {run_id: {} for run_id in run_ids}
+        for (run_id, name), group in groupby(rows, key=itemgetter(0, 1)):
+            parts = [chunks.unpack(data) for _, _, data in group]
+            out[run_id][name] = chunks.in_series_order(chunks.concat(parts))
         # Names in code point order on every backend (PostgreSQL's collation orders them otherwise).
-        return {name: series[name] for name in sorted(series)}
+        return {run_id: {name: series[name] for name in sorted(series)} for run_id, series in out.items()}
 
     def metric_history(
         self, workspace_id: str, run_id: str, name: str | None = None
