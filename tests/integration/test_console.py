@@ -19,6 +19,7 @@ from aicloud.client._specs import pack_code
 from aicloud.testing.server import ServerProcess
 
 from browser import Console, chromium, screenshots_dir
+from helpers import small_csv
 
 SLOW_SCRIPT = """
 import time
@@ -170,3 +171,98 @@ def test_pick_columns_and_compare_two_runs(console: Console, api: httpx.Client) 
     page = console.go(f"/runs/{a}")
     assert page.locator(".chart canvas").count() == 1
     console.shot("run")
+
+
+def _register_second_version(api: httpx.Client, model: str) -> int:
+    """The same artifact registered again: a second version to move an alias to, without training."""
+    first = api.get(f"/api/v1/models/{model}/versions/1").json()
+    body = {key: first[key] for key in ("files", "signature", "config", "metrics")}
+    body["run_id"] = first["lineage"]["run_id"]  # the same lineage too
+    r = api.post(f"/api/v1/models/{model}/versions", json=body)
+    assert r.status_code == 201, r.text
+    return int(r.json()["version"])
+
+
+def test_upload_train_move_an_alias_deploy_and_call_the_endpoint(
+    console: Console, sdk: Client, api: httpx.Client, tmp_path: Path
+) -> None:
+    # upload a dataset in the browser, with its progress bar
+    page = console.go("/datasets")
+    page.fill("#upload-form input[name=name]", "console-data")
+    page.set_input_files("#upload-form input[type=file]", str(small_csv(tmp_path / "data.csv", rows=120)))
+    console.shot("datasets-upload")
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_url(re.compile(r"/datasets/console-data\?version=1$"))
+    schema = page.inner_text("#schema")
+    assert "label" in schema and "x" in schema and "120" in page.inner_text("dl.facts")
+    console.shot("dataset")
+
+    # a model trained on it (by the SDK: the job's own page is tested above)
+    train, test = sdk.datasets.get("console-data").split(train_size=0.75, seed=0, stratify="label")
+    job = sdk.jobs.train(
+        task="tabular-classification",
+        dataset=train,
+        eval_dataset=test,
+        target="label",
+        params={"epochs": 2},
+        model_name="console-model",
+    )
+    job.wait(timeout=240)
+    assert job.status == "succeeded", job.logs()[-2000:]
+    assert _register_second_version(api, "console-model") == 2
+
+    # its lineage, and an alias moved with the form
+    page = console.go("/models/console-model?version=1")
+    lineage = page.inner_text("#lineage")
+    assert "console-data-train" in lineage and job.name in lineage and "console-model:1" in lineage
+    page.fill("#alias-form input[name=alias]", "production")
+    page.select_option("#alias-form select[name=version]", "1")
+    page.click("#alias-form button[type=submit]")
+    page.wait_for_url(re.compile(r"version=1$"))
+    page.fill("#alias-form input[name=alias]", "production")
+    page.select_option("#alias-form select[name=version]", "2")
+    page.click("#alias-form button[type=submit]")
+    page.wait_for_url(re.compile(r"version=2$"))
+    assert api.get("/api/v1/models/console-model/aliases/production").json()["version"] == 2
+
+    # deploy the alias and wait for a ready replica
+    page.fill("#deploy-form input[name=deployment]", "console-endpoint")
+    page.select_option("#deploy-form select[name=ref]", "production")
+    page.click("#deploy-form button[type=submit]")
+    page.wait_for_url(re.compile(r"/deployments/console-endpoint$"))
+    deadline = time.monotonic() + 240
+    while "ready" not in page.inner_text("#deployment-status"):
+        assert time.monotonic() < deadline, "the deployment did not become ready"
+        assert "failed" not in page.inner_text("#deployment-status"), page.inner_text("main")
+        time.sleep(1)
+        page.reload()
+    assert "console-model:2" in page.inner_text("dl.facts")
+
+    # the playground calls the endpoint and shows the same request as curl and Python
+    page.fill("#playground textarea[name=body]", json.dumps({"inputs": [[1, 0.5]]}))
+    page.click("#playground button[type=submit]")
+    page.wait_for_selector("#playground-status")
+    assert page.inner_text("#playground-status") == "200", page.inner_text("#playground-out")
+    assert "outputs" in page.inner_text("#playground-answer")
+    curl = page.inner_text("#playground-curl")
+    assert "/v1/endpoints/console-endpoint/predict" in curl and "[[1, 0.5]]" in curl
+    assert "httpx.post(" in page.inner_text("#playground-python")
+    console.shot("deployment")
+    console.go("/deployments")
+    console.shot("deployments")
+    console.go("/models")
+    console.shot("models")
+    page = console.go("/models/console-model?version=2")
+    assert "console-endpoint" in page.inner_text("#lineage")  # the deployment that serves it
+    console.shot("model")
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/", "/usage", "/usage?by=job", "/sweeps", "/admin/tokens", "/admin/workspaces", "/admin/secrets"],
+)
+def test_every_page_renders(console: Console, path: str) -> None:
+    page = console.go(path)
+    assert page.locator("main h1").count() == 1
+    name = path.strip("/").replace("/", "-").replace("?by=", "-") or "overview"
+    console.shot(f"page-{name}")

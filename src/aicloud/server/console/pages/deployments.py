@@ -12,6 +12,7 @@ import httpx
 from fastapi import APIRouter, Form, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from aicloud.entities import ModelVersion
 from aicloud.entities.serving import Deployment
 from aicloud.errors import NotFoundError, ValidationError
 from aicloud.server.console.render import ConsoleRoute, page
@@ -42,13 +43,20 @@ async def deployments_list(
     )
 
 
-def _served(state: AppState, d: Deployment) -> str:
+def _version(state: AppState, d: Deployment) -> ModelVersion | None:
     if d.model_version_id is None:
-        return "a Service (" + str((d.spec.get("service") or {}).get("entrypoint", "")) + ")"
-    with contextlib.suppress(NotFoundError):
-        v = state.store.models.get_version_by_id(d.workspace_id, d.model_version_id)
-        return f"{v.name}:{v.version}"
-    return d.model_version_id
+        return None
+    with contextlib.suppress(NotFoundError):  # a version deleted since
+        return state.store.models.get_version_by_id(d.workspace_id, d.model_version_id)
+    return None
+
+
+def _example(version: ModelVersion | None) -> str:
+    """A request body the endpoint takes: a row of zeros, one per input of the model's signature."""
+    if version is None:
+        return "{}"
+    inputs = version.signature.get("inputs") or [{}]
+    return json.dumps({"inputs": [[0.0] * len(inputs)]})
 
 
 def _view(state: AppState, workspace_id: str, name: str) -> dict[str, Any]:
@@ -59,12 +67,14 @@ def _view(state: AppState, workspace_id: str, name: str) -> dict[str, Any]:
         for r in replicas[:4]:
             text, _ = state.deployments.replicas.read_log(r, LOG_LINES, None)
             logs.append({"replica": r, "text": text})
-    return {"d": d, "replicas": replicas, "served": _served(state, d), "logs": logs}
-
-
-def _example(d: Deployment) -> str:
-    """A request body the endpoint takes: one row of the model's inputs, else an empty object."""
-    return json.dumps({"inputs": [[0.0]]}) if d.model_version_id else "{}"
+    version = _version(state, d)
+    if version is not None:
+        served = f"{version.name}:{version.version}"
+    else:
+        served = (
+            d.model_version_id or "a Service (" + str((d.spec.get("service") or {}).get("entrypoint")) + ")"
+        )
+    return {"d": d, "replicas": replicas, "served": served, "logs": logs, "example": _example(version)}
 
 
 @router.get("/deployments/{name}")
@@ -76,7 +86,6 @@ async def deployment_page(request: Request, name: str, principal: Viewer, state:
         "deployment.html",
         title=name,
         url=f"{base}/v1/endpoints/{view['d'].name}",
-        example=_example(view["d"]),
         **view,
     )
 

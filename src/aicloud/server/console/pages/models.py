@@ -3,7 +3,6 @@ of a version (dataset → job → run → version → deployment) and a deploy f
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from fastapi import APIRouter, Form, Query, Request, Response
@@ -57,10 +56,7 @@ def _lineage(state: AppState, workspace_id: str, version: ModelVersion) -> list[
         }
     )
     job_id, run_id = lineage.get("job_id"), lineage.get("run_id")
-    job_label = job_id
-    if job_id:
-        with contextlib.suppress(NotFoundError):
-            job_label = state.store.jobs.get(workspace_id, job_id).name
+    job_label = lineage.get("job_name") or job_id
     nodes.append(
         {"kind": "job", "items": [{"label": job_label, "href": f"/jobs/{job_id}"}] if job_id else []}
     )

@@ -4,6 +4,8 @@
   "use strict";
   var COLORS = ["#2f6fde", "#e4572e", "#17a398", "#f3a712", "#8e44ad", "#5d6d7e", "#c0392b", "#27ae60", "#d35400", "#2c3e50"];
 
+  var STEP_INCRS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6, 1e7, 1e8];
+
   function csrf() {
     var meta = document.querySelector('meta[name="csrf-token"]');
     return meta ? meta.getAttribute("content") : "";
@@ -36,9 +38,10 @@
       series: [{ label: xlabel }].concat(series.map(function (s, i) {
         var color = COLORS[i % COLORS.length];
         if (extra.scatter) return { label: s.label, stroke: color, fill: color, paths: function () { return null; }, points: { show: true, size: 7 } };
-        return { label: s.label, stroke: color, width: 1.5, spanGaps: true, points: { show: false } };
+        return { label: s.label, stroke: color, width: 1.5, spanGaps: true };  // points drawn while sparse
       })),
-      axes: [{ label: xlabel }, {}],
+      // steps are whole numbers: no tick at 0.5
+      axes: [extra.scatter ? { label: xlabel } : { label: xlabel, incrs: STEP_INCRS }, {}],
     };
     var plot = new uPlot(opts, align(series), el);
     el.dataset.points = String(series.reduce(function (n, s) { return n + s.steps.length; }, 0));
