@@ -236,6 +236,25 @@ def test_refusals_speak_mlflows_error_shape(
         "INVALID_PARAMETER_VALUE",
     )
     _mlflow_error(http.post(f"{API}/runs/log-batch", content=b"{not json"), 400, "INVALID_PARAMETER_VALUE")
+    bad_requests = [
+        ("POST", "runs/update", {"run_id": run_id, "status": "FINISHED", "end_time": "soon"}),
+        ("POST", "runs/update", {"run_id": run_id, "status": "FINISHED", "end_time": 1e300}),
+        ("POST", "runs/update", {"run_id": run_id, "status": "DONE"}),
+        ("GET", "metrics/get-history", {"run_id": run_id, "metric_key": "loss", "max_results": "many"}),
+        ("GET", "metrics/get-history", {"run_id": run_id, "metric_key": "loss", "page_token": "junk"}),
+        ("POST", "runs/search", {"experiment_ids": ["0"], "max_results": "lots"}),
+        ("POST", "runs/search", {"experiment_ids": "0", "filter": "attributes.start_time > -1e300"}),
+        ("POST", "runs/log-metric", {"run_id": run_id, "key": "x", "value": "high"}),
+        ("POST", "runs/log-metric", {"run_id": run_id, "key": "x", "value": 1, "timestamp": 1e300}),
+        ("POST", "experiments/search", {"filter": "tags.a = 1"}),
+        ("POST", "experiments/create", {"name": ""}),
+        ("POST", "runs/create", {"experiment_id": "../0"}),
+    ]
+    for method, route, fields in bad_requests:
+        sent = http.request(
+            method, f"{API}/{route}", **({"params": fields} if method == "GET" else {"json": fields})
+        )
+        _mlflow_error(sent, 400, "INVALID_PARAMETER_VALUE")
     # another workspace sees nothing of this one
     other = client.workspaces.create(unique("team"))
     theirs = {"Authorization": f"Bearer {other.admin_token.token}"}

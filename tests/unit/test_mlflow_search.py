@@ -55,6 +55,8 @@ def test_a_filter_becomes_clauses() -> None:
         "a" * 10_001,
         'metrics.`a"b` > 1',  # keys are MLflow's: no quotes
         "params.`` = 'x'",
+        "attributes.start_time > -1e300",
+        "attributes.end_time < 1e300",
     ],
 )
 def test_bad_filters_say_what_is_wrong(bad: str) -> None:

@@ -123,6 +123,23 @@ def _text(value: Any, limit: int, what: str) -> str:
     return value
 
 
+def _moment(millis: Any, field: str) -> datetime:
+    """Unix milliseconds as a datetime; anything else (or out of range) is a 400 naming the field."""
+    try:
+        return datetime.fromtimestamp(float(millis) / 1000.0, UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        raise BadRequestError(f"{field} must be unix milliseconds (got {millis!r})") from None
+
+
+def _count(value: Any, field: str) -> int | None:
+    if value in (None, "", 0, "0"):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise BadRequestError(f"{field} must be an integer (got {value!r})") from None
+
+
 def _ms(moment: datetime | None) -> int | None:
     return None if moment is None else int(moment.timestamp() * 1000)
 
@@ -323,7 +340,7 @@ def update_run(
         mapped = STATUS_TO_AICLOUD[status]
     finished = None
     if end_time not in (None, ""):
-        finished = datetime.fromtimestamp(float(end_time) / 1000.0, UTC)
+        finished = _moment(end_time, "end_time")
     if name:
         check_name(name, "the run name")
     return state.store.tracking.update_run(
@@ -343,7 +360,7 @@ def _metric_points(metrics: list[dict[str, Any]]) -> list[MetricPoint]:
             step = int(metric.get("step") or 0)
         except (TypeError, ValueError):
             raise BadRequestError(f"metric {key!r} needs a numeric value, timestamp and step") from None
-        if not math.isfinite(seconds) or abs(step) > 2**62:
+        if not math.isfinite(seconds) or abs(seconds) > 2**63 / 1000 or abs(step) > 2**63 - 1:
             raise BadRequestError(f"metric {key!r} has an out-of-range timestamp or step")
         points.append(MetricPoint(key, step, value, seconds))
     return points
@@ -436,7 +453,7 @@ def metric_history(
     key = check_key(key, "metric")
     points = state.store.runs.metric_history(principal.workspace.id, run.id, key)
     offset = page_offset(token)
-    limit = len(points) if max_results in (None, "", 0) else int(max_results)
+    limit = _count(max_results, "max_results") or max(len(points), 1)
     if limit < 1:
         raise BadRequestError("max_results must be at least 1")
     page = points[offset : offset + limit]

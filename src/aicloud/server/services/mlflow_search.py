@@ -20,6 +20,7 @@ from aicloud.errors import BadRequestError
 from aicloud.store.tracking import Clause, ClauseKind, OrderKey
 
 MAX_FILTER_CHARS = 10_000
+MAX_MILLIS = 253_402_300_799_999  # the last millisecond of the year 9999
 
 _PREFIXES: dict[str, ClauseKind] = {
     "metric": "metric",
@@ -215,8 +216,8 @@ def _run_clause(prefix: str, key: str, op: str, value: Any) -> Clause:
     if attribute is None:
         raise BadRequestError(f"unknown attribute {key!r}: use one of {', '.join(sorted(_RUN_ATTRIBUTES))}")
     if attribute in ("start_time", "end_time"):
-        if op not in _NUMERIC_OPS or not isinstance(value, float):
-            raise BadRequestError(f"attributes.{key} compares with a number of milliseconds")
+        if op not in _NUMERIC_OPS or not isinstance(value, float) or not 0 <= value <= MAX_MILLIS:
+            raise BadRequestError(f"attributes.{key} compares with a number of milliseconds since 1970")
         return Clause(kind, attribute, op, value)
     if op not in _TEXT_OPS or isinstance(value, float):
         raise BadRequestError(f"attributes.{key} compares with a quoted string")
