@@ -89,8 +89,8 @@ def _search(experiments: list[Any], body: dict[str, Any]) -> dict[str, Any]:
     for prefix, key, op, value in parse_filter(text(body, "filter")):
         numeric = key in ("creation_time", "last_update_time") and not prefix.startswith("tag")
         if numeric != isinstance(value, float):
-            wanted = "a number of milliseconds" if numeric else "a quoted string"
-            raise BadRequestError(f"{prefix}.{key} compares with {wanted}")
+            kind = "a number of milliseconds" if numeric else "a quoted string"
+            raise BadRequestError(f"{prefix}.{key} compares with {kind}")
         found = [e for e in found if compare(_field(e, prefix, key), op, value)]
     order = parse_order(strings(body, "order_by")) or [("attributes", "creation_time", False)]
     for prefix, key, ascending in reversed(order):
