@@ -67,6 +67,12 @@ def test_run_list_show_and_compare_after_two_trainings(
     )
     by_job = json.loads(cli(server, "run", "list", "--job", f"{model}-lr0.01", "-o", "json").stdout)
     assert [r["id"] for r in by_job] == [run_ids[0]]
+    filtered = cli(
+        server, "run", "list", "--filter", "params.lr = 0.001", "--name", model, "-o", "json"
+    ).stdout
+    assert [r["id"] for r in json.loads(filtered)] == [run_ids[1]]
+    first = cli(server, "run", "list", "--model", model, "--limit", "1").stdout
+    assert "1 of 2; the next page: --offset 1" in first
     ranked = json.loads(
         cli(server, "run", "list", "--model", model, "--metric", "eval_loss", "-o", "json").stdout
     )

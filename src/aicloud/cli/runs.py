@@ -88,12 +88,18 @@ def run_list(
     order: Order = typer.Option(
         Order.best, help="with --metric: best first (highest for accuracy-like names, else lowest), asc, desc"
     ),
+    name: str | None = typer.Option(None, "--name", help="only runs whose name contains this"),
+    where: str | None = typer.Option(
+        None,
+        "--filter",
+        help="comparisons joined by 'and': \"metrics.val_loss < 0.5 and params.optimizer = adam\"",
+    ),
     limit: int = typer.Option(20, min=1, max=1000, help="at most this many runs"),
     offset: int = typer.Option(0, min=0, help="skip this many runs (the next page: --offset N+limit)"),
     output: Output = OutputOpt,
 ) -> None:
     """The workspace's runs, newest first (or by --metric); the server filters and pages."""
-    runs = client().runs.list(
+    page = client().runs.page(
         job=job,
         model=model,
         status=status.value if status else None,
@@ -101,7 +107,10 @@ def run_list(
         order=order.value,
         limit=limit,
         offset=offset,
+        name=name,
+        filter=where,
     )
+    runs = page.runs
 
     def render(_: Any) -> None:
         t = Table(title="runs")
@@ -117,8 +126,8 @@ def run_list(
                 r.id, r.name, r.status.value, _when(r), *([fmt_num(r.summary.get(metric))] if metric else [])
             )
         console.print(t)
-        if len(runs) == limit:
-            console.print(f"[dim]more may follow: --offset {offset + limit}[/]")
+        if offset + len(runs) < page.total:
+            console.print(f"[dim]{len(runs)} of {page.total}; the next page: --offset {offset + limit}[/]")
 
     emit([_jsonable(r) for r in runs], output, render)
 
