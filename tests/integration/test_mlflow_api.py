@@ -382,3 +382,43 @@ def test_an_mlflow_script_runs_unchanged_in_a_job(
     assert client.runs.metrics(run.id, "loss")["loss"]["steps"] == [0, 1, 2]
     assert http.get(f"/api/v1/runs/{run.id}").json()["experiment"] == experiment
     assert [a["path"] for a in http.get(f"/api/v1/runs/{run.id}/artifacts").json()] == ["summary.txt"]
+
+
+@pytest.mark.postgres
+def test_the_tracking_api_on_postgresql(
+    make_server: Callable[..., ServerProcess],
+    pg_database: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The same client calls against a control plane on PostgreSQL (JSON paths and casts differ there)."""
+    server = make_server(env={"AICLOUD_DATABASE_URL": pg_database})
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", server.token)
+    _reset_mlflow()
+    mlflow.set_tracking_uri(f"{server.url}/mlflow")
+    try:
+        experiment = mlflow.set_experiment("on postgres")
+        for i in range(3):
+            with mlflow.start_run(run_name=f"r{i}"):
+                mlflow.log_params({"lr": 0.1 * (i + 1), "opt": "Adam" if i else "sgd"})
+                mlflow.log_metrics({"val acc": i / 10, "loss": 1 - i / 10}, step=i)
+                mlflow.set_tag("fold", str(i))
+                mlflow.log_text(f"run {i}", "out/summary.txt")
+        tracking = MlflowClient()
+
+        def names(filter_string: str, order: list[str] | None = None) -> list[str]:
+            runs = tracking.search_runs([experiment.experiment_id], filter_string, order_by=order)
+            return [r.info.run_name for r in runs]
+
+        assert names("metrics.`val acc` >= 0.1", ["metrics.loss ASC"]) == ["r2", "r1"]
+        assert names("params.opt LIKE 'a%'") == [] and names("params.opt ILIKE 'a%'") == ["r2", "r1"]
+        assert names("params.lr = '0.1' and tags.fold IN ('0', '1')") == ["r0"]
+        assert names("attributes.status = 'FINISHED'", ["attributes.run_name DESC"]) == ["r2", "r1", "r0"]
+        run_id = tracking.search_runs([experiment.experiment_id], "tags.fold = '1'")[0].info.run_id
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="out", dst_path=str(tmp_path)
+        )
+        assert (Path(local) / "summary.txt").read_text() == "run 1"
+    finally:
+        _reset_mlflow()
+        mlflow.set_tracking_uri(None)
