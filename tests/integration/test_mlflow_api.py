@@ -422,3 +422,31 @@ def test_the_tracking_api_on_postgresql(
     finally:
         _reset_mlflow()
         mlflow.set_tracking_uri(None)
+
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "mlflow_train.py"
+
+
+def test_the_mlflow_example_runs_unchanged_outside_and_inside_a_job(
+    server: ServerProcess, client: Client, http: httpx.Client, tmp_path: Path
+) -> None:
+    """examples/mlflow_train.py (scikit-learn, plain MLflow calls): from a shell with the two MLflow
+    variables, then as a command job with nothing set; both runs land in aicloud's runs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AICLOUD_", "MLFLOW_"))}
+    env.update(MLFLOW_TRACKING_URI=f"{server.url}/mlflow", MLFLOW_TRACKING_TOKEN=server.token)
+    outside = subprocess.run(
+        [sys.executable, str(EXAMPLE)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert outside.returncode == 0, outside.stdout + outside.stderr
+    notebook_run = outside.stdout.split("run ", 1)[1].split(":", 1)[0]
+    job = client.jobs.run(command="python mlflow_train.py", code=EXAMPLE).wait(timeout=300)
+    assert job.status == "succeeded", job.logs()[-3000:]
+    for run_id, job_id in ((notebook_run, None), (job.run_id or "", job.id)):
+        run = client.runs.get(run_id)
+        assert run.job_id == job_id and run.status == "succeeded" and run.name == "logistic-regression"
+        assert run.params["C"] == "1.0" and run.summary["val_accuracy"] > 0.9
+        assert client.runs.metrics(run_id, "val_accuracy")["val_accuracy"]["steps"] == [0, 1, 2, 3]
+        shown = http.get(f"/api/v1/runs/{run_id}").json()
+        assert shown["experiment"] == "digits-sklearn" and shown["tags"]["model"] == "LogisticRegression"
+        files = [a["path"] for a in http.get(f"/api/v1/runs/{run_id}/artifacts").json()]
+        assert files == ["confusion_matrix.txt", "report.json"]
