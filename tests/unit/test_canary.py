@@ -13,6 +13,7 @@ from test_deployment_controller import Harness
 
 from aicloud.controllers.autoscale import split
 from aicloud.entities.serving import DeploymentStatus, ReplicaState
+from aicloud.executors.base import LaunchError
 from aicloud.gateway.registry import Endpoint, ReplicaSlot
 from aicloud.gateway.stats import EndpointStats, VersionStats, quantile
 from aicloud.schemas.serving import DeploymentSpec
@@ -187,3 +188,17 @@ def test_a_replica_that_never_becomes_ready_fails_the_deployment_after_its_start
     assert [r.id for r in h.failed_rows(d)] == [starting.id]
     h.tick(2)
     assert h.replicas(d) == []  # not retried: it would hang again
+
+
+def test_a_launch_error_that_would_repeat_fails_the_deployment_at_once(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    d = h.create()
+
+    def refuse(req: object) -> dict[str, object]:
+        raise LaunchError("the job needs 2 GPU(s); this machine has 0", permanent=True)
+
+    h.executor.submit = refuse  # type: ignore[method-assign]
+    h.tick()
+    failed = h.get(d)
+    assert failed.status == DeploymentStatus.FAILED and "this machine has 0" in (failed.message or "")
+    assert "not retried" in (failed.message or "") and len(h.removed) == 1

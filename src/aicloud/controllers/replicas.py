@@ -50,7 +50,8 @@ from typing import Any, Protocol
 from aicloud.controllers.loop import poll_counted
 from aicloud.controllers.probes import PROBE_INTERVAL_S, Probe, StartWatcher
 from aicloud.entities.serving import Deployment, DeploymentStatus, Replica, ReplicaState
-from aicloud.executors.base import Executor, ExitInfo, LaunchRequest
+from aicloud.errors import AicloudError
+from aicloud.executors.base import Executor, ExitInfo, LaunchError, LaunchRequest
 from aicloud.executors.logs import read_lines, tail_lines
 from aicloud.gateway.registry import Endpoint, EndpointRegistry, ReplicaSlot
 from aicloud.store.base import MetadataStore
@@ -256,7 +257,7 @@ class Replicas:
             with contextlib.suppress(Exception):
                 self.store.deployments.update_replica(r.id, state=ReplicaState.FAILED, message=message)
             self._remove(ep, r)
-            self._failed_start(d, t, message)
+            self._failed_start(d, t, message, transient=not _permanent(exc))
             return None
         try:
             r = self.store.deployments.update_replica(r.id, handle=handle, key_sealed=sealed)
@@ -473,6 +474,14 @@ class Replicas:
             log.warning(
                 "%d replicas still draining at shutdown; the next control plane removes them", len(pending)
             )
+
+
+def _permanent(exc: Exception) -> bool:
+    """A launch error that would happen again: one the executor says is permanent, or the
+    launcher's own 4xx (a secret or model version deleted since the deployment was made)."""
+    if isinstance(exc, LaunchError):
+        return exc.permanent
+    return isinstance(exc, AicloudError) and exc.status_code < 500
 
 
 def _slot(r: Replica, *, ready: bool = False, draining: bool = False, key: str = "") -> ReplicaSlot:

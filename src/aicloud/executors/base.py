@@ -160,7 +160,15 @@ class ExitInfo:
 
 
 class LaunchError(RuntimeError):
-    """The executor could not start a job (bad request, or the machinery failed)."""
+    """The executor could not start a job (bad request, or the machinery failed).
+
+    ``permanent``: the same request would fail the same way again (a request the executor refuses,
+    more GPUs than the machine or cluster has), so a caller does not retry it; otherwise the cause
+    may pass (the supervisor did not start under load, no free resources yet)."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class Executor(abc.ABC):
@@ -194,5 +202,5 @@ def job_folder(jobs_dir: Path, job_id: str) -> Path:
     """``<jobs_dir>/<job_id>``, the executor's folder of one job; LaunchError for an id that is not
     a plain name (no separators, no ``..``)."""
     if not _JOB_ID.fullmatch(job_id):
-        raise LaunchError(f"job id {job_id!r} is not a valid folder name")
+        raise LaunchError(f"job id {job_id!r} is not a valid folder name", permanent=True)
     return jobs_dir / job_id

@@ -192,17 +192,18 @@ class LocalExecutor(Executor):
     def submit(self, req: LaunchRequest) -> dict[str, Any]:
         """Start the job's supervisor and return the handle (pid + start time + folders)."""
         if not req.argv:
-            raise LaunchError("argv is empty: nothing to run")
+            raise LaunchError("argv is empty: nothing to run", permanent=True)
         if req.cpus < 1:
-            raise LaunchError(f"cpus must be >= 1, not {req.cpus}")
+            raise LaunchError(f"cpus must be >= 1, not {req.cpus}", permanent=True)
         if req.workers < 1:
-            raise LaunchError(f"workers must be >= 1, not {req.workers}")
+            raise LaunchError(f"workers must be >= 1, not {req.workers}", permanent=True)
         if req.gpus < 0:
-            raise LaunchError(f"gpus must be >= 0, not {req.gpus}")
+            raise LaunchError(f"gpus must be >= 0, not {req.gpus}", permanent=True)
         if req.gpus > 0 and req.gpus * req.workers > (have := visible_gpus()):
             raise LaunchError(
                 f"the job needs {req.gpus * req.workers} GPU(s) ({req.workers} worker(s) x {req.gpus}); "
-                f"this machine has {have}"
+                f"this machine has {have}",
+                permanent=True,
             )
         job_dir = self.job_dir(req.job_id)
         self.jobs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -165,10 +165,11 @@ class RayExecutor(Executor):
     def submit(self, req: LaunchRequest) -> dict[str, Any]:
         """Place the job's workers, start them, and return the handle."""
         if not req.argv:
-            raise LaunchError("argv is empty: nothing to run")
+            raise LaunchError("argv is empty: nothing to run", permanent=True)
         if req.cpus < 1 or req.workers < 1 or req.gpus < 0:
             raise LaunchError(
-                f"need cpus >= 1, workers >= 1, gpus >= 0 (not {req.cpus}, {req.workers}, {req.gpus})"
+                f"need cpus >= 1, workers >= 1, gpus >= 0 (not {req.cpus}, {req.workers}, {req.gpus})",
+                permanent=True,
             )
         job_dir = self.job_dir(req.job_id)
         self.connect()
@@ -231,7 +232,8 @@ class RayExecutor(Executor):
             raise LaunchError(
                 f"the Ray cluster has {fits} node(s) with {req.cpus} CPU(s) and {req.gpus} GPU(s) "
                 f"for one worker; the job needs {need} (workers={req.workers}, "
-                f"strategy {self.placement_strategy})"
+                f"strategy {self.placement_strategy})",
+                permanent=True,
             )
 
     def _placement_group(self, req: LaunchRequest, name: str, deadline: float) -> PlacementGroup:
