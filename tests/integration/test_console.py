@@ -153,7 +153,7 @@ def _logged_run(api: httpx.Client, name: str, lr: float, steps: int = 30) -> str
 def test_pick_columns_and_compare_two_runs(console: Console, api: httpx.Client) -> None:
     a = _logged_run(api, "cmp-a", 0.1)
     b = _logged_run(api, "cmp-b", 0.3)
-    page = console.go("/runs?m=loss&p=lr")
+    page = console.go("/runs?m=loss&p=lr&sort=params.lr&order=asc")
     header = page.inner_text("table.runs tr >> nth=0")
     assert "lr" in header and "loss" in header
     console.shot("runs")
@@ -247,6 +247,10 @@ def test_upload_train_move_an_alias_deploy_and_call_the_endpoint(
     curl = page.inner_text("#playground-curl")
     assert "/v1/endpoints/console-endpoint/predict" in curl and "[[1, 0.5]]" in curl
     assert "httpx.post(" in page.inner_text("#playground-python")
+    # the traffic table (polled by htmx) counts that request; the rate chart gets a sample per poll
+    requests = "document.querySelector('#traffic-table td:nth-child(4)')?.textContent || '0'"
+    page.wait_for_function(f"() => Number({requests}) >= 1")
+    page.wait_for_function("() => Number(document.querySelector('#traffic-rate').dataset.samples || 0) >= 2")
     console.shot("deployment")
     console.go("/deployments")
     console.shot("deployments")

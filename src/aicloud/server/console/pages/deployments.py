@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from aicloud.errors import NotFoundError, ValidationError
 from aicloud.server.console.render import ConsoleRoute, page
 from aicloud.server.console.session import Member, Viewer
 from aicloud.server.deps import State
+from aicloud.server.services import traffic
 from aicloud.server.services.names import check_name
 from aicloud.server.state import AppState
 
@@ -88,6 +90,24 @@ async def deployment_page(request: Request, name: str, principal: Viewer, state:
         url=f"{base}/v1/endpoints/{view['d'].name}",
         **view,
     )
+
+
+@router.get("/deployments/{name}/traffic")
+async def deployment_traffic(request: Request, name: str, principal: Viewer, state: State) -> Response:
+    """An htmx fragment the deployment page polls: per served version, its share, replicas and the
+    gateway's counts and latencies (since start and over the last minute), and one sample for the
+    page's request-rate and latency charts."""
+    d = await run_in_threadpool(state.store.deployments.get, principal.workspace.id, check_name(name))
+    out = await run_in_threadpool(traffic.metrics, state, d)
+    windows = [v.window for v in out.versions if v.window]
+    sample = {
+        "t": time.time(),
+        "rate": sum(w.get("rate_per_s") or 0.0 for w in windows),
+        "p50": max((w.get("p50_ms") or 0.0 for w in windows), default=0.0),
+        "p99": max((w.get("p99_ms") or 0.0 for w in windows), default=0.0),
+        "replicas": sum(v.ready for v in out.versions),
+    }
+    return page(request, "_traffic.html", versions=out.versions, sample=sample)
 
 
 def _snippets(url: str, path: str, body: str) -> dict[str, Any]:

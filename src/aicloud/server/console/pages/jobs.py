@@ -8,12 +8,14 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import numpy as np
 import pydantic
 from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from aicloud.entities import Job, JobStatus
+from aicloud.entities.series import MetricArrays
 from aicloud.errors import ValidationError
 from aicloud.schemas.jobs import JobCreate
 from aicloud.server.console import data
@@ -22,6 +24,7 @@ from aicloud.server.console.session import Member, Viewer
 from aicloud.server.deps import State
 from aicloud.server.services.job_logs import read_log
 from aicloud.server.services.names import check_id
+from aicloud.server.services.runs import MAX_POINTS, downsampled
 from aicloud.server.services.specs import validate_job
 from aicloud.server.state import AppState
 
@@ -132,23 +135,26 @@ class _Follower:
         return events, job.status.terminal and complete and not chunk
 
     def _metrics(self, job: Job) -> dict[str, Any]:
-        """The first time every series (thinned); then only the points logged since."""
+        """The first time every series (cut to MAX_POINTS by LTTB); then only the points logged since."""
         if job.run_id is None:
             return {}
-        columns = self.state.store.runs.metric_columns(self.workspace_id, job.run_id)
+        series = self.state.store.runs.metric_arrays(self.workspace_id, job.run_id)
+        fresh = {name: s for name, s in series.items() if name not in self.sent}
         out = {}
-        for name, cols in columns.items():
-            seen = self.sent.get(name)
-            steps, values = cols["steps"], cols["values"]
-            if seen is None:
-                steps, values = data.thin(steps, values)
-            elif seen < len(cols["steps"]):
-                steps, values = steps[seen:], values[seen:]
-            else:
-                continue
-            out[name] = {"steps": steps, "values": values, "reset": seen is None}
-            self.sent[name] = len(cols["steps"])
+        for name, arrays in downsampled(fresh, MAX_POINTS).items():
+            out[name] = {**_points(arrays), "reset": True}
+            self.sent[name] = len(series[name])
+        for name, arrays in series.items():
+            seen = self.sent[name]
+            if name not in fresh and seen < len(arrays):
+                out[name] = {**_points(arrays.take(np.arange(seen, len(arrays)))), "reset": False}
+                self.sent[name] = len(arrays)
         return out
+
+
+def _points(arrays: MetricArrays) -> dict[str, list[Any]]:
+    cols = arrays.columns()
+    return {"steps": cols["steps"], "values": cols["values"]}
 
 
 @router.get("/jobs/{job_id}/events")

@@ -10,18 +10,17 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from aicloud.entities import Run, RunStatus
+from aicloud.entities.series import MetricArrays
 from aicloud.errors import ValidationError
-from aicloud.schemas.jobs import RunOrder, metric_goal
-from aicloud.server.console import data
+from aicloud.schemas.jobs import RunOrder
 from aicloud.server.console.render import ConsoleRoute, page
 from aicloud.server.console.session import Viewer
 from aicloud.server.deps import State
 from aicloud.server.services.names import check_id
-from aicloud.store.training import RunFilter
+from aicloud.server.services.runs import MAX_COMPARE, MAX_POINTS, compare, run_filter, run_metrics, run_table
 
 router = APIRouter(route_class=ConsoleRoute)
 PAGE = 50
-MAX_COMPARE = 10
 DEFAULT_COLUMNS = 4
 _NAME = re.compile(r"[A-Za-z0-9_./:-]{1,200}")
 
@@ -55,81 +54,93 @@ async def runs_list(
     status: RunStatus | None = None,
     job: str | None = Query(default=None, max_length=255),
     model: str | None = Query(default=None, max_length=255),
-    sort: str | None = Query(default=None, max_length=200, description="a metric to order by"),
+    name: str | None = Query(default=None, max_length=200),
+    filter: str | None = Query(default=None, max_length=2000, description="e.g. metrics.loss < 0.5"),
+    sort: str | None = Query(default=None, max_length=210, description="metrics.<name>, params.<name>"),
     order: RunOrder = "best",
     p: list[str] = Query(default=[], description="param columns"),
     m: list[str] = Query(default=[], description="metric columns"),
     offset: int = Query(default=0, ge=0, le=1_000_000),
 ) -> Response:
+    """The runs table: filtered, sorted and paged in the database (``server.services.runs``); the
+    columns are the picked params and metrics (or the first few of the page)."""
     params, metrics = _names(p, "param"), _names(m, "metric")
-    if sort is not None:
-        _names([sort], "metric")
-    descending = order == "desc" or (order == "best" and sort is not None and metric_goal(sort) == "max")
-    where = RunFilter(
-        job=job or None, model=model or None, status=status, metric=sort, descending=descending, offset=offset
+    where = run_filter(
+        job=job or None,
+        model=model or None,
+        status=status,
+        name=name,
+        filter=filter or None,
+        sort=sort or None,
+        order=order,
+        offset=offset,
     )
-    runs, more = await run_in_threadpool(
-        data.runs_page, state.store, principal.workspace.id, where=where, limit=PAGE
+    table = await run_in_threadpool(
+        run_table, state.store.runs, principal.workspace.id, where=where, limit=PAGE
     )
     return page(
         request,
         "runs.html",
         title="Runs",
-        runs=runs,
-        columns=_columns(runs, params, metrics),
-        filters={"status": status.value if status else "", "job": job or "", "model": model or ""},
+        runs=table.runs,
+        total=table.total,
+        columns=_columns(table.runs, params, metrics),
+        filters={
+            "status": status.value if status else "",
+            "job": job or "",
+            "model": model or "",
+            "name": name or "",
+            "filter": filter or "",
+        },
         statuses=[s.value for s in RunStatus],
         sort=sort or "",
         order=order,
         offset=offset,
         limit=PAGE,
-        has_next=more,
+        has_next=offset + len(table.runs) < table.total,
         max_compare=MAX_COMPARE,
     )
 
 
-def _run_view(state: State, workspace_id: str, run_id: str) -> dict[str, Any]:
-    run = state.store.runs.get(workspace_id, check_id(run_id, "run_id"))
-    return {"run": run, "series": data.series(state.store, workspace_id, run.id)}
+def _chart_series(series: dict[str, MetricArrays]) -> dict[str, dict[str, list[Any]]]:
+    out = {}
+    for name, arrays in series.items():
+        cols = arrays.columns()
+        out[name] = {"steps": cols["steps"], "values": cols["values"]}
+    return out
 
 
 @router.get("/runs/compare")
 async def runs_compare(
     request: Request, principal: Viewer, state: State, id: list[str] = Query(default=[])
 ) -> Response:
-    """Up to 10 runs: one chart per metric with a curve per run, and their params side by side."""
-    ids = list(dict.fromkeys(id))
-    if not 1 <= len(ids) <= MAX_COMPARE:
-        raise ValidationError.field(
-            "id", f"pick between 1 and {MAX_COMPARE} runs to compare (got {len(ids)})"
-        )
-    views = [await run_in_threadpool(_run_view, state, principal.workspace.id, i) for i in ids]
-    runs = [v["run"] for v in views]
-    metric_names = sorted({name for v in views for name in v["series"]})
+    """Up to 10 runs: one chart per metric with a curve per run (each cut to 2,000 points by LTTB),
+    and their params side by side, the differing ones marked."""
+    ids = [check_id(i, "id") for i in dict.fromkeys(id)]
+    cmp = await run_in_threadpool(
+        compare, state.store.runs, principal.workspace.id, ids, max_points=MAX_POINTS
+    )
+    per_run = {run_id: _chart_series(series) for run_id, series in cmp.series.items()}
     charts = {
         name: {
             "series": [
-                {"label": f"{v['run'].name} · {v['run'].id[-6:]}", **v["series"][name]}
-                for v in views
-                if name in v["series"]
+                {"label": f"{r.name} · {r.id[-6:]}", **per_run[r.id][name]}
+                for r in cmp.runs
+                if name in per_run[r.id]
             ]
         }
-        for name in metric_names
+        for name in sorted({n for s in per_run.values() for n in s})
     }
-    keys = sorted({k for r in runs for k in r.params})
-    diff = [
-        {
-            "key": k,
-            "values": [r.params.get(k) for r in runs],
-            "differs": len({repr(r.params.get(k)) for r in runs}) > 1,
-        }
-        for k in keys
-    ]
-    return page(request, "compare.html", title="Compare runs", runs=runs, charts=charts, diff=diff)
+    differ = set(cmp.params_differ)
+    keys = sorted({k for r in cmp.runs for k in r.params})
+    diff = [{"key": k, "values": [r.params.get(k) for r in cmp.runs], "differs": k in differ} for k in keys]
+    return page(request, "compare.html", title="Compare runs", runs=cmp.runs, charts=charts, diff=diff)
 
 
 @router.get("/runs/{run_id}")
 async def run_page(request: Request, run_id: str, principal: Viewer, state: State) -> Response:
-    view = await run_in_threadpool(_run_view, state, principal.workspace.id, run_id)
-    charts = {name: {"series": [{"label": name, **s}]} for name, s in view["series"].items()}
-    return page(request, "run.html", title=view["run"].name, run=view["run"], charts=charts)
+    ws = principal.workspace.id
+    run = await run_in_threadpool(state.store.runs.get, ws, check_id(run_id, "run_id"))
+    metrics = await run_in_threadpool(run_metrics, state.store.runs, ws, run.id, max_points=MAX_POINTS)
+    charts = {name: {"series": [{"label": name, **s}]} for name, s in _chart_series(metrics.series).items()}
+    return page(request, "run.html", title=run.name, run=run, charts=charts)

@@ -156,7 +156,32 @@
     });
   }
 
+  // A deployment page: each traffic fragment htmx fetches carries one sample; the charts grow.
+  function trafficCharts() {
+    var rateEl = document.getElementById("traffic-rate"), latEl = document.getElementById("traffic-latency");
+    if (!rateEl || !latEl) return;
+    var t = [], rate = [], p50 = [], p99 = [], rPlot = null, lPlot = null;
+    function timeChart(el, series) {
+      return new uPlot({
+        width: Math.max(el.clientWidth - 16, 280), height: 180, scales: { x: { time: true } },
+        series: [{}].concat(series.map(function (s, i) { return { label: s, stroke: COLORS[i], width: 1.5 }; })),
+      }, [[]].concat(series.map(function () { return []; })), el);
+    }
+    document.body.addEventListener("htmx:afterSwap", function (e) {
+      if (e.detail.target.id !== "traffic") return;
+      var table = document.getElementById("traffic-table");  // htmx drops <script> from fragments
+      if (!table || !table.dataset.sample) return;
+      var s = JSON.parse(table.dataset.sample);
+      t.push(s.t); rate.push(s.rate); p50.push(s.p50); p99.push(s.p99);
+      if (t.length > 720) { t.shift(); rate.shift(); p50.shift(); p99.shift(); }
+      if (!rPlot) { rPlot = timeChart(rateEl, ["req/s"]); lPlot = timeChart(latEl, ["p50", "p99"]); }
+      rPlot.setData([t, rate]); lPlot.setData([t, p50, p99]);
+      rateEl.dataset.samples = String(t.length);
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    trafficCharts();
     staticCharts();
     var live = document.getElementById("job-live");
     if (live) liveJob(live);
