@@ -122,6 +122,8 @@ def test_a_run_logged_with_mlflow_is_an_aicloud_run(
     assert f1["timestamps"] == pytest.approx([1_700_000_000.0, 1_700_000_000.001, 1_700_000_000.002])
     shown = http.get(f"/api/v1/runs/{run_id}").json()
     assert shown["experiment"] == name and shown["tags"]["team"] == "vision"
+    assert [r.id for r in client.runs.list(experiment=name)] == [run_id]
+    assert run_id in cli(server, "run", "list", "--experiment", name).stdout
     # artifacts: listed and read back through mlflow, owned blobs on aicloud's side, never plaintext
     top = {(f.path, f.is_dir) for f in tracking.list_artifacts(run_id)}
     assert {("reports", True), ("notes", True), ("config.json", False)} <= top

@@ -89,6 +89,9 @@ def run_list(
         Order.best, help="with --metric: best first (highest for accuracy-like names, else lowest), asc, desc"
     ),
     name: str | None = typer.Option(None, "--name", help="only runs whose name contains this"),
+    experiment: str | None = typer.Option(
+        None, help="only the runs of this experiment (MLflow's, docs/mlflow.md)"
+    ),
     where: str | None = typer.Option(
         None,
         "--filter",
@@ -109,6 +112,7 @@ def run_list(
         offset=offset,
         name=name,
         filter=where,
+        experiment=experiment,
     )
     runs = page.runs
 

@@ -99,6 +99,7 @@ class RunsAPI:
         filter: str | None = None,
         sort: str | None = None,
         columns: Sequence[str] | None = None,
+        experiment: str | None = None,
     ) -> list[RunOut]:
         """Runs, newest first; the server filters, sorts and pages.
 
@@ -112,7 +113,8 @@ class RunsAPI:
         ``"desc"``; runs without the sort's metric or param come last. ``columns``
         (``["params.lr", "metrics.val_loss"]``) keeps only those params and metrics in each
         run's ``params`` and ``summary``. ``offset`` skips that many runs (the next page is
-        ``offset + limit``); :meth:`page` also says how many runs match.
+        ``offset + limit``); :meth:`page` also says how many runs match. ``experiment`` keeps
+        the runs of that experiment (the MLflow tracking API's, docs/mlflow.md).
         """
         return self.page(
             job_id,
@@ -127,6 +129,7 @@ class RunsAPI:
             filter=filter,
             sort=sort,
             columns=columns,
+            experiment=experiment,
         ).runs
 
     def page(
@@ -144,6 +147,7 @@ class RunsAPI:
         filter: str | None = None,
         sort: str | None = None,
         columns: Sequence[str] | None = None,
+        experiment: str | None = None,
     ) -> RunPage:
         """:meth:`list`'s page and ``total``, how many runs match the filters in all."""
         given = {
@@ -156,6 +160,7 @@ class RunsAPI:
             "filter": filter,
             "sort": sort,
             "columns": None if columns is None else ",".join(columns),
+            "experiment": experiment,
         }
         params: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         params.update(limit=limit, offset=offset, order=order)

@@ -159,6 +159,7 @@ class RunFilter:
     (ascending, or descending with ``descending``), runs without it (or whose last value was
     not finite) last, newest first among equals; without either, newest first (oldest first
     with ``oldest_first``). ``offset`` skips that many runs of the ordered result (pages).
+    ``experiment`` keeps the runs of that experiment (``Default``: and the runs in none).
     """
 
     job: str | None = None
@@ -173,6 +174,7 @@ class RunFilter:
     descending: bool = False
     oldest_first: bool = False
     offset: int = 0
+    experiment: str | None = None
 
 
 class RunStore(abc.ABC):

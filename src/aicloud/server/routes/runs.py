@@ -58,6 +58,9 @@ def runs_list(
     ),
     status: RunStatus | None = None,
     name: str | None = Query(default=None, max_length=200, description="runs whose name contains this"),
+    experiment: str | None = Query(
+        default=None, max_length=255, description="the runs of this experiment (docs/mlflow.md)"
+    ),
     filter: str | None = Query(
         default=None,
         max_length=4000,
@@ -100,6 +103,7 @@ def runs_list(
         sort=sort or (f"metrics.{metric}" if metric else None),
         order=order,
         offset=offset,
+        experiment=experiment,
     )
     picked = Columns.parse(columns) if columns is not None else None
     table = run_views.run_table(

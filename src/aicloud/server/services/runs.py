@@ -36,6 +36,7 @@ def run_filter(
     sort: str | None = None,
     order: str = "best",
     offset: int = 0,
+    experiment: str | None = None,
 ) -> RunFilter:
     """A ``RunFilter`` from a runs table's query (``server.services.run_filters`` has the syntax).
 
@@ -62,6 +63,7 @@ def run_filter(
         descending=descending,
         oldest_first=key.kind == "created_at" and not descending,
         offset=offset,
+        experiment=experiment,
     )
 
 

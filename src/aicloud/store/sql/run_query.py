@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import aliased
 
 from aicloud.store.sql.tables import JobRow, ModelRow, ModelVersionRow, RunMetricRow, RunRow
+from aicloud.store.tracking import DEFAULT_EXPERIMENT
 from aicloud.store.training import MetricCondition, ParamCondition, RunFilter
 
 _OPS: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
@@ -68,6 +69,10 @@ def filtered(
         query = query.where(RunRow.status == where.status.value)
     if where.ids is not None:
         query = query.where(RunRow.id.in_(where.ids))
+    if where.experiment is not None:
+        in_it = RunRow.experiment == where.experiment
+        default = where.experiment == DEFAULT_EXPERIMENT
+        query = query.where(or_(in_it, RunRow.experiment.is_(None)) if default else in_it)
     if where.name:
         query = query.where(RunRow.name.ilike(f"%{_escape_like(where.name)}%", escape="\\"))
     if where.job is not None:
