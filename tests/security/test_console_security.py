@@ -73,6 +73,29 @@ def test_markup_in_names_renders_as_text(console_server: ServerProcess, tmp_path
             assert ESCAPED in r.text or path.startswith("/runs?p="), path
 
 
+def test_markup_logged_through_the_mlflow_api_renders_as_text(console_server: ServerProcess) -> None:
+    """An experiment, a run, a param and a metric value sent by an MLflow client land in the console
+    as text."""
+    with _api(console_server) as api:
+        r = api.post("/mlflow/api/2.0/mlflow/experiments/create", json={"name": XSS})
+        assert r.status_code == 200, r.text
+        experiment = r.json()["experiment_id"]
+        r = api.post(
+            "/mlflow/api/2.0/mlflow/runs/create", json={"experiment_id": experiment, "run_name": XSS}
+        )
+        assert r.status_code == 200, r.text
+        run_id = r.json()["run"]["info"]["run_id"]
+        r = api.post(
+            "/mlflow/api/2.0/mlflow/runs/log-parameter", json={"run_id": run_id, "key": "note", "value": XSS}
+        )
+        assert r.status_code == 200, r.text
+    with _signed_in(console_server) as browser:
+        for path in [f"/runs/{run_id}", "/runs?p=note"]:
+            r = browser.get(path)
+            assert r.status_code == 200, (path, r.text[:500])
+            assert XSS not in r.text and ESCAPED in r.text, path
+
+
 def test_a_form_without_its_csrf_token_is_refused(console_server: ServerProcess) -> None:
     with _signed_in(console_server) as browser:
         body = '{"kind": "command", "spec": {"command": "true"}}'
