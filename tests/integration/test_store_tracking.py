@@ -93,6 +93,16 @@ def test_artifacts_hold_their_blobs(store: MetadataStore) -> None:
     assert store.tracking.put_artifact(ws, run.id, "a/b.txt", d2, 4) == d1
     assert store.tracking.release_artifact(ws, run.id, d1) == []  # c.txt still holds it
     assert [a.path for a in store.tracking.artifacts(ws, run.id, "a")] == ["a/b.txt"]
+    for path in ("a.txt", "a-b/c", "A/b", "a0", "a%/x", "a_/x"):  # neighbours of a/ in any collation
+        store.tracking.put_artifact(ws, run.id, path, d2, 1)
+    assert [a.path for a in store.tracking.artifacts(ws, run.id, "a")] == ["a/b.txt"]
+    assert [a.path for a in store.tracking.artifacts(ws, run.id, "a%")] == ["a%/x"]
+    assert (
+        sorted(
+            store.tracking.delete_artifacts(ws, run.id, p) for p in ("a.txt", "a-b", "A", "a0", "a%", "a_")
+        )
+        == [[]] * 6
+    )
     assert [a.path for a in store.tracking.artifacts(ws, run.id)] == ["a/b.txt", "c.txt"]
     assert store.tracking.delete_artifacts(ws, run.id, "c.txt") == [d1]
     store.blob_refs.add(ws, d2, BlobOwner.UPLOAD)

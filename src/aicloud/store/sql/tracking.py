@@ -8,7 +8,7 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from aicloud.entities import BlobOwner, Experiment, Run, RunArtifact, RunStatus
@@ -54,8 +54,10 @@ def _find_experiment(session: Session, workspace_id: str, experiment_id: str) ->
 
 
 def _under(prefix: str) -> Any:
-    """Paths strictly below the folder ``prefix`` (a range, so no LIKE escaping): '/' + 1 is '0'."""
-    return (RunArtifactRow.path > prefix + "/") & (RunArtifactRow.path < prefix + "0")
+    """Paths strictly below the folder ``prefix``: their first characters equal ``prefix/`` (an
+    equality, so neither LIKE's wildcards and case rules nor a collation's order get in the way)."""
+    head = prefix + "/"
+    return func.substr(RunArtifactRow.path, 1, len(head)) == head
 
 
 def _release(session: Session, workspace_id: str, run_id: str, digests: set[str]) -> builtins.list[str]:
