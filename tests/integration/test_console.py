@@ -195,6 +195,7 @@ def test_upload_train_move_an_alias_deploy_and_call_the_endpoint(
     page.wait_for_url(re.compile(r"/datasets/console-data\?version=1$"))
     schema = page.inner_text("#schema")
     assert "label" in schema and "x" in schema and "120" in page.inner_text("dl.facts")
+    assert page.locator("#schema .hist").count() == 3  # a histogram per numeric column
     console.shot("dataset")
 
     # a model trained on it (by the SDK: the job's own page is tested above)

@@ -3,7 +3,10 @@
 For every column: ``nulls`` (nulls and float NaN), ``distinct`` (distinct non-null values) and
 ``distinct_approx``, plus ``min``/``max``/``mean``:
 
-* numbers: min and max as ints or floats, mean as a float;
+* numbers: min and max as ints or floats, mean as a float, and a ``histogram`` (``edges``: 21
+  floats from min to max, ``counts``: 20 ints; ``sampled``: true when it was computed from an
+  evenly strided sample of at most 20,000 values, fewer for wide tables, and scaled to the
+  column's count);
 * booleans count as numeric: min/max are ``false``/``true``, mean is the fraction of ``true``;
 * strings: min/max/mean are None: text extremes are data values, and the metadata database is
   not encrypted, so recording them would leave plaintext of the upload on disk;
@@ -21,10 +24,14 @@ import math
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 DISTINCT_CAP = 100_000
+HISTOGRAM_BINS = 20
+SAMPLE_CAP = 10_000  # values kept per numeric column for its histogram
+SAMPLE_BUDGET = 1_000_000  # over all columns together
 DISTINCT_BUDGET = 4_000_000  # distinct values tracked over all columns together
 MIN_DISTINCT_CAP = 10_000
 DTYPE_META = b"aicloud.dtype"
@@ -69,6 +76,50 @@ def distinct_cap(num_columns: int) -> int:
     return max(MIN_DISTINCT_CAP, min(DISTINCT_CAP, DISTINCT_BUDGET // max(1, num_columns)))
 
 
+def sample_cap(num_columns: int) -> int:
+    """The per-column cap on values kept for a histogram, for a table this wide."""
+    return max(200, min(SAMPLE_CAP, SAMPLE_BUDGET // max(1, num_columns)))
+
+
+class _Sample:
+    """An evenly strided sample of a column in bounded memory: every ``stride``-th value, the stride
+    doubling (and the kept values halving) whenever more than ``2 * cap`` are held. Deterministic,
+    and spread over the whole file rather than its first rows."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.stride = 1
+        self.seen = 0
+        self.parts: list[np.ndarray] = []
+        self.held = 0
+
+    def add(self, values: np.ndarray) -> None:
+        first = (-self.seen) % self.stride  # the next index on the stride, within this piece
+        picked = values[first :: self.stride]
+        self.seen += len(values)
+        self.parts.append(picked)
+        self.held += len(picked)
+        while self.held > 2 * self.cap:
+            kept = np.concatenate(self.parts)[::2]
+            self.parts, self.held, self.stride = [kept], len(kept), self.stride * 2
+
+    def values(self) -> np.ndarray:
+        return np.concatenate(self.parts) if self.parts else np.empty(0)
+
+
+def histogram(sample: np.ndarray, low: float, high: float, total: int) -> dict[str, Any]:
+    """``HISTOGRAM_BINS`` equal bins over ``[low, high]``: ``edges`` and ``counts``, the counts
+    scaled from the sample to the ``total`` values of the column (exact when nothing was left out)."""
+    bins = HISTOGRAM_BINS if high > low else 1
+    counts, edges = np.histogram(sample, bins=bins, range=(low, high) if high > low else (low, low + 1))
+    scale = total / len(sample) if len(sample) else 0.0
+    return {
+        "edges": [float(e) for e in edges] if high > low else [float(low), float(high)],
+        "counts": [round(float(c) * scale) for c in counts],
+        "sampled": len(sample) < total,
+    }
+
+
 def _json_number(v: Any) -> Any:
     if isinstance(v, Decimal):
         v = float(v)
@@ -80,7 +131,7 @@ def _json_number(v: Any) -> Any:
 class ColumnStats:
     """Statistics of one column, fed one array (a batch's column, or a chunk of an array) at a time."""
 
-    def __init__(self, type_: pa.DataType, cap: int = DISTINCT_CAP) -> None:
+    def __init__(self, type_: pa.DataType, cap: int = DISTINCT_CAP, samples: int = SAMPLE_CAP) -> None:
         self.type = type_.value_type if pa.types.is_dictionary(type_) else type_
         self.kind = _kind(self.type)
         self.nulls = 0
@@ -94,6 +145,10 @@ class ColumnStats:
         self._tracking = self.kind != "nested"
         self._unsupported = self.kind == "nested"  # no distinct count for this type
         self._lower_bound: int | None = None  # set when the cap was passed
+        # numbers (not booleans) keep a sample for their histogram
+        self._sample = (
+            _Sample(samples) if self.kind == "numeric" and not pa.types.is_boolean(self.type) else None
+        )
 
     def add(self, arr: pa.Array | pa.ChunkedArray) -> None:
         """Account for one more piece of the column."""
@@ -123,9 +178,12 @@ class ColumnStats:
             self._mins.append(mm["min"])
             self._maxs.append(mm["max"])
         if self.kind == "numeric":
-            summed = pc.sum(arr if pa.types.is_float64(arr.type) else arr.cast(pa.float64()))
+            as_float = arr if pa.types.is_float64(arr.type) else arr.cast(pa.float64())
+            summed = pc.sum(as_float)
             self._sum += summed.as_py() or 0.0
             self._count += len(arr)
+            if self._sample is not None:
+                self._sample.add(as_float.to_numpy(zero_copy_only=False))
         elif self.kind == "bool":
             self._sum += pc.sum(arr.cast(pa.int64())).as_py() or 0
             self._count += len(arr)
@@ -193,7 +251,7 @@ class ColumnStats:
         mean = None
         if self.kind in ("numeric", "bool") and self._count:
             mean = _json_number(self._sum / self._count)
-        return {
+        out = {
             "min": self._extreme(self._mins, "min"),
             "max": self._extreme(self._maxs, "max"),
             "mean": mean,
@@ -201,6 +259,18 @@ class ColumnStats:
             "distinct": distinct,
             "distinct_approx": approx,
         }
+        low, high = out["min"], out["max"]
+        if (
+            self._sample is not None
+            and self._count
+            and isinstance(low, int | float)
+            and isinstance(high, int | float)
+        ):
+            sample = self._sample.values()
+            sample = sample[np.isfinite(sample)]
+            if len(sample):
+                out["histogram"] = histogram(sample, float(low), float(high), self._count)
+        return out
 
 
 class TableStats:
@@ -208,8 +278,8 @@ class TableStats:
 
     def __init__(self, schema: pa.Schema) -> None:
         self.schema = schema
-        cap = distinct_cap(len(schema))
-        self.columns = [ColumnStats(field.type, cap) for field in schema]
+        cap, samples = distinct_cap(len(schema)), sample_cap(len(schema))
+        self.columns = [ColumnStats(field.type, cap, samples) for field in schema]
         self.num_rows = 0
 
     def add(self, batch: pa.RecordBatch) -> None:
