@@ -200,7 +200,7 @@ def test_cli_export_quantize_and_compare_table(
     assert out.returncode == 0, out.stdout + out.stderr
     for label in (f"{name}:1", f"{name}:2", f"{name}:3"):
         assert label in out.stdout
-    for column in ("size", "p50 b1 ms", "p50 b32 ms", "accuracy"):
+    for column in ("size", "p50 b1 ms", "p50 b32 ms", "accuracy", "1 thread per runtime"):
         assert column in out.stdout
 
     table = client.models.compare(name, dataset=ds.name)
@@ -215,6 +215,7 @@ def test_cli_export_quantize_and_compare_table(
     assert table.variants[2].size_bytes < table.variants[1].size_bytes  # int8 weights
     assert all(v.p50_ms_b1 > 0 and v.p50_ms_b32 > 0 for v in table.variants)
     assert table.variants[1].cosine_to_first == pytest.approx(1.0, abs=1e-6)
+    assert table.threads == 1
 
 
 def test_another_workspace_cannot_compress_a_version(

@@ -166,8 +166,12 @@ class LoadedModel:
         return f"LoadedModel({str(self.folder)!r}, task={self.task!r}, architecture={kind!r})"
 
 
-def load_model(folder: str | Path) -> LoadedModel:
+def load_model(folder: str | Path, threads: int | None = None) -> LoadedModel:
     """Load a model folder (``config.json`` + ``model.safetensors`` or ``model.onnx``); never unpickles.
+
+    ``threads``: the intra-op threads of an ONNX Runtime session (one inter-op thread, and idle
+    threads do not spin); None: ONNX Runtime's defaults. A torch model uses torch's setting
+    (``torch.set_num_threads``).
 
     Raises:
         InvalidDataError: the folder is not a model, or the config names an unknown architecture.
@@ -177,7 +181,7 @@ def load_model(folder: str | Path) -> LoadedModel:
     architecture = config.get("architecture") or {}
     kind = architecture.get("type") if isinstance(architecture, dict) else None
     if kind == "onnx" or (kind is None and (folder / ONNX).exists()):
-        return LoadedModel(folder, config, _onnx_runner(folder / ONNX))
+        return LoadedModel(folder, config, _onnx_runner(folder / ONNX, threads))
     module = build_model(architecture)  # raises on unknown types
     if not (folder / WEIGHTS).exists():
         raise InvalidDataError(f"{folder}: config.json names architecture {kind!r} but there is no {WEIGHTS}")
@@ -210,12 +214,17 @@ _ONNX_DTYPES: dict[str, Any] = {
 }
 
 
-def _onnx_runner(path: Path) -> Callable[[Features], np.ndarray]:
+def _onnx_runner(path: Path, threads: int | None = None) -> Callable[[Features], np.ndarray]:
     if not path.exists():
         raise InvalidDataError(f"{path.parent}: the config says ONNX but there is no {ONNX}")
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     dtypes = {i.name: _ONNX_DTYPES.get(i.type, np.float32) for i in session.get_inputs()}
     first = session.get_inputs()[0].name
 

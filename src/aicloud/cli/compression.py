@@ -89,6 +89,7 @@ def compare_table(out: CompareOut) -> Any:
             ]
         )
     title = f"{out.model}: variants" + (f" on {out.dataset}" if out.dataset else " (no evaluation dataset)")
+    title += f", {out.threads} thread{'s' if out.threads > 1 else ''} per runtime"
     columns = ["variant", "method", "runtime", "size", "p50 b1 ms", "vs first", "p50 b32 ms", "vs first"]
     return table(title, [*columns, "accuracy", "cosine to first"], rows)
 
@@ -101,9 +102,10 @@ def model_compare(
     versions: list[int] | None = typer.Option(
         None, "--version", "-v", help="a version to compare (repeat); default: all"
     ),
+    threads: int = typer.Option(1, "--threads", help="threads for each runtime (1: as a replica of cpus 1)"),
     output: Output = OutputOpt,
 ) -> None:
     """Per version: size, p50 latency at batch 1 and 32 on the server, accuracy (or cosine to the first)."""
     with console.status(f"measuring the versions of {name} on the server…"):
-        out = client().models.compare(name, dataset=dataset, versions=versions or None)
+        out = client().models.compare(name, dataset=dataset, versions=versions or None, threads=threads)
     emit(out, output, lambda _: console.print(compare_table(out)))

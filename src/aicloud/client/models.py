@@ -188,15 +188,24 @@ class ModelsAPI:
         return self._derive(ref, "quantize", {"method": method, "calibration": calibration})
 
     def compare(
-        self, name: str, *, dataset: str | None = None, versions: Sequence[int] | None = None
+        self,
+        name: str,
+        *,
+        dataset: str | None = None,
+        versions: Sequence[int] | None = None,
+        threads: int = 1,
     ) -> CompareOut:
         """Size, median latency at batch 1 and 32 (measured on the server, one model call on prepared
         inputs) and accuracy on ``dataset`` (or cosine to the first version compared) of the model's
-        versions (default: all, at most the newest 8)."""
+        versions (default: all, at most the newest 8), each runtime on ``threads`` threads."""
         out = self._client._transport.json(
             "POST",
             f"{MODELS}/{quote(name, safe='')}/compare",
-            json={"dataset": dataset, "versions": list(versions) if versions is not None else None},
+            json={
+                "dataset": dataset,
+                "versions": list(versions) if versions is not None else None,
+                "threads": threads,
+            },
             timeout=COMPRESSION_TIMEOUT_S,
             retry=False,
         )

@@ -97,6 +97,7 @@ def compare(req: dict[str, Any]) -> dict[str, Any]:
         req["variants"],
         Path(dataset["path"]) if dataset else None,
         dataset.get("format") if dataset else None,
+        threads=int(req.get("threads") or 1),
     )
     return {"variants": rows}
 

@@ -40,6 +40,12 @@ class CompareRequest(_In):
     dataset: str | None = Field(
         default=None, description="an evaluation dataset version (NAME or NAME:VERSION)"
     )
+    threads: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="the threads each runtime (torch, ONNX Runtime) may use: 1, as a replica of cpus 1 runs",
+    )
 
 
 class VariantOut(BaseModel):
@@ -60,4 +66,5 @@ class VariantOut(BaseModel):
 class CompareOut(BaseModel):
     model: str
     dataset: str | None = None  # the evaluation dataset version, ``name:version``
+    threads: int = 1  # the threads each runtime used
     variants: list[VariantOut]

@@ -232,6 +232,7 @@ def compare_versions(state: AppState, principal: Principal, name: str, body: Com
             "op": "compare",
             "variants": variants,
             "dataset": _dataset_file(state, ds, workdir) if ds is not None else None,
+            "threads": body.threads,
         }
         rows = run_worker(request, workdir, _confine(state))["variants"]
     finally:
@@ -254,7 +255,8 @@ def compare_versions(state: AppState, principal: Principal, name: str, body: Com
                 cosine_to_first=_finite(row.get("cosine_to_parent")),
             )
         )
-    return CompareOut(model=name, dataset=f"{ds.name}:{ds.version}" if ds else None, variants=out)
+    dataset = f"{ds.name}:{ds.version}" if ds else None
+    return CompareOut(model=name, dataset=dataset, threads=body.threads, variants=out)
 
 
 def _finite(value: Any) -> float | None:

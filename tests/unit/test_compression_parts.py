@@ -64,3 +64,24 @@ def test_examples_and_differences() -> None:
     assert max_abs_diff(a, a + 0.5) == 0.5
     assert max_abs_diff(a, np.zeros((3, 2))) == math.inf
     assert math.isnan(max_abs_diff(a, a * np.nan))
+
+
+def test_export_and_a_session_of_one_thread(tmp_path: Path) -> None:
+    import torch
+
+    from aicloud.artifacts.architectures import MLP
+    from aicloud.artifacts.format import save_builtin
+    from aicloud.artifacts.loader import load_model
+    from aicloud.compression.export import export_onnx
+
+    torch.manual_seed(0)
+    save_builtin(tmp_path / "mlp", MLP(7, [16], 3), {"task": "tabular-classification"})
+    report = export_onnx(tmp_path / "mlp", tmp_path / "onnx", derived={"from": "m:1", "method": "onnx"})
+    assert report["max_abs_diff"] <= 1e-4 and report["examples"] == 32
+    x = example_inputs({"architecture": {"type": "mlp", "in_features": 7}}, rows=5)
+    default, single = load_model(tmp_path / "onnx"), load_model(tmp_path / "onnx", threads=1)
+    assert single.config["derived"] == {"from": "m:1", "method": "onnx"}
+    np.testing.assert_array_equal(default.run_features(x), single.run_features(x))
+    np.testing.assert_allclose(
+        single.run_features(x), load_model(tmp_path / "mlp").run_features(x), atol=1e-5
+    )
