@@ -262,6 +262,60 @@ def test_upload_train_move_an_alias_deploy_and_call_the_endpoint(
     console.shot("model")
 
 
+def test_a_sweeps_trials_and_scatter(console: Console, sdk: Client, tmp_path: Path) -> None:
+    data = sdk.datasets.create("console-sweep-data", small_csv(tmp_path / "s.csv", rows=120))
+    train, test = data.split(train_size=0.75, seed=0, stratify="label")
+    sweep = sdk.jobs.sweep(
+        {"lr": {"type": "log_uniform", "low": 1e-3, "high": 1e-1}},
+        task="tabular-classification",
+        dataset=train,
+        eval_dataset=test,
+        target="label",
+        params={"epochs": 2},
+        name="console-sweep",
+        max_trials=3,
+        parallelism=2,
+        sampler="random",
+        seed=0,
+        pruner="none",
+    )
+    sweep.wait(timeout=400)
+    assert sweep.status == "succeeded", sweep.trials().model_dump()
+    page = console.go("/sweeps")
+    page.click("text=console-sweep")
+    page.wait_for_url(re.compile(rf"/sweeps/{sweep.id}$"))
+    assert page.locator("table.list tr").count() == 1 + 3  # a row per trial
+    assert page.locator("[data-chart=sweep-scatter] canvas").count() == 1
+    assert page.locator("[data-chart=sweep-curves] canvas").count() == 1
+    console.shot("sweep")
+    console.go("/sweeps")
+    console.shot("sweeps")
+
+
+def test_admin_creates_and_revokes_a_token_and_adds_a_secret(console: Console) -> None:
+    page = console.go("/admin/tokens")
+    page.fill("#token-form input[name=name]", "console-made")
+    page.select_option("#token-form select[name=role]", "viewer")
+    page.click("#token-form button[type=submit]")
+    shown = page.inner_text("#new-token pre")
+    assert shown.startswith("aic_tok_")  # shown once, on the page that made it
+    console.shot("admin-token-created")
+    page = console.go("/admin/tokens")
+    assert shown not in page.content()
+    row = page.locator("tr", has_text="console-made")
+    row.locator("button", has_text="Revoke").click()
+    page.wait_for_load_state()
+    assert page.locator("tr", has_text="console-made").count() == 0
+    page = console.go("/admin/secrets")
+    page.fill("form.card input[name=name]", "CONSOLE_SECRET")
+    page.fill("form.card input[name=value]", "never-shown-value")
+    page.click("form.card button[type=submit]")
+    page.wait_for_url(re.compile(r"/admin/secrets$"))
+    assert "CONSOLE_SECRET" in page.inner_text("table.list")
+    assert "never-shown-value" not in page.content()
+    console.shot("admin-secrets")
+
+
 @pytest.mark.parametrize(
     "path",
     ["/", "/usage", "/usage?by=job", "/sweeps", "/admin/tokens", "/admin/workspaces", "/admin/secrets"],

@@ -37,7 +37,7 @@
       width: width, height: 220, scales: { x: { time: false } }, legend: { show: series.length > 1 || !!extra.scatter },
       series: [{ label: xlabel }].concat(series.map(function (s, i) {
         var color = COLORS[i % COLORS.length];
-        if (extra.scatter) return { label: s.label, stroke: color, fill: color, paths: function () { return null; }, points: { show: true, size: 7 } };
+        if (extra.scatter) return { label: s.label, stroke: color, fill: color, paths: function () { return null; }, points: { show: true, size: 8, fill: color } };
         return { label: s.label, stroke: color, width: 1.5, spanGaps: true };  // points drawn while sparse
       })),
       // steps are whole numbers: no tick at 0.5
