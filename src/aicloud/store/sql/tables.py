@@ -177,12 +177,14 @@ class RunRow(Base):
 
     ``summary`` maps a metric name to ``[step, timestamp, value]`` of its last point: the same
     last points as ``run_metrics``, written in the same transaction, kept for the MLflow search
-    (``store.sql.tracking_search``) until it reads ``run_metrics``.
+    (``store.sql.tracking_search``) until it reads ``run_metrics``. The first index holds ``id``
+    too, so ordering a workspace's runs reads no row (a row with 100 metrics in ``summary`` is
+    several pages long).
     """
 
     __tablename__ = "runs"
     __table_args__ = (
-        Index(None, "workspace_id", "created_at"),
+        Index(None, "workspace_id", "created_at", "id"),
         Index(None, "workspace_id", "experiment", "created_at"),
     )
 
@@ -241,7 +243,8 @@ class RunMetricRow(Base):
     (the index serves "every run's ``val_loss`` in order")."""
 
     __tablename__ = "run_metrics"
-    __table_args__ = (Index(None, "name", "last_value"),)
+    # Clustered by (run_id, name) on SQLite: looking a metric up reads its row with the key.
+    __table_args__ = (Index(None, "name", "last_value"), {"sqlite_with_rowid": False})
 
     run_id: Mapped[str] = mapped_column(
         String(64), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True

@@ -4,7 +4,9 @@ the format) replace ``metrics`` (one row per point, about 150 bytes each with it
 billion points did not fit on a disk, nor load in a day).
 
 The upgrade reads the points series by series in series order and writes them as chunks; the
-downgrade writes them back as rows.
+downgrade writes them back as rows. ``run_metrics`` is a WITHOUT ROWID table on SQLite (clustered
+by its key), and the runs' (workspace, created_at) index takes ``id`` too, so sorting a
+workspace's runs by a metric reads indexes only.
 
 Revision ID: 0009
 Revises: 0008
@@ -149,8 +151,12 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["run_id"], ["runs.id"], name="fk_run_metrics_run_id_runs", ondelete="CASCADE"
         ),
+        sqlite_with_rowid=False,
     )
     op.create_index("ix_run_metrics_name_last_value", "run_metrics", ["name", "last_value"])
+    # Ordering a workspace's runs reads the index only (their rows are long: ``summary``).
+    op.drop_index("ix_runs_workspace_id_created_at", table_name="runs")
+    op.create_index("ix_runs_workspace_id_created_at_id", "runs", ["workspace_id", "created_at", "id"])
     op.create_table(
         "metric_chunks",
         sa.Column("run_id", sa.String(64), nullable=False),
@@ -213,3 +219,5 @@ def downgrade() -> None:
     op.drop_table("metric_chunks")
     op.drop_index("ix_run_metrics_name_last_value", table_name="run_metrics")
     op.drop_table("run_metrics")
+    op.drop_index("ix_runs_workspace_id_created_at_id", table_name="runs")
+    op.create_index("ix_runs_workspace_id_created_at", "runs", ["workspace_id", "created_at"])
