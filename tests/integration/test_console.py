@@ -196,6 +196,8 @@ def test_upload_train_move_an_alias_deploy_and_call_the_endpoint(
     schema = page.inner_text("#schema")
     assert "label" in schema and "x" in schema and "120" in page.inner_text("dl.facts")
     assert page.locator("#schema .hist").count() == 3  # a histogram per numeric column
+    page.wait_for_selector("#preview-table")  # the first rows, read by a parser worker
+    assert page.locator("#preview-table tr").count() == 1 + 20
     console.shot("dataset")
 
     # a model trained on it (by the SDK: the job's own page is tested above)

@@ -232,6 +232,11 @@ class ParserPool:
         with self.session() as parser:
             return parser.profile(fmt, f, size)
 
+    def preview(self, fmt: str, f: BinaryIO, rows: int = 20, size: int | None = None) -> dict[str, Any]:
+        """:func:`aicloud.data.preview.preview` of ``f`` in a worker: its first rows."""
+        with self.session() as parser:
+            return parser.preview(fmt, f, rows, size)
+
 
 class ParserSession:
     """The steps a request runs in its worker; each raises what :mod:`aicloud.data` would raise, or a
@@ -249,6 +254,18 @@ class ParserSession:
         except (KeyError, TypeError, ValueError):
             self._worker.kill()
             raise AicloudError("the parser worker sent a malformed profile") from None
+
+    def preview(self, fmt: str, f: BinaryIO, rows: int = 20, size: int | None = None) -> dict[str, Any]:
+        """The first ``rows`` rows of ``f`` (``{"columns", "rows"}``), read in the worker."""
+        result = self._run({"op": "preview", "fmt": fmt, "rows": rows}, f, size, ())
+        if not (
+            isinstance(result, dict)
+            and isinstance(result.get("columns"), list)
+            and isinstance(result.get("rows"), list)
+        ):
+            self._worker.kill()
+            raise AicloudError("the parser worker sent a malformed preview")
+        return result
 
     def split(
         self,

@@ -164,6 +164,10 @@ def _run(job: dict[str, Any], f: BinaryIO, out: IO[bytes], limits: ParseLimits) 
                 limits=limits,
             )
         )
+    if op == "preview":
+        from aicloud.data.preview import preview
+
+        return preview(job["fmt"], f, rows=int(job.get("rows", 20)), limits=limits)
     raise AicloudError(f"unknown parser job {op!r}")
 
 

@@ -1,4 +1,4 @@
-"""Datasets beyond HTTP: a stored upload profiled into a version, splits, deletes.
+"""Datasets beyond HTTP: a stored upload profiled into a version, splits, deletes, previews.
 
 Uploaded files are never parsed here: their format is detected from the name and first bytes,
 and profiles and splits run in the parser pool's worker processes (``AppState.parsers``,
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import posixpath
+from typing import Any
 
 from aicloud import data
 from aicloud.blobs import BlobInfo
@@ -127,3 +128,10 @@ def delete_dataset(state: AppState, workspace_id: str, name: str) -> None:
     only when no reference of any kind, in any workspace, holds it any more."""
     state.drop_blobs(lambda: state.store.datasets.delete_dataset(workspace_id, name))
     state.versions.discard_where(lambda key, _: key[:2] == (workspace_id, name))
+
+
+def preview_version(state: AppState, version: DatasetVersion, rows: int = 20) -> dict[str, Any]:
+    """The first ``rows`` rows of a stored version (``{"columns", "rows"}``), read in a parser
+    worker and never stored (the console's dataset page)."""
+    with state.blobs.open(version.blob_digest) as f:
+        return state.parsers.preview(version.format, f, rows, size=version.size_bytes)

@@ -11,15 +11,17 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from aicloud.entities import DatasetVersion
+from aicloud.errors import UnsupportedFormatError
 from aicloud.server.console.render import ConsoleRoute, page
 from aicloud.server.console.session import Member, Viewer
 from aicloud.server.deps import State
 from aicloud.server.routes._uploads import receive_upload
-from aicloud.server.services.datasets import ingest_upload
+from aicloud.server.services.datasets import ingest_upload, preview_version
 from aicloud.server.services.names import check_name
 
 router = APIRouter(route_class=ConsoleRoute)
 PAGE = 50
+PREVIEW_ROWS = 20
 
 
 @router.get("/datasets")
@@ -84,6 +86,21 @@ async def dataset_page(
         v=chosen,
         rows=_stats_rows(chosen),
     )
+
+
+@router.get("/datasets/{name}/preview")
+async def dataset_preview(
+    request: Request, name: str, principal: Viewer, state: State, version: int = Query(ge=1)
+) -> Response:
+    """An htmx fragment: the version's first rows, read in a parser worker (never stored)."""
+    row = await run_in_threadpool(
+        state.store.datasets.get_version, principal.workspace.id, check_name(name), version
+    )
+    try:
+        shown = await run_in_threadpool(preview_version, state, row, PREVIEW_ROWS)
+    except UnsupportedFormatError as exc:
+        return page(request, "_preview.html", columns=[], rows=[], note=exc.message)
+    return page(request, "_preview.html", columns=shown["columns"], rows=shown["rows"], note="")
 
 
 @router.post("/datasets/{name}/upload")
