@@ -9,6 +9,7 @@ are those of JSON values (the number 0.01 equals 0.010).
 
 from __future__ import annotations
 
+import hashlib
 import operator
 from collections.abc import Callable
 from typing import Any
@@ -48,10 +49,20 @@ def _param_matches(dialect: str, condition: ParamCondition) -> ColumnElement[boo
     return and_(value.is_not(None), not_(matches)) if condition.negate else matches
 
 
-def _metric_matches(query: Select[Any], condition: MetricCondition) -> Select[Any]:
-    metric = aliased(RunMetricRow)
-    on = and_(metric.run_id == RunRow.id, metric.name == condition.name)
-    return query.join(metric, on).where(_OPS[condition.op](metric.last_value, condition.value))
+def _alias(metric: str) -> str:
+    """The SQL alias of the ``run_metrics`` row a condition on ``metric`` joins (one per name)."""
+    return f"m_{hashlib.sha1(metric.encode()).hexdigest()[:12]}"
+
+
+def _metric_conditions(query: Select[Any], conditions: tuple[MetricCondition, ...]) -> Select[Any]:
+    """Join each metric the conditions name once, and keep the runs whose last value meets them."""
+    for name in dict.fromkeys(c.name for c in conditions):
+        metric = aliased(RunMetricRow, name=_alias(name))
+        query = query.join(metric, and_(metric.run_id == RunRow.id, metric.name == name))
+        for condition in conditions:
+            if condition.name == name:
+                query = query.where(_OPS[condition.op](metric.last_value, condition.value))
+    return query
 
 
 def _escape_like(text: str) -> str:
@@ -92,8 +103,7 @@ def filtered(
             )
         )
         query = query.where(or_(RunRow.job_id.in_(trains), registered.exists()))
-    for metric_condition in where.metrics:
-        query = _metric_matches(query, metric_condition)
+    query = _metric_conditions(query, where.metrics)
     for param_condition in where.params:
         query = query.where(_param_matches(dialect, param_condition))
     return query
@@ -104,7 +114,11 @@ def ordered(query: Select[Any], dialect: str, where: RunFilter) -> Select[Any]:
     equals), else by age; then ``where.offset``."""
     order: list[Any] = []
     key: ColumnElement[Any] | None = None
-    if where.metric is not None:
+    if where.metric is not None and any(c.name == where.metric for c in where.metrics):
+        # A condition on the sort's metric joined its row already (every run left has one).
+        joined = aliased(RunMetricRow, name=_alias(where.metric))
+        key = joined.last_value.expression
+    elif where.metric is not None:
         metric = aliased(RunMetricRow)
         query = query.outerjoin(metric, and_(metric.run_id == RunRow.id, metric.name == where.metric))
         key = metric.last_value.expression
