@@ -1,7 +1,8 @@
 """Model compression through the real server (docs/compression.md): ONNX export of the built-in MLP
 and CNN (the ONNX version predicts as its parent does, loaded and deployed), an export whose outputs
 diverge is refused and registers nothing, int8 quantization (dynamic, and static on a calibration
-dataset), a calibration dataset of the wrong columns, the comparison table, and another workspace."""
+dataset), a calibration dataset of the wrong columns, structured pruning, the comparison table, and
+another workspace."""
 
 from __future__ import annotations
 
@@ -165,6 +166,45 @@ def test_calibration_of_the_wrong_columns_is_422(
     assert [v.version for v in client.models.versions(name)] == [1]
 
 
+def test_prune_shrinks_the_layers_and_fine_tunes(
+    client: Client, http: httpx.Client, tmp_path: Path, unique: Callable[[str], str]
+) -> None:
+    folder, names = digits_like(tmp_path / "mlp")
+    config = json.loads((folder / "config.json").read_text())
+    config["target"] = "label"
+    (folder / "config.json").write_text(json.dumps(config))
+    name = unique("prune")
+    register(client, folder, name)
+    data = tmp_path / "train.csv"
+    pixel_rows(names, 200, seed=4).to_csv(data, index=False)
+    ds = client.datasets.create(unique("train"), data)
+
+    v = client.models.prune(f"{name}:1", amount=0.5, finetune_epochs=2, dataset=ds.name)
+    assert set(v.files) == {"config.json", "model.safetensors"}
+    assert v.config["architecture"]["hidden"] == [128, 128]  # the layers really shrank
+    assert v.metrics["parameters"] < 0.4 * v.metrics["parent_parameters"]
+    assert v.lineage["derived"]["method"] == "prune-structured"
+    assert v.lineage["derived"]["finetune_dataset"]["name"] == ds.name
+    assert len(v.config["pruning"]["finetune_losses"]) == 2
+    rows = pixel_rows(names, 20, seed=6)[names]
+    assert client.models.load(f"{name}:{v.version}").predict_proba(rows).shape == (20, 10)
+
+    url = f"/api/v1/models/{name}/versions/1/prune"
+    err = assert_error(http.post(url, json={"amount": 0.5}), 422)  # no training data in its lineage
+    assert "names no training dataset" in err["message"]
+    no_target = tmp_path / "no_target.csv"
+    pixel_rows(names, 20, seed=4).drop(columns=["label"]).to_csv(no_target, index=False)
+    bare = client.datasets.create(unique("bare"), no_target)
+    assert "no target column" in assert_error(http.post(url, json={"dataset": bare.name}), 422)["message"]
+    assert_error(http.post(url, json={"amount": 1.0, "finetune_epochs": 0}), 422)
+    assert_error(http.post(url, json={"structured": False, "finetune_epochs": 0}), 422)
+    onnx = client.models.export(f"{name}:1")
+    assert_error(http.post(f"/api/v1/models/{name}/versions/{onnx.version}/prune", json={}), 422)
+    plain = client.models.prune(f"{name}:1", amount=0.25, finetune_epochs=0)  # no data needed
+    assert plain.config["architecture"]["hidden"] == [192, 192]
+    assert [x.version for x in client.models.versions(name)] == [1, 2, 3, 4]
+
+
 def run_cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AICLOUD_")}
     env.update(
@@ -231,7 +271,7 @@ def test_another_workspace_cannot_compress_a_version(
             o.models.export(f"{name}:1")
         with pytest.raises(NotFoundError):
             o.models.compare(name)
-    for action in ("export", "quantize"):
+    for action in ("export", "quantize", "prune"):
         r = httpx.post(f"{server.url}/api/v1/models/{name}/versions/1/{action}", json={}, headers=headers)
         assert_error(r, 404, "not_found")
     assert_error(httpx.post(f"{server.url}/api/v1/models/{name}/compare", json={}, headers=headers), 404)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from aicloud.compression.export import example_inputs, max_abs_diff
@@ -67,8 +68,6 @@ def test_examples_and_differences() -> None:
 
 
 def test_export_and_a_session_of_one_thread(tmp_path: Path) -> None:
-    import torch
-
     from aicloud.artifacts.architectures import MLP
     from aicloud.artifacts.format import save_builtin
     from aicloud.artifacts.loader import load_model
@@ -85,3 +84,35 @@ def test_export_and_a_session_of_one_thread(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         single.run_features(x), load_model(tmp_path / "mlp").run_features(x), atol=1e-5
     )
+
+
+def _dead_units(module: torch.nn.Module) -> torch.nn.Module:
+    """Zero the weights and bias of every other unit of each hidden layer: those units output
+    nothing (ReLU(0) = 0, or a zero channel), so removing exactly them changes no output."""
+    from aicloud.compression.prune import _layers
+
+    with torch.no_grad():
+        for layer in _layers(module)[:-1]:
+            layer.weight[1::2] = 0
+            layer.bias[1::2] = 0
+    return module.eval()
+
+
+def test_structured_pruning_removes_units_and_keeps_the_function() -> None:
+    from aicloud.artifacts.architectures import CNN, MLP
+    from aicloud.compression.prune import parameter_count, shrink
+
+    torch.manual_seed(0)
+    for module, x in (
+        (MLP(12, [32, 16], 4), torch.randn(9, 12)),
+        (CNN([8, 8], 10, hidden=[24], channels=(8, 16)), torch.randn(5, 64)),
+    ):
+        module = _dead_units(module)
+        same = shrink(module, 0.0)
+        torch.testing.assert_close(same(x), module(x))
+        smaller = shrink(module, 0.5)
+        assert smaller.architecture["hidden"] == [h // 2 for h in module.architecture["hidden"]]
+        if "channels" in module.architecture:
+            assert smaller.architecture["channels"] == [4, 8]
+        assert parameter_count(smaller) < 0.4 * parameter_count(module)
+        torch.testing.assert_close(smaller(x), module(x), rtol=1e-5, atol=1e-5)  # only dead units went

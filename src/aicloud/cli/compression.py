@@ -1,4 +1,4 @@
-"""``aicloud model export | quantize | compare``: model compression (docs/compression.md); the
+"""``aicloud model export | quantize | prune | compare``: model compression (docs/compression.md); the
 commands are added to ``aicloud model`` in ``cli/main.py``.
 
 The work runs on the server, in a sandboxed worker; the CLI shows a status spinner while it waits.
@@ -56,6 +56,32 @@ def model_quantize(
     with console.status(f"quantizing {ref} ({method}) on the server…"):
         v = client().models.quantize(ref, method=method, calibration=calibration)
     emit(v, output, lambda _: _made(v))
+
+
+def model_prune(
+    ref: str = typer.Argument(..., help=REF_HELP),
+    amount: float = typer.Option(0.5, "--amount", help="the share of each hidden layer's units to remove"),
+    finetune_epochs: int = typer.Option(3, "--finetune-epochs", help="epochs of fine-tuning afterwards"),
+    dataset: str | None = typer.Option(
+        None,
+        "--dataset",
+        help="fine-tuning data (NAME or NAME:VERSION); default: the version's training data",
+    ),
+    output: Output = OutputOpt,
+) -> None:
+    """Remove whole units and channels of a built-in model, fine-tune it: the model's next version."""
+    with console.status(f"pruning {ref} ({amount:.0%} of each hidden layer) on the server…"):
+        v = client().models.prune(ref, amount, finetune_epochs=finetune_epochs, dataset=dataset)
+
+    def render(_: Any) -> None:
+        _made(v)
+        params, before = v.metrics.get("parameters"), v.metrics.get("parent_parameters")
+        if params and before:
+            console.print(
+                f"  parameters: {before:,.0f} → {params:,.0f}; architecture {v.config['architecture']}"
+            )
+
+    emit(v, output, render)
 
 
 def _size(n: int) -> str:

@@ -187,6 +187,26 @@ class ModelsAPI:
         version (``name`` or ``name:version``) that has the model's input columns."""
         return self._derive(ref, "quantize", {"method": method, "calibration": calibration})
 
+    def prune(
+        self,
+        ref: str,
+        amount: float = 0.5,
+        *,
+        structured: bool = True,
+        finetune_epochs: int = 3,
+        dataset: str | None = None,
+    ) -> ModelVersionOut:
+        """A smaller built-in model as the model's next version: ``amount`` of each hidden layer's
+        units (and the CNN's channels) removed, the weakest by L2 norm, then ``finetune_epochs`` of
+        training on ``dataset`` (default: the version's training dataset). Only ``structured=True``."""
+        body = {
+            "amount": amount,
+            "structured": structured,
+            "finetune_epochs": finetune_epochs,
+            "dataset": dataset,
+        }
+        return self._derive(ref, "prune", body)
+
     def compare(
         self,
         name: str,

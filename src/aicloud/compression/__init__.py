@@ -1,5 +1,5 @@
-"""Model compression: ONNX export, int8 quantization and the comparison of a model's variants
-(docs/compression.md).
+"""Model compression: ONNX export, int8 quantization, structured pruning and the comparison of a
+model's variants (docs/compression.md).
 
 Loading a model means importing torch and ONNX Runtime, which the control plane never does: the
 work runs in a worker process in the workload sandbox, one per request.
@@ -10,5 +10,6 @@ work runs in a worker process in the workload sandbox, one per request.
 * :mod:`aicloud.compression.export`: a built-in model (safetensors + JSON) to ``model.onnx``, checked
   against the parent on examples built from the signature;
 * :mod:`aicloud.compression.quantize`: ONNX Runtime's dynamic and static int8 quantization;
+* :mod:`aicloud.compression.prune`: structured pruning of a built-in model, and a short fine-tune;
 * :mod:`aicloud.compression.compare`: size, latency and accuracy of several variants.
 """

@@ -2,7 +2,7 @@
 
 Started by :mod:`aicloud.compression.runner` in the workload sandbox, in a private working folder
 that holds the request and the model files the control plane put there. It runs one operation
-(``export``, ``quantize`` or ``compare``), writes ``result.json`` next to the request
+(``export``, ``quantize``, ``prune`` or ``compare``), writes ``result.json`` next to the request
 (``{"result": ...}`` or ``{"error": {"code", "message", "details"}}``, never a traceback) and
 writes its output model, if any, to the request's ``out`` folder. Its log (stdout and stderr) is
 ``worker.log``; the runner shows its tail when the worker dies.
@@ -89,6 +89,23 @@ def quantize(req: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
+def prune(req: dict[str, Any]) -> dict[str, Any]:
+    from aicloud.compression.export import example_feed
+    from aicloud.compression.prune import prune_builtin
+
+    parent, out = Path(req["parent"]), Path(req["out"])
+    report = prune_builtin(
+        parent,
+        out,
+        amount=float(req["amount"]),
+        finetune_epochs=int(req.get("finetune_epochs") or 0),
+        data=req.get("data"),
+        derived=req.get("derived"),
+    )
+    report["check"] = _agreement(parent, out, example_feed(parent, read_config(parent)))
+    return report
+
+
 def compare(req: dict[str, Any]) -> dict[str, Any]:
     from aicloud.compression.compare import compare_variants
 
@@ -102,7 +119,7 @@ def compare(req: dict[str, Any]) -> dict[str, Any]:
     return {"variants": rows}
 
 
-OPS = {"export": export, "quantize": quantize, "compare": compare}
+OPS = {"export": export, "quantize": quantize, "prune": prune, "compare": compare}
 
 
 def main(argv: list[str]) -> int:

@@ -1,4 +1,5 @@
-"""Request and response bodies of model compression (docs/compression.md): export, quantize, compare."""
+"""Request and response bodies of model compression (docs/compression.md): export, quantize, prune,
+compare."""
 
 from __future__ import annotations
 
@@ -30,6 +31,20 @@ class QuantizeRequest(_In):
     calibration: str | None = Field(
         default=None,
         description="static-int8: a dataset version (NAME or NAME:VERSION) with the model's inputs",
+    )
+
+
+class PruneRequest(_In):
+    amount: float = Field(
+        default=0.5, gt=0, lt=1, description="the share of each hidden layer's units removed"
+    )
+    structured: Literal[True] = Field(
+        default=True, description="whole units and channels (masks of single weights speed nothing up)"
+    )
+    finetune_epochs: int = Field(default=3, ge=0, le=100, description="epochs of fine-tuning after pruning")
+    dataset: str | None = Field(
+        default=None,
+        description="the fine-tuning data (NAME or NAME:VERSION); default: the version's training dataset",
     )
 
 

@@ -5,10 +5,21 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from aicloud.errors import ValidationError
-from aicloud.schemas.compression import CompareOut, CompareRequest, ExportRequest, QuantizeRequest
+from aicloud.schemas.compression import (
+    CompareOut,
+    CompareRequest,
+    ExportRequest,
+    PruneRequest,
+    QuantizeRequest,
+)
 from aicloud.schemas.jobs import AliasSet, ModelOut, ModelVersionCreate, ModelVersionOut
 from aicloud.server.deps import Member, State, Viewer
-from aicloud.server.services.compression import compare_versions, export_version, quantize_version
+from aicloud.server.services.compression import (
+    compare_versions,
+    export_version,
+    prune_version,
+    quantize_version,
+)
 from aicloud.server.services.models import version_lineage
 from aicloud.server.services.names import check_id, check_name, parse_version
 
@@ -115,6 +126,15 @@ def models_quantize_version(
     """Quantize a version to int8 (dynamic, or static on a calibration dataset) as the next version."""
     parent = state.store.models.get_version(principal.workspace.id, check_name(name), parse_version(version))
     return ModelVersionOut.model_validate(quantize_version(state, principal, parent, body))
+
+
+@router.post("/models/{name}/versions/{version}/prune", response_model=ModelVersionOut, status_code=201)
+def models_prune_version(
+    name: str, version: str, body: PruneRequest, principal: Member, state: State
+) -> ModelVersionOut:
+    """Remove whole units and channels of a built-in model, fine-tune it, register it as the next version."""
+    parent = state.store.models.get_version(principal.workspace.id, check_name(name), parse_version(version))
+    return ModelVersionOut.model_validate(prune_version(state, principal, parent, body))
 
 
 @router.post("/models/{name}/compare", response_model=CompareOut)

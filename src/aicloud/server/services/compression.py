@@ -17,16 +17,23 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from aicloud.artifacts.format import CONFIG, ONNX, read_config
+from aicloud.artifacts.format import CONFIG, ONNX, WEIGHTS, read_config
 from aicloud.auth import Principal
 from aicloud.compression.runner import Confine, run_worker
 from aicloud.entities import DatasetVersion, ModelVersion
 from aicloud.errors import ConflictError, NotFoundError, ValidationError
-from aicloud.schemas.compression import CompareOut, CompareRequest, ExportRequest, QuantizeRequest, VariantOut
+from aicloud.schemas.compression import (
+    CompareOut,
+    CompareRequest,
+    ExportRequest,
+    PruneRequest,
+    QuantizeRequest,
+    VariantOut,
+)
 from aicloud.server.services.names import check_name, parse_version
 from aicloud.server.state import AppState
 
-__all__ = ["compare_versions", "export_version", "quantize_version"]
+__all__ = ["compare_versions", "export_version", "prune_version", "quantize_version"]
 
 MAX_COMPARED = 8
 
@@ -103,11 +110,17 @@ def _derived(version: ModelVersion, method: str, **more: Any) -> dict[str, Any]:
 
 
 def _register(
-    state: AppState, version: ModelVersion, out: Path, derived: dict[str, Any], metrics: dict[str, float]
+    state: AppState,
+    version: ModelVersion,
+    out: Path,
+    derived: dict[str, Any],
+    metrics: dict[str, float],
+    weights: str = ONNX,
 ) -> ModelVersion:
-    """Store the worker's files and register them as the next version of the parent's model."""
+    """Store the worker's files (``config.json`` and ``weights``) and register them as the next
+    version of the parent's model."""
     config = read_config(out)
-    files = {name: state.blobs.put_bytes((out / name).read_bytes()).digest for name in (CONFIG, ONNX)}
+    files = {name: state.blobs.put_bytes((out / name).read_bytes()).digest for name in (CONFIG, weights)}
     lineage = {
         "job_id": None,
         "run_id": None,
@@ -193,6 +206,65 @@ def quantize_version(
         check = report.get("check") or {}
         metrics = {f"parent_{k}": float(v) for k, v in check.items() if v is not None}
         return _register(state, version, workdir / "out", derived, metrics)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _training_data(state: AppState, version: ModelVersion, body: PruneRequest) -> DatasetVersion:
+    """The fine-tuning data: the request's dataset, else the version's training dataset (lineage)."""
+    ws = version.workspace_id
+    if body.dataset:
+        ds = _dataset(state, ws, body.dataset, "dataset")
+    else:
+        train = [d for d in version.lineage.get("datasets") or [] if d.get("role") == "train"]
+        if not train:
+            raise ValidationError.field(
+                "dataset",
+                f"{version.name}:{version.version} names no training dataset in its lineage (it was not "
+                "made by a train job): pass dataset=, or finetune_epochs=0",
+            )
+        ds = _dataset(state, ws, f"{train[0]['name']}:{train[0]['version']}", "dataset")
+    _check_columns(ds, version, "dataset")
+    target = version.config.get("target")
+    if not target or target not in {str(c.get("name")) for c in ds.schema}:
+        raise ValidationError.field(
+            "dataset", f"dataset {ds.name}:{ds.version} has no target column {target!r} to fine-tune on"
+        )
+    return ds
+
+
+def prune_version(
+    state: AppState, principal: Principal, version: ModelVersion, body: PruneRequest
+) -> ModelVersion:
+    """A structurally pruned (smaller) built-in model, fine-tuned on the training data, as a new version."""
+    if ONNX in version.files:
+        raise ValidationError.field(
+            "model", f"{version.name}:{version.version} is ONNX; prune the built-in version it came from"
+        )
+    ds = _training_data(state, version, body) if body.finetune_epochs > 0 else None
+    workdir = _workdir()
+    try:
+        derived = _derived(
+            version, "prune-structured", amount=body.amount, finetune_epochs=body.finetune_epochs
+        )
+        if ds is not None:
+            derived["finetune_dataset"] = {"id": ds.id, "name": ds.name, "version": ds.version}
+        request: dict[str, Any] = {
+            "op": "prune",
+            "parent": str(_model_folder(state, version, workdir / "parent")),
+            "out": str(workdir / "out"),
+            "amount": body.amount,
+            "finetune_epochs": body.finetune_epochs,
+            "derived": derived,
+            "data": _dataset_file(state, ds, workdir) if ds is not None else None,
+        }
+        report = run_worker(request, workdir, _confine(state))
+        metrics = {f"parent_{k}": float(v) for k, v in (report.get("check") or {}).items() if v is not None}
+        metrics["parameters"] = float(report["parameters_after"])
+        metrics["parent_parameters"] = float(report["parameters_before"])
+        if report.get("finetune_losses"):
+            metrics["finetune_loss"] = float(report["finetune_losses"][-1])
+        return _register(state, version, workdir / "out", derived, metrics, weights=WEIGHTS)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
