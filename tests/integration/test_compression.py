@@ -235,6 +235,9 @@ def test_cli_export_quantize_and_compare_table(
     assert out.returncode == 0, out.stdout + out.stderr
     out = run_cli(server, "model", "export", f"{name}:2")
     assert out.returncode == 1 and "ONNX already" in out.stderr and "Traceback" not in out.stderr
+    out = run_cli(server, "model", "lineage", f"{name}:3")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"← dynamic-int8 of {name}:2" in out.stdout and "← run None" not in out.stdout
 
     out = run_cli(server, "model", "compare", name, "--dataset", ds.name)
     assert out.returncode == 0, out.stdout + out.stderr

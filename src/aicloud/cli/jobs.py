@@ -252,10 +252,14 @@ def model_alias(
 def render_lineage(lin: dict[str, Any]) -> None:
     console.print(f"[bold]{lin['model']}[/] v{lin['version']}  aliases: {', '.join(lin['aliases']) or '-'}")
     console.print("  metrics: " + "  ".join(f"{k}={fmt_num(v)}" for k, v in lin["metrics"].items()))
-    console.print(
-        f"  ← run {lin.get('run_id')}  ← job {lin.get('job_id')} ({lin.get('job_kind')}, "
-        f"{lin.get('task') or lin.get('job_name')})"
-    )
+    derived = lin.get("derived")
+    if derived:  # made from another version by compression (docs/compression.md)
+        console.print(f"  ← {derived.get('method')} of {derived.get('from')}")
+    if lin.get("run_id") or lin.get("job_id") or not derived:
+        console.print(
+            f"  ← run {lin.get('run_id')}  ← job {lin.get('job_id')} ({lin.get('job_kind')}, "
+            f"{lin.get('task') or lin.get('job_name')})"
+        )
     for d in lin.get("datasets", []):
         line = f"  ← {d['role']}: dataset {d['name']}:{d['version']} ({d.get('num_rows', '?')} rows"
         line += f", sha256 {d['sha256'][:12]}…)" if d.get("sha256") else ")"
