@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import TypeAdapter
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import create_engine, text
@@ -44,7 +43,6 @@ from sqlalchemy.pool import NullPool
 
 from aicloud.entities import RunStatus
 from aicloud.entities.series import MetricArrays
-from aicloud.schemas.jobs import MetricSeries, MetricsOut, RunCompareOut, RunOut
 from aicloud.server.services import runs as run_views
 from aicloud.server.services.run_filters import Columns
 from aicloud.store import MetadataStore, open_store
@@ -108,11 +106,9 @@ def timed(fn: Callable[[], Any], reps: int) -> list[float]:
     return out
 
 
-_RUN_LIST = TypeAdapter(list[RunOut])
-
-
 def views(store: MetadataStore, ws: str, ids: list[str], n_metrics: int) -> dict[str, Callable[[], Any]]:
-    """Each measured view: what its route runs (the service call and the response's JSON)."""
+    """Each measured view: what its route runs (the service call and the JSON encoding of its
+    body, ``run_views.*_json``, as the route calls them)."""
     rnd = random.Random(1)
     names = metric_names(n_metrics)
     picked = Columns(params=("lr", "optimizer"), metrics=tuple(names[:4] + names[-1:]))
@@ -124,33 +120,21 @@ def views(store: MetadataStore, ws: str, ids: list[str], n_metrics: int) -> dict
                 filter=filter, sort="metrics.val_loss", offset=50 * rnd.randrange(pages)
             )
             table = run_views.run_table(store.runs, ws, where=where, limit=50, columns=picked)
-            return _RUN_LIST.dump_json([RunOut.model_validate(r) for r in table.runs])
+            return run_views.runs_json(table.runs)
 
         return view
 
     def run_page(max_points: int, limit: int | None) -> Callable[[], Any]:
         def view() -> bytes:
             page = run_views.run_metrics(store.runs, ws, rnd.choice(ids), max_points=max_points, limit=limit)
-            out = {n: MetricSeries(**s.columns()) for n, s in page.series.items()}
-            return MetricsOut(metrics=out, total=page.total).model_dump_json().encode()
+            return run_views.metrics_json(page, paged=limit is not None)
 
         return view
 
     def compare() -> bytes:
         chosen = rnd.sample(ids, min(10, len(ids)))
         view = run_views.compare(store.runs, ws, chosen, metrics=names[:5], max_points=2000)
-        return (
-            RunCompareOut(
-                runs=[RunOut.model_validate(r) for r in view.runs],
-                params_differ=view.params_differ,
-                metrics={
-                    r: {n: MetricSeries(**s.columns()) for n, s in per.items()}
-                    for r, per in view.series.items()
-                },
-            )
-            .model_dump_json()
-            .encode()
-        )
+        return run_views.compare_json(view)
 
     return {
         "runs page: 50 of all, 5 metric + 2 param columns, by val_loss": runs_page(None),

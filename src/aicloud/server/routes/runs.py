@@ -6,15 +6,12 @@ import re
 import time
 
 from fastapi import APIRouter, Query, Response
-from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 
 from aicloud.entities import MetricPoint, RunStatus
-from aicloud.entities.series import MetricArrays
 from aicloud.errors import ValidationError
 from aicloud.schemas.jobs import (
     MetricsCount,
-    MetricSeries,
     MetricsIn,
     MetricsOut,
     ParamsIn,
@@ -109,15 +106,7 @@ def runs_list(
     table = run_views.run_table(
         state.store.runs, principal.workspace.id, where=where, limit=limit, columns=picked, job_id=job_id
     )
-    body = _RUN_LIST.dump_json([RunOut.model_validate(r) for r in table.runs])
-    return _json(body, {"X-Total-Count": str(table.total)})
-
-
-def _series_out(series: dict[str, MetricArrays]) -> dict[str, MetricSeries]:
-    return {name: MetricSeries(**s.columns()) for name, s in series.items()}
-
-
-_RUN_LIST = TypeAdapter(list[RunOut])
+    return _json(run_views.runs_json(table.runs), {"X-Total-Count": str(table.total)})
 
 
 def _json(body: bytes, headers: dict[str, str] | None = None) -> Response:
@@ -143,12 +132,7 @@ def runs_compare(
     view = run_views.compare(
         state.store.runs, principal.workspace.id, run_ids, metrics=names, max_points=max_points
     )
-    out = RunCompareOut(
-        runs=[RunOut.model_validate(r) for r in view.runs],
-        params_differ=view.params_differ,
-        metrics={run_id: _series_out(series) for run_id, series in view.series.items()},
-    )
-    return _json(out.model_dump_json().encode())
+    return _json(run_views.compare_json(view))
 
 
 @router.get("/runs/{run_id}", response_model=RunOut)
@@ -206,9 +190,7 @@ def runs_metrics(
         offset=offset,
         limit=limit,
     )
-    paged = limit is not None or offset > 0
-    out = MetricsOut(metrics=_series_out(page.series), total=page.total if paged else None)
-    return _json(out.model_dump_json().encode())
+    return _json(run_views.metrics_json(page, paged=limit is not None or offset > 0))
 
 
 @router.post("/runs/{run_id}/finish", response_model=RunOut)

@@ -11,11 +11,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 import numpy as np
+from pydantic import TypeAdapter
 
 from aicloud.entities import Run, RunStatus
 from aicloud.entities.series import MetricArrays, lttb_many
 from aicloud.errors import NotFoundError, ValidationError
-from aicloud.schemas.jobs import metric_goal
+from aicloud.schemas.jobs import MetricSeries, MetricsOut, RunCompareOut, RunOut, metric_goal
 from aicloud.server.services.run_filters import Columns, Sort, check_metric_name, parse_filter
 from aicloud.store.training import RunFilter, RunStore
 
@@ -186,3 +187,40 @@ def compare(
 
 
 _MISSING = object()
+
+
+# --- the three views as the API answers them: JSON encoded by the wire models at once ---
+
+_RUN_LIST = TypeAdapter(list[RunOut])
+
+
+def _series_out(series: dict[str, MetricArrays]) -> dict[str, MetricSeries]:
+    # Built unvalidated: the arrays' lists are ints and floats (None for NaN) already.
+    out = {}
+    for name, s in series.items():
+        columns = s.columns()
+        out[name] = MetricSeries.model_construct(
+            steps=columns["steps"], values=columns["values"], timestamps=columns["timestamps"]
+        )
+    return out
+
+
+def runs_json(runs: list[Run]) -> bytes:
+    """``GET /runs``'s body: the runs as ``list[RunOut]``."""
+    return _RUN_LIST.dump_json([RunOut.model_validate(r) for r in runs])
+
+
+def metrics_json(page: MetricsPage, *, paged: bool) -> bytes:
+    """``GET /runs/{id}/metrics``'s body (``total`` only when the metrics were paged)."""
+    out = MetricsOut(metrics=_series_out(page.series), total=page.total if paged else None)
+    return out.model_dump_json().encode()
+
+
+def compare_json(view: Comparison) -> bytes:
+    """``GET /runs/compare``'s body."""
+    out = RunCompareOut(
+        runs=[RunOut.model_validate(r) for r in view.runs],
+        params_differ=view.params_differ,
+        metrics={run_id: _series_out(series) for run_id, series in view.series.items()},
+    )
+    return out.model_dump_json().encode()
