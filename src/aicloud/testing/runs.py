@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import json
 import math
 import operator
 import secrets
@@ -63,6 +64,18 @@ def _finite(value: float) -> float | None:
 
 def _nan(value: float | None) -> float:
     return math.nan if value is None else value
+
+
+def _sortable(value: Any) -> tuple[int, Any]:
+    """A sort key as the SQL stores order values: numbers (booleans as 0 and 1), then text, then
+    anything else by its JSON text; None (missing) anywhere, the caller puts those last."""
+    if value is None:
+        return (0, 0.0)
+    if isinstance(value, int | float):
+        return (0, float(value))
+    if isinstance(value, str):
+        return (1, value)
+    return (2, json.dumps(value, sort_keys=True))
 
 
 def _param_matches(params: dict[str, Any], name: str, values: tuple[Any, ...]) -> bool:
@@ -146,7 +159,7 @@ class InMemoryRunStore(RunStore):
         if key is not None:
             # Stable sorts: by the key, runs without one last, newest first on ties.
             states.sort(key=lambda state: (state.run.created_at, state.run.id), reverse=True)
-            states.sort(key=lambda state: key(state) or 0.0, reverse=where.descending)
+            states.sort(key=lambda state: _sortable(key(state)), reverse=where.descending)
             states.sort(key=lambda state: key(state) is None)
         return states
 
