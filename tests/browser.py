@@ -76,6 +76,7 @@ class Console:
 
     def shot(self, name: str) -> Path:
         path = self.shots / f"{name}.png"
+        self.page.evaluate("window.scrollTo(0, 0)")  # a scrolled page keeps its sticky sidebar mid-page
         self.page.screenshot(path=str(path), full_page=True)
         return path
 

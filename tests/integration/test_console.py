@@ -132,6 +132,23 @@ def test_start_a_job_and_watch_its_chart_grow(console: Console, sdk: Client) -> 
     console.shot("jobs")
 
 
+def test_cancel_a_running_job(console: Console, sdk: Client, tmp_path: Path) -> None:
+    (tmp_path / "wait.py").write_text("import time\nprint('waiting', flush=True)\ntime.sleep(300)\n")
+    code = sdk.blobs.upload(pack_code(tmp_path), "application/gzip")
+    body = {"kind": "command", "name": "console-cancel", "spec": {"command": "python wait.py", "code": code}}
+    page = console.go("/jobs")
+    page.click("#new-job summary")
+    page.fill("textarea[name=body]", json.dumps(body))
+    page.click("#new-job button[type=submit]")
+    page.wait_for_url(re.compile(r"/jobs/job_[a-z0-9]+$"))
+    page.wait_for_function("() => document.querySelector('#log').textContent.includes('waiting')")
+    page.click("#cancel-form button")
+    page.wait_for_url(re.compile(r"/jobs/job_[a-z0-9]+$"))
+    page.wait_for_function("() => document.querySelector('#job-live').dataset.ended === '1'", timeout=120_000)
+    assert page.inner_text("#job-status") == "cancelled"
+    assert page.locator("#cancel-form").count() == 0
+
+
 def _script_dir(base: Path) -> Path:
     folder = base / "console-code"
     folder.mkdir(exist_ok=True)

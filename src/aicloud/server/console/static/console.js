@@ -159,8 +159,9 @@
   // A deployment page: each traffic fragment htmx fetches carries one sample; the charts grow.
   function trafficCharts() {
     var rateEl = document.getElementById("traffic-rate"), latEl = document.getElementById("traffic-latency");
-    if (!rateEl || !latEl) return;
-    var t = [], rate = [], p50 = [], p99 = [], rPlot = null, lPlot = null;
+    var repEl = document.getElementById("traffic-replicas");
+    if (!rateEl || !latEl || !repEl) return;
+    var t = [], rate = [], p50 = [], p99 = [], ready = [], rPlot = null, lPlot = null, nPlot = null;
     function timeChart(el, series) {
       return new uPlot({
         width: Math.max(el.clientWidth - 16, 280), height: 180, scales: { x: { time: true } },
@@ -172,10 +173,12 @@
       var table = document.getElementById("traffic-table");  // htmx drops <script> from fragments
       if (!table || !table.dataset.sample) return;
       var s = JSON.parse(table.dataset.sample);
-      t.push(s.t); rate.push(s.rate); p50.push(s.p50); p99.push(s.p99);
-      if (t.length > 720) { t.shift(); rate.shift(); p50.shift(); p99.shift(); }
-      if (!rPlot) { rPlot = timeChart(rateEl, ["req/s"]); lPlot = timeChart(latEl, ["p50", "p99"]); }
-      rPlot.setData([t, rate]); lPlot.setData([t, p50, p99]);
+      t.push(s.t); rate.push(s.rate); p50.push(s.p50); p99.push(s.p99); ready.push(s.replicas);
+      if (t.length > 720) { t.shift(); rate.shift(); p50.shift(); p99.shift(); ready.shift(); }
+      if (!rPlot) {
+        rPlot = timeChart(rateEl, ["req/s"]); lPlot = timeChart(latEl, ["p50", "p99"]); nPlot = timeChart(repEl, ["ready"]);
+      }
+      rPlot.setData([t, rate]); lPlot.setData([t, p50, p99]); nPlot.setData([t, ready]);
       rateEl.dataset.samples = String(t.length);
     });
   }
