@@ -135,10 +135,19 @@ class _Follower:
         return events, job.status.terminal and complete and not chunk
 
     def _metrics(self, job: Job) -> dict[str, Any]:
-        """The first time every series (cut to MAX_POINTS by LTTB); then only the points logged since."""
+        """The first time every series (cut to MAX_POINTS by LTTB); then only the points logged
+        since. The run's per-metric counts (one small query) say which series to read at all."""
         if job.run_id is None:
             return {}
-        series = self.state.store.runs.metric_arrays(self.workspace_id, job.run_id)
+        runs = self.state.store.runs
+        grown = [
+            m.name
+            for m in runs.metric_stats(self.workspace_id, job.run_id)
+            if m.count > self.sent.get(m.name, 0)
+        ]
+        if not grown:
+            return {}
+        series = runs.metric_arrays(self.workspace_id, job.run_id, grown)
         fresh = {name: s for name, s in series.items() if name not in self.sent}
         out = {}
         for name, arrays in downsampled(fresh, MAX_POINTS).items():
