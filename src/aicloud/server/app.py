@@ -145,6 +145,7 @@ def create_app(
             chosen = workload_sandbox(settings) if sandbox is True else sandbox or None
             if chosen is not None:  # uploaded files are parsed in the sandbox too
                 app_state.parsers.confine = functools.partial(chosen.confine, workload_id="parser")
+                app_state.compress_confine = functools.partial(chosen.confine, workload_id="compress")
             executor = make_executor(settings, sandbox=chosen)
             launcher = JobLauncher(app_state)
             app_state.jobs = JobController(

@@ -18,6 +18,7 @@ from aicloud.gateway.registry import EndpointRegistry
 from aicloud.schemas import DatasetVersionOut
 
 if TYPE_CHECKING:
+    from aicloud.compression.runner import Confine
     from aicloud.controllers.deployments import DeploymentController
     from aicloud.controllers.jobs import JobController
     from aicloud.controllers.sweeps import SweepController
@@ -41,6 +42,9 @@ class AppState:
     versions: TTLCache[tuple[str, str, int], DatasetVersionOut] = field(init=False)
     #: Uploaded files are parsed in worker processes (started by the app's lifespan).
     parsers: ParserPool = field(init=False)
+    #: Runs a compression worker's command line in the workload sandbox (set at start-up; None:
+    #: workloads are not confined, AICLOUD_ISOLATION=none).
+    compress_confine: Confine | None = None
     #: Orders removing unreferenced blobs against recording references to blobs just stored.
     blob_lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -10,7 +10,6 @@ request registers nothing (its folder is removed; the worker's files are stored 
 
 from __future__ import annotations
 
-import functools
 import math
 import shutil
 import tempfile
@@ -19,7 +18,7 @@ from typing import Any
 
 from aicloud.artifacts.format import CONFIG, ONNX, WEIGHTS, read_config
 from aicloud.auth import Principal
-from aicloud.compression.runner import Confine, run_worker
+from aicloud.compression.runner import run_worker
 from aicloud.entities import DatasetVersion, ModelVersion
 from aicloud.errors import ConflictError, NotFoundError, ValidationError
 from aicloud.schemas.compression import (
@@ -36,17 +35,6 @@ from aicloud.server.state import AppState
 __all__ = ["compare_versions", "export_version", "prune_version", "quantize_version"]
 
 MAX_COMPARED = 8
-
-
-def _confine(state: AppState) -> Confine | None:
-    """The workload sandbox the server set up at start (the parser workers run in it too), as
-    workload ``compress``; None when workloads are not confined."""
-    confine = state.parsers.confine
-    if isinstance(confine, functools.partial) and "workload_id" in confine.keywords:
-        return functools.partial(
-            confine.func, *confine.args, **{**confine.keywords, "workload_id": "compress"}
-        )
-    return confine
 
 
 def _copy_blob(state: AppState, digest: str, path: Path) -> None:
@@ -169,7 +157,7 @@ def export_version(
             "tolerance": body.tolerance,
             "derived": derived,
         }
-        report = run_worker(request, workdir, _confine(state))
+        report = run_worker(request, workdir, state.compress_confine)
         derived["max_abs_diff"] = report["max_abs_diff"]
         derived["tolerance"] = report["tolerance"]
         return _register(state, version, workdir / "out", derived, dict(version.metrics))
@@ -202,7 +190,7 @@ def quantize_version(
             "derived": derived,
             "calibration": _dataset_file(state, ds, workdir) if ds is not None else None,
         }
-        report = run_worker(request, workdir, _confine(state))
+        report = run_worker(request, workdir, state.compress_confine)
         check = report.get("check") or {}
         metrics = {f"parent_{k}": float(v) for k, v in check.items() if v is not None}
         return _register(state, version, workdir / "out", derived, metrics)
@@ -258,7 +246,7 @@ def prune_version(
             "derived": derived,
             "data": _dataset_file(state, ds, workdir) if ds is not None else None,
         }
-        report = run_worker(request, workdir, _confine(state))
+        report = run_worker(request, workdir, state.compress_confine)
         metrics = {f"parent_{k}": float(v) for k, v in (report.get("check") or {}).items() if v is not None}
         metrics["parameters"] = float(report["parameters_after"])
         metrics["parent_parameters"] = float(report["parameters_before"])
@@ -306,7 +294,7 @@ def compare_versions(state: AppState, principal: Principal, name: str, body: Com
             "dataset": _dataset_file(state, ds, workdir) if ds is not None else None,
             "threads": body.threads,
         }
-        rows = run_worker(request, workdir, _confine(state))["variants"]
+        rows = run_worker(request, workdir, state.compress_confine)["variants"]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     ids = {v.id: v.version for v in versions}
