@@ -5,7 +5,10 @@ to ``<pytest basetemp>/console-screenshots``."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -309,6 +312,36 @@ def test_a_sweeps_trials_and_scatter(console: Console, sdk: Client, tmp_path: Pa
     console.shot("sweep")
     console.go("/sweeps")
     console.shot("sweeps")
+
+
+MLFLOW_SCRIPT = """
+import mlflow
+mlflow.set_experiment("console-mlflow")
+with mlflow.start_run(run_name="mlflow-run"):
+    mlflow.log_param("lr", 0.1)
+    for step in range(20):
+        mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
+"""
+
+
+def test_a_run_logged_by_an_unchanged_mlflow_script_shows_in_the_console(
+    console: Console, console_server: ServerProcess, tmp_path: Path
+) -> None:
+    pytest.importorskip("mlflow", reason="pip install 'aicloud[test]' (mlflow-skinny)")
+    script = tmp_path / "track.py"
+    script.write_text(MLFLOW_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AICLOUD_", "MLFLOW_"))}
+    env.update(MLFLOW_TRACKING_URI=f"{console_server.url}/mlflow", MLFLOW_TRACKING_TOKEN=console_server.token)
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    page = console.go("/runs?name=mlflow-run&m=loss&p=lr")
+    row = page.locator("table.runs tr", has_text="mlflow-run")
+    assert row.count() == 1 and "console-mlflow" in row.inner_text()
+    console.shot("runs-mlflow")
+    row.locator("a", has_text="mlflow-run").click()
+    page.wait_for_url(re.compile(r"/runs/run_[a-z0-9]+$"))
+    assert "console-mlflow" in page.inner_text("dl.facts")
+    assert page.locator(".chart canvas").count() == 1
 
 
 def test_admin_creates_and_revokes_a_token_and_adds_a_secret(console: Console) -> None:
