@@ -129,6 +129,7 @@ def test_start_a_job_and_watch_its_chart_grow(console: Console, sdk: Client) -> 
     assert page.get_attribute(".chart[data-metric=loss]", "data-points") == "40"
     assert page.get_attribute(".chart[data-metric=accuracy]", "data-points") == "40"
     assert "done" in page.inner_text("#log")
+    assert re.fullmatch(r"\d+m\d\ds", page.inner_text("#job-duration"))  # filled in live
     console.shot("job-done")
     page = console.go("/jobs")
     assert "console-live" in page.inner_text("table.list")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -122,8 +123,11 @@ class _Follower:
         events = []
         if job.status.value != self.status:
             self.status = job.status.value
+            times = {"started": _epoch(job.started_at), "finished": _epoch(job.finished_at)}
             events.append(
-                _event("status", {"status": self.status, "reason": job.reason, "message": job.message})
+                _event(
+                    "status", {"status": self.status, "reason": job.reason, "message": job.message, **times}
+                )
             )
         chunk, complete = read_log(self.state, job, self.offset)
         if chunk:
@@ -159,6 +163,10 @@ class _Follower:
                 out[name] = {**_points(arrays.take(np.arange(seen, len(arrays)))), "reset": False}
                 self.sent[name] = len(arrays)
         return out
+
+
+def _epoch(when: datetime | None) -> float | None:
+    return None if when is None else when.timestamp()
 
 
 def _points(arrays: MetricArrays) -> dict[str, list[Any]]:

@@ -63,8 +63,19 @@
     var box = document.getElementById("charts"), log = document.getElementById("log");
     var counter = document.getElementById("points"), none = document.getElementById("no-metrics");
     var source = new EventSource(root.dataset.events);
+    var started = null, finished = null, dur = document.getElementById("job-duration");
+    function tick() {  // the job's duration, counting while it runs
+      if (!started) return;
+      var s = Math.max(0, Math.floor((finished || Date.now() / 1000) - started));
+      var m = Math.floor(s / 60);
+      dur.textContent = s >= 3600 ? Math.floor(s / 3600) + "h" + String(m % 60).padStart(2, "0") + "m"
+        : m + "m" + String(s % 60).padStart(2, "0") + "s";
+    }
+    var timer = setInterval(tick, 1000);
     source.addEventListener("status", function (e) {
       var d = JSON.parse(e.data);
+      started = d.started || null; finished = d.finished || null; tick();
+      if (finished) clearInterval(timer);
       var badge = document.querySelector("#job-status .badge");
       if (badge) { badge.textContent = d.status; badge.className = "badge s-" + d.status; }
       var cancel = document.getElementById("cancel-form");
