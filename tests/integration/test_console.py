@@ -107,6 +107,7 @@ def test_sign_in_keeps_the_token_out_of_scripts_and_sign_out_ends_it(
     tab.close()
 
 
+@pytest.mark.timeout(900)  # training, replicas and trials on a loaded machine
 def test_start_a_job_and_watch_its_chart_grow(console: Console, sdk: Client) -> None:
     code = sdk.blobs.upload(pack_code(_script_dir(console.shots.parent)), "application/gzip")
     body = {"kind": "command", "name": "console-live", "spec": {"command": "python train.py", "code": code}}
@@ -204,6 +205,7 @@ def _register_second_version(api: httpx.Client, model: str) -> int:
     return int(r.json()["version"])
 
 
+@pytest.mark.timeout(900)  # training, replicas and trials on a loaded machine
 def test_upload_train_move_an_alias_deploy_and_call_the_endpoint(
     console: Console, sdk: Client, api: httpx.Client, tmp_path: Path
 ) -> None:
@@ -285,6 +287,7 @@ def test_upload_train_move_an_alias_deploy_and_call_the_endpoint(
     console.shot("model")
 
 
+@pytest.mark.timeout(900)  # training, replicas and trials on a loaded machine
 def test_a_sweeps_trials_and_scatter(console: Console, sdk: Client, tmp_path: Path) -> None:
     data = sdk.datasets.create("console-sweep-data", small_csv(tmp_path / "s.csv", rows=120))
     train, test = data.split(train_size=0.75, seed=0, stratify="label")
