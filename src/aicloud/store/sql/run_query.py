@@ -3,7 +3,7 @@
 A condition or an order on a metric joins that metric's ``run_metrics`` row (primary key
 ``(run_id, name)``: one index lookup per run), so sorting 10,000 runs by a metric never reads
 a metric point. Params live in the run's JSON ``params``: SQLite reads one with
-``json_extract``, PostgreSQL with ``CAST(params AS JSONB) -> name``, whose equality and order
+``json_extract``, PostgreSQL with ``CAST(params -> name AS JSONB)``, whose equality and order
 are those of JSON values (the number 0.01 equals 0.010).
 """
 
@@ -35,7 +35,9 @@ _OPS: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
 def param_value(dialect: str, name: str) -> ColumnElement[Any]:
     """The run's param ``name`` as a SQL value (NULL when the run does not have it)."""
     if dialect == "postgresql":
-        return cast(RunRow.params, JSONB)[name]
+        # Extract from the json text, then make the one value jsonb (for JSON equality and order):
+        # casting each whole params document to jsonb first takes 2-3 times as long.
+        return cast(RunRow.params[name], JSONB)
     # Param names are checked ([A-Za-z0-9_./:-]) before they get here: the path needs no escaping.
     return func.json_extract(RunRow.params, f'$."{name}"')
 
