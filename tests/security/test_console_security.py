@@ -192,6 +192,18 @@ def test_sign_in_from_another_site_is_refused(console_server: ServerProcess) -> 
     assert r.status_code == 403 and "set-cookie" not in r.headers
 
 
+def test_an_unknown_address_is_a_404_page_for_browsers_and_json_for_the_api(
+    console_server: ServerProcess,
+) -> None:
+    html = {"Accept": "text/html,application/xhtml+xml"}
+    with httpx.Client(base_url=console_server.url, timeout=60) as anon:
+        r = anon.get("/no-such-page", headers=html)
+        assert r.status_code == 404 and "text/html" in r.headers["content-type"] and "Not found" in r.text
+        for path, headers in [("/api/v1/no-such", html), ("/no-such-page", {"Accept": "application/json"})]:
+            r = anon.get(path, headers=headers)
+            assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", path
+
+
 def test_console_pages_need_the_cookie(console_server: ServerProcess) -> None:
     with httpx.Client(base_url=console_server.url, timeout=60) as anon:
         for path in [

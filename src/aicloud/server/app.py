@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
@@ -22,7 +22,7 @@ from aicloud.gateway.asgi import PREFIX as ENDPOINTS_PREFIX
 from aicloud.gateway.asgi import EndpointApp, mount_endpoints
 from aicloud.schemas.api import MAX_JSON_DEPTH
 from aicloud.server.bootstrap import bootstrap
-from aicloud.server.console import mount_console
+from aicloud.server.console import mount_console, not_found_page, wants_page
 from aicloud.server.home import prepare_home
 from aicloud.server.routes import (
     _mlflow,
@@ -87,7 +87,9 @@ def install_error_handlers(app: FastAPI) -> None:
         return _error(422, "validation_error", message, details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404 and wants_page(request):
+            return not_found_page(request)  # a browser at an address nothing serves: the console's page
         code = code_for_status(exc.status_code)
         message = str(exc.detail) if exc.status_code != 404 else "no such route"
         if isinstance(exc.__cause__, RecursionError):  # FastAPI's json.loads of a body nested ~1000 deep

@@ -13,9 +13,10 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
 from aicloud.server.console.pages import ROUTERS
-from aicloud.server.console.render import STATIC
+from aicloud.server.console.render import STATIC, not_found_page, wants_page
 
 STATIC_PREFIX = "/static"
+__all__ = ["STATIC_PREFIX", "mount_console", "not_found_page", "wants_page"]
 
 
 def mount_console(app: FastAPI) -> None:

@@ -145,6 +145,24 @@ def error_page(request: Request, status_code: int, message: str) -> HTMLResponse
     )
 
 
+#: Addresses that answer the API's JSON errors, never a console page.
+NOT_PAGES = ("/api/", "/v1/", "/mlflow", "/static/", "/healthz", "/openapi.json", "/docs", "/redoc")
+
+
+def wants_page(request: Request) -> bool:
+    """Whether a browser navigates here (GET for HTML, outside the API): a 404 is then a page."""
+    return (
+        request.method in ("GET", "HEAD")
+        and not request.url.path.startswith(NOT_PAGES)
+        and "text/html" in request.headers.get("accept", "")
+    )
+
+
+def not_found_page(request: Request) -> HTMLResponse:
+    """The console's 404 page for an address nothing serves (no sign-in is looked at)."""
+    return error_page(request, 404, f"there is no page at {request.url.path[:200]}")
+
+
 def redirect(url: str, request: Request | None = None) -> Response:
     """A 303 to ``url``; for an htmx request an ``HX-Redirect`` (htmx follows it as a page load)."""
     if request is not None and request.headers.get("hx-request"):
