@@ -5,7 +5,19 @@ from __future__ import annotations
 import typer
 
 from aicloud import __version__
-from aicloud.cli import compression, datasets, demo, jobs, local, resources, runs, serving, sweeps, usage
+from aicloud.cli import (
+    compression,
+    datasets,
+    demo,
+    edge,
+    jobs,
+    local,
+    resources,
+    runs,
+    serving,
+    sweeps,
+    usage,
+)
 from aicloud.cli.common import err_console, run
 from aicloud.errors import AicloudError
 
@@ -38,6 +50,8 @@ jobs.model_app.command("export")(compression.model_export)
 jobs.model_app.command("quantize")(compression.model_quantize)
 jobs.model_app.command("prune")(compression.model_prune)
 jobs.model_app.command("compare")(compression.model_compare)
+app.add_typer(edge.bundle_app, name="bundle")
+app.add_typer(edge.edge_app, name="edge")
 app.add_typer(admin_app, name="admin")
 admin_app.command("rotate-key")(resources.rotate_key)
 admin_app.command("migrate")(local.migrate)

@@ -207,6 +207,26 @@ class ModelsAPI:
         }
         return self._derive(ref, "prune", body)
 
+    def bundle(self, ref: str, path: str | os.PathLike[str]) -> Path:
+        """Write version ``ref`` as a signed edge bundle to ``path`` (docs/edge.md): its ONNX model
+        (a built-in version is exported on the server first, checked as :meth:`export` is), config,
+        signature and a manifest of sha256 digests signed with the workspace's Ed25519 key."""
+        version = self.get(ref)
+        url = f"{_versions(quote(version.name, safe=''))}/{version.version}/bundle"
+        dest = Path(path)
+        tmp = dest.with_name(f".{dest.name}.part{os.getpid()}")
+        try:
+            with (
+                self._client._transport.stream("POST", url, timeout=COMPRESSION_TIMEOUT_S) as response,
+                open(tmp, "wb") as f,
+            ):
+                for chunk in response.iter_bytes(1 << 20):
+                    f.write(chunk)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return dest
+
     def compare(
         self,
         name: str,

@@ -13,6 +13,7 @@ from aicloud.schemas import (
     WorkspaceCreated,
     WorkspaceOut,
 )
+from aicloud.schemas.edge import SigningKeyOut
 
 if TYPE_CHECKING:
     from aicloud.client.http import Transport
@@ -69,6 +70,10 @@ class WorkspacesAPI:
 
     def whoami(self) -> WhoAmIOut:
         return WhoAmIOut.model_validate(self._t.json("GET", "/api/v1/whoami"))
+
+    def signing_key(self) -> SigningKeyOut:
+        """The public key that signs this workspace's edge bundles (``aicloud bundle verify --key``)."""
+        return SigningKeyOut.model_validate(self._t.json("GET", "/api/v1/workspace/signing-key"))
 
 
 class AdminAPI:

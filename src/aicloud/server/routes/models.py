@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 from fastapi import APIRouter, Response
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
 
 from aicloud.errors import ValidationError
 from aicloud.schemas.compression import (
@@ -14,6 +20,7 @@ from aicloud.schemas.compression import (
 )
 from aicloud.schemas.jobs import AliasSet, ModelOut, ModelVersionCreate, ModelVersionOut
 from aicloud.server.deps import Member, State, Viewer
+from aicloud.server.services.bundles import bundle_version
 from aicloud.server.services.compression import (
     compare_versions,
     export_version,
@@ -142,3 +149,27 @@ def models_compare(name: str, body: CompareRequest, principal: Member, state: St
     """Size, p50 latency at batch 1 and 32 on this machine, and accuracy (or cosine to the first)
     of a model's versions. Member: it runs a worker on the server's CPUs."""
     return compare_versions(state, principal, name, body)
+
+
+# --- edge bundles (docs/edge.md)
+
+
+@router.post("/models/{name}/versions/{version}/bundle", response_class=FileResponse)
+def models_bundle_version(name: str, version: str, principal: Member, state: State) -> FileResponse:
+    """The version as a signed edge bundle (a tar: ONNX model, config, signature, signed manifest).
+    A version that is not ONNX is exported in the compression worker first (not registered).
+    Member: it may run a worker on the server's CPUs."""
+    mv = state.store.models.get_version(principal.workspace.id, check_name(name), parse_version(version))
+    folder = Path(tempfile.mkdtemp(prefix="aicloud-bundle-out-"))
+    try:
+        out = folder / f"{mv.name}-{mv.version}.bundle"
+        bundle_version(state, principal.workspace.name, mv, out)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return FileResponse(
+        out,
+        media_type="application/x-tar",
+        filename=out.name,
+        background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True),
+    )

@@ -9,8 +9,10 @@ from aicloud.auth import Principal, mint_token
 from aicloud.entities import Role
 from aicloud.errors import PermissionDeniedError
 from aicloud.schemas import TokenCreated, TokenOut, WhoAmIOut, WorkspaceCreate, WorkspaceCreated, WorkspaceOut
+from aicloud.schemas.edge import SigningKeyOut
 from aicloud.server.bootstrap import DEFAULT_WORKSPACE
 from aicloud.server.deps import Admin, State, Viewer
+from aicloud.server.services.bundles import signing_public_key
 
 router = APIRouter(tags=["workspaces"])
 
@@ -51,3 +53,10 @@ def workspaces_create(body: WorkspaceCreate, principal: Admin, state: State) -> 
     )
     created = TokenCreated(**TokenOut.model_validate(row).model_dump(), token=token)
     return WorkspaceCreated(workspace=WorkspaceOut.model_validate(ws), admin_token=created)
+
+
+@router.get("/workspace/signing-key", response_model=SigningKeyOut)
+def workspace_signing_key(principal: Viewer, state: State) -> SigningKeyOut:
+    """The public half of the workspace's Ed25519 key that signs its edge bundles (docs/edge.md);
+    made on first use. The private key never leaves the server."""
+    return SigningKeyOut(**signing_public_key(state, principal.workspace.id))

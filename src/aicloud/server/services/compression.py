@@ -32,7 +32,7 @@ from aicloud.schemas.compression import (
 from aicloud.server.services.names import check_name, parse_version
 from aicloud.server.state import AppState
 
-__all__ = ["compare_versions", "export_version", "prune_version", "quantize_version"]
+__all__ = ["compare_versions", "export_files", "export_version", "prune_version", "quantize_version"]
 
 MAX_COMPARED = 8
 
@@ -149,20 +149,30 @@ def export_version(
         )
     workdir = _workdir()
     try:
-        derived = _derived(version, "onnx")
-        request = {
-            "op": "export",
-            "parent": str(_model_folder(state, version, workdir / "parent")),
-            "out": str(workdir / "out"),
-            "tolerance": body.tolerance,
-            "derived": derived,
-        }
-        report = run_worker(request, workdir, state.compress_confine)
-        derived["max_abs_diff"] = report["max_abs_diff"]
-        derived["tolerance"] = report["tolerance"]
-        return _register(state, version, workdir / "out", derived, dict(version.metrics))
+        out, derived = export_files(state, version, workdir, body.tolerance)
+        return _register(state, version, out, derived, dict(version.metrics))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def export_files(
+    state: AppState, version: ModelVersion, workdir: Path, tolerance: float
+) -> tuple[Path, dict[str, Any]]:
+    """Export the built-in ``version`` to ONNX in the worker, checked against it; returns the folder
+    the worker wrote (``config.json``, ``model.onnx``) under ``workdir`` and the lineage's ``derived``.
+    Registers nothing: :func:`export_version` does, an edge bundle (services/bundles.py) does not."""
+    derived = _derived(version, "onnx")
+    request = {
+        "op": "export",
+        "parent": str(_model_folder(state, version, workdir / "parent")),
+        "out": str(workdir / "out"),
+        "tolerance": tolerance,
+        "derived": derived,
+    }
+    report = run_worker(request, workdir, state.compress_confine)
+    derived["max_abs_diff"] = report["max_abs_diff"]
+    derived["tolerance"] = report["tolerance"]
+    return workdir / "out", derived
 
 
 def quantize_version(

@@ -5,6 +5,14 @@ from __future__ import annotations
 from aicloud.entities import Secret
 from aicloud.server.state import AppState
 
+#: names the server keeps for itself in the secrets table (the bundle-signing key, services/bundles.py):
+#: never a user's secret name (``[A-Za-z][A-Za-z0-9_]*``), left out of the list, not deletable by the API
+RESERVED_PREFIX = "aicloud."
+
+
+def is_reserved_secret(name: str) -> bool:
+    return name.startswith(RESERVED_PREFIX)
+
 
 def secret_aad(workspace_id: str, name: str) -> bytes:
     """Binds a sealed value to its workspace and name, so a copied ciphertext will not open elsewhere."""

@@ -1,0 +1,95 @@
+"""``aicloud edge serve BUNDLE --key KEY``: serve a verified bundle offline, without a control plane.
+
+The bundle is verified against the trusted public key (:func:`aicloud.artifacts.bundle.open_bundle`:
+signature, then every member's digest) before anything of it is written or loaded; a refused bundle
+is never served. Its ``model.onnx`` and ``config.json`` are written to a private folder (0700,
+removed at exit) and served by the replica's app (:func:`aicloud.serving.app.build_app` with an
+:class:`~aicloud.serving.runtime.ArtifactRuntime`): ``POST /predict`` with a deployment's request and
+response shape, ``/v2/health/ready``, ``/v2/models/{name}`` and ``/v2/models/{name}/infer`` of the
+Open Inference Protocol, ``/metrics``. The model's name is the bundle's model name.
+
+With ``--token T`` every request but the health routes needs ``Authorization: Bearer T`` (the
+replica's own check); without it the server answers anyone who reaches its address (bind it to
+loopback, the default, or a network you trust). ONNX Runtime runs the model: torch is never imported.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aicloud.artifacts.bundle import VerifiedBundle, open_bundle
+from aicloud.serving.app import Receive, ReplicaApp, ReplicaConfig, Scope, Send, build_app
+from aicloud.serving.runtime import ArtifactRuntime
+
+
+class OpenAccess:
+    """The replica app without a token: each request is handed to it with the app's own random key,
+    so the replica's authentication passes (the caller sends none)."""
+
+    def __init__(self, app: ReplicaApp, key: str) -> None:
+        self.app = app
+        self._auth = (b"authorization", f"Bearer {key}".encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = [h for h in scope.get("headers", []) if h[0].lower() != b"authorization"]
+            scope = {**scope, "headers": [*headers, self._auth]}
+        await self.app(scope, receive, send)
+
+
+@dataclass
+class EdgeServer:
+    """A verified bundle, extracted and loaded: ``asgi`` is what uvicorn serves."""
+
+    bundle: VerifiedBundle
+    app: ReplicaApp
+    asgi: Any
+    folder: Path
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def load_edge(bundle_path: str | Path, public_key: bytes, token: str | None = None) -> EdgeServer:
+    """Verify ``bundle_path`` against ``public_key`` and load its model (ready to serve).
+
+    Raises:
+        BundleError: the bundle failed a check (nothing was written or loaded).
+    """
+    bundle = open_bundle(bundle_path, public_key)
+    folder = Path(tempfile.mkdtemp(prefix="aicloud-edge-"))  # 0700
+    try:
+        bundle.extract(folder / "model")
+        key = token or secrets.token_urlsafe(32)
+        config = ReplicaConfig(name=bundle.name, key=key, version=bundle.version)
+        app = build_app(config, runtime=ArtifactRuntime(folder / "model"), start=True)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    asgi: Any = app if token else OpenAccess(app, key)
+    return EdgeServer(bundle=bundle, app=app, asgi=asgi, folder=folder)
+
+
+def run(server: EdgeServer, host: str, port: int) -> None:
+    """Serve until interrupted (SIGINT/SIGTERM: uvicorn's graceful shutdown)."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        server.asgi,
+        host=host,
+        port=port,
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        server.close()
