@@ -31,6 +31,7 @@ from torch import nn
 from aicloud.artifacts.architectures import build_model
 from aicloud.artifacts.format import CLASSIFICATION_TASKS, ONNX, WEIGHTS, read_config
 from aicloud.artifacts.inputs import tensor_inputs, tensors_from_rows
+from aicloud.artifacts.onnxrt import onnx_runner
 from aicloud.artifacts.preprocess import LabelEncoder, Preprocessor, TargetScaler, records_frame
 from aicloud.errors import InvalidDataError, ValidationError
 
@@ -181,7 +182,9 @@ def load_model(folder: str | Path, threads: int | None = None) -> LoadedModel:
     architecture = config.get("architecture") or {}
     kind = architecture.get("type") if isinstance(architecture, dict) else None
     if kind == "onnx" or (kind is None and (folder / ONNX).exists()):
-        return LoadedModel(folder, config, _onnx_runner(folder / ONNX, threads))
+        if not (folder / ONNX).exists():
+            raise InvalidDataError(f"{folder}: the config says ONNX but there is no {ONNX}")
+        return LoadedModel(folder, config, onnx_runner(folder / ONNX, threads))
     module = build_model(architecture)  # raises on unknown types
     if not (folder / WEIGHTS).exists():
         raise InvalidDataError(f"{folder}: config.json names architecture {kind!r} but there is no {WEIGHTS}")
@@ -200,40 +203,3 @@ def load_model(folder: str | Path, threads: int | None = None) -> LoadedModel:
             return module(torch.from_numpy(x)).numpy()
 
     return LoadedModel(folder, config, run, module)
-
-
-_ONNX_DTYPES: dict[str, Any] = {
-    "tensor(float)": np.float32,
-    "tensor(double)": np.float64,
-    "tensor(float16)": np.float16,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8,
-    "tensor(bool)": np.bool_,
-}
-
-
-def _onnx_runner(path: Path, threads: int | None = None) -> Callable[[Features], np.ndarray]:
-    if not path.exists():
-        raise InvalidDataError(f"{path.parent}: the config says ONNX but there is no {ONNX}")
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    dtypes = {i.name: _ONNX_DTYPES.get(i.type, np.float32) for i in session.get_inputs()}
-    first = session.get_inputs()[0].name
-
-    def run(x: Features) -> np.ndarray:
-        feed = x if isinstance(x, Mapping) else {first: x}
-        missing = [name for name in dtypes if name not in feed]
-        if missing:
-            raise ValidationError.field("inputs", f"missing input(s) {missing} of the ONNX model")
-        arrays = {name: np.asarray(feed[name]).astype(dtypes[name], copy=False) for name in dtypes}
-        return np.asarray(session.run(None, arrays)[0])
-
-    return run

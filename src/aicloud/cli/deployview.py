@@ -42,6 +42,8 @@ def render_deployment(d: Deployment, metrics: dict[str, Any] | None = None) -> N
     for r in info.replicas:
         version = f" v{r.version}" if r.version is not None else ""
         console.print(f"    {r.id} gen {r.generation}{version} {r.state.value}")
+        if r.runtime:  # not markup: the reason holds brackets of its own
+            console.print(f"      runtime {r.runtime}", markup=False, highlight=False)
     if metrics is not None and (info.traffic or any(v.get("requests") for v in metrics.get("versions", []))):
         render_versions(metrics)
     if info.message:  # not markup: a replica's log lines hold brackets ("[aicloud replica] ...")

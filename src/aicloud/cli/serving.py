@@ -52,6 +52,11 @@ def deploy_create(
         1,
         help="batches a replica runs at once, its cpus split among them (1: latency; --cpus: throughput)",
     ),
+    runtime: str | None = typer.Option(
+        None,
+        help="what runs the model: auto (the fastest that matches, measured at start), torch, "
+        "onnxruntime or numpy (the built-in MLP); unset: the version's own",
+    ),
     env: list[str] = typer.Option(
         [], "--env", "-e", help="NAME=VALUE: an environment variable of each replica (repeatable)"
     ),
@@ -82,6 +87,7 @@ def deploy_create(
         "idle_timeout_s": idle_timeout_s,
         "cpus": cpus,
         "batch_workers": batch_workers,
+        "runtime": runtime,
         "env": parse_env(env),
         "secrets": secrets,
         "gpus": gpus,
@@ -198,6 +204,7 @@ def deploy_update(
     ),
     cpus: int | None = typer.Option(None, help="cpus of each replica"),
     batch_workers: int | None = typer.Option(None, help="batches a replica runs at once"),
+    runtime: str | None = typer.Option(None, help="auto, torch, onnxruntime or numpy"),
     env: list[str] = typer.Option(
         [], "--env", "-e", help="NAME=VALUE: replaces the replicas' environment variables (repeatable)"
     ),
@@ -236,6 +243,7 @@ def deploy_update(
             "track_alias": track_alias,
             "cpus": cpus,
             "batch_workers": batch_workers,
+            "runtime": runtime,
             "env": parse_env(env) if env else None,
             "secrets": secrets or None,
             "gpus": gpus,

@@ -193,8 +193,10 @@ class DeploymentsAPI:
         runs at once, its ``cpus`` split among them; docs/serving.md), ``env`` (variables of each
         replica), ``secrets`` (names of workspace secrets, injected as variables), ``gpus``,
         ``memory`` (MiB or ``"2Gi"``: the sandbox's ``limits.memory_mb``), ``limits`` (``memory_mb``,
-        ``cpu_seconds``, ``processes``, ``open_files`` of each replica's sandbox). An unknown key is
-        a 422 naming it. A name that exists already is a 409: see :meth:`apply`."""
+        ``cpu_seconds``, ``processes``, ``open_files`` of each replica's sandbox), ``runtime``
+        (``auto``, ``torch``, ``onnxruntime``, ``numpy``: what runs the model; docs/serving.md,
+        "Runtimes"). An unknown key is a 422 naming it. A name that exists already is a 409: see
+        :meth:`apply`."""
         body = {"name": name, **self._spec(model, service, entrypoint, spec)}
         out = self._client._transport.json("POST", "/api/v1/deployments", json=body)
         return Deployment(self._client, DeploymentOut.model_validate(out))

@@ -422,17 +422,19 @@ class Replicas:
         except (OSError, ValueError):
             return ""
 
-    def read_log(self, replica: Replica, lines: int, offset: int | None = None) -> tuple[str, int]:
+    def read_log(
+        self, replica: Replica, lines: int, offset: int | None = None, limit: int = MAX_LOG_TAIL
+    ) -> tuple[str, int]:
         """``replica``'s log (its stdout and stderr) and the byte offset just past what was read:
         its last ``lines`` lines (within the last :data:`MAX_LOG_TAIL` bytes), or with ``offset``
-        the whole lines from there (at most :data:`MAX_LOG_TAIL` bytes). Nothing, at ``offset`` or
+        the whole lines from there (at most ``limit`` bytes). Nothing, at ``offset`` or
         0, when it has no log (not launched yet, or cleaned up)."""
         if not replica.handle:
             return "", offset or 0
         try:
             path = self.executor.log_path(replica.handle)
             if offset is not None:
-                return read_lines(path, offset, MAX_LOG_TAIL)
+                return read_lines(path, offset, limit)
             end = path.stat().st_size
             return tail_lines(path, lines, max_bytes=MAX_LOG_TAIL, end=end), end
         except (OSError, ValueError, KeyError):  # KeyError: a handle of another executor

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -73,6 +73,10 @@ def check_traffic(value: Any) -> dict[str, int] | None:
     return out
 
 
+#: A deployment's ``runtime`` (docs/serving.md, "Runtimes").
+Runtime = Literal["auto", "torch", "onnxruntime", "numpy"]
+
+
 class DeploymentSpec(ScalingSpec):
     """What ``POST /deployments`` (``client.deployments.create``, a ``deploy.yaml``) takes; an
     unknown field is refused (422 naming it)."""
@@ -125,6 +129,14 @@ class DeploymentSpec(ScalingSpec):
         description=(
             "batches a replica runs at once; its cpus are split among them as intra-op threads "
             "(cpus // batch_workers each). 1: lowest latency; cpus: most throughput on CPU"
+        ),
+    )
+    runtime: Runtime | None = Field(
+        default=None,
+        description=(
+            "What runs the model: torch, onnxruntime, numpy (the built-in MLP), or auto: the fastest "
+            "whose outputs match the version's own within 1e-4, measured when each replica starts. "
+            "Unset: the version's own runtime (the built-in MLP in numpy), nothing measured."
         ),
     )
 
@@ -195,6 +207,7 @@ class DeploymentPatch(BaseModel):
     cache_bytes: int | None = Field(default=None, ge=0)
     cpus: int | None = Field(default=None, ge=1)
     batch_workers: int | None = Field(default=None, ge=1, le=64)
+    runtime: Runtime | None = None
     env: dict[str, str] | None = None
     secrets: list[SecretName] | None = None
     gpus: int | None = Field(default=None, ge=0, le=16)
@@ -233,11 +246,25 @@ class TrafficOut(BaseModel):
     window: dict[str, Any] = Field(default_factory=dict)
 
 
+class MinuteOut(BaseModel):
+    """One minute of a deployment's history, all versions together."""
+
+    t: int = Field(description="the minute's start, Unix seconds")
+    requests: int
+    errors: int
+    rate_per_s: float
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    ready: int = Field(description="the most ready replicas the controller saw that minute")
+
+
 class DeploymentMetricsOut(BaseModel):
-    """``GET /deployments/{name}/metrics``: per served version (and any version still answering)."""
+    """``GET /deployments/{name}/metrics``: per served version (and any version still answering),
+    and the last hour minute by minute (``history``, since the control plane started)."""
 
     deployment: str
     versions: list[TrafficOut]
+    history: list[MinuteOut] = Field(default_factory=list)
 
 
 class ReplicaOut(BaseModel):
@@ -250,6 +277,9 @@ class ReplicaOut(BaseModel):
     ready_at: datetime | None = None
     #: The number of the model version it serves (None: a Service, or a version deleted since).
     version: int | None = None
+    #: The runtime serving the model and why (``auto``: the p50s measured at start), from the
+    #: replica's log once it is ready; None for a Service or a replica not ready yet.
+    runtime: str | None = None
 
 
 class ReplicaLogOut(BaseModel):

@@ -10,7 +10,8 @@ Environment (set by the deployment controller):
 ``AICLOUD_DEPLOYMENT_SPEC``        JSON: the spec plus ``model_version`` {files, ...} or ``service``
                                    {code, entrypoint}; batching fields: ``max_batch_size``,
                                    ``max_wait_ms``, ``max_queue``, ``timeout_s``, ``cache_bytes``,
-                                   ``max_body_bytes``
+                                   ``max_body_bytes``; ``runtime`` (:mod:`aicloud.serving.runtimes`),
+                                   ``cpus`` and ``batch_workers`` (its intra-op threads)
 ``AICLOUD_URL``, ``AICLOUD_TOKEN``  the control plane, to download blobs
 ``AICLOUD_REPLICA_DRAIN_S``        longest SIGTERM drain before exiting anyway (default 30)
 =================================  ===================================================================
@@ -61,6 +62,8 @@ if TYPE_CHECKING:  # imported in make_app, while the artifacts download (see the
 TRANSIENT_EXIT = 75
 #: The exit code of a start-up error that would happen again (the replica's own error).
 STARTUP_ERROR_EXIT = 1
+#: The log line saying which runtime serves the model and why (``runtime: onnxruntime, auto: ...``).
+RUNTIME_LINE = "runtime: "
 
 
 def log(message: str) -> None:
@@ -214,7 +217,10 @@ def make_app(environ: Mapping[str, str] | None = None, workdir: Path | None = No
     kind, what = fetched.result()
     if kind == "service":
         return build_app(config, service=load_service_class(*what))
-    return build_app(config, runtime=ArtifactRuntime(what))
+    runtime = spec.get("runtime")
+    threads = max(1, int(spec.get("cpus") or 1) // int(spec.get("batch_workers") or 1))
+    batch = int(spec.get("max_batch_size") or 32)
+    return build_app(config, runtime=ArtifactRuntime(what, runtime, threads=threads, batch=batch))
 
 
 def serve(app: ReplicaApp, port: int, drain_s: float = 30.0) -> None:
@@ -315,6 +321,8 @@ def main() -> int:
     if age is not None:
         phases = f"start-up and imports {age:.2f}s, {phases}"
     engine = getattr(app.runtime, "engine", "") if app.runtime is not None else "service"
+    if getattr(app.runtime, "choice", ""):  # read by the control plane (ReplicaOut.runtime)
+        log(f"{RUNTIME_LINE}{app.runtime.choice}")  # type: ignore[union-attr]
     log(f"{app.config.name}: ready ({engine}; {phases}), listening on 127.0.0.1:{port_text}")
     drain_s = float(os.environ.get("AICLOUD_REPLICA_DRAIN_S") or 30)
     try:

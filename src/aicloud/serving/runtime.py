@@ -5,9 +5,10 @@
         prepare(inputs) → Prepared          # validate one request (400 naming the field), on the loop
         run_batch([Prepared, ...]) → [outputs, ...]   # in the batcher's worker thread
 
-:class:`ArtifactRuntime` serves an aicloud model folder: the built-in MLP in numpy (no torch import),
-other safetensors built-ins through :func:`aicloud.artifacts.loader.load_model` (torch), ONNX through
-ONNX Runtime. A later engine (quantized ONNX, another backend) is one more class with these methods.
+:class:`ArtifactRuntime` serves an aicloud model folder under the runtime the deployment asks for
+(:mod:`aicloud.serving.runtimes`: torch, ONNX Runtime, numpy for the built-in MLP, or ``auto``: the
+fastest that matches the version's own outputs); unset, the built-in MLP in numpy (no torch import),
+other safetensors built-ins in torch, ONNX through ONNX Runtime.
 
 Inputs of ``POST /predict`` and of the Open Inference Protocol, validated against the signature:
 
@@ -273,11 +274,12 @@ class ArtifactRuntime:
     """Serves an aicloud model folder. Outputs per row: the label (classifiers), a float (regression),
     or the raw output row (models without a task, e.g. your own ``nn.Module``).
 
-    A built-in MLP runs in numpy (:mod:`aicloud.serving.numpy_mlp`), so its replica never imports
-    torch; other built-ins load through :func:`aicloud.artifacts.loader.load_model` (torch), ONNX
-    models through ONNX Runtime. Inputs become the model's features with the code
-    :func:`~aicloud.artifacts.loader.load_model` uses, so an endpoint and ``client.models.load`` agree
-    on every row: the fitted :class:`~aicloud.artifacts.preprocess.Preprocessor` (its numpy
+    ``runtime`` picks the engine (:func:`aicloud.serving.runtimes.select`); unset, a built-in MLP
+    runs in numpy (:mod:`aicloud.serving.numpy_mlp`), so its replica never imports torch, other
+    built-ins in torch, ONNX models in ONNX Runtime (without torch). Inputs become the model's
+    features with the code :func:`~aicloud.artifacts.loader.load_model` uses, so an endpoint and
+    ``client.models.load`` agree on every row: the fitted
+    :class:`~aicloud.artifacts.preprocess.Preprocessor` (its numpy
     :meth:`~aicloud.artifacts.preprocess.Preprocessor.transform_numbers` for rows of numbers, its
     pandas ``transform`` for string columns), or :func:`aicloud.artifacts.inputs.tensors_from_rows`
     for tensor inputs.
@@ -289,27 +291,26 @@ class ArtifactRuntime:
     raw outputs.
     """
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(
+        self, folder: str | Path, runtime: str | None = None, threads: int | None = None, batch: int = 32
+    ) -> None:
         self.folder = Path(folder)
+        self.runtime = runtime  # the deployment's: auto, torch, onnxruntime, numpy; None: unset
+        self.threads = threads  # intra-op threads (the replica's cpus // batch_workers)
+        self.batch = batch  # the largest batch (auto measures at batch 1 and this)
         self.config: dict[str, Any] = {}
         self.columns: list[Column] = []
-        self.engine = ""  # "numpy" (built-in MLP), "torch" or "onnx" once loaded
+        self.engine = ""  # "numpy", "torch" or "onnxruntime" once loaded
+        self.choice = ""  # the runtime and why (auto: the measurements)
         self._run: Callable[[Any], np.ndarray]  # features (an array, or arrays by input name) → outputs
 
     # --- ModelRuntime
     def load(self) -> None:
-        from aicloud.serving import numpy_mlp
+        from aicloud.serving.runtimes import select
 
         config = read_config(self.folder)
-        if numpy_mlp.supports(config, self.folder):
-            self._run = numpy_mlp.load(self.folder, config)
-            self.engine = "numpy"
-        else:
-            from aicloud.artifacts.loader import load_model
-
-            model = load_model(self.folder)
-            config, self._run = model.config, model.run_features  # features → raw outputs, no pandas
-            self.engine = "onnx" if model.module is None else "torch"
+        self._run, choice = select(self.runtime, self.folder, config, self.threads, self.batch)
+        self.engine, self.choice = choice.runtime, choice.line
         self.config = config
         self.tensors = tensor_inputs(config)  # a model from your own code: named input tensors
         signature = config.get("signature")

@@ -7,9 +7,10 @@ from typing import Any
 import pydantic
 from fastapi import APIRouter, Query, Response
 
+from aicloud.artifacts.runtimes import check_runtime
 from aicloud.auth import Principal, mint_token
 from aicloud.entities import Role
-from aicloud.entities.serving import Deployment, DeploymentStatus
+from aicloud.entities.serving import Deployment, DeploymentStatus, Replica, ReplicaState
 from aicloud.errors import ConflictError, NotFoundError, ValidationError
 from aicloud.schemas import TokenCreated, TokenOut
 from aicloud.schemas.serving import (
@@ -38,6 +39,23 @@ router = APIRouter(tags=["deployments"])
 KEEP_REPLICAS = frozenset(ScalingSpec.model_fields) | {"traffic", "startup_timeout_s"}
 
 
+#: The replica's log line naming the runtime serving the model and why (aicloud.serving.replica
+#: prints it before it listens), and how much of the log's start is searched for it.
+RUNTIME_LINE = "[aicloud replica] runtime: "
+RUNTIME_LINE_WITHIN = 64 * 1024
+
+
+def _runtime(state: AppState, r: Replica) -> str | None:
+    """What the replica's log says serves its model (a ready replica of a model version)."""
+    if state.deployments is None or r.state is not ReplicaState.READY or r.model_version_id is None:
+        return None
+    text, _ = state.deployments.replicas.read_log(r, 0, offset=0, limit=RUNTIME_LINE_WITHIN)
+    for line in text.splitlines():
+        if line.startswith(RUNTIME_LINE):
+            return line[len(RUNTIME_LINE) :].strip()
+    return None
+
+
 def _out(state: AppState, d: Deployment) -> DeploymentOut:
     out = DeploymentOut.model_validate(d)
     replicas = state.store.deployments.replicas(d.id)
@@ -45,7 +63,9 @@ def _out(state: AppState, d: Deployment) -> DeploymentOut:
     ids = [d.model_version_id, *(d.traffic or {}), *(r.model_version_id for r in replicas)]
     numbers = traffic.version_numbers(state, d.workspace_id, ids)
     out.replicas = [
-        ReplicaOut.model_validate(r).model_copy(update={"version": numbers.get(r.model_version_id or "")})
+        ReplicaOut.model_validate(r).model_copy(
+            update={"version": numbers.get(r.model_version_id or ""), "runtime": _runtime(state, r)}
+        )
         for r in replicas
     ]
     # the configured public URL, never the request's Host header (the caller chooses that)
@@ -72,6 +92,7 @@ def _resolve(
             version = resolve_model_ref(state, principal.workspace.id, spec.model)
         except NotFoundError as exc:
             raise ValidationError.field("model", exc.message) from None
+        check_runtime(spec.runtime, version.config, version.files)  # a 422 naming runtime
         return data, version.id, traffic.resolve_traffic(state, principal.workspace.id, spec, version.id)
     assert spec.service is not None
     if not state.store.blob_refs.owns(principal.workspace.id, spec.service.code):

@@ -1,0 +1,251 @@
+"""Which runtime runs a model version in a replica, and ``runtime: auto``'s choice (docs/serving.md,
+"Runtimes").
+
+A deployment's ``runtime``:
+
+* ``torch``: a built-in model (``model.safetensors``) in torch eager;
+* ``onnxruntime``: an ONNX version as it is; a built-in model exported to ONNX when the replica
+  starts (:func:`aicloud.artifacts.format.save_onnx`, into a temporary folder read back at once);
+* ``numpy``: the built-in MLP as matrix products (:mod:`aicloud.serving.numpy_mlp`), no torch;
+* ``auto``: every runtime above that can run the version is loaded and measured on examples built
+  from the signature; the fastest whose outputs match the reference (the version's own runtime:
+  torch for a built-in model, ONNX Runtime for an ONNX one) within :data:`TOLERANCE` is served
+  (:func:`choose`, a pure function of the measurements);
+* unset (None): the version's own runtime without measuring: numpy for the built-in MLP, torch for
+  the other built-ins, ONNX Runtime for ONNX.
+
+:func:`aicloud.artifacts.runtimes.runnable` says which runtimes can run a version from its config
+and file names alone: the control plane refuses an explicit runtime that cannot (422), and a
+replica fails to start with the same message. ONNX Runtime sessions get the replica's intra-op
+threads (``cpus // batch_workers``), one inter-op thread, and idle threads do not spin.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aicloud.artifacts.format import ONNX
+from aicloud.artifacts.inputs import tensor_inputs
+from aicloud.artifacts.runtimes import check_runtime, default_runtime, kind_of, reference_of, runnable
+from aicloud.errors import ValidationError
+
+#: The largest absolute difference of any output from the reference's that ``auto`` accepts (the
+#: ONNX export's check, docs/compression.md).
+TOLERANCE = 1e-4
+EXAMPLE_ROWS = 32
+EXAMPLE_SEED = 0
+#: Each runtime is timed in ROUNDS interleaved rounds of about TIME_PER_ROUND_S per batch size.
+ROUNDS = 3
+TIME_PER_ROUND_S = 0.05
+MIN_CALLS = 5
+MAX_CALLS = 200
+
+Features = np.ndarray | Mapping[str, np.ndarray]
+Runner = Callable[[Any], np.ndarray]
+
+
+# -----------------------------------------------------------------------------------------------------
+# the choice
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One runtime measured on the examples: median latency of one call at batch 1 and at batch
+    ``batch`` (ms), and the largest absolute difference of its outputs from the reference's."""
+
+    runtime: str
+    p50_ms_b1: float
+    p50_ms_bn: float
+    max_abs_diff: float
+    batch: int = EXAMPLE_ROWS
+
+    @property
+    def cost_ms(self) -> float:
+        """What ``auto`` minimizes: a request alone plus a full batch."""
+        return self.p50_ms_b1 + self.p50_ms_bn
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The runtime served and why; ``line`` is how the replica's log and ``deploy show`` say it."""
+
+    runtime: str
+    reason: str
+    measured: list[Measured] = field(default_factory=list)
+
+    @property
+    def line(self) -> str:
+        return f"{self.runtime} ({self.reason})"
+
+
+def choose(measured: list[Measured], reference: str, tolerance: float = TOLERANCE) -> Choice:
+    """The fastest runtime (least ``p50 b1 + p50 bN``) whose outputs are within ``tolerance`` of
+    the reference's (the reference always is), and why, naming every measurement.
+
+    Raises:
+        ValueError: ``measured`` holds no measurement of ``reference``.
+    """
+    if not any(m.runtime == reference for m in measured):
+        raise ValueError(f"no measurement of the reference runtime {reference!r}")
+    ok = [m for m in measured if m.runtime == reference or m.max_abs_diff <= tolerance]
+    best = min(ok, key=lambda m: (m.cost_ms, m.runtime != reference))
+    parts = []
+    for m in sorted(measured, key=lambda m: m.cost_ms):
+        text = f"{m.runtime} {m.p50_ms_b1:.3g}/{m.p50_ms_bn:.3g} ms"
+        if m not in ok:
+            text += f" (refused: differs by {m.max_abs_diff:.2g})"
+        parts.append(text)
+    batch = measured[0].batch
+    if len(measured) == 1:
+        why = f"the only runtime that can serve it (p50 b1/b{batch}: {parts[0]})"
+    else:
+        why = (
+            f"fastest of those matching {reference} within {tolerance:g} "
+            f"(p50 b1/b{batch}: {', '.join(parts)})"
+        )
+    return Choice(best.runtime, f"auto: {why}", list(measured))
+
+
+# -----------------------------------------------------------------------------------------------------
+# loading and measuring
+
+
+def example_features(config: Mapping[str, Any], rows: int = EXAMPLE_ROWS) -> Features:
+    """Example inputs built from the signature: ``rows`` rows of the model's input tensor(s), floats
+    from a standard normal with a fixed seed (the scale the built-in preprocessing produces),
+    integers zero."""
+    gen = np.random.default_rng(EXAMPLE_SEED)
+
+    def draw(shape: tuple[int, ...], dtype: str) -> np.ndarray:
+        if np.dtype(dtype).kind == "f":
+            return gen.standard_normal(shape).astype(dtype)
+        return np.zeros(shape, dtype=dtype)
+
+    tensors = tensor_inputs(config)
+    if tensors:
+        feed = {t.name: draw((rows, *t.shape), t.dtype) for t in tensors}
+        return next(iter(feed.values())) if len(feed) == 1 else feed
+    dtype = str(config.get("input_dtype") or "float32")
+    shape = [int(s) for s in config.get("input_shape") or []]
+    arch = config.get("architecture")
+    arch = arch if isinstance(arch, dict) else {}
+    if not shape and arch.get("type") == "mlp":
+        shape = [int(arch["in_features"])]
+    elif not shape and arch.get("type") == "cnn":
+        shape = [int(np.prod([int(s) for s in arch["image_shape"]]))]
+    if not shape:
+        raise ValidationError.field("runtime", "cannot build example inputs: the model has no input shape")
+    return draw((rows, *shape), dtype)
+
+
+def load_runner(runtime: str, folder: Path, config: dict[str, Any], threads: int | None) -> Runner:
+    """The forward pass of the model in ``folder`` under ``runtime``: features → raw outputs."""
+    check_runtime(runtime, config, (p.name for p in folder.iterdir()))
+    if runtime == "numpy":
+        from aicloud.serving import numpy_mlp
+
+        return numpy_mlp.load(folder, config)
+    from aicloud.artifacts.onnxrt import onnx_runner
+
+    if runtime == "onnxruntime" and kind_of(config, (p.name for p in folder.iterdir())) == "onnx":
+        return onnx_runner(folder / ONNX, threads)  # no torch import
+    from aicloud.artifacts.loader import load_model
+
+    model = load_model(folder)
+    if runtime == "onnxruntime":
+        return onnx_runner(_export(model.module, config), threads)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    return model.run_features
+
+
+def _export(module: Any, config: Mapping[str, Any]) -> bytes:
+    """The ONNX bytes of a built-in module (dynamic batch axis), exported in a temporary folder."""
+    import torch
+
+    from aicloud.artifacts.format import save_onnx
+
+    x = example_features(config, 2)
+    assert isinstance(x, np.ndarray)
+    with tempfile.TemporaryDirectory(prefix="aicloud-onnx-") as tmp:
+        save_onnx(tmp, module, torch.from_numpy(x), {})
+        return (Path(tmp) / ONNX).read_bytes()
+
+
+def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a64.shape != b64.shape or not (np.isfinite(a64).all() and np.isfinite(b64).all()):
+        return math.inf
+    return float(np.max(np.abs(a64 - b64))) if a64.size else 0.0
+
+
+def _rows(x: Features, n: int) -> Features:
+    if isinstance(x, Mapping):
+        return {k: np.ascontiguousarray(v[:n]) for k, v in x.items()}
+    return np.ascontiguousarray(x[:n])
+
+
+def _p50_ms(run: Runner, x: Features) -> float:
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < MAX_CALLS and (
+        len(times) < MIN_CALLS or time.perf_counter() - start < TIME_PER_ROUND_S
+    ):
+        t0 = time.perf_counter()
+        run(x)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1000.0)
+
+
+def measure(runners: dict[str, Runner], reference: str, x: Features, batch: int) -> list[Measured]:
+    """Each runner's outputs against the reference's on ``x``, and its p50 at batch 1 and ``batch``
+    (interleaved rounds after a warm-up, the median of the rounds' medians)."""
+    expected = runners[reference](x)
+    diffs = {name: max_abs_diff(expected, run(x)) for name, run in runners.items()}
+    sizes = (1, min(batch, len(next(iter(x.values())) if isinstance(x, Mapping) else x)))
+    medians: dict[tuple[str, int], list[float]] = {}
+    for _ in range(ROUNDS):
+        for size in sizes:
+            feed = _rows(x, size)
+            for name, run in runners.items():
+                medians.setdefault((name, size), []).append(_p50_ms(run, feed))
+    return [
+        Measured(
+            name,
+            float(np.median(medians[(name, sizes[0])])),
+            float(np.median(medians[(name, sizes[1])])),
+            0.0 if name == reference else diffs[name],
+            sizes[1],
+        )
+        for name in runners
+    ]
+
+
+def select(
+    runtime: str | None, folder: Path, config: dict[str, Any], threads: int | None, batch: int = EXAMPLE_ROWS
+) -> tuple[Runner, Choice]:
+    """Load the model in ``folder`` under ``runtime`` (``auto``: measure and choose); the forward
+    pass and what was chosen and why."""
+    files = [p.name for p in folder.iterdir()]
+    if runtime != "auto":
+        name = runtime or default_runtime(config, files)
+        why = "as the deployment asks" if runtime else "unset: the version's own"
+        return load_runner(name, folder, config, threads), Choice(name, why)
+    reference = reference_of(config, files)
+    able = [name for name, why in runnable(config, files).items() if why is None]
+    if not able:
+        check_runtime(reference, config, files)  # raises, naming why
+    runners = {name: load_runner(name, folder, config, threads) for name in able}
+    x = example_features(config, max(EXAMPLE_ROWS, min(batch, 256)))
+    choice = choose(measure(runners, reference, x, batch), reference)
+    return runners[choice.runtime], choice

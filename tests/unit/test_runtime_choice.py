@@ -1,0 +1,76 @@
+"""``runtime: auto``'s choice (aicloud.serving.runtimes.choose): a pure function of the measurements
+and the tolerance; and which runtimes can serve a version (aicloud.artifacts.runtimes)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from aicloud.artifacts.runtimes import check_runtime, default_runtime, reference_of, runnable
+from aicloud.errors import ValidationError
+from aicloud.serving.runtimes import Measured, choose
+
+
+def m(runtime: str, b1: float, bn: float, diff: float = 0.0) -> Measured:
+    return Measured(runtime, b1, bn, diff, batch=32)
+
+
+def test_the_fastest_within_the_tolerance_wins_and_the_reason_names_every_measurement() -> None:
+    choice = choose([m("torch", 0.09, 0.7), m("onnxruntime", 0.02, 0.19, 2e-6)], "torch")
+    assert choice.runtime == "onnxruntime"
+    assert choice.reason == (
+        "auto: fastest of those matching torch within 0.0001 "
+        "(p50 b1/b32: onnxruntime 0.02/0.19 ms, torch 0.09/0.7 ms)"
+    )
+    assert choice.line.startswith("onnxruntime (auto: ")
+
+
+def test_a_faster_runtime_whose_outputs_differ_is_refused_and_said_so() -> None:
+    choice = choose([m("torch", 0.09, 0.7), m("onnxruntime", 0.02, 0.19, 3e-3)], "torch")
+    assert choice.runtime == "torch"
+    assert "onnxruntime 0.02/0.19 ms (refused: differs by 0.003)" in choice.reason
+    # NaN or infinite differences (a runtime that failed the comparison) are refused too
+    assert choose([m("torch", 1, 1), m("numpy", 0.1, 0.1, math.inf)], "torch").runtime == "torch"
+    assert choose([m("torch", 1, 1), m("numpy", 0.1, 0.1, math.nan)], "torch").runtime == "torch"
+
+
+def test_the_cost_is_a_lone_request_plus_a_full_batch() -> None:
+    # numpy is faster alone, onnxruntime on a full batch: the sum decides
+    measured = [m("torch", 0.05, 0.2), m("numpy", 0.01, 0.09), m("onnxruntime", 0.012, 0.06)]
+    assert choose(measured, "torch").runtime == "onnxruntime"
+    assert choose(measured, "torch", tolerance=0.0).runtime == "onnxruntime"  # differences of 0
+    # a tie goes to the reference
+    assert choose([m("numpy", 0.1, 0.1), m("torch", 0.1, 0.1)], "torch").runtime == "torch"
+
+
+def test_the_tolerance_is_inclusive_and_the_reference_is_required() -> None:
+    measured = [m("torch", 1, 1), m("onnxruntime", 0.5, 0.5, 1e-4)]
+    assert choose(measured, "torch", tolerance=1e-4).runtime == "onnxruntime"
+    assert choose(measured, "torch", tolerance=5e-5).runtime == "torch"
+    single = choose([m("onnxruntime", 0.02, 0.2)], "onnxruntime")
+    assert single.runtime == "onnxruntime" and "the only runtime that can serve it" in single.reason
+    with pytest.raises(ValueError, match="reference"):
+        choose([m("numpy", 1, 1)], "torch")
+
+
+MLP = {"architecture": {"type": "mlp", "in_features": 4, "hidden": [], "out_features": 2}}
+CNN = {"architecture": {"type": "cnn", "image_shape": [8, 8]}}
+ONNX = {"architecture": {"type": "onnx"}}
+
+
+def test_which_runtimes_can_serve_a_version() -> None:
+    weights = ["config.json", "model.safetensors"]
+    assert runnable(MLP, weights) == {"numpy": None, "onnxruntime": None, "torch": None}
+    assert runnable(CNN, weights)["numpy"] == "numpy runs only the built-in MLP (safetensors weights)"
+    onnx = runnable(ONNX, ["config.json", "model.onnx"])
+    assert onnx["onnxruntime"] is None and "torch cannot run it" in str(onnx["torch"])
+    assert all(runnable(MLP, ["config.json"]).values())  # no weights: nothing can
+    assert (reference_of(MLP, weights), default_runtime(MLP, weights)) == ("torch", "numpy")
+    assert (reference_of(CNN, weights), default_runtime(CNN, weights)) == ("torch", "torch")
+    assert default_runtime(ONNX, ["model.onnx"]) == "onnxruntime"
+    for runtime in (None, "auto", "torch", "onnxruntime"):
+        check_runtime(runtime, CNN, weights)
+    with pytest.raises(ValidationError) as refused:
+        check_runtime("torch", ONNX, ["model.onnx"])
+    assert refused.value.details[0]["field"] == "runtime"
