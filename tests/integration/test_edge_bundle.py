@@ -236,6 +236,8 @@ def torch_loaded(pid: int) -> bool:
 def test_edge_serve_predicts_as_models_load_with_no_control_plane(
     client: Client, bundles: Bundles, edge_serve: Callable[..., Edge], tmp_path: Path
 ) -> None:
+    import tritonclient.http as triton
+
     from aicloud.artifacts.bundle import open_bundle, read_public_key
     from aicloud.artifacts.loader import load_model
 
@@ -267,6 +269,15 @@ def test_edge_serve_predicts_as_models_load_with_no_control_plane(
         )
         assert infer.status_code == 200, infer.text
         assert infer.json()["outputs"][0]["data"] == want
+        triton_client = triton.InferenceServerClient(url=f"127.0.0.1:{edge.port}")
+        try:
+            assert triton_client.is_model_ready(name)
+            x = rows.to_numpy().astype(np.float32)
+            tensor = triton.InferInput("input", list(x.shape), "FP32")
+            tensor.set_data_from_numpy(x, binary_data=True)
+            assert triton_client.infer(name, [tensor]).as_numpy("output").tolist() == want
+        finally:
+            triton_client.close()
         # the raw outputs of the bundled ONNX model equal load()'s of the version within 1e-4
         folder = open_bundle(b.path, read_public_key(str(bundles.key_file))).extract(tmp_path / f"m{n}")
         got_out = load_model(folder).outputs(rows)
