@@ -112,6 +112,8 @@ def test_canary_split_promote_and_rollback_with_no_failed_request(
         assert metrics[1]["requests"] > 0 and metrics[2]["requests"] > 0
         assert metrics[1]["errors"] == 0 and metrics[2]["errors"] == 0
         assert metrics[2]["p50_ms"] is not None and metrics[2]["window"]["rate_per_s"] > 0
+        history = dep.metrics()["history"]  # by minute, all versions together
+        assert history and history[-1]["requests"] > 0 and history[-1]["ready"] >= 2, history
         shown = run_cli(server, "deploy", "show", name).stdout
         assert "versions" in shown and "v1" in shown and "v2" in shown and "50%" in shown, shown
 

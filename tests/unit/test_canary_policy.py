@@ -202,3 +202,23 @@ def test_a_launch_error_that_would_repeat_fails_the_deployment_at_once(tmp_path:
     failed = h.get(d)
     assert failed.status == DeploymentStatus.FAILED and "this machine has 0" in (failed.message or "")
     assert "not retried" in (failed.message or "") and len(h.removed) == 1
+
+
+def test_endpoint_history_keeps_an_hour_by_minute() -> None:
+    wall = [600.0]  # minute 10
+    stats = EndpointStats(wall=lambda: wall[0])
+    stats.note_ready(1)
+    stats.record("mv1", 0.010, 200)
+    stats.record("mv2", 0.020, 503)
+    wall[0] += 60
+    stats.note_ready(2)
+    stats.note_ready(1)  # the minute keeps the most
+    first, second = stats.history()
+    assert first["t"] == 600 and first["requests"] == 2 and first["errors"] == 1 and first["ready"] == 1
+    assert first["p50_ms"] is not None and first["rate_per_s"] == round(2 / 60, 3)
+    assert second["requests"] == 0 and second["ready"] == 2 and second["p50_ms"] is None
+    for _ in range(70):
+        wall[0] += 60
+        stats.note_ready(1)
+    history = stats.history()
+    assert len(history) == 60 and history[-1]["t"] == int(wall[0] // 60) * 60

@@ -248,6 +248,7 @@ class DeploymentController(ReconcileLoop):
         ep.timeout_s = float(d.spec.get("timeout_s", DEFAULT_TIMEOUT_S))  # how long the gateway holds
         ep.traffic = dict(d.traffic) if d.traffic else None
         live = self.replicas.observe(d, t, ep)
+        ep.stats.note_ready(len(ep.routable()))  # the history's replicas over time
         if ep.routable():
             ep.start_requested = False
         if d.status == DeploymentStatus.DELETING:

@@ -9,7 +9,10 @@ the gateway could not get an answer). So a canary's two versions can be compared
 Latencies go into fixed, log-spaced buckets (:data:`BOUNDS_S`); quantiles are read from them by
 interpolating inside the bucket, so they are exact to a bucket's width (about 20%) and a record
 costs one bisect and a few increments on the event loop. Two views: everything since the control
-plane started, and the last :data:`WINDOW_S` seconds (one histogram per second, in a ring).
+plane started, and the last :data:`WINDOW_S` seconds (one histogram per second, in a ring). Each
+endpoint also keeps a history of its last :data:`HISTORY_MINUTES` minutes, one row per minute of
+wall-clock time for all its versions together (requests, errors, p50/p99, and the most ready
+replicas the deployment controller noted that minute): the console's charts start from it.
 Statistics start again at zero when the control plane restarts.
 """
 
@@ -20,13 +23,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["BOUNDS_S", "WINDOW_S", "EndpointStats", "VersionStats", "quantile"]
+__all__ = ["BOUNDS_S", "HISTORY_MINUTES", "WINDOW_S", "EndpointStats", "VersionStats", "quantile"]
 
 #: Upper bounds of the latency buckets, in seconds: 0.25 ms to 120 s, 5 buckets per decade;
 #: a last bucket takes anything slower.
 BOUNDS_S: tuple[float, ...] = tuple(0.00025 * 10 ** (i / 5) for i in range(29))
 #: The recent window, in seconds.
 WINDOW_S = 60
+#: How many minutes of per-minute history an endpoint keeps.
+HISTORY_MINUTES = 60
 
 
 def quantile(buckets: list[int], q: float) -> float | None:
@@ -101,23 +106,68 @@ class VersionStats:
 
 
 class EndpointStats:
-    """One endpoint's :class:`VersionStats`, by version (``""``: a Service, or not known)."""
+    """One endpoint's :class:`VersionStats`, by version (``""``: a Service, or not known), and its
+    per-minute history (all versions together)."""
 
-    __slots__ = ("_clock", "versions")
+    __slots__ = ("_clock", "_minutes", "_wall", "versions")
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time
+    ) -> None:
         self._clock = clock
+        self._wall = wall
         self.versions: dict[str, VersionStats] = {}
+        # minute (wall clock // 60) → [requests, errors, ready, bucket counts...], oldest first
+        self._minutes: dict[int, list[int]] = {}
+
+    def _minute(self) -> list[int]:
+        minute = int(self._wall() // 60)
+        row = self._minutes.get(minute)
+        if row is None:
+            row = self._minutes[minute] = [0, 0, 0] + [0] * (len(BOUNDS_S) + 1)
+            while len(self._minutes) > HISTORY_MINUTES:
+                del self._minutes[next(iter(self._minutes))]
+        return row
 
     def record(self, version: str, seconds: float, status: int) -> None:
         """A call answered with ``status`` (0: no answer) after ``seconds``."""
         stats = self.versions.get(version)
         if stats is None:
             stats = self.versions[version] = VersionStats(self._clock)
-        stats.record(seconds, status >= 500 or status == 0)
+        error = status >= 500 or status == 0
+        stats.record(seconds, error)
+        row = self._minute()
+        row[0] += 1
+        row[1] += error
+        row[3 + bisect.bisect_left(BOUNDS_S, seconds)] += 1
+
+    def note_ready(self, replicas: int) -> None:
+        """The deployment controller's count of ready replicas now (the minute keeps the most)."""
+        row = self._minute()
+        row[2] = max(row[2], replicas)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         return {version: stats.snapshot() for version, stats in list(self.versions.items())}
+
+    def history(self) -> list[dict[str, Any]]:
+        """The last :data:`HISTORY_MINUTES` minutes that saw a call or a controller pass, oldest
+        first: ``t`` (the minute's start, Unix seconds), requests, errors, rate per second, p50/p99
+        in ms (None without calls), the most ready replicas."""
+        out = []
+        for minute, row in sorted(self._minutes.items()):
+            buckets = row[3:]
+            out.append(
+                {
+                    "t": minute * 60,
+                    "requests": row[0],
+                    "errors": row[1],
+                    "rate_per_s": round(row[0] / 60, 3),
+                    "p50_ms": _ms(quantile(buckets, 0.5)),
+                    "p99_ms": _ms(quantile(buckets, 0.99)),
+                    "ready": row[2],
+                }
+            )
+        return out
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from aicloud.entities.serving import Deployment, DeploymentStatus, ReplicaState
 from aicloud.errors import ConflictError, NotFoundError, ValidationError
-from aicloud.schemas.serving import DeploymentMetricsOut, DeploymentSpec, TrafficOut
+from aicloud.schemas.serving import DeploymentMetricsOut, DeploymentSpec, MinuteOut, TrafficOut
 from aicloud.server.services.models import resolve_model_ref
 from aicloud.server.state import AppState
 
@@ -149,4 +149,5 @@ def metrics(state: AppState, d: Deployment) -> DeploymentMetricsOut:
                 window=numbers_of.get("window", {}),
             )
         )
-    return DeploymentMetricsOut(deployment=d.name, versions=out)
+    history = [MinuteOut(**row) for row in ep.stats.history()] if ep is not None else []
+    return DeploymentMetricsOut(deployment=d.name, versions=out, history=history)

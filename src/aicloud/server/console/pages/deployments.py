@@ -95,8 +95,8 @@ async def deployment_page(request: Request, name: str, principal: Viewer, state:
 @router.get("/deployments/{name}/traffic")
 async def deployment_traffic(request: Request, name: str, principal: Viewer, state: State) -> Response:
     """An htmx fragment the deployment page polls: per served version, its share, replicas and the
-    gateway's counts and latencies (since start and over the last minute), and one sample for the
-    page's request-rate and latency charts."""
+    gateway's counts and latencies (since start and over the last minute), one sample for the
+    page's request-rate, latency and replica charts, and the last hour by minute they start from."""
     d = await run_in_threadpool(state.store.deployments.get, principal.workspace.id, check_name(name))
     out = await run_in_threadpool(traffic.metrics, state, d)
     windows = [v.window for v in out.versions if v.window]
@@ -107,7 +107,11 @@ async def deployment_traffic(request: Request, name: str, principal: Viewer, sta
         "p99": max((w.get("p99_ms") or 0.0 for w in windows), default=0.0),
         "replicas": sum(v.ready for v in out.versions),
     }
-    return page(request, "_traffic.html", versions=out.versions, sample=sample)
+    history = [
+        {"t": m.t, "rate": m.rate_per_s, "p50": m.p50_ms or 0.0, "p99": m.p99_ms or 0.0, "replicas": m.ready}
+        for m in out.history
+    ]
+    return page(request, "_traffic.html", versions=out.versions, sample=sample, history=history)
 
 
 def _snippets(url: str, path: str, body: str) -> dict[str, Any]:

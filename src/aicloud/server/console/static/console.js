@@ -167,7 +167,8 @@
     });
   }
 
-  // A deployment page: each traffic fragment htmx fetches carries one sample; the charts grow.
+  // A deployment page: the first traffic fragment carries the last hour by minute (the gateway's
+  // history), each one a sample of now; the charts start from the history and grow.
   function trafficCharts() {
     var rateEl = document.getElementById("traffic-rate"), latEl = document.getElementById("traffic-latency");
     var repEl = document.getElementById("traffic-replicas");
@@ -184,6 +185,11 @@
       var table = document.getElementById("traffic-table");  // htmx drops <script> from fragments
       if (!table || !table.dataset.sample) return;
       var s = JSON.parse(table.dataset.sample);
+      if (!t.length && table.dataset.history) {  // the first fragment: start from the last hour, by minute
+        JSON.parse(table.dataset.history).forEach(function (m) {
+          if (m.t < s.t - 60) { t.push(m.t); rate.push(m.rate); p50.push(m.p50); p99.push(m.p99); ready.push(m.replicas); }
+        });
+      }
       t.push(s.t); rate.push(s.rate); p50.push(s.p50); p99.push(s.p99); ready.push(s.replicas);
       if (t.length > 720) { t.shift(); rate.shift(); p50.shift(); p99.shift(); ready.shift(); }
       if (!rPlot) {
