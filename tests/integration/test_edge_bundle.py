@@ -286,9 +286,11 @@ def test_edge_serve_predicts_as_models_load_with_no_control_plane(
 
 
 def test_edge_serve_with_a_token_refuses_calls_without_it(
-    bundles: Bundles, edge_serve: Callable[..., Edge]
+    bundles: Bundles, edge_serve: Callable[..., Edge], tmp_path: Path
 ) -> None:
-    edge = edge_serve(bundles.mlp.path, bundles.key_file, "--token", "s3cret-edge")
+    token_file = tmp_path / "edge.token"
+    token_file.write_text("s3cret-edge\n")
+    edge = edge_serve(bundles.mlp.path, bundles.key_file, "--token-file", str(token_file))
     row = dict.fromkeys(bundles.mlp.names, 1.0)
     assert_error(edge.http.post("/predict", json={"inputs": [row]}), 401)
     ok = edge.http.post("/predict", json={"inputs": [row]}, headers={"Authorization": "Bearer s3cret-edge"})

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from aicloud.cli.common import Output, OutputOpt, client, console, emit
+from aicloud.cli.common import Output, OutputOpt, UsageError, client, console, emit
 from aicloud.client.extras import MissingExtraError
 
 bundle_app = typer.Typer(help="Signed model bundles for the edge (docs/edge.md).", no_args_is_help=True)
@@ -80,11 +80,18 @@ def edge_serve(
     key: str = typer.Option(..., "--key", help=KEY_HELP),
     port: int = typer.Option(8080, "--port", min=1, max=65535),
     host: str = typer.Option("127.0.0.1", "--host", help="the address to listen on"),
-    token: str | None = typer.Option(
-        None, "--token", envvar="AICLOUD_EDGE_TOKEN", help="require 'Authorization: Bearer TOKEN'"
+    token: str | None = typer.Option(None, "--token", help="require 'Authorization: Bearer TOKEN'"),
+    token_file: Path | None = typer.Option(
+        None, "--token-file", help="as --token, read from this file (kept out of the process list)"
     ),
 ) -> None:
     """Verify a bundle and serve it offline: /predict and the Open Inference Protocol (/v2)."""
+    if token_file is not None:
+        if token is not None:
+            raise UsageError("give --token or --token-file, not both")
+        token = token_file.read_text().strip()
+        if not token:
+            raise UsageError(f"{token_file} is empty")
     b = _bundle_module()
     public_key = b.read_public_key(key)
     try:
