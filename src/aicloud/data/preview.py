@@ -9,16 +9,13 @@ and nested values as a short description.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from typing import Any, BinaryIO
 
 import pyarrow as pa
 
-from aicloud.data.csvfile import csv_batches
-from aicloud.data.formats import guarded, normalize_format, translate_errors
-from aicloud.data.jsonlfile import jsonl_batches
+from aicloud.data.formats import normalize_format, translate_errors
 from aicloud.data.limits import DEFAULT_LIMITS, ParseLimits
-from aicloud.data.parquetfile import open_parquet, parquet_batches
+from aicloud.data.profile import table_items
 from aicloud.errors import UnsupportedFormatError
 
 MAX_ROWS = 50
@@ -47,18 +44,10 @@ def preview(fmt: str, f: BinaryIO, rows: int = 20, limits: ParseLimits = DEFAULT
     rows = max(1, min(rows, MAX_ROWS))
     if fmt == "npz":
         raise UnsupportedFormatError("an NPZ file's arrays have no rows to preview")
-    what = {"csv": "the CSV file", "jsonl": "the JSON Lines file", "parquet": "the Parquet file"}[fmt]
-    items: Iterable[pa.Schema | pa.RecordBatch]
-    if fmt == "csv":
-        items = csv_batches(f)
-    elif fmt == "jsonl":
-        items = jsonl_batches(f, limits)
-    else:
-        with translate_errors(what):
-            items = parquet_batches(open_parquet(f, limits))
+    items, what = table_items(fmt, f, limits)
     columns: list[str] = []
     out: list[list[Any]] = []
-    for item in guarded(items, what):
+    for item in items:
         if isinstance(item, pa.Schema):
             columns = list(item.names)
             continue

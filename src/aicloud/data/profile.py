@@ -67,6 +67,21 @@ def profile(fmt: str, f: BinaryIO, limits: ParseLimits = DEFAULT_LIMITS) -> Prof
     if fmt == "npz":
         with translate_errors("the NPZ file"):
             return _profile_npz(f, limits)
+    items, what = table_items(fmt, f, limits)
+    table = _accumulate(items, what)
+    if table.num_rows == 0:
+        if fmt == "csv":
+            raise InvalidDataError("the CSV file has a header but no rows")
+        raise InvalidDataError("the file has no rows")
+    return Profile(num_rows=table.num_rows, schema=table.schema_entries(), stats=table.stats())
+
+
+def table_items(
+    fmt: str, f: BinaryIO, limits: ParseLimits = DEFAULT_LIMITS
+) -> tuple[Iterator[pa.Schema | pa.RecordBatch], str]:
+    """A CSV, JSON Lines or Parquet file (``fmt`` normalized) as its schema, then its record batches
+    (a schema item may come again: it restarts the columns), with parse errors turned into clean
+    InvalidDataErrors; and how errors name the file ("the CSV file")."""
     what = {"csv": "the CSV file", "jsonl": "the JSON Lines file", "parquet": "the Parquet file"}[fmt]
     items: Iterable[pa.Schema | pa.RecordBatch]
     if fmt == "csv":
@@ -77,12 +92,7 @@ def profile(fmt: str, f: BinaryIO, limits: ParseLimits = DEFAULT_LIMITS) -> Prof
         with translate_errors(what):
             pf = open_parquet(f, limits)
         items = parquet_batches(pf)
-    table = _accumulate(guarded(items, what), what)
-    if table.num_rows == 0:
-        if fmt == "csv":
-            raise InvalidDataError("the CSV file has a header but no rows")
-        raise InvalidDataError("the file has no rows")
-    return Profile(num_rows=table.num_rows, schema=table.schema_entries(), stats=table.stats())
+    return guarded(items, what), what
 
 
 def _accumulate(items: Iterator[pa.Schema | pa.RecordBatch], what: str) -> TableStats:
