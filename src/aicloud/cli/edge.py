@@ -78,7 +78,7 @@ def bundle_key(
 def edge_serve(
     file: Path = typer.Argument(..., help="the bundle"),
     key: str = typer.Option(..., "--key", help=KEY_HELP),
-    port: int = typer.Option(8080, "--port", min=1, max=65535),
+    port: int = typer.Option(8080, "--port", min=1, max=65535, help="the port to listen on"),
     host: str = typer.Option("127.0.0.1", "--host", help="the address to listen on"),
     token: str | None = typer.Option(None, "--token", help="require 'Authorization: Bearer TOKEN'"),
     token_file: Path | None = typer.Option(
