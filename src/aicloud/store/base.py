@@ -91,11 +91,27 @@ class DatasetStore(abc.ABC):
         """Raises NotFoundError (also for a version of another workspace)."""
 
     @abc.abstractmethod
-    def list_datasets(self, workspace_id: str) -> list[DatasetSummary]: ...
+    def list_datasets(
+        self, workspace_id: str, *, offset: int = 0, limit: int | None = None
+    ) -> list[DatasetSummary]:
+        """Newest first (by creation, ties by id): ``limit`` of them (None: all) after ``offset``."""
 
     @abc.abstractmethod
-    def list_versions(self, workspace_id: str, name: str) -> list[DatasetVersion]:
-        """Oldest first. Raises NotFoundError when the dataset does not exist."""
+    def count_datasets(self, workspace_id: str) -> int:
+        """How many ``list_datasets`` would return without a limit."""
+
+    @abc.abstractmethod
+    def list_versions(
+        self,
+        workspace_id: str,
+        name: str,
+        *,
+        offset: int = 0,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[DatasetVersion]:
+        """Oldest first (newest first with ``newest_first``), ``limit`` of them (None: all) after
+        ``offset``. Raises NotFoundError when the dataset does not exist."""
 
     @abc.abstractmethod
     def delete_dataset(self, workspace_id: str, name: str) -> list[str]:

@@ -30,7 +30,14 @@ class DeploymentStore(abc.ABC):
     def get_any(self, deployment_id: str) -> Deployment: ...
 
     @abc.abstractmethod
-    def list(self, workspace_id: str) -> builtins.list[Deployment]: ...
+    def list(
+        self, workspace_id: str, *, offset: int = 0, limit: int | None = None
+    ) -> builtins.list[Deployment]:
+        """Newest first (by creation, ties by id): ``limit`` of them (None: all) after ``offset``."""
+
+    @abc.abstractmethod
+    def count(self, workspace_id: str) -> int:
+        """How many deployments ``list`` would return without a limit."""
 
     @abc.abstractmethod
     def list_all(self) -> builtins.list[Deployment]:

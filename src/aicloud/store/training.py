@@ -62,8 +62,22 @@ class JobStore(abc.ABC):
         status: JobStatus | None = None,
         limit: int = 100,
         parent_id: str | None = None,
+        kind: JobKind | None = None,
+        offset: int = 0,
     ) -> builtins.list[Job]:
-        """Newest first; ``parent_id`` keeps only the trials of that sweep."""
+        """Newest first (ties by id, so pages are stable): ``limit`` jobs after ``offset``;
+        ``parent_id`` keeps only the trials of that sweep, ``kind`` only jobs of that kind."""
+
+    @abc.abstractmethod
+    def count(
+        self,
+        workspace_id: str,
+        *,
+        status: JobStatus | None = None,
+        parent_id: str | None = None,
+        kind: JobKind | None = None,
+    ) -> int:
+        """How many jobs ``list`` would return without a limit."""
 
     @abc.abstractmethod
     def finished_between(
@@ -297,10 +311,35 @@ class ModelStore(abc.ABC):
     def get_version_by_id(self, workspace_id: str, version_id: str) -> ModelVersion: ...
 
     @abc.abstractmethod
-    def list_models(self, workspace_id: str) -> builtins.list[Model]: ...
+    def list_models(
+        self, workspace_id: str, *, offset: int = 0, limit: int | None = None
+    ) -> builtins.list[Model]:
+        """Newest first (by creation, ties by id): ``limit`` of them (None: all) after ``offset``."""
 
     @abc.abstractmethod
-    def list_versions(self, workspace_id: str, name: str) -> builtins.list[ModelVersion]: ...
+    def get_model(self, workspace_id: str, name: str) -> Model:
+        """The model with its aliases and latest version number. Raises NotFoundError."""
+
+    @abc.abstractmethod
+    def count_models(self, workspace_id: str) -> int:
+        """How many ``list_models`` would return without a limit."""
+
+    @abc.abstractmethod
+    def list_versions(
+        self,
+        workspace_id: str,
+        name: str,
+        *,
+        offset: int = 0,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> builtins.list[ModelVersion]:
+        """Oldest first (newest first with ``newest_first``), ``limit`` of them (None: all) after
+        ``offset``. Raises NotFoundError when the model does not exist."""
+
+    @abc.abstractmethod
+    def count_versions(self, workspace_id: str, name: str) -> int:
+        """How many versions the model has. Raises NotFoundError when the model does not exist."""
 
     @abc.abstractmethod
     def set_alias(self, workspace_id: str, name: str, alias: str, version: int) -> ModelVersion:

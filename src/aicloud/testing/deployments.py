@@ -107,10 +107,18 @@ class InMemoryDeploymentStore(DeploymentStore):
         with self._lock:
             return self._out_d(self._find(deployment_id))
 
-    def list(self, workspace_id: str) -> builtins.list[Deployment]:
+    def list(
+        self, workspace_id: str, *, offset: int = 0, limit: int | None = None
+    ) -> builtins.list[Deployment]:
         with self._lock:
             found = [d for d in self._deployments.values() if d.workspace_id == workspace_id]
-            return [self._out_d(d) for d in sorted(found, key=lambda d: d.name)]
+            found.sort(key=lambda d: (d.created_at, d.id), reverse=True)
+            end = None if limit is None else offset + limit
+            return [self._out_d(d) for d in found[offset:end]]
+
+    def count(self, workspace_id: str) -> int:
+        with self._lock:
+            return sum(1 for d in self._deployments.values() if d.workspace_id == workspace_id)
 
     def list_all(self) -> builtins.list[Deployment]:
         with self._lock:

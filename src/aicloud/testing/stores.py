@@ -111,17 +111,36 @@ class InMemoryJobStore(JobStore):
         status: JobStatus | None = None,
         limit: int = 100,
         parent_id: str | None = None,
+        kind: JobKind | None = None,
+        offset: int = 0,
     ) -> builtins.list[Job]:
         with self._lock:
-            jobs = [
-                job
-                for job in self._jobs.values()
-                if job.workspace_id == workspace_id
-                and (status is None or job.status == status)
-                and (parent_id is None or job.parent_id == parent_id)
-            ]
+            jobs = self._matching(workspace_id, status, parent_id, kind)
             jobs.sort(key=lambda job: (job.created_at, job.id), reverse=True)
-            return [self._out(job) for job in jobs[:limit]]
+            return [self._out(job) for job in jobs[offset : offset + limit]]
+
+    def count(
+        self,
+        workspace_id: str,
+        *,
+        status: JobStatus | None = None,
+        parent_id: str | None = None,
+        kind: JobKind | None = None,
+    ) -> int:
+        with self._lock:
+            return len(self._matching(workspace_id, status, parent_id, kind))
+
+    def _matching(
+        self, workspace_id: str, status: JobStatus | None, parent_id: str | None, kind: JobKind | None
+    ) -> builtins.list[Job]:
+        return [
+            job
+            for job in self._jobs.values()
+            if job.workspace_id == workspace_id
+            and (status is None or job.status == status)
+            and (parent_id is None or job.parent_id == parent_id)
+            and (kind is None or job.kind == kind)
+        ]
 
     def finished_between(
         self, workspace_id: str, since: datetime | None = None, until: datetime | None = None

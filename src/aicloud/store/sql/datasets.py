@@ -146,14 +146,26 @@ class SqlDatasetStore(DatasetStore):
 
         return self._db.run(tx, write=False)
 
-    def list_datasets(self, workspace_id: str) -> list[DatasetSummary]:
+    def list_datasets(
+        self, workspace_id: str, *, offset: int = 0, limit: int | None = None
+    ) -> list[DatasetSummary]:
         def tx(session: Session) -> list[DatasetSummary]:
+            # The page of datasets first, then the counts of its versions only.
+            page = (
+                select(DatasetRow.id)
+                .where(DatasetRow.workspace_id == workspace_id)
+                .order_by(DatasetRow.created_at.desc(), DatasetRow.id.desc())
+                .offset(offset)
+                .limit(limit)
+                .subquery()
+            )
             counts = (
                 select(
                     DatasetVersionRow.dataset_id,
                     func.max(DatasetVersionRow.version).label("latest"),
                     func.count().label("n"),
                 )
+                .join(page, page.c.id == DatasetVersionRow.dataset_id)
                 .group_by(DatasetVersionRow.dataset_id)
                 .subquery()
             )
@@ -162,20 +174,40 @@ class SqlDatasetStore(DatasetStore):
                     DatasetRow.name, DatasetRow.created_at, DatasetRow.updated_at, counts.c.latest, counts.c.n
                 )
                 .join(counts, counts.c.dataset_id == DatasetRow.id)
-                .where(DatasetRow.workspace_id == workspace_id)
-                .order_by(DatasetRow.name)
+                .order_by(DatasetRow.created_at.desc(), DatasetRow.id.desc())
             )
             return [_summary(r) for r in rows]
 
         return self._db.run(tx, write=False)
 
-    def list_versions(self, workspace_id: str, name: str) -> list[DatasetVersion]:
+    def count_datasets(self, workspace_id: str) -> int:
+        def tx(session: Session) -> int:
+            query = (
+                select(func.count()).select_from(DatasetRow).where(DatasetRow.workspace_id == workspace_id)
+            )
+            return int(session.scalar(query) or 0)
+
+        return self._db.run(tx, write=False)
+
+    def list_versions(
+        self,
+        workspace_id: str,
+        name: str,
+        *,
+        offset: int = 0,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[DatasetVersion]:
+        order = DatasetVersionRow.version.desc() if newest_first else DatasetVersionRow.version
+
         def tx(session: Session) -> list[DatasetVersion]:
             dataset = _find_dataset(session, workspace_id, name)
             rows = session.scalars(
                 select(DatasetVersionRow)
                 .where(DatasetVersionRow.dataset_id == dataset.id)
-                .order_by(DatasetVersionRow.version)
+                .order_by(order)
+                .offset(offset)
+                .limit(limit)
             )
             return [_entity(row, dataset.name) for row in rows]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from aicloud.entities import BlobOwner
@@ -137,14 +137,29 @@ class SqlDeploymentStore(DeploymentStore):
 
         return self._db.run(tx, write=False)
 
-    def list(self, workspace_id: str) -> builtins.list[Deployment]:
+    def list(
+        self, workspace_id: str, *, offset: int = 0, limit: int | None = None
+    ) -> builtins.list[Deployment]:
         def tx(session: Session) -> builtins.list[Deployment]:
             query = (
                 select(DeploymentRow)
                 .where(DeploymentRow.workspace_id == workspace_id)
-                .order_by(DeploymentRow.name)
+                .order_by(DeploymentRow.created_at.desc(), DeploymentRow.id.desc())
+                .offset(offset)
+                .limit(limit)
             )
             return [_deployment(row) for row in session.scalars(query)]
+
+        return self._db.run(tx, write=False)
+
+    def count(self, workspace_id: str) -> int:
+        def tx(session: Session) -> int:
+            query = (
+                select(func.count())
+                .select_from(DeploymentRow)
+                .where(DeploymentRow.workspace_id == workspace_id)
+            )
+            return int(session.scalar(query) or 0)
 
         return self._db.run(tx, write=False)
 

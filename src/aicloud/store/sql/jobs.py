@@ -13,7 +13,7 @@ import builtins
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Update, select, update
+from sqlalchemy import Update, func, select, update
 from sqlalchemy.orm import Session
 
 from aicloud.entities import BlobOwner, Job, JobKind, JobStatus
@@ -75,6 +75,20 @@ def _add_blob_refs(session: Session, row: JobRow) -> None:
     for owner, digest in owned:
         if isinstance(digest, str) and digest:
             add_refs(session, row.workspace_id, owner, row.id, [digest])
+
+
+def _where(
+    workspace_id: str, status: JobStatus | None, parent_id: str | None, kind: JobKind | None
+) -> builtins.list[Any]:
+    """The conditions of ``list`` and ``count``."""
+    where: builtins.list[Any] = [JobRow.workspace_id == workspace_id]
+    if parent_id is not None:
+        where.append(JobRow.parent_id == parent_id)
+    if status is not None:
+        where.append(JobRow.status == JobStatus(status).value)
+    if kind is not None:
+        where.append(JobRow.kind == JobKind(kind).value)
+    return where
 
 
 def _returning(statement: Update) -> Any:
@@ -147,15 +161,35 @@ class SqlJobStore(JobStore):
         status: JobStatus | None = None,
         limit: int = 100,
         parent_id: str | None = None,
+        kind: JobKind | None = None,
+        offset: int = 0,
     ) -> builtins.list[Job]:
+        where = _where(workspace_id, status, parent_id, kind)
+
         def tx(session: Session) -> builtins.list[Job]:
-            query = select(JobRow).where(JobRow.workspace_id == workspace_id)
-            if parent_id is not None:
-                query = query.where(JobRow.parent_id == parent_id)
-            if status is not None:
-                query = query.where(JobRow.status == JobStatus(status).value)
-            query = query.order_by(JobRow.created_at.desc(), JobRow.id.desc()).limit(limit)
+            query = (
+                select(JobRow)
+                .where(*where)
+                .order_by(JobRow.created_at.desc(), JobRow.id.desc())
+                .offset(offset)
+                .limit(limit)
+            )
             return [_entity(row) for row in session.scalars(query)]
+
+        return self._db.run(tx, write=False)
+
+    def count(
+        self,
+        workspace_id: str,
+        *,
+        status: JobStatus | None = None,
+        parent_id: str | None = None,
+        kind: JobKind | None = None,
+    ) -> int:
+        where = _where(workspace_id, status, parent_id, kind)
+
+        def tx(session: Session) -> int:
+            return int(session.scalar(select(func.count()).select_from(JobRow).where(*where)) or 0)
 
         return self._db.run(tx, write=False)
 

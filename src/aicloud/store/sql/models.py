@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -70,6 +70,29 @@ def _aliases_of(session: Session, model_id: str, version: int) -> list[str]:
         ModelAliasRow.model_id == model_id, ModelAliasRow.version == version
     )
     return list(session.scalars(query))
+
+
+def _models(session: Session, rows: list[ModelRow]) -> list[Model]:
+    """The models of these rows, with their aliases (one query)."""
+    aliases: dict[str, dict[str, int]] = defaultdict(dict)
+    found = session.execute(
+        select(ModelAliasRow.model_id, ModelAliasRow.alias, ModelAliasRow.version)
+        .where(ModelAliasRow.model_id.in_([row.id for row in rows]))
+        .order_by(ModelAliasRow.alias)
+    )
+    for model_id, alias, version in found:
+        aliases[model_id][alias] = version
+    return [
+        Model(
+            id=row.id,
+            workspace_id=row.workspace_id,
+            name=row.name,
+            created_at=row.created_at,
+            latest_version=row.last_version,
+            aliases=aliases.get(row.id, {}),
+        )
+        for row in rows
+    ]
 
 
 class SqlModelStore(ModelStore):
@@ -173,53 +196,76 @@ class SqlModelStore(ModelStore):
 
         return self._db.run(tx, write=False)
 
-    def list_models(self, workspace_id: str) -> list[Model]:
+    def list_models(self, workspace_id: str, *, offset: int = 0, limit: int | None = None) -> list[Model]:
         def tx(session: Session) -> list[Model]:
             rows = list(
                 session.scalars(
-                    select(ModelRow).where(ModelRow.workspace_id == workspace_id).order_by(ModelRow.name)
+                    select(ModelRow)
+                    .where(ModelRow.workspace_id == workspace_id)
+                    .order_by(ModelRow.created_at.desc(), ModelRow.id.desc())
+                    .offset(offset)
+                    .limit(limit)
                 )
             )
-            aliases: dict[str, dict[str, int]] = defaultdict(dict)
-            found = session.execute(
-                select(ModelAliasRow.model_id, ModelAliasRow.alias, ModelAliasRow.version)
-                .join(ModelRow, ModelRow.id == ModelAliasRow.model_id)
-                .where(ModelRow.workspace_id == workspace_id)
-                .order_by(ModelAliasRow.alias)
-            )
-            for model_id, alias, version in found:
-                aliases[model_id][alias] = version
-            return [
-                Model(
-                    id=row.id,
-                    workspace_id=row.workspace_id,
-                    name=row.name,
-                    created_at=row.created_at,
-                    latest_version=row.last_version,
-                    aliases=aliases.get(row.id, {}),
-                )
-                for row in rows
-            ]
+            return _models(session, rows)
 
         return self._db.run(tx, write=False)
 
-    def list_versions(self, workspace_id: str, name: str) -> list[ModelVersion]:
-        """Oldest first. Raises NotFoundError when the model does not exist."""
+    def get_model(self, workspace_id: str, name: str) -> Model:
+        def tx(session: Session) -> Model:
+            return _models(session, [_find_model(session, workspace_id, name)])[0]
+
+        return self._db.run(tx, write=False)
+
+    def count_models(self, workspace_id: str) -> int:
+        def tx(session: Session) -> int:
+            query = select(func.count()).select_from(ModelRow).where(ModelRow.workspace_id == workspace_id)
+            return int(session.scalar(query) or 0)
+
+        return self._db.run(tx, write=False)
+
+    def list_versions(
+        self,
+        workspace_id: str,
+        name: str,
+        *,
+        offset: int = 0,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[ModelVersion]:
+        """Oldest first (or newest first). Raises NotFoundError when the model does not exist."""
+        order = ModelVersionRow.version.desc() if newest_first else ModelVersionRow.version
 
         def tx(session: Session) -> list[ModelVersion]:
             model = _find_model(session, workspace_id, name)
+            rows = list(
+                session.scalars(
+                    select(ModelVersionRow)
+                    .where(ModelVersionRow.model_id == model.id)
+                    .order_by(order)
+                    .offset(offset)
+                    .limit(limit)
+                )
+            )
             aliases: dict[int, list[str]] = defaultdict(list)
             found = session.execute(
-                select(ModelAliasRow.version, ModelAliasRow.alias).where(ModelAliasRow.model_id == model.id)
+                select(ModelAliasRow.version, ModelAliasRow.alias).where(
+                    ModelAliasRow.model_id == model.id, ModelAliasRow.version.in_([r.version for r in rows])
+                )
             )
             for version, alias in found:
                 aliases[version].append(alias)
-            rows = session.scalars(
-                select(ModelVersionRow)
-                .where(ModelVersionRow.model_id == model.id)
-                .order_by(ModelVersionRow.version)
-            )
             return [_version_entity(row, name, aliases.get(row.version, [])) for row in rows]
+
+        return self._db.run(tx, write=False)
+
+    def count_versions(self, workspace_id: str, name: str) -> int:
+        def tx(session: Session) -> int:
+            model = _find_model(session, workspace_id, name)
+            query = (
+                select(func.count()).select_from(ModelVersionRow).where(ModelVersionRow.model_id == model.id)
+            )
+            return int(session.scalar(query) or 0)
 
         return self._db.run(tx, write=False)
 
