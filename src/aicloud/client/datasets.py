@@ -179,8 +179,10 @@ class DatasetsAPI:
                 tmp.unlink(missing_ok=True)
         return target
 
-    def list(self) -> list[DatasetSummaryOut]:
-        return [DatasetSummaryOut.model_validate(d) for d in self._t.json("GET", DATASETS)]
+    def list(self, *, offset: int = 0, limit: int = 100) -> list[DatasetSummaryOut]:
+        """Datasets, newest first: ``limit`` (up to 1,000) after ``offset``."""
+        params = {"offset": offset, "limit": limit}
+        return [DatasetSummaryOut.model_validate(d) for d in self._t.json("GET", DATASETS, params=params)]
 
     def resolve(self, ref: str) -> DatasetVersion:
         """The version a job spec's ``name:version`` (or ``name``: the latest) names."""

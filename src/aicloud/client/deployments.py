@@ -237,8 +237,10 @@ class DeploymentsAPI:
         out = self._client._transport.json("GET", f"/api/v1/deployments/{name}")
         return Deployment(self._client, DeploymentOut.model_validate(out))
 
-    def list(self) -> list[Deployment]:
+    def list(self, *, offset: int = 0, limit: int = 100) -> list[Deployment]:
+        """Deployments, newest first: ``limit`` (up to 1,000) after ``offset``."""
+        params = {"offset": offset, "limit": limit}
         return [
             Deployment(self._client, DeploymentOut.model_validate(d))
-            for d in self._client._transport.json("GET", "/api/v1/deployments")
+            for d in self._client._transport.json("GET", "/api/v1/deployments", params=params)
         ]

@@ -296,8 +296,12 @@ class JobsAPI:
     def get(self, job_id: str) -> Job:
         return Job(self._client, JobOut.model_validate(self._client._transport.json("GET", _job(job_id))))
 
-    def list(self, status: str | None = None, limit: int = 100) -> list[Job]:
-        params: dict[str, Any] = {"limit": limit, **({"status": status} if status else {})}
+    def list(
+        self, status: str | None = None, limit: int = 100, *, offset: int = 0, kind: str | None = None
+    ) -> list[Job]:
+        """Jobs, newest first, of a status or a kind (``sweep``): ``limit`` (up to 1,000) after ``offset``."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        params.update({k: v for k, v in (("status", status), ("kind", kind)) if v})
         items = self._client._transport.json("GET", JOBS, params=params)
         return [Job(self._client, JobOut.model_validate(j)) for j in items]
 

@@ -64,8 +64,10 @@ class ModelsAPI:
             self._client._transport.json("GET", f"/api/v1/model-versions/{version_id}")
         )
 
-    def versions(self, name: str) -> list[ModelVersionOut]:
-        items = self._client._transport.json("GET", _versions(name))
+    def versions(self, name: str, *, offset: int = 0, limit: int = 1000) -> list[ModelVersionOut]:
+        """A model's versions, oldest first: ``limit`` (up to 1,000) after ``offset``."""
+        params = {"offset": offset, "limit": limit}
+        items = self._client._transport.json("GET", _versions(name), params=params)
         return [ModelVersionOut.model_validate(v) for v in items]
 
     def set_alias(self, name: str, alias: str, version: int) -> ModelVersionOut:
@@ -128,8 +130,10 @@ class ModelsAPI:
 
         return load_model(self.download(ref))
 
-    def list(self) -> list[ModelOut]:
-        return [ModelOut.model_validate(m) for m in self._client._transport.json("GET", MODELS)]
+    def list(self, *, offset: int = 0, limit: int = 100) -> list[ModelOut]:
+        """Registered models, newest first: ``limit`` (up to 1,000) after ``offset``."""
+        items = self._client._transport.json("GET", MODELS, params={"offset": offset, "limit": limit})
+        return [ModelOut.model_validate(m) for m in items]
 
     def register_version(
         self,

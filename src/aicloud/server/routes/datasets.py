@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from aicloud.schemas import DatasetSummaryOut, DatasetVersionOut, SplitRequest, SplitResponse
 from aicloud.server.deps import Member, State, Viewer
+from aicloud.server.routes._paging import DEFAULT_LIMIT, Limit, Offset, set_total
 from aicloud.server.routes._streaming import blob_response
 from aicloud.server.routes._uploads import receive_upload
 from aicloud.server.services.datasets import delete_dataset, ingest_upload, split_version
@@ -49,10 +50,15 @@ async def datasets_upload(
 
 
 @router.get("/datasets", response_model=list[DatasetSummaryOut])
-def datasets_list(principal: Viewer, state: State) -> list[DatasetSummaryOut]:
+def datasets_list(
+    principal: Viewer, state: State, response: Response, offset: Offset = 0, limit: Limit = DEFAULT_LIMIT
+) -> list[DatasetSummaryOut]:
+    """Datasets, newest first, ``limit`` after ``offset``; ``X-Total-Count`` says how many in all."""
+    ws = principal.workspace.id
+    set_total(response, state.store.datasets.count_datasets(ws))
     return [
         DatasetSummaryOut.model_validate(d)
-        for d in state.store.datasets.list_datasets(principal.workspace.id)
+        for d in state.store.datasets.list_datasets(ws, offset=offset, limit=limit)
     ]
 
 

@@ -26,6 +26,7 @@ from aicloud.schemas.serving import (
     ScalingSpec,
 )
 from aicloud.server.deps import Member, State, Viewer
+from aicloud.server.routes._paging import DEFAULT_LIMIT, Limit, Offset, set_total
 from aicloud.server.services import traffic
 from aicloud.server.services.models import resolve_model_ref
 from aicloud.server.services.names import check_name
@@ -119,8 +120,13 @@ def deployments_create(body: DeploymentCreate, principal: Member, state: State) 
 
 
 @router.get("/deployments", response_model=list[DeploymentOut])
-def deployments_list(principal: Viewer, state: State) -> list[DeploymentOut]:
-    return [_out(state, d) for d in state.store.deployments.list(principal.workspace.id)]
+def deployments_list(
+    principal: Viewer, state: State, response: Response, offset: Offset = 0, limit: Limit = DEFAULT_LIMIT
+) -> list[DeploymentOut]:
+    """Deployments, newest first, ``limit`` after ``offset``; ``X-Total-Count``: how many in all."""
+    ws = principal.workspace.id
+    set_total(response, state.store.deployments.count(ws))
+    return [_out(state, d) for d in state.store.deployments.list(ws, offset=offset, limit=limit)]
 
 
 @router.get("/deployments/{name}", response_model=DeploymentOut)

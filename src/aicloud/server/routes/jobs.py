@@ -6,15 +6,16 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from aicloud.entities import JobStatus
+from aicloud.entities import JobKind, JobStatus
 from aicloud.errors import ConflictError, NotFoundError
 from aicloud.schemas.jobs import JobCreate, JobOut
 from aicloud.schemas.training import CheckpointOut
 from aicloud.server.deps import Member, State, Viewer
+from aicloud.server.routes._paging import DEFAULT_LIMIT, Limit, Offset, set_total
 from aicloud.server.routes._streaming import blob_response
 from aicloud.server.routes._uploads import receive_upload
 from aicloud.server.services.job_logs import MAX_LOG_READ, read_log
@@ -44,13 +45,18 @@ def jobs_create(body: JobCreate, principal: Member, state: State) -> JobOut:
 def jobs_list(
     principal: Viewer,
     state: State,
+    response: Response,
     status: JobStatus | None = None,
-    limit: int = Query(default=100, ge=1, le=1000),
+    kind: JobKind | None = None,
+    offset: Offset = 0,
+    limit: Limit = DEFAULT_LIMIT,
 ) -> list[JobOut]:
-    return [
-        JobOut.model_validate(j)
-        for j in state.store.jobs.list(principal.workspace.id, status=status, limit=limit)
-    ]
+    """Jobs, newest first, of a status or kind (``sweep``: the sweeps), ``limit`` after ``offset``;
+    ``X-Total-Count`` says how many match in all."""
+    ws = principal.workspace.id
+    set_total(response, state.store.jobs.count(ws, status=status, kind=kind))
+    jobs = state.store.jobs.list(ws, status=status, kind=kind, offset=offset, limit=limit)
+    return [JobOut.model_validate(j) for j in jobs]
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)

@@ -20,6 +20,7 @@ from aicloud.schemas.compression import (
 )
 from aicloud.schemas.jobs import AliasSet, ModelOut, ModelVersionCreate, ModelVersionOut
 from aicloud.server.deps import Member, State, Viewer
+from aicloud.server.routes._paging import DEFAULT_LIMIT, MAX_LIMIT, Limit, Offset, set_total
 from aicloud.server.services.bundles import bundle_version
 from aicloud.server.services.compression import (
     compare_versions,
@@ -63,13 +64,34 @@ def models_create_version(
 
 
 @router.get("/models", response_model=list[ModelOut])
-def models_list(principal: Viewer, state: State) -> list[ModelOut]:
-    return [ModelOut.model_validate(m) for m in state.store.models.list_models(principal.workspace.id)]
+def models_list(
+    principal: Viewer, state: State, response: Response, offset: Offset = 0, limit: Limit = DEFAULT_LIMIT
+) -> list[ModelOut]:
+    """Registered models, newest first, ``limit`` after ``offset``; ``X-Total-Count``: how many in all."""
+    ws = principal.workspace.id
+    set_total(response, state.store.models.count_models(ws))
+    return [
+        ModelOut.model_validate(m) for m in state.store.models.list_models(ws, offset=offset, limit=limit)
+    ]
 
 
 @router.get("/models/{name}/versions", response_model=list[ModelVersionOut])
-def models_list_versions(name: str, principal: Viewer, state: State) -> list[ModelVersionOut]:
-    versions = state.store.models.list_versions(principal.workspace.id, check_name(name))
+def models_list_versions(
+    name: str,
+    principal: Viewer,
+    state: State,
+    response: Response,
+    offset: Offset = 0,
+    limit: Limit = MAX_LIMIT,
+    newest_first: bool = False,
+) -> list[ModelVersionOut]:
+    """A model's versions, oldest first (newest first with ``newest_first``), ``limit`` after
+    ``offset``; ``X-Total-Count`` says how many versions it has."""
+    ws, name = principal.workspace.id, check_name(name)
+    set_total(response, state.store.models.count_versions(ws, name))
+    versions = state.store.models.list_versions(
+        ws, name, offset=offset, limit=limit, newest_first=newest_first
+    )
     return [ModelVersionOut.model_validate(v) for v in versions]
 
 
