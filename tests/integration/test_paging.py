@@ -26,6 +26,7 @@ NO_SERVICE = b"# this file defines no Service\n"
 
 @dataclass
 class Workspace:
+    token: str
     http: httpx.Client
     client: Client
     datasets: list[str]
@@ -63,7 +64,7 @@ def _fill(server: ServerProcess, client: Client, name: str, n: int) -> Workspace
     sdk = Client(url=server.url, token=token)
     config = sdk.blobs.upload(b'{"kind": "none"}')
     code = sdk.blobs.upload(NO_SERVICE)
-    ws = Workspace(http, sdk, [], [], [], [])
+    ws = Workspace(token, http, sdk, [], [], [], [])
     for i in range(n):
         ws.datasets.append(f"{name}-d{i}")
         _dataset(http, ws.datasets[-1])
@@ -152,6 +153,32 @@ def test_jobs_filter_by_kind_and_a_models_versions_page(two: tuple[Workspace, Wo
     assert [d.name for d in mine.client.datasets.list(offset=N - 1)] == mine.datasets[:1]
     assert [d.name for d in mine.client.deployments.list(limit=1)] == mine.deployments[-1:]
     assert [j.id for j in mine.client.jobs.list(kind="command", offset=1, limit=1)] == mine.jobs[-2:-1]
+
+
+def test_the_console_lists_show_a_page_of_the_total(
+    server: ServerProcess, two: tuple[Workspace, Workspace]
+) -> None:
+    mine, other = two
+    with httpx.Client(base_url=server.url, timeout=60) as browser:
+        r = browser.post("/signin", data={"token": mine.token, "next": "/"})
+        assert r.status_code == 303, r.text
+        for path, names in (
+            ("/datasets", mine.datasets),
+            ("/models", mine.models),
+            ("/deployments", mine.deployments),
+            ("/jobs", mine.jobs),
+        ):
+            page = browser.get(path)
+            assert page.status_code == 200, path
+            assert f"1\u2013{N} of {N}" in page.text, path
+            assert all(name in page.text for name in names), path
+            theirs = [*other.datasets, *other.models, *other.deployments, *other.jobs]
+            assert not any(name in page.text for name in theirs), path
+            past = browser.get(path, params={"offset": 50})  # past the end: none, and the way back
+            assert past.status_code == 200 and f"of {N}" in past.text and "Previous" in past.text, path
+            assert not any(name in past.text for name in names), path
+        assert "No sweeps yet" in browser.get("/sweeps").text
+        assert browser.get("/").status_code == 200
 
 
 @pytest.mark.parametrize("path", ["datasets", "models", "deployments", "jobs", "models/{model}/versions"])

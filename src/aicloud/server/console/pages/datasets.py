@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from aicloud.entities import DatasetVersion
 from aicloud.errors import UnsupportedFormatError
+from aicloud.server.console import data
 from aicloud.server.console.render import ConsoleRoute, page
 from aicloud.server.console.session import Member, Viewer
 from aicloud.server.deps import State
@@ -20,7 +21,7 @@ from aicloud.server.services.datasets import ingest_upload, preview_version
 from aicloud.server.services.names import check_name
 
 router = APIRouter(route_class=ConsoleRoute)
-PAGE = 50
+PAGE = data.PAGE
 PREVIEW_ROWS = 20
 
 
@@ -28,17 +29,8 @@ PREVIEW_ROWS = 20
 async def datasets_list(
     request: Request, principal: Viewer, state: State, offset: int = Query(default=0, ge=0, le=1_000_000)
 ) -> Response:
-    summaries = await run_in_threadpool(state.store.datasets.list_datasets, principal.workspace.id)
-    shown = summaries[offset : offset + PAGE]
-    return page(
-        request,
-        "datasets.html",
-        title="Datasets",
-        datasets=shown,
-        offset=offset,
-        limit=PAGE,
-        has_next=len(summaries) > offset + PAGE,
-    )
+    datasets = await run_in_threadpool(data.datasets_page, state.store, principal.workspace.id, offset=offset)
+    return page(request, "datasets.html", title="Datasets", datasets=datasets.items, **datasets.pager())
 
 
 def _stats_rows(version: DatasetVersion) -> list[dict[str, Any]]:
@@ -71,11 +63,12 @@ async def dataset_page(
     version: int | None = Query(default=None, ge=1),
 ) -> Response:
     ws = principal.workspace.id
-    versions = await run_in_threadpool(state.store.datasets.list_versions, ws, check_name(name))
-    versions = sorted(versions, key=lambda v: v.version, reverse=True)
+    versions = await run_in_threadpool(
+        lambda: state.store.datasets.list_versions(ws, check_name(name), limit=PAGE + 1, newest_first=True)
+    )
     chosen = next((v for v in versions if v.version == version), None) if version else versions[0]
     if chosen is None:
-        chosen = await run_in_threadpool(state.store.datasets.get_version, ws, name, version)  # the 404
+        chosen = await run_in_threadpool(state.store.datasets.get_version, ws, name, version)  # or the 404
     return page(
         request,
         "dataset.html",

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from aicloud.entities import ModelVersion
 from aicloud.entities.serving import Deployment
 from aicloud.errors import NotFoundError, ValidationError
+from aicloud.server.console import data
 from aicloud.server.console.render import ConsoleRoute, page
 from aicloud.server.console.session import Member, Viewer
 from aicloud.server.deps import State
@@ -24,7 +25,6 @@ from aicloud.server.services.names import check_name
 from aicloud.server.state import AppState
 
 router = APIRouter(route_class=ConsoleRoute)
-PAGE = 50
 LOG_LINES = 200
 PLAYGROUND_TIMEOUT_S = 60.0
 
@@ -33,16 +33,8 @@ PLAYGROUND_TIMEOUT_S = 60.0
 async def deployments_list(
     request: Request, principal: Viewer, state: State, offset: int = Query(default=0, ge=0, le=1_000_000)
 ) -> Response:
-    deployments = await run_in_threadpool(state.store.deployments.list, principal.workspace.id)
-    return page(
-        request,
-        "deployments.html",
-        title="Deployments",
-        deployments=deployments[offset : offset + PAGE],
-        offset=offset,
-        limit=PAGE,
-        has_next=len(deployments) > offset + PAGE,
-    )
+    found = await run_in_threadpool(data.deployments_page, state.store, principal.workspace.id, offset=offset)
+    return page(request, "deployments.html", title="Deployments", deployments=found.items, **found.pager())
 
 
 def _version(state: AppState, d: Deployment) -> ModelVersion | None:

@@ -30,7 +30,6 @@ from aicloud.server.services.specs import validate_job
 from aicloud.server.state import AppState
 
 router = APIRouter(route_class=ConsoleRoute)
-PAGE = 50
 #: How often a job page's event stream looks for new log lines and metric points.
 POLL_S = 1.0
 
@@ -49,20 +48,18 @@ async def jobs_list(
     status: JobStatus | None = None,
     offset: int = Query(default=0, ge=0, le=100_000),
 ) -> Response:
-    jobs, more = await run_in_threadpool(
-        data.jobs_page, state.store, principal.workspace.id, status=status, offset=offset, limit=PAGE
+    jobs = await run_in_threadpool(
+        data.jobs_page, state.store, principal.workspace.id, status=status, offset=offset
     )
     return page(
         request,
         "jobs.html",
         title="Jobs",
-        jobs=jobs,
+        jobs=jobs.items,
         status=status.value if status else "",
         statuses=[s.value for s in JobStatus],
-        offset=offset,
-        limit=PAGE,
-        has_next=more,
         example=json.dumps(EXAMPLE_SPEC, indent=2),
+        **jobs.pager(),
     )
 
 

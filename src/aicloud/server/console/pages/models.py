@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from aicloud.entities import ModelVersion
 from aicloud.errors import NotFoundError, ValidationError
 from aicloud.schemas.serving import DeploymentCreate
+from aicloud.server.console import data
 from aicloud.server.console.render import ConsoleRoute, page, redirect
 from aicloud.server.console.session import Member, Viewer
 from aicloud.server.deps import State
@@ -19,23 +20,15 @@ from aicloud.server.services.names import check_name
 from aicloud.server.state import AppState
 
 router = APIRouter(route_class=ConsoleRoute)
-PAGE = 50
+PAGE = data.PAGE
 
 
 @router.get("/models")
 async def models_list(
     request: Request, principal: Viewer, state: State, offset: int = Query(default=0, ge=0, le=1_000_000)
 ) -> Response:
-    models = await run_in_threadpool(state.store.models.list_models, principal.workspace.id)
-    return page(
-        request,
-        "models.html",
-        title="Models",
-        models=models[offset : offset + PAGE],
-        offset=offset,
-        limit=PAGE,
-        has_next=len(models) > offset + PAGE,
-    )
+    models = await run_in_threadpool(data.models_page, state.store, principal.workspace.id, offset=offset)
+    return page(request, "models.html", title="Models", models=models.items, **models.pager())
 
 
 def _lineage(state: AppState, workspace_id: str, version: ModelVersion) -> list[dict[str, Any]]:
@@ -83,22 +76,24 @@ async def model_page(
     version: int | None = Query(default=None, ge=1),
 ) -> Response:
     ws = principal.workspace.id
-    versions = await run_in_threadpool(state.store.models.list_versions, ws, check_name(name))
+    model = await run_in_threadpool(state.store.models.get_model, ws, check_name(name))
+    versions = await run_in_threadpool(
+        lambda: state.store.models.list_versions(ws, name, limit=PAGE + 1, newest_first=True)
+    )
     if not versions:
         raise NotFoundError.of("model", name)
-    versions = sorted(versions, key=lambda v: v.version, reverse=True)
     chosen = next((v for v in versions if v.version == version), None) if version else versions[0]
-    if chosen is None:
-        raise NotFoundError(f"model {name!r} has no version {version}")
-    aliases = {a: v.version for v in versions for a in v.aliases}
+    if chosen is None:  # an older version than the page shows, or the 404
+        chosen = await run_in_threadpool(state.store.models.get_version, ws, name, version)
     return page(
         request,
         "model.html",
         title=name,
         name=name,
         versions=versions[:PAGE],
+        more_versions=len(versions) > PAGE,
         v=chosen,
-        aliases=dict(sorted(aliases.items())),
+        aliases=model.aliases,
         lineage=await run_in_threadpool(_lineage, state, ws, chosen),
     )
 

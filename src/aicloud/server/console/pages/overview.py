@@ -21,17 +21,16 @@ router = APIRouter(route_class=ConsoleRoute)
 def _overview(state: State, workspace_id: str) -> dict[str, Any]:
     store = state.store
     today = datetime.now(UTC).date().isoformat()
-    deployments = store.deployments.list(workspace_id)
     return {
         "counts": {
-            "Datasets": len(store.datasets.list_datasets(workspace_id)),
-            "Models": len(store.models.list_models(workspace_id)),
-            "Deployments": len(deployments),
-            "Pending jobs": len(store.jobs.list(workspace_id, status=JobStatus.PENDING, limit=1000)),
+            "Datasets": store.datasets.count_datasets(workspace_id),
+            "Models": store.models.count_models(workspace_id),
+            "Deployments": store.deployments.count(workspace_id),
+            "Pending jobs": store.jobs.count(workspace_id, status=JobStatus.PENDING),
         },
         "running": store.jobs.list(workspace_id, status=JobStatus.RUNNING, limit=20),
         "recent": store.jobs.list(workspace_id, limit=8),
-        "deployments": deployments[:20],
+        "deployments": store.deployments.list(workspace_id, limit=20),
         "spend": workspace_usage(state, workspace_id, UsageBy.DAY, today, None).total,
     }
 

@@ -19,19 +19,14 @@ from aicloud.server.services.names import check_id
 from aicloud.server.services.sweeps import trials_table
 
 router = APIRouter(route_class=ConsoleRoute)
-PAGE = 50
 
 
 @router.get("/sweeps")
 async def sweeps_list(
     request: Request, principal: Viewer, state: State, offset: int = Query(default=0, ge=0, le=100_000)
 ) -> Response:
-    sweeps, more = await run_in_threadpool(
-        data.sweeps_page, state.store, principal.workspace.id, offset=offset, limit=PAGE
-    )
-    return page(
-        request, "sweeps.html", title="Sweeps", sweeps=sweeps, offset=offset, limit=PAGE, has_next=more
-    )
+    sweeps = await run_in_threadpool(data.sweeps_page, state.store, principal.workspace.id, offset=offset)
+    return page(request, "sweeps.html", title="Sweeps", sweeps=sweeps.items, **sweeps.pager())
 
 
 def _charts(table: SweepTrialsOut, param: str | None) -> dict[str, Any]:
