@@ -2,7 +2,8 @@
 and CNN deployed with ``runtime: auto`` and each runtime that can run them answer as
 ``client.models.load`` does, each replica says which runtime serves it (``auto``: with the p50s it
 measured), a runtime that cannot run the version is a 422 at create and update, and one that
-becomes unable (the alias moved to a CNN) fails the start with a message saying why."""
+becomes unable (the alias moved to a CNN) fails the start with a message saying why; the CLI's
+``deploy create/update --runtime`` and ``deploy show``."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_cli import run_cli
 
 from aicloud import Client
 from aicloud.artifacts.architectures import CNN
 from aicloud.artifacts.format import save_builtin
 from aicloud.client import Deployment
 from aicloud.errors import ValidationError
+from aicloud.testing.server import ServerProcess
 
 from model_files import digits_like, trained_like
 
@@ -135,3 +138,25 @@ def test_a_runtime_that_cannot_serve_the_version_is_refused(
         assert "runtime 'numpy' cannot serve this version" in (info.message or ""), info.message
     finally:
         delete_all(client, [dep])
+
+
+def test_the_cli_sets_the_runtime_and_shows_the_choice(
+    client: Client, server: ServerProcess, tmp_path: Path, unique: Callable[[str], str]
+) -> None:
+    folder, _ = digits_like(tmp_path / "mlp")
+    ref = register(client, folder, unique("rt-cli"))
+    name = unique("rt-cli")
+    run_cli(server, "deploy", "create", name, "--model", ref, "--runtime", "onnxruntime")
+    try:
+        runtime_of(client, name)  # the replica is ready and its line was read
+        shown = run_cli(server, "deploy", "show", name).stdout
+        assert "runtime onnxruntime (as the deployment asks)" in shown, shown
+        run_cli(server, "deploy", "update", name, "--runtime", "auto")
+        deadline = time.monotonic() + 120
+        while "(auto: fastest of those matching torch" not in run_cli(server, "deploy", "show", name).stdout:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        bad = run_cli(server, "deploy", "update", name, "--runtime", "tensorrt", check=False)
+        assert bad.returncode != 0 and "runtime" in bad.stdout + bad.stderr
+    finally:
+        delete_all(client, [client.deployments.get(name)])

@@ -4,12 +4,18 @@ and the tolerance; and which runtimes can serve a version (aicloud.artifacts.run
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from aicloud.artifacts.format import read_config
 from aicloud.artifacts.runtimes import check_runtime, default_runtime, reference_of, runnable
 from aicloud.errors import ValidationError
+from aicloud.serving import runtimes
 from aicloud.serving.runtimes import Measured, choose
+
+from model_files import digits_like
 
 
 def m(runtime: str, b1: float, bn: float, diff: float = 0.0) -> Measured:
@@ -74,3 +80,27 @@ def test_which_runtimes_can_serve_a_version() -> None:
     with pytest.raises(ValidationError) as refused:
         check_runtime("torch", ONNX, ["model.onnx"])
     assert refused.value.details[0]["field"] == "runtime"
+
+
+def test_runtimes_that_failed_are_named_in_the_reason() -> None:
+    choice = choose([m("torch", 1, 1)], "torch", failed={"onnxruntime": "RuntimeError: no Conv3d"})
+    assert choice.runtime == "torch"
+    assert choice.reason.endswith("; onnxruntime failed: RuntimeError: no Conv3d")
+
+
+def test_auto_leaves_out_a_runtime_that_cannot_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder, _ = digits_like(tmp_path / "mlp")
+    real = runtimes.load_runner
+
+    def load_runner(runtime: str, *args: Any) -> Any:
+        if runtime == "onnxruntime":
+            raise RuntimeError("the exporter does not know this layer\nsecond line")
+        return real(runtime, *args)
+
+    monkeypatch.setattr(runtimes, "load_runner", load_runner)
+    run, choice = runtimes.select("auto", folder, read_config(folder), threads=1)
+    assert choice.runtime in ("numpy", "torch")
+    assert [m.runtime for m in choice.measured] == ["numpy", "torch"]
+    assert choice.reason.endswith("; onnxruntime failed: RuntimeError: the exporter does not know this layer")
+    x = runtimes.example_features(read_config(folder), 4)
+    assert run(x).shape == (4, 10)

@@ -86,9 +86,15 @@ class Choice:
         return f"{self.runtime} ({self.reason})"
 
 
-def choose(measured: list[Measured], reference: str, tolerance: float = TOLERANCE) -> Choice:
+def choose(
+    measured: list[Measured],
+    reference: str,
+    tolerance: float = TOLERANCE,
+    failed: Mapping[str, str] | None = None,
+) -> Choice:
     """The fastest runtime (least ``p50 b1 + p50 bN``) whose outputs are within ``tolerance`` of
-    the reference's (the reference always is), and why, naming every measurement.
+    the reference's (the reference always is), and why, naming every measurement and the
+    runtimes that ``failed`` to load or run (by name, with why).
 
     Raises:
         ValueError: ``measured`` holds no measurement of ``reference``.
@@ -111,6 +117,8 @@ def choose(measured: list[Measured], reference: str, tolerance: float = TOLERANC
             f"fastest of those matching {reference} within {tolerance:g} "
             f"(p50 b1/b{batch}: {', '.join(parts)})"
         )
+    for name, error in (failed or {}).items():
+        why += f"; {name} failed: {error}"
     return Choice(best.runtime, f"auto: {why}", list(measured))
 
 
@@ -245,7 +253,20 @@ def select(
     able = [name for name, why in runnable(config, files).items() if why is None]
     if not able:
         check_runtime(reference, config, files)  # raises, naming why
-    runners = {name: load_runner(name, folder, config, threads) for name in able}
+    runners: dict[str, Runner] = {}
+    failed: dict[str, str] = {}
     x = example_features(config, max(EXAMPLE_ROWS, min(batch, 256)))
-    choice = choose(measure(runners, reference, x, batch), reference)
+    for name in able:  # the reference first: its failure is the replica's
+        if name == reference:
+            runners[name] = load_runner(name, folder, config, threads)
+            continue
+        try:  # another runtime that cannot load or run the model is left out, saying why
+            run = load_runner(name, folder, config, threads)
+            run(_rows(x, 2))
+        except Exception as exc:
+            text = str(exc).strip().splitlines()
+            failed[name] = f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
+            continue
+        runners[name] = run
+    choice = choose(measure(runners, reference, x, batch), reference, failed=failed)
     return runners[choice.runtime], choice
