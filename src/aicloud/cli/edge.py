@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from aicloud.cli.common import Output, OutputOpt, UsageError, client, console, emit
+from aicloud.cli.common import Output, OutputOpt, UsageError, client, console, emit, table
 from aicloud.client.extras import MissingExtraError
 
 bundle_app = typer.Typer(help="Signed model bundles for the edge (docs/edge.md).", no_args_is_help=True)
@@ -77,7 +77,9 @@ def bundle_key(
 @edge_app.command("serve")
 def edge_serve(
     file: Path = typer.Argument(..., help="the bundle"),
-    key: str = typer.Option(..., "--key", help=KEY_HELP),
+    key: str | None = typer.Option(
+        None, "--key", help=f"{KEY_HELP}; default: the key pinned by `aicloud edge join`"
+    ),
     port: int = typer.Option(8080, "--port", min=1, max=65535, help="the port to listen on"),
     host: str = typer.Option("127.0.0.1", "--host", help="the address to listen on"),
     token: str | None = typer.Option(None, "--token", help="require 'Authorization: Bearer TOKEN'"),
@@ -93,7 +95,7 @@ def edge_serve(
         if not token:
             raise UsageError(f"{token_file} is empty")
     b = _bundle_module()
-    public_key = b.read_public_key(key)
+    public_key = b.read_public_key(key) if key is not None else _pinned()
     try:
         from aicloud.edge.serve import load_edge, run
     except ModuleNotFoundError as exc:
@@ -106,3 +108,100 @@ def edge_serve(
         highlight=False,
     )
     run(server, host, port)
+
+
+# --- edge nodes: join, pull, list (docs/edge.md)
+
+
+def _pinned() -> bytes:
+    from aicloud.edge.node import edge_home, pinned_key
+
+    key = pinned_key()
+    if key is None:
+        raise UsageError(f"give --key (no key pinned at {edge_home()}: this machine has not joined)")
+    return key
+
+
+def _labels(values: list[str]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for value in values:
+        for item in value.split(","):
+            k, sep, v = item.partition("=")
+            if not sep or not k.strip():
+                raise UsageError(f"--labels: expected KEY=VALUE[,KEY=VALUE...], got {item!r}")
+            labels[k.strip()] = v.strip()
+    return labels
+
+
+def _default_name() -> str:
+    import re
+    import socket
+
+    return re.sub(r"[^a-z0-9-]", "-", socket.gethostname().lower()).strip("-")[:63] or "edge"
+
+
+@edge_app.command("join")
+def edge_join(
+    url: str = typer.Argument(..., help="the control plane's URL"),
+    token: str = typer.Option(..., "--token", help="a member token of the workspace (used once)"),
+    labels: list[str] = typer.Option([], "--labels", help="KEY=VALUE[,KEY=VALUE...], e.g. site=shop1"),
+    name: str | None = typer.Option(None, "--name", help="the node's name (default: the host name)"),
+) -> None:
+    """Register this machine as an edge node: keeps its own token and pins the workspace's key."""
+    from aicloud.edge.node import edge_home, join
+
+    state = join(url, token, name or _default_name(), _labels(labels))
+    shown = ",".join(f"{k}={v}" for k, v in state.labels.items()) or "no labels"
+    console.print(
+        f"[green]joined[/] {state.url} as edge node {state.name} ({state.node_id}, {shown}); "
+        f"pinned signing key {state.key_id} in {edge_home()}",
+        highlight=False,
+    )
+
+
+@edge_app.command("pull")
+def edge_pull(ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS")) -> None:
+    """Pull a model's signed bundle as this node, verify it with the pinned key, keep it on disk."""
+    from aicloud.edge.node import pull
+
+    with console.status(f"pulling {ref}…"):
+        path, manifest = pull(ref)
+    console.print(
+        f"[green]pulled[/] {manifest.get('model')}:{manifest.get('version')} (verified) to {path}",
+        highlight=False,
+    )
+
+
+@edge_app.command("list")
+def edge_list() -> None:
+    """The bundles this node holds, and whether each verifies with the pinned key."""
+    from aicloud.edge.node import local_bundles
+
+    rows = [
+        [
+            p.name,
+            f"{m.get('model')}:{m.get('version')}" if m else "-",
+            "yes" if m else "NO",
+            f"{p.stat().st_size:,}",
+        ]
+        for p, m in local_bundles()
+    ]
+    console.print(table(None, ["file", "model", "verified", "bytes"], rows))
+
+
+@edge_app.command("nodes")
+def edge_nodes(output: Output = OutputOpt) -> None:
+    """The edge nodes registered in this workspace (from the control plane)."""
+    nodes = client().edge.nodes()
+    rows = [
+        [n.id, n.name, ",".join(f"{k}={v}" for k, v in n.labels.items()), str(n.last_seen_at or "-")]
+        for n in nodes
+    ]
+    emit(nodes, output, lambda _: console.print(table(None, ["id", "name", "labels", "last pull"], rows)))
+
+
+@edge_app.command("remove")
+def edge_remove(node_id: str = typer.Argument(..., help="the node's id (`aicloud edge nodes`)")) -> None:
+    """Remove a node and revoke its token: at its next pull it deletes its bundles."""
+    client().edge.remove(node_id)
+    console.print(f"[green]removed[/] edge node {node_id}")

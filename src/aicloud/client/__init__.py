@@ -7,6 +7,7 @@ from types import TracebackType
 from aicloud.client.blobs import BlobsAPI
 from aicloud.client.datasets import DatasetsAPI, DatasetVersion
 from aicloud.client.deployments import Deployment, DeploymentsAPI
+from aicloud.client.edge import EdgeAPI
 from aicloud.client.http import Transport, resolve
 from aicloud.client.jobs import Job, JobsAPI
 from aicloud.client.models import ModelsAPI
@@ -48,6 +49,7 @@ class Client:
         self.runs = RunsAPI(self)
         self.models = ModelsAPI(self)
         self.deployments = DeploymentsAPI(self)
+        self.edge = EdgeAPI(self._transport)
 
     @property
     def url(self) -> str:

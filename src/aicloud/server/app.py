@@ -31,6 +31,7 @@ from aicloud.server.routes import (
     datasets,
     deployments,
     docs,
+    edge,
     health,
     jobs,
     mlflow_artifacts,
@@ -210,6 +211,7 @@ def create_app(
         run_artifacts,
         models,
         deployments,
+        edge,
         usage,
     )
     for module in routers:

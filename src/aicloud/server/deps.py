@@ -32,13 +32,16 @@ def public() -> None:
 
 #: Routes a replica's token (scope ``deployment:<id>``) may call: it only fetches artifacts.
 REPLICA_ROUTES = frozenset({"blobs_download", "whoami"})
+#: Routes an edge node's token (scope ``edge-node:<name>``) may call: it pulls its bundles.
+EDGE_NODE_ROUTES = frozenset({"edge_node_pull", "workspace_signing_key", "whoami"})
 
 
 def check_scope(principal: Principal, request: Request) -> None:
     """Scoped tokens reach only what their scope is for.
 
     ``endpoint:<name>`` tokens call one endpoint through the gateway and nothing under
-    ``/api/v1``; ``deployment:<id>`` tokens (replicas) only download artifacts. ``job:<id>``
+    ``/api/v1``; ``deployment:<id>`` tokens (replicas) only download artifacts; ``edge-node:<name>``
+    tokens only pull their node's bundles. ``job:<id>``
     tokens act as a member of the workspace, limited to their own job's runs and models
     (checked by those routes).
     """
@@ -51,6 +54,8 @@ def check_scope(principal: Principal, request: Request) -> None:
         )
     if scope.startswith("deployment:") and name not in REPLICA_ROUTES:
         raise PermissionDeniedError("a replica token can only download its deployment's artifacts")
+    if scope.startswith("edge-node:") and name not in EDGE_NODE_ROUTES:
+        raise PermissionDeniedError("an edge node's token can only pull its bundles")
 
 
 def _require(role: Role):  # type: ignore[no-untyped-def]

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from aicloud.entities import DatasetSummary, DatasetVersion, Role, Secret, Token, Workspace
+from aicloud.store.edge import EdgeNodeStore
 from aicloud.store.serving import DeploymentStore
 from aicloud.store.tracking import TrackingStore
 from aicloud.store.training import BlobRefStore, JobStore, ModelStore, RunStore
@@ -156,6 +157,7 @@ class MetadataStore(abc.ABC):
     blob_refs: BlobRefStore
     deployments: DeploymentStore
     tracking: TrackingStore
+    edge_nodes: EdgeNodeStore
 
     @abc.abstractmethod
     def close(self) -> None: ...

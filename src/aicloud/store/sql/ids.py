@@ -9,6 +9,7 @@ WORKSPACE = "ws"
 DATASET = "ds"
 DATASET_VERSION = "dsv"
 SECRET = "sec"
+EDGE_NODE = "edn"
 
 
 def new_id(prefix: str) -> str:

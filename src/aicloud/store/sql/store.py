@@ -10,6 +10,7 @@ from aicloud.store.sql import migrate as migrations
 from aicloud.store.sql.blobrefs import SqlBlobRefStore
 from aicloud.store.sql.datasets import SqlDatasetStore
 from aicloud.store.sql.deployments import SqlDeploymentStore
+from aicloud.store.sql.edge import SqlEdgeNodeStore
 from aicloud.store.sql.jobs import SqlJobStore
 from aicloud.store.sql.models import SqlModelStore
 from aicloud.store.sql.runs import SqlRunStore
@@ -54,6 +55,7 @@ class SqlMetadataStore(MetadataStore):
         self.blob_refs = SqlBlobRefStore(self._db)
         self.deployments = SqlDeploymentStore(self._db)
         self.tracking = SqlTrackingStore(self._db)
+        self.edge_nodes = SqlEdgeNodeStore(self._db)
 
     @property
     def database(self) -> Database:

@@ -382,3 +382,21 @@ class ReplicaRow(Base):
     key_sealed: Mapped[bytes | None] = mapped_column(LargeBinary(), nullable=True)
     # the model version this replica serves (None: a Service deployment)
     model_version_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+# --- edge nodes (docs/edge.md)
+
+
+class EdgeNodeRow(Base):
+    """A machine that joined the workspace to pull its bundles; deleting its token deletes it."""
+
+    __tablename__ = "edge_nodes"
+    __table_args__ = (UniqueConstraint("workspace_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(String(64), ForeignKey("workspaces.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    labels: Mapped[dict[str, str]] = mapped_column(JSON())
+    token_id: Mapped[str] = mapped_column(String(64), ForeignKey("tokens.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
