@@ -15,6 +15,7 @@ the bundle says so (``exported_from``); no version is registered.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -82,8 +83,6 @@ def signing_public_key(state: AppState, workspace_id: str) -> dict[str, str]:
 
 def bundle_version(state: AppState, workspace_name: str, version: ModelVersion, out: Path) -> dict[str, Any]:
     """Write the signed bundle of ``version`` to ``out``; returns its manifest."""
-    import json
-
     key = signing_key(state, version.workspace_id)
     workdir = Path(tempfile.mkdtemp(prefix="aicloud-bundle-"))
     try:
