@@ -72,6 +72,9 @@ def test_datasets_models_and_deployments_page_newest_first(store: MetadataStore)
     assert _walk(lambda o, n: deps.list(ws.id, offset=o, limit=n), lambda d: d.name) == newest_first
     assert deps.count(ws.id) == N and [d.name for d in deps.list(other.id)] == ["theirs"]
     assert datasets.list_datasets(ws.id, offset=N, limit=PAGE) == []
+    version = store.models.get_version(ws.id, "d1")
+    store.deployments.create(workspace_id=ws.id, name="v", spec={}, model_version_id=version.id, desired=1)
+    assert [d.name for d in deps.list(ws.id, model_version_id=version.id)] == ["v"]
 
 
 def test_a_models_versions_page_either_way_with_their_aliases(store: MetadataStore) -> None:

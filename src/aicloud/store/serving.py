@@ -31,9 +31,15 @@ class DeploymentStore(abc.ABC):
 
     @abc.abstractmethod
     def list(
-        self, workspace_id: str, *, offset: int = 0, limit: int | None = None
+        self,
+        workspace_id: str,
+        *,
+        offset: int = 0,
+        limit: int | None = None,
+        model_version_id: str | None = None,
     ) -> builtins.list[Deployment]:
-        """Newest first (by creation, ties by id): ``limit`` of them (None: all) after ``offset``."""
+        """Newest first (by creation, ties by id): ``limit`` of them (None: all) after ``offset``;
+        ``model_version_id`` keeps those whose spec serves that version."""
 
     @abc.abstractmethod
     def count(self, workspace_id: str) -> int:

@@ -108,10 +108,20 @@ class InMemoryDeploymentStore(DeploymentStore):
             return self._out_d(self._find(deployment_id))
 
     def list(
-        self, workspace_id: str, *, offset: int = 0, limit: int | None = None
+        self,
+        workspace_id: str,
+        *,
+        offset: int = 0,
+        limit: int | None = None,
+        model_version_id: str | None = None,
     ) -> builtins.list[Deployment]:
         with self._lock:
-            found = [d for d in self._deployments.values() if d.workspace_id == workspace_id]
+            found = [
+                d
+                for d in self._deployments.values()
+                if d.workspace_id == workspace_id
+                and (model_version_id is None or d.model_version_id == model_version_id)
+            ]
             found.sort(key=lambda d: (d.created_at, d.id), reverse=True)
             end = None if limit is None else offset + limit
             return [self._out_d(d) for d in found[offset:end]]

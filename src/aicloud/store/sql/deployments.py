@@ -138,12 +138,21 @@ class SqlDeploymentStore(DeploymentStore):
         return self._db.run(tx, write=False)
 
     def list(
-        self, workspace_id: str, *, offset: int = 0, limit: int | None = None
+        self,
+        workspace_id: str,
+        *,
+        offset: int = 0,
+        limit: int | None = None,
+        model_version_id: str | None = None,
     ) -> builtins.list[Deployment]:
+        where = [DeploymentRow.workspace_id == workspace_id]
+        if model_version_id is not None:
+            where.append(DeploymentRow.model_version_id == model_version_id)
+
         def tx(session: Session) -> builtins.list[Deployment]:
             query = (
                 select(DeploymentRow)
-                .where(DeploymentRow.workspace_id == workspace_id)
+                .where(*where)
                 .order_by(DeploymentRow.created_at.desc(), DeploymentRow.id.desc())
                 .offset(offset)
                 .limit(limit)

@@ -57,7 +57,7 @@ def _lineage(state: AppState, workspace_id: str, version: ModelVersion) -> list[
     nodes.append(
         {"kind": "model version", "items": [{"label": f"{version.name}:{version.version}", "href": ""}]}
     )
-    serving = [d for d in state.store.deployments.list(workspace_id) if d.model_version_id == version.id]
+    serving = state.store.deployments.list(workspace_id, model_version_id=version.id, limit=50)
     nodes.append(
         {
             "kind": "deployment",
