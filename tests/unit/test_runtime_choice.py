@@ -15,7 +15,7 @@ from aicloud.errors import ValidationError
 from aicloud.serving import runtimes
 from aicloud.serving.runtimes import Measured, choose
 
-from model_files import digits_like
+from model_files import digits_like, mlp_folder
 
 
 def m(runtime: str, b1: float, bn: float, diff: float = 0.0) -> Measured:
@@ -104,3 +104,16 @@ def test_auto_leaves_out_a_runtime_that_cannot_load(tmp_path: Path, monkeypatch:
     assert choice.reason.endswith("; onnxruntime failed: RuntimeError: the exporter does not know this layer")
     x = runtimes.example_features(read_config(folder), 4)
     assert run(x).shape == (4, 10)
+
+
+def test_an_onnx_export_that_diverges_is_refused_explicitly_and_left_out_by_auto(tmp_path: Path) -> None:
+    # weights of scale 10: logits of about 1e4, where float32 sums in another order differ by > 1e-4
+    folder, _ = mlp_folder(
+        tmp_path / "big", 64, [256, 256], 10, {"task": "tabular-classification"}, scale=10.0
+    )
+    config = read_config(folder)
+    with pytest.raises(ValidationError, match="the ONNX export of this version differs from it by up to"):
+        runtimes.select("onnxruntime", folder, config, threads=1)
+    _, choice = runtimes.select("auto", folder, config, threads=1)
+    assert choice.runtime in ("torch", "numpy")
+    assert "; onnxruntime failed: ValidationError" in choice.reason

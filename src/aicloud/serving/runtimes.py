@@ -168,8 +168,17 @@ def load_runner(runtime: str, folder: Path, config: dict[str, Any], threads: int
     from aicloud.artifacts.loader import load_model
 
     model = load_model(folder)
-    if runtime == "onnxruntime":
-        return onnx_runner(_export(model.module, config), threads)
+    if runtime == "onnxruntime":  # checked as `aicloud model export` checks: within TOLERANCE
+        run = onnx_runner(_export(model.module, config), threads)
+        x = example_features(config)
+        diff = max_abs_diff(model.run_features(x), run(x))
+        if not diff <= TOLERANCE:
+            raise ValidationError.field(
+                "runtime",
+                f"the ONNX export of this version differs from it by up to {diff:.3g} on {len(x)} "
+                f"example inputs (more than {TOLERANCE:g}); serve it with torch",
+            )
+        return run
     if threads is not None:
         import torch
 
