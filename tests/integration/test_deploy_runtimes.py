@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -24,6 +25,7 @@ from aicloud.client import Deployment
 from aicloud.errors import ValidationError
 from aicloud.testing.server import ServerProcess
 
+from helpers import assert_error
 from model_files import digits_like, trained_like
 
 
@@ -160,3 +162,13 @@ def test_the_cli_sets_the_runtime_and_shows_the_choice(
         assert bad.returncode != 0 and "runtime" in bad.stdout + bad.stderr
     finally:
         delete_all(client, [client.deployments.get(name)])
+
+
+def test_a_service_takes_no_runtime(http: httpx.Client, unique: Callable[[str], str]) -> None:
+    body = {
+        "name": unique("rt-svc"),
+        "service": {"code": "sha256:" + "0" * 64, "entrypoint": "svc.py:Echo"},
+        "runtime": "auto",
+    }
+    err = assert_error(http.post("/api/v1/deployments", json=body), 422)
+    assert "a service runs its own code" in err["message"]

@@ -168,6 +168,8 @@ class DeploymentSpec(ScalingSpec):
             raise ValueError("give exactly one of model (a registered model) or service (your own code)")
         if self.traffic is not None and self.model is None:
             raise ValueError("traffic splits requests between versions of a model; a service has none")
+        if self.runtime is not None and self.model is None:
+            raise ValueError("runtime chooses what runs a registered model; a service runs its own code")
         if self.batch_workers > self.cpus:
             raise ValueError(
                 f"batch_workers ({self.batch_workers}) is above cpus ({self.cpus}): "
