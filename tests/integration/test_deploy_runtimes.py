@@ -172,3 +172,20 @@ def test_a_service_takes_no_runtime(http: httpx.Client, unique: Callable[[str], 
     }
     err = assert_error(http.post("/api/v1/deployments", json=body), 422)
     assert "a service runs its own code" in err["message"]
+
+
+def test_an_unset_runtime_is_stored_as_before_the_field_existed(
+    client: Client, http: httpx.Client, tmp_path: Path, unique: Callable[[str], str]
+) -> None:
+    folder, _ = digits_like(tmp_path / "mlp")
+    ref = register(client, folder, unique("rt-unset"))
+    name = unique("rt-unset")
+    dep = client.deployments.create(name, model=ref)
+    try:
+        assert "runtime" not in dep.info.spec  # a spec stored earlier compares equal: no roll
+        again = http.put(f"/api/v1/deployments/{name}", json={"model": ref})
+        assert again.status_code == 200, again.text
+        assert again.json()["generation"] == dep.info.generation
+        assert "runtime" not in again.json()["spec"]
+    finally:
+        delete_all(client, [dep])

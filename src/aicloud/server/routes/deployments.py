@@ -80,6 +80,8 @@ def _resolve(
     state: AppState, principal: Principal, spec: DeploymentSpec
 ) -> tuple[dict[str, Any], str | None, dict[str, int] | None]:
     data = spec.model_dump(mode="json")
+    if data.get("runtime") is None:  # unset: stored as before the field existed, so that a spec
+        data.pop("runtime", None)  # stored then compares equal (no roll on a scaling change)
     check_gpus(spec.gpus)
     existing = {s.name for s in state.store.secrets.list(principal.workspace.id)} if spec.secrets else set()
     missing = [n for n in spec.secrets if n not in existing]
