@@ -20,7 +20,7 @@ from aicloud.server.routes._streaming import blob_response
 from aicloud.server.routes._uploads import receive_upload
 from aicloud.server.services.job_logs import MAX_LOG_READ, read_log
 from aicloud.server.services.names import check_id
-from aicloud.server.services.specs import validate_job
+from aicloud.server.services.specs import submit_job
 
 router = APIRouter(tags=["jobs"])
 
@@ -28,17 +28,7 @@ router = APIRouter(tags=["jobs"])
 @router.post("/jobs", response_model=JobOut, status_code=201)
 def jobs_create(body: JobCreate, principal: Member, state: State) -> JobOut:
     """Queue a job (``train`` or ``command``); it starts when a slot is free."""
-    name, spec = validate_job(state, principal, body)
-    job = state.store.jobs.create(
-        workspace_id=principal.workspace.id,
-        name=name,
-        kind=body.kind,
-        spec=spec,
-        priority=body.priority,
-        created_by=principal.token.id,
-    )
-    state.wake_jobs()
-    return JobOut.model_validate(job)
+    return JobOut.model_validate(submit_job(state, principal, body))
 
 
 @router.get("/jobs", response_model=list[JobOut])

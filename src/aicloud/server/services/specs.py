@@ -19,7 +19,7 @@ from typing import Any
 import pydantic
 
 from aicloud.auth import Principal
-from aicloud.entities import JobKind
+from aicloud.entities import Job, JobKind
 from aicloud.errors import NotFoundError, ValidationError
 from aicloud.schemas.jobs import JobCreate
 from aicloud.schemas.sweeps import SweepSpec, check_sweep_spec
@@ -27,7 +27,7 @@ from aicloud.schemas.training import CommandSpec, TrainSpec, check_train_spec
 from aicloud.server.services.names import check_name, parse_version
 from aicloud.server.state import AppState
 
-__all__ = ["VALIDATORS", "validate_command", "validate_job", "validate_sweep", "validate_train"]
+__all__ = ["VALIDATORS", "submit_job", "validate_command", "validate_job", "validate_sweep", "validate_train"]
 
 #: A kind's validator: the job's name and its validated spec, with ``resolved_datasets``.
 Validator = Callable[[AppState, Principal, JobCreate], tuple[str, dict[str, Any]]]
@@ -149,3 +149,19 @@ VALIDATORS: dict[JobKind, Validator] = {
 def validate_job(state: AppState, principal: Principal, body: JobCreate) -> tuple[str, dict[str, Any]]:
     """The job's name and its validated spec (with ``resolved_datasets``), by the validator of its kind."""
     return VALIDATORS[body.kind](state, principal, body)
+
+
+def submit_job(state: AppState, principal: Principal, body: JobCreate) -> Job:
+    """Validate ``body`` by its kind, queue the job ``pending`` and wake the job controller (the API's
+    ``POST /jobs`` and the console's job form alike)."""
+    name, spec = validate_job(state, principal, body)
+    job = state.store.jobs.create(
+        workspace_id=principal.workspace.id,
+        name=name,
+        kind=body.kind,
+        spec=spec,
+        priority=body.priority,
+        created_by=principal.token.id,
+    )
+    state.wake_jobs()
+    return job

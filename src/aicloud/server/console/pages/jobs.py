@@ -26,7 +26,7 @@ from aicloud.server.deps import State
 from aicloud.server.services.job_logs import read_log
 from aicloud.server.services.names import check_id
 from aicloud.server.services.runs import MAX_POINTS, downsampled
-from aicloud.server.services.specs import validate_job
+from aicloud.server.services.specs import submit_job
 from aicloud.server.state import AppState
 
 router = APIRouter(route_class=ConsoleRoute)
@@ -73,16 +73,7 @@ def jobs_submit(
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
         raise ValidationError.field(".".join(str(p) for p in first["loc"]) or "body", first["msg"]) from None
-    name, spec = validate_job(state, principal, parsed)
-    job = state.store.jobs.create(
-        workspace_id=principal.workspace.id,
-        name=name,
-        kind=parsed.kind,
-        spec=spec,
-        priority=parsed.priority,
-        created_by=principal.token.id,
-    )
-    state.wake_jobs()
+    job = submit_job(state, principal, parsed)
     return redirect(f"/jobs/{job.id}", request)
 
 
