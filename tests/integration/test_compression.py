@@ -20,41 +20,11 @@ import pandas as pd
 import pytest
 
 from aicloud import Client
-from aicloud.artifacts.architectures import CNN
-from aicloud.artifacts.format import save_builtin
 from aicloud.errors import ConflictError, NotFoundError, ValidationError
 from aicloud.testing.server import ServerProcess
 
 from helpers import assert_error
-from model_files import digits_like, mlp_folder, trained_like
-
-
-def register(client: Client, folder: Path, name: str) -> str:
-    """Register a model folder as the next version of ``name``; returns ``name:version``."""
-    files = {p.name: client.blobs.upload(p.read_bytes()) for p in sorted(folder.iterdir())}
-    config = json.loads((folder / "config.json").read_text())
-    out = client.models.register_version(
-        name, files, signature=config.get("signature") or {}, config=config, metrics={"accuracy": 0.9}
-    )
-    return f"{name}:{out['version']}"
-
-
-def pixel_rows(names: list[str], n: int, seed: int) -> pd.DataFrame:
-    """Rows of the digits-like models' inputs (their preprocessing standardizes them)."""
-    rng = np.random.default_rng(seed)
-    means = np.array([i % 7 for i in range(len(names))], dtype=float)
-    frame = pd.DataFrame(rng.normal(means, 1.5, (n, len(names))), columns=names)
-    frame["label"] = rng.integers(0, 10, n)
-    return frame
-
-
-def digits_cnn(folder: Path) -> Path:
-    """The digits-like model's config (64 standardized pixels → 10 labels) on the built-in CNN."""
-    mlp, _ = digits_like(folder / "template")
-    config = json.loads((mlp / "config.json").read_text())
-    config = {k: v for k, v in config.items() if k not in ("format", "architecture")}
-    config["task"] = "image-classification"
-    return save_builtin(folder / "cnn", trained_like(CNN([8, 8], 10, hidden=[32]), seed=3), config)
+from model_files import digits_cnn, digits_like, mlp_folder, pixel_rows, register
 
 
 def wait_gone(client: Client, name: str) -> None:

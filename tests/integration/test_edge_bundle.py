@@ -19,45 +19,16 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pandas as pd
 import pytest
 
 from aicloud import Client
-from aicloud.artifacts.architectures import CNN
-from aicloud.artifacts.format import save_builtin
 from aicloud.testing.server import ServerProcess
 from aicloud.wire.tcp import free_port
 
 from helpers import assert_error
-from model_files import digits_like, trained_like
+from model_files import digits_cnn, digits_like, pixel_rows, register
 
 pytestmark = pytest.mark.integration
-
-
-def register(client: Client, folder: Path, name: str) -> str:
-    """Register a model folder as the next version of ``name``; returns ``name:version``."""
-    files = {p.name: client.blobs.upload(p.read_bytes()) for p in sorted(folder.iterdir())}
-    config = json.loads((folder / "config.json").read_text())
-    out = client.models.register_version(
-        name, files, signature=config.get("signature") or {}, config=config, metrics={"accuracy": 0.9}
-    )
-    return f"{name}:{out['version']}"
-
-
-def pixel_rows(names: list[str], n: int, seed: int) -> pd.DataFrame:
-    """Rows of the digits-like models' inputs (their preprocessing standardizes them)."""
-    rng = np.random.default_rng(seed)
-    means = np.array([i % 7 for i in range(len(names))], dtype=float)
-    return pd.DataFrame(rng.normal(means, 1.5, (n, len(names))), columns=names)
-
-
-def digits_cnn(folder: Path) -> Path:
-    """The digits-like model's config (64 standardized pixels → 10 labels) on the built-in CNN."""
-    mlp, _ = digits_like(folder / "template")
-    config = json.loads((mlp / "config.json").read_text())
-    config = {k: v for k, v in config.items() if k not in ("format", "architecture")}
-    config["task"] = "image-classification"
-    return save_builtin(folder / "cnn", trained_like(CNN([8, 8], 10, hidden=[32]), seed=3), config)
 
 
 @dataclass
