@@ -86,6 +86,9 @@ def edge_serve(
     token_file: Path | None = typer.Option(
         None, "--token-file", help="as --token, read from this file (kept out of the process list)"
     ),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="the model's intra-op threads (default: this machine's CPUs)"
+    ),
 ) -> None:
     """Verify a bundle and serve it offline: /predict and the Open Inference Protocol (/v2)."""
     if token_file is not None:
@@ -100,7 +103,7 @@ def edge_serve(
         from aicloud.edge.serve import load_edge, run
     except ModuleNotFoundError as exc:
         raise MissingExtraError("aicloud edge serve", "edge", [exc.name or str(exc)]) from exc
-    server = load_edge(file, public_key, token)
+    server = load_edge(file, public_key, token, threads=threads)
     m = server.bundle.manifest
     console.print(
         f"serving {m.get('model')}:{m.get('version')} (verified, key {m.get('key_id')}) on "

@@ -15,6 +15,7 @@ loopback, the default, or a network you trust). ONNX Runtime runs the model: tor
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import tempfile
@@ -55,8 +56,11 @@ class EdgeServer:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def load_edge(bundle_path: str | Path, public_key: bytes, token: str | None = None) -> EdgeServer:
-    """Verify ``bundle_path`` against ``public_key`` and load its model (ready to serve).
+def load_edge(
+    bundle_path: str | Path, public_key: bytes, token: str | None = None, *, threads: int | None = None
+) -> EdgeServer:
+    """Verify ``bundle_path`` against ``public_key`` and load its model (ready to serve), on ``threads``
+    intra-op threads (default: the machine's CPUs) that do not spin while idle, as a replica's do.
 
     Raises:
         BundleError: the bundle failed a check (nothing was written or loaded).
@@ -67,7 +71,8 @@ def load_edge(bundle_path: str | Path, public_key: bytes, token: str | None = No
         bundle.extract(folder / "model")
         key = token or secrets.token_urlsafe(32)
         config = ReplicaConfig(name=bundle.name, key=key, version=bundle.version)
-        app = build_app(config, runtime=ArtifactRuntime(folder / "model"), start=True)
+        runtime = ArtifactRuntime(folder / "model", threads=threads or os.cpu_count() or 1)
+        app = build_app(config, runtime=runtime, start=True)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
