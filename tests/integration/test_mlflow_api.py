@@ -309,6 +309,11 @@ def test_refusals_speak_mlflows_error_shape(
     assert client.runs.get(named.info.run_id).name == script
     shown = cli(server, "run", "show", named.info.run_id)  # Rich markup in names is text too
     assert script in shown.stdout and "experiment <script>" in shown.stdout and "[/]v" in shown.stdout
+    tracking.log_param(named.info.run_id, "note", "[/]")
+    listed = cli(server, "run", "list", "--name", "script", "-o", "table")  # such a name in a list
+    assert "<script>" in listed.stdout, listed.stdout
+    compared = cli(server, "run", "compare", named.info.run_id, run_id, "--all-params")  # and a compare
+    assert "[/]" in compared.stdout and "<script>" in compared.stdout, compared.stdout
     assert tracking.get_experiment(experiment_id).name.startswith(script)
     _mlflow_error(
         http.post(f"{API}/experiments/create", json={"name": tracking.get_experiment(experiment_id).name}),

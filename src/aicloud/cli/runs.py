@@ -126,8 +126,12 @@ def run_list(
         if metric:
             t.add_column(metric, no_wrap=True, overflow="ellipsis", max_width=COLUMN_WIDTH)
         for r in runs:
-            t.add_row(
-                r.id, r.name, r.status.value, _when(r), *([fmt_num(r.summary.get(metric))] if metric else [])
+            t.add_row(  # names are data, never markup: a '[/]' in one is printed as it is
+                r.id,
+                escape(r.name),
+                r.status.value,
+                _when(r),
+                *([fmt_num(r.summary.get(metric))] if metric else []),
             )
         console.print(t)
         if offset + len(runs) < page.total:
@@ -154,16 +158,14 @@ def run_show(run_id: str = typer.Argument(..., help=RUN_ID_HELP), output: Output
     console.print(f"  job {run.job_id or '-'}{experiment}  created {_when(run)}{finished}")
     console.print(table("params", ["param", "value"], [[k, param_text(v)] for k, v in run.params.items()]))
     if run.tags:  # MLflow's run tags (docs/mlflow.md)
-        console.print(
-            table("tags", ["tag", "value"], [[escape(k), escape(v)] for k, v in sorted(run.tags.items())])
-        )
+        console.print(table("tags", ["tag", "value"], [[k, v] for k, v in sorted(run.tags.items())]))
     metrics = Table(title="metrics", caption="curve: the metric over its steps, lowest ▁ to highest █")
     for name in ("metric", "last", "min", "max", "steps"):
         metrics.add_column(name, no_wrap=True, overflow="ellipsis", max_width=LABEL_WIDTH)
     metrics.add_column("curve", no_wrap=True, min_width=CURVE_WIDTH)
     for s in stats:
         curve = sparkline(series[s.name]["values"], CURVE_WIDTH)
-        metrics.add_row(s.name, fmt_num(s.last), fmt_num(s.min), fmt_num(s.max), str(s.steps), curve)
+        metrics.add_row(escape(s.name), fmt_num(s.last), fmt_num(s.min), fmt_num(s.max), str(s.steps), curve)
     console.print(metrics)
 
 
@@ -189,11 +191,13 @@ def _compare_table(runs: list[RunOut], params: list[str]) -> Table:
     t.add_column("", overflow="fold", max_width=LABEL_WIDTH, style="bold")
     for r in runs:
         short = r.id[:12]
-        t.add_column(f"{r.name}\n{short}", overflow="fold", max_width=COLUMN_WIDTH)
+        t.add_column(f"{escape(r.name)}\n{short}", overflow="fold", max_width=COLUMN_WIDTH)
     t.add_row("status", *(r.status.value for r in runs))
     t.add_section()
     for name in params:
-        t.add_row(name, *(param_text(r.params[name]) if name in r.params else "-" for r in runs))
+        t.add_row(
+            escape(name), *(escape(param_text(r.params[name])) if name in r.params else "-" for r in runs)
+        )
     if not params:
         t.add_row("[dim](params)[/]", *("[dim]same[/]" for _ in runs))
     t.add_section()
@@ -230,7 +234,7 @@ def run_compare(
         t = _compare_table(shown, params)
         for m in metrics:
             cells = [fmt_num(values[m][i]) + (f" {BEST}" if i in best[m] else "") for i in part]
-            t.add_row(m, *cells)
+            t.add_row(escape(m), *cells)
         console.print(t)
     console.print(f"{BEST} best: highest for accuracy-like metrics, lowest for losses, errors and times")
     if not all_params and len(params) < len(every):
