@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from aicloud.schemas import RotateKeyOut
 from aicloud.server.deps import Admin, State
-from aicloud.server.routes.workspaces import require_server_admin
+from aicloud.server.services.tokens import require_server_admin
 
 router = APIRouter(tags=["admin"])
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pydantic
 from fastapi import APIRouter, Query, Response
 
-from aicloud.artifacts.runtimes import check_runtime
 from aicloud.auth import Principal, mint_token
 from aicloud.entities import Role
 from aicloud.entities.serving import Deployment, DeploymentStatus, Replica, ReplicaState
@@ -28,9 +25,8 @@ from aicloud.schemas.serving import (
 from aicloud.server.deps import Member, State, Viewer
 from aicloud.server.routes._paging import DEFAULT_LIMIT, Limit, Offset, set_total
 from aicloud.server.services import traffic
-from aicloud.server.services.models import resolve_model_ref
+from aicloud.server.services.deployments import create_deployment, resolve_spec
 from aicloud.server.services.names import check_name
-from aicloud.server.services.replicas import check_gpus
 from aicloud.server.state import AppState
 
 router = APIRouter(tags=["deployments"])
@@ -76,49 +72,10 @@ def _out(state: AppState, d: Deployment) -> DeploymentOut:
     return out
 
 
-def _resolve(
-    state: AppState, principal: Principal, spec: DeploymentSpec
-) -> tuple[dict[str, Any], str | None, dict[str, int] | None]:
-    data = spec.model_dump(mode="json")
-    if data.get("runtime") is None:  # unset: stored as before the field existed, so that a spec
-        data.pop("runtime", None)  # stored then compares equal (no roll on a scaling change)
-    check_gpus(spec.gpus)
-    existing = {s.name for s in state.store.secrets.list(principal.workspace.id)} if spec.secrets else set()
-    missing = [n for n in spec.secrets if n not in existing]
-    if missing:
-        raise ValidationError.field(
-            "secrets",
-            f"no such secret(s): {', '.join(missing)}; create them with `aicloud secret create NAME`",
-        )
-    if spec.model is not None:
-        try:
-            version = resolve_model_ref(state, principal.workspace.id, spec.model)
-        except NotFoundError as exc:
-            raise ValidationError.field("model", exc.message) from None
-        check_runtime(spec.runtime, version.config, version.files)  # a 422 naming runtime
-        return data, version.id, traffic.resolve_traffic(state, principal.workspace.id, spec, version.id)
-    assert spec.service is not None
-    if not state.store.blob_refs.owns(principal.workspace.id, spec.service.code):
-        raise ValidationError.field("service.code", "no such code archive in this workspace; upload it first")
-    return data, None, None
-
-
 @router.post("/deployments", response_model=DeploymentOut, status_code=201)
 def deployments_create(body: DeploymentCreate, principal: Member, state: State) -> DeploymentOut:
     """Serve a registered model (``model``) or your own Service class (``service``)."""
-    name = check_name(body.name)
-    spec, version_id, weights = _resolve(state, principal, body)
-    spec.pop("name", None)
-    d = state.store.deployments.create(
-        workspace_id=principal.workspace.id,
-        name=name,
-        spec=spec,
-        model_version_id=version_id,
-        desired=max(body.min_replicas, 1),
-        traffic=weights,
-    )
-    state.wake_deployments()
-    return _out(state, d)
+    return _out(state, create_deployment(state, principal, body))
 
 
 @router.get("/deployments", response_model=list[DeploymentOut])
@@ -175,7 +132,7 @@ def _replace(
     state: AppState, principal: Principal, current: Deployment, spec: DeploymentSpec
 ) -> DeploymentOut:
     """Give ``current`` the spec ``spec``; nothing changes when it is the same spec and version."""
-    data, version_id, weights = _resolve(state, principal, spec)
+    data, version_id, weights = resolve_spec(state, principal, spec)
     if data == current.spec and version_id == current.model_version_id and weights == current.traffic:
         return _out(state, current)
     # scaling and traffic are the controller's alone: changing only them keeps the running replicas

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 from fastapi import APIRouter, Response
 
-from aicloud.auth import mint_token
 from aicloud.schemas import TokenCreate, TokenCreated, TokenOut
 from aicloud.server.deps import Admin, State
-from aicloud.server.services.names import check_id
+from aicloud.server.services.tokens import create_token, revoke_token
 
 router = APIRouter(tags=["tokens"])
 
@@ -18,17 +15,7 @@ router = APIRouter(tags=["tokens"])
 def tokens_create(body: TokenCreate, principal: Admin, state: State) -> TokenCreated:
     """A new token; 409 ``conflict`` when the name is taken in the workspace (a unique constraint
     in the database, so of concurrent creates with one name exactly one succeeds)."""
-    expires = datetime.now(UTC) + timedelta(days=body.expires_in_days) if body.expires_in_days else None
-    token_id, token, secret_hash = mint_token()
-    row = state.store.tokens.create(
-        token_id=token_id,
-        workspace_id=principal.workspace.id,
-        name=body.name,
-        role=body.role,
-        secret_hash=secret_hash,
-        expires_at=expires,
-    )
-    return TokenCreated(**TokenOut.model_validate(row).model_dump(), token=token)
+    return create_token(state, principal.workspace.id, body)
 
 
 @router.get("/tokens", response_model=list[TokenOut])
@@ -38,6 +25,5 @@ def tokens_list(principal: Admin, state: State) -> list[TokenOut]:
 
 @router.delete("/tokens/{token_id}", status_code=204)
 def tokens_delete(token_id: str, principal: Admin, state: State) -> Response:
-    state.store.tokens.delete(principal.workspace.id, check_id(token_id, "token_id"))
-    state.principals.forget_token(token_id)
+    revoke_token(state, principal.workspace.id, token_id)
     return Response(status_code=204)

@@ -9,13 +9,13 @@ from starlette.concurrency import run_in_threadpool
 
 from aicloud.entities import Role
 from aicloud.schemas import SecretCreate, TokenCreate, WorkspaceCreate
+from aicloud.server.bootstrap import DEFAULT_WORKSPACE
 from aicloud.server.console.render import ConsoleRoute, page, redirect
 from aicloud.server.console.session import Admin
 from aicloud.server.deps import State
-from aicloud.server.routes.tokens import tokens_create, tokens_delete
-from aicloud.server.routes.workspaces import DEFAULT_WORKSPACE, workspaces_create
 from aicloud.server.services.names import check_name
 from aicloud.server.services.secrets import create_secret
+from aicloud.server.services.tokens import create_token, create_workspace, revoke_token
 
 router = APIRouter(route_class=ConsoleRoute)
 
@@ -42,9 +42,8 @@ def tokens_new(
     role: Role = Form(),
     expires_in_days: int | None = Form(default=None, ge=1, le=3650),
 ) -> Response:
-    created = tokens_create(
-        TokenCreate(name=name.strip(), role=role, expires_in_days=expires_in_days), principal, state
-    )
+    body = TokenCreate(name=name.strip(), role=role, expires_in_days=expires_in_days)
+    created = create_token(state, principal.workspace.id, body)
     tokens = state.store.tokens.list(principal.workspace.id)
     return page(
         request,
@@ -58,7 +57,7 @@ def tokens_new(
 
 @router.post("/admin/tokens/{token_id}/delete")
 def tokens_remove(request: Request, token_id: str, principal: Admin, state: State) -> Response:
-    tokens_delete(token_id, principal, state)
+    revoke_token(state, principal.workspace.id, token_id)
     return redirect("/admin/tokens", request)
 
 
@@ -80,7 +79,7 @@ async def workspaces_page(request: Request, principal: Admin, state: State) -> R
 def workspaces_new(
     request: Request, principal: Admin, state: State, name: str = Form(max_length=100)
 ) -> Response:
-    created = workspaces_create(WorkspaceCreate(name=name.strip()), principal, state)
+    created = create_workspace(state, principal, WorkspaceCreate(name=name.strip()).name)
     items = state.store.workspaces.list()
     return page(
         request,

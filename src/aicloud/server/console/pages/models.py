@@ -15,7 +15,7 @@ from aicloud.server.console import data
 from aicloud.server.console.render import ConsoleRoute, page, redirect
 from aicloud.server.console.session import Member, Viewer
 from aicloud.server.deps import State
-from aicloud.server.routes.deployments import deployments_create
+from aicloud.server.services.deployments import create_deployment
 from aicloud.server.services.names import check_name
 from aicloud.server.state import AppState
 
@@ -132,5 +132,5 @@ def model_deploy(
     check_name(name)
     sep = "@" if not ref.isdigit() else ":"
     body = DeploymentCreate(name=deployment.strip(), model=f"{name}{sep}{ref}")
-    out = deployments_create(body, principal, state)
-    return redirect(f"/deployments/{out.name}", request)
+    d = create_deployment(state, principal, body)
+    return redirect(f"/deployments/{d.name}", request)
