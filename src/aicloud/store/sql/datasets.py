@@ -20,7 +20,7 @@ from aicloud.store.base import DatasetStore
 from aicloud.store.sql import ids
 from aicloud.store.sql.blobrefs import add_refs, release_refs
 from aicloud.store.sql.counters import next_version
-from aicloud.store.sql.session import Database, json_normalize
+from aicloud.store.sql.session import Database, count_rows, json_normalize
 from aicloud.store.sql.tables import DatasetRow, DatasetVersionRow
 
 
@@ -182,10 +182,7 @@ class SqlDatasetStore(DatasetStore):
 
     def count_datasets(self, workspace_id: str) -> int:
         def tx(session: Session) -> int:
-            query = (
-                select(func.count()).select_from(DatasetRow).where(DatasetRow.workspace_id == workspace_id)
-            )
-            return int(session.scalar(query) or 0)
+            return count_rows(session, DatasetRow, DatasetRow.workspace_id == workspace_id)
 
         return self._db.run(tx, write=False)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from aicloud.entities import BlobOwner
@@ -20,7 +20,7 @@ from aicloud.errors import ConflictError, NotFoundError
 from aicloud.store.serving import DeploymentStore
 from aicloud.store.sql import ids
 from aicloud.store.sql.blobrefs import add_refs, release_refs
-from aicloud.store.sql.session import Database, json_normalize
+from aicloud.store.sql.session import Database, count_rows, json_normalize
 from aicloud.store.sql.tables import DeploymentRow, ReplicaRow
 
 DEPLOYMENT_PREFIX = "dep"
@@ -163,12 +163,7 @@ class SqlDeploymentStore(DeploymentStore):
 
     def count(self, workspace_id: str) -> int:
         def tx(session: Session) -> int:
-            query = (
-                select(func.count())
-                .select_from(DeploymentRow)
-                .where(DeploymentRow.workspace_id == workspace_id)
-            )
-            return int(session.scalar(query) or 0)
+            return count_rows(session, DeploymentRow, DeploymentRow.workspace_id == workspace_id)
 
         return self._db.run(tx, write=False)
 

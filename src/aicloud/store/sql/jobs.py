@@ -13,14 +13,14 @@ import builtins
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Update, func, select, update
+from sqlalchemy import Update, select, update
 from sqlalchemy.orm import Session
 
 from aicloud.entities import BlobOwner, Job, JobKind, JobStatus
 from aicloud.errors import NotFoundError
 from aicloud.store.sql import ids
 from aicloud.store.sql.blobrefs import add_refs
-from aicloud.store.sql.session import Database, json_normalize
+from aicloud.store.sql.session import Database, count_rows, json_normalize
 from aicloud.store.sql.tables import JobRow
 from aicloud.store.training import JobStore
 
@@ -189,7 +189,7 @@ class SqlJobStore(JobStore):
         where = _where(workspace_id, status, parent_id, kind)
 
         def tx(session: Session) -> int:
-            return int(session.scalar(select(func.count()).select_from(JobRow).where(*where)) or 0)
+            return count_rows(session, JobRow, *where)
 
         return self._db.run(tx, write=False)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -20,7 +20,7 @@ from aicloud.errors import NotFoundError
 from aicloud.store.sql import ids
 from aicloud.store.sql.blobrefs import add_refs
 from aicloud.store.sql.counters import next_version
-from aicloud.store.sql.session import Database, json_normalize
+from aicloud.store.sql.session import Database, count_rows, json_normalize
 from aicloud.store.sql.tables import ModelAliasRow, ModelRow, ModelVersionRow
 from aicloud.store.training import ModelStore
 
@@ -219,8 +219,7 @@ class SqlModelStore(ModelStore):
 
     def count_models(self, workspace_id: str) -> int:
         def tx(session: Session) -> int:
-            query = select(func.count()).select_from(ModelRow).where(ModelRow.workspace_id == workspace_id)
-            return int(session.scalar(query) or 0)
+            return count_rows(session, ModelRow, ModelRow.workspace_id == workspace_id)
 
         return self._db.run(tx, write=False)
 
@@ -262,10 +261,7 @@ class SqlModelStore(ModelStore):
     def count_versions(self, workspace_id: str, name: str) -> int:
         def tx(session: Session) -> int:
             model = _find_model(session, workspace_id, name)
-            query = (
-                select(func.count()).select_from(ModelVersionRow).where(ModelVersionRow.model_id == model.id)
-            )
-            return int(session.scalar(query) or 0)
+            return count_rows(session, ModelVersionRow, ModelVersionRow.model_id == model.id)
 
         return self._db.run(tx, write=False)
 

@@ -24,7 +24,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
@@ -47,6 +47,11 @@ ErrorFactory = Callable[[], AicloudError]
 
 class StoreBusyError(UnavailableError):
     """The database stayed busy (locked, deadlocked) past the retry deadline."""
+
+
+def count_rows(session: Session, table: Any, *where: Any) -> int:
+    """How many rows of ``table`` match ``where`` (the stores' counts for a page's "of N")."""
+    return int(session.scalar(select(func.count()).select_from(table).where(*where)) or 0)
 
 
 def safe_url(url: str | URL) -> str:
