@@ -1,5 +1,6 @@
 """``client.edge``: edge nodes (docs/edge.md). An edge machine joins with a member token and then
-pulls signed bundles with the node's own token (:mod:`aicloud.edge.node` keeps them on disk)."""
+pulls signed bundles with the node's own token (:mod:`aicloud.edge.node` keeps them on disk); the node
+agent (:mod:`aicloud.edge.agent`) long-polls its assignments and reports its status with that token."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from aicloud.client.models import COMPRESSION_TIMEOUT_S
-from aicloud.schemas.edge import EdgeNodeJoined, EdgeNodeOut
+from aicloud.schemas.edge import EdgeAssignments, EdgeNodeJoined, EdgeNodeOut, EdgeNodeStatus, EdgeStatusAck
 
 if TYPE_CHECKING:
     from aicloud.client.http import Transport
@@ -53,3 +54,23 @@ class EdgeAPI:
         finally:
             tmp.unlink(missing_ok=True)
         return dest
+
+    def assignments(
+        self, node_id: str, *, wait: float = 0, etag: str | None = None
+    ) -> EdgeAssignments | None:
+        """As node ``node_id``: its assignments, long-polled up to ``wait`` seconds (at most 30) for a
+        change from ``etag``; None when they are still ``etag`` (a 304)."""
+        url = f"{NODES}/{quote(node_id, safe='')}/assignments"
+        headers = {"If-None-Match": etag} if etag else {}
+        response = self._t.request(
+            "GET", url, params={"wait": wait}, headers=headers, timeout=wait + 30, retry=False
+        )
+        if response.status_code == 304:
+            return None
+        return EdgeAssignments.model_validate(response.json())
+
+    def report(self, node_id: str, status: EdgeNodeStatus, *, timeout: float = 30) -> EdgeStatusAck:
+        """As node ``node_id``: its address and each assignment's state and counts since the last report."""
+        url = f"{NODES}/{quote(node_id, safe='')}/status"
+        body = status.model_dump(mode="json")
+        return EdgeStatusAck.model_validate(self._t.json("PUT", url, json=body, timeout=timeout, retry=False))

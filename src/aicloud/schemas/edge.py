@@ -53,3 +53,57 @@ class EdgePullRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(min_length=1, max_length=300, description="NAME, NAME:VERSION or NAME@ALIAS")
+
+
+# --- the node agent's contract (docs/edge.md#the-node-agent): assignments down, status up
+
+
+class EdgeAssignment(BaseModel):
+    """One replica placed on a node: which version it serves (``bundle``: what the node pulls) and how."""
+
+    replica_id: str
+    deployment: str
+    deployment_id: str
+    model: str
+    version: int
+    version_id: str
+    bundle: str  # "<model>:<version>", the ref the node pulls
+    serve_key: str = Field(repr=False)  # the replica's key: every request but health carries it
+    max_batch_size: int = Field(default=8, ge=1)
+    max_wait_ms: float = Field(default=0.0, ge=0)
+    threads: int = Field(default=1, ge=1)
+
+
+class EdgeAssignments(BaseModel):
+    """``GET /edge/nodes/{id}/assignments``: what the node should serve now (``etag`` names it)."""
+
+    etag: str
+    heartbeat_s: int = Field(ge=1)
+    assignments: list[EdgeAssignment] = Field(default_factory=list)
+
+
+class EdgeReplicaStatus(BaseModel):
+    """One assignment as the node sees it; the counts are deltas since the previous accepted report."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    replica_id: str = Field(min_length=1, max_length=200)
+    state: Literal["starting", "ready", "failed"]
+    port: int | None = Field(default=None, ge=1, le=65535)
+    message: str = Field(default="", max_length=2000)
+    requests: int = Field(default=0, ge=0)
+    errors: int = Field(default=0, ge=0)
+    latency_s_sum: float = Field(default=0.0, ge=0)
+
+
+class EdgeNodeStatus(BaseModel):
+    """``PUT /edge/nodes/{id}/status``: the node's address (None: behind NAT) and its assignments."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = Field(default=None, max_length=300, pattern=r"^https?://[^\s/]+$")
+    assignments: list[EdgeReplicaStatus] = Field(default_factory=list, max_length=1000)
+
+
+class EdgeStatusAck(BaseModel):
+    etag: str
