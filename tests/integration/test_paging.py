@@ -5,6 +5,10 @@ a workspace finds each of its items exactly once, newest first, and none of anot
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -181,7 +185,47 @@ def test_the_console_lists_show_a_page_of_the_total(
         assert browser.get("/").status_code == 200
 
 
-@pytest.mark.parametrize("path", ["datasets", "models", "deployments", "jobs", "models/{model}/versions"])
+def test_a_datasets_versions_page_in_the_api_sdk_and_cli(
+    server: ServerProcess, two: tuple[Workspace, Workspace]
+) -> None:
+    mine, other = two
+    name = mine.datasets[0]
+    for _ in range(N - 1):
+        _dataset(mine.http, name)
+    versions = f"{API}/datasets/{name}/versions"
+    assert _walk(mine.http, versions, "version") == ([str(v) for v in range(1, N + 1)], N)
+    newest = _walk(mine.http, versions, "version", newest_first="true")
+    assert newest == ([str(v) for v in range(N, 0, -1)], N)
+    assert [v.version for v in mine.client.datasets.versions(name, offset=1, limit=2)] == [2, 3]
+    assert other.http.get(versions).status_code == 404  # another workspace's dataset: not found
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AICLOUD_")}
+    env.update(AICLOUD_URL=server.url, AICLOUD_TOKEN=mine.token, AICLOUD_HOME=str(server.home), COLUMNS="200")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "aicloud", *args], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc
+
+    page = cli("dataset", "versions", name, "--offset", "2", "--limit", "2", "-o", "json")
+    assert [v["version"] for v in json.loads(page.stdout)] == [3, 4]
+    assert "--offset 4 --limit 2" in page.stderr  # a full page says how to get the next one
+    last = cli("dataset", "versions", name, "--offset", "4", "--limit", "2", "-o", "json")
+    assert [v["version"] for v in json.loads(last.stdout)] == [5] and "next page" not in last.stderr
+    jobs = cli("job", "list", "--limit", "2", "-o", "json")
+    assert [j["id"] for j in json.loads(jobs.stdout)] == mine.jobs[:-3:-1]
+    models = cli("model", "list", "--offset", str(N - 1), "-o", "json")
+    assert [m["name"] for m in json.loads(models.stdout)] == mine.models[:1]
+    datasets = cli("dataset", "list", "--limit", "1")
+    assert mine.datasets[-1] in datasets.stdout and "--offset 1 --limit 1" in datasets.stderr
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["datasets", "models", "deployments", "jobs", "models/{model}/versions", "datasets/{model}/versions"],
+)
 @pytest.mark.parametrize(
     ("params", "field"),
     [
@@ -201,8 +245,10 @@ def test_bad_offset_or_limit_is_a_422_naming_it(
     field: str,
 ) -> None:
     model = unique("bad-paging")
-    if "{model}" in path:
+    if path.startswith("models/"):
         _model_version(http, model, client.blobs.upload(b"{}"))
+    elif "{model}" in path:
+        _dataset(http, model)
     r = http.get(f"{API}/{path.format(model=model)}", params=params)
     body = assert_error(r, 422, "validation_error")
     assert [d["field"] for d in body["details"]] == [field], body

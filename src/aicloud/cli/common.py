@@ -89,6 +89,15 @@ class Output(enum.StrEnum):
 
 
 OutputOpt = typer.Option(Output.table, "--output", "-o", help="table (default) or json")
+OffsetOpt = typer.Option(0, "--offset", min=0, help="skip this many (the start of a page)")
+LimitOpt = typer.Option(100, "--limit", min=1, max=1000, help="show at most this many (up to 1,000)")
+
+
+def page_hint(shown: int, offset: int, limit: int) -> None:
+    """Say how to see the next page when a list filled its page (stderr: JSON output stays clean)."""
+    if shown >= limit:
+        nxt = f"--offset {offset + limit} --limit {limit}"
+        Console(stderr=True).print(f"[dim]{shown} shown from {offset}; the next page: {nxt}[/dim]")
 
 
 def client() -> Client:

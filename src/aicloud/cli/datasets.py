@@ -7,7 +7,19 @@ from typing import Any
 
 import typer
 
-from aicloud.cli.common import Output, OutputOpt, client, console, emit, fmt_num, split_ref, table
+from aicloud.cli.common import (
+    LimitOpt,
+    OffsetOpt,
+    Output,
+    OutputOpt,
+    client,
+    console,
+    emit,
+    fmt_num,
+    page_hint,
+    split_ref,
+    table,
+)
 from aicloud.client import DatasetVersion
 
 app = typer.Typer(help="Upload, inspect, split and download datasets.", no_args_is_help=True)
@@ -56,9 +68,10 @@ def upload(
 
 
 @app.command("list")
-def list_(output: Output = OutputOpt) -> None:
-    """All datasets of the workspace."""
-    items = client().datasets.list()
+def list_(offset: int = OffsetOpt, limit: int = LimitOpt, output: Output = OutputOpt) -> None:
+    """The workspace's datasets, newest first, a page at a time (--offset, --limit)."""
+    items = client().datasets.list(offset=offset, limit=limit)
+    page_hint(len(items), offset, limit)
     emit(
         items,
         output,
@@ -83,9 +96,15 @@ def show(ref: str = typer.Argument(..., help="NAME or NAME:VERSION"), output: Ou
 
 
 @app.command("versions")
-def versions(name: str = typer.Argument(..., help="the dataset"), output: Output = OutputOpt) -> None:
-    """Every version of a dataset."""
-    items = client().datasets.versions(name)
+def versions(
+    name: str = typer.Argument(..., help="the dataset"),
+    offset: int = OffsetOpt,
+    limit: int = LimitOpt,
+    output: Output = OutputOpt,
+) -> None:
+    """A dataset's versions, oldest first, a page at a time (--offset, --limit)."""
+    items = client().datasets.versions(name, offset=offset, limit=limit)
+    page_hint(len(items), offset, limit)
     emit(
         items,
         output,

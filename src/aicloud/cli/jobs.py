@@ -8,6 +8,8 @@ from typing import Any
 import typer
 
 from aicloud.cli.common import (
+    LimitOpt,
+    OffsetOpt,
     Output,
     OutputOpt,
     UsageError,
@@ -16,6 +18,7 @@ from aicloud.cli.common import (
     emit,
     fmt_num,
     int_field,
+    page_hint,
     read_spec_file,
     table,
 )
@@ -149,10 +152,13 @@ def job_run(
 @job_app.command("list")
 def job_list(
     status: str | None = typer.Option(None, help="pending, running, succeeded, failed, cancelled"),
+    offset: int = OffsetOpt,
+    limit: int = LimitOpt,
     output: Output = OutputOpt,
 ) -> None:
-    """The workspace's jobs, newest first: id, name, kind, status."""
-    jobs = client().jobs.list(status=status)
+    """The workspace's jobs, newest first, a page at a time (--offset, --limit): id, name, kind, status."""
+    jobs = client().jobs.list(status=status, offset=offset, limit=limit)
+    page_hint(len(jobs), offset, limit)
     emit(
         [j.info for j in jobs],
         output,
@@ -199,9 +205,10 @@ def job_wait(
 
 
 @model_app.command("list")
-def model_list(output: Output = OutputOpt) -> None:
-    """Registered models: latest version and aliases."""
-    models = client().models.list()
+def model_list(offset: int = OffsetOpt, limit: int = LimitOpt, output: Output = OutputOpt) -> None:
+    """Registered models, newest first, a page at a time (--offset, --limit): latest version, aliases."""
+    models = client().models.list(offset=offset, limit=limit)
+    page_hint(len(models), offset, limit)
     emit(
         models,
         output,

@@ -128,8 +128,12 @@ class DatasetsAPI:
         """A version of ``name``; the latest when ``version`` is None."""
         return self._version(self._t.json("GET", f"{_versions(name)}/{version or 'latest'}"))
 
-    def versions(self, name: str) -> list[DatasetVersion]:
-        return [self._version(v) for v in self._t.json("GET", _versions(name))]
+    def versions(
+        self, name: str, *, offset: int = 0, limit: int = 1000, newest_first: bool = False
+    ) -> list[DatasetVersion]:
+        """A dataset's versions, oldest first (or newest first): ``limit`` (up to 1,000) after ``offset``."""
+        params = {"offset": offset, "limit": limit, "newest_first": newest_first}
+        return [self._version(v) for v in self._t.json("GET", _versions(name), params=params)]
 
     def split(
         self,

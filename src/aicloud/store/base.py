@@ -115,6 +115,10 @@ class DatasetStore(abc.ABC):
         ``offset``. Raises NotFoundError when the dataset does not exist."""
 
     @abc.abstractmethod
+    def count_versions(self, workspace_id: str, name: str) -> int:
+        """How many versions the dataset has. Raises NotFoundError when it does not exist."""
+
+    @abc.abstractmethod
     def delete_dataset(self, workspace_id: str, name: str) -> list[str]:
         """Remove a dataset, all its versions and their blob references; returns the digests no
         reference of any kind, in any workspace, holds any more (decided in the same transaction)."""

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from aicloud.schemas import DatasetSummaryOut, DatasetVersionOut, SplitRequest, SplitResponse
 from aicloud.server.deps import Member, State, Viewer
-from aicloud.server.routes._paging import DEFAULT_LIMIT, Limit, Offset, set_total
+from aicloud.server.routes._paging import DEFAULT_LIMIT, MAX_LIMIT, Limit, Offset, set_total
 from aicloud.server.routes._streaming import blob_response
 from aicloud.server.routes._uploads import receive_upload
 from aicloud.server.services.datasets import delete_dataset, ingest_upload, split_version
@@ -63,8 +63,22 @@ def datasets_list(
 
 
 @router.get("/datasets/{name}/versions", response_model=list[DatasetVersionOut])
-def datasets_list_versions(name: str, principal: Viewer, state: State) -> list[DatasetVersionOut]:
-    versions = state.store.datasets.list_versions(principal.workspace.id, check_name(name))
+def datasets_list_versions(
+    name: str,
+    principal: Viewer,
+    state: State,
+    response: Response,
+    offset: Offset = 0,
+    limit: Limit = MAX_LIMIT,
+    newest_first: bool = False,
+) -> list[DatasetVersionOut]:
+    """A dataset's versions, oldest first (newest first with ``newest_first``), ``limit`` after
+    ``offset``; ``X-Total-Count`` says how many versions it has."""
+    ws, name = principal.workspace.id, check_name(name)
+    set_total(response, state.store.datasets.count_versions(ws, name))
+    versions = state.store.datasets.list_versions(
+        ws, name, offset=offset, limit=limit, newest_first=newest_first
+    )
     return [DatasetVersionOut.model_validate(v) for v in versions]
 
 

@@ -210,6 +210,13 @@ class SqlDatasetStore(DatasetStore):
 
         return self._db.run(tx, write=False)
 
+    def count_versions(self, workspace_id: str, name: str) -> int:
+        def tx(session: Session) -> int:
+            dataset = _find_dataset(session, workspace_id, name)
+            return count_rows(session, DatasetVersionRow, DatasetVersionRow.dataset_id == dataset.id)
+
+        return self._db.run(tx, write=False)
+
     def delete_dataset(self, workspace_id: str, name: str) -> list[str]:
         def tx(session: Session) -> list[str]:
             query = select(DatasetRow).where(DatasetRow.workspace_id == workspace_id, DatasetRow.name == name)
