@@ -177,7 +177,9 @@ def edge_pull(ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@AL
 
 @edge_app.command("list")
 def edge_list() -> None:
-    """The bundles this node holds, and whether each verifies with the pinned key."""
+    """The bundles this node holds and whether each verifies with the pinned key; with an agent, what
+    it was assigned and on which port."""
+    from aicloud.edge.agent_state import NodeDisk
     from aicloud.edge.node import local_bundles
 
     rows = [
@@ -190,6 +192,49 @@ def edge_list() -> None:
         for p, m in local_bundles()
     ]
     console.print(table(None, ["file", "model", "verified", "bytes"], rows))
+    disk = NodeDisk()
+    if disk.agent_file.exists():
+        placed = disk.load().assignments.values()
+        rows = [
+            [
+                p.deployment,
+                f"{p.model}:{p.version}",
+                p.replica_id,
+                str(p.port),
+                disk.bundle_path(p.version_id).name,
+            ]
+            for p in placed
+        ]
+        console.print(table("agent assignments", ["deployment", "model", "replica", "port", "bundle"], rows))
+
+
+@edge_app.command("agent")
+def edge_agent(
+    advertise: str | None = typer.Option(
+        None,
+        "--advertise",
+        help="http://HOST where the control plane's gateway reaches this node's replicas (with --host "
+        "0.0.0.0 or that address); default: none, the replicas serve local traffic only",
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="the address the replicas listen on"),
+    ports: str = typer.Option("18100-18199", "--ports", help="LOW-HIGH: the ports the replicas are given"),
+) -> None:
+    """Run this node's agent in the foreground: serve the deployments placed on this node (each
+    replica an `edge serve` child with its serve key), keep serving from disk while the control plane
+    is unreachable, re-sync when it answers, report status. Ctrl-C or SIGTERM stops it and its
+    replicas; a revoked node deletes its bundles and exits 1."""
+    import re
+
+    from aicloud.edge.agent_state import parse_ports
+
+    if advertise is not None and not re.fullmatch(r"https?://[^\s/]+", advertise):
+        raise UsageError(f"--advertise: expected http://HOST or https://HOST[:PORT], got {advertise!r}")
+    try:
+        from aicloud.edge.agent import Agent
+    except ModuleNotFoundError as exc:
+        raise MissingExtraError("aicloud edge agent", "edge", [exc.name or str(exc)]) from exc
+    code = Agent(advertise=advertise, host=host, ports=parse_ports(ports)).run()
+    raise typer.Exit(code)
 
 
 @edge_app.command("nodes")

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+import httpx
+
 from aicloud.client.models import COMPRESSION_TIMEOUT_S
 from aicloud.schemas.edge import EdgeAssignments, EdgeNodeJoined, EdgeNodeOut, EdgeNodeStatus, EdgeStatusAck
 
@@ -55,22 +57,27 @@ class EdgeAPI:
             tmp.unlink(missing_ok=True)
         return dest
 
-    def assignments(
-        self, node_id: str, *, wait: float = 0, etag: str | None = None
-    ) -> EdgeAssignments | None:
-        """As node ``node_id``: its assignments, long-polled up to ``wait`` seconds (at most 30) for a
-        change from ``etag``; None when they are still ``etag`` (a 304)."""
+    def assignments(self, node_id: str, *, wait: int = 0, etag: str | None = None) -> EdgeAssignments | None:
+        """As node ``node_id``: its assignments, long-polled up to ``wait`` whole seconds (at most 30)
+        for a change from ``etag``; None when they are still ``etag`` (a 304)."""
         url = f"{NODES}/{quote(node_id, safe='')}/assignments"
         headers = {"If-None-Match": etag} if etag else {}
         response = self._t.request(
-            "GET", url, params={"wait": wait}, headers=headers, timeout=wait + 30, retry=False
+            "GET",
+            url,
+            params={"wait": wait},
+            headers=headers,
+            timeout=httpx.Timeout(wait + 15, connect=10),
+            retry=False,
         )
         if response.status_code == 304:
             return None
         return EdgeAssignments.model_validate(response.json())
 
-    def report(self, node_id: str, status: EdgeNodeStatus, *, timeout: float = 30) -> EdgeStatusAck:
+    def report(self, node_id: str, status: EdgeNodeStatus, *, timeout: float = 20) -> EdgeStatusAck:
         """As node ``node_id``: its address and each assignment's state and counts since the last report."""
         url = f"{NODES}/{quote(node_id, safe='')}/status"
         body = status.model_dump(mode="json")
-        return EdgeStatusAck.model_validate(self._t.json("PUT", url, json=body, timeout=timeout, retry=False))
+        return EdgeStatusAck.model_validate(
+            self._t.json("PUT", url, json=body, timeout=httpx.Timeout(timeout, connect=10), retry=False)
+        )

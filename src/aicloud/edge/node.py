@@ -46,12 +46,12 @@ def edge_home(home: Path | None = None) -> Path:
     return (home or Settings().home) / "edge"
 
 
-def _private_dir(path: Path) -> Path:
+def private_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -62,7 +62,7 @@ def _write_private(path: Path, text: str) -> None:
 def join(url: str, token: str, name: str, labels: Mapping[str, str], home: Path | None = None) -> NodeState:
     """Register this machine with the control plane at ``url`` (``token``: a member token) and
     keep the node's own token and the pinned signing key under ``$AICLOUD_HOME/edge``."""
-    folder = _private_dir(edge_home(home))
+    folder = private_dir(edge_home(home))
     if (folder / NODE_FILE).exists():
         raise ValidationError.field(
             "node", f"this machine has joined already ({folder / NODE_FILE}); remove that file to join again"
@@ -77,8 +77,8 @@ def join(url: str, token: str, name: str, labels: Mapping[str, str], home: Path 
         labels=dict(joined.node.labels),
         key_id=joined.signing_key.key_id,
     )
-    _write_private(folder / TRUSTED_KEY, joined.signing_key.public_key + "\n")
-    _write_private(folder / NODE_FILE, json.dumps(asdict(state), indent=1) + "\n")
+    write_private(folder / TRUSTED_KEY, joined.signing_key.public_key + "\n")
+    write_private(folder / NODE_FILE, json.dumps(asdict(state), indent=1) + "\n")
     return state
 
 
@@ -101,7 +101,7 @@ def pinned_key(home: Path | None = None) -> bytes | None:
     return parse_public_key(path.read_text()) if path.exists() else None
 
 
-def _safe(part: str) -> str:
+def safe_name(part: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", part)[:100]
 
 
@@ -117,7 +117,7 @@ def forget(home: Path | None = None) -> int:
         doc = json.loads(node.read_text())
         doc["token"] = ""
         doc["revoked"] = True
-        _write_private(folder / f"{NODE_FILE}.revoked", json.dumps(doc, indent=1) + "\n")
+        write_private(folder / f"{NODE_FILE}.revoked", json.dumps(doc, indent=1) + "\n")
         node.unlink()
     return removed
 
@@ -135,7 +135,7 @@ def pull(ref: str, home: Path | None = None) -> tuple[Path, dict[str, Any]]:
     key = pinned_key(home)
     if key is None:
         raise ValidationError.field("node", f"no pinned key at {edge_home(home) / TRUSTED_KEY}")
-    folder = _private_dir(edge_home(home) / BUNDLES)
+    folder = private_dir(edge_home(home) / BUNDLES)
     tmp = folder / ".pull.part"
     try:
         with Client(url=state.url, token=state.token) as client:
@@ -151,7 +151,9 @@ def pull(ref: str, home: Path | None = None) -> tuple[Path, dict[str, Any]]:
     except BundleError:
         tmp.unlink(missing_ok=True)
         raise
-    dest = folder / f"{_safe(str(manifest.get('model')))}-{_safe(str(manifest.get('version')))}.bundle"
+    dest = (
+        folder / f"{safe_name(str(manifest.get('model')))}-{safe_name(str(manifest.get('version')))}.bundle"
+    )
     os.replace(tmp, dest)
     return dest, manifest
 

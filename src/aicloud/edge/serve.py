@@ -11,14 +11,22 @@ Open Inference Protocol, ``/metrics``. The model's name is the bundle's model na
 With ``--token T`` every request but the health routes needs ``Authorization: Bearer T`` (the
 replica's own check); without it the server answers anyone who reaches its address (bind it to
 loopback, the default, or a network you trust). ONNX Runtime runs the model: torch is never imported.
+
+``python -m aicloud.edge.serve`` is the node agent's child (:mod:`aicloud.edge.agent`): the same server
+with the replica's batching options, its key read from a file, and ``--parent-fd``: the read end of
+a pipe whose write end only the agent holds, so the child stops when the agent is gone (even after a
+``kill -9``) instead of holding its port.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import secrets
 import shutil
+import signal
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +65,13 @@ class EdgeServer:
 
 
 def load_edge(
-    bundle_path: str | Path, public_key: bytes, token: str | None = None, *, threads: int | None = None
+    bundle_path: str | Path,
+    public_key: bytes,
+    token: str | None = None,
+    *,
+    threads: int | None = None,
+    max_batch_size: int | None = None,
+    max_wait_ms: float | None = None,
 ) -> EdgeServer:
     """Verify ``bundle_path`` against ``public_key`` and load its model (ready to serve), on ``threads``
     intra-op threads (default: the machine's CPUs) that do not spin while idle, as a replica's do.
@@ -70,7 +84,8 @@ def load_edge(
     try:
         bundle.extract(folder / "model")
         key = token or secrets.token_urlsafe(32)
-        config = ReplicaConfig(name=bundle.name, key=key, version=bundle.version)
+        batching: dict[str, Any] = {"max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms}
+        config = ReplicaConfig.from_spec(batching, name=bundle.name, key=key, version=bundle.version)
         runtime = ArtifactRuntime(folder / "model", threads=threads or os.cpu_count() or 1)
         app = build_app(config, runtime=runtime, start=True)
     except BaseException:
@@ -98,3 +113,54 @@ def run(server: EdgeServer, host: str, port: int) -> None:
         uvicorn.Server(config).run()
     finally:
         server.close()
+
+
+def _stop_with_parent(fd: int) -> None:
+    """Block on the agent's pipe; its end (the agent exited, however) stops this server gracefully."""
+
+    def watch() -> None:
+        try:
+            while os.read(fd, 64):
+                pass
+        except OSError:
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)
+        threading.Timer(20, os._exit, (1,)).start()  # a graceful stop that hangs still ends
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The agent's child: ``python -m aicloud.edge.serve BUNDLE --key-file K --token-file F --port P``."""
+    from aicloud.artifacts.bundle import parse_public_key
+
+    p = argparse.ArgumentParser(prog="python -m aicloud.edge.serve", description=main.__doc__)
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--key-file", type=Path, required=True, help="the trusted public key")
+    p.add_argument("--token-file", type=Path, required=True, help="the key every request must carry")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--max-batch-size", type=int, default=None)
+    p.add_argument("--max-wait-ms", type=float, default=None)
+    p.add_argument("--parent-fd", type=int, default=None, help="stop when this pipe closes")
+    args = p.parse_args(argv)
+    if args.parent_fd is not None:
+        _stop_with_parent(args.parent_fd)
+    token = args.token_file.read_text().strip()
+    if not token:
+        raise SystemExit(f"{args.token_file} is empty")
+    server = load_edge(
+        args.bundle,
+        parse_public_key(args.key_file.read_text()),
+        token,
+        threads=args.threads,
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+    )
+    print(f"serving {server.bundle.name}:{server.bundle.version} on {args.host}:{args.port}", flush=True)
+    run(server, args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()
