@@ -112,6 +112,13 @@ class Settings(BaseSettings):
         description="Gateway: send buffered endpoint requests to replicas over one multiplexed channel "
         "per replica (false: one HTTP/1.1 request per call).",
     )
+    edge_offline_after_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=86_400,
+        description="An edge node whose last call is older than this is offline: the gateway stops "
+        "routing to its replicas.",
+    )
     auth_cache_seconds: float = Field(
         default=5.0,
         ge=0,

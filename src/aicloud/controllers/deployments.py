@@ -95,6 +95,7 @@ from collections.abc import Callable
 
 from aicloud.config import Settings
 from aicloud.controllers.autoscale import AutoscaleConfig, AutoscaleState, Decision, decide, split, trim
+from aicloud.controllers.edge_placement import EdgePlacement, is_edge
 from aicloud.controllers.loop import ReconcileLoop
 from aicloud.controllers.probes import PROBE_INTERVAL_S, Probe, http_probe
 from aicloud.controllers.replicas import LIVE, Launcher, ReplicaKeys, Replicas, Tracked
@@ -165,6 +166,8 @@ class DeploymentController(ReconcileLoop):
             max_failed_starts=max_failed_starts,
             on_removed=on_removed,
         )
+        #: Deployments placed on edge nodes (controllers/edge_placement.py): rows, not processes.
+        self.edge = EdgePlacement(store, registry, keys=keys, offline_after_s=settings.edge_offline_after_s)
         self.clock = clock
         self._tracked: dict[str, Tracked] = {}
         self.steady_interval = steady_interval
@@ -203,7 +206,10 @@ class DeploymentController(ReconcileLoop):
         """A light pass: every deployment settled at the last full pass still is, by the autoscaler's
         decision taken now and the registry's live state (the store is not read)."""
         with self._pass_lock:
-            return all(self._settled(d, t, ep, self._decide(d, t, ep).desired) for d, t, ep in self._steady)
+            return all(
+                is_edge(d) or self._settled(d, t, ep, self._decide(d, t, ep).desired)
+                for d, t, ep in self._steady
+            )
 
     def stop(self, timeout: float = 10.0, *, stop_replicas: bool = True) -> None:
         """Stop the loop, then (by default) the replicas: see the module docstring."""
@@ -247,6 +253,13 @@ class DeploymentController(ReconcileLoop):
         ep = self.registry.ensure(d.id, d.workspace_id, d.name)
         ep.timeout_s = float(d.spec.get("timeout_s", DEFAULT_TIMEOUT_S))  # how long the gateway holds
         ep.traffic = dict(d.traffic) if d.traffic else None
+        if is_edge(d):  # placed on edge nodes: replica rows for the nodes, no process here
+            if d.status != DeploymentStatus.DELETING:
+                d = self._follow_alias(d)
+            settled = self.edge.reconcile(d, ep)
+            if d.status == DeploymentStatus.DELETING:
+                self._tracked.pop(d.id, None)
+            return (d, t, ep) if settled else None
         live = self.replicas.observe(d, t, ep)
         ep.stats.note_ready(len(ep.routable()))  # the history's replicas over time
         if ep.routable():

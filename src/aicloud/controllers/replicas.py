@@ -454,7 +454,8 @@ class Replicas:
             ep = self.registry.by_deployment(d.id) or self.registry.ensure(d.id, d.workspace_id, d.name)
             try:
                 for r in self.store.deployments.replicas(d.id):
-                    if r.state != ReplicaState.FAILED:  # ended already; its row stays for its log
+                    # ended already (its row stays for its log), or run by an edge node
+                    if r.state != ReplicaState.FAILED and r.node_id is None:
                         pending.append((ep, self.retire(ep, r, "the control plane is stopping")))
             except Exception:
                 log.exception("deployment %s: could not stop its replicas", d.name)

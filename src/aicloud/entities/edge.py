@@ -17,3 +17,8 @@ class EdgeNode:
     created_at: datetime
     labels: dict[str, str] = field(default_factory=dict)
     last_seen_at: datetime | None = None
+    #: ``http://host`` where the gateway reaches its replicas (its last status report); None: none.
+    address: str | None = None
+    #: Requests and errors its replicas served, as it reported them (since it joined).
+    requests: int = 0
+    errors: int = 0

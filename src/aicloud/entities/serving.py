@@ -79,6 +79,9 @@ class Replica:
     key_sealed: bytes | None = field(default=None, repr=False)
     #: The model version this replica serves (None: a Service).
     model_version_id: str | None = None
+    #: The edge node it is placed on (docs/edge.md): the node runs it, not an executor (``handle``
+    #: is empty, ``port`` is the node's report, 0 until then). None: a replica of this machine.
+    node_id: str | None = None
 
     @property
     def url(self) -> str:

@@ -135,6 +135,12 @@ class Gateway:
 
     async def _hold(self, ep: Endpoint, body: Body) -> ReplicaSlot:
         """Wait for a ready replica of a cold deployment; 503 only after the hold timeout."""
+        if not ep.hold:  # placed on edge nodes: no cold start to wait for
+            raise UnavailableError(
+                f"deployment {ep.name!r} has no ready replica: its edge nodes are offline, unreachable "
+                "or have not reported it ready; see `aicloud deploy show`",
+                details={"deployment": ep.name},
+            )
         timeout = ep.timeout_s or self.hold_timeout_s
         deadline = time.monotonic() + timeout
         loop = asyncio.get_running_loop()
@@ -262,7 +268,7 @@ class Gateway:
         body: Body,
     ) -> Reply | tuple[Connection, Head]:
         """A buffered body goes over the replica's channel when it has one; the rest over HTTP."""
-        if self.channels is not None and body.buffered is not None:
+        if self.channels is not None and slot.channel and body.buffered is not None:
             reply = await self.channels.request(slot.url, slot.key, chead, body.buffered)
             if reply is not None:
                 return reply

@@ -38,6 +38,7 @@ class ReplicaSlot:
     inflight: int = 0  # requests the gateway has sent and not yet seen answered
     key: str = field(default="", repr=False)  # bearer the gateway presents to this replica (a secret)
     version: str = ""  # the model version id it serves ("" for a Service): its traffic share and stats
+    channel: bool = True  # speaks the multiplexed channel (an edge replica: plain HTTP only)
 
 
 @dataclass
@@ -56,6 +57,8 @@ class Endpoint:
     #: A canary's weights by version id (the controller sets them); None: one version, no split.
     traffic: dict[str, int] | None = None
     stats: EndpointStats = field(default_factory=EndpointStats)  # per version, since start
+    #: Hold a request while no replica is ready (a cold start); False (edge-placed): 503 at once.
+    hold: bool = True
 
     def routable(self) -> list[ReplicaSlot]:
         return [r for r in list(self.replicas.values()) if r.ready and not r.draining]
@@ -133,6 +136,7 @@ class EndpointRegistry:
                 current.generation = slot.generation
                 current.version = slot.version or current.version
                 current.key = slot.key or current.key
+                current.channel = slot.channel
             wakers = list(ep.wakers) if slot.ready and not slot.draining else []
         for wake in wakers:
             wake()

@@ -38,7 +38,15 @@ class EdgeNodeOut(BaseModel):
     labels: dict[str, str]
     token_id: str
     created_at: datetime
+    #: The node's last call (a pull, its assignments, its status: a heartbeat).
     last_seen_at: datetime | None = None
+    #: ``online`` while its last heartbeat is younger than ``AICLOUD_EDGE_OFFLINE_AFTER_S``.
+    status: Literal["online", "offline"] = "offline"
+    #: Where the gateway reaches its replicas (``http://host``, from its status); None: not reachable.
+    address: str | None = None
+    #: Requests and errors its replicas served, as it reported them (since it joined).
+    requests: int = 0
+    errors: int = 0
 
 
 class EdgeNodeJoined(BaseModel):

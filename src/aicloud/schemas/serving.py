@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from aicloud.entities.serving import DeploymentStatus, ReplicaState
 from aicloud.schemas.api import ResourceLimits, SecretName
+from aicloud.schemas.edge import LabelKey, LabelValue
 from aicloud.schemas.training import check_env_names
 
 _MEMORY_RE = re.compile(r"^\s*([0-9]+)\s*(Mi|M|Gi|G)?\s*\Z")
@@ -71,6 +72,17 @@ def check_traffic(value: Any) -> dict[str, int] | None:
     if len(out) > MAX_TRAFFIC_VERSIONS:
         raise ValueError(f"traffic names {len(out)} versions; at most {MAX_TRAFFIC_VERSIONS}")
     return out
+
+
+class Placement(BaseModel):
+    """Where a deployment's replicas run instead of this machine (docs/edge.md, "Placement"):
+    ``edge`` is a label selector over the workspace's edge nodes (every label must match; ``{}``:
+    every node); one replica per matching node, at most ``replicas`` nodes (None: all of them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    edge: dict[LabelKey, LabelValue] = Field(max_length=32)
+    replicas: int | None = Field(default=None, ge=1, le=1024, description="at most this many nodes")
 
 
 #: A deployment's ``runtime`` (docs/serving.md, "Runtimes").
@@ -139,6 +151,13 @@ class DeploymentSpec(ScalingSpec):
             "Unset: the version's own runtime (the built-in MLP in numpy), nothing measured."
         ),
     )
+    placement: Placement | None = Field(
+        default=None,
+        description=(
+            "Run the replicas on edge nodes: {'edge': {'site': 'shop1'}} places one replica on each "
+            "node whose labels match (all of them), serving the version's signed bundle; None: here."
+        ),
+    )
 
     @field_validator("env")
     @classmethod
@@ -170,6 +189,13 @@ class DeploymentSpec(ScalingSpec):
             raise ValueError("traffic splits requests between versions of a model; a service has none")
         if self.runtime is not None and self.model is None:
             raise ValueError("runtime chooses what runs a registered model; a service runs its own code")
+        if self.placement is not None and (self.service is not None or self.model is None):
+            raise ValueError(
+                "placement on edge nodes serves a registered model version's signed bundle; "
+                "a service's code cannot be bundled"
+            )
+        if self.placement is not None and self.traffic is not None:
+            raise ValueError("canary traffic is not supported on edge nodes; give placement or traffic")
         if self.batch_workers > self.cpus:
             raise ValueError(
                 f"batch_workers ({self.batch_workers}) is above cpus ({self.cpus}): "
@@ -214,6 +240,7 @@ class DeploymentPatch(BaseModel):
     secrets: list[SecretName] | None = None
     gpus: int | None = Field(default=None, ge=0, le=16)
     memory: int | str | None = None
+    placement: Placement | None = None
 
     @field_validator("traffic", mode="before")
     @classmethod
@@ -282,6 +309,9 @@ class ReplicaOut(BaseModel):
     #: The runtime serving the model and why (``auto``: the p50s measured at start), from the
     #: replica's log once it is ready; None for a Service or a replica not ready yet.
     runtime: str | None = None
+    #: An edge replica's node (docs/edge.md): its id and name; None: a replica of this machine.
+    node_id: str | None = None
+    node: str | None = None
 
 
 class ReplicaLogOut(BaseModel):

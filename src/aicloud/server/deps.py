@@ -32,8 +32,11 @@ def public() -> None:
 
 #: Routes a replica's token (scope ``deployment:<id>``) may call: it only fetches artifacts.
 REPLICA_ROUTES = frozenset({"blobs_download", "whoami"})
-#: Routes an edge node's token (scope ``edge-node:<name>``) may call: it pulls its bundles.
-EDGE_NODE_ROUTES = frozenset({"edge_node_pull", "workspace_signing_key", "whoami"})
+#: Routes an edge node's token (scope ``edge-node:<name>``) may call: it pulls its bundles, reads
+#: its assignments and reports its status.
+EDGE_NODE_ROUTES = frozenset(
+    {"edge_node_pull", "edge_node_assignments", "edge_node_status", "workspace_signing_key", "whoami"}
+)
 
 
 def check_scope(principal: Principal, request: Request) -> None:
@@ -55,7 +58,7 @@ def check_scope(principal: Principal, request: Request) -> None:
     if scope.startswith("deployment:") and name not in REPLICA_ROUTES:
         raise PermissionDeniedError("a replica token can only download its deployment's artifacts")
     if scope.startswith("edge-node:") and name not in EDGE_NODE_ROUTES:
-        raise PermissionDeniedError("an edge node's token can only pull its bundles")
+        raise PermissionDeniedError("an edge node's token can only pull its bundles and sync its assignments")
 
 
 def _require(role: Role):  # type: ignore[no-untyped-def]

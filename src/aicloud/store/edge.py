@@ -26,5 +26,9 @@ class EdgeNodeStore(abc.ABC):
         """Record that the node called now (``last_seen_at``)."""
 
     @abc.abstractmethod
+    def report(self, node_id: str, *, address: str | None, requests: int, errors: int) -> None:
+        """A status report (a heartbeat too): its address now, and requests and errors to add."""
+
+    @abc.abstractmethod
     def list(self, workspace_id: str) -> builtins.list[EdgeNode]:
         """By name."""

@@ -93,7 +93,9 @@ class DeploymentStore(abc.ABC):
         port: int,
         handle: dict[str, Any],
         model_version_id: str | None = None,
-    ) -> Replica: ...
+        node_id: str | None = None,
+    ) -> Replica:
+        """``node_id``: placed on that edge node (docs/edge.md), which runs it."""
 
     @abc.abstractmethod
     def update_replica(
@@ -104,14 +106,20 @@ class DeploymentStore(abc.ABC):
         handle: dict[str, Any] | None = None,
         message: str | None = None,
         key_sealed: bytes | None = None,
+        port: int | None = None,
     ) -> Replica:
         """Moving to READY sets ``ready_at``. ``key_sealed``: the replica's sealed key (kept so
-        that a restarted control plane can adopt the replica)."""
+        that a restarted control plane can adopt the replica). ``port``: an edge replica's, as its
+        node reports it."""
 
     @abc.abstractmethod
     def replicas(self, deployment_id: str) -> builtins.list[Replica]:
         """Oldest first; stopped replicas are removed by ``remove_replica`` (the deployment
         controller keeps the row of a deployment's latest failed replica, for its log)."""
+
+    @abc.abstractmethod
+    def node_replicas(self, node_id: str) -> builtins.list[Replica]:
+        """The replicas placed on edge node ``node_id``, oldest first."""
 
     @abc.abstractmethod
     def remove_replica(self, replica_id: str) -> None: ...

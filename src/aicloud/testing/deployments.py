@@ -195,6 +195,7 @@ class InMemoryDeploymentStore(DeploymentStore):
         port: int,
         handle: dict[str, Any],
         model_version_id: str | None = None,
+        node_id: str | None = None,
     ) -> Replica:
         with self._lock:
             self._find(deployment_id)
@@ -207,6 +208,7 @@ class InMemoryDeploymentStore(DeploymentStore):
                 created_at=_now(),
                 handle=json_normalize(handle),
                 model_version_id=model_version_id,
+                node_id=node_id,
             )
             self._replicas[r.id] = (next(self._seq), r)
             return self._out_r(r)
@@ -219,6 +221,7 @@ class InMemoryDeploymentStore(DeploymentStore):
         handle: dict[str, Any] | None = None,
         message: str | None = None,
         key_sealed: bytes | None = None,
+        port: int | None = None,
     ) -> Replica:
         changes: dict[str, Any] = {}
         if state is not None:
@@ -231,6 +234,8 @@ class InMemoryDeploymentStore(DeploymentStore):
             changes["message"] = message
         if key_sealed is not None:
             changes["key_sealed"] = bytes(key_sealed)
+        if port is not None:
+            changes["port"] = port
         with self._lock:
             found = self._replicas.get(replica_id)
             if found is None:
@@ -243,6 +248,12 @@ class InMemoryDeploymentStore(DeploymentStore):
     def replicas(self, deployment_id: str) -> builtins.list[Replica]:
         with self._lock:
             found = [(seq, r) for seq, r in self._replicas.values() if r.deployment_id == deployment_id]
+            found.sort(key=lambda item: item[0])
+            return [self._out_r(r) for _, r in found]
+
+    def node_replicas(self, node_id: str) -> builtins.list[Replica]:
+        with self._lock:
+            found = [(seq, r) for seq, r in self._replicas.values() if r.node_id == node_id]
             found.sort(key=lambda item: item[0])
             return [self._out_r(r) for _, r in found]
 

@@ -6,6 +6,7 @@ import pydantic
 from fastapi import APIRouter, Query, Response
 
 from aicloud.auth import Principal, mint_token
+from aicloud.controllers.edge_placement import is_edge
 from aicloud.entities import Role
 from aicloud.entities.serving import Deployment, DeploymentStatus, Replica, ReplicaState
 from aicloud.errors import ConflictError, NotFoundError, ValidationError
@@ -33,7 +34,8 @@ router = APIRouter(tags=["deployments"])
 
 #: Spec fields whose change keeps the running replicas: the controller's scaling, the canary's
 #: weights, how long a start may take.
-KEEP_REPLICAS = frozenset(ScalingSpec.model_fields) | {"traffic", "startup_timeout_s"}
+#: An edge placement's selector too: the controller moves replicas between nodes as it changes.
+KEEP_REPLICAS = frozenset(ScalingSpec.model_fields) | {"traffic", "startup_timeout_s", "placement"}
 
 
 #: The replica's log line naming the runtime serving the model and why (aicloud.serving.replica
@@ -59,9 +61,14 @@ def _out(state: AppState, d: Deployment) -> DeploymentOut:
     # version numbers of what is served (a version deleted since: its number is unknown)
     ids = [d.model_version_id, *(d.traffic or {}), *(r.model_version_id for r in replicas)]
     numbers = traffic.version_numbers(state, d.workspace_id, ids)
+    nodes = {n.id: n.name for n in state.store.edge_nodes.list(d.workspace_id)} if is_edge(d) else {}
     out.replicas = [
         ReplicaOut.model_validate(r).model_copy(
-            update={"version": numbers.get(r.model_version_id or ""), "runtime": _runtime(state, r)}
+            update={
+                "version": numbers.get(r.model_version_id or ""),
+                "runtime": _runtime(state, r),
+                "node": nodes.get(r.node_id) if r.node_id else None,
+            }
         )
         for r in replicas
     ]
@@ -133,6 +140,11 @@ def _replace(
 ) -> DeploymentOut:
     """Give ``current`` the spec ``spec``; nothing changes when it is the same spec and version."""
     data, version_id, weights = resolve_spec(state, principal, spec)
+    if bool(data.get("placement")) != bool(current.spec.get("placement")):
+        raise ValidationError.field(
+            "placement",
+            "a deployment runs either here or on edge nodes; to move it, delete it and create it again",
+        )
     if data == current.spec and version_id == current.model_version_id and weights == current.traffic:
         return _out(state, current)
     # scaling and traffic are the controller's alone: changing only them keeps the running replicas

@@ -4,17 +4,33 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, Response
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
 from starlette.background import BackgroundTask
 
-from aicloud.schemas.edge import EdgeNodeJoin, EdgeNodeJoined, EdgeNodeOut, EdgePullRequest, SigningKeyOut
+from aicloud.controllers.edge_placement import node_online
+from aicloud.entities.edge import EdgeNode
+from aicloud.schemas.edge import (
+    EdgeAssignments,
+    EdgeNodeJoin,
+    EdgeNodeJoined,
+    EdgeNodeOut,
+    EdgeNodeStatus,
+    EdgePullRequest,
+    EdgeStatusAck,
+    SigningKeyOut,
+)
 from aicloud.server.deps import Member, State, Viewer
 from aicloud.server.services.bundles import signing_public_key
+from aicloud.server.services.edge_assignments import edge_changes, node_assignments, report_status
 from aicloud.server.services.edge_nodes import join_node, pull_bundle, remove_node
 from aicloud.server.services.names import check_id
+from aicloud.server.state import AppState
 
 router = APIRouter(tags=["edge"])
 
@@ -24,12 +40,18 @@ def edge_nodes_join(body: EdgeNodeJoin, principal: Member, state: State) -> Edge
     """Register an edge node: its own token (shown once) and the workspace's signing key to pin."""
     node, token = join_node(state, principal, body)
     key = SigningKeyOut(**signing_public_key(state, principal.workspace.id))
-    return EdgeNodeJoined(node=EdgeNodeOut.model_validate(node), token=token, signing_key=key)
+    return EdgeNodeJoined(node=_node_out(state, node), token=token, signing_key=key)
+
+
+def _node_out(state: AppState, node: EdgeNode) -> EdgeNodeOut:
+    online = node_online(node, state.settings.edge_offline_after_s, edge_changes(state))
+    return EdgeNodeOut.model_validate(node).model_copy(update={"status": "online" if online else "offline"})
 
 
 @router.get("/edge/nodes", response_model=list[EdgeNodeOut])
 def edge_nodes_list(principal: Viewer, state: State) -> list[EdgeNodeOut]:
-    return [EdgeNodeOut.model_validate(n) for n in state.store.edge_nodes.list(principal.workspace.id)]
+    """The workspace's nodes: labels, ``online``/``offline``, last call, address, requests served."""
+    return [_node_out(state, n) for n in state.store.edge_nodes.list(principal.workspace.id)]
 
 
 @router.delete("/edge/nodes/{node_id}", status_code=204)
@@ -55,3 +77,46 @@ def edge_node_pull(node_id: str, body: EdgePullRequest, principal: Member, state
         filename=out.name,
         background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True),
     )
+
+
+def _unquoted(etag: str | None) -> str | None:
+    if etag is None:
+        return None
+    etag = etag.strip()
+    etag = etag.removeprefix("W/")
+    return etag.strip('"')
+
+
+@router.get("/edge/nodes/{node_id}/assignments", response_model=EdgeAssignments)
+async def edge_node_assignments(
+    node_id: str,
+    principal: Member,
+    state: State,
+    wait: Annotated[float, Query(ge=0, le=30, description="long-poll: wait up to this many seconds")] = 0,
+    if_none_match: Annotated[str | None, Header(max_length=200)] = None,
+) -> Response:
+    """The calling node's assignments (its own token only; a heartbeat). With ``If-None-Match`` equal
+    to the current etag, wait up to ``wait`` seconds for a change (answered at once when one comes),
+    then 304."""
+    node_id = check_id(node_id, "node_id")
+    known = _unquoted(if_none_match)
+    changes = edge_changes(state)
+    deadline = time.monotonic() + wait
+    while True:
+        seq = changes.seq(node_id) if changes is not None else 0
+        node, body = await run_in_threadpool(node_assignments, state, principal, node_id)
+        left = deadline - time.monotonic()
+        if body.etag != known or left <= 0 or changes is None:
+            break
+        await changes.wait(node.id, seq, left)
+    headers = {"ETag": body.etag}
+    if body.etag == known:
+        return Response(status_code=304, headers=headers)
+    return JSONResponse(body.model_dump(mode="json"), headers=headers)
+
+
+@router.put("/edge/nodes/{node_id}/status", response_model=EdgeStatusAck)
+def edge_node_status(node_id: str, body: EdgeNodeStatus, principal: Member, state: State) -> EdgeStatusAck:
+    """The calling node's report (its own token only; a heartbeat): its address and each assignment's
+    state, port and request counts since its previous report. Answers the assignments' etag."""
+    return EdgeStatusAck(etag=report_status(state, principal, check_id(node_id, "node_id"), body))

@@ -11,6 +11,7 @@ from aicloud.entities.serving import Deployment
 from aicloud.errors import NotFoundError, ValidationError
 from aicloud.schemas.serving import DeploymentCreate, DeploymentSpec
 from aicloud.server.services import traffic
+from aicloud.server.services.edge_assignments import check_bundleable
 from aicloud.server.services.models import resolve_model_ref
 from aicloud.server.services.names import check_name
 from aicloud.server.services.replicas import check_gpus
@@ -28,6 +29,8 @@ def resolve_spec(
     data = spec.model_dump(mode="json")
     if data.get("runtime") is None:  # unset: stored as before the field existed, so that a spec
         data.pop("runtime", None)  # stored then compares equal (no roll on a scaling change)
+    if data.get("placement") is None:  # likewise: unset is not stored
+        data.pop("placement", None)
     check_gpus(spec.gpus)
     existing = {s.name for s in state.store.secrets.list(principal.workspace.id)} if spec.secrets else set()
     missing = [n for n in spec.secrets if n not in existing]
@@ -42,6 +45,8 @@ def resolve_spec(
         except NotFoundError as exc:
             raise ValidationError.field("model", exc.message) from None
         check_runtime(spec.runtime, version.config, version.files)  # a 422 naming runtime
+        if spec.placement is not None:
+            check_bundleable(version)  # a 422 naming placement
         return data, version.id, traffic.resolve_traffic(state, principal.workspace.id, spec, version.id)
     assert spec.service is not None
     if not state.store.blob_refs.owns(principal.workspace.id, spec.service.code):

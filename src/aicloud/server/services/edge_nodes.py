@@ -8,19 +8,32 @@ so the node's next call is a 401: it then deletes the bundles it holds (``aiclou
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import tempfile
+import threading
 from pathlib import Path
-from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+
+from aicloud.artifacts.bundle import BundleError, open_bundle
 from aicloud.auth import Principal, mint_token
-from aicloud.entities import Role
+from aicloud.entities import ModelVersion, Role
 from aicloud.entities.edge import EdgeNode
 from aicloud.errors import ConflictError, NotFoundError, PermissionDeniedError
 from aicloud.schemas.edge import EdgeNodeJoin
-from aicloud.server.services.bundles import bundle_version
+from aicloud.server.services.bundles import bundle_version, signing_key
 from aicloud.server.services.models import resolve_model_ref
 from aicloud.server.state import AppState
 
 SCOPE_PREFIX = "edge-node:"
+
+log = logging.getLogger("aicloud.server.edge")
+
+#: One export at a time per version id: a fleet pulling one new version makes one bundle.
+_building: dict[str, threading.Lock] = {}
+_building_lock = threading.Lock()
 
 
 def join_node(state: AppState, principal: Principal, body: EdgeNodeJoin) -> tuple[EdgeNode, str]:
@@ -64,13 +77,51 @@ def calling_node(state: AppState, principal: Principal, node_id: str) -> EdgeNod
     return node
 
 
-def pull_bundle(state: AppState, principal: Principal, node_id: str, ref: str, out: Path) -> dict[str, Any]:
-    """Write the signed bundle of model ``ref`` for the calling node to ``out``; records that it called."""
+def pull_bundle(state: AppState, principal: Principal, node_id: str, ref: str, out: Path) -> None:
+    """Write the signed bundle of model ``ref`` (``NAME``, ``NAME:VERSION``, ``NAME@ALIAS``) for the
+    calling node to ``out`` (from the server's cache: :func:`cached_bundle`); records that it called."""
     node = calling_node(state, principal, node_id)
     try:
         version = resolve_model_ref(state, principal.workspace.id, ref)
     except NotFoundError as exc:
         raise NotFoundError(f"{ref}: {exc.message}", details=exc.details) from None
-    manifest = bundle_version(state, principal.workspace.name, version, out)
+    cached_bundle(state, principal.workspace.name, version, out)
     state.store.edge_nodes.touch(node.id)
-    return manifest
+
+
+def cache_path(state: AppState, version_id: str) -> Path:
+    """Where the signed bundle of a version is kept for the nodes that pull it."""
+    return state.settings.home / "cache" / "bundles" / f"{version_id}.bundle"
+
+
+def cached_bundle(state: AppState, workspace_name: str, version: ModelVersion, out: Path) -> None:
+    """Put the signed bundle of ``version`` at ``out`` from the server's cache (checked again with
+    the workspace's key before it is used; a file that fails is made again), making and caching it
+    first when there is none (written to a temporary file, 0600, then renamed)."""
+    path = cache_path(state, version.id)
+    key = signing_key(state, version.workspace_id).public_key()
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    with _building_lock:
+        lock = _building.setdefault(version.id, threading.Lock())
+    with lock:
+        if path.exists():
+            try:
+                open_bundle(path, raw)
+            except (BundleError, OSError) as exc:
+                log.warning("cached bundle %s fails its check (%s); making it again", path.name, exc)
+                path.unlink(missing_ok=True)
+        if not path.exists():
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".bundle")  # 0600
+            os.close(fd)
+            try:
+                bundle_version(state, workspace_name, version, Path(tmp))
+                os.chmod(tmp, 0o600)
+                os.replace(tmp, path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+        try:
+            os.link(path, out)  # the same file: a later rebuild replaces the name, not these bytes
+        except OSError:
+            out.write_bytes(path.read_bytes())

@@ -57,6 +57,7 @@ def _replica(row: ReplicaRow) -> Replica:
         message=row.message,
         key_sealed=bytes(row.key_sealed) if row.key_sealed is not None else None,
         model_version_id=row.model_version_id,
+        node_id=row.node_id,
     )
 
 
@@ -262,6 +263,7 @@ class SqlDeploymentStore(DeploymentStore):
         port: int,
         handle: dict[str, Any],
         model_version_id: str | None = None,
+        node_id: str | None = None,
     ) -> Replica:
         handle = json_normalize(handle)
 
@@ -275,6 +277,7 @@ class SqlDeploymentStore(DeploymentStore):
                 handle=handle,
                 created_at=ids.utcnow(),
                 model_version_id=model_version_id,
+                node_id=node_id,
             )
             session.add(row)
             session.flush()
@@ -290,6 +293,7 @@ class SqlDeploymentStore(DeploymentStore):
         handle: dict[str, Any] | None = None,
         message: str | None = None,
         key_sealed: bytes | None = None,
+        port: int | None = None,
     ) -> Replica:
         changes: dict[str, Any] = {}
         if state is not None:
@@ -302,6 +306,8 @@ class SqlDeploymentStore(DeploymentStore):
             changes["message"] = message
         if key_sealed is not None:
             changes["key_sealed"] = bytes(key_sealed)
+        if port is not None:
+            changes["port"] = port
 
         def tx(session: Session) -> Replica:
             row: ReplicaRow | None
@@ -327,6 +333,17 @@ class SqlDeploymentStore(DeploymentStore):
             query = (
                 select(ReplicaRow)
                 .where(ReplicaRow.deployment_id == deployment_id)
+                .order_by(ReplicaRow.created_at, ReplicaRow.id)
+            )
+            return [_replica(row) for row in session.scalars(query)]
+
+        return self._db.run(tx, write=False)
+
+    def node_replicas(self, node_id: str) -> builtins.list[Replica]:
+        def tx(session: Session) -> builtins.list[Replica]:
+            query = (
+                select(ReplicaRow)
+                .where(ReplicaRow.node_id == node_id)
                 .order_by(ReplicaRow.created_at, ReplicaRow.id)
             )
             return [_replica(row) for row in session.scalars(query)]

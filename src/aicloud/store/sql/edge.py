@@ -24,6 +24,9 @@ def _entity(row: EdgeNodeRow) -> EdgeNode:
         created_at=row.created_at,
         labels={str(k): str(v) for k, v in (row.labels or {}).items()},
         last_seen_at=row.last_seen_at,
+        address=row.address,
+        requests=int(row.requests or 0),
+        errors=int(row.errors or 0),
     )
 
 
@@ -53,6 +56,8 @@ class SqlEdgeNodeStore(EdgeNodeStore):
                 token_id=token_id,
                 created_at=ids.utcnow(),
                 last_seen_at=None,
+                requests=0,
+                errors=0,
             )
             session.add(row)
             session.flush()
@@ -92,6 +97,22 @@ class SqlEdgeNodeStore(EdgeNodeStore):
                 update(EdgeNodeRow)
                 .where(EdgeNodeRow.id == node_id)
                 .values(last_seen_at=ids.utcnow())
+                .execution_options(synchronize_session=False)
+            )
+
+        self._db.run(tx)
+
+    def report(self, node_id: str, *, address: str | None, requests: int, errors: int) -> None:
+        def tx(session: Session) -> None:
+            session.execute(
+                update(EdgeNodeRow)
+                .where(EdgeNodeRow.id == node_id)
+                .values(
+                    last_seen_at=ids.utcnow(),
+                    address=address,
+                    requests=EdgeNodeRow.requests + requests,
+                    errors=EdgeNodeRow.errors + errors,
+                )
                 .execution_options(synchronize_session=False)
             )
 

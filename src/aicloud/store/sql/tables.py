@@ -382,6 +382,10 @@ class ReplicaRow(Base):
     key_sealed: Mapped[bytes | None] = mapped_column(LargeBinary(), nullable=True)
     # the model version this replica serves (None: a Service deployment)
     model_version_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # the edge node it is placed on (None: a replica of this machine); migration 0011
+    node_id: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("edge_nodes.id", ondelete="CASCADE"), nullable=True, index=True
+    )
 
 
 # --- edge nodes (docs/edge.md)
@@ -400,3 +404,7 @@ class EdgeNodeRow(Base):
     token_id: Mapped[str] = mapped_column(String(64), ForeignKey("tokens.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # its last status report (migration 0011): where its replicas are reached, what they served
+    address: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    requests: Mapped[int] = mapped_column(BigInteger(), default=0, server_default="0")
+    errors: Mapped[int] = mapped_column(BigInteger(), default=0, server_default="0")

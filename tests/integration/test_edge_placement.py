@@ -1,0 +1,290 @@
+"""Edge placement, the control plane's side (docs/edge.md, "Placement"): a deployment with
+``placement: {edge: {...}}`` gets one replica per matching node, which the test plays through real
+HTTP with the node token of a real join: assignments (etag, 304, a long-poll woken by a new
+deployment), status reports (the replica turns ready), another node's id (403), a removed node
+(401), a node that stops matching, a Service (422), the server's bundle cache, the offline marking,
+and the gateway routing to an ``aicloud edge serve`` the test starts as the node would."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from test_edge_bundle import edge_env
+
+from aicloud import Client
+from aicloud.testing.server import ServerProcess
+from aicloud.wire.tcp import free_port
+
+from helpers import assert_error
+from model_files import digits_like, pixel_rows, register
+
+pytestmark = pytest.mark.integration
+
+
+def node_http(url: str, token: str) -> httpx.Client:
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def assignments(h: httpx.Client, node_id: str, etag: str | None = None, wait: float = 0) -> httpx.Response:
+    headers = {"If-None-Match": etag} if etag else {}
+    return h.get(f"/api/v1/edge/nodes/{node_id}/assignments", params={"wait": wait}, headers=headers)
+
+
+def report(h: httpx.Client, node_id: str, body: dict[str, Any]) -> httpx.Response:
+    return h.put(f"/api/v1/edge/nodes/{node_id}/status", json=body)
+
+
+@pytest.fixture
+def model_ref(client: Client, tmp_path: Path, unique: Callable[[str], str]) -> str:
+    folder, _ = digits_like(tmp_path / "mlp")
+    return register(client, folder, unique("edge-m"))
+
+
+@pytest.mark.timeout(300)
+def test_a_placed_deployment_is_assigned_to_the_matching_node_which_reports_it_ready(
+    client: Client, server: ServerProcess, http: httpx.Client, model_ref: str, unique: Callable[[str], str]
+) -> None:
+    site = unique("shop")
+    node = client.edge.join(unique("pos"), {"site": site, "zone": "eu"})
+    other = client.edge.join(unique("pos"), {"site": unique("elsewhere")})
+    node_id = node.node.id
+    with node_http(server.url, node.token) as h:
+        first = assignments(h, node_id)
+        assert first.status_code == 200, first.text
+        body = first.json()
+        assert body["assignments"] == [] and body["heartbeat_s"] == 10
+        assert first.headers["etag"] == body["etag"]
+        unchanged = assignments(h, node_id, etag=body["etag"])
+        assert unchanged.status_code == 304 and unchanged.content == b""
+        assert unchanged.headers["etag"] == body["etag"]
+
+        # a long-poll open while the deployment is created wakes with it, well before its wait
+        polled: dict[str, Any] = {}
+
+        def poll() -> None:
+            started = time.monotonic()
+            polled["response"] = assignments(h, node_id, etag=f'"{body["etag"]}"', wait=30)
+            polled["took"] = time.monotonic() - started
+
+        poller = threading.Thread(target=poll)
+        poller.start()
+        time.sleep(0.5)
+        name = unique("edge-dep")
+        d = client.deployments.create(name, model_ref, placement={"edge": {"site": site}})
+        poller.join(40)
+        got = polled["response"]
+        assert got.status_code == 200, got.text
+        assert polled["took"] < 25
+        (assigned,) = got.json()["assignments"]
+        model, version = model_ref.split(":")
+        assert assigned["deployment"] == name and assigned["deployment_id"] == d.info.id
+        assert (assigned["model"], assigned["version"], assigned["bundle"]) == (
+            model,
+            int(version),
+            model_ref,
+        )
+        assert assigned["serve_key"] and assigned["max_batch_size"] == 32 and assigned["threads"] == 1
+        etag = got.json()["etag"]
+        assert got.headers["etag"] == etag != body["etag"]
+
+        # the node reports it ready: the replica is ready, on that node, and so is the deployment
+        ack = report(
+            h,
+            node_id,
+            {
+                "address": "http://127.0.0.1",
+                "assignments": [
+                    {"replica_id": assigned["replica_id"], "state": "ready", "port": 9, "requests": 5},
+                    {"replica_id": "rep_gone", "state": "ready", "port": 10},  # ignored
+                ],
+            },
+        )
+        assert ack.status_code == 200, ack.text
+        assert ack.json() == {"etag": etag}
+        shown = wait_for(
+            lambda: (info := client.deployments.get(name).info).status == "ready" and info, "ready"
+        )
+        (replica,) = shown.replicas
+        assert (replica.id, replica.state, replica.node_id) == (assigned["replica_id"], "ready", node_id)
+        assert replica.node == node.node.name and shown.desired_replicas == 1
+        (listed,) = [n for n in client.edge.nodes() if n.id == node_id]
+        assert (listed.status, listed.address, listed.requests) == ("online", "http://127.0.0.1", 5)
+
+        # another node's id is a 403, as for a pull
+        assert_error(assignments(h, other.node.id), 403)
+        assert_error(report(h, other.node.id, {"assignments": []}), 403)
+
+        # the selector no longer matches: the node loses the assignment, the deployment waits
+        client.deployments.get(name).update(placement={"edge": {"site": site, "zone": "us"}})
+        gone = wait_for(lambda: assignments(h, node_id).json()["assignments"] == [], "unassigned")
+        assert gone
+        pending = wait_for(
+            lambda: (info := client.deployments.get(name).info).status == "pending" and info, "pending"
+        )
+        assert "no edge node matches" in (pending.message or "") and pending.replicas == []
+
+    # a removed node's token is refused
+    client.edge.remove(other.node.id)
+    with node_http(server.url, other.token) as h2:
+        assert_error(assignments(h2, other.node.id), 401)
+        assert_error(report(h2, other.node.id, {"assignments": []}), 401)
+    client.deployments.get(name).delete()
+
+
+def test_placement_is_refused_for_a_service_and_cannot_switch_sides(
+    client: Client, http: httpx.Client, model_ref: str, unique: Callable[[str], str], tmp_path: Path
+) -> None:
+    code = tmp_path / "svc.py"
+    code.write_text("from aicloud.serving import Service\nclass S(Service):\n    pass\n")
+    digest = client.blobs.upload(code.read_bytes())
+    refused = http.post(
+        "/api/v1/deployments",
+        json={
+            "name": unique("svc"),
+            "service": {"code": digest, "entrypoint": "svc.py:S"},
+            "placement": {"edge": {"site": "shop1"}},
+        },
+    )
+    assert "bundle" in assert_error(refused, 422)["message"]
+    unknown = http.post(
+        "/api/v1/deployments",
+        json={"name": unique("x"), "model": model_ref, "placement": {"edge": {"site": "a"}, "nodes": 2}},
+    )
+    assert_error(unknown, 422)
+    name = unique("edge-dep")
+    http.post("/api/v1/deployments", json={"name": name, "model": model_ref, "placement": {"edge": {}}})
+    kept = http.patch(f"/api/v1/deployments/{name}", json={"placement": None, "max_batch_size": 8})
+    assert kept.status_code == 200  # None in a patch keeps the placement
+    assert kept.json()["spec"]["placement"] == {"edge": {}, "replicas": None}
+    switched = http.put(f"/api/v1/deployments/{name}", json={"model": model_ref})
+    assert "delete it and create it again" in assert_error(switched, 422)["message"]
+    assert http.delete(f"/api/v1/deployments/{name}").status_code == 204
+
+
+@pytest.mark.timeout(300)
+def test_a_fleet_pulls_one_cached_bundle(
+    client: Client, server: ServerProcess, model_ref: str, unique: Callable[[str], str]
+) -> None:
+    node = client.edge.join(unique("pos"), {"site": unique("s")})
+    cache = server.home / "cache" / "bundles"
+    with node_http(server.url, node.token) as h:
+        url = f"/api/v1/edge/nodes/{node.node.id}/bundle"
+        first = h.post(url, json={"model": model_ref})
+        assert first.status_code == 200, first.text
+        name, number = model_ref.split(":")
+        (version_id,) = [v.id for v in client.models.versions(name) if v.version == int(number)]
+        cached = cache / f"{version_id}.bundle"
+        assert cached.exists() and cached.stat().st_mode & 0o777 == 0o600
+        made = cached.stat().st_mtime_ns, cached.stat().st_ino
+        second = h.post(url, json={"model": model_ref})
+        assert second.status_code == 200 and second.content == first.content
+        assert (cached.stat().st_mtime_ns, cached.stat().st_ino) == made  # not made again
+        # a cached file that fails its check is made again, never served
+        cached.write_bytes(cached.read_bytes().replace(b"model.onnx", b"model.onnX", 1))
+        third = h.post(url, json={"model": model_ref})
+        assert third.status_code == 200 and b"model.onnX" not in third.content
+        assert third.content == cached.read_bytes() and cached.stat().st_ino != made[1]
+
+
+@pytest.fixture
+def quick_server(make_server: Callable[..., ServerProcess]) -> Iterator[ServerProcess]:
+    yield make_server(env={"AICLOUD_EDGE_OFFLINE_AFTER_S": "3"})
+
+
+@pytest.mark.timeout(400)
+def test_the_gateway_routes_to_a_ready_edge_replica_until_its_node_goes_offline(
+    quick_server: ServerProcess, tmp_path: Path, unique: Callable[[str], str]
+) -> None:
+    srv = quick_server
+    with Client(url=srv.url, token=srv.token) as client:
+        folder, names = digits_like(tmp_path / "mlp")
+        ref = register(client, folder, "digits")
+        rows = pixel_rows(names, 8, seed=3)[names]
+        want = client.models.load(ref)(rows).tolist()
+        node = client.edge.join("shop1-pos", {"site": "shop1"})
+        key = client.workspaces.signing_key().public_key
+        client.deployments.create("counter", ref, placement={"edge": {"site": "shop1"}})
+    node_id = node.node.id
+    with node_http(srv.url, node.token) as h:
+        (assigned,) = wait_for(lambda: assignments(h, node_id).json()["assignments"], "an assignment")
+        pulled = h.post(f"/api/v1/edge/nodes/{node_id}/bundle", json={"model": assigned["bundle"]})
+        assert pulled.status_code == 200, pulled.text
+        bundle = tmp_path / "digits.bundle"
+        bundle.write_bytes(pulled.content)
+        token_file = tmp_path / "serve.key"
+        token_file.write_text(assigned["serve_key"])
+        token_file.chmod(0o600)
+        port = free_port()
+        log = tmp_path / "serve.log"
+        argv = [sys.executable, "-m", "aicloud", "edge", "serve", str(bundle), "--key", key]
+        argv += ["--port", str(port), "--token-file", str(token_file)]
+        with log.open("w") as out:
+            proc = subprocess.Popen(argv, env=edge_env(tmp_path / "node"), stdout=out, stderr=out)
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as local:
+
+                def up() -> bool:
+                    assert proc.poll() is None, log.read_text()
+                    try:
+                        return local.get("/v2/health/ready").status_code == 200
+                    except httpx.TransportError:
+                        return False
+
+                wait_for(up, "edge serve", timeout=120)
+                assert local.post("/predict", json={"inputs": []}).status_code == 401  # needs the key
+            status = {
+                "address": "http://127.0.0.1",
+                "assignments": [{"replica_id": assigned["replica_id"], "state": "ready", "port": port}],
+            }
+            assert report(h, node_id, status).status_code == 200
+            with httpx.Client(
+                base_url=srv.url, headers={"Authorization": f"Bearer {srv.token}"}, timeout=60
+            ) as caller:
+
+                def ready() -> bool:
+                    report(h, node_id, status)  # a heartbeat
+                    return bool(caller.get("/api/v1/deployments/counter").json()["status"] == "ready")
+
+                wait_for(ready, "the deployment ready")
+                got = caller.post("/v1/endpoints/counter/predict", json={"inputs": rows.to_dict("records")})
+                assert got.status_code == 200, got.text
+                assert got.json()["outputs"] == want
+
+                # the node stops calling: offline after AICLOUD_EDGE_OFFLINE_AFTER_S, no more routing
+                def offline() -> bool:
+                    nodes = caller.get("/api/v1/edge/nodes").json()
+                    return bool(nodes[0]["status"] == "offline")
+
+                wait_for(offline, "the node offline", timeout=30)
+                refused = wait_for(
+                    lambda: (
+                        (r := caller.post("/v1/endpoints/counter/predict", json={"inputs": []})).status_code
+                        == 503
+                        and r
+                    ),
+                    "a 503",
+                )
+                assert_error(refused, 503)
+                shown = caller.get("/api/v1/deployments/counter").json()
+                assert shown["status"] == "pending" and "offline" in shown["message"]
+        finally:
+            proc.terminate()
+            proc.wait(15)
