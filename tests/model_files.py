@@ -81,3 +81,58 @@ def digits_cnn(folder: Path) -> Path:
     config = {k: v for k, v in config.items() if k not in ("format", "architecture")}
     config["task"] = "image-classification"
     return save_builtin(folder / "cnn", trained_like(CNN([8, 8], 10, hidden=[32]), seed=3), config)
+
+
+class TinyEncoder(torch.nn.Module):
+    """A BERT-like sentence encoder of random weights: token and position embeddings, one layer of
+    masked self-attention and a feed-forward block (each with a residual and a layer norm), then the
+    mean over the attention mask, L2-normalised: the shape of the MiniLM Service's model (two int64
+    inputs ``input_ids`` and ``attention_mask`` of any length, one float vector per row)."""
+
+    def __init__(self, vocab: int = 100, dim: int = 32, max_len: int = 64, scale: float = 1.0) -> None:
+        super().__init__()
+        self.tokens = torch.nn.Embedding(vocab, dim)
+        self.positions = torch.nn.Embedding(max_len, dim)
+        self.qkv = torch.nn.Linear(dim, 3 * dim)
+        self.attn_out = torch.nn.Linear(dim, dim)
+        self.norm1 = torch.nn.LayerNorm(dim)
+        self.ff = torch.nn.Sequential(
+            torch.nn.Linear(dim, 2 * dim), torch.nn.GELU(), torch.nn.Linear(2 * dim, dim)
+        )
+        self.norm2 = torch.nn.LayerNorm(dim)
+        self.scale = scale
+        self.dim = dim
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
+        h = self.tokens(input_ids) + self.positions(positions)
+        q, k, v = self.qkv(h).chunk(3, dim=-1)
+        mask = attention_mask.to(h.dtype)
+        scores = q @ k.transpose(1, 2) / self.dim**0.5 + (1.0 - mask).unsqueeze(1) * -1e4
+        h = self.norm1(h + self.attn_out(torch.softmax(scores, dim=-1) @ v))
+        h = self.norm2(h + self.ff(h))
+        weights = mask.unsqueeze(-1)
+        pooled = (h * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=1) * self.scale  # 1: unit vectors
+
+
+def token_batch(rows: int, length: int, seed: int = 0, vocab: int = 100) -> dict[str, torch.Tensor]:
+    """Token ids and an attention mask (each row a random length, the rest padding with id 0)."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, vocab, (rows, length), generator=gen)
+    lengths = torch.randint(1, length + 1, (rows,), generator=gen)
+    mask = (torch.arange(length).unsqueeze(0) < lengths.unsqueeze(1)).to(torch.int64)
+    return {"input_ids": ids * mask, "attention_mask": mask}
+
+
+ENCODER_AXES = {"input_ids": [1], "attention_mask": [1]}
+
+
+def encoder_folder(folder: Path, seed: int = 0, scale: float = 1.0) -> tuple[Path, torch.nn.Module]:
+    """A :class:`TinyEncoder` saved as ``save_model`` saves it (ONNX, dynamic batch and sequence
+    axes, checked against the module): (the folder, the module)."""
+    from aicloud.artifacts.format import save_onnx
+
+    torch.manual_seed(seed)
+    module = TinyEncoder(scale=scale).eval()
+    return save_onnx(folder, module, token_batch(4, 12, seed), {}, dynamic_axes=ENCODER_AXES), module

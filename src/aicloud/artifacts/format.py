@@ -30,6 +30,11 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 ONNX = "model.onnx"
 CLASSIFICATION_TASKS = ("tabular-classification", "image-classification", "classification")
+#: The largest absolute difference of any output, module against its ONNX export, that an export
+#: may have (docs/compression.md).
+TOLERANCE = 1e-4
+#: Examples of at most this many numbers (all inputs together) are kept in ``signature.examples``.
+MAX_EXAMPLE_VALUES = 16_384
 
 
 def read_config(folder: str | Path) -> dict[str, Any]:
@@ -78,15 +83,28 @@ def save_onnx(
     module: nn.Module,
     example_input: Any,
     config: Mapping[str, Any] | None = None,
+    *,
+    dynamic_axes: Mapping[str, Any] | None = None,
+    tolerance: float | None = TOLERANCE,
 ) -> Path:
     """Export ``module`` to ``model.onnx`` (output ``output``, dynamic batch axis) and its tensor signature.
 
     ``example_input`` is one batch of the model's input: one tensor, e.g. ``torch.zeros(1, 64)`` (the
     input is named ``input``), or, for a ``forward`` of several tensors, a dict of them by
-    ``forward``'s parameter names (``{"ids": ..., "mask": ...}``). The signature records each input's
-    name, dtype and shape (``[-1, ...]``): the endpoint and ``client.models.load`` take rows of that
-    shape (:mod:`aicloud.artifacts.inputs`). The module is exported in eval mode (dropout off) and its
-    mode is restored afterwards.
+    ``forward``'s parameter names (``{"input_ids": ..., "attention_mask": ...}``). The signature
+    records each input's name, dtype and shape (``[-1, ...]``): the endpoint and
+    ``client.models.load`` take rows of that shape (:mod:`aicloud.artifacts.inputs`).
+
+    ``dynamic_axes``: besides the batch axis (0, always free), the axes of an input (or of
+    ``output``) that may take any length, e.g. ``{"input_ids": [1], "attention_mask": [1]}`` for
+    token sequences (torch's ``{name: {axis: label}}`` form is accepted too); they are ``-1`` in the
+    signature. ONNX Runtime's outputs must match the module's on the examples within ``tolerance``
+    (largest absolute difference; None: not checked), else a ValidationError names the difference
+    and nothing is kept. A model with integer inputs (token ids, masks: values that cannot be drawn at
+    random) keeps its examples in the signature (``signature.examples``, when they hold at most
+    :data:`MAX_EXAMPLE_VALUES` numbers): every later check of the model (compression, ``runtime:
+    auto``) runs on them. The module is
+    exported in eval mode (dropout off) and its mode is restored afterwards.
     """
     import inspect
 
@@ -114,6 +132,7 @@ def save_onnx(
             "pass one tensor (a batch of the model's input), or a dict of tensors by the names of "
             "forward's parameters",
         )
+    free = _free_axes(dynamic_axes, [*examples, "output"], {n: t.dim() for n, t in examples.items()})
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     was_training = module.training
@@ -134,13 +153,25 @@ def save_onnx(
                 str(folder / ONNX),
                 input_names=list(examples),
                 output_names=["output"],
-                dynamic_axes={name: {0: "batch"} for name in [*examples, "output"]},
+                dynamic_axes={
+                    name: {0: "batch", **{a: f"{name}_{a}" for a in free.get(name, ())}}
+                    for name in [*examples, "output"]
+                },
                 dynamo=False,
             )
+            if tolerance is not None:
+                with torch.inference_mode():
+                    expected = module(*args)
     finally:
         module.train(was_training)
+    if tolerance is not None:
+        _check_export(folder / ONNX, examples, expected, tolerance)
     tensors = [
-        {"name": name, "dtype": str(t.dtype).removeprefix("torch."), "shape": [-1, *t.shape[1:]]}
+        {
+            "name": name,
+            "dtype": str(t.dtype).removeprefix("torch."),
+            "shape": [-1, *(-1 if a in free.get(name, ()) else d for a, d in enumerate(t.shape) if a > 0)],
+        }
         for name, t in examples.items()
     ]
     cfg: dict[str, Any] = {"format": MODEL_FORMAT, "architecture": {"type": "onnx"}}
@@ -148,7 +179,71 @@ def save_onnx(
         cfg["input_shape"] = tensors[0]["shape"][1:]
         cfg["input_dtype"] = tensors[0]["dtype"]
     cfg.update(dict(config or {}))
-    cfg.setdefault("signature", {"inputs": tensors})
+    signature = dict(cfg.get("signature") or {"inputs": tensors})
+    integers = any(not (t.is_floating_point() or t.is_complex()) for t in examples.values())
+    small = sum(t.numel() for t in examples.values()) <= MAX_EXAMPLE_VALUES
+    if integers and small and "examples" not in signature:  # token ids cannot be drawn at random
+        import numpy as np
+
+        values = {name: t.detach().cpu().numpy() for name, t in examples.items()}
+        if all(v.dtype.kind in "biu" or bool(np.isfinite(v).all()) for v in values.values()):
+            signature["examples"] = {name: v.tolist() for name, v in values.items()}
+    cfg["signature"] = signature
     (folder / WEIGHTS).unlink(missing_ok=True)
     _write_config(folder, cfg)
     return folder
+
+
+def _free_axes(
+    dynamic_axes: Mapping[str, Any] | None, names: list[str], ranks: Mapping[str, int]
+) -> dict[str, set[int]]:
+    """``dynamic_axes`` checked against the inputs (and ``output``): name → the free axes but 0."""
+    free: dict[str, set[int]] = {}
+    for name, axes in (dynamic_axes or {}).items():
+        if name not in names:
+            raise ValidationError.field(
+                "dynamic_axes", f"{name!r} is none of the inputs {names[:-1]} or 'output'"
+            )
+        try:
+            picked = {int(a) for a in axes}
+        except (TypeError, ValueError):
+            raise ValidationError.field(
+                "dynamic_axes", f"{name!r}: expected a list of axes, e.g. [1], got {axes!r}"
+            ) from None
+        rank = ranks.get(name)
+        bad = [a for a in picked if a < 0 or (rank is not None and a >= rank)]
+        if bad:
+            raise ValidationError.field(
+                "dynamic_axes", f"{name!r}: no axis {bad[0]} (the batch axis 0 is free anyway)"
+            )
+        free[name] = picked - {0}
+    return free
+
+
+def _check_export(path: Path, examples: Mapping[str, Any], expected: Any, tolerance: float) -> None:
+    """ONNX Runtime's first output on ``examples`` against the module's (``expected``), or a
+    ValidationError naming the largest absolute difference (the file is removed)."""
+    import math
+
+    import numpy as np
+
+    from aicloud.artifacts.onnxrt import onnx_runner
+
+    first = expected[0] if isinstance(expected, (tuple, list)) else expected
+    want = np.asarray(first.detach().cpu().numpy(), dtype=np.float64)
+    feed = {name: t.detach().cpu().numpy() for name, t in examples.items()}
+    got = np.asarray(onnx_runner(path)(feed), dtype=np.float64)
+    if got.shape != want.shape:
+        diff = math.inf
+    elif not (np.isfinite(got).all() and np.isfinite(want).all()):
+        diff = math.nan
+    else:
+        diff = float(np.max(np.abs(got - want))) if got.size else 0.0
+    if not diff <= tolerance:  # NaN too
+        path.unlink(missing_ok=True)
+        raise ValidationError(
+            f"the ONNX export's outputs differ from the module's by up to {diff:.3g} (largest absolute "
+            f"difference on the {len(want)} example input row(s)), more than the tolerance {tolerance:g}; "
+            "nothing was saved",
+            details={"max_abs_diff": diff if math.isfinite(diff) else None, "tolerance": tolerance},
+        )

@@ -5,6 +5,11 @@ custom ``nn.Module``) has a signature whose inputs carry a ``shape`` (batch axis
 
     {"inputs": [{"name": "input", "dtype": "float32", "shape": [-1, 7]}]}
 
+Another ``-1`` is an axis of any length (``dynamic_axes``: an encoder's ``input_ids`` and
+``attention_mask`` are ``[-1, -1]``, int64); every row of one request has the same length there. The
+signature may keep the examples the model was exported with (``"examples": {name: rows}``): they
+are the inputs every check of the model runs on (:func:`signature_examples`).
+
 Such a model takes **tensors**, not table columns:
 
 * one input ``[-1, 7]``: rows of 7 numbers, ``[[0.1, ...], ...]`` (a ``[-1, 1, 8, 8]`` input: rows
@@ -58,7 +63,18 @@ class TensorInput:
 
     @property
     def size(self) -> int:
-        return math.prod(self.shape)
+        """Numbers in one row (``-1`` when an axis is free)."""
+        return math.prod(self.shape) if self.fixed else -1
+
+    @property
+    def fixed(self) -> bool:
+        return all(d >= 0 for d in self.shape)
+
+    def matches(self, shape: Sequence[int]) -> bool:
+        """Whether one row of shape ``shape`` fits (a free axis takes any length)."""
+        return len(shape) == len(self.shape) and all(
+            d < 0 or d == s for d, s in zip(self.shape, shape, strict=True)
+        )
 
 
 def tensor_inputs(config: Mapping[str, Any]) -> list[TensorInput]:
@@ -132,8 +148,26 @@ def tensors_from_columns(
 
 
 def zeros(specs: Sequence[TensorInput], rows: int) -> dict[str, np.ndarray]:
-    """A batch of zeros for every input (the replica's warm-up)."""
-    return {s.name: np.zeros((rows, *s.shape), dtype=s.dtype) for s in specs}
+    """A batch of zeros for every input (the replica's warm-up; a free axis of length 1)."""
+    return {s.name: np.zeros((rows, *(max(d, 1) for d in s.shape)), dtype=s.dtype) for s in specs}
+
+
+def signature_examples(config: Mapping[str, Any], rows: int | None = None) -> dict[str, np.ndarray] | None:
+    """The examples kept in the signature (``signature.examples``, what the model was exported with),
+    one array per input, repeated to ``rows`` rows when given; None when there are none (or they do
+    not fit the inputs)."""
+    signature = config.get("signature")
+    examples = signature.get("examples") if isinstance(signature, Mapping) else None
+    specs = tensor_inputs(config)
+    if not isinstance(examples, Mapping) or not specs:
+        return None
+    try:
+        arrays = tensors_from_columns(specs, examples, "signature.examples")
+    except BadRequestError:
+        return None
+    if rows is None:
+        return arrays
+    return {k: np.ascontiguousarray(v[np.arange(rows) % len(v)]) for k, v in arrays.items()}
 
 
 def _tensor(spec: TensorInput, values: Any, field: str, suffix: str = "") -> np.ndarray:
@@ -142,9 +176,15 @@ def _tensor(spec: TensorInput, values: Any, field: str, suffix: str = "") -> np.
         array = np.asarray(values)
     except (ValueError, TypeError):  # ragged nesting
         array = None
-    if array is not None and array.ndim == 2 and len(spec.shape) > 1 and array.shape[1] == spec.size:
+    if (
+        array is not None
+        and spec.fixed
+        and array.ndim == 2
+        and len(spec.shape) > 1
+        and array.shape[1] == spec.size
+    ):
         array = array.reshape(len(array), *spec.shape)  # flat rows, in C order
-    if array is None or array.dtype.kind not in "biuf" or array.shape[1:] != spec.shape:
+    if array is None or array.dtype.kind not in "biuf" or not spec.matches(array.shape[1:]):
         _find_bad_row(spec, values, field, suffix)
         raise bad_input(field + suffix, f"expected rows shaped {list(spec.shape)} of numbers")
     if len(array) == 0:
@@ -166,10 +206,16 @@ def _find_bad_row(spec: TensorInput, values: Any, field: str, suffix: str) -> No
             array = np.asarray(row)
         except (ValueError, TypeError):
             raise bad_input(where, f"expected shape {list(spec.shape)}: the nesting is ragged") from None
-        if array.shape != spec.shape and array.shape != (spec.size,):
+        if not spec.matches(array.shape) and array.shape != (spec.size,):
             raise bad_input(where, f"expected shape {list(spec.shape)}, got {list(array.shape)}")
         if array.dtype.kind == "b" and spec.dtype != "bool":
             raise bad_input(where, "expected numbers, got true/false (booleans fill bool inputs only)")
         if array.dtype.kind not in "biuf":
             bad = next((v for v in array.reshape(-1).tolist() if not isinstance(v, (int, float))), None)
             raise bad_input(where, f"expected numbers, got {type(bad).__name__} {str(bad)[:40]!r}")
+    if not spec.fixed:
+        raise bad_input(
+            field + suffix,
+            f"rows of one request must have one shape (the inputs are {list(spec.shape)}, -1 any "
+            "length): pad them to the same length",
+        )

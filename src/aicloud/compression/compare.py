@@ -54,7 +54,8 @@ def p50_ms(run: Any, x: Any) -> float:
     return float(np.median(times) * 1000.0)
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """The mean cosine similarity of each row of ``a`` to the same row of ``b`` (NaN: shapes differ)."""
     a = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
     b = np.asarray(b, dtype=np.float64).reshape(len(b), -1)
     if a.shape != b.shape:
@@ -115,7 +116,7 @@ def compare_variants(
         if parent_out is None:
             parent_out = outputs
         else:
-            row["cosine_to_parent"] = _cosine(parent_out, outputs)
+            row["cosine_to_parent"] = cosine(parent_out, outputs)
         rows.append(row)
         runs.append((model.run_features, features))
     for batch in BATCHES:  # interleaved rounds: a burst of load elsewhere hits every variant alike

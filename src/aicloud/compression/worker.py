@@ -32,7 +32,8 @@ def _write_config(folder: Path, config: dict[str, Any]) -> None:
 
 def _agreement(parent: Path, variant: Path, feed: Any) -> dict[str, Any]:
     """How the variant's outputs compare with the parent's on ``feed``: the largest absolute
-    difference and, for a classifier, the share of rows whose top class is the same."""
+    difference and, for a classifier, the share of rows whose top class is the same, else (an
+    encoder, a regressor) the mean cosine similarity of each row's outputs."""
     from aicloud.artifacts.loader import load_model
     from aicloud.compression.export import max_abs_diff
 
@@ -42,6 +43,10 @@ def _agreement(parent: Path, variant: Path, feed: Any) -> dict[str, Any]:
     report: dict[str, Any] = {"max_abs_diff": max_abs_diff(out_a, out_b)}
     if a.is_classifier and out_a.ndim == 2 and out_a.shape == out_b.shape:
         report["top1_agreement"] = float(np.mean(out_a.argmax(axis=1) == out_b.argmax(axis=1)))
+    elif out_a.shape == out_b.shape and len(out_a):
+        from aicloud.compression.compare import cosine
+
+        report["cosine"] = cosine(out_a, out_b)
     return report
 
 

@@ -95,7 +95,10 @@ class DeploymentSpec(ScalingSpec):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str | None = Field(default=None, description="name, name:version or name@alias")
+    model: str | None = Field(
+        default=None,
+        description="name, name:version or name@alias; with service too, the service's self.model",
+    )
     track_alias: bool = Field(
         default=True, description="With model name@alias: roll to the version the alias names when it moves."
     )
@@ -146,9 +149,10 @@ class DeploymentSpec(ScalingSpec):
     runtime: Runtime | None = Field(
         default=None,
         description=(
-            "What runs the model: torch, onnxruntime, numpy (the built-in MLP), or auto: the fastest "
-            "whose outputs match the version's own within 1e-4, measured when each replica starts. "
-            "Unset: the version's own runtime (the built-in MLP in numpy), nothing measured."
+            "What runs the model (with a service too: its self.model): torch, onnxruntime, numpy "
+            "(the built-in MLP), or auto: the fastest whose outputs match the version's own within "
+            "1e-4, measured when each replica starts. Unset: the version's own runtime (the built-in "
+            "MLP in numpy), nothing measured."
         ),
     )
     placement: Placement | None = Field(
@@ -183,12 +187,18 @@ class DeploymentSpec(ScalingSpec):
 
     @model_validator(mode="after")
     def _one_source(self) -> DeploymentSpec:
-        if (self.model is None) == (self.service is None):
-            raise ValueError("give exactly one of model (a registered model) or service (your own code)")
-        if self.traffic is not None and self.model is None:
-            raise ValueError("traffic splits requests between versions of a model; a service has none")
+        if self.model is None and self.service is None:
+            raise ValueError(
+                "give model (a registered model), service (your own code), or both (the service "
+                "gets the model as self.model)"
+            )
+        if self.traffic is not None and (self.model is None or self.service is not None):
+            raise ValueError("traffic splits requests between versions of a model; not with a service")
         if self.runtime is not None and self.model is None:
-            raise ValueError("runtime chooses what runs a registered model; a service runs its own code")
+            raise ValueError(
+                "runtime chooses what runs a registered model; a service runs its own code unless "
+                "it has one (give model: NAME@ALIAS too, and the service gets it as self.model)"
+            )
         if self.placement is not None and (self.service is not None or self.model is None):
             raise ValueError(
                 "placement on edge nodes serves a registered model version's signed bundle; "

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -63,6 +63,9 @@ from aicloud.serving.metrics import ReplicaMetrics
 from aicloud.serving.oip_routes import add_oip_routes
 from aicloud.serving.runtime import ModelRuntime, bad_input, parse_json
 from aicloud.serving.service import HandlerInfo, Service, handlers_of
+
+if TYPE_CHECKING:
+    from aicloud.serving.runtimes import ServiceModel
 
 __all__ = [
     "HEALTH",
@@ -140,13 +143,20 @@ class ReplicaApp:
     """The ASGI app of one replica (see the module docstring); :meth:`start` makes it ready."""
 
     def __init__(
-        self, config: ReplicaConfig, runtime: ModelRuntime | None = None, service: Service | None = None
+        self,
+        config: ReplicaConfig,
+        runtime: ModelRuntime | None = None,
+        service: Service | None = None,
+        model: ServiceModel | None = None,
     ) -> None:
         if (runtime is None) == (service is None):
             raise TypeError("build_app needs exactly one of runtime=... (a model) or service=... (a Service)")
+        if model is not None and service is None:
+            raise TypeError("model=... is a Service's registered model (self.model): give service=... too")
         self.config = config
         self.runtime = runtime
         self.service = service
+        self.model = model  # the Service's self.model, loaded by start()
         self.state = ReplicaState()
         self.metrics = ReplicaMetrics()
         self.cache = ResponseCache(config.cache_bytes) if config.cache_bytes > 0 else None
@@ -188,6 +198,9 @@ class ReplicaApp:
             self.runtime.warmup()
         else:
             assert self.service is not None
+            if self.model is not None:
+                self.state.message = "loading"
+                self.service.model = self.model.load()
             self.state.message = "setup"
             self.service.setup()
         self.state.ready = True
@@ -406,12 +419,14 @@ def build_app(
     *,
     runtime: ModelRuntime | None = None,
     service: Service | type[Service] | None = None,
+    model: ServiceModel | None = None,
     start: bool = False,
 ) -> ReplicaApp:
-    """The replica app for a model runtime or a Service (class or instance); ``start=True`` loads it."""
+    """The replica app for a model runtime or a Service (class or instance; ``model``: its registered
+    model, ``self.model``); ``start=True`` loads it."""
     if isinstance(service, type):
         if not issubclass(service, Service):
             raise TypeError(f"{service!r} is not a subclass of aicloud.Service")
         service = service()
-    app = ReplicaApp(config, runtime=runtime, service=service)
+    app = ReplicaApp(config, runtime=runtime, service=service, model=model)
     return app.start() if start else app

@@ -7,8 +7,9 @@ Environment (set by the deployment controller):
 ``AICLOUD_REPLICA_KEY``            bearer every non-health request must carry (required)
 ``AICLOUD_REPLICA_ID``             for logs
 ``AICLOUD_DEPLOYMENT_NAME``        the OIP model name (``/v2/models/<name>``)
-``AICLOUD_DEPLOYMENT_SPEC``        JSON: the spec plus ``model_version`` {files, ...} or ``service``
-                                   {code, entrypoint}; batching fields: ``max_batch_size``,
+``AICLOUD_DEPLOYMENT_SPEC``        JSON: the spec plus ``model_version`` {files, ...}, ``service``
+                                   {code, entrypoint}, or both (the service's ``self.model``);
+                                   batching fields: ``max_batch_size``,
                                    ``max_wait_ms``, ``max_queue``, ``timeout_s``, ``cache_bytes``,
                                    ``max_body_bytes``; ``runtime`` (:mod:`aicloud.serving.runtimes`),
                                    ``cpus`` and ``batch_workers`` (its intra-op threads)
@@ -19,7 +20,8 @@ Environment (set by the deployment controller):
 Test and development only (skip downloading):
 
 * ``AICLOUD_REPLICA_MODEL_DIR=<folder>``: serve this model folder;
-* ``AICLOUD_REPLICA_SERVICE=<path/file.py:ClassName>``: serve this Service class.
+* ``AICLOUD_REPLICA_SERVICE=<path/file.py:ClassName>``: serve this Service class (with
+  ``AICLOUD_REPLICA_MODEL_DIR`` too, that folder is its ``self.model``).
 
 The port also speaks the gateway channel (:mod:`aicloud.serving.channel`): a connection that opens
 with its upgrade request carries many requests as frames; any other connection is HTTP/1.1.
@@ -172,11 +174,14 @@ def _fetch(env: Mapping[str, str], spec: dict[str, Any], workdir: Path) -> tuple
     if env.get("AICLOUD_REPLICA_SERVICE"):
         file_part, _, cls_name = env["AICLOUD_REPLICA_SERVICE"].rpartition(":")
         path = Path(file_part)
-        return "service", (path.parent, f"{path.name}:{cls_name}")
+        model_dir = Path(env["AICLOUD_REPLICA_MODEL_DIR"]) if env.get("AICLOUD_REPLICA_MODEL_DIR") else None
+        return "service", (path.parent, f"{path.name}:{cls_name}", model_dir)
     if env.get("AICLOUD_REPLICA_MODEL_DIR"):
         return "model", Path(env["AICLOUD_REPLICA_MODEL_DIR"])
     if isinstance(spec.get("service"), dict):
-        return "service", fetch_service_code(spec, workdir)
+        code, entrypoint = fetch_service_code(spec, workdir)
+        with_model = isinstance(spec.get("model_version"), dict)  # the service's self.model
+        return "service", (code, entrypoint, fetch_model(spec, workdir) if with_model else None)
     return "model", fetch_model(spec, workdir)
 
 
@@ -215,11 +220,15 @@ def make_app(environ: Mapping[str, str] | None = None, workdir: Path | None = No
         version=str(mv.get("version", "1")),
     )
     kind, what = fetched.result()
-    if kind == "service":
-        return build_app(config, service=load_service_class(*what))
     runtime = spec.get("runtime")
     threads = max(1, int(spec.get("cpus") or 1) // int(spec.get("batch_workers") or 1))
     batch = int(spec.get("max_batch_size") or 32)
+    if kind == "service":
+        code, entrypoint, model_dir = what
+        from aicloud.serving.runtimes import ServiceModel
+
+        model = ServiceModel(model_dir, runtime, threads=threads, batch=batch) if model_dir else None
+        return build_app(config, service=load_service_class(code, entrypoint), model=model)
     return build_app(config, runtime=ArtifactRuntime(what, runtime, threads=threads, batch=batch))
 
 
@@ -321,8 +330,9 @@ def main() -> int:
     if age is not None:
         phases = f"start-up and imports {age:.2f}s, {phases}"
     engine = getattr(app.runtime, "engine", "") if app.runtime is not None else "service"
-    if getattr(app.runtime, "choice", ""):  # read by the control plane (ReplicaOut.runtime)
-        log(f"{RUNTIME_LINE}{app.runtime.choice}")  # type: ignore[union-attr]
+    served = app.runtime if app.runtime is not None else app.model  # a Service's self.model
+    if getattr(served, "choice", ""):  # read by the control plane (ReplicaOut.runtime)
+        log(f"{RUNTIME_LINE}{served.choice}")  # type: ignore[union-attr]
     log(f"{app.config.name}: ready ({engine}; {phases}), listening on 127.0.0.1:{port_text}")
     drain_s = float(os.environ.get("AICLOUD_REPLICA_DRAIN_S") or 30)
     try:

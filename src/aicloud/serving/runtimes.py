@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from aicloud.artifacts.format import ONNX
-from aicloud.artifacts.inputs import tensor_inputs
+from aicloud.artifacts.inputs import TensorInput, signature_examples, tensor_inputs
 from aicloud.artifacts.runtimes import check_runtime, default_runtime, kind_of, reference_of, runnable
 from aicloud.errors import ValidationError
 
@@ -47,6 +47,8 @@ ROUNDS = 3
 TIME_PER_ROUND_S = 0.05
 MIN_CALLS = 5
 MAX_CALLS = 200
+#: The length of a free axis (``-1`` besides the batch) in examples built from the signature.
+FREE_AXIS = 8
 
 Features = np.ndarray | Mapping[str, np.ndarray]
 Runner = Callable[[Any], np.ndarray]
@@ -127,9 +129,12 @@ def choose(
 
 
 def example_features(config: Mapping[str, Any], rows: int = EXAMPLE_ROWS) -> Features:
-    """Example inputs built from the signature: ``rows`` rows of the model's input tensor(s), floats
-    from a standard normal with a fixed seed (the scale the built-in preprocessing produces),
-    integers zero."""
+    """Example inputs of the signature: the examples it keeps (the model's export's, repeated to
+    ``rows`` rows), else ``rows`` rows built from it: floats from a standard normal with a fixed seed
+    (the scale the built-in preprocessing produces), integers zero, a free axis of FREE_AXIS."""
+    kept = signature_examples(config, rows)
+    if kept:
+        return next(iter(kept.values())) if len(kept) == 1 else kept
     gen = np.random.default_rng(EXAMPLE_SEED)
 
     def draw(shape: tuple[int, ...], dtype: str) -> np.ndarray:
@@ -139,7 +144,9 @@ def example_features(config: Mapping[str, Any], rows: int = EXAMPLE_ROWS) -> Fea
 
     tensors = tensor_inputs(config)
     if tensors:
-        feed = {t.name: draw((rows, *t.shape), t.dtype) for t in tensors}
+        feed = {
+            t.name: draw((rows, *(d if d >= 0 else FREE_AXIS for d in t.shape)), t.dtype) for t in tensors
+        }
         return next(iter(feed.values())) if len(feed) == 1 else feed
     dtype = str(config.get("input_dtype") or "float32")
     shape = [int(s) for s in config.get("input_shape") or []]
@@ -195,7 +202,7 @@ def _export(module: Any, config: Mapping[str, Any]) -> bytes:
     x = example_features(config, 2)
     assert isinstance(x, np.ndarray)
     with tempfile.TemporaryDirectory(prefix="aicloud-onnx-") as tmp:
-        save_onnx(tmp, module, torch.from_numpy(x), {})
+        save_onnx(tmp, module, torch.from_numpy(x), {}, tolerance=None)  # checked by the caller
         return (Path(tmp) / ONNX).read_bytes()
 
 
@@ -279,3 +286,68 @@ def select(
         runners[name] = run
     choice = choose(measure(runners, reference, x, batch), reference, failed=failed)
     return runners[choice.runtime], choice
+
+
+# -----------------------------------------------------------------------------------------------------
+# a Service's registered model
+
+
+class ServiceModel:
+    """The registered model of a deployment with both a Service and ``model``: the Service's
+    ``self.model``, set before its ``setup()`` runs.
+
+    Call it with the model's inputs as numpy arrays, batch first, by name (``self.model(input_ids=ids,
+    attention_mask=mask)`` or ``self.model({"input_ids": ids, ...})``; a model of one input takes the
+    array alone) and it returns the model's output as a numpy array. Integer and float inputs are cast
+    to the dtype the model declares. :attr:`inputs` names them (name, dtype, shape without the batch
+    axis; ``-1`` any length). Whatever runs it was chosen as for a plain model deployment
+    (:func:`select`: the deployment's ``runtime``; ``auto`` measures each runtime that can serve the
+    version at start); :attr:`runtime` and :attr:`choice` say which and why. ONNX Runtime gets the
+    replica's intra-op threads and idle threads do not spin; torch is not imported unless torch
+    serves.
+    """
+
+    def __init__(
+        self, folder: Path, runtime: str | None, threads: int | None = None, batch: int = EXAMPLE_ROWS
+    ) -> None:
+        self.folder = Path(folder)
+        self.requested = runtime
+        self.threads = threads
+        self.batch = batch
+        self.config: dict[str, Any] = {}
+        self.runtime = ""  # "numpy", "torch" or "onnxruntime" once loaded
+        self.choice = ""  # the runtime and why (auto: the measurements)
+        self._run: Runner | None = None
+
+    @property
+    def inputs(self) -> list[TensorInput]:
+        """The model's tensor inputs (``.name``, ``.dtype``, ``.shape``), from its signature."""
+        return tensor_inputs(self.config)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    def load(self) -> ServiceModel:
+        """Load (``auto``: measure and choose) and run the examples once; the replica calls it."""
+        from aicloud.artifacts.format import read_config
+
+        self.config = read_config(self.folder)
+        self._run, choice = select(self.requested, self.folder, self.config, self.threads, self.batch)
+        self.runtime, self.choice = choice.runtime, choice.line
+        self._run(_rows(example_features(self.config, 2), 2))  # warm-up
+        return self
+
+    def __call__(self, inputs: Features | None = None, /, **named: np.ndarray) -> np.ndarray:
+        if self._run is None:
+            raise RuntimeError("the model is not loaded yet: use self.model in setup() or a handler")
+        if inputs is None:
+            if not named:
+                raise TypeError("pass the model's inputs: self.model(name=array, ...) or a dict of them")
+            inputs = named
+        elif named:
+            raise TypeError("pass the inputs either as one dict (or array) or by name, not both")
+        return self._run(inputs)
+
+    def __repr__(self) -> str:
+        return f"ServiceModel({self.folder}, runtime={self.runtime or self.requested!r})"

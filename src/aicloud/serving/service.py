@@ -25,6 +25,27 @@ the deployment's). A slot holding an ``Exception`` instance fails only that requ
 
 Plain handlers may be ``async def`` (run on the event loop) or ``def`` (run in a worker thread).
 Mistakes are refused when the class is defined, with a message saying what to change.
+
+**A registered model** (``model: NAME@ALIAS`` in the deployment beside the service, and
+``runtime: auto | torch | onnxruntime``): the replica loads the version and sets ``self.model``
+before ``setup()`` runs, chosen as for a plain model deployment (``auto``: the fastest runtime whose
+outputs match the version's own, measured at start; the replica's log and ``deploy show`` say which
+and why). The service keeps its own pre- and postprocessing (tokenizing, pooling...)::
+
+    class Embed(Service):
+        def setup(self) -> None:
+            self.tokenizer = Tokenizer.from_file("tokenizer.json")   # shipped with the code
+            print(self.model.input_names, self.model.runtime)        # ['input_ids', 'attention_mask']
+
+        @handler(batch=True)
+        def embed(self, text: list[str]) -> list[list[float]]:
+            ids, mask = tokenize(self.tokenizer, text)                   # int64 arrays (rows, length)
+            return self.model(input_ids=ids, attention_mask=mask).tolist()
+
+``self.model(name=array, ...)`` (or one dict of arrays; a model of one input takes the array) runs
+the model on numpy inputs, batch first, and returns its output as a numpy array, whatever runs it;
+``self.model.inputs`` lists the inputs (``.name``, ``.dtype``, ``.shape``, ``-1``: any length). A
+service without ``model`` has ``self.model`` None. torch is imported only when torch runs the model.
 """
 
 from __future__ import annotations
@@ -33,9 +54,12 @@ import inspect
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, get_args, get_origin, overload
+from typing import TYPE_CHECKING, Any, TypeVar, get_args, get_origin, overload
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
+
+if TYPE_CHECKING:
+    from aicloud.serving.runtimes import ServiceModel
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -200,6 +224,9 @@ class Service:
     """
 
     __aicloud_handlers__: dict[str, HandlerInfo] = {}
+    #: The deployment's registered model (``model:`` beside the service), set before ``setup()``;
+    #: None without one. See the module docstring and :class:`aicloud.serving.runtimes.ServiceModel`.
+    model: ServiceModel | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -175,6 +175,7 @@ class Session(SessionCheckpoints):
         signature: Mapping[str, Any] | None = None,
         *,
         example_input: Any = None,
+        dynamic_axes: Mapping[str, Any] | None = None,
         name: str | None = None,
         config: Mapping[str, Any] | None = None,
         metrics: Mapping[str, Any] | None = None,
@@ -194,7 +195,7 @@ class Session(SessionCheckpoints):
                 save_builtin(folder, module, cfg)
             else:
                 example = example_input if example_input is not None else _example_from_signature(cfg)
-                save_onnx(folder, module, example, cfg)
+                save_onnx(folder, module, example, cfg, dynamic_axes=dynamic_axes)
             return self.register_model(folder, name=name, metrics=metrics)
         finally:
             if tmp is not None:
@@ -355,6 +356,7 @@ def save_model(
     signature: Mapping[str, Any] | None = None,
     *,
     example_input: Any = None,
+    dynamic_axes: Mapping[str, Any] | None = None,
     name: str | None = None,
     config: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
@@ -365,10 +367,21 @@ def save_model(
     exported to ONNX, which needs ``example_input`` (one batch of its input, e.g. ``X[:2]``; for a
     ``forward`` of several tensors a dict of them by parameter name) or a ``signature`` with inputs.
     Its endpoint then takes rows of the input's shape, or objects of named tensors (docs/serving.md).
+    ``dynamic_axes`` names the axes besides the batch that may take any length, e.g.
+    ``{"input_ids": [1], "attention_mask": [1]}`` for an encoder of token sequences. The export is
+    checked: ONNX Runtime's outputs on ``example_input`` must match the module's within 1e-4, else a
+    ValidationError names the difference and nothing is registered; small examples are kept in the
+    signature for every later check (compression, ``runtime: auto``).
     ``name`` defaults to the job spec's ``model_name``, else the job name.
     """
     return session().save_model(
-        module, signature, example_input=example_input, name=name, config=config, metrics=metrics
+        module,
+        signature,
+        example_input=example_input,
+        dynamic_axes=dynamic_axes,
+        name=name,
+        config=config,
+        metrics=metrics,
     )
 
 

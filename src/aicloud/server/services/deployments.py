@@ -47,10 +47,10 @@ def resolve_spec(
         check_runtime(spec.runtime, version.config, version.files)  # a 422 naming runtime
         if spec.placement is not None:
             check_bundleable(version)  # a 422 naming placement
-        return data, version.id, traffic.resolve_traffic(state, principal.workspace.id, spec, version.id)
-    assert spec.service is not None
-    if not state.store.blob_refs.owns(principal.workspace.id, spec.service.code):
+    if spec.service is not None and not state.store.blob_refs.owns(principal.workspace.id, spec.service.code):
         raise ValidationError.field("service.code", "no such code archive in this workspace; upload it first")
+    if spec.model is not None:  # alone, or a service's self.model
+        return data, version.id, traffic.resolve_traffic(state, principal.workspace.id, spec, version.id)
     return data, None, None
 
 
