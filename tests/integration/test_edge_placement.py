@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from test_cli import run_cli
 from test_edge_bundle import edge_env
 
 from aicloud import Client
@@ -288,3 +289,40 @@ def test_the_gateway_routes_to_a_ready_edge_replica_until_its_node_goes_offline(
         finally:
             proc.terminate()
             proc.wait(15)
+
+
+def test_the_cli_places_a_deployment_on_edge_nodes_and_shows_them(
+    client: Client, server: ServerProcess, model_ref: str, unique: Callable[[str], str], tmp_path: Path
+) -> None:
+    site = unique("cli-shop")
+    node = client.edge.join(unique("pos"), {"site": site})
+    name = unique("edge-cli")
+    placed = ["--model", model_ref, "--placement", f"edge:site={site}", "--no-wait"]
+    run_cli(server, "deploy", "create", name, *placed)
+
+    def shown() -> str | None:
+        out = run_cli(server, "deploy", "show", name).stdout
+        return out if "on edge node" in out else None
+
+    out = wait_for(shown, "the replica on its node")
+    assert f"on edge node {node.node.name}" in out and f"placed on edge site={site}" in out
+    nodes = run_cli(server, "edge", "nodes").stdout
+    assert node.node.name in nodes and "offline" in nodes  # it never called
+
+    moved = run_cli(server, "deploy", "update", name, "--placement", f"edge:site={site},zone=x", "--no-wait")
+    assert "zone=x" in moved.stdout
+    wait_for(lambda: "no edge node matches" in run_cli(server, "deploy", "show", name).stdout, "unplaced")
+    bad = run_cli(
+        server, "deploy", "create", unique("x"), "--model", model_ref, "--placement", "cloud", check=False
+    )
+    assert bad.returncode == 2 and "edge:LABEL=VALUE" in bad.stderr
+
+    file = tmp_path / "deploy.yaml"
+    other = unique("edge-file")
+    file.write_text(
+        f"name: {other}\nmodel: {model_ref}\nplacement:\n  edge:\n    site: {site}\n  replicas: 1\n"
+    )
+    run_cli(server, "deploy", "apply", "-f", str(file), "--no-wait")
+    assert client.deployments.get(other).info.spec["placement"] == {"edge": {"site": site}, "replicas": 1}
+    for n in (name, other):
+        client.deployments.get(n).delete()

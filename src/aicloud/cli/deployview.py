@@ -11,7 +11,7 @@ from aicloud.client import Deployment
 from aicloud.errors import AicloudError
 from aicloud.schemas.serving import DeploymentOut
 
-__all__ = ["parse_traffic", "render_deployment", "render_versions", "wait_rolled"]
+__all__ = ["parse_placement", "parse_traffic", "render_deployment", "render_versions", "wait_rolled"]
 
 
 def parse_traffic(text: str) -> dict[str, int]:
@@ -27,21 +27,49 @@ def parse_traffic(text: str) -> dict[str, int]:
     return out
 
 
+def parse_placement(text: str) -> dict[str, Any]:
+    """``edge:site=shop1,zone=eu`` → ``{"edge": {"site": "shop1", "zone": "eu"}}`` (``edge``: every
+    edge node); the server checks the labels."""
+    kind, _, labels = text.strip().partition(":")
+    if kind.strip() != "edge":
+        raise ValueError(f"--placement {text!r}: give edge:LABEL=VALUE,..., e.g. edge:site=shop1,zone=eu")
+    selector: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in labels.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--placement {text!r}: labels are LABEL=VALUE pairs, e.g. edge:site=shop1")
+        selector[key.strip()] = value.strip()
+    return {"edge": selector}
+
+
+def _placement(spec: dict[str, Any]) -> str:
+    placement = spec.get("placement") or {}
+    labels = ",".join(f"{k}={v}" for k, v in sorted((placement.get("edge") or {}).items())) or "any node"
+    cap = f", at most {placement['replicas']} nodes" if placement.get("replicas") else ""
+    return f"edge {labels}{cap}"
+
+
 def render_deployment(d: Deployment, metrics: dict[str, Any] | None = None) -> None:
     info = d.info
     spec = info.spec
     console.print(f"[bold]{info.name}[/] {info.status.value}  {source(info)}  generation {info.generation}")
     console.print(f"  url {d.url}")
+    scaling = (
+        f"placed on {_placement(spec)}"
+        if spec.get("placement")
+        else f"min {spec.get('min_replicas')}, max {spec.get('max_replicas')}"
+    )
     console.print(
-        f"  replicas {_live(info)} (desired {info.desired_replicas}, "
-        f"min {spec.get('min_replicas')}, max {spec.get('max_replicas')}), "
+        f"  replicas {_live(info)} (desired {info.desired_replicas}, {scaling}), "
         f"batch ≤ {spec.get('max_batch_size')}"
         f" within {spec.get('max_wait_ms')} ms, cpus {spec.get('cpus')}"
-        f" ({spec.get('batch_workers') or 1} batch worker(s))"
+        f" ({spec.get('batch_workers') or 1} batch worker(s))",
+        markup=False,
     )
     for r in info.replicas:
         version = f" v{r.version}" if r.version is not None else ""
-        console.print(f"    {r.id} gen {r.generation}{version} {r.state.value}")
+        node = f" on edge node {r.node or r.node_id}" if r.node_id else ""
+        console.print(f"    {r.id} gen {r.generation}{version} {r.state.value}{node}", markup=False)
         if r.runtime:  # not markup: the reason holds brackets of its own
             console.print(f"      runtime {r.runtime}", markup=False, highlight=False)
     if metrics is not None and (info.traffic or any(v.get("requests") for v in metrics.get("versions", []))):

@@ -242,10 +242,19 @@ def edge_nodes(output: Output = OutputOpt) -> None:
     """The edge nodes registered in this workspace (from the control plane)."""
     nodes = client().edge.nodes()
     rows = [
-        [n.id, n.name, ",".join(f"{k}={v}" for k, v in n.labels.items()), str(n.last_seen_at or "-")]
+        [
+            n.id,
+            n.name,
+            ",".join(f"{k}={v}" for k, v in n.labels.items()),
+            n.status,
+            str(n.last_seen_at or "-"),
+            n.address or "-",
+            f"{n.requests} ({n.errors} errors)",
+        ]
         for n in nodes
     ]
-    emit(nodes, output, lambda _: console.print(table(None, ["id", "name", "labels", "last pull"], rows)))
+    columns = ["id", "name", "labels", "status", "last seen", "address", "requests"]
+    emit(nodes, output, lambda _: console.print(table(None, columns, rows)))
 
 
 @edge_app.command("remove")

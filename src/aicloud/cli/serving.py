@@ -11,7 +11,7 @@ import typer
 
 from aicloud.cli.common import Output, OutputOpt, UsageError, client, console, emit, print_json, table
 from aicloud.cli.deploy_file import given_flags, parse_env, read_deploy_file
-from aicloud.cli.deployview import parse_traffic, render_deployment, source, wait_rolled
+from aicloud.cli.deployview import parse_placement, parse_traffic, render_deployment, source, wait_rolled
 from aicloud.client import Deployment
 
 deploy_app = typer.Typer(
@@ -57,6 +57,11 @@ def deploy_create(
         help="what runs the model: auto (the fastest that matches, measured at start), torch, "
         "onnxruntime or numpy (the built-in MLP); unset: the version's own",
     ),
+    placement: str | None = typer.Option(
+        None,
+        help="edge:site=shop1,zone=eu: run one replica on each edge node with these labels, "
+        "not here (docs/edge.md)",
+    ),
     env: list[str] = typer.Option(
         [], "--env", "-e", help="NAME=VALUE: an environment variable of each replica (repeatable)"
     ),
@@ -88,6 +93,7 @@ def deploy_create(
         "cpus": cpus,
         "batch_workers": batch_workers,
         "runtime": runtime,
+        "placement": _placement(placement),
         "env": parse_env(env),
         "secrets": secrets,
         "gpus": gpus,
@@ -205,6 +211,9 @@ def deploy_update(
     cpus: int | None = typer.Option(None, help="cpus of each replica"),
     batch_workers: int | None = typer.Option(None, help="batches a replica runs at once"),
     runtime: str | None = typer.Option(None, help="auto, torch, onnxruntime or numpy"),
+    placement: str | None = typer.Option(
+        None, help="edge:site=shop1,zone=eu: the edge nodes it runs on (a deployment placed on the edge)"
+    ),
     env: list[str] = typer.Option(
         [], "--env", "-e", help="NAME=VALUE: replaces the replicas' environment variables (repeatable)"
     ),
@@ -244,6 +253,7 @@ def deploy_update(
             "cpus": cpus,
             "batch_workers": batch_workers,
             "runtime": runtime,
+            "placement": _placement(placement),
             "env": parse_env(env) if env else None,
             "secrets": secrets or None,
             "gpus": gpus,
@@ -369,3 +379,12 @@ def call(
             '--json must be an object of the handler\'s parameters, e.g. \'{"text": "hi"}\''
         )
     print_json(client().deployments.get(name).call(handler, args))
+
+
+def _placement(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        return parse_placement(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None

@@ -195,8 +195,9 @@ class DeploymentsAPI:
         ``memory`` (MiB or ``"2Gi"``: the sandbox's ``limits.memory_mb``), ``limits`` (``memory_mb``,
         ``cpu_seconds``, ``processes``, ``open_files`` of each replica's sandbox), ``runtime``
         (``auto``, ``torch``, ``onnxruntime``, ``numpy``: what runs the model; docs/serving.md,
-        "Runtimes"). An unknown key is a 422 naming it. A name that exists already is a 409: see
-        :meth:`apply`."""
+        "Runtimes"), ``placement`` (``{"edge": {"site": "shop1"}}``: one replica on each edge node
+        with those labels instead of here; docs/edge.md). An unknown key is a 422 naming it. A name
+        that exists already is a 409: see :meth:`apply`."""
         body = {"name": name, **self._spec(model, service, entrypoint, spec)}
         out = self._client._transport.json("POST", "/api/v1/deployments", json=body)
         return Deployment(self._client, DeploymentOut.model_validate(out))
