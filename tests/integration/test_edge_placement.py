@@ -113,7 +113,14 @@ def test_a_placed_deployment_is_assigned_to_the_matching_node_which_reports_it_r
             {
                 "address": "http://127.0.0.1",
                 "assignments": [
-                    {"replica_id": assigned["replica_id"], "state": "ready", "port": 9, "requests": 5},
+                    {
+                        "replica_id": assigned["replica_id"],
+                        "state": "ready",
+                        "port": 9,
+                        "requests": 5,
+                        "errors": 1,
+                        "latency_s_sum": 0.5,
+                    },
                     {"replica_id": "rep_gone", "state": "ready", "port": 10},  # ignored
                 ],
             },
@@ -127,7 +134,14 @@ def test_a_placed_deployment_is_assigned_to_the_matching_node_which_reports_it_r
         assert (replica.id, replica.state, replica.node_id) == (assigned["replica_id"], "ready", node_id)
         assert replica.node == node.node.name and shown.desired_replicas == 1
         (listed,) = [n for n in client.edge.nodes() if n.id == node_id]
-        assert (listed.status, listed.address, listed.requests) == ("online", "http://127.0.0.1", 5)
+        assert (listed.status, listed.address, listed.requests, listed.errors) == (
+            "online",
+            "http://127.0.0.1",
+            5,
+            1,
+        )
+        (served,) = client.deployments.get(name).metrics()["versions"]
+        assert served["edge"] == {"requests": 5, "errors": 1, "mean_ms": 100.0}
 
         # another node's id is a 403, as for a pull
         assert_error(assignments(h, other.node.id), 403)

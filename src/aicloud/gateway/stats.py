@@ -14,6 +14,10 @@ endpoint also keeps a history of its last :data:`HISTORY_MINUTES` minutes, one r
 wall-clock time for all its versions together (requests, errors, p50/p99, and the most ready
 replicas the deployment controller noted that minute): the console's charts start from it.
 Statistics start again at zero when the control plane restarts.
+
+Edge nodes report what their replicas served (docs/edge.md), the calls the gateway sent them and
+the node's local ones alike: :meth:`EndpointStats.record_edge` keeps those counts apart (requests,
+errors, the sum of latencies), so a call is never counted twice in the gateway's own statistics.
 """
 
 from __future__ import annotations
@@ -109,7 +113,7 @@ class EndpointStats:
     """One endpoint's :class:`VersionStats`, by version (``""``: a Service, or not known), and its
     per-minute history (all versions together)."""
 
-    __slots__ = ("_clock", "_minutes", "_wall", "versions")
+    __slots__ = ("_clock", "_minutes", "_wall", "edge", "versions")
 
     def __init__(
         self, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time
@@ -117,6 +121,8 @@ class EndpointStats:
         self._clock = clock
         self._wall = wall
         self.versions: dict[str, VersionStats] = {}
+        #: version → [requests, errors, latency seconds summed], as edge nodes reported them
+        self.edge: dict[str, list[float]] = {}
         # minute (wall clock // 60) → [requests, errors, ready, bucket counts...], oldest first
         self._minutes: dict[int, list[int]] = {}
 
@@ -140,6 +146,24 @@ class EndpointStats:
         row[0] += 1
         row[1] += error
         row[3 + bisect.bisect_left(BOUNDS_S, seconds)] += 1
+
+    def record_edge(self, version: str, requests: int, errors: int, latency_s_sum: float) -> None:
+        """An edge node's report of what a replica of ``version`` served since its previous one."""
+        row = self.edge.setdefault(version, [0, 0, 0.0])
+        row[0] += requests
+        row[1] += errors
+        row[2] += latency_s_sum
+
+    def edge_snapshot(self) -> dict[str, dict[str, Any]]:
+        """By version: ``requests``, ``errors`` and ``mean_ms`` as the edge nodes reported them."""
+        return {
+            version: {
+                "requests": int(row[0]),
+                "errors": int(row[1]),
+                "mean_ms": round(1000 * row[2] / row[0], 3) if row[0] else None,
+            }
+            for version, row in list(self.edge.items())
+        }
 
     def note_ready(self, replicas: int) -> None:
         """The deployment controller's count of ready replicas now (the minute keeps the most)."""

@@ -283,6 +283,9 @@ class TrafficOut(BaseModel):
     p50_ms: float | None = None
     p99_ms: float | None = None
     window: dict[str, Any] = Field(default_factory=dict)
+    #: Placed on edge nodes: ``requests``, ``errors``, ``mean_ms`` as the nodes reported them (all
+    #: they served, the gateway's calls included), since the control plane started.
+    edge: dict[str, Any] = Field(default_factory=dict)
 
 
 class MinuteOut(BaseModel):

@@ -141,6 +141,9 @@ def report_status(state: AppState, principal: Principal, node_id: str, body: Edg
             continue  # an assignment removed since the node read it
         requests += item.requests
         errors += item.errors
+        ep = state.endpoints.by_deployment(r.deployment_id)
+        if ep is not None and (item.requests or item.errors):
+            ep.stats.record_edge(r.model_version_id or "", item.requests, item.errors, item.latency_s_sum)
         new = ReplicaState(item.state)
         message = item.message[:8000]
         port = item.port or 0

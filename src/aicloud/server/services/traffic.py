@@ -119,6 +119,7 @@ def metrics(state: AppState, d: Deployment) -> DeploymentMetricsOut:
     total = sum(served.values())
     ep = state.endpoints.by_deployment(d.id)
     stats = ep.stats.snapshot() if ep is not None else {}
+    edge = ep.stats.edge_snapshot() if ep is not None else {}
     replicas = [
         r
         for r in state.store.deployments.replicas(d.id)
@@ -147,6 +148,7 @@ def metrics(state: AppState, d: Deployment) -> DeploymentMetricsOut:
                 p50_ms=numbers_of.get("p50_ms"),
                 p99_ms=numbers_of.get("p99_ms"),
                 window=numbers_of.get("window", {}),
+                edge=edge.get(v or "", {}),
             )
         )
     history = [MinuteOut(**row) for row in ep.stats.history()] if ep is not None else []
