@@ -143,6 +143,11 @@ def test_a_placed_deployment_is_assigned_to_the_matching_node_which_reports_it_r
         (served,) = client.deployments.get(name).metrics()["versions"]
         assert served["edge"] == {"requests": 5, "errors": 1, "mean_ms": 100.0}
 
+        # an address the gateway must not be sent to is refused, and nothing of the report is kept
+        for bad in ("http://169.254.169.254", "http://0.0.0.0", "http://[fe80::1]"):
+            assert_error(report(h, node_id, {"address": bad, "assignments": []}), 422)
+        assert [n.address for n in client.edge.nodes() if n.id == node_id] == ["http://127.0.0.1"]
+
         # another node's id is a 403, as for a pull
         assert_error(assignments(h, other.node.id), 403)
         assert_error(report(h, other.node.id, {"assignments": []}), 403)
@@ -283,6 +288,19 @@ def test_the_gateway_routes_to_a_ready_edge_replica_until_its_node_goes_offline(
                 assert got.status_code == 200, got.text
                 assert got.json()["outputs"] == want
 
+            # a restarted control plane routes to it again, with the serve key it kept sealed
+            srv.stop()
+            srv.start()
+            with httpx.Client(
+                base_url=srv.url, headers={"Authorization": f"Bearer {srv.token}"}, timeout=60
+            ) as caller:
+                wait_for(ready, "the deployment ready again")
+                again = caller.post("/v1/endpoints/counter/predict", json={"inputs": rows.to_dict("records")})
+                assert again.status_code == 200, again.text
+                assert again.json()["outputs"] == want
+                (served,) = caller.get("/api/v1/deployments/counter").json()["replicas"]
+                assert served["id"] == assigned["replica_id"]
+
                 # the node stops calling: offline after AICLOUD_EDGE_OFFLINE_AFTER_S, no more routing
                 def offline() -> bool:
                     nodes = caller.get("/api/v1/edge/nodes").json()
@@ -340,3 +358,23 @@ def test_the_cli_places_a_deployment_on_edge_nodes_and_shows_them(
     assert client.deployments.get(other).info.spec["placement"] == {"edge": {"site": site}, "replicas": 1}
     for n in (name, other):
         client.deployments.get(n).delete()
+
+
+def test_a_removed_node_loses_its_replicas(
+    client: Client, server: ServerProcess, model_ref: str, unique: Callable[[str], str]
+) -> None:
+    site = unique("shop")
+    node = client.edge.join(unique("pos"), {"site": site})
+    name = unique("edge-rm")
+    client.deployments.create(name, model_ref, placement={"edge": {"site": site}})
+    wait_for(lambda: client.deployments.get(name).info.replicas, "a replica on the node")
+    client.edge.remove(node.node.id)
+    gone = wait_for(
+        lambda: (
+            (info := client.deployments.get(name).info).replicas == []
+            and "no edge node" in (info.message or "")
+        ),
+        "the replica gone",
+    )
+    assert gone
+    client.deployments.get(name).delete()

@@ -14,8 +14,10 @@ it changes exactly when the node has something to do.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import logging
+from urllib.parse import urlsplit
 
 from aicloud.artifacts.runtimes import kind_of
 from aicloud.auth import Principal
@@ -125,11 +127,30 @@ def node_assignments(state: AppState, principal: Principal, node_id: str) -> tup
     return node, _assignments(state, node)
 
 
+def check_address(address: str | None) -> None:
+    """A 422 naming ``address`` for one the gateway must never be sent to: no host, or a link-local,
+    unspecified or multicast IP (a cloud's metadata service lives at 169.254.169.254)."""
+    if address is None:
+        return
+    host = urlsplit(address).hostname
+    if not host:
+        raise ValidationError.field("address", f"{address!r} names no host; give http://HOST")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return  # a name: resolved when the gateway connects
+    if ip.is_link_local or ip.is_unspecified or ip.is_multicast:
+        raise ValidationError.field(
+            "address", f"{host} is a link-local, unspecified or multicast address: give the node's own"
+        )
+
+
 def report_status(state: AppState, principal: Principal, node_id: str, body: EdgeNodeStatus) -> str:
     """Record the calling node's report (a heartbeat): its address, each of its replicas' state,
     port and message (ids it no longer holds are ignored), the requests and errors served. Wakes the
     controller when routing may change. Returns the assignments' current etag."""
     node = calling_node(state, principal, node_id)
+    check_address(body.address)
     rows = {r.id: r for r in state.store.deployments.node_replicas(node.id)}
     changed = body.address != node.address or not node_online(
         node, state.settings.edge_offline_after_s, edge_changes(state)
