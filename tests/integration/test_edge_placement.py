@@ -161,9 +161,23 @@ def test_a_placed_deployment_is_assigned_to_the_matching_node_which_reports_it_r
         )
         assert "no edge node matches" in (pending.message or "") and pending.replicas == []
 
-    # a removed node's token is refused
-    client.edge.remove(other.node.id)
+    # a removed node's token is refused, its open long-poll too (at once)
     with node_http(server.url, other.token) as h2:
+        tag = assignments(h2, other.node.id).json()["etag"]
+        waiting: dict[str, Any] = {}
+
+        def wait_removed() -> None:
+            started = time.monotonic()
+            waiting["response"] = assignments(h2, other.node.id, etag=tag, wait=30)
+            waiting["took"] = time.monotonic() - started
+
+        poller = threading.Thread(target=wait_removed)
+        poller.start()
+        time.sleep(0.5)
+        client.edge.remove(other.node.id)
+        poller.join(40)
+        assert_error(waiting["response"], 401)
+        assert waiting["took"] < 25
         assert_error(assignments(h2, other.node.id), 401)
         assert_error(report(h2, other.node.id, {"assignments": []}), 401)
     client.deployments.get(name).delete()

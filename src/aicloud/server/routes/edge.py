@@ -15,6 +15,7 @@ from starlette.background import BackgroundTask
 
 from aicloud.controllers.edge_placement import node_online
 from aicloud.entities.edge import EdgeNode
+from aicloud.errors import NotFoundError, UnauthenticatedError
 from aicloud.schemas.edge import (
     EdgeAssignments,
     EdgeNodeJoin,
@@ -58,6 +59,9 @@ def edge_nodes_list(principal: Viewer, state: State) -> list[EdgeNodeOut]:
 def edge_nodes_delete(node_id: str, principal: Member, state: State) -> Response:
     """Remove a node and revoke its token: its next call is a 401 and it deletes its bundles."""
     remove_node(state, principal, check_id(node_id, "node_id"))
+    changes = edge_changes(state)
+    if changes is not None:  # its open long-poll ends now, with a 401
+        changes.notify([node_id])
     return Response(status_code=204)
 
 
@@ -102,9 +106,18 @@ async def edge_node_assignments(
     known = _unquoted(if_none_match)
     changes = edge_changes(state)
     deadline = time.monotonic() + wait
+    polled = False
     while True:
         seq = changes.seq(node_id) if changes is not None else 0
-        node, body = await run_in_threadpool(node_assignments, state, principal, node_id)
+        try:
+            node, body = await run_in_threadpool(node_assignments, state, principal, node_id)
+        except NotFoundError:
+            if not polled:
+                raise
+            raise UnauthenticatedError(
+                "this edge node was removed while it waited; its token is revoked"
+            ) from None
+        polled = True
         left = deadline - time.monotonic()
         if body.etag != known or left <= 0 or changes is None:
             break
