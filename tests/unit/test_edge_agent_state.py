@@ -6,6 +6,7 @@ fails, ports come from the range, and the backoff is capped, exponential and jit
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -124,6 +125,16 @@ def test_a_reboot_serves_nothing_whose_bundle_or_key_fails(tmp_path: Path) -> No
         assert any("not serving digits" in line for line in lines)
     finally:
         agent.supervisor.stop_all()
+
+
+def test_one_agent_per_home(tmp_path: Path) -> None:
+    fd = NodeDisk(tmp_path).lock()
+    try:
+        with pytest.raises(ValidationError, match="another edge agent runs"):
+            NodeDisk(tmp_path).lock()
+    finally:
+        os.close(fd)
+    os.close(NodeDisk(tmp_path).lock())  # free again once the holder is gone
 
 
 def test_ports_come_from_the_range_skipping_held_and_busy_ones() -> None:

@@ -213,8 +213,8 @@ def edge_agent(
     advertise: str | None = typer.Option(
         None,
         "--advertise",
-        help="http://HOST where the control plane's gateway reaches this node's replicas (with --host "
-        "0.0.0.0 or that address); default: none, the replicas serve local traffic only",
+        help="http://HOST where the control plane's gateway reaches this node's replicas, each on its "
+        "port (with --host 0.0.0.0 or that address); default: none, the replicas serve local traffic only",
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="the address the replicas listen on"),
     ports: str = typer.Option("18100-18199", "--ports", help="LOW-HIGH: the ports the replicas are given"),
@@ -227,8 +227,10 @@ def edge_agent(
 
     from aicloud.edge.agent_state import parse_ports
 
-    if advertise is not None and not re.fullmatch(r"https?://[^\s/]+", advertise):
-        raise UsageError(f"--advertise: expected http://HOST or https://HOST[:PORT], got {advertise!r}")
+    if advertise is not None and not re.fullmatch(r"https?://(\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+)", advertise):
+        raise UsageError(
+            f"--advertise: expected http://HOST (no port: each replica has its own), got {advertise!r}"
+        )
     try:
         from aicloud.edge.agent import Agent
     except ModuleNotFoundError as exc:

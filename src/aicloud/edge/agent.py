@@ -71,6 +71,7 @@ class Agent:
             raise ValidationError.field("node", f"no pinned key at {node_files.edge_home(home)}: join again")
         self.key = key
         self.disk = NodeDisk(home)
+        self._lock = self.disk.lock()
         self.state = self.disk.load()
         self.supervisor = Supervisor(self.disk, host, say)
         self.verified: set[str] = set()  # version ids whose bundle verified in this run
@@ -279,7 +280,7 @@ class Agent:
 
     def revoked(self) -> int:
         n = self.supervisor.stop_all()
-        keys, _ = self.disk.forget()
+        keys = self.disk.forget()
         bundles = node_files.forget(self.home)
         self.say(
             f"the control plane at {self.node.url} refused this node's token: node {self.node.name} "
@@ -301,5 +302,6 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, AicloudError):
-        return f"{exc.code}: {exc.message}"[:300]
+        message = exc.message.split("; is it running?")[0]  # the SDK's hint is for a user's laptop
+        return f"{exc.code}: {message}"[:300]
     return f"{type(exc).__name__}: {exc}"[:300]

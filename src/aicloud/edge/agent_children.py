@@ -5,10 +5,10 @@ Each child is ``python -m aicloud.edge.serve BUNDLE --key-file trusted.pub --tok
 reaches the agent, which stops them), with the read end of a pipe only the agent holds: when the agent
 is gone, however it went, the child stops and frees its port. The :class:`Supervisor` thread notices
 a child that exited and starts it again after a capped exponential backoff (reset once it stayed
-ready for a minute), marks it ready when its ``/v2/health/ready`` answers 200, and restarts one that
-is not ready within :data:`START_TIMEOUT_S`. :meth:`Supervisor.snapshot` reads each ready child's
-inference statistics (``GET /v2/models/stats`` with its serve key) for the request, error and
-latency deltas the agent reports.
+ready for a minute), marks it ready when ``/v2/models/{model}/versions/{version}/ready`` answers 200
+to its serve key, and restarts one that is not ready within :data:`START_TIMEOUT_S`.
+:meth:`Supervisor.snapshot` reads each ready child's inference statistics (``GET /v2/models/stats``
+with its serve key) for the request, error and latency deltas the agent reports.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 
 import httpx
 
@@ -228,8 +229,13 @@ class Supervisor:
                 self._probe(child, now)
 
     def _probe(self, child: Child, now: float) -> None:
+        # the model's own readiness with its key: a stranger on the port (our child then fails to
+        # bind and exits) is never taken for it
+        p = child.placed
+        url = f"{self.base}:{p.port}/v2/models/{quote(p.model, safe='')}/versions/{p.version}/ready"
+        headers = {"Authorization": f"Bearer {self.disk.read_key(p.replica_id)}"}
         try:
-            ready = self.http.get(f"{self.base}:{child.placed.port}/v2/health/ready").status_code == 200
+            ready = self.http.get(url, headers=headers).status_code == 200
         except httpx.HTTPError:
             ready = False
         with self.lock:

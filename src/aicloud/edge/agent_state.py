@@ -9,7 +9,8 @@ Under ``$AICLOUD_HOME/edge/`` (0700):
   (``--token-file``), it is never on a command line or in a log;
 * ``bundles/<version_id>.bundle``: each assigned version's signed bundle, kept only once it verified
   with the pinned key, and verified again before a reboot serves it;
-* ``logs/<replica_id>.log``: each child's output.
+* ``logs/<replica_id>.log``: each child's output;
+* ``agent.lock``: held (``flock``) by the running agent, so a second one on this home is refused.
 
 Also the agent's policies that need no process: the ports it hands out and the capped exponential
 backoff with jitter it retries with.
@@ -32,6 +33,7 @@ from aicloud.errors import ValidationError
 from aicloud.schemas.edge import EdgeAssignment
 
 AGENT_FILE = "agent.json"
+LOCK_FILE = "agent.lock"
 KEYS = "keys"
 LOGS = "logs"
 DEFAULT_HEARTBEAT_S = 15
@@ -202,18 +204,34 @@ class NodeDisk:
         private_dir(self.logs)
         return self.logs / f"{safe_name(replica_id)}.log"
 
-    def forget(self) -> tuple[int, int]:
-        """Delete the agent's state, every serve key and log (the node was removed); bundles and
-        ``node.json`` are :func:`aicloud.edge.node.forget`'s. Returns (keys, logs) deleted."""
+    def forget(self) -> int:
+        """Delete the agent's state and every serve key (the node was removed); bundles and
+        ``node.json`` are :func:`aicloud.edge.node.forget`'s, logs stay. Returns how many keys."""
         self.agent_file.unlink(missing_ok=True)
-        counts = []
-        for folder, pattern in ((self.keys, "*.key"), (self.logs, "*.log")):
-            n = 0
-            for path in folder.glob(pattern) if folder.exists() else []:
-                path.unlink(missing_ok=True)
-                n += 1
-            counts.append(n)
-        return counts[0], counts[1]
+        n = 0
+        for path in self.keys.glob("*.key") if self.keys.exists() else []:
+            path.unlink(missing_ok=True)
+            n += 1
+        return n
+
+    def lock(self) -> int:
+        """Hold ``agent.lock`` for this process's life (one agent per home); returns its descriptor.
+
+        Raises:
+            ValidationError: another agent holds it.
+        """
+        import fcntl
+
+        private_dir(self.folder)
+        fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise ValidationError.field(
+                "agent", f"another edge agent runs from {self.folder} (it holds {LOCK_FILE})"
+            ) from None
+        return fd
 
 
 def parse_ports(text: str) -> range:
