@@ -85,6 +85,12 @@ class Settings(BaseSettings):
         "read-only system, no view of the home folder, an unprivileged uid) or none (as the control "
         "plane's user, trusted: only on a single-user machine).",
     )
+    warm_template: bool = Field(
+        default=True,
+        description="Start serving replicas by forking a warm template process that has already "
+        "imported the serving stack (and torch for replicas that need it), in the workload sandbox; "
+        "false: every replica starts a new interpreter.",
+    )
     jobs_dir: Path | None = Field(
         default=None, description="Folder for job logs and handles; default home/jobs."
     )

@@ -54,6 +54,18 @@ def default_runtime(config: Mapping[str, Any], files: Iterable[str]) -> str:
     return "numpy" if kind_of(config, files) == "mlp" else reference_of(config, files)
 
 
+def needs_torch(runtime: str | None, config: Mapping[str, Any], files: Iterable[str]) -> bool:
+    """Whether a replica serving the version with ``runtime`` imports torch: torch runs it, or the
+    replica makes an ONNX model of a built-in one (``onnxruntime`` or ``auto`` on safetensors weights).
+    The warm template a replica is forked from follows it (docs/serving.md, "Warm templates")."""
+    files = list(files)
+    if kind_of(config, files) not in ("mlp", "cnn"):
+        return False
+    if runtime is None:
+        return default_runtime(config, files) == "torch"
+    return runtime in ("torch", "onnxruntime", "auto")
+
+
 def check_runtime(runtime: str | None, config: Mapping[str, Any], files: Iterable[str]) -> None:
     """Raises ValidationError naming ``runtime`` when an explicit runtime cannot run the version."""
     if runtime is None or runtime == "auto":

@@ -94,6 +94,10 @@ class LaunchRequest:
     ``$AICLOUD_HOME``), passes it as ``AICLOUD_WORKDIR`` (and ``AICLOUD_OUTPUT_DIR`` =
     ``<workdir>/output`` unless set) and removes it in ``cleanup``. ``limits`` bound the
     workload when the executor runs it in the sandbox (:mod:`aicloud.executors.sandbox`).
+
+    ``template``: a serving replica that may be forked from a warm template of that flavour
+    (``serving``, or ``serving-torch`` when it needs torch; :mod:`aicloud.executors.templates`)
+    instead of starting a new interpreter; None, or an executor without templates: a cold start.
     """
 
     job_id: str
@@ -105,6 +109,7 @@ class LaunchRequest:
     gpus: int = 0
     threads: int | None = None
     limits: WorkloadLimits = field(default_factory=WorkloadLimits)
+    template: str | None = None
 
 
 THREAD_VARS = (
@@ -193,6 +198,10 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def cleanup(self, handle: dict[str, Any]) -> None:
         """Release what the job held (its private working folder...). Idempotent."""
+
+    def close(self) -> None:  # noqa: B027 (optional: most executors hold nothing of their own)
+        """Release what the executor itself holds (the local executor's warm templates); running
+        workloads go on."""
 
 
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")

@@ -56,6 +56,7 @@ import psutil
 from aicloud.executors import supervise
 from aicloud.executors.base import Executor, ExitInfo, LaunchError, LaunchRequest, job_folder, thread_env
 from aicloud.executors.sandbox import Sandbox, sandbox_uid
+from aicloud.executors.templates import Templates
 from aicloud.wire.tcp import free_port
 
 if TYPE_CHECKING:
@@ -135,6 +136,7 @@ class LocalExecutor(Executor):
         workdir_parent: Path | None = None,
         start_timeout_s: float = 30.0,
         sandbox: Sandbox | None = None,
+        warm_templates: bool = False,
     ) -> None:
         if max_log_bytes < 1:
             raise ValueError(f"max_log_bytes must be >= 1, not {max_log_bytes}")
@@ -145,6 +147,7 @@ class LocalExecutor(Executor):
         self.workdir_parent = workdir_parent
         self.start_timeout_s = start_timeout_s
         self.sandbox = sandbox
+        self.templates = Templates(self.jobs_dir, python, sandbox) if warm_templates else None
 
     @classmethod
     def from_settings(cls, settings: Settings, sandbox: Sandbox | None = None) -> LocalExecutor:
@@ -155,6 +158,7 @@ class LocalExecutor(Executor):
             max_log_bytes=settings.max_log_bytes,
             default_grace_s=settings.cancel_grace_seconds,
             sandbox=sandbox,
+            warm_templates=settings.warm_template,
         )
 
     # -- paths -------------------------------------------------------------------------------
@@ -211,14 +215,20 @@ class LocalExecutor(Executor):
         for stale in (supervise.EXIT_NAME, supervise.CANCEL_NAME, supervise.CHILD_NAME):
             (job_dir / stale).unlink(missing_ok=True)  # from an earlier attempt at the same job
         owns_workdir = req.cwd is None
+        templates = self.templates
+        warm = templates.ready(str(req.template)) if templates is not None and templates.usable(req) else None
         workdir = (
-            tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{req.job_id}-", dir=self.workdir_parent)
+            tempfile.mkdtemp(
+                prefix=f"{WORKDIR_PREFIX}{req.job_id}-",
+                dir=templates.root if templates is not None and warm else self.workdir_parent,
+            )
             if req.cwd is None
             else req.cwd
         )
         try:
             env = self._prepare_env(req, workdir if owns_workdir else None)
             argv = req.argv
+            uid = None
             if self.sandbox is not None:
                 uid = sandbox_uid(req.job_id)
                 if owns_workdir:
@@ -230,6 +240,8 @@ class LocalExecutor(Executor):
                     gpus=req.gpus * req.workers,
                     rlimits=req.limits.rlimits(),
                 )
+            if templates is not None and warm:  # forked from the template, else (it failed) cold
+                argv = templates.launcher(argv, req, warm, uid)
             cmd = [
                 self.python, "-I", SUPERVISOR, str(job_dir.resolve()), str(self.max_log_bytes),
                 str(self.default_grace_s), "--workers", str(req.workers), "--gpus", str(req.gpus),
@@ -270,6 +282,7 @@ class LocalExecutor(Executor):
             "sandboxed": self.sandbox is not None,
             "workers": req.workers,
             "submitted_at": time.time(),
+            **({"template": req.template} if warm else {}),
         }
 
     # -- poll / cancel -----------------------------------------------------------------------
@@ -337,6 +350,11 @@ class LocalExecutor(Executor):
             if pgid > 1:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pgid, signal.SIGKILL)
+
+    def close(self) -> None:
+        """End the warm templates (their replicas go on running)."""
+        if self.templates is not None:
+            self.templates.close()
 
     # -- cleanup -----------------------------------------------------------------------------
 

@@ -62,6 +62,11 @@ UID_SPAN = 1_000_000
 INIT = str(Path(__file__).with_name("sandbox_init.py").resolve())
 _SYSTEM_DIRS = ("/usr", "/etc")
 _SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+#: What a warm template's sandbox keeps (bubblewrap drops every capability of root otherwise): what its
+#: children need to make namespaces and mounts (SYS_ADMIN), drop to their uid (SETUID, SETGID) and empty
+#: their bounding set (SETPCAP). It runs only aicloud's code, holds no secret, and its socket is the
+#: control plane's alone; each replica drops them all before its own code runs.
+TEMPLATE_CAPS = ("CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP")
 
 
 class SandboxUnavailable(RuntimeError):
@@ -177,6 +182,7 @@ class Sandbox:
         gpus: int = 0,
         rlimits: dict[str, tuple[int, int]] | None = None,
         tmpdir: str = "/tmp",
+        template: bool = False,
     ) -> list[str]:
         """``argv`` inside the sandbox, with ``workdir`` writable and the current folder.
 
@@ -184,6 +190,10 @@ class Sandbox:
         hard) values, lowered to this process's own hard limits where those are lower.
         ``tmpdir``: the workload's ``TMPDIR`` (``/tmp`` is a tmpfs, in memory: big temporary files
         are better in the working folder).
+        ``template``: a warm template's sandbox (:mod:`aicloud.serving.template`, root only): it keeps
+        :data:`TEMPLATE_CAPS` and the control plane's uid (``uid`` is unused) so that each replica it
+        forks can make namespaces of its own and drop to its own uid; it does not die with its parent,
+        and its init waits for every process (a replica outlives the template's own end).
         """
         cmd: list[str] = []
         if rlimits and self.prlimit:
@@ -192,8 +202,10 @@ class Sandbox:
                 hard = _within_hard_limit(name, hard)
                 cmd.append(f"--{name}={min(soft, hard)}:{hard}")
             cmd.append("--")
-        cmd += [self.bwrap, "--die-with-parent", "--as-pid-1", "--unshare-pid", "--unshare-ipc"]
-        cmd += ["--unshare-uts"]
+        cmd += [self.bwrap, *([] if template else ["--die-with-parent"]), "--as-pid-1", "--unshare-pid"]
+        cmd += ["--unshare-ipc", "--unshare-uts"]
+        if template:
+            cmd += ["--cap-add", ",".join(TEMPLATE_CAPS)]
         cmd += ["--unshare-cgroup-try", "--hostname", "aicloud-workload"]
         if not self.as_root:
             cmd.append("--unshare-user")
@@ -223,6 +235,8 @@ class Sandbox:
         cmd += [*_parents(workdir, made), "--bind", workdir, workdir]
         cmd += ["--chdir", workdir, "--setenv", "HOME", workdir, "--setenv", "TMPDIR", tmpdir, "--"]
         cmd += [sys.executable, "-I", "-S", INIT]
+        if template:
+            return [*cmd, "--reap-all", *argv]
         if self.as_root and self.setpriv:
             cmd += [
                 self.setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups",

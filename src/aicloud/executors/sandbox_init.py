@@ -12,6 +12,9 @@ see none of it. This one waits for every child, so their usage accumulates up to
 supervisor. It ignores SIGTERM, SIGINT and SIGHUP: a graceful stop goes to the workload's
 processes themselves (``supervise.signal_group``).
 
+With ``--reap-all`` (a warm template's sandbox) it exits only when no process is left: the replicas
+forked from the template outlive it, and the namespace ends with its init.
+
 Only the standard library, and ``-S``: it starts in milliseconds.
 """
 
@@ -25,8 +28,10 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def main(argv: list[str]) -> int:
+    reap_all = argv[:1] == ["--reap-all"]
+    argv = argv[1:] if reap_all else argv
     if not argv:
-        sys.stderr.write("usage: sandbox_init.py ARGV...\n")
+        sys.stderr.write("usage: sandbox_init.py [--reap-all] ARGV...\n")
         return 2
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
@@ -40,14 +45,17 @@ def main(argv: list[str]) -> int:
             sys.stderr.write(f"[aicloud: could not start {argv[0]!r}: {exc}]\n")
             sys.stderr.flush()
             os._exit(126 if isinstance(exc, PermissionError) else 127)
+    code: int | None = None
     while True:
         try:
             reaped, status = os.wait()
         except ChildProcessError:
-            return 127
+            return 127 if code is None else code
         if reaped == pid:
             code = os.waitstatus_to_exitcode(status)
-            return 128 - code if code < 0 else code
+            code = 128 - code if code < 0 else code
+            if not reap_all:
+                return code
 
 
 if __name__ == "__main__":

@@ -183,6 +183,8 @@ def create_app(
             sweep_controller.stop()
             app_state.deployments.stop()
             app_state.jobs.stop()
+            app_state.jobs.executor.close()  # the warm templates (their replicas, if any, go on)
+            app_state.deployments.replicas.executor.close()
             await app_state.gateway.aclose()
             app_state.store.close()
 

@@ -13,6 +13,7 @@ import json
 import sys
 from typing import Any
 
+from aicloud.artifacts.runtimes import needs_torch
 from aicloud.entities import Role
 from aicloud.entities.serving import Deployment, Replica
 from aicloud.errors import NotFoundError, ValidationError
@@ -51,6 +52,15 @@ def model_version_payload(state: AppState, deployment: Deployment) -> dict[str, 
         "config": v.config,
         "signature": v.signature,
     }
+
+
+def template_of(spec: dict[str, Any]) -> str:
+    """The warm template a replica may be forked from: ``serving-torch`` when it imports torch (its
+    model and runtime say so), else ``serving`` (a Service that imports torch itself pays for it)."""
+    mv = spec.get("model_version") or {}
+    if mv and needs_torch(spec.get("runtime"), mv.get("config") or {}, mv.get("files") or {}):
+        return "serving-torch"
+    return "serving"
 
 
 class ReplicaLauncher:
@@ -94,6 +104,7 @@ class ReplicaLauncher:
             threads=max(1, cpus // int(spec.get("batch_workers") or 1)),
             gpus=int(spec.get("gpus") or 0),  # the executor sets CUDA_VISIBLE_DEVICES, or refuses
             limits=WorkloadLimits.from_spec(spec.get("limits")),
+            template=template_of(spec),
         )
 
     def alias_version(self, workspace_id: str, ref: str) -> str | None:
