@@ -390,7 +390,8 @@ def test_a_cut_node_keeps_serving_reboots_from_disk_and_resyncs_when_the_link_re
         )
         assert node.predict(keep, model["rows"]) == model["want"]
         assert "serving 2 assignment(s) from disk" in node.log.read_text()
-        assert node.log.read_text().count("control plane unreachable") >= 2  # the new agent is offline too
+        said = lambda: node.log.read_text().count("control plane unreachable")  # noqa: E731
+        until(lambda: said() == 2, "the new agent to find the control plane unreachable", log=node.log)
 
         sh("ip", "link", "set", netns["link"], "up")  # the link returns: report, then re-sync
         until(lambda: node.placed(drop) is None, "the deleted deployment to be stopped", log=node.log)
@@ -399,6 +400,7 @@ def test_a_cut_node_keeps_serving_reboots_from_disk_and_resyncs_when_the_link_re
         )
         assert node.predict(keep, model["rows"]) == model["want"]
         assert "reachable again" in node.log.read_text()
+        assert said() == 2  # one line per change of state, not one per retry
         until(
             lambda: next(n for n in client.edge.nodes() if n.id == state["node_id"]).status == "online",
             "the control plane to see the node online",

@@ -137,6 +137,34 @@ def test_one_agent_per_home(tmp_path: Path) -> None:
     os.close(NodeDisk(tmp_path).lock())  # free again once the holder is gone
 
 
+def test_the_control_planes_state_is_logged_once_per_change(tmp_path: Path) -> None:
+    home = node_home(tmp_path, Ed25519PrivateKey.generate())
+    lines: list[str] = []
+    agent = Agent(home, say=lines.append)
+    try:
+        agent.reachable(True)
+        for _ in range(5):
+            agent.unreachable(
+                UnavailableError("cannot reach aicloud at X (ConnectError); is it running? try `aicloud up`")
+            )
+        agent.reachable(True)
+        agent.reachable(False)
+        for _ in range(3):
+            agent.refused(NotFoundError("no route"))
+        agent.refused(ValueError("other"))
+        held = "serving what is held, retrying with backoff"
+        assert lines == [
+            "control plane http://127.0.0.1:9 reachable",
+            "control plane unreachable (unavailable: cannot reach aicloud at X (ConnectError)); "
+            "serving the 0 assignment(s) held, retrying with backoff",
+            "control plane http://127.0.0.1:9 reachable again: status reported, re-syncing the assignments",
+            f"the control plane refused a call (not_found: no route); {held}",
+            f"the control plane refused a call (ValueError: other); {held}",
+        ]
+    finally:
+        agent.supervisor.stop_all()
+
+
 def test_ports_come_from_the_range_skipping_held_and_busy_ones() -> None:
     assert parse_ports("18100-18102") == range(18100, 18103) and parse_ports("9000") == range(9000, 9001)
     for bad in ("x", "10-5", "0-3", "65000-70000"):

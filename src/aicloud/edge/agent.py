@@ -30,6 +30,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aicloud.artifacts.bundle import BundleError
 from aicloud.client import Client
@@ -92,6 +93,11 @@ class Agent:
             f"edge node {self.node.name} ({self.node.node_id}) of {self.node.url}: children on "
             f"{self.host}, ports {ports}; address {self.advertise or 'none (local traffic only)'}"
         )
+        if self.advertise and _loopback(self.host) and not _loopback(urlsplit(self.advertise).hostname or ""):
+            self.say(
+                f"note: the replicas listen on {self.host} only, so the gateway cannot reach them at "
+                f"{self.advertise}: give --host 0.0.0.0 (or that address)"
+            )
         try:
             self.boot()
             self.supervisor.start()
@@ -298,6 +304,10 @@ class _Revoked(Exception):
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
+
+
+def _loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _describe(exc: BaseException) -> str:

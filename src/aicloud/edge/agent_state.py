@@ -208,6 +208,8 @@ class NodeDisk:
         """Delete the agent's state and every serve key (the node was removed); bundles and
         ``node.json`` are :func:`aicloud.edge.node.forget`'s, logs stay. Returns how many keys."""
         self.agent_file.unlink(missing_ok=True)
+        for part in self.bundles.glob(".*.part*") if self.bundles.exists() else []:
+            part.unlink(missing_ok=True)  # a pull cut short: never verified
         n = 0
         for path in self.keys.glob("*.key") if self.keys.exists() else []:
             path.unlink(missing_ok=True)
