@@ -392,3 +392,63 @@ def test_a_removed_node_loses_its_replicas(
     )
     assert gone
     client.deployments.get(name).delete()
+
+
+@pytest.mark.timeout(300)
+def test_a_new_generation_is_placed_beside_the_old_one_until_the_node_has_it_ready(
+    client: Client, server: ServerProcess, tmp_path: Path, unique: Callable[[str], str]
+) -> None:
+    model = unique("edge-roll")
+    folder, _ = digits_like(tmp_path / "mlp")
+    register(client, folder, model)
+    client.models.set_alias(model, "production", 1)
+    site = unique("shop")
+    node = client.edge.join(unique("pos"), {"site": site})
+    name = unique("edge-roll")
+    client.deployments.create(name, f"{model}@production", placement={"edge": {"site": site}})
+    with node_http(server.url, node.token) as h:
+
+        def placed(count: int) -> list[dict[str, Any]] | None:
+            got: list[dict[str, Any]] = assignments(h, node.node.id).json()["assignments"]
+            return got if len(got) == count else None
+
+        def ready(*replicas: str, starting: tuple[str, ...] = ()) -> None:
+            states = [(r, "ready") for r in replicas] + [(r, "starting") for r in starting]
+            body = [{"replica_id": r, "state": s, "port": 9} for r, s in states]
+            assert (
+                report(h, node.node.id, {"address": "http://127.0.0.1", "assignments": body}).status_code
+                == 200
+            )
+
+        (first,) = wait_for(lambda: placed(1), "the first assignment")
+        ready(first["replica_id"])
+        # the alias moves: the new version's replica is placed beside the old one, which keeps serving
+        register(client, folder, model)
+        client.models.set_alias(model, "production", 2)
+        both = wait_for(lambda: placed(2), "the new version placed beside the old one")
+        (second,) = [a for a in both if a["replica_id"] != first["replica_id"]]
+        assert (second["version"], second["bundle"]) == (2, f"{model}:2")
+        ready(first["replica_id"], starting=(second["replica_id"],))
+        time.sleep(1.5)  # a pass or more: nothing is removed while the new one starts
+        assert placed(2) is not None
+        ready(first["replica_id"], second["replica_id"])
+        (kept,) = wait_for(lambda: placed(1), "the old one removed")
+        assert kept["replica_id"] == second["replica_id"]
+        info = wait_for(lambda: (i := client.deployments.get(name).info).status == "ready" and i, "ready")
+        assert info.model_version == 2 and [r.id for r in info.replicas] == [second["replica_id"]]
+
+        # a replica setting is a new generation too; scaling alone is not
+        client.deployments.get(name).update(min_replicas=0, max_replicas=3)
+        time.sleep(1.5)
+        assert [a["replica_id"] for a in placed(1) or []] == [second["replica_id"]]
+        client.deployments.get(name).update(max_batch_size=8)
+        third = wait_for(
+            lambda: [a for a in (placed(2) or []) if a["max_batch_size"] == 8], "the new generation placed"
+        )
+        assert [a["max_batch_size"] for a in placed(2) or [] if a["replica_id"] == second["replica_id"]] == [
+            32
+        ]
+        ready(second["replica_id"], third[0]["replica_id"])
+        (last,) = wait_for(lambda: placed(1), "the older generation removed")
+        assert last["replica_id"] == third[0]["replica_id"]
+    client.deployments.get(name).delete()

@@ -72,7 +72,10 @@ class Deployment:
             if status == "failed":
                 raise AicloudError(f"deployment {self.name} failed: {self._out.message}")
             if time.monotonic() > deadline:
-                raise AicloudError(f"deployment {self.name} not ready after {timeout} s (status {status})")
+                why = f": {self._out.message}" if self._out.message else ""  # e.g. no edge node matches
+                raise AicloudError(
+                    f"deployment {self.name} not ready after {timeout} s (status {status}{why})"
+                )
             time.sleep(poll_s)
 
     def call(self, path: str, json: Any = None, **kwargs: Any) -> Any:

@@ -35,6 +35,7 @@ import secrets
 import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from aicloud.controllers.edge_policy import NodeView, PlacedReplica, plan
@@ -44,9 +45,22 @@ from aicloud.entities.serving import Deployment, DeploymentStatus, Replica, Repl
 from aicloud.gateway.registry import Endpoint, EndpointRegistry, ReplicaSlot
 from aicloud.store.base import MetadataStore
 
-__all__ = ["EdgeChanges", "EdgePlacement", "is_edge", "node_online", "replica_url"]
+__all__ = ["EdgeChanges", "EdgePlacement", "edge_settings", "is_edge", "node_online", "replica_url"]
 
 log = logging.getLogger("aicloud.controllers.deployments")
+
+
+def edge_settings(spec: dict[str, Any]) -> dict[str, Any]:
+    """How a node serves a replica of a deployment with this spec: ``max_batch_size``, ``max_wait_ms``
+    and ``threads`` (``cpus // batch_workers``). Kept in the replica's ``handle`` (``{"edge": ...}``)
+    when it is placed, so a replica of an older generation keeps the settings it was placed with."""
+    cpus = int(spec.get("cpus") or 1)
+    wait = spec.get("max_wait_ms")
+    return {
+        "max_batch_size": int(spec.get("max_batch_size") or 32),
+        "max_wait_ms": float(wait if wait is not None else 5.0),
+        "threads": max(1, cpus // int(spec.get("batch_workers") or 1)),
+    }
 
 
 def is_edge(d: Deployment) -> bool:
@@ -203,7 +217,7 @@ class EdgePlacement:
             d.id,
             generation=d.generation,
             port=0,
-            handle={},
+            handle={"edge": edge_settings(d.spec)},  # what the node runs it with (no process here)
             model_version_id=d.model_version_id,
             node_id=node_id,
         )

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from aicloud.artifacts.runtimes import kind_of
 from aicloud.auth import Principal
-from aicloud.controllers.edge_placement import EdgeChanges, node_online
+from aicloud.controllers.edge_placement import EdgeChanges, edge_settings, node_online
 from aicloud.entities import ModelVersion
 from aicloud.entities.edge import EdgeNode
 from aicloud.entities.serving import Deployment, DeploymentStatus, Replica, ReplicaState
@@ -99,8 +99,7 @@ def _assignments(state: AppState, node: EdgeNode) -> EdgeAssignments:
         key = serve_key(state, r)
         if key is None:
             continue
-        spec = d.spec
-        cpus = int(spec.get("cpus") or 1)
+        settings = r.handle.get("edge") or edge_settings(d.spec)  # as placed
         out.append(
             EdgeAssignment(
                 replica_id=r.id,
@@ -111,9 +110,9 @@ def _assignments(state: AppState, node: EdgeNode) -> EdgeAssignments:
                 version_id=version.id,
                 bundle=f"{version.name}:{version.version}",
                 serve_key=key,
-                max_batch_size=int(spec.get("max_batch_size") or 32),
-                max_wait_ms=float(spec.get("max_wait_ms") or 0.0),
-                threads=max(1, cpus // int(spec.get("batch_workers") or 1)),
+                max_batch_size=int(settings["max_batch_size"]),
+                max_wait_ms=float(settings["max_wait_ms"]),
+                threads=int(settings["threads"]),
             )
         )
     beat = heartbeat_s(state)
