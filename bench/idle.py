@@ -6,7 +6,8 @@ of them, with no deployment and with one ready deployment that gets no traffic.
 Starts its own control plane (SQLite, local blobs, the workload sandbox where it runs), registers
 a small MLP without training, measures each process's CPU time (user + system, psutil) over
 ``--seconds`` of idleness (after a few seconds of settling), first with no deployment, then with
-one ready replica after 20 requests. Prints a table and writes bench/results/idle.json. The
+one ready replica after 20 requests (forked from the warm template: the template and the replica's
+monitor and init are measured too). Prints a table and writes bench/results/idle.json. The
 numbers are shares of one core; on a busy machine they read a little high (wake-ups come late and
 are merged less), never lower.
 """
@@ -39,15 +40,26 @@ def cpu_seconds(p: psutil.Process) -> float:
     return t.user + t.system
 
 
-def serving_processes(deployment_home: Path) -> dict[str, psutil.Process]:
-    """The replica's processes: its supervisor (whose argv names the server's home) and the replica."""
+def serving_processes(deployment_home: Path, server_pid: int) -> dict[str, psutil.Process]:
+    """The replica's processes: its supervisor (whose argv names the server's home), the replica and,
+    for one forked from the warm template, the launcher (the supervisor's child) and the replica's
+    monitor and init; the warm template and its sandbox's init (the control plane's children)."""
     out: dict[str, psutil.Process] = {}
     for p in psutil.process_iter(["cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
         if "supervise.py" in cmd and str(deployment_home) in cmd:
             out["replica supervisor"] = p
-        elif cmd.endswith("-m aicloud.serving.replica"):
+            for child in p.children():
+                if "template_launch.py" in " ".join(child.cmdline()):
+                    out["replica launcher (warm)"] = child
+        elif cmd.endswith("-m aicloud.serving.replica") and "template_launch.py" not in cmd:
             out["replica"] = p
+        elif cmd in ("aicloud-warm-monitor", "aicloud-warm-init"):
+            out[f"replica {cmd.rsplit('-', 1)[1]} (warm)"] = p
+    for p in psutil.Process(server_pid).children(recursive=True):
+        cmd = " ".join(p.cmdline())
+        if "-m aicloud.serving.template" in cmd and "bwrap" not in cmd:
+            out["template " + ("init" if "sandbox_init.py" in cmd else "(serving)")] = p
     return out
 
 
@@ -75,11 +87,14 @@ def main() -> None:
             files = {p.name: c.blobs.upload(p.read_bytes()) for p in sorted(Path(folder).iterdir())}
             saved = json.loads((Path(folder) / "config.json").read_text())
             c.models.register_version("idle-mlp", files, signature=SIG, config=saved, metrics={})
+            # the first replica starts cold and starts the warm template; the second is forked from it
+            c.deployments.create("idle-first", model="idle-mlp:1").wait_ready(timeout=120).delete()
+            time.sleep(10)
             dep = c.deployments.create("idle-mlp", model="idle-mlp:1").wait_ready(timeout=120)
             for _ in range(20):
                 dep.predict([[0.1, 0.2]])
             time.sleep(5)
-            processes = {**control, **serving_processes(home / "home")}
+            processes = {**control, **serving_processes(home / "home", server.proc.pid)}
             for name, pct in measure(processes, args.seconds).items():
                 rows.append({"case": "one idle deployment", "process": name, "cpu_percent": round(pct, 3)})
             dep.delete()

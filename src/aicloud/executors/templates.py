@@ -202,3 +202,8 @@ class Templates:
         for proc in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=2)  # its sandbox stays while replicas it started run
+        for flavour in FLAVOURS:
+            with contextlib.suppress(OSError):
+                os.unlink(self.socket_path(flavour))
+        with contextlib.suppress(OSError):
+            os.rmdir(self.root)  # unless the folders of replicas still running are in it
