@@ -354,6 +354,11 @@ def test_the_cli_places_a_deployment_on_edge_nodes_and_shows_them(
     assert f"on edge node {node.node.name}" in out and f"placed on edge site={site}" in out
     nodes = run_cli(server, "edge", "nodes").stdout
     assert node.node.name in nodes and "offline" in nodes  # it never called
+    with httpx.Client(base_url=server.url, timeout=60) as browser:  # the console's deployment page
+        assert browser.post("/signin", data={"token": server.token, "next": "/"}).status_code == 303
+        page = browser.get(f"/deployments/{name}")
+        assert page.status_code == 200 and f"edge nodes: site={site}" in page.text
+        assert f"<td>{node.node.name}</td>" in page.text
 
     moved = run_cli(server, "deploy", "update", name, "--placement", f"edge:site={site},zone=x", "--no-wait")
     assert "zone=x" in moved.stdout

@@ -68,7 +68,18 @@ def _view(state: AppState, workspace_id: str, name: str) -> dict[str, Any]:
         served = (
             d.model_version_id or "a Service (" + str((d.spec.get("service") or {}).get("entrypoint")) + ")"
         )
-    return {"d": d, "replicas": replicas, "served": served, "logs": logs, "example": _example(version)}
+    placement = d.spec.get("placement") or {}
+    nodes = {n.id: n.name for n in state.store.edge_nodes.list(workspace_id)} if placement else {}
+    placed = ", ".join(f"{k}={v}" for k, v in sorted((placement.get("edge") or {}).items())) or "any node"
+    return {
+        "d": d,
+        "replicas": replicas,
+        "served": served,
+        "logs": logs,
+        "example": _example(version),
+        "nodes": nodes,
+        "placed": f"edge nodes: {placed}" if placement else "",
+    }
 
 
 @router.get("/deployments/{name}")
