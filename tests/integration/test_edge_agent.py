@@ -236,8 +236,13 @@ def test_a_node_serves_what_is_placed_on_it_with_its_serve_key(
         assert node.http("POST", a["port"], "/predict", "wrong", {"inputs": model["rows"]})[0] == 401
         key = node.key(a["replica_id"])
         assert key not in node.log.read_text() and key not in (node.edge / "agent.json").read_text()
+        assert all(key not in log.read_text() for log in (node.edge / "logs").iterdir())
         assert oct((node.edge / "keys" / f"{a['replica_id']}.key").stat().st_mode & 0o777) == "0o600"
         assert (node.edge / "bundles" / f"{a['version_id']}.bundle").exists()
+        assert node.agent is not None
+        for pid in [node.agent.pid, *node.children()]:  # aicloud[edge] is enough: no torch, no server
+            maps = Path(f"/proc/{pid}/maps").read_text()
+            assert "libtorch" not in maps and "sqlalchemy" not in maps, pid
         assert all(
             str(key) not in " ".join(Path(f"/proc/{p}/cmdline").read_text().split("\0"))
             for p in node.children()
