@@ -318,3 +318,33 @@ def test_without_the_setting_replicas_start_cold(
             assert WARM not in logs(c, dep.name)
             assert len(dep.predict([digits_row(names)])) == 1
         assert template_pid(srv, "serving") is None
+
+
+def test_a_warm_replica_outlives_a_killed_control_plane_and_is_adopted_then_stopped(
+    make_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    srv = make_server(home=tmp_path / "home")
+    with Client(url=srv.url, token=srv.token) as c:
+        mlp, names = digits_like(tmp_path / "mlp")
+        ref = register(c, mlp, "adopted")
+        dep = deploy_warm(c, srv, "serving", "adopt-me", model=ref)
+        pid = replica_pid(srv, dep.name)
+        template = template_pid(srv, "serving")
+    srv.kill()  # kill -9: the template ends (its pipe closed), the replica does not
+    deadline = time.monotonic() + 30
+    while template_pid(srv, "serving") == template and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert template_pid(srv, "serving") != template
+    assert Path(f"/proc/{pid}").exists()
+    again = make_server(home=tmp_path / "home")
+    with Client(url=again.url, token=again.token) as c:
+        adopted = c.deployments.get(dep.name).wait_ready(timeout=120)
+        assert len(adopted.predict([digits_row(names)])) == 1
+        assert (
+            replica_pid(srv, dep.name) == pid
+        )  # the same process (its AICLOUD_URL is the first port), adopted
+        adopted.delete()  # SIGTERM through the supervisor and the launcher: it drains and exits
+        deadline = time.monotonic() + 60
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not Path(f"/proc/{pid}").exists()

@@ -46,6 +46,8 @@ FLAVOURS = ("serving", "serving-torch")
 LAUNCHER = str(Path(__file__).with_name("template_launch.py").resolve())
 MAX_LOG_BYTES = 1024 * 1024
 PING_TIMEOUT_S = 2.0
+#: A flavour whose template ended this many times before it answered is not started again.
+MAX_FAILED_STARTS = 3
 #: Environment variables that act only when an interpreter or the C library starts: a replica whose
 #: environment sets one starts cold, where they take effect.
 START_VARIABLES = ("PYTHON", "LD_", "MALLOC_")
@@ -81,6 +83,8 @@ class Templates:
         self._lock = threading.Lock()
         self._broken: str | None = None
         self._retired: list[subprocess.Popen[bytes]] = []  # ended templates whose sandbox still runs
+        self._answered: set[int] = set()  # the templates that answered once (pids of their sandbox)
+        self._failed: dict[str, int] = {}  # by flavour: templates that ended before they answered
         #: The templates' environment: the variables that act when an interpreter starts are this
         #: process's (what a replica's environment inherits), output unbuffered as a replica's is.
         self.env = {k: v for k, v in os.environ.items() if k.startswith(START_VARIABLES)}
@@ -119,11 +123,22 @@ class Templates:
                 if not os.path.exists(path):
                     return None  # still importing
                 if _answers(path):
+                    self._answered.add(proc.pid)
                     return path
                 # its sandbox may hold running replicas: left to end with them (it does not kill them)
                 self._retired.append(proc)
             if proc is not None:
-                log.warning("the warm template %s has ended: starting another", flavour)
+                if proc.pid not in self._answered:
+                    self._failed[flavour] = self._failed.get(flavour, 0) + 1
+                log.warning("the warm template %s has ended (its log: %s)", flavour, self.log_dir)
+            if self._failed.get(flavour, 0) >= MAX_FAILED_STARTS:
+                if self._procs.pop(flavour, None) is not None:
+                    log.warning(
+                        "replicas of %s start cold: its template failed to start %d times",
+                        flavour,
+                        MAX_FAILED_STARTS,
+                    )
+                return None
             if self._broken is None:
                 try:
                     self._procs[flavour] = self._start(flavour, path)
