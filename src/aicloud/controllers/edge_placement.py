@@ -169,7 +169,7 @@ class EdgePlacement:
         ep.hold = False
         rows = self.store.deployments.replicas(d.id)
         if d.status == DeploymentStatus.DELETING:
-            self._remove(ep, rows, "the deployment is being deleted")
+            self._remove(ep, rows)
             self.store.deployments.delete(d.id)
             self.registry.remove(d.id)
             log.info("deployment %s deleted", d.name)
@@ -196,13 +196,13 @@ class EdgePlacement:
             gone = [r for r in rows if r.id in decided.remove]
             for r in gone:
                 log.info("deployment %s: edge replica %s removed: %s", d.name, r.id, decided.remove[r.id])
-            self._remove(ep, gone, "")
+            self._remove(ep, gone)
             rows = [r for r in rows if r.id not in decided.remove]
         for node_id in decided.add:
             rows.append(self._add(d, node_id))
             log.info("deployment %s: edge replica placed on node %s", d.name, nodes[node_id].name)
-        if changed:
-            self.changes.notify([*decided.add, *(r.node_id for r in placed if r.id in decided.remove)])
+        if decided.add:
+            self.changes.notify(decided.add)
         ready_now = self._slots(d, ep, rows, nodes, online)
         ep.stats.note_ready(ready_now)
         if len(decided.nodes) != d.desired_replicas:
@@ -227,7 +227,8 @@ class EdgePlacement:
             r = self.store.deployments.update_replica(r.id, key_sealed=self.keys.seal_key(r.id, key))
         return r
 
-    def _remove(self, ep: Endpoint, rows: list[Replica], why: str) -> None:
+    def _remove(self, ep: Endpoint, rows: list[Replica]) -> None:
+        """Stop routing to ``rows``, delete them, and tell their nodes (their long-polls wake)."""
         nodes = set()
         for r in rows:
             self.registry.drop_replica(ep, r.id)
@@ -235,7 +236,7 @@ class EdgePlacement:
             self._keys.pop(r.id, None)
             if r.node_id:
                 nodes.add(r.node_id)
-        if nodes and why:
+        if nodes:
             self.changes.notify(nodes)
 
     def serve_key(self, r: Replica) -> str | None:
@@ -259,8 +260,9 @@ class EdgePlacement:
         """Give every row its gateway slot (routable as the module docstring says); returns how many
         current replicas are routable."""
         keep = {r.id for r in rows}
-        for rid in [rid for rid in ep.replicas if rid not in keep]:
+        for rid in [rid for rid in ep.replicas if rid not in keep]:  # its node was removed
             self.registry.drop_replica(ep, rid)
+            self._keys.pop(rid, None)
         ready = 0
         for r in rows:
             node = nodes.get(r.node_id or "")
