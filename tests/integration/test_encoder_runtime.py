@@ -8,6 +8,7 @@ run the version."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -81,6 +82,40 @@ def runtime_of(client: Client, name: str) -> str:
             return ready[0].runtime
         assert time.monotonic() < deadline, f"no runtime reported for {name}: {ready}"
         time.sleep(0.2)
+
+
+SAVE_JOB = """
+import sys
+
+import torch
+from model_files import ENCODER_AXES, TinyEncoder, token_batch
+
+from aicloud.training import save_model
+
+torch.manual_seed(0)
+encoder = TinyEncoder(scale=float(sys.argv[1])).eval()
+save_model(encoder, example_input=token_batch(4, 12), dynamic_axes=ENCODER_AXES, name=sys.argv[2])
+"""
+
+
+def test_save_model_in_a_job_registers_an_encoder_and_refuses_one_that_diverges(
+    client: Client, tmp_path: Path, unique: Callable[[str], str]
+) -> None:
+    code = tmp_path / "job"
+    code.mkdir()
+    (code / "save.py").write_text(SAVE_JOB)
+    shutil.copy(Path(__file__).parents[1] / "model_files.py", code / "model_files.py")
+    name = unique("job-encoder")
+    job = client.jobs.run(command=f"python save.py 1 {name}", code=code).wait(timeout=300)
+    assert job.status == "succeeded", job.logs()[-3000:]
+    version = client.models.get(name)
+    assert [i["shape"] for i in version.signature["inputs"]] == [[-1, -1], [-1, -1]]
+    assert len(version.signature["examples"]["input_ids"]) == 4
+    # outputs of 1e5: ONNX Runtime differs from torch by ~1e-3, more than 1e-4: refused, nothing made
+    bad = client.jobs.run(command=f"python save.py 1e5 {name}", code=code).wait(timeout=300)
+    assert bad.status == "failed"
+    assert "differ from the module's by up to" in bad.logs()
+    assert [v.version for v in client.models.versions(name)] == [version.version]
 
 
 def test_quantize_and_compare_an_encoder(
