@@ -126,3 +126,24 @@ def test_a_service_gets_the_model_as_self_model_before_setup(tmp_path: Path) -> 
     assert app.service is not None and app.service.model is model
     with pytest.raises(TypeError, match="give service"):
         build_app(ReplicaConfig(key="k"), runtime=object(), model=model)  # type: ignore[arg-type]
+
+
+def test_a_model_deployment_batches_requests_of_different_lengths_apart(tmp_path: Path) -> None:
+    from aicloud.serving.runtime import ArtifactRuntime
+
+    folder, module = encoder_folder(tmp_path / "enc")
+    runtime = ArtifactRuntime(folder, None, threads=1)
+    runtime.load()
+    runtime.warmup()
+    batches = [token_batch(2, 5, seed=1), token_batch(1, 9, seed=2), token_batch(3, 5, seed=3)]
+    prepared = [
+        runtime.prepare(
+            [{k: v[i].tolist() for k, v in b.items()} for i in range(len(b["input_ids"]))], "inputs"
+        )
+        for b in batches
+    ]
+    answers = runtime.run_batch(prepared)  # one call for the two of length 5, one for the 9
+    for b, got in zip(batches, answers, strict=True):
+        with torch.inference_mode():
+            want = module(**b).numpy()
+        np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=1e-5)

@@ -360,11 +360,18 @@ class ArtifactRuntime:
         counts = [p.rows for p in batch]
         if self.tensors:
             parts = [p.tensors for p in batch if p.tensors is not None]
-            feed = {
-                s.name: parts[0][s.name] if len(parts) == 1 else np.concatenate([t[s.name] for t in parts])
-                for s in self.tensors
-            }
-            out = self._decode(self._run(feed if len(feed) > 1 else next(iter(feed.values()))))
+            # requests of another length along a free axis (an encoder's sequence) run apart
+            groups: dict[tuple[tuple[int, ...], ...], list[int]] = {}
+            for i, t in enumerate(parts):
+                groups.setdefault(tuple(t[s.name].shape[1:] for s in self.tensors), []).append(i)
+            outs: dict[int, np.ndarray] = {}
+            for members in groups.values():
+                out = self._run_tensors([parts[i] for i in members])
+                start = 0
+                for i in members:
+                    outs[i] = out[start : start + counts[i]]
+                    start += counts[i]
+            return [outs[i].tolist() for i in range(len(parts))]
         elif all(p.matrix is not None for p in batch):
             matrices = [p.matrix for p in batch if p.matrix is not None]
             x = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
@@ -380,6 +387,13 @@ class ArtifactRuntime:
         return results
 
     # --- details
+    def _run_tensors(self, parts: list[dict[str, np.ndarray]]) -> np.ndarray:
+        feed = {
+            s.name: parts[0][s.name] if len(parts) == 1 else np.concatenate([t[s.name] for t in parts])
+            for s in self.tensors
+        }
+        return np.asarray(self._decode(self._run(feed if len(feed) > 1 else next(iter(feed.values())))))
+
     def _as_records(self, p: Prepared) -> list[dict[str, Any]]:
         if p.records is not None:
             return p.records
