@@ -22,6 +22,7 @@ SIGINT and SIGTERM stop the children (SIGTERM, then SIGKILL after a grace) and e
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import threading
@@ -155,7 +156,7 @@ class Agent:
                         wait = next_report - time.monotonic()
                         if self.supervisor.any_starting():
                             wait = min(wait, 1.0)
-                        wait_s = int(max(0.0, min(30.0, wait)))
+                        wait_s = max(1, min(30, math.ceil(wait)))  # whole seconds, never a busy loop
                         got = client.edge.assignments(self.node.node_id, wait=wait_s, etag=self.state.etag)
                     self.reachable(resync)
                     backoff.reset()
