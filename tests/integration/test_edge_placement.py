@@ -457,3 +457,20 @@ def test_a_new_generation_is_placed_beside_the_old_one_until_the_node_has_it_rea
         (last,) = wait_for(lambda: placed(1), "the older generation removed")
         assert last["replica_id"] == third[0]["replica_id"]
     client.deployments.get(name).delete()
+
+
+def test_a_stopping_server_answers_the_open_long_polls(make_server: Callable[..., ServerProcess]) -> None:
+    srv = make_server()
+    with Client(url=srv.url, token=srv.token) as client:
+        node = client.edge.join("pos", {"site": "shop1"})
+    with node_http(srv.url, node.token) as h:
+        etag = assignments(h, node.node.id).json()["etag"]
+        got: dict[str, Any] = {}
+        poller = threading.Thread(
+            target=lambda: got.update(r=assignments(h, node.node.id, etag=etag, wait=30).status_code)
+        )
+        poller.start()
+        time.sleep(0.5)
+        srv.stop()
+        poller.join(40)
+    assert got == {"r": 304}  # answered, not cut off by the shutdown

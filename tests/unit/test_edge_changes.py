@@ -54,3 +54,17 @@ def test_a_replica_url_is_the_address_host_and_the_replica_port() -> None:
     assert replica_url("http://pos.local:8080", 18100) == "http://pos.local:18100"
     assert replica_url("http://[fd00::1]", 9) == "http://[fd00::1]:9"
     assert replica_url(None, 9) is None and replica_url("http://h", 0) is None
+
+
+def test_closing_answers_every_open_poll_and_later_ones_at_once() -> None:
+    changes = EdgeChanges()
+
+    async def main() -> None:
+        polls = [asyncio.ensure_future(changes.wait(n, changes.seq(n), 20)) for n in ("a", "b")]
+        await asyncio.sleep(0.05)
+        threading.Thread(target=changes.close).start()  # as the server's signal handler does
+        await asyncio.wait_for(asyncio.gather(*polls), 10)
+        await asyncio.wait_for(changes.wait("c", changes.seq("c"), 20), 10)
+
+    asyncio.run(main())
+    assert changes.closed and not changes.polling("a")

@@ -79,6 +79,17 @@ class EdgeChanges:
         self._seq: dict[str, int] = {}
         self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
         self._polls: dict[str, int] = {}
+        self.closed = False  # the server is stopping: polls answer at once
+
+    def close(self) -> None:
+        """The server is stopping: answer every open long-poll now; later ones do not wait."""
+        with self._lock:
+            self.closed = True
+            woken = [w for waiting in self._waiters.values() for w in waiting]
+            self._waiters.clear()
+        for loop, future in woken:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, future)
 
     def seq(self, node_id: str) -> int:
         """A counter of the node's changes: take it before reading the assignments."""
@@ -104,7 +115,7 @@ class EdgeChanges:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._lock:
-            if self._seq.get(node_id, 0) != seq:
+            if self.closed or self._seq.get(node_id, 0) != seq:
                 return
             self._waiters.setdefault(node_id, []).append((loop, future))
             self._polls[node_id] = self._polls.get(node_id, 0) + 1

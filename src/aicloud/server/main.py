@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
+import threading
+from types import FrameType
 
 import uvicorn
 
@@ -12,7 +16,22 @@ from aicloud.errors import AicloudError
 from aicloud.executors import SandboxUnavailable, workload_sandbox
 from aicloud.server.app import create_app, open_state
 from aicloud.server.home import prepare_home
+from aicloud.server.state import AppState
 from aicloud.wire.http1 import OneWriteProtocol
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, which also answers the edge nodes' open long-polls at once when told to
+    stop, so they do not hold the graceful shutdown for its whole timeout."""
+
+    def __init__(self, config: uvicorn.Config, state: AppState) -> None:
+        super().__init__(config)
+        self.state = state
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.state.deployments is not None:  # a thread: this signal handler may interrupt a lock holder
+            threading.Thread(target=self.state.deployments.edge.changes.close, daemon=True).start()
+        super().handle_exit(sig, frame)
 
 
 def run_server(settings: Settings | None = None) -> None:
@@ -33,7 +52,7 @@ def run_server(settings: Settings | None = None) -> None:
         raise SystemExit(f"aicloud: cannot start: {exc.message}") from None
     except MissingExtraError as exc:
         raise SystemExit(f"aicloud: cannot start: {exc}") from None
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings, state, sandbox=sandbox),
         host=settings.host,
         port=settings.port,
@@ -42,6 +61,11 @@ def run_server(settings: Settings | None = None) -> None:
         http=OneWriteProtocol,  # httptools, each response in one write
         timeout_graceful_shutdown=10,
     )
+    server = _Server(config, state)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        sys.exit(3)  # uvicorn.run's STARTUP_FAILURE
 
 
 if __name__ == "__main__":

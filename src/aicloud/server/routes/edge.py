@@ -119,7 +119,7 @@ async def edge_node_assignments(
             ) from None
         polled = True
         left = deadline - time.monotonic()
-        if body.etag != known or left <= 0 or changes is None:
+        if body.etag != known or left <= 0 or changes is None or changes.closed:
             break
         await changes.wait(node.id, seq, left)
     headers = {"ETag": body.etag}
