@@ -413,3 +413,6 @@ def test_a_cut_node_keeps_serving_reboots_from_disk_and_resyncs_when_the_link_re
         reps = client.deployments.get(keep).info.replicas
         assert any(r.node_id == state["node_id"] and r.state.value == "ready" for r in reps)
         assert len(node.children()) == 1
+    assert node.agent is not None
+    node.agent.send_signal(signal.SIGTERM)  # stops its children before it exits
+    assert node.agent.wait(60) == 0 and node.children() == []
