@@ -142,13 +142,13 @@ def test_the_control_planes_state_is_logged_once_per_change(tmp_path: Path) -> N
     lines: list[str] = []
     agent = Agent(home, say=lines.append)
     try:
-        agent.reachable(True)
+        agent.reachable()
         for _ in range(5):
             agent.unreachable(
                 UnavailableError("cannot reach aicloud at X (ConnectError); is it running? try `aicloud up`")
             )
-        agent.reachable(True)
-        agent.reachable(False)
+        agent.reachable()
+        agent.reachable()
         for _ in range(3):
             agent.refused(NotFoundError("no route"))
         agent.refused(ValueError("other"))

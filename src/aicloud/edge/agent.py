@@ -158,7 +158,7 @@ class Agent:
                             wait = min(wait, 1.0)
                         wait_s = max(1, min(30, math.ceil(wait)))  # whole seconds, never a busy loop
                         got = client.edge.assignments(self.node.node_id, wait=wait_s, etag=self.state.etag)
-                    self.reachable(resync)
+                    self.reachable()
                     backoff.reset()
                     resync = False
                     if got is not None:
@@ -264,7 +264,7 @@ class Agent:
 
     # --- the control plane's state, one line per change
 
-    def reachable(self, resynced: bool) -> None:
+    def reachable(self) -> None:
         if self.online is not True or self.refusal is not None:
             again = " again: status reported, re-syncing the assignments" if self.online is False else ""
             self.say(f"control plane {self.node.url} reachable{again}")
