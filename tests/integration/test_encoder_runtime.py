@@ -13,13 +13,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import torch
+from test_cli import run_cli
 
 from aicloud import Client
 from aicloud.errors import ValidationError
+from aicloud.testing.server import ServerProcess
 
 from model_files import encoder_folder, register
 
@@ -143,7 +144,7 @@ def test_quantize_and_compare_an_encoder(
 
 @pytest.mark.timeout(600)
 def test_a_service_uses_the_registered_encoder_with_runtime_auto(
-    client: Client, http: httpx.Client, tmp_path: Path, unique: Callable[[str], str]
+    client: Client, server: ServerProcess, tmp_path: Path, unique: Callable[[str], str]
 ) -> None:
     folder, module = encoder_folder(tmp_path / "enc")
     name = unique("enc-svc")
@@ -190,6 +191,9 @@ def test_a_service_uses_the_registered_encoder_with_runtime_auto(
         }
         line = runtime_of(client, dep_name)
         assert line.startswith("onnxruntime (auto: the only runtime that can serve it"), line
+        shown = run_cli(server, "deploy", "show", dep_name).stdout
+        assert f"encoder.py:Encoder with {name}@production → v1" in shown, shown
+        assert "runtime onnxruntime (auto:" in shown, shown
         assert client.deployments.get(dep_name).info.model_version == int(ref.split(":")[1])
     finally:
         dep.delete()

@@ -107,7 +107,8 @@ def render_versions(metrics: dict[str, Any]) -> None:
 
 def source(info: DeploymentOut) -> str:
     """What a deployment serves: ``digits@production → v2`` (the version its model reference names
-    now), ``churn:3 → v3 90% · v4 10%`` with a canary, or the Service's entry point."""
+    now), ``churn:3 → v3 90% · v4 10%`` with a canary, or the Service's entry point (``embed.py:Embed
+    with minilm@production → v1`` when the Service uses a model)."""
     spec, version = info.spec, info.model_version
     ref = spec.get("model")
     if not ref:
@@ -119,7 +120,8 @@ def source(info: DeploymentOut) -> str:
         shown = f"{ref} → {split}"
     if "@" in str(ref) and spec.get("track_alias") is False:
         shown += " (track_alias: false)"
-    return shown
+    entrypoint = (spec.get("service") or {}).get("entrypoint")
+    return f"{entrypoint} with {shown}" if entrypoint else shown  # a Service's self.model
 
 
 def _number(item: tuple[str, int]) -> int:
