@@ -48,9 +48,10 @@ MAX_LOG_BYTES = 1024 * 1024
 PING_TIMEOUT_S = 2.0
 #: A flavour whose template ended this many times before it answered is not started again.
 MAX_FAILED_STARTS = 3
-#: Environment variables that act only when an interpreter or the C library starts: a replica whose
-#: environment sets one starts cold, where they take effect.
-START_VARIABLES = ("PYTHON", "LD_", "MALLOC_")
+#: Environment variables that act only when an interpreter or the C library starts, or that the template
+#: reads before it forks (``SSL_CERT_*``: the TLS context): a replica whose environment sets one to
+#: another value than the template's starts cold, where they take effect.
+START_VARIABLES = ("PYTHON", "LD_", "MALLOC_", "SSL_CERT_")
 
 
 def template_root(jobs_dir: Path, python: str) -> Path:
