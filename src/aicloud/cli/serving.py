@@ -36,7 +36,10 @@ def deploy_create(
         dir_okay=False,
         help="a deployment file (YAML; docs/serving.md); flags override it",
     ),
-    model: str | None = typer.Option(None, help="NAME, NAME:VERSION or NAME@ALIAS of a registered model"),
+    model: str | None = typer.Option(
+        None,
+        help="NAME, NAME:VERSION or NAME@ALIAS of a registered model (with --service: its self.model)",
+    ),
     service: Path | None = typer.Option(None, help="file or folder with your Service class"),
     entrypoint: str | None = typer.Option(None, help="file.py:ClassName inside --service"),
     min_replicas: int = typer.Option(
@@ -54,8 +57,8 @@ def deploy_create(
     ),
     runtime: str | None = typer.Option(
         None,
-        help="what runs the model: auto (the fastest that matches, measured at start), torch, "
-        "onnxruntime or numpy (the built-in MLP); unset: the version's own",
+        help="what runs the model (a Service's self.model too): auto (the fastest that matches, "
+        "measured at start), torch, onnxruntime or numpy (the built-in MLP); unset: the version's own",
     ),
     placement: str | None = typer.Option(
         None,
