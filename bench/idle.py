@@ -42,17 +42,14 @@ def cpu_seconds(p: psutil.Process) -> float:
 
 def serving_processes(deployment_home: Path, server_pid: int) -> dict[str, psutil.Process]:
     """The replica's processes: its supervisor (whose argv names the server's home), the replica and,
-    for one forked from the warm template, the launcher (the supervisor's child) and the replica's
-    monitor and init; the warm template and its sandbox's init (the control plane's children)."""
+    for one forked from the warm template, the replica's monitor and init; the warm template and its
+    sandbox's init (the control plane's children)."""
     out: dict[str, psutil.Process] = {}
     for p in psutil.process_iter(["cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
         if "supervise.py" in cmd and str(deployment_home) in cmd:
             out["replica supervisor"] = p
-            for child in p.children():
-                if "template_launch.py" in " ".join(child.cmdline()):
-                    out["replica launcher (warm)"] = child
-        elif cmd.endswith("-m aicloud.serving.replica") and "template_launch.py" not in cmd:
+        elif cmd.endswith("-m aicloud.serving.replica"):
             out["replica"] = p
         elif cmd in ("aicloud-warm-monitor", "aicloud-warm-init"):
             out[f"replica {cmd.rsplit('-', 1)[1]} (warm)"] = p

@@ -288,7 +288,7 @@ def test_killing_the_template_leaves_its_replicas_serving_and_the_next_starts_an
 def test_a_replica_starts_cold_when_the_template_does_not_answer(
     client_module: Client, server: ServerProcess, models: dict[str, Any], unique: Callable[[str], str]
 ) -> None:
-    """The launcher falls back by itself: the template is there when the executor looks, gone when the
+    """The supervisor falls back by itself: the template is there when the executor looks, gone when the
     replica connects (its process stopped, so nothing answers)."""
     client = client_module
     first = deploy_warm(client, server, "serving", unique("warm-stop"), model=models["mlp"])
@@ -343,7 +343,7 @@ def test_a_warm_replica_outlives_a_killed_control_plane_and_is_adopted_then_stop
         assert (
             replica_pid(srv, dep.name) == pid
         )  # the same process (its AICLOUD_URL is the first port), adopted
-        adopted.delete()  # SIGTERM through the supervisor and the launcher: it drains and exits
+        adopted.delete()  # SIGTERM through its supervisor: it drains and exits
         deadline = time.monotonic() + 60
         while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
             time.sleep(0.2)

@@ -240,12 +240,13 @@ class LocalExecutor(Executor):
                     gpus=req.gpus * req.workers,
                     rlimits=req.limits.rlimits(),
                 )
-            if templates is not None and warm:  # forked from the template, else (it failed) cold
-                argv = templates.launcher(argv, req, warm, uid)
+            template = (
+                ["--template", templates.options(req, warm, uid)] if templates is not None and warm else []
+            )
             cmd = [
                 self.python, "-I", SUPERVISOR, str(job_dir.resolve()), str(self.max_log_bytes),
                 str(self.default_grace_s), "--workers", str(req.workers), "--gpus", str(req.gpus),
-                "--sandboxed", str(int(self.sandbox is not None)), "--", *argv,
+                "--sandboxed", str(int(self.sandbox is not None)), *template, "--", *argv,
             ]  # fmt: skip
             try:
                 done = subprocess.run(

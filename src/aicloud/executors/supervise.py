@@ -42,6 +42,11 @@ With ``--sandboxed 1`` each worker's ``ARGV`` is a bubblewrap command line
 but not to bubblewrap's (:func:`signal_group`), and bubblewrap's ``128 + N`` for a death by
 signal N is recorded as ``-N`` (:func:`exit_code`).
 
+With ``--template JSON`` (one worker) the supervisor first asks a warm template for the replica
+(:mod:`aicloud.executors.template_launch`): the worker is then the template's child, watched through
+its connection (signals to its process group, its exit code sent when it ends), and ``ARGV`` (the
+cold command line) runs only when the template could not fork.
+
 It imports nothing but the standard library and runs in isolated mode (``-I``), so it
 starts in milliseconds, stays small, and a job's ``PYTHONPATH`` cannot change it.
 """
@@ -58,7 +63,23 @@ import subprocess
 import sys
 import time
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # loaded from its file at run time (_sibling)
+    from aicloud.executors.capped_log import CappedLog
+
+
+def _sibling(name: str) -> Any:
+    """The module ``name`` of this file's folder (run with ``-I``, this file has no import path)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"aicloud_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 CHUNK = 64 * 1024
 DRAIN_AFTER_EXIT_S = 2.0
@@ -147,57 +168,20 @@ def exit_code(code: int, *, sandboxed: bool) -> int:
     return code
 
 
-class CappedLog:
-    """Appends to a log file up to ``cap`` bytes, then counts (and drops) the rest."""
-
-    def __init__(self, fd: int, cap: int, start: int = 0) -> None:
-        self.fd = fd
-        self.cap = cap
-        self.written = start  # bytes in the file (an earlier attempt's log counts towards the cap)
-        self.dropped = 0
-        self._last = os.pread(fd, 1, start - 1) if start > 0 else b"\n"
-        os.lseek(fd, start, os.SEEK_SET)
-
-    def _marker(self) -> bytes:
-        lead = b"" if self._last == b"\n" else b"\n"
-        text = f"[aicloud: log truncated at {self.cap} bytes; {self.dropped} more bytes dropped]\n"
-        return lead + text.encode()
-
-    def write(self, data: bytes) -> None:
-        room = self.cap - self.written
-        if room > 0:
-            keep = memoryview(data)[:room]
-            while keep:
-                n = os.write(self.fd, keep)
-                keep = keep[n:]
-            kept = min(room, len(data))
-            self.written += kept
-            self._last = data[kept - 1 : kept] if kept else self._last
-            data = data[kept:]
-        if data:
-            first = self.dropped == 0
-            self.dropped += len(data)
-            if first:  # readers of a live log see the truncation at once
-                os.write(self.fd, self._marker())
-
-    def finish(self) -> None:
-        """Rewrite the marker with the final dropped count."""
-        if self.dropped:
-            os.lseek(self.fd, self.written, os.SEEK_SET)
-            marker = self._marker()
-            os.write(self.fd, marker)
-            os.ftruncate(self.fd, self.written + len(marker))
-
-
 class Worker:
     """One of the job's processes: its pipe, partial output line, and exit."""
 
-    def __init__(self, rank: int, proc: subprocess.Popen[bytes], prefixed: bool) -> None:
+    def __init__(
+        self, rank: int, proc: subprocess.Popen[bytes] | None, prefixed: bool, forked: Any = None
+    ) -> None:
         self.rank = rank
         self.proc = proc
-        self.pid = proc.pid
-        assert proc.stdout is not None
-        self.fd = proc.stdout.fileno()
+        self.forked = forked  # a replica forked from a warm template (template_launch.Forked), not a child
+        if forked is not None:
+            self.pid, self.fd = forked.pid, forked.fd
+        else:
+            assert proc is not None and proc.stdout is not None
+            self.pid, self.fd = proc.pid, proc.stdout.fileno()
         self.prefix = f"[rank {rank}] ".encode() if prefixed and rank > 0 else b""
         self.line_mode = prefixed
         self.partial = bytearray()
@@ -233,6 +217,8 @@ class Worker:
     def exited(self) -> int | None:
         """The exit code (negative: killed by that signal) once the process has exited, without
         reaping it (its pid, and so its process group id, stays reserved); None while it runs."""
+        if self.forked is not None:
+            return self.forked.exited()
         try:
             info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:
@@ -243,6 +229,10 @@ class Worker:
 
     def reap(self) -> int:
         """Wait for the process and record its code and peak RSS (``wait4``)."""
+        if self.forked is not None:
+            self.exit_code = self.forked.wait()
+            return self.exit_code
+        assert self.proc is not None
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         try:
@@ -286,6 +276,7 @@ class Supervisor:
         workers: int = 1,
         gpus: int = 0,
         sandboxed: bool = False,
+        template: dict[str, Any] | None = None,
     ) -> None:
         self.job_dir = job_dir
         self.sandboxed = sandboxed  # each worker's argv starts with bwrap (aicloud.executors.sandbox)
@@ -295,6 +286,7 @@ class Supervisor:
         self.n_workers = workers
         self.gpus = gpus
         self.workers: list[Worker] = []
+        self.template = template  # options of a fork from a warm template (one worker), else None
         self.cancel_at: float | None = None  # monotonic time SIGTERM arrived
         self.kill_at: float | None = None  # when to SIGKILL every worker (cancel, or a failed peer)
         self.killed = False
@@ -332,7 +324,7 @@ class Supervisor:
         """Start the job, copy its output to the log until it ends, write ``exit.json``."""
         started = time.monotonic()
         fd = os.open(self.path(LOG_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        log = CappedLog(fd, self.max_log_bytes, start=os.lseek(fd, 0, os.SEEK_END))
+        log = _sibling("capped_log").CappedLog(fd, self.max_log_bytes, start=os.lseek(fd, 0, os.SEEK_END))
         try:
             exit_code = self._run_workers(log)
         except BaseException as exc:  # record why, and stop the job: nobody watches it any more
@@ -364,6 +356,15 @@ class Supervisor:
         """Start every worker; an exit code when one could not start (the others are stopped)."""
         base = dict(os.environ)
         for rank in range(self.n_workers):
+            if self.template is not None:
+                try:
+                    forked = _sibling("template_launch").fork(self.template, base, os.getcwd())
+                except (OSError, ValueError) as exc:  # nothing was forked: the cold command line
+                    why = f"{type(exc).__name__}: {exc}"
+                    log.write(f"[aicloud: started without the warm template: {why}]\n".encode())
+                else:
+                    self.workers.append(Worker(rank, None, prefixed=False, forked=forked))
+                    continue
             try:
                 proc = subprocess.Popen(
                     self.argv,
@@ -456,7 +457,7 @@ def _daemonize() -> None:
 
 USAGE = (
     "usage: supervise.py JOB_DIR MAX_LOG_BYTES GRACE_S [--workers N] [--gpus G] [--sandboxed 0|1] "
-    "-- ARGV...\n"
+    "[--template JSON] -- ARGV...\n"
 )
 
 
@@ -468,9 +469,13 @@ def main(args: list[str]) -> int:
     split = args.index("--")
     head, argv = args[:split], args[split + 1 :]
     options = {"--workers": 1, "--gpus": 0, "--sandboxed": 0}
+    template = None
     try:
         positional, rest = head[:3], head[3:]
         while rest:
+            if rest[0] == "--template":  # a JSON object: see template_launch.fork
+                template, rest = json.loads(rest[1]), rest[2:]
+                continue
             name, value, rest = rest[0], int(rest[1]), rest[2:]
             if name not in options or value < 0:
                 raise ValueError(name)
@@ -483,7 +488,14 @@ def main(args: list[str]) -> int:
         sys.stderr.write(USAGE)
         return 2
     supervisor = Supervisor(
-        job_dir, max_log, grace, argv, options["--workers"], options["--gpus"], options["--sandboxed"] > 0
+        job_dir,
+        max_log,
+        grace,
+        argv,
+        options["--workers"],
+        options["--gpus"],
+        options["--sandboxed"] > 0,
+        template if isinstance(template, dict) and options["--workers"] == 1 else None,
     )
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # before the fork: no unguarded moment
         signal.signal(sig, supervisor.on_signal)

@@ -1,62 +1,87 @@
-"""Start a replica from a warm template, or the cold way when it cannot (standard library only).
+"""The supervisor's side of a replica forked from a warm template (standard library only).
 
-``python -I -S template_launch.py OPTIONS_JSON -- COLD_ARGV...`` runs as the replica's worker under the
-job supervisor (:mod:`aicloud.executors.supervise`): its stdout is the replica's log pipe, its
-environment and folder are the replica's. It connects to the template's socket (``OPTIONS_JSON``:
-``socket``, ``uid``, ``rlimits``, ``threads``, ``root``, ``confine``), sends the launch request with its
-stdout (protocol: :mod:`aicloud.serving.template`), and stands for the replica until it ends:
+The job supervisor (:mod:`aicloud.executors.supervise`, ``--template OPTIONS_JSON``) loads this file
+and, instead of starting the replica's cold command line, asks the template for a fork
+(:func:`fork`): it connects to the template's socket (``OPTIONS_JSON``: ``socket``, ``root``, ``uid``,
+``rlimits``, ``threads``, ``argv``, ``confine``), sends the launch request (its own environment and
+folder, which are the replica's) with the write end of the replica's log pipe, and gets back the pid
+of the template's child (the replica's monitor; protocol: :mod:`aicloud.serving.template`). The
+supervisor then watches that :class:`Forked` as it watches a process of its own:
 
-* it forwards SIGTERM, SIGINT and SIGHUP to the replica's process group (the template's child answers
-  its pid; its monitor and init ignore them, the replica drains), so the supervisor's graceful stop
-  and its SIGKILL after the grace work as for a cold replica: this process killed, the template's child
-  SIGKILLs the replica;
-* it exits with the replica's exit code, or by the replica's signal (so the supervisor records ``-N``).
+* signals go to the monitor's process group (the monitor and the replica's init ignore SIGTERM, the
+  replica drains; SIGKILL ends them all), as they go to a cold replica's;
+* the exit code comes over the connection when the replica has ended (negative: killed by that
+  signal; the connection closing without one: as if killed by SIGKILL);
+* the supervisor gone (its end of the connection closed), the monitor kills the replica.
 
 When the template is not there, refuses (it has more than one thread) or its child fails before
-anything of the replica ran, it ``exec``s ``COLD_ARGV`` (the sandboxed cold command line) in its own
-place, and the supervisor watches that instead: a replica always starts.
+anything of the replica ran, :func:`fork` raises and the supervisor starts the cold command line.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import socket
 import struct
-import sys
 from typing import Any
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 CONNECT_TIMEOUT_S = 5.0
 #: How long the template's child may take to answer its pid (it reads the request, forks).
 ANSWER_TIMEOUT_S = 30.0
+CREDENTIALS = struct.Struct("3i")
 
 
-def cold(argv: list[str], why: str) -> None:
-    """Run the cold command line in this process's place."""
-    sys.stdout.write(f"[aicloud: started without the warm template: {why}]\n")
-    sys.stdout.flush()
-    for sig in (*STOP_SIGNALS, signal.SIGPIPE, signal.SIGXFSZ):  # as subprocess's restore_signals
-        signal.signal(sig, signal.SIG_DFL)
-    try:
-        os.execvp(argv[0], argv)
-    except OSError as exc:
-        sys.stdout.write(f"[aicloud: could not start {argv[0]!r}: {exc}]\n")
-        sys.stdout.flush()
-        os._exit(126 if isinstance(exc, PermissionError) else 127)
+class Forked:
+    """A replica forked from the template, as the supervisor sees it: the monitor's ``pid`` (its
+    process group), the read end ``fd`` of the log pipe, and its exit."""
+
+    def __init__(self, conn: socket.socket, pid: int, fd: int, buffered: bytearray) -> None:
+        self.conn = conn
+        self.pid = pid
+        self.fd = fd
+        self._buffered = buffered
+        self.code: int | None = None
+
+    def exited(self, block: bool = False) -> int | None:
+        """The exit code once the replica has ended (negative: by that signal); None while it runs
+        (``block``: wait for it)."""
+        if self.code is not None:
+            return self.code
+        self.conn.setblocking(block)
+        try:
+            while self.code is None:
+                doc, _ = _line(self.conn, self._buffered)
+                if doc is None:  # the monitor died without a word: as if killed
+                    self.code = -signal.SIGKILL
+                elif "exit_code" in doc:
+                    self.code = int(doc["exit_code"])
+        except (BlockingIOError, InterruptedError):
+            pass
+        except (OSError, ValueError):
+            self.code = -signal.SIGKILL
+        return self.code
+
+    def wait(self) -> int:
+        """Wait for the exit code; closes the connection and the log pipe's end."""
+        code = self.exited(block=True)
+        self.conn.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        return -signal.SIGKILL if code is None else code
 
 
-def _lines(conn: socket.socket, buffered: bytearray) -> tuple[dict[str, Any] | None, int | None]:
-    """The next JSON line from the template's child and the pid of its sender (None: the connection
-    ended)."""
+def _line(conn: socket.socket, buffered: bytearray) -> tuple[dict[str, Any] | None, int | None]:
+    """The next JSON line from the template's child and the pid of its sender, in this process's PID
+    namespace (None: the connection ended)."""
     pid = None
     while b"\n" not in buffered:
-        data, ancdata, _, _ = conn.recvmsg(4096, socket.CMSG_SPACE(struct.calcsize("3i")))
+        data, ancdata, _, _ = conn.recvmsg(4096, socket.CMSG_SPACE(CREDENTIALS.size))
         for level, kind, payload in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and pid is None:
-                pid = struct.unpack("3i", payload[: struct.calcsize("3i")])[0]
+                pid = CREDENTIALS.unpack(payload[: CREDENTIALS.size])[0]
         if not data:
             return None, pid
         buffered += data
@@ -66,80 +91,43 @@ def _lines(conn: socket.socket, buffered: bytearray) -> tuple[dict[str, Any] | N
     return (doc if isinstance(doc, dict) else {}), pid
 
 
-def main(args: list[str]) -> int:
-    if "--" not in args or args.index("--") != 1:
-        sys.stderr.write("usage: template_launch.py OPTIONS_JSON -- COLD_ARGV...\n")
-        return 2
-    options, cold_argv = json.loads(args[0]), args[2:]
-    pending: list[int] = []
-    target: list[int] = []
-
-    def forward(signum: int, frame: object) -> None:
-        if target:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(target[0], signum)
-        else:
-            pending.append(signum)
-
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, forward)
+def fork(options: dict[str, Any], env: dict[str, str], cwd: str) -> Forked:
+    """Ask the template for the replica; OSError or ValueError (saying why) when nothing was forked."""
     request: dict[str, Any] = {
         "module": "aicloud.serving.replica",
         "argv": options.get("argv") or [],
-        "env": dict(os.environ),
-        "cwd": os.getcwd(),
+        "env": dict(env),
+        "cwd": cwd,
         "uid": options.get("uid"),
         "rlimits": options.get("rlimits") or {},
         "threads": options.get("threads") or 1,
         "root": options["root"],
     }
     if options.get("confine"):  # as bubblewrap's --setenv for a cold replica
-        request["env"].update(HOME=request["cwd"], TMPDIR="/tmp")
+        request["env"].update(HOME=cwd, TMPDIR="/tmp")
     body = json.dumps(request).encode()
+    del request
+    read_end, write_end = os.pipe()
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.settimeout(CONNECT_TIMEOUT_S)
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         conn.connect(options["socket"])
         conn.sendall(b"L")  # alone: the template reads this byte, its child the request and the fd
-        conn.sendmsg(
-            [struct.pack("!I", len(body)), body],
-            [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", 1))],
-        )
-        del body, request
+        fds = struct.pack("i", write_end)
+        conn.sendmsg([struct.pack("!I", len(body)), body], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        os.close(write_end)
+        write_end = -1
         conn.settimeout(ANSWER_TIMEOUT_S)
         buffered = bytearray()
-        answer, pid = _lines(conn, buffered)
-    except (OSError, ValueError) as exc:
+        answer, pid = _line(conn, buffered)
+        if answer is None or "pid" not in answer or not pid:
+            raise ValueError(str((answer or {}).get("error") or "the template did not answer"))
+    except BaseException:
         conn.close()
-        cold(cold_argv, f"{type(exc).__name__}: {exc}")
-        return 127
-    if answer is None or "pid" not in answer or not pid:
-        conn.close()
-        cold(cold_argv, str((answer or {}).get("error") or "the template did not answer"))
-        return 127
-    target.append(pid)
-    for signum in pending:
-        forward(signum, None)
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+        raise
     conn.settimeout(None)
-    while True:
-        try:
-            doc, _ = _lines(conn, buffered)
-        except InterruptedError:
-            continue
-        except (OSError, ValueError):
-            doc = None
-        if doc is None:  # the template's child died without a word: as if killed
-            os.kill(os.getpid(), signal.SIGKILL)
-            return 128 + signal.SIGKILL
-        if "exit_code" in doc:
-            code = int(doc["exit_code"])
-            if code < 0:  # die of the same signal, so the supervisor records -N as for a cold one
-                signal.signal(-code, signal.SIG_DFL)
-                os.kill(os.getpid(), -code)
-                return 128 - code
-            return code
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    return Forked(conn, pid, read_end, buffered)

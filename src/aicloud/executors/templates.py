@@ -38,12 +38,11 @@ from typing import IO
 from aicloud.executors.base import LaunchRequest
 from aicloud.executors.sandbox import Sandbox
 
-__all__ = ["FLAVOURS", "LAUNCHER", "Templates", "template_root"]
+__all__ = ["FLAVOURS", "Templates", "template_root"]
 
 log = logging.getLogger(__name__)
 
 FLAVOURS = ("serving", "serving-torch")
-LAUNCHER = str(Path(__file__).with_name("template_launch.py").resolve())
 MAX_LOG_BYTES = 1024 * 1024
 PING_TIMEOUT_S = 2.0
 #: A flavour whose template ended this many times before it answered is not started again.
@@ -190,11 +189,8 @@ class Templates:
         log.info("starting the warm template %s (pid %d)", flavour, proc.pid)
         return proc
 
-    def launcher(
-        self, cold_argv: list[str], req: LaunchRequest, socket_path: str, uid: int | None
-    ) -> list[str]:
-        """The worker's command line: :mod:`aicloud.executors.template_launch`, falling back to
-        ``cold_argv``."""
+    def options(self, req: LaunchRequest, socket_path: str, uid: int | None) -> str:
+        """The supervisor's ``--template`` (:mod:`aicloud.executors.template_launch`)."""
         options = {
             "argv": req.argv,
             "socket": socket_path,
@@ -204,7 +200,7 @@ class Templates:
             "threads": req.threads or req.cpus,
             "confine": self.sandbox is not None,
         }
-        return [self.python, "-I", "-S", LAUNCHER, json.dumps(options), "--", *cold_argv]
+        return json.dumps(options)
 
     def close(self) -> None:
         """End the templates (their replicas go on); waits a moment for each."""

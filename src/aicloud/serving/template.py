@@ -23,15 +23,15 @@ folder (0700) of the control plane's user, which the replicas do not see.
 
 The protocol, one connection per replica (the other end: :mod:`aicloud.executors.template_launch`):
 
-1. the launcher connects (with ``SO_PASSCRED``) and sends ``L``, then, in a message of its own, a
-   4-byte big-endian length and that many bytes of JSON ``{"module", "argv", "env", "cwd", "uid",
-   "rlimits", "threads", "root"}`` with its stdout (the replica's log) as ``SCM_RIGHTS``. (``P`` instead
-   is the executor's ping: the template answers ``ok``.)
+1. the replica's supervisor connects (with ``SO_PASSCRED``) and sends ``L``, then, in a message of
+   its own, a 4-byte big-endian length and that many bytes of JSON ``{"module", "argv", "env", "cwd",
+   "uid", "rlimits", "threads", "root"}`` with the write end of the replica's log pipe as
+   ``SCM_RIGHTS``. (``P`` instead is the executor's ping: the template answers ``ok``.)
 2. the template refuses (``{"error": "..."}`` and closes) or forks; the child (see
    :mod:`aicloud.serving.template_child`) answers ``{"pid": N}`` (the kernel attaches its credentials,
-   so the launcher learns its pid in its own PID namespace), confines itself and runs the replica;
+   so the supervisor learns its pid in its own PID namespace), confines itself and runs the replica;
 3. when the replica has exited the child sends ``{"exit_code": N}`` (negative: killed by signal -N).
-   Lines of JSON, each ending in ``\\n``. The launcher's end closing (it was killed) kills the replica.
+   Lines of JSON, each ending in ``\\n``. The supervisor's end closing (it was killed) kills the replica.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Three processes, as bubblewrap's are for a cold replica:
 * **the monitor** (the template's child; it stays in the template's sandbox): reads the request, takes
   its log as stdout and stderr, applies the rlimits, answers its pid, makes new mount, PID, IPC, UTS
   and cgroup namespaces, forks the init, and waits: for the init's end (it sends the exit code) or for
-  the launcher's end of the connection to close (the launcher was killed: it SIGKILLs the init, and
+  the supervisor's end of the connection to close (the supervisor was killed: it SIGKILLs the init, and
   with it the namespace). It ignores SIGTERM, as the cold sandbox's monitor does not get it
   (:func:`aicloud.executors.supervise.signal_group`).
 * **the init**, PID 1 of the new namespace: mounts a fresh ``/proc``, a private ``/tmp`` and
@@ -122,7 +122,7 @@ def launched(conn: socket.socket, flavour: str, confine: bool) -> int:
             flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
             if _libc.unshare(flags | CLONE_NEWCGROUP) != 0:  # bubblewrap's --unshare-cgroup-try
                 _check(_libc.unshare(flags), "unshare")
-    except Exception as exc:  # nothing of the replica ran: the launcher starts it the cold way
+    except Exception as exc:  # nothing of the replica ran: the supervisor starts it the cold way
         _send(conn, {"error": f"{type(exc).__name__}: {exc}"})
         return 1
     _send(conn, {"pid": os.getpid()})  # the kernel adds this process's credentials (SO_PASSCRED)
@@ -140,7 +140,7 @@ def launched(conn: socket.socket, flavour: str, confine: bool) -> int:
 
 
 def _wait(pid: int, conn: socket.socket) -> int:
-    """Wait for ``pid``; SIGKILL it when the launcher's end closes. Its exit code (negative: by signal)."""
+    """Wait for ``pid``; SIGKILL it when the supervisor's end closes. Its exit code (negative: by signal)."""
     pidfd = os.pidfd_open(pid)
     try:
         while True:
@@ -150,7 +150,7 @@ def _wait(pid: int, conn: socket.socket) -> int:
                     data = conn.recv(4096)
                     if data:
                         continue
-                os.kill(pid, signal.SIGKILL)  # the launcher has gone: so does the replica
+                os.kill(pid, signal.SIGKILL)  # the supervisor has gone: so does the replica
                 break
             if pidfd in ready:
                 break
