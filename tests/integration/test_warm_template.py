@@ -348,3 +348,17 @@ def test_a_warm_replica_outlives_a_killed_control_plane_and_is_adopted_then_stop
         while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not Path(f"/proc/{pid}").exists()
+
+
+def test_unsandboxed_replicas_fork_from_the_template_too(
+    make_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    srv = make_server(env={"AICLOUD_ISOLATION": "none"})
+    with Client(url=srv.url, token=srv.token) as c:
+        mlp, names = digits_like(tmp_path / "mlp")
+        dep = deploy_warm(c, srv, "serving", "unsandboxed", model=register(c, mlp, "unsandboxed"), cpus=2)
+        assert WARM in logs(c, dep.name)
+        assert len(dep.predict([digits_row(names)])) == 1
+        pid = replica_pid(srv, dep.name)
+        assert os.getsid(pid) != os.getsid(0)  # a session of its own, as a cold replica's
+        dep.delete()

@@ -299,6 +299,11 @@ def _fresh_state(cwd: str, threads: int) -> None:
         import numpy as np
 
         np.random.seed()
+        if threads != 1:  # OpenBLAS read OPENBLAS_NUM_THREADS=1 in the template
+            with contextlib.suppress(ImportError):
+                from threadpoolctl import threadpool_limits
+
+                threadpool_limits(threads, user_api="blas")
     if "torch" in sys.modules:
         import torch
 
