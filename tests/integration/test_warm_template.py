@@ -362,3 +362,69 @@ def test_unsandboxed_replicas_fork_from_the_template_too(
         pid = replica_pid(srv, dep.name)
         assert os.getsid(pid) != os.getsid(0)  # a session of its own, as a cold replica's
         dep.delete()
+
+
+SITECUSTOMIZE = """
+import threading
+
+threading.Thread(target=threading.Event().wait, daemon=True).start()  # a thread before any import
+"""
+
+
+def test_a_template_with_a_second_thread_refuses_and_the_replica_starts_cold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every interpreter of this environment starts a thread (a ``sitecustomize``): the template refuses
+    each fork (a fork copies one thread only), and the supervisor starts the replica the cold way."""
+    from aicloud.executors.base import LaunchRequest
+    from aicloud.executors.local import LocalExecutor
+    from aicloud.wire.tcp import free_port
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "site"))  # the template's, and the replica's
+    mlp, names = digits_like(tmp_path / "mlp")
+    ex = LocalExecutor(tmp_path / "jobs", warm_templates=True)  # unsandboxed: the model folder is visible
+    handles: list[dict[str, Any]] = []
+    try:
+        port = free_port()
+        env = {**os.environ, "AICLOUD_REPLICA_PORT": str(port), "AICLOUD_REPLICA_KEY": "k"}
+        env["AICLOUD_REPLICA_MODEL_DIR"] = str(mlp)
+        req = LaunchRequest(job_id="rep-threads", argv=[sys.executable, "-m", "aicloud.serving.replica"])
+        req = LaunchRequest(**{**req.__dict__, "env": env, "template": "serving"})
+        assert ex.templates is not None and ex.templates.usable(req)
+        first_port = free_port()
+        first_env = {**env, "AICLOUD_REPLICA_PORT": str(first_port)}
+        handles.append(ex.submit(LaunchRequest(**{**req.__dict__, "job_id": "rep-first", "env": first_env})))
+        deadline = time.monotonic() + 120
+        while ex.templates.ready("serving") is None:
+            assert time.monotonic() < deadline, "the template did not start"
+            time.sleep(0.2)
+        handle = ex.submit(req)
+        handles.append(handle)
+        deadline = time.monotonic() + 120
+        while True:
+            text = ex.log_path(handle).read_text()
+            if "ready (" in text:
+                break
+            assert ex.poll(handle).state == "running", text
+            assert time.monotonic() < deadline, text
+            time.sleep(0.2)
+        assert "[aicloud: started without the warm template: ValueError: 2 threads" in text, text
+        assert WARM not in text
+        body = {"inputs": [digits_row(names)]}
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/predict", json=body, headers={"Authorization": "Bearer k"}
+        )
+        assert answer.status_code == 200, answer.text
+        template_log = (tmp_path / "jobs" / ".templates" / "serving.log").read_text()
+        assert "refused a launch: 2 threads" in template_log
+    finally:
+        for started in handles:
+            ex.cancel(started, 0)
+        for started in handles:
+            deadline = time.monotonic() + 30
+            while ex.poll(started).state == "running" and time.monotonic() < deadline:
+                time.sleep(0.1)
+            ex.cleanup(started)
+        ex.close()
