@@ -337,6 +337,8 @@ def test_a_warm_replica_outlives_a_killed_control_plane_and_is_adopted_then_stop
     assert template_pid(srv, "serving") != template
     assert Path(f"/proc/{pid}").exists()
     again = make_server(home=tmp_path / "home")
+    # the restarted control plane starts the template its deployments fork from, before any launch
+    assert wait_for_template(again, "serving") != template
     with Client(url=again.url, token=again.token) as c:
         adopted = c.deployments.get(dep.name).wait_ready(timeout=120)
         assert len(adopted.predict([digits_row(names)])) == 1

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import abc
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -198,6 +199,10 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def cleanup(self, handle: dict[str, Any]) -> None:
         """Release what the job held (its private working folder...). Idempotent."""
+
+    def prepare(self, templates: Iterable[str]) -> None:  # noqa: B027 (optional)
+        """Start, in the background, the warm templates of these flavours (:class:`LaunchRequest`'s
+        ``template``) that launches will ask for; executors without templates ignore it."""
 
     def close(self) -> None:  # noqa: B027 (optional: most executors hold nothing of their own)
         """Release what the executor itself holds (the local executor's warm templates); running

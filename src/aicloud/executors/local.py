@@ -48,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +57,7 @@ import psutil
 from aicloud.executors import supervise
 from aicloud.executors.base import Executor, ExitInfo, LaunchError, LaunchRequest, job_folder, thread_env
 from aicloud.executors.sandbox import Sandbox, sandbox_uid
-from aicloud.executors.templates import Templates
+from aicloud.executors.templates import FLAVOURS, Templates
 from aicloud.wire.tcp import free_port
 
 if TYPE_CHECKING:
@@ -351,6 +352,12 @@ class LocalExecutor(Executor):
             if pgid > 1:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pgid, signal.SIGKILL)
+
+    def prepare(self, templates: Iterable[str]) -> None:
+        """Start the warm templates of these flavours now (see :class:`Executor`)."""
+        if self.templates is not None and (self.sandbox is None or self.sandbox.as_root):
+            for flavour in sorted(set(templates) & set(FLAVOURS)):
+                self.templates.ready(flavour)
 
     def close(self) -> None:
         """End the warm templates (their replicas go on running)."""

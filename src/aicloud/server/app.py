@@ -171,6 +171,9 @@ def create_app(
                 on_removed=replicas.revoke_token,
                 aliases=replicas.alias_version,
             )
+            # the warm templates that the deployments there are will fork from (they start in the
+            # background): after a restart, a deployment scaled to zero answers from a template too
+            replica_executor.prepare(replicas.templates_needed())
         sweep_controller = app_state.sweeps = SweepLauncher(app_state).controller()
         app_state.jobs.start()
         app_state.deployments.start()

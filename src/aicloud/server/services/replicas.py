@@ -107,6 +107,16 @@ class ReplicaLauncher:
             template=template_of(spec),
         )
 
+    def templates_needed(self) -> set[str]:
+        """The warm templates the deployments in the store would fork their replicas from."""
+        needed = set()
+        for d in self.state.store.deployments.list_all():
+            try:
+                needed.add(template_of({**d.spec, "model_version": model_version_payload(self.state, d)}))
+            except NotFoundError:
+                continue
+        return needed
+
     def alias_version(self, workspace_id: str, ref: str) -> str | None:
         """The id of the version ``ref`` (``name@alias``) names now; None when it names none (the
         deployment controller's ``aliases``: a deployment follows its alias)."""
