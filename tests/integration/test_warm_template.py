@@ -415,9 +415,16 @@ def test_a_template_with_a_second_thread_refuses_and_the_replica_starts_cold(
         assert "[aicloud: started without the warm template: ValueError: 2 threads" in text, text
         assert WARM not in text
         body = {"inputs": [digits_row(names)]}
-        answer = httpx.post(
-            f"http://127.0.0.1:{port}/predict", json=body, headers={"Authorization": "Bearer k"}
-        )
+        deadline = time.monotonic() + 30
+        while True:  # the ready line comes just before the replica binds its port
+            try:
+                answer = httpx.post(
+                    f"http://127.0.0.1:{port}/predict", json=body, headers={"Authorization": "Bearer k"}
+                )
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
         assert answer.status_code == 200, answer.text
         template_log = (tmp_path / "jobs" / ".templates" / "serving.log").read_text()
         assert "refused a launch: 2 threads" in template_log
