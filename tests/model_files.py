@@ -136,3 +136,37 @@ def encoder_folder(folder: Path, seed: int = 0, scale: float = 1.0) -> tuple[Pat
     torch.manual_seed(seed)
     module = TinyEncoder(scale=scale).eval()
     return save_onnx(folder, module, token_batch(4, 12, seed), {}, dynamic_axes=ENCODER_AXES), module
+
+
+TINY_WORDS = (  # noqa: SIM905 (a sentence of words reads better than 50 quoted ones)
+    "hello world the a an is are was to of and in on for with my your order refund card account "
+    "password reset cancel delivery where when how what please help thanks ok yes no not late "
+    "broken change address pay bill money send receive open close login email phone"
+).split()
+
+
+def tiny_tokenizer() -> Any:
+    """A WordLevel ``tokenizers`` tokenizer (lowercased, whitespace-split, ``[CLS] … [SEP]``) over
+    :data:`TINY_WORDS`, ids below :class:`TinyEncoder`'s vocabulary of 100."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3}
+    vocab.update({w: i + 4 for i, w in enumerate(dict.fromkeys(TINY_WORDS))})
+    tok = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    return tok
+
+
+def text_embedding_folder(folder: Path, seed: int = 0, max_length: int = 32) -> tuple[Path, torch.nn.Module]:
+    """A text-embedding version (TinyEncoder + :func:`tiny_tokenizer`, 32 dimensions) written with
+    ``save_text_model``: (the folder, the module)."""
+    from aicloud.artifacts.text import save_text_model
+
+    torch.manual_seed(seed)
+    module = TinyEncoder().eval()
+    return save_text_model(folder, module, tiny_tokenizer(), "text-embedding", max_length=max_length), module
