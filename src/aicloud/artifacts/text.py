@@ -188,11 +188,36 @@ class TextTokenizer:
 
     def encode(self, texts: Sequence[str]) -> Encoded:
         """``texts`` as int64 arrays padded to the longest row (truncated at ``max_length``)."""
-        import numpy as np
+        encodings = self._encodings(texts)
+        return Encoded(
+            arrays=self._arrays(encodings),
+            tokens=[len(e.ids) for e in encodings],
+            truncated=[bool(e.overflowing) for e in encodings],
+        )
 
+    def encode_chunks(
+        self, texts: Sequence[str], rows: int
+    ) -> tuple[list[tuple[list[int], dict[str, np.ndarray]]], list[int]]:
+        """``texts`` sorted by length and cut into chunks of at most ``rows``, each padded to its own
+        longest row (less padding than one batch, and a bound on a call's memory): ([(the rows'
+        positions in ``texts``, their arrays)...], each text's token count)."""
+        encodings = self._encodings(texts)
+        lengths = [len(e.ids) for e in encodings]
+        order = sorted(range(len(encodings)), key=lengths.__getitem__)
+        chunks = []
+        for start in range(0, len(order), max(1, rows)):
+            members = order[start : start + max(1, rows)]
+            chunks.append((members, self._arrays([encodings[i] for i in members])))
+        return chunks, lengths
+
+    def _encodings(self, texts: Sequence[str]) -> list[Any]:
         if self.spec.lowercase:
             texts = [t.lower() for t in texts]
-        encodings = self._tok.encode_batch(list(texts), add_special_tokens=True)
+        return list(self._tok.encode_batch(list(texts), add_special_tokens=True))
+
+    def _arrays(self, encodings: Sequence[Any]) -> dict[str, np.ndarray]:
+        import numpy as np
+
         lengths = [len(e.ids) for e in encodings]
         longest = max([1, *lengths])
         ids = np.zeros((len(encodings), longest), dtype=np.int64)
@@ -204,11 +229,7 @@ class TextTokenizer:
             mask[row, :n] = 1
             types[row, :n] = enc.type_ids
         every = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        return Encoded(
-            arrays={name: every[name] for name in self.spec.inputs},
-            tokens=lengths,
-            truncated=[bool(e.overflowing) for e in encodings],
-        )
+        return {name: every[name] for name in self.spec.inputs}
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:

@@ -368,6 +368,10 @@ class ReplicaApp:
             async def predict(request: Request) -> Response:
                 return await self._predict(request)
 
+            from aicloud.serving.openai_embeddings import add_openai_embedding_routes
+
+            add_openai_embedding_routes(api, self)  # a text-embedding model's OpenAI routes
+
         for info in self.handlers.values():
             self._add_handler(api, info)
         return api
@@ -389,7 +393,9 @@ class ReplicaApp:
                 return Response(hit, media_type=JSON)
             self.metrics.cache_misses.inc()
         outputs = await submit(request.receive, batcher, prepared, prepared.rows)
-        body = json.dumps({"outputs": outputs}, separators=(",", ":")).encode()
+        shape = getattr(runtime, "predict_payload", None)  # a text model: labels and probabilities
+        payload = shape(outputs) if shape is not None else {"outputs": outputs}
+        body = json.dumps(payload, separators=(",", ":")).encode()
         if key is not None and self.cache is not None:
             self.cache.put(key, body)
         return Response(body, media_type=JSON)

@@ -207,7 +207,7 @@ def make_app(environ: Mapping[str, str] | None = None, workdir: Path | None = No
     spec = _env_json(env, "AICLOUD_DEPLOYMENT_SPEC")
     fetched = _in_background(_fetch, env, spec, workdir)
     from aicloud.serving.app import ReplicaConfig, build_app
-    from aicloud.serving.runtime import ArtifactRuntime
+    from aicloud.serving.text_runtime import model_runtime  # a text model, or ArtifactRuntime
 
     name = env.get("AICLOUD_DEPLOYMENT_NAME") or "model"
     mv = spec.get("model_version")
@@ -229,7 +229,7 @@ def make_app(environ: Mapping[str, str] | None = None, workdir: Path | None = No
 
         model = ServiceModel(model_dir, runtime, threads=threads, batch=batch) if model_dir else None
         return build_app(config, service=load_service_class(code, entrypoint), model=model)
-    return build_app(config, runtime=ArtifactRuntime(what, runtime, threads=threads, batch=batch))
+    return build_app(config, runtime=model_runtime(what, runtime, threads=threads, batch=batch))
 
 
 def serve(app: ReplicaApp, port: int, drain_s: float = 30.0) -> None:
