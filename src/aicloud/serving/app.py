@@ -61,6 +61,7 @@ from aicloud.serving.cache import ResponseCache, cache_key
 from aicloud.serving.handlers import HandlerRoute, add_handler_route, validation_error
 from aicloud.serving.metrics import ReplicaMetrics
 from aicloud.serving.oip_routes import add_oip_routes
+from aicloud.serving.openai_chat import GenerationRoutes, RawRoute, is_generator
 from aicloud.serving.runtime import ModelRuntime, bad_input, parse_json
 from aicloud.serving.service import HandlerInfo, Service, handlers_of
 
@@ -162,9 +163,15 @@ class ReplicaApp:
         self.cache = ResponseCache(config.cache_bytes) if config.cache_bytes > 0 else None
         self._key = f"Bearer {config.key}".encode()
         self._pool = ThreadPoolExecutor(config.handler_threads, thread_name_prefix="aicloud-handler")
-        self.handlers: dict[str, HandlerInfo] = handlers_of(type(service)) if service is not None else {}
+        # a generation Service (aicloud.serving.generation) serves OpenAI's chat and completions routes
+        self.generation = (
+            GenerationRoutes(service, config.name, self.metrics.registry) if is_generator(service) else None
+        )
+        self.handlers: dict[str, HandlerInfo] = (
+            handlers_of(type(service), required=self.generation is None) if service is not None else {}
+        )
         self._handler_batchers: dict[str, DynamicBatcher] = {}
-        self._routes: dict[str, HandlerRoute] = {}  # "/<handler>": served on the raw ASGI layer
+        self._routes: dict[str, HandlerRoute | RawRoute] = {}  # "/<handler>": served on the raw ASGI layer
         self.batcher: DynamicBatcher | None = None
         if runtime is not None:
             self.batcher = self._new_batcher(
@@ -203,6 +210,9 @@ class ReplicaApp:
                 self.service.model = self.model.load()
             self.state.message = "setup"
             self.service.setup()
+            if self.generation is not None:
+                self._routes.update(self.generation.routes())
+                self.generation.engine.start()
         self.state.ready = True
         self.state.message = "ready"
         return self
@@ -212,6 +222,8 @@ class ReplicaApp:
         self.state.message = "draining"
 
     async def close(self) -> None:
+        if self.generation is not None:
+            self.generation.engine.close()
         for b in self.state.batchers:
             await b.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -316,7 +328,7 @@ class ReplicaApp:
         if path.startswith("/v2/models/"):
             return "/v2/models/infer" if path.endswith("/infer") else "/v2/models/metadata"
         name = path[1:]
-        return path if name in self.handlers else "other"
+        return path if name in self.handlers or path in self._routes else "other"
 
     # --- routes
     def _build_api(self) -> FastAPI:
@@ -371,6 +383,13 @@ class ReplicaApp:
             from aicloud.serving.openai_embeddings import add_openai_embedding_routes
 
             add_openai_embedding_routes(api, self)  # a text-embedding model's OpenAI routes
+
+        if self.generation is not None:
+            generation = self.generation
+
+            @api.get("/v1/models")
+            async def openai_models() -> dict[str, Any]:
+                return generation.models()
 
         for info in self.handlers.values():
             self._add_handler(api, info)

@@ -241,11 +241,12 @@ class Service:
         """Runs once per replica before it takes traffic: load weights, open files, warm caches."""
 
 
-def handlers_of(cls: type[Service]) -> dict[str, HandlerInfo]:
-    """The handlers of ``cls``; raises TypeError (saying what to change) when there are none."""
+def handlers_of(cls: type[Service], *, required: bool = True) -> dict[str, HandlerInfo]:
+    """The handlers of ``cls``; raises TypeError (saying what to change) when there are none and
+    ``required`` (a generation Service serves OpenAI's routes without any)."""
     if not (isinstance(cls, type) and issubclass(cls, Service)):
         raise TypeError(f"{cls!r} is not a subclass of aicloud.Service")
     found = cls.__dict__.get("__aicloud_handlers__") or resolve_handlers(cls)
-    if not found:
+    if not found and required:
         raise TypeError(f"{cls.__name__} has no @handler methods; decorate at least one method with @handler")
     return dict(found)
