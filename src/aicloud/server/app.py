@@ -20,6 +20,8 @@ from aicloud.config import Settings
 from aicloud.errors import AicloudError, code_for_status
 from aicloud.gateway.asgi import PREFIX as ENDPOINTS_PREFIX
 from aicloud.gateway.asgi import EndpointApp, mount_endpoints
+from aicloud.gateway.openai import PREFIX as OPENAI_PREFIX
+from aicloud.gateway.openai import OpenAIApp, mount_openai
 from aicloud.schemas.api import MAX_JSON_DEPTH
 from aicloud.server.bootstrap import bootstrap
 from aicloud.server.console import mount_console, not_found_page, wants_page
@@ -108,12 +110,18 @@ class ControlPlaneApp(FastAPI):
     ASGI app, before FastAPI's middleware and routing (see :mod:`aicloud.gateway.asgi`)."""
 
     endpoint_app: EndpointApp | None = None
+    openai_app: OpenAIApp | None = None  # /openai/v1/...: the workspace's OpenAI API (gateway/openai.py)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoints = self.endpoint_app
         if endpoints is not None and scope["type"] == "http" and scope["path"].startswith(ENDPOINTS_PREFIX):
             scope["app"] = self
             await endpoints(scope, receive, send)
+            return
+        openai = self.openai_app
+        if openai is not None and scope["type"] == "http" and scope["path"].startswith(OPENAI_PREFIX):
+            scope["app"] = self
+            await openai(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 
@@ -227,5 +235,6 @@ def create_app(
         app.include_router(mlflow_module.router, prefix=_mlflow.PREFIX)
     app.include_router(_mlflow.fallback, prefix=_mlflow.PREFIX)
     app.endpoint_app = mount_endpoints(app)
+    app.openai_app = mount_openai(app)
     mount_console(app)  # the web console's pages under / and its static files (docs/console.md)
     return app
