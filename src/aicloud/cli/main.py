@@ -17,6 +17,7 @@ from aicloud.cli import (
     serving,
     sweeps,
     usage,
+    zoo,
 )
 from aicloud.cli.common import err_console, run
 from aicloud.errors import AicloudError
@@ -52,6 +53,7 @@ jobs.model_app.command("prune")(compression.model_prune)
 jobs.model_app.command("compare")(compression.model_compare)
 app.add_typer(edge.bundle_app, name="bundle")
 app.add_typer(edge.edge_app, name="edge")
+app.add_typer(zoo.zoo_app, name="zoo")
 app.add_typer(admin_app, name="admin")
 admin_app.command("rotate-key")(resources.rotate_key)
 admin_app.command("migrate")(local.migrate)

@@ -14,6 +14,7 @@ from aicloud.client.models import ModelsAPI
 from aicloud.client.resources import AdminAPI, SecretsAPI, TokensAPI, WorkspacesAPI
 from aicloud.client.runs import RunsAPI
 from aicloud.client.usage import Bound, UsageReport, get_usage
+from aicloud.client.zoo import ZooAPI
 
 __all__ = ["Client", "DatasetVersion", "Deployment", "Job"]
 
@@ -50,6 +51,7 @@ class Client:
         self.models = ModelsAPI(self)
         self.deployments = DeploymentsAPI(self)
         self.edge = EdgeAPI(self._transport)
+        self.zoo = ZooAPI(self._transport)
 
     @property
     def url(self) -> str:

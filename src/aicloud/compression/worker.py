@@ -2,7 +2,8 @@
 
 Started by :mod:`aicloud.compression.runner` in the workload sandbox, in a private working folder
 that holds the request and the model files the control plane put there. It runs one operation
-(``export``, ``quantize``, ``prune`` or ``compare``), writes ``result.json`` next to the request
+(``export``, ``quantize``, ``prune``, ``compare``; ``zoo``: a zoo entry's model, docs/zoo.md),
+writes ``result.json`` next to the request
 (``{"result": ...}`` or ``{"error": {"code", "message", "details"}}``, never a traceback) and
 writes its output model, if any, to the request's ``out`` folder. Its log (stdout and stderr) is
 ``worker.log``; the runner shows its tail when the worker dies.
@@ -124,7 +125,17 @@ def compare(req: dict[str, Any]) -> dict[str, Any]:
     return {"variants": rows}
 
 
-OPS = {"export": export, "quantize": quantize, "prune": prune, "compare": compare}
+def zoo(req: dict[str, Any]) -> dict[str, Any]:
+    """Build a zoo entry's model folder (``convert`` entries, docs/zoo.md) into ``out``."""
+    entry = req.get("entry") or {}
+    if entry.get("build", {}).get("op") == "minilm":
+        from aicloud.zoo.minilm import build
+
+        return build(Path(req["out"]), entry)
+    raise InvalidDataError(f"no zoo converter {entry.get('build', {}).get('op')!r}")
+
+
+OPS = {"export": export, "quantize": quantize, "prune": prune, "compare": compare, "zoo": zoo}
 
 
 def main(argv: list[str]) -> int:

@@ -51,6 +51,15 @@ class Workspace:
     created_at: datetime
 
 
+#: The model zoo's system workspace (docs/zoo.md): it holds the pulled zoo entries as model versions
+#: that every workspace reads (``zoo/<entry>``) and none writes. Its name is one no API call can
+#: give a workspace (names start with a letter or digit) and no token belongs to it.
+ZOO_WORKSPACE_ID = "ws_zoo00000000000000000"
+ZOO_WORKSPACE_NAME = "_zoo"
+#: A model reference into the zoo: ``zoo/<entry>`` or ``zoo/<entry>:<version>``
+ZOO_REF_PREFIX = "zoo/"
+
+
 @dataclass(frozen=True)
 class Token:
     """A bearer token. Only ``secret_hash`` is stored; the secret is shown once at creation."""

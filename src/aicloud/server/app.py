@@ -47,6 +47,7 @@ from aicloud.server.routes import (
     tokens,
     usage,
     workspaces,
+    zoo,
 )
 from aicloud.server.services.jobs import JobLauncher
 from aicloud.server.services.replicas import ReplicaLauncher
@@ -226,6 +227,7 @@ def create_app(
         deployments,
         edge,
         usage,
+        zoo,  # after models: a model of a workspace named "zoo" keeps its routes
     )
     for module in routers:
         app.include_router(module.router, prefix="/api/v1")

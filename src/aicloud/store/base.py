@@ -19,8 +19,8 @@ from aicloud.store.training import BlobRefStore, JobStore, ModelStore, RunStore
 
 class WorkspaceStore(abc.ABC):
     @abc.abstractmethod
-    def create(self, name: str) -> Workspace:
-        """Raises ConflictError when the name is taken."""
+    def create(self, name: str, workspace_id: str | None = None) -> Workspace:
+        """Raises ConflictError when the name (or the given id) is taken."""
 
     @abc.abstractmethod
     def get(self, workspace_id: str) -> Workspace:

@@ -6,12 +6,22 @@ from typing import Any
 
 from aicloud.auth import Principal
 from aicloud.entities import ModelVersion
-from aicloud.errors import NotFoundError
+from aicloud.entities.core import ZOO_REF_PREFIX, ZOO_WORKSPACE_ID
+from aicloud.errors import NotFoundError, PermissionDeniedError
 from aicloud.schemas.jobs import ModelVersionCreate
 from aicloud.server.services.names import check_id, check_name, parse_version
 from aicloud.server.state import AppState
 
-__all__ = ["resolve_model_ref", "version_lineage"]
+__all__ = ["READ_ONLY_ZOO", "refuse_zoo_write", "resolve_model_ref", "version_lineage"]
+
+READ_ONLY_ZOO = "zoo models are read-only: fine-tune or export them into your workspace"
+
+
+def refuse_zoo_write(ref: str) -> PermissionDeniedError:
+    """The 403 of a write (a new version, an alias, a delete) to a ``zoo/<entry>`` model."""
+    return PermissionDeniedError(
+        f"{ref}: {READ_ONLY_ZOO}", details={"model": ref, "read_only": True, "docs": "docs/zoo.md"}
+    )
 
 
 def version_lineage(state: AppState, principal: Principal, body: ModelVersionCreate) -> dict[str, Any]:
@@ -38,7 +48,23 @@ def version_lineage(state: AppState, principal: Principal, body: ModelVersionCre
 
 
 def resolve_model_ref(state: AppState, workspace_id: str, ref: str) -> ModelVersion:
-    """``name``, ``name:3``, ``name@production`` → a model version (for deployments and the SDK)."""
+    """``name``, ``name:3``, ``name@production`` → a model version (for deployments and the SDK);
+    ``zoo/<entry>`` and ``zoo/<entry>:<version>`` → a version of the zoo, from any workspace."""
+    if ref.startswith(ZOO_REF_PREFIX):
+        entry = ref[len(ZOO_REF_PREFIX) :]
+        try:
+            return _resolve(state, ZOO_WORKSPACE_ID, entry)
+        except NotFoundError as exc:
+            name = entry.partition(":")[0].partition("@")[0]
+            raise NotFoundError(
+                f"{ref}: {exc.message}; the zoo has the entries `aicloud zoo list` shows, and an entry "
+                f"is there once pulled (`aicloud zoo pull {name}`)",
+                details={"kind": "model", "zoo": True, "ref": ref},
+            ) from None
+    return _resolve(state, workspace_id, ref)
+
+
+def _resolve(state: AppState, workspace_id: str, ref: str) -> ModelVersion:
     if "@" in ref:
         name, alias = ref.split("@", 1)
         return state.store.models.get_version_by_alias(

@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from aicloud.entities import BlobOwner
+from aicloud.entities.core import ZOO_WORKSPACE_ID
 from aicloud.errors import NotFoundError
 from aicloud.store.sql import ids
 from aicloud.store.sql.session import Database
@@ -109,8 +110,8 @@ class SqlBlobRefStore(BlobRefStore):
 
     def owns(self, workspace_id: str, digest: str) -> bool:
         def tx(session: Session) -> bool:
-            query = select(BlobRefRow.digest).where(
-                BlobRefRow.digest == digest, BlobRefRow.workspace_id == workspace_id
+            query = select(BlobRefRow.digest).where(  # the zoo's files are every workspace's to read
+                BlobRefRow.digest == digest, BlobRefRow.workspace_id.in_((workspace_id, ZOO_WORKSPACE_ID))
             )
             return session.scalar(query.limit(1)) is not None
 

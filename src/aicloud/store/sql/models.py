@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from aicloud.entities import BlobOwner, Model, ModelVersion
+from aicloud.entities.core import ZOO_WORKSPACE_ID
 from aicloud.errors import NotFoundError
 from aicloud.store.sql import ids
 from aicloud.store.sql.blobrefs import add_refs
@@ -187,7 +188,10 @@ class SqlModelStore(ModelStore):
             found = session.execute(
                 select(ModelVersionRow, ModelRow.name)
                 .join(ModelRow, ModelRow.id == ModelVersionRow.model_id)
-                .where(ModelVersionRow.id == version_id, ModelVersionRow.workspace_id == workspace_id)
+                .where(  # the zoo's versions are every workspace's to read (docs/zoo.md)
+                    ModelVersionRow.id == version_id,
+                    ModelVersionRow.workspace_id.in_((workspace_id, ZOO_WORKSPACE_ID)),
+                )
             ).one_or_none()
             if found is None:
                 raise NotFoundError.of("model version", version_id)

@@ -21,14 +21,18 @@ class SqlWorkspaceStore(WorkspaceStore):
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def create(self, name: str) -> Workspace:
+    def create(self, name: str, workspace_id: str | None = None) -> Workspace:
         def conflict() -> ConflictError:
             return ConflictError(f"workspace {name!r} already exists", details={"name": name})
 
         def tx(session: Session) -> Workspace:
             if session.scalar(select(WorkspaceRow.id).where(WorkspaceRow.name == name)) is not None:
                 raise conflict()
-            row = WorkspaceRow(id=ids.new_id(ids.WORKSPACE), name=name, created_at=ids.utcnow())
+            if workspace_id is not None and session.get(WorkspaceRow, workspace_id) is not None:
+                raise conflict()
+            row = WorkspaceRow(
+                id=workspace_id or ids.new_id(ids.WORKSPACE), name=name, created_at=ids.utcnow()
+            )
             session.add(row)
             session.flush()
             return _entity(row)
