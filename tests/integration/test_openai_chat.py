@@ -1,8 +1,9 @@
 """OpenAI chat and completions through the gateway with the real ``openai`` client (docs/openai.md):
-the zoo's tiny LM as a generation Service (sync and async, streaming and not, stop, seed, n,
-include_usage, max_tokens beyond the context), and a Service of the user's own (a slow counting
-"model") whose caller hangs up mid-stream: its sequence is dropped (the replica's
-``aicloud_generation_cancelled`` counter) while the replica keeps serving."""
+the zoo's tiny LM deployed as a model version (its files as ``aicloud zoo pull tiny-lm`` registers
+them; sync and async, streaming and not, stop, seed, n, include_usage, max_tokens beyond the
+context, per endpoint and at the workspace's ``/openai/v1``), and a generation Service of the
+user's own (a slow counting "model") whose caller hangs up mid-stream: its sequence is dropped (the
+replica's ``aicloud_generation_cancelled`` counter) while the replica keeps serving."""
 
 from __future__ import annotations
 
@@ -17,15 +18,10 @@ import openai
 import pytest
 
 from aicloud import Client
+from aicloud.serving.tiny_lm import DATA
 from aicloud.testing.server import ServerProcess
 
-TINY = '''
-from aicloud.serving.tiny_lm import TinyLM
-
-
-class Chat(TinyLM):
-    """The zoo LM, served as it ships."""
-'''
+from model_files import register
 
 COUNTER = '''
 import time
@@ -69,13 +65,19 @@ def _deploy(client: Client, tmp_path: Path, name: str, code: str, entrypoint: st
     dep.wait_ready(timeout=240)
 
 
+def _deploy_tiny_lm(client: Client, name: str) -> None:
+    ref = register(client, DATA, f"{name}-model")  # the zoo entry's files (zoo/tiny-lm)
+    dep = client.deployments.create(name, model=ref, min_replicas=1, max_replicas=1)
+    dep.wait_ready(timeout=240)
+
+
 @pytest.fixture(scope="module")
 def chat_names(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     tmp = tmp_path_factory.mktemp("chat")
     suffix = str(int(time.time() * 1000) % 10**8)
     names = {"tiny": f"tiny-lm-{suffix}", "counter": f"counter-{suffix}"}
     with Client(url=server.url, token=server.token) as client:
-        _deploy(client, tmp, names["tiny"], TINY, "chat.py:Chat")
+        _deploy_tiny_lm(client, names["tiny"])
         _deploy(client, tmp, names["counter"], COUNTER, "counter.py:Counter")
         yield names
         for name in names.values():
@@ -219,3 +221,30 @@ def test_a_caller_that_hangs_up_stops_its_generation(
     # the replica stays healthy: the next caller gets its whole answer
     after = oai.completions.create(model=name, prompt="x", max_tokens=3, temperature=0)
     assert after.choices[0].text == "yza" and after.choices[0].finish_reason == "length"
+
+
+def test_the_workspace_openai_api_routes_by_model(server: ServerProcess, chat_names: dict[str, str]) -> None:
+    oai = openai.OpenAI(base_url=f"{server.url}/openai/v1", api_key=server.token, max_retries=0)
+    name = chat_names["tiny"]
+    assert name in [m.id for m in oai.models.list().data]
+    direct = _openai(server, name).completions.create(
+        model=name, prompt="The owl", max_tokens=8, temperature=0
+    )
+    via = oai.completions.create(model=name, prompt="The owl", max_tokens=8, temperature=0)
+    assert via.choices[0].text == direct.choices[0].text and via.model == name
+    parts = [
+        c.choices[0].delta.content or ""
+        for c in oai.chat.completions.create(
+            model=name,
+            messages=[{"role": "user", "content": "Hello, I am Ada."}],
+            max_tokens=12,
+            temperature=0,
+            stream=True,
+        )
+        if c.choices
+    ]
+    assert "".join(parts)
+    with pytest.raises(openai.NotFoundError):
+        oai.chat.completions.create(model="no-such-deployment", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError):
+        oai.completions.create(model=name, prompt="hi", max_tokens=10_000)

@@ -16,13 +16,14 @@ CONCRETE = ("numpy", "onnxruntime", "torch")
 
 
 def kind_of(config: Mapping[str, Any], files: Iterable[str]) -> str:
-    """``mlp``, ``cnn`` (built-ins with safetensors weights), ``onnx``, or ``other``."""
+    """``mlp``, ``cnn`` (built-ins with safetensors weights), ``onnx``, ``tiny-lm`` (the zoo's
+    causal LM, a generation model: aicloud.serving.tiny_lm), or ``other``."""
     names = set(files)
     architecture = config.get("architecture")
     kind = architecture.get("type") if isinstance(architecture, dict) else None
     if kind == "onnx" or (kind is None and ONNX in names):
         return "onnx"
-    if kind in ("mlp", "cnn") and WEIGHTS in names:
+    if kind in ("mlp", "cnn", "tiny-lm") and WEIGHTS in names:
         return str(kind)
     return "other"
 
@@ -40,6 +41,9 @@ def runnable(config: Mapping[str, Any], files: Iterable[str]) -> dict[str, str |
         return {"numpy": numpy_no, "onnxruntime": None, "torch": torch_no}
     if kind in ("mlp", "cnn"):
         return {"numpy": None if kind == "mlp" else numpy_no, "onnxruntime": None, "torch": None}
+    if kind == "tiny-lm":
+        lm_no = "a generation model (its KV cache) runs in torch only"
+        return {"numpy": lm_no, "onnxruntime": lm_no, "torch": None}
     other = "the version is neither a built-in model (safetensors) nor ONNX"
     return dict.fromkeys(CONCRETE, other)
 
@@ -59,7 +63,10 @@ def needs_torch(runtime: str | None, config: Mapping[str, Any], files: Iterable[
     replica makes an ONNX model of a built-in one (``onnxruntime`` or ``auto`` on safetensors weights).
     The warm template a replica is forked from follows it (docs/serving.md, "Warm templates")."""
     files = list(files)
-    if kind_of(config, files) not in ("mlp", "cnn"):
+    kind = kind_of(config, files)
+    if kind == "tiny-lm":
+        return True
+    if kind not in ("mlp", "cnn"):
         return False
     if runtime is None:
         return default_runtime(config, files) == "torch"

@@ -33,12 +33,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -277,3 +279,18 @@ def async_emitter(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Event]) 
             loop.call_soon_threadsafe(queue.put_nowait, event)
 
     return emit
+
+
+def generation_service(folder: str | Path) -> Generator | None:
+    """The generation Service that serves a registered version's folder (a ``text-generation``
+    version of the zoo's tiny LM: ``aicloud deploy create chat --model zoo/tiny-lm``), else None."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    arch = config.get("architecture") if isinstance(config, dict) else None
+    if config.get("task") != "text-generation" or not isinstance(arch, dict) or arch.get("type") != "tiny-lm":
+        return None
+    from aicloud.serving.tiny_lm import TinyLM
+
+    return TinyLM(folder)

@@ -229,6 +229,11 @@ def make_app(environ: Mapping[str, str] | None = None, workdir: Path | None = No
 
         model = ServiceModel(model_dir, runtime, threads=threads, batch=batch) if model_dir else None
         return build_app(config, service=load_service_class(code, entrypoint), model=model)
+    from aicloud.serving.generation import generation_service
+
+    generator = generation_service(what)  # a text-generation version (zoo/tiny-lm): OpenAI's chat routes
+    if generator is not None:
+        return build_app(config, service=generator)
     return build_app(config, runtime=model_runtime(what, runtime, threads=threads, batch=batch))
 
 
