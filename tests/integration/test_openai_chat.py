@@ -1,9 +1,9 @@
 """OpenAI chat and completions through the gateway with the real ``openai`` client (docs/openai.md):
-the zoo's tiny LM deployed as a model version (its files as ``aicloud zoo pull tiny-lm`` registers
-them; sync and async, streaming and not, stop, seed, n, include_usage, max_tokens beyond the
-context, per endpoint and at the workspace's ``/openai/v1``), and a generation Service of the
-user's own (a slow counting "model") whose caller hangs up mid-stream: its sequence is dropped (the
-replica's ``aicloud_generation_cancelled`` counter) while the replica keeps serving."""
+the zoo's tiny LM deployed as a model (``aicloud zoo pull tiny-lm``, ``--model zoo/tiny-lm``; sync
+and async, streaming and not, stop, seed, n, include_usage, max_tokens beyond the context, per
+endpoint and at the workspace's ``/openai/v1``), and a generation Service of the user's own (a slow
+counting "model") whose caller hangs up mid-stream: its sequence is dropped (the replica's
+``aicloud_generation_cancelled`` counter) while the replica keeps serving."""
 
 from __future__ import annotations
 
@@ -18,10 +18,7 @@ import openai
 import pytest
 
 from aicloud import Client
-from aicloud.serving.tiny_lm import DATA
 from aicloud.testing.server import ServerProcess
-
-from model_files import register
 
 COUNTER = '''
 import time
@@ -66,8 +63,8 @@ def _deploy(client: Client, tmp_path: Path, name: str, code: str, entrypoint: st
 
 
 def _deploy_tiny_lm(client: Client, name: str) -> None:
-    ref = register(client, DATA, f"{name}-model")  # the zoo entry's files (zoo/tiny-lm)
-    dep = client.deployments.create(name, model=ref, min_replicas=1, max_replicas=1)
+    client.zoo.pull("tiny-lm")  # registers the shipped files (a no-op when pulled already)
+    dep = client.deployments.create(name, model="zoo/tiny-lm", min_replicas=1, max_replicas=1)
     dep.wait_ready(timeout=240)
 
 
