@@ -8,6 +8,7 @@ from aicloud.client.blobs import BlobsAPI
 from aicloud.client.datasets import DatasetsAPI, DatasetVersion
 from aicloud.client.deployments import Deployment, DeploymentsAPI
 from aicloud.client.edge import EdgeAPI
+from aicloud.client.embeddings import EmbeddingsAPI
 from aicloud.client.http import Transport, resolve
 from aicloud.client.jobs import Job, JobsAPI
 from aicloud.client.models import ModelsAPI
@@ -52,6 +53,7 @@ class Client:
         self.deployments = DeploymentsAPI(self)
         self.edge = EdgeAPI(self._transport)
         self.zoo = ZooAPI(self._transport)
+        self.embeddings = EmbeddingsAPI(self._transport)
 
     @property
     def url(self) -> str:

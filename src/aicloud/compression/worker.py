@@ -135,7 +135,28 @@ def zoo(req: dict[str, Any]) -> dict[str, Any]:
     raise InvalidDataError(f"no zoo converter {entry.get('build', {}).get('op')!r}")
 
 
-OPS = {"export": export, "quantize": quantize, "prune": prune, "compare": compare, "zoo": zoo}
+def embed_index(req: dict[str, Any]) -> dict[str, Any]:
+    """Semantic search (docs/zoo.md): embed a dataset's text column into an index folder."""
+    from aicloud.zoo.search import build_index
+
+    return build_index(req)
+
+
+def embed_search(req: dict[str, Any]) -> dict[str, Any]:
+    from aicloud.zoo.search import search
+
+    return search(req)
+
+
+OPS = {
+    "export": export,
+    "quantize": quantize,
+    "prune": prune,
+    "compare": compare,
+    "zoo": zoo,
+    "embed_index": embed_index,
+    "embed_search": embed_search,
+}
 
 
 def main(argv: list[str]) -> int:

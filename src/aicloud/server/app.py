@@ -34,6 +34,7 @@ from aicloud.server.routes import (
     deployments,
     docs,
     edge,
+    embeddings,
     health,
     jobs,
     mlflow_artifacts,
@@ -227,6 +228,7 @@ def create_app(
         deployments,
         edge,
         usage,
+        embeddings,
         zoo,  # after models: a model of a workspace named "zoo" keeps its routes
     )
     for module in routers:
