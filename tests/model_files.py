@@ -170,3 +170,36 @@ def text_embedding_folder(folder: Path, seed: int = 0, max_length: int = 32) -> 
     torch.manual_seed(seed)
     module = TinyEncoder().eval()
     return save_text_model(folder, module, tiny_tokenizer(), "text-embedding", max_length=max_length), module
+
+
+TINY_BERT = {
+    "vocab_size": 100,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "max_position_embeddings": 64,
+    "type_vocab_size": 2,
+    "layer_norm_eps": 1e-12,
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+}
+
+
+def tiny_bert_folder(folder: Path, seed: int = 0) -> Path:
+    """A text encoder as zoo/minilm ships one, tiny: a 2-layer BERT (random weights, HF parameter
+    names) as a text-embedding ONNX version with :func:`tiny_tokenizer`, plus its torch weights
+    ``encoder.safetensors`` and ``encoder_config.json`` (for full and lora fine-tuning)."""
+    from safetensors.torch import save_file
+
+    from aicloud.artifacts.text import save_text_model
+    from aicloud.training.text_encoder import BertEncoder, TextEmbedder
+
+    torch.manual_seed(seed)
+    encoder = BertEncoder(TINY_BERT).eval()
+    save_text_model(folder, TextEmbedder(encoder), tiny_tokenizer(), "text-embedding", max_length=32)
+    save_file(
+        {k: v.contiguous() for k, v in encoder.state_dict().items()}, str(folder / "encoder.safetensors")
+    )
+    (folder / "encoder_config.json").write_text(json.dumps(TINY_BERT))
+    return folder

@@ -1,4 +1,5 @@
-"""``aicloud job ...`` and ``aicloud model ...`` (``aicloud run ...`` is ``cli/runs.py``)."""
+"""``aicloud job ...`` and ``aicloud model ...`` (``aicloud run ...`` is ``cli/runs.py``, ``aicloud job
+finetune`` is ``cli/finetune.py``)."""
 
 from __future__ import annotations
 
@@ -112,8 +113,10 @@ def job_run(
     file that is missing, not YAML or not a job spec, exit 2."""
     doc = read_spec_file(file, "the job spec")
     kind = doc.get("kind")
-    if kind not in ("train", "command", "sweep"):
-        raise UsageError(f"{file}: kind must be train, command or sweep, not {kind!r} (docs/training.md)")
+    if kind not in ("train", "command", "sweep", "finetune"):
+        raise UsageError(
+            f"{file}: kind must be train, command, sweep or finetune, not {kind!r} (docs/training.md)"
+        )
     if kind == "sweep":  # the same file `aicloud sweep create -f` takes
         from aicloud.cli.sweeps import sweep_create
 
@@ -284,3 +287,12 @@ def model_lineage(
 ) -> None:
     """What made a model version: run, job, datasets (and their parents), code."""
     emit(client().models.lineage(ref), output, render_lineage)
+
+
+def _register_finetune() -> None:
+    from aicloud.cli.finetune import job_finetune
+
+    job_app.command("finetune")(job_finetune)
+
+
+_register_finetune()

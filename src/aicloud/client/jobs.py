@@ -234,6 +234,50 @@ class JobsAPI:
             spec["checkpoint_every"] = checkpoint_every
         return self._submit({"kind": "train", "name": name, "priority": priority, "spec": spec})
 
+    def finetune(
+        self,
+        base: str,
+        dataset: Any,
+        eval_dataset: Any,
+        *,
+        task: str = "text-classification",
+        text: str = "text",
+        target: str = "label",
+        method: str = "head",
+        epochs: int | None = None,
+        lr: float | None = None,
+        name: str | None = None,
+        model_name: str | None = None,
+        priority: int = 0,
+        **more: Any,
+    ) -> Job:
+        """Fine-tune a pretrained model version (``zoo/minilm``, ``zoo/digits-cnn``, your own
+        ``name:3``) on a labelled dataset; the result registers as ``model_name`` (default: the job
+        name) with lineage to its base (docs/finetuning.md).
+
+        ``task="text-classification"``: ``method`` ``head`` (a linear head on the frozen encoder's
+        embeddings: seconds), ``full`` (the whole encoder) or ``lora`` (low-rank adapters);
+        ``text``/``target`` name the dataset's columns. ``task="image-classification"``: the CNN's
+        last layer replaced for the new labels (``freeze=True`` trains only its head). Epochs and
+        ``lr`` default by method; ``more``: ``batch_size``, ``max_length``, ``lora_rank``,
+        ``lora_alpha``, ``freeze``, ``seed``, ``cpus``, ``limits``. A wrong field or a dataset
+        without the text column is a :class:`~aicloud.errors.ValidationError` naming it.
+        """
+        spec: dict[str, Any] = {
+            "base": base,
+            "task": task,
+            "dataset": dataset_ref(dataset),
+            "eval_dataset": dataset_ref(eval_dataset),
+            "text": text,
+            "target": target,
+            "method": method,
+            "epochs": epochs,
+            "lr": lr,
+            "model_name": model_name,
+            **more,
+        }
+        return self._submit({"kind": "finetune", "name": name, "priority": priority, "spec": spec})
+
     def run(
         self,
         command: str,

@@ -12,6 +12,7 @@ class JobKind(enum.StrEnum):
     TRAIN = "train"  # a built-in task (aicloud.training.tasks)
     COMMAND = "command"  # user code: an uploaded file or folder and a command
     SWEEP = "sweep"  # a hyperparameter search: its trials are child jobs (``parent_id``)
+    FINETUNE = "finetune"  # adapt a pretrained model version to a dataset (aicloud.training.finetune)
 
 
 class JobStatus(enum.StrEnum):

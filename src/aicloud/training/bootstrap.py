@@ -7,9 +7,10 @@ Started by an executor in a fresh working folder with ``AICLOUD_URL``, ``AICLOUD
    (JSON role → path) and ``AICLOUD_DATASET_<ROLE>``;
 2. ``train`` jobs: runs the built-in task (:func:`aicloud.training.tasks.run_task`), logging params and
    metrics to the run, and registers the model (name: the spec's ``model_name``, else the job name);
-   ``command`` jobs: downloads and safely extracts the code archive into ``code/``, then runs
-   ``/bin/sh -c <command>`` there with ``AICLOUD_OUTPUT_DIR`` set, its output passed straight through
-   and SIGTERM forwarded to it;
+   ``finetune`` jobs: fine-tunes the base model version (:mod:`aicloud.training.finetune`) and
+   registers the result; ``command`` jobs: downloads and safely extracts the code archive into
+   ``code/``, then runs ``/bin/sh -c <command>`` there with ``AICLOUD_OUTPUT_DIR`` set, its output
+   passed straight through and SIGTERM forwarded to it;
 3. marks the run finished (succeeded, failed or cancelled) and exits with the job's exit code
    (the command's; 1 after an error, whose traceback goes to stderr, i.e. the job log). A job that
    the control plane will restart (``max_restarts`` left) leaves its run open instead: the run goes
@@ -60,7 +61,7 @@ def _dataset_refs(sess: Session, job: JobDoc) -> dict[str, dict[str, Any]]:
     """Role → ``{"name", "version", "format"}``: the server's resolved versions, else resolved here."""
     if job.resolved:
         return {role: dict(info) for role, info in job.resolved.items() if info}
-    if job.kind == "train":
+    if job.kind in ("train", "finetune"):
         wanted = {"train": job.spec.get("dataset"), "eval": job.spec.get("eval_dataset")}
     else:
         wanted = dict(job.spec.get("datasets") or {})
@@ -250,9 +251,14 @@ def main() -> int:
             status = "succeeded"
         elif env.job.kind == "command":  # SIGTERM: Cancelled until the command starts, then forwarded
             code, status = run_command(sess, env, workdir, output)
+        elif env.job.kind == "finetune":
+            from aicloud.training.finetune import run_finetune
+
+            code = run_finetune(sess, env, paths, output)
+            status = "succeeded"
         else:
             raise ValidationError.field(
-                "kind", f"unknown job kind {env.job.kind!r}; expected train or command"
+                "kind", f"unknown job kind {env.job.kind!r}; expected train, command or finetune"
             )
     except Cancelled:
         log("cancelled (SIGTERM)")

@@ -53,7 +53,7 @@ from aicloud.training.session_checkpoints import OFFLINE_RUN_DIR, SessionCheckpo
 from aicloud.training.tracking import BatchingSink, LocalSink, Point, SystemSampler
 
 OFFLINE_MODEL_DIR = "aicloud-model"
-MODEL_FILES = ("config.json", "model.safetensors", "model.onnx")
+MODEL_FILES = ("config.json", "model.safetensors", "model.onnx", "tokenizer.json", "adapter.safetensors")
 
 if TYPE_CHECKING:
     from aicloud.training.checkpoint import Checkpoint

@@ -44,6 +44,11 @@ def version_lineage(state: AppState, principal: Principal, body: ModelVersionCre
         lineage["code_digest"] = job.spec.get("code")
         if job.kind.value == "train":
             lineage["task"] = job.spec.get("task")
+        base = job.spec.get("resolved_base") if job.kind.value == "finetune" else None
+        if isinstance(base, dict):  # a fine-tuned version derives from its base (as compression's do)
+            lineage["task"] = job.spec.get("task")
+            lineage["parent_version"] = base.get("id")
+            lineage["derived"] = {"from": base.get("ref"), "method": f"finetune-{job.spec.get('method')}"}
     return lineage
 
 

@@ -7,6 +7,9 @@ validator of its kind (:data:`VALIDATORS`):
   resolved to exact versions (lineage) and checked against the task, its secrets present.
 * ``command``: the :class:`~aicloud.schemas.training.CommandSpec`, its datasets resolved, its code
   archive owned by the workspace, its secrets present.
+* ``finetune``: the :class:`~aicloud.schemas.finetune.FinetuneSpec`, its datasets resolved and holding
+  the text (or pixel) and label columns, its base resolved (a zoo entry or the workspace's version) to
+  a text encoder or a built-in CNN (:mod:`aicloud.server.services.finetune_specs`).
 * ``sweep``: the sweep fields (``spec.space.lr``, ``spec.metric``...), then the base train spec with
   every check a ``train`` job gets (errors name ``spec.train.<field>``).
 """
@@ -21,13 +24,23 @@ import pydantic
 from aicloud.auth import Principal
 from aicloud.entities import Job, JobKind
 from aicloud.errors import NotFoundError, ValidationError
+from aicloud.schemas.finetune import FinetuneSpec
 from aicloud.schemas.jobs import JobCreate
 from aicloud.schemas.sweeps import SweepSpec, check_sweep_spec
 from aicloud.schemas.training import CommandSpec, TrainSpec, check_train_spec
+from aicloud.server.services.finetune_specs import check_finetune
 from aicloud.server.services.names import check_name, parse_version
 from aicloud.server.state import AppState
 
-__all__ = ["VALIDATORS", "submit_job", "validate_command", "validate_job", "validate_sweep", "validate_train"]
+__all__ = [
+    "VALIDATORS",
+    "submit_job",
+    "validate_command",
+    "validate_finetune",
+    "validate_job",
+    "validate_sweep",
+    "validate_train",
+]
 
 #: A kind's validator: the job's name and its validated spec, with ``resolved_datasets``.
 Validator = Callable[[AppState, Principal, JobCreate], tuple[str, dict[str, Any]]]
@@ -138,11 +151,28 @@ def validate_sweep(state: AppState, principal: Principal, body: JobCreate) -> tu
     return name, spec
 
 
+def validate_finetune(state: AppState, principal: Principal, body: JobCreate) -> tuple[str, dict[str, Any]]:
+    """A ``finetune`` job: a base model version adapted to resolved train and eval datasets."""
+    ws = principal.workspace.id
+    try:
+        finetune = FinetuneSpec.model_validate(body.spec)
+    except pydantic.ValidationError as exc:
+        raise _pydantic_error(exc, "spec") from None
+    resolved = {
+        "train": _resolve_dataset(state, ws, finetune.dataset, "spec.dataset"),
+        "eval": _resolve_dataset(state, ws, finetune.eval_dataset, "spec.eval_dataset"),
+    }
+    spec = check_finetune(state, ws, finetune, resolved)
+    name = body.name or finetune.model_name or f"{finetune.method}-{resolved['train']['name']}"[:100]
+    return check_name(name, "name"), spec
+
+
 #: The validator of each job kind.
 VALIDATORS: dict[JobKind, Validator] = {
     JobKind.TRAIN: validate_train,
     JobKind.COMMAND: validate_command,
     JobKind.SWEEP: validate_sweep,
+    JobKind.FINETUNE: validate_finetune,
 }
 
 
