@@ -165,7 +165,9 @@ class ReplicaApp:
         self._pool = ThreadPoolExecutor(config.handler_threads, thread_name_prefix="aicloud-handler")
         # a generation Service (aicloud.serving.generation) serves OpenAI's chat and completions routes
         self.generation = (
-            GenerationRoutes(service, config.name, self.metrics.registry) if is_generator(service) else None
+            GenerationRoutes(service, config.name, self.metrics.registry, config.max_queue)
+            if is_generator(service)
+            else None
         )
         self.handlers: dict[str, HandlerInfo] = (
             handlers_of(type(service), required=self.generation is None) if service is not None else {}

@@ -185,6 +185,10 @@ class GenerationEngine:
     def active(self) -> int:
         return len(self._active)
 
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
     def submit(self, seqs: list[Sequence]) -> None:
         with self._cv:
             self._waiting.extend(seqs)

@@ -143,9 +143,12 @@ def _messages(doc: dict[str, Any]) -> list[dict[str, str]]:
 class GenerationRoutes:
     """The chat and completions routes of one replica (see the module docstring)."""
 
-    def __init__(self, service: Generator, name: str, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, service: Generator, name: str, registry: CollectorRegistry, max_waiting: int = 1024
+    ) -> None:
         self.service = service
         self.name = name
+        self.max_waiting = max_waiting  # sequences waiting for a place in the batch (max_queue)
         self.engine = GenerationEngine(service)
         self.metrics = GenerationMetrics(registry, self.engine)
         self.engine.observe = self.metrics.observe
@@ -234,6 +237,8 @@ class GenerationRoutes:
                 seed = None if sampling.seed is None else sampling.seed + i
                 seqs.append(Sequence(prompt, _with_seed(sampling, seed), _emitter(loop, queue, index)))
         reply = _Reply(chat, model, include_usage, sum(len(p) for p in prompts), len(seqs))
+        if self.engine.waiting + len(seqs) > self.max_waiting:
+            raise OpenAIError(503, "the replica's queue is full (max_queue sequences wait); retry shortly")
         self.engine.submit(seqs)
         gone_future = getattr(receive, "disconnected", None)
         gone: asyncio.Future[Any] = (
