@@ -107,6 +107,10 @@ def test_errors_map_to_the_openai_exceptions(
     assert missing.value.body["code"] == "model_not_found"  # type: ignore[index]
     with pytest.raises(openai.NotFoundError):
         oai.models.retrieve("no-such-deployment")
+    nowhere = openai.OpenAI(base_url=f"{server.url}/v1/endpoints/no-such-deployment/v1", api_key=server.token)
+    with pytest.raises(openai.NotFoundError) as gone:  # the gateway's own errors there: OpenAI's shape too
+        nowhere.embeddings.create(model="x", input="hi")
+    assert gone.value.body["code"] == "model_not_found"  # type: ignore[index]
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{server.url}/openai/v1", api_key="aic_x_y", max_retries=0).embeddings.create(
             model=name, input="hi"

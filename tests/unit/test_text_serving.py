@@ -90,8 +90,10 @@ def test_bad_input_in_openai_shape(tmp_path: Path) -> None:
         {"model": "emb", "input": "ok", "dimensions": 33},
         {"model": "emb"},
     ]
-    out = _call(app, [("POST", "/v1/embeddings", {"json": b}) for b in bodies])
+    calls = [("POST", "/v1/embeddings", {"json": b}) for b in bodies]
+    *out, chat = _call(app, [*calls, ("POST", "/v1/chat/completions", {"json": {"model": "emb"}})])
     assert [r.status_code for r in out] == [400, 400, 400, 413, 400, 400, 400, 400]
+    assert chat.status_code == 404 and chat.json()["error"]["code"] == "model_not_found"  # no chat here
     for r in out:
         err = r.json()["error"]
         assert set(err) == {"message", "type", "param", "code"} and err["type"] == "invalid_request_error"

@@ -40,6 +40,7 @@ from aicloud.gateway.proxy import Gateway
 from aicloud.gateway.registry import Endpoint
 from aicloud.gateway.request import ClientGone, read_headers
 from aicloud.store import MetadataStore
+from aicloud.wire.openai import error_body, param_of
 
 log = logging.getLogger("aicloud.gateway")
 
@@ -84,16 +85,31 @@ def app_state(scope: Scope) -> GatewayHost:
     return host
 
 
+def is_openai(rest: str) -> bool:
+    """Whether ``rest`` is an OpenAI API route (``v1/...``): the gateway's errors there are OpenAI's shape."""
+    return rest == "v1" or rest.startswith("v1/")
+
+
 def is_oip(rest: str) -> bool:
     """Whether ``rest`` (the path after ``/v1/endpoints/{name}/``) is an Open Inference Protocol route."""
     return rest == "v2" or rest.startswith("v2/")
 
 
 async def send_error(
-    send: Any, status: int, code: str, message: str, details: Any = None, *, oip: bool = False
+    send: Any,
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
+    *,
+    oip: bool = False,
+    openai: bool = False,
 ) -> None:
-    """aicloud's error shape, or the Open Inference Protocol's ``{"error": message}`` with ``oip``."""
-    if oip:
+    """aicloud's error shape, the Open Inference Protocol's ``{"error": message}`` with ``oip``, or
+    OpenAI's ``{"error": {"message", "type", "param", "code"}}`` with ``openai``."""
+    if openai:
+        body = error_body(status, message, param="model" if status == 404 else param_of(details))
+    elif oip:
         body = json.dumps({"error": message}).encode()
     else:
         body = json.dumps({"error": {"code": code, "message": message, "details": details}}).encode()
@@ -122,11 +138,12 @@ class EndpointApp:
         path: str = scope["path"]
         name, sep, rest = path[len(PREFIX) :].partition("/")
         oip = is_oip(rest)
+        openai = is_openai(rest)
         if not name or not sep or not path.startswith(PREFIX):
             await send_error(send, 404, "not_found", "no such route")
             return
         if scope["method"] not in METHODS:
-            await send_error(send, 405, "method_not_allowed", "Method Not Allowed", oip=oip)
+            await send_error(send, 405, "method_not_allowed", "Method Not Allowed", oip=oip, openai=openai)
             return
         try:
             host = self.host_of(scope)
@@ -138,10 +155,13 @@ class EndpointApp:
         except AicloudError as exc:
             if exc.status_code >= 500:
                 log.warning("%s %s: %s: %s", scope["method"], scope["path"], exc.code, exc.message)
-            await send_error(send, exc.status_code, exc.code, exc.message, exc.details, oip=oip)
+            await send_error(
+                send, exc.status_code, exc.code, exc.message, exc.details, oip=oip, openai=openai
+            )
         except Exception:
             log.exception("endpoint request failed: %s %s", scope["method"], scope["path"])
-            await send_error(send, 500, "internal", "internal server error; see the server log", oip=oip)
+            message = "internal server error; see the server log"
+            await send_error(send, 500, "internal", message, oip=oip, openai=openai)
 
 
 def mount_endpoints(router_owner: Any, app: EndpointApp | None = None) -> EndpointApp:
@@ -161,6 +181,7 @@ __all__ = [
     "GatewayHost",
     "app_state",
     "is_oip",
+    "is_openai",
     "mount_endpoints",
     "require_endpoint_caller",
 ]

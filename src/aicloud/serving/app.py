@@ -355,6 +355,11 @@ class ReplicaApp:
         @api.exception_handler(StarletteHTTPException)
         async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
             oip = is_oip_path(request.url.path)
+            if exc.status_code == 404 and request.url.path.startswith("/v1/"):  # an OpenAI client
+                from aicloud.serving.openai_embeddings import openai_error
+
+                what = f"deployment {self.config.name!r} does not serve {request.url.path} (OpenAI API)"
+                return openai_error(NotFoundError(what), param="model")
             if exc.status_code == 404:
                 return error_response(NotFoundError(f"no route {request.url.path}", details=None), oip=oip)
             err = AicloudError(str(exc.detail))
