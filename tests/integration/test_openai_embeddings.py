@@ -23,7 +23,7 @@ from aicloud.artifacts.onnxrt import onnx_runner
 from aicloud.artifacts.text import TextTokenizer
 from aicloud.testing.server import ServerProcess
 
-from model_files import register, text_embedding_folder
+from model_files import digits_like, register, text_embedding_folder
 
 TEXTS = ["hello world", "where is my order please", "reset my password", "thanks for the help"]
 
@@ -90,7 +90,7 @@ def test_embeddings_with_the_openai_client(server: ServerProcess, embedder: tupl
 
 
 def test_errors_map_to_the_openai_exceptions(
-    server: ServerProcess, client: Client, embedder: tuple[str, Path]
+    server: ServerProcess, client: Client, embedder: tuple[str, Path], tmp_path: Path
 ) -> None:
     name, _ = embedder
     oai = openai.OpenAI(base_url=f"{server.url}/openai/v1", api_key=server.token, max_retries=0)
@@ -120,6 +120,20 @@ def test_errors_map_to_the_openai_exceptions(
     with pytest.raises(openai.NotFoundError):
         stranger.embeddings.create(model=name, input="hi")
     assert name not in [m.id for m in stranger.models.list().data]
+    # a deployment that does not speak the OpenAI API (a tabular MLP): not listed, and a 404 in OpenAI's shape
+    mlp = f"mlp-{int(time.time() * 1000) % 10**8}"
+    folder, _ = digits_like(tmp_path / "mlp")
+    dep = client.deployments.create(mlp, model=register(client, folder, mlp), min_replicas=1, max_replicas=1)
+    try:
+        dep.wait_ready(timeout=240)
+        assert mlp not in [m.id for m in oai.models.list().data] and name in [
+            m.id for m in oai.models.list().data
+        ]
+        with pytest.raises(openai.NotFoundError) as not_openai:
+            oai.embeddings.create(model=mlp, input="hi")
+        assert not_openai.value.body["code"] == "model_not_found"  # type: ignore[index]
+    finally:
+        dep.delete()
     no_model = httpx.post(
         f"{server.url}/openai/v1/embeddings",
         json={"input": "hi"},
