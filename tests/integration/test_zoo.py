@@ -5,6 +5,9 @@ gateway, and MiniLM's ONNX matching torch (transformers' BERT with mean pooling)
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -140,3 +143,38 @@ def test_pull_minilm_converts_it_in_the_worker_and_matches_torch(
     assert got.shape == (3, 384)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
     assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def _cli(server: ServerProcess, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AICLOUD_")}
+    env.update(
+        AICLOUD_HOME=str(server.home),
+        AICLOUD_URL=server.url,
+        AICLOUD_TOKEN=token or server.token,
+        COLUMNS="220",
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "aicloud", *args], env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_cli_zoo_list_show_pull(client: Client, other: Client, server: ServerProcess) -> None:
+    pulled = _cli(server, "zoo", "pull", "digits-cnn")
+    assert pulled.returncode == 0, pulled.stderr
+    assert (
+        "zoo/digits-cnn" in pulled.stdout
+        and "use it from any workspace as model: zoo/digits-cnn" in pulled.stdout
+    )
+    listed = _cli(server, "zoo", "list")
+    assert listed.returncode == 0, listed.stderr
+    for ref in ("zoo/minilm", "zoo/digits-cnn"):
+        assert ref in listed.stdout
+    assert "pulled (v" in listed.stdout
+    shown = _cli(server, "zoo", "show", "digits-cnn")
+    assert shown.returncode == 0 and "licence" in shown.stdout and "config.json" in shown.stdout, shown.stdout
+    as_json = json.loads(_cli(server, "zoo", "show", "minilm", "-o", "json").stdout)
+    assert as_json["ref"] == "zoo/minilm" and as_json["licence"] == "Apache-2.0"
+    refused = _cli(server, "zoo", "pull", "digits-cnn", token=other._transport.token)
+    assert refused.returncode != 0 and "default" in refused.stderr, refused.stderr
+    missing = _cli(server, "zoo", "show", "nope")
+    assert missing.returncode != 0 and "no entry 'nope'" in missing.stderr
