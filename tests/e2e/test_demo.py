@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 
 from aicloud.wire.tcp import free_port
@@ -16,7 +19,7 @@ def test_up_demo_down(tmp_path: Path) -> None:
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [sys.executable, "-m", "aicloud", *args], env=env, capture_output=True, text=True, timeout=300
+            [sys.executable, "-m", "aicloud", *args], env=env, capture_output=True, text=True, timeout=600
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc
@@ -41,6 +44,17 @@ def test_up_demo_down(tmp_path: Path) -> None:
         served = next(line for line in out.splitlines() if line.count("│") == 4 and " ms " in line)
         endpoint_accuracy = float(served.split("│")[1])
         assert endpoint_accuracy == float(rows["digits"].split("│")[4])
+        # fourth part: zoo/minilm pulled, fine-tuned (head) on the intent set, its endpoint answers
+        assert "zoo/minilm: pulled in" in out
+        assert "intents-train:1 (240 rows) + intents-test:1 (80 rows)" in out
+        line = next(line for line in out.splitlines() if line.startswith("intents v1 (head on zoo/minilm)"))
+        assert float(line.split("accuracy ")[1].split(",")[0]) >= 0.9, line
+        samples = resources.files("aicloud") / "data" / "samples" / "intents.csv"
+        intents = {row["label"] for row in csv.DictReader(io.StringIO(samples.read_text()))}
+        cells = [row.split("│") for row in out.splitlines() if row.count("│") == 4]
+        answers = [c[2].strip() for c in cells if c[2].strip() in intents]
+        assert len(answers) == 6, out[-3000:]  # the six questions, each answered with an intent
+        assert "reset_password" in answers and "opening_hours" in answers
         status = cli("status").stdout
         assert "workspace default" in status
     finally:

@@ -47,9 +47,13 @@ def demo(
     columns: int = typer.Option(8, help="columns of each schema to print"),
     train: bool = typer.Option(True, help="also train, register and alias the models"),
     serve: bool = typer.Option(True, help="also deploy digits and call its endpoint"),
+    finetune: bool = typer.Option(
+        True, help="also fine-tune zoo/minilm into an intent classifier, deploy it and ask it questions"
+    ),
 ) -> None:
     """Upload digits and breast-cancer data, split them, train a CNN and an MLP, register both,
-    alias them `production`, and print the lineage of one version."""
+    alias them `production`, and print the lineage of one version; deploy digits and call it; pull
+    zoo/minilm, fine-tune it on the bundled intent set, deploy it and ask it customer questions."""
     # the sample data comes from scikit-learn; a thin SDK install (no extra) lacks it
     require_extra("server", "aicloud demo", packages=("scikit-learn", "pandas", "numpy"))
     client = Client()
@@ -108,6 +112,10 @@ def demo(
     render_lineage(client.models.lineage("digits@production"))
     if serve:
         serve_digits(client, splits["digits"][1])
+    if serve and finetune:
+        from aicloud.cli.demo_finetune import finetune_intents
+
+        finetune_intents(client)
     console.rule("[bold green]demo finished")
 
 
