@@ -165,3 +165,32 @@ def test_a_finetune_job_file_and_the_cli_submit_like_the_sdk(
     assert json.loads(proc.stdout)["spec"]["method"] == "head"
     bad = run_cli(server, *args, "--eval-dataset", "ft-intents-test", "--text", "utterance", check=False)
     assert bad.returncode == 1 and "spec.dataset" in bad.stdout + bad.stderr
+
+
+def test_image_transfer_of_the_zoo_digits_cnn(client: Client, tmp_path: Path) -> None:
+    from sklearn.datasets import load_digits
+
+    pulled = client.zoo.pull("digits-cnn")
+    frame = load_digits(as_frame=True).frame.rename(columns={"target": "label"})
+    high = frame[frame.label >= 5]
+    few = high.groupby("label").head(20)
+    few.to_csv(tmp_path / "few.csv", index=False)
+    high.drop(index=few.index).to_csv(tmp_path / "rest.csv", index=False)
+    train = client.datasets.create("ft-digits-few", tmp_path / "few.csv")
+    test = client.datasets.create("ft-digits-rest", tmp_path / "rest.csv")
+    job = client.jobs.finetune(
+        base="zoo/digits-cnn", task="image-classification", dataset=train, eval_dataset=test,
+        method="full", freeze=True, epochs=3, model_name="ft-digits-59",
+    )  # fmt: skip
+    job.wait(timeout=300)
+    assert job.status == "succeeded", job.logs()[-3000:]
+    version = job.model_version
+    assert version is not None
+    assert version.config["labels"] == [5, 6, 7, 8, 9]
+    assert version.config["architecture"]["out_features"] == 5
+    assert version.config["finetune"]["freeze"] is True
+    lineage = client.models.lineage(f"ft-digits-59:{version.version}")
+    assert lineage["derived"] == {"from": f"zoo/digits-cnn:{pulled.entry.version}", "method": "finetune-full"}
+    with pytest.raises(ValidationError) as info:  # a text task on the CNN
+        client.jobs.finetune(base="zoo/digits-cnn", dataset=train, eval_dataset=test)
+    assert "not a text encoder" in str(info.value)
