@@ -120,6 +120,22 @@ def test_lora_finetune_keeps_the_adapter_and_a_merged_graph(client: Client, setu
     assert len(job.metrics("eval_macro_f1")["eval_macro_f1"]["steps"]) == 2
 
 
+def test_full_finetune_trains_the_encoder_and_exports_it(client: Client, setup: dict[str, object]) -> None:
+    job = client.jobs.finetune(
+        base=str(setup["base"]), dataset=setup["train"], eval_dataset=setup["test"], method="full", epochs=2,
+        lr=1e-3, batch_size=8, model_name="ft-full",
+    )  # fmt: skip
+    job.wait(timeout=300)
+    assert job.status == "succeeded", job.logs()[-3000:]
+    version = job.model_version
+    assert version is not None
+    assert {"model.onnx", "tokenizer.json"} <= set(
+        version.files
+    ) and "adapter.safetensors" not in version.files
+    assert version.config["finetune"]["method"] == "full" and version.config["labels"][0] == "delivery"
+    assert client.models.lineage(f"ft-full:{version.version}")["derived"]["method"] == "finetune-full"
+
+
 def _refused(client: Client, **fields: object) -> ValidationError:
     with pytest.raises(ValidationError) as info:
         client.jobs.finetune(**fields)  # type: ignore[arg-type]
@@ -128,6 +144,7 @@ def _refused(client: Client, **fields: object) -> ValidationError:
 
 def test_bad_finetune_specs_are_422s_naming_the_field(client: Client, setup: dict[str, object]) -> None:
     base, train, test = str(setup["base"]), setup["train"], setup["test"]
+    before = {j.id for j in client.jobs.list(limit=1000)}
     err = _refused(client, base=base, dataset=setup["other"], eval_dataset=test)
     assert "spec.dataset" in str(err) and "'text'" in str(err) and "utterance" in str(err)
     err = _refused(client, base=str(setup["mlp"]), dataset=train, eval_dataset=test)
@@ -140,8 +157,7 @@ def test_bad_finetune_specs_are_422s_naming_the_field(client: Client, setup: dic
     assert "spec.method" in str(err)
     err = _refused(client, base=base, dataset=train, eval_dataset=test, text="label", target="nope")
     assert "'nope'" in str(err)
-    names = {j.name for j in client.jobs.list()}
-    assert not any(n.startswith("ft-") and n != "ft-head" and n != "ft-lora" for n in names)
+    assert {j.id for j in client.jobs.list(limit=1000)} == before  # nothing was queued
 
 
 def test_a_finetune_job_file_and_the_cli_submit_like_the_sdk(
