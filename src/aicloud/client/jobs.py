@@ -131,7 +131,8 @@ class Job:
         Raises AicloudError on timeout. A failed job is returned, not raised: check ``status``.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        epochs = int((self._out.spec.get("params") or {}).get("epochs") or 0) or None
+        spec = self._out.spec
+        epochs = int((spec.get("params") or {}).get("epochs") or spec.get("epochs") or 0) or None
         bar = steps_bar(progress)
         with bar:
             task = bar.add_task(self.name, total=epochs, info="pending")

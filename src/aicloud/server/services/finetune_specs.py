@@ -103,6 +103,7 @@ def check_finetune(
         columns = _columns(state, workspace_id, info["id"])
         _check_columns(spec, version, field, columns, f"{info['name']}:{info['version']}")
     out = spec.model_dump(mode="json")
+    out["epochs"], out["lr"] = spec.epochs_and_lr()  # the defaults by method, recorded
     out["resolved_datasets"] = resolved
     out["resolved_base"] = {
         "id": version.id,
