@@ -12,8 +12,9 @@ import typer
 from aicloud.cli.common import console, table
 from aicloud.cli.datasets import render_version
 from aicloud.cli.jobs import render_lineage
-from aicloud.client import Client, DatasetVersion
+from aicloud.client import Client, DatasetVersion, Job
 from aicloud.client.extras import require_extra
+from aicloud.client.models import RegisteredModel
 
 
 def write_sample_csvs(folder: Path) -> dict[str, Path]:
@@ -88,14 +89,7 @@ def demo(
             params=params,
             model_name=model_name,
         )
-        job.wait(progress=True)
-        if job.status != "succeeded":
-            console.print(f"[red]job {job.id} {job.status}:[/]")
-            console.print(job.info.message or job.logs()[-3000:], markup=False, highlight=False)
-            raise typer.Exit(1)
-        version = job.model_version
-        assert version is not None
-        client.models.set_alias(model_name, "production", version.version)
+        version = wait_and_promote(client, job, model_name)
         results.append(
             [
                 model_name,
@@ -117,6 +111,20 @@ def demo(
 
         finetune_intents(client)
     console.rule("[bold green]demo finished")
+
+
+def wait_and_promote(client: Client, job: Job, model_name: str) -> RegisteredModel:
+    """Wait for a job with a progress bar; a failure prints its message or log tail and exits 1.
+    The version it registered becomes ``model_name@production``."""
+    job.wait(progress=True)
+    if job.status != "succeeded":
+        console.print(f"[red]job {job.id} {job.status}:[/]")
+        console.print(job.info.message or job.logs()[-3000:], markup=False, highlight=False)
+        raise typer.Exit(1)
+    version = job.model_version
+    assert version is not None
+    client.models.set_alias(model_name, "production", version.version)
+    return version
 
 
 def serve_digits(client: Client, test: DatasetVersion) -> None:

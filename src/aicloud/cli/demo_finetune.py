@@ -11,9 +11,9 @@ from importlib import resources
 from pathlib import Path
 
 import httpx
-import typer
 
 from aicloud.cli.common import console, table
+from aicloud.cli.demo import wait_and_promote
 from aicloud.client import Client
 from aicloud.errors import ValidationError
 
@@ -67,14 +67,7 @@ def finetune_intents(client: Client) -> None:
         base="zoo/minilm", dataset=train, eval_dataset=test, text="text", target="label", method="head",
         model_name=MODEL,
     )  # fmt: skip
-    job.wait(progress=True)
-    if job.status != "succeeded":
-        console.print(f"[red]job {job.id} {job.status}:[/]")
-        console.print(job.info.message or job.logs()[-3000:], markup=False, highlight=False)
-        raise typer.Exit(1)
-    version = job.model_version
-    assert version is not None
-    client.models.set_alias(MODEL, "production", version.version)
+    version = wait_and_promote(client, job, MODEL)
     accuracy, f1 = version.metrics.get("eval_accuracy", 0.0), version.metrics.get("eval_macro_f1", 0.0)
     console.print(
         f"{MODEL} v{version.version} (head on zoo/minilm): accuracy {accuracy:.4f}, "
