@@ -97,7 +97,7 @@ def test_traffic_in_the_spec_is_checked() -> None:
     ):
         with pytest.raises(ValueError, match=words):
             DeploymentSpec.model_validate({"model": "m:3", "traffic": bad})
-    with pytest.raises(ValueError, match="a service has none"):
+    with pytest.raises(ValueError, match="not with a service"):
         DeploymentSpec.model_validate({"service": {"code": "d", "entrypoint": "a.py:B"}, "traffic": {"1": 1}})
 
 

@@ -42,6 +42,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS = 0x00020000, 0x02000000, 0x04000000
 CLONE_NEWIPC, CLONE_NEWPID = 0x08000000, 0x20000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
+MS_RDONLY, MS_REMOUNT = 1, 32
 PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 38, 47, 4
 PR_SET_MM, PR_SET_MM_MAP = 35, 14
 _MM_FIELDS = (
@@ -160,6 +161,45 @@ def _wait(pid: int, conn: socket.socket) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+def _mounts_under(prefix: str, root: str) -> list[tuple[str, int]]:
+    """The outermost mount points below ``prefix`` but not below ``root`` (the read-only binds the
+    template's sandbox made there: a virtual environment or a source tree under ``/tmp``), each with
+    an ``O_PATH`` descriptor, so that they can be bound back once ``prefix`` is covered."""
+    points: list[str] = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].replace("\\040", " ")
+            if point.startswith(prefix.rstrip("/") + "/") and not _below(point, root):
+                points.append(point)
+    outer: list[str] = []
+    for point in sorted(points):
+        if not any(_below(point, o) for o in outer):
+            outer.append(point)
+    return [(point, os.open(point, os.O_PATH | os.O_NOFOLLOW)) for point in outer]
+
+
+def _below(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _bind_back(point: str, fd: int) -> None:
+    """Bind ``fd`` (a mount kept by :func:`_mounts_under`) read-only at ``point`` again."""
+    parent = "/"
+    for part in os.path.dirname(point).strip("/").split("/"):
+        if part:
+            parent = os.path.join(parent, part)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(parent, 0o755)
+    if os.path.isdir(f"/proc/self/fd/{fd}"):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(point, 0o755)
+    else:
+        os.close(os.open(point, os.O_CREAT | os.O_WRONLY, 0o644))
+    _mount(f"/proc/self/fd/{fd}", point, None, MS_BIND | MS_REC)
+    _mount(None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    os.close(fd)
+
+
 def _init(request: dict[str, Any]) -> int:
     """PID 1 of the replica's namespaces: its mounts, then fork the replica and reap until it ends."""
     try:
@@ -169,8 +209,11 @@ def _init(request: dict[str, Any]) -> int:
         _mount(None, "/", None, MS_REC | MS_PRIVATE)
         _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         own = os.open(workdir, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW)
+        kept = _mounts_under("/tmp", root)  # e.g. the virtual environment of a checkout under /tmp
         for target, mode in ((root, "0755"), ("/tmp", "1777"), ("/dev/shm", "1777")):
             _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={mode}")
+        for point, fd in kept:
+            _bind_back(point, fd)
         parent = "/"
         for part in workdir.strip("/").split("/"):  # the folders above it: 0755, as bubblewrap's --dir
             parent = os.path.join(parent, part)
