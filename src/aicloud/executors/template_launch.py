@@ -115,11 +115,18 @@ def fork(options: dict[str, Any], env: dict[str, str], cwd: str) -> Forked:
         conn.connect(options["socket"])
         conn.sendall(b"L")  # alone: the template reads this byte, its child the request and the fd
         fds = struct.pack("i", write_end)
-        conn.sendmsg([struct.pack("!I", len(body)), body], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        buffered = bytearray()
+        try:
+            conn.sendmsg([struct.pack("!I", len(body)), body], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        except (BrokenPipeError, ConnectionResetError):
+            # the template refused at once and closed: its answer says why, when it got out first
+            refusal, _ = _line(conn, buffered)
+            if refusal and refusal.get("error"):
+                raise ValueError(str(refusal["error"])) from None
+            raise
         os.close(write_end)
         write_end = -1
         conn.settimeout(ANSWER_TIMEOUT_S)
-        buffered = bytearray()
         answer, pid = _line(conn, buffered)
         if answer is None or "pid" not in answer or not pid:
             raise ValueError(str((answer or {}).get("error") or "the template did not answer"))
