@@ -37,7 +37,7 @@ import threading
 import time
 from typing import Any
 
-from aicloud.executors.supervise import exit_code, signal_group
+from aicloud.executors.procgroup import exit_code, signal_group
 
 __all__ = ["JobWorker"]
 

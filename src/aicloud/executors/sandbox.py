@@ -29,9 +29,9 @@ supervisor's ``wait4`` (bubblewrap's own init exits without passing them on).
 The network is shared with the host: a workload reaches the control plane's API with its
 scoped token, and any other address the host can reach (``docs/security.md`` says what that
 means for a deployment). The init ignores SIGTERM;
-:func:`aicloud.executors.supervise.signal_group` delivers a graceful stop to the workload's
+:func:`aicloud.executors.procgroup.signal_group` delivers a graceful stop to the workload's
 processes without killing the bubblewrap monitor first (which would SIGKILL the sandbox at
-once), and :func:`aicloud.executors.supervise.exit_code` maps bubblewrap's
+once), and :func:`aicloud.executors.procgroup.exit_code` maps bubblewrap's
 ``128 + N`` back to the ``-N`` of a signal death.
 
 Only the standard library: the Ray worker builds its command line on its own node.

@@ -10,7 +10,7 @@ Why not bubblewrap's own init: it exits without waiting in a way that passes the
 CPU time and peak memory on, so the supervisor's ``wait4`` (the job's usage and cost) would
 see none of it. This one waits for every child, so their usage accumulates up to the
 supervisor. It ignores SIGTERM, SIGINT and SIGHUP: a graceful stop goes to the workload's
-processes themselves (``supervise.signal_group``).
+processes themselves (``procgroup.signal_group``).
 
 With ``--reap-all`` (a warm template's sandbox) it exits only when no process is left: the replicas
 forked from the template outlive it, and the namespace ends with its init.

@@ -39,8 +39,9 @@ Instead it starts this file, which daemonizes and supervises the job:
 
 With ``--sandboxed 1`` each worker's ``ARGV`` is a bubblewrap command line
 (:mod:`aicloud.executors.sandbox`): a graceful SIGTERM then goes to the workers' processes
-but not to bubblewrap's (:func:`signal_group`), and bubblewrap's ``128 + N`` for a death by
-signal N is recorded as ``-N`` (:func:`exit_code`).
+but not to bubblewrap's (:func:`~aicloud.executors.procgroup.signal_group`), and bubblewrap's
+``128 + N`` for a death by signal N is recorded as ``-N``
+(:func:`~aicloud.executors.procgroup.exit_code`).
 
 With ``--template JSON`` (one worker) the supervisor first asks a warm template for the replica
 (:mod:`aicloud.executors.template_launch`): the worker is then the template's child, watched through
@@ -65,7 +66,8 @@ import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # loaded from its file at run time (_sibling)
+if TYPE_CHECKING:  # loaded from their files at run time (_sibling)
+    from aicloud.executors import procgroup
     from aicloud.executors.capped_log import CappedLog
 
 
@@ -81,31 +83,15 @@ def _sibling(name: str) -> Any:
     return module
 
 
+if not TYPE_CHECKING:
+    procgroup = _sibling("procgroup")
+
 CHUNK = 64 * 1024
 DRAIN_AFTER_EXIT_S = 2.0
 LOG_NAME = "job.log"
 EXIT_NAME = "exit.json"
 CHILD_NAME = "child.json"
 CANCEL_NAME = "cancel.json"
-
-
-def proc_stat(pid: int | str) -> tuple[bytes, list[bytes]] | None:
-    """``/proc/<pid>/stat`` of a process, by hand (this file imports only the standard library, no
-    psutil): its command name and the fields after it (field 3, the state, first); None if unreadable."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    end = stat.rfind(b")")
-    return stat[stat.find(b"(") + 1 : end], stat[end + 2 :].split()
-
-
-def proc_start_time(pid: int) -> int | None:
-    """Field 22 of ``/proc/<pid>/stat`` (start time in clock ticks since boot); None if unknown."""
-    stat = proc_stat(pid)
-    return None if stat is None else int(stat[1][19])
 
 
 def read_json(path: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -128,44 +114,6 @@ def write_json_atomic(path: str, data: dict[str, Any]) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-
-
-def _group_members(pgid: int) -> list[tuple[int, bytes]]:
-    """(pid, command name) of every process in process group ``pgid``, from ``/proc``."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isascii() or not entry.isdigit():
-            continue
-        stat = proc_stat(entry)
-        if stat is not None and int(stat[1][2]) == pgid:
-            members.append((int(entry), stat[0]))
-    return members
-
-
-def signal_group(pgid: int, sig: int, *, sandboxed: bool) -> None:
-    """Send ``sig`` to process group ``pgid``.
-
-    A sandboxed group's SIGTERM (or any signal but SIGKILL) goes to every process but
-    bubblewrap's own, so the workload can stop gracefully: the bubblewrap monitor dies of it
-    (and kills the sandbox at once), while its init ignores it."""
-    if pgid <= 1:
-        return
-    if not sandboxed or sig == signal.SIGKILL or not os.path.isdir("/proc/self"):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, sig)
-        return
-    for pid, name in _group_members(pgid):
-        if name != b"bwrap":
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-
-
-def exit_code(code: int, *, sandboxed: bool) -> int:
-    """A sandboxed workload's exit code as the unsandboxed one would read: bubblewrap reports a
-    death by signal N as ``128 + N``; that becomes ``-N``."""
-    if sandboxed and 128 < code < 128 + 65:
-        return -(code - 128)
-    return code
 
 
 class Worker:
@@ -304,7 +252,7 @@ class Supervisor:
 
     def _killpg(self, sig: int) -> None:
         for worker in self.workers:
-            signal_group(worker.pid, sig, sandboxed=self.sandboxed)
+            procgroup.signal_group(worker.pid, sig, sandboxed=self.sandboxed)
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.cancel_at is None:
@@ -414,7 +362,7 @@ class Supervisor:
                 code = worker.exited()
                 if code is None:
                     continue
-                code = exit_code(code, sandboxed=self.sandboxed)
+                code = procgroup.exit_code(code, sandboxed=self.sandboxed)
                 worker.exited_at, worker.exit_code = now, code
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(worker.pid, signal.SIGKILL)  # whatever it left behind in its group
@@ -435,7 +383,7 @@ class Supervisor:
         for worker in self.workers:
             if not worker.eof:
                 log.write(worker.rest())
-        codes = [exit_code(w.reap(), sandboxed=self.sandboxed) for w in self.workers]
+        codes = [procgroup.exit_code(w.reap(), sandboxed=self.sandboxed) for w in self.workers]
         if self.failed is not None:
             return codes[self.failed.rank]
         return next((c for c in codes if c != 0), 0)
@@ -445,7 +393,7 @@ def _daemonize() -> None:
     """Fork; the parent prints the child's pid and start time and exits; the child goes on."""
     pid = os.fork()
     if pid > 0:
-        sys.stdout.write(json.dumps({"pid": pid, "start_time": proc_start_time(pid)}))
+        sys.stdout.write(json.dumps({"pid": pid, "start_time": procgroup.proc_start_time(pid)}))
         sys.stdout.flush()
         os._exit(0)
     os.setsid()

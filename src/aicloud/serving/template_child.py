@@ -9,7 +9,7 @@ Three processes, as bubblewrap's are for a cold replica:
   and cgroup namespaces, forks the init, and waits: for the init's end (it sends the exit code) or for
   the supervisor's end of the connection to close (the supervisor was killed: it SIGKILLs the init, and
   with it the namespace). It ignores SIGTERM, as the cold sandbox's monitor does not get it
-  (:func:`aicloud.executors.supervise.signal_group`).
+  (:func:`aicloud.executors.procgroup.signal_group`).
 * **the init**, PID 1 of the new namespace: mounts a fresh ``/proc``, a private ``/tmp`` and
   ``/dev/shm``, covers the template's folder of working folders (every other replica's, and the
   template's socket) with an empty tmpfs and binds its own working folder back at its path; then, like
