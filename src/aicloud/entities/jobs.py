@@ -13,6 +13,9 @@ class JobKind(enum.StrEnum):
     COMMAND = "command"  # user code: an uploaded file or folder and a command
     SWEEP = "sweep"  # a hyperparameter search: its trials are child jobs (``parent_id``)
     FINETUNE = "finetune"  # adapt a pretrained model version to a dataset (aicloud.training.finetune)
+    KERAS = "keras"  # the Keras-style remote API (aicloud.Model): fit, evaluate or predict a Keras model
+    EVALUATE = "evaluate"  # score a model version on a dataset version, metrics kept on the version
+    BATCH_PREDICT = "batch_predict"  # a model version's predictions over a dataset, as a new dataset version
 
 
 class JobStatus(enum.StrEnum):

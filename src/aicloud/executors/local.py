@@ -215,6 +215,9 @@ class LocalExecutor(Executor):
         job_dir.mkdir(mode=0o700, exist_ok=True)
         for stale in (supervise.EXIT_NAME, supervise.CANCEL_NAME, supervise.CHILD_NAME):
             (job_dir / stale).unlink(missing_ok=True)  # from an earlier attempt at the same job
+        # the log exists from submit on (a reader right after submit finds it empty, not missing);
+        # a restart appends to it
+        os.close(os.open(job_dir / supervise.LOG_NAME, os.O_WRONLY | os.O_CREAT, 0o600))
         owns_workdir = req.cwd is None
         templates = self.templates
         warm = templates.ready(str(req.template)) if templates is not None and templates.usable(req) else None

@@ -25,15 +25,17 @@ checkpoint, if it has one.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aicloud.artifacts.archive import extract_archive
 from aicloud.errors import DataCorruptedError, ValidationError
@@ -217,6 +219,25 @@ def run_command(sess: Session, env: WorkloadEnv, workdir: Path, output: Path) ->
 
 # -----------------------------------------------------------------------------------------------------
 
+#: The job kinds run by a function of their own module (imported only by a job of that kind, so that
+#: a command job never imports torch or Keras): kind → ``module:function(sess, env, paths, output)``,
+#: which returns the exit code.
+RUNNERS: dict[str, str] = {
+    "finetune": "aicloud.training.finetune:run_finetune",
+    "keras": "aicloud.training.keras_job:run_keras",
+    "evaluate": "aicloud.training.evaluate:run_evaluate",
+    "batch_predict": "aicloud.training.batch_predict:run_batch_predict",
+}
+
+
+def runner(kind: str) -> Callable[[Session, WorkloadEnv, dict[str, Path], Path], int]:
+    """The function that runs a job of ``kind`` (one of :data:`RUNNERS`)."""
+    module, _, name = RUNNERS[kind].partition(":")
+    return cast(
+        Callable[[Session, WorkloadEnv, dict[str, Path], Path], int],
+        getattr(importlib.import_module(module), name),
+    )
+
 
 def main() -> int:
     workdir = Path.cwd()
@@ -251,14 +272,13 @@ def main() -> int:
             status = "succeeded"
         elif env.job.kind == "command":  # SIGTERM: Cancelled until the command starts, then forwarded
             code, status = run_command(sess, env, workdir, output)
-        elif env.job.kind == "finetune":
-            from aicloud.training.finetune import run_finetune
-
-            code = run_finetune(sess, env, paths, output)
+        elif env.job.kind in RUNNERS:
+            code = runner(env.job.kind)(sess, env, paths, output)
             status = "succeeded"
         else:
             raise ValidationError.field(
-                "kind", f"unknown job kind {env.job.kind!r}; expected train, command or finetune"
+                "kind",
+                f"unknown job kind {env.job.kind!r}; expected train, command or {', '.join(RUNNERS)}",
             )
     except Cancelled:
         log("cancelled (SIGTERM)")

@@ -16,6 +16,7 @@ validator of its kind (:data:`VALIDATORS`):
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -168,11 +169,24 @@ def validate_finetune(state: AppState, principal: Principal, body: JobCreate) ->
 
 
 #: The validator of each job kind.
+def _validator_in(module: str, name: str) -> Validator:
+    """The validator ``name`` of ``aicloud.server.services.<module>``, imported at its first call."""
+
+    def validate(state: AppState, principal: Principal, body: JobCreate) -> tuple[str, dict[str, Any]]:
+        found: Validator = getattr(importlib.import_module(f"aicloud.server.services.{module}"), name)
+        return found(state, principal, body)
+
+    return validate
+
+
 VALIDATORS: dict[JobKind, Validator] = {
     JobKind.TRAIN: validate_train,
     JobKind.COMMAND: validate_command,
     JobKind.SWEEP: validate_sweep,
     JobKind.FINETUNE: validate_finetune,
+    JobKind.KERAS: _validator_in("keras_specs", "validate_keras"),
+    JobKind.EVALUATE: _validator_in("evaluation_specs", "validate_evaluate"),
+    JobKind.BATCH_PREDICT: _validator_in("evaluation_specs", "validate_batch_predict"),
 }
 
 
