@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0  # the CPU build; aicloud[train] asks only torch>=2.4
-	$(BIN)/pip install --quiet -e '.[server,train,postgres,zoo,test,dev]'
+	$(BIN)/pip install --quiet -e '.[server,train,postgres,zoo,keras,test,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -177,6 +178,22 @@ def mlflow_env(env: WorkloadEnv) -> dict[str, str]:
     return {"MLFLOW_TRACKING_URI": env.url.rstrip("/") + "/mlflow", "MLFLOW_TRACKING_TOKEN": env.token}
 
 
+def keras_env(child_env: dict[str, str], workdir: Path) -> None:
+    """Keras in a command (docs/keras.md): ``KERAS_BACKEND`` defaults to torch, and autolog is on
+    through a ``sitecustomize.py`` first on ``PYTHONPATH`` (the one already there still runs),
+    unless the job's env sets ``AICLOUD_AUTOLOG=0``."""
+    from aicloud.training import keras_site
+    from aicloud.training.keras import autolog_enabled, default_backend
+
+    default_backend(child_env)
+    if not autolog_enabled(child_env):
+        return
+    site = workdir / ".aicloud-site"
+    site.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(keras_site.__file__, site / "sitecustomize.py")
+    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), child_env.get("PYTHONPATH")]))
+
+
 def run_command(sess: Session, env: WorkloadEnv, workdir: Path, output: Path) -> tuple[int, str]:
     """Run the user's command; returns (exit code, run status)."""
     spec = CommandSpec.model_validate(env.job.spec)
@@ -192,6 +209,7 @@ def run_command(sess: Session, env: WorkloadEnv, workdir: Path, output: Path) ->
     child_env.update(mlflow_env(env))
     child_env.update(spec.env)
     child_env["AICLOUD_OUTPUT_DIR"] = str(output)
+    keras_env(child_env, workdir)
     log(f"$ {spec.command}")
     sys.stdout.flush()
     sys.stderr.flush()

@@ -182,6 +182,7 @@ class Session(SessionCheckpoints):
     ) -> dict[str, Any]:
         from aicloud.artifacts.architectures import is_builtin
         from aicloud.artifacts.format import save_builtin, save_onnx
+        from aicloud.artifacts.keras_export import export_keras, final_metrics, is_keras_model
 
         if not self.chief:
             return {}
@@ -191,7 +192,14 @@ class Session(SessionCheckpoints):
         tmp = Path(tempfile.mkdtemp(prefix="aicloud-model-")) if self.online else None
         folder = tmp or self.workdir / OFFLINE_MODEL_DIR
         try:
-            if is_builtin(module):
+            if is_keras_model(module):  # Keras' own ONNX export, checked against model.predict
+                if dynamic_axes:
+                    raise ValidationError.field(
+                        "dynamic_axes", "a Keras model's free axes are its inputs' None dimensions"
+                    )
+                export_keras(module, folder, example_input, cfg)
+                metrics = final_metrics(module) if metrics is None else metrics
+            elif is_builtin(module):
                 save_builtin(folder, module, cfg)
             else:
                 example = example_input if example_input is not None else _example_from_signature(cfg)
@@ -372,6 +380,10 @@ def save_model(
     checked: ONNX Runtime's outputs on ``example_input`` must match the module's within 1e-4, else a
     ValidationError names the difference and nothing is registered; small examples are kept in the
     signature for every later check (compression, ``runtime: auto``).
+    A Keras 3 model is exported with Keras' own ONNX export (:func:`aicloud.artifacts.keras_export.
+    export_keras`: one input named ``input``, several by their names; ``example_input`` optional),
+    checked against ``model.predict`` within 1e-4, with the last epoch's ``fit`` metrics as the
+    version's metrics unless ``metrics`` is given (docs/keras.md).
     ``name`` defaults to the job spec's ``model_name``, else the job name.
     """
     return session().save_model(
