@@ -94,6 +94,19 @@ class Settings(BaseSettings):
     jobs_dir: Path | None = Field(
         default=None, description="Folder for job logs and handles; default home/jobs."
     )
+    envs_dir: Path | None = Field(
+        default=None,
+        description="Folder of the runtime-env cache (one subfolder per workspace); default home/envs.",
+    )
+    env_build_timeout_s: float = Field(
+        default=900.0, gt=0, description="Runtime envs: wall-clock seconds for one pip install of a spec."
+    )
+    env_max_mb: int = Field(
+        default=4096, ge=1, description="Runtime envs: largest built env (MB); bigger fails the workload."
+    )
+    env_max_age_days: float = Field(
+        default=14.0, gt=0, description="Runtime envs: an environment unused this long is removed (hourly)."
+    )
     ray_address: str | None = Field(
         default=None, description="Ray executor: the Ray head's GCS address, host:port."
     )
@@ -171,6 +184,10 @@ class Settings(BaseSettings):
     @property
     def resolved_jobs_dir(self) -> Path:
         return self.jobs_dir or self.home / "jobs"
+
+    @property
+    def resolved_envs_dir(self) -> Path:
+        return self.envs_dir or self.home / "envs"
 
     @property
     def credentials_path(self) -> Path:

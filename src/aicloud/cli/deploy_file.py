@@ -11,6 +11,9 @@ files")::
     env: {LOG_LEVEL: info}
     secrets: [HF_TOKEN]
     memory: 2Gi
+    runtime_env:                    # packages installed for each replica (docs/runtime-envs.md)
+      requirements: [lightgbm]
+      requirements_file: requirements.txt   # relative to this file
 
 An unknown key is an error that names it and lists the known ones, before anything reaches the
 server; values are checked by the server as an API call's are (422 naming the field). Flags given
@@ -25,6 +28,7 @@ from typing import Any
 import typer
 
 from aicloud.cli.common import UsageError, read_spec_file
+from aicloud.schemas.runtime_env import expand_runtime_env
 from aicloud.schemas.serving import DeploymentCreate
 
 #: Keys of a deployment file besides the spec's own fields: the Service's entry point (``service``
@@ -63,6 +67,11 @@ def read_deploy_file(path: Path) -> dict[str, Any]:
                 f"{path}: service {spec['service']!r} is no file or folder (next to {path.name})"
             )
         spec["service"] = service
+    if spec.get("runtime_env") is not None:
+        try:  # its requirements_file is relative to this file
+            spec["runtime_env"] = expand_runtime_env(spec["runtime_env"], base=path.parent)
+        except ValueError as exc:
+            raise UsageError(f"{path}: {exc}") from None
     return spec
 
 

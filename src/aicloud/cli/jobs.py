@@ -25,6 +25,7 @@ from aicloud.cli.common import (
 )
 from aicloud.client.jobs import Job
 from aicloud.errors import AicloudError, NotFoundError
+from aicloud.schemas.runtime_env import expand_runtime_env
 
 job_app = typer.Typer(
     help="Training jobs and your own code, queued and run by the control plane.", no_args_is_help=True
@@ -105,6 +106,13 @@ def job_run(
     ),
     code: Path | None = typer.Option(None, help="file or folder to upload as the code of a command job"),
     wait: bool = typer.Option(True, help="wait for the job and show its progress"),
+    requirements: Path | None = typer.Option(
+        None,
+        "--requirements",
+        exists=True,
+        dir_okay=False,
+        help="requirements.txt installed into the job's runtime env before it starts (docs/runtime-envs.md)",
+    ),
     output: Output = OutputOpt,
 ) -> None:
     """Submit a job from a spec file (see docs/training.md for the fields).
@@ -137,6 +145,13 @@ def job_run(
         code_path = code_path or file.parent / str(spec.pop("code_path"))
         if not code_path.exists():
             raise UsageError(f"{file}: code_path {str(code_path)!r} does not exist")
+    if spec.get("runtime_env") is not None or requirements is not None:
+        try:  # requirements_file relative to the spec file; --requirements adds its lines
+            spec["runtime_env"] = expand_runtime_env(
+                spec.get("runtime_env"), requirements_file=requirements, base=file.parent
+            )
+        except ValueError as exc:
+            raise UsageError(f"{file}: {exc}") from None
     name = doc.get("name")
     j = client().jobs.submit(
         kind,

@@ -75,6 +75,13 @@ def deploy_create(
     memory: str | None = typer.Option(
         None, help="memory of each replica: MiB, or 512Mi, 2Gi (a sandbox limit)"
     ),
+    requirements: Path | None = typer.Option(
+        None,
+        "--requirements",
+        exists=True,
+        dir_okay=False,
+        help="requirements.txt installed into each replica's runtime env (docs/runtime-envs.md)",
+    ),
     wait: bool = typer.Option(True, help="wait until it serves"),
     output: Output = OutputOpt,
 ) -> None:
@@ -109,6 +116,8 @@ def deploy_create(
     spec["name"] = name or spec.get("name")
     if not spec["name"]:
         raise typer.BadParameter("give the deployment's NAME, or a file with `name:` (-f deploy.yaml)")
+    if requirements is not None:
+        spec["requirements_file"] = requirements
     d = client().deployments.create(**spec)
     if wait:
         with console.status(f"starting {d.name} …"):

@@ -199,8 +199,10 @@ class DeploymentsAPI:
         ``cpu_seconds``, ``processes``, ``open_files`` of each replica's sandbox), ``runtime``
         (``auto``, ``torch``, ``onnxruntime``, ``numpy``: what runs the model; docs/serving.md,
         "Runtimes"), ``placement`` (``{"edge": {"site": "shop1"}}``: one replica on each edge node
-        with those labels instead of here; docs/edge.md). An unknown key is a 422 naming it. A name
-        that exists already is a 409: see :meth:`apply`."""
+        with those labels instead of here; docs/edge.md), ``runtime_env`` (``{"requirements": [...]}``:
+        packages installed for each replica before it starts; ``requirements=[...]`` and
+        ``requirements_file=`` are shorthands; docs/runtime-envs.md). An unknown key is a 422 naming it.
+        A name that exists already is a 409: see :meth:`apply`."""
         body = {"name": name, **self._spec(model, service, entrypoint, spec)}
         out = self._client._transport.json("POST", "/api/v1/deployments", json=body)
         return Deployment(self._client, DeploymentOut.model_validate(out))
@@ -228,6 +230,11 @@ class DeploymentsAPI:
         spec: dict[str, Any],
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"model": model, **spec}
+        requirements, requirements_file = body.pop("requirements", None), body.pop("requirements_file", None)
+        if body.get("runtime_env") is not None or requirements or requirements_file:
+            from aicloud.schemas.runtime_env import expand_runtime_env
+
+            body["runtime_env"] = expand_runtime_env(body.get("runtime_env"), requirements, requirements_file)
         if service is not None:
             from aicloud.client._specs import pack_code
 

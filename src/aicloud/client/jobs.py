@@ -12,6 +12,7 @@ from aicloud.client._specs import TERMINAL, dataset_ref, pack_code
 from aicloud.client.progress import steps_bar
 from aicloud.errors import AicloudError, NotFoundError
 from aicloud.schemas.jobs import JobOut
+from aicloud.schemas.runtime_env import expand_runtime_env
 
 if TYPE_CHECKING:
     from aicloud.client import Client
@@ -134,6 +135,7 @@ class Job:
         spec = self._out.spec
         epochs = int((spec.get("params") or {}).get("epochs") or spec.get("epochs") or 0) or None
         bar = steps_bar(progress)
+        env_phase = _EnvPhase(self) if progress and spec.get("runtime_env") else None
         with bar:
             task = bar.add_task(self.name, total=epochs, info="pending")
             while self.status not in TERMINAL:
@@ -141,7 +143,11 @@ class Job:
                     raise AicloudError(
                         f"job {self.id} did not finish within {timeout} s (it is {self.status})"
                     )
-                if progress and self._out.run_id:
+                if env_phase is not None and self.status == "running" and not env_phase.done:
+                    bar.update(task, description=f"{self.name} ({env_phase.poll()})")
+                    if env_phase.done:
+                        bar.update(task, description=self.name)
+                elif progress and self._out.run_id:
                     run = self._client.runs.get(self._out.run_id)
                     shown = {k: v for k, v in run.summary.items() if not k.startswith("system/")}
                     info = "  ".join(f"{k}={v:.4g}" for k, v in list(shown.items())[:4])
@@ -150,6 +156,31 @@ class Job:
                 time.sleep(poll_s)
             bar.update(task, completed=epochs if self.status == "succeeded" else None, info=self.status)
         return self
+
+
+class _EnvPhase:
+    """The runtime-env phase of a job, read from its log (``[aicloud] runtime env ...`` lines) for the
+    progress bar: ``building environment``, then done once it is built or cached."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.offset = 0
+        self.done = False
+        self.phase = "preparing environment"
+
+    def poll(self) -> str:
+        r = self.job._client._transport.request(
+            "GET", f"{_job(self.job.id)}/logs", params={"offset": self.offset}
+        )
+        self.offset = int(r.headers.get("x-aicloud-log-offset", self.offset))
+        for line in r.text.splitlines():
+            if line.startswith("[aicloud] runtime env"):
+                text = line.split(":", 1)[-1].strip()
+                self.phase = "environment " + text.rstrip(".")
+                self.done = text.startswith(("built", "cached", "build failed"))
+            elif line and not line.startswith("  "):  # the workload's own output: the env is ready
+                self.done = True
+        return self.phase
 
 
 class JobsAPI:
@@ -176,8 +207,11 @@ class JobsAPI:
         """Submit a job from its spec as a job file writes it (``kind`` ``train`` or ``command``; the
         fields of docs/training.md). The server checks every field: a wrong or unknown one is a
         :class:`~aicloud.errors.ValidationError` naming it (``spec.<field>``). ``code`` (a file or
-        folder) is uploaded as a command job's code."""
+        folder) is uploaded as a command job's code. A ``runtime_env`` may name a
+        ``requirements_file`` (read here, relative to the current folder)."""
         spec = dict(spec)
+        if spec.get("runtime_env") is not None:
+            spec["runtime_env"] = expand_runtime_env(spec["runtime_env"])
         if code is not None:
             spec["code"] = self._client.blobs.upload(pack_code(code), "application/gzip")
         return self._submit({"kind": kind, "name": name, "priority": priority, "spec": spec})
@@ -293,8 +327,15 @@ class JobsAPI:
         gpus: int = 0,
         max_restarts: int = 0,
         limits: dict[str, int] | None = None,
+        runtime_env: dict[str, Any] | None = None,
+        requirements: list[str] | None = None,
+        requirements_file: str | os.PathLike[str] | None = None,
     ) -> Job:
         """Run your own command; ``code`` (a file or folder) is uploaded and becomes its working folder.
+
+        ``requirements`` (``["lightgbm"]``), the lines of ``requirements_file``, or ``runtime_env``
+        (``{"requirements": [...], "python": "3.11"}``) are installed into an environment of the job's
+        own before it starts, on top of aicloud's packages (docs/runtime-envs.md).
 
         ``workers`` > 1 runs that many copies with the torchrun variables (``RANK``, ``WORLD_SIZE``,
         ``MASTER_ADDR``...); ``max_restarts`` restarts a failed job (resume with
@@ -316,6 +357,8 @@ class JobsAPI:
             "max_restarts": max_restarts,
             "limits": limits or {},
         }
+        if env_spec := expand_runtime_env(runtime_env, requirements, requirements_file):
+            spec["runtime_env"] = env_spec
         return self._submit({"kind": "command", "name": name, "priority": priority, "spec": spec})
 
     def sweep(self, space: dict[str, dict[str, Any]], **kwargs: Any) -> Sweep:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,6 +57,7 @@ from aicloud.entities import Job, JobKind, JobStatus
 from aicloud.entities.usage import Prices, with_cost
 from aicloud.executors.base import Executor, ExitInfo, LaunchRequest
 from aicloud.executors.logs import read_log, tail_lines
+from aicloud.executors.runtime_env import collect_envs
 from aicloud.store.training import JobStore
 
 __all__ = ["MAX_POLL_ERRORS", "JobController", "LogChunk"]
@@ -65,6 +67,7 @@ log = logging.getLogger("aicloud.controllers.jobs")
 # The kinds that run processes; a sweep has none (the sweep controller drives it).
 PROCESS_KINDS: list[JobKind] = [kind for kind in JobKind if kind is not JobKind.SWEEP]
 MESSAGE_LINES = 50
+ENV_GC_INTERVAL_S = 3600.0
 
 Launcher = Callable[[Job], LaunchRequest]
 FinishedHook = Callable[[Job], None]
@@ -122,6 +125,7 @@ class JobController(ReconcileLoop):
         self._poll_errors: dict[str, int] = {}
         # Processes whose job was cancelled while they started: cancel, wait, clean up.
         self._orphans: list[dict[str, Any]] = []
+        self._envs_collected_at: float | None = None  # runtime envs: GC at the first pass, then hourly
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -132,6 +136,7 @@ class JobController(ReconcileLoop):
     def reconcile_once(self) -> None:
         """One idempotent pass: finish ended jobs, then start queued ones. Thread-safe."""
         with self._pass_lock:
+            self._collect_envs()
             self._reap_orphans()
             watched = self._own([JobStatus.RUNNING])
             for job in watched:
@@ -150,6 +155,19 @@ class JobController(ReconcileLoop):
                         running += 1
                 except Exception:
                     log.exception("job %s: start failed", job.id)
+
+    def _collect_envs(self) -> None:
+        """Remove runtime envs unused for ``env_max_age_days`` (:mod:`aicloud.executors.envrun`): at the
+        first pass, then once an hour."""
+        now = time.monotonic()
+        if self._envs_collected_at is not None and now - self._envs_collected_at < ENV_GC_INTERVAL_S:
+            return
+        self._envs_collected_at = now
+        try:
+            for path in collect_envs(self.settings):
+                log.info("runtime env %s: removed (unused for %s days)", path, self.settings.env_max_age_days)
+        except OSError:
+            log.exception("runtime env clean-up failed")
 
     def _own(self, states: list[JobStatus]) -> list[Job]:
         """Jobs in ``states`` that have processes: sweeps have none (the sweep controller drives them)."""

@@ -243,6 +243,7 @@ class LocalExecutor(Executor):
                     uid=uid,
                     gpus=req.gpus * req.workers,
                     rlimits=req.limits.rlimits(),
+                    writable=[req.env["AICLOUD_ENVS_DIR"]] if "AICLOUD_ENVS_DIR" in req.env else [],
                 )
             template = (
                 ["--template", templates.options(req, warm, uid)] if templates is not None and warm else []

@@ -183,6 +183,7 @@ class Sandbox:
         rlimits: dict[str, tuple[int, int]] | None = None,
         tmpdir: str = "/tmp",
         template: bool = False,
+        writable: Iterable[str] = (),
     ) -> list[str]:
         """``argv`` inside the sandbox, with ``workdir`` writable and the current folder.
 
@@ -190,6 +191,8 @@ class Sandbox:
         hard) values, lowered to this process's own hard limits where those are lower.
         ``tmpdir``: the workload's ``TMPDIR`` (``/tmp`` is a tmpfs, in memory: big temporary files
         are better in the working folder).
+        ``writable``: extra folders bound read-write at their own paths (a workspace's runtime-env
+        cache, ``AICLOUD_ENVS_DIR``: see :mod:`aicloud.executors.envrun`); they may lie under a hidden one.
         ``template``: a warm template's sandbox (:mod:`aicloud.serving.template`, root only): it keeps
         :data:`TEMPLATE_CAPS` and the control plane's uid (``uid`` is unused) so that each replica it
         forks can make namespaces of its own and drop to its own uid; it does not die with its parent,
@@ -232,6 +235,8 @@ class Sandbox:
         for path in self.hidden:  # only matters where a hidden folder lies under a mounted one
             if _under(path, mounted):
                 cmd += ["--tmpfs", path]
+        for path in writable:
+            cmd += [*_parents(path, made), "--bind", path, path]
         cmd += [*_parents(workdir, made), "--bind", workdir, workdir]
         cmd += ["--chdir", workdir, "--setenv", "HOME", workdir, "--setenv", "TMPDIR", tmpdir, "--"]
         cmd += [sys.executable, "-I", "-S", INIT]

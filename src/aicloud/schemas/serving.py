@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from aicloud.entities.serving import DeploymentStatus, ReplicaState
 from aicloud.schemas.api import ResourceLimits, SecretName
 from aicloud.schemas.edge import LabelKey, LabelValue
+from aicloud.schemas.runtime_env import RuntimeEnv
 from aicloud.schemas.training import check_env_names
 
 _MEMORY_RE = re.compile(r"^\s*([0-9]+)\s*(Mi|M|Gi|G)?\s*\Z")
@@ -137,6 +138,11 @@ class DeploymentSpec(ScalingSpec):
     cache_bytes: int = Field(default=0, ge=0)
     cpus: int = Field(default=1, ge=1)
     limits: ResourceLimits = Field(default_factory=ResourceLimits, description="Sandbox limits per replica.")
+    runtime_env: RuntimeEnv | None = Field(
+        default=None,
+        description="Extra packages installed for each replica before it starts (docs/runtime-envs.md); "
+        "such a replica starts cold, never forked from a warm template.",
+    )
     batch_workers: int = Field(
         default=1,
         ge=1,

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from aicloud.errors import ValidationError
 from aicloud.schemas.api import Name, ResourceLimits, SecretName
+from aicloud.schemas.runtime_env import RuntimeEnv
 
 TASKS: tuple[str, ...] = ("tabular-classification", "tabular-regression", "image-classification")
 """The built-in tasks of ``train`` jobs."""
@@ -180,6 +181,9 @@ class CommandSpec(BaseModel):
     secrets: list[SecretName] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
     limits: ResourceLimits = Field(default_factory=ResourceLimits, description="Sandbox limits per worker.")
+    runtime_env: RuntimeEnv | None = Field(
+        default=None, description="Extra packages installed before the job starts (docs/runtime-envs.md)."
+    )
     resolved_datasets: dict[str, ResolvedDataset] | None = Field(
         default=None, description="Filled by the server: role → exact dataset version."
     )

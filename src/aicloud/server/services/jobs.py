@@ -13,6 +13,7 @@ import sys
 
 from aicloud.entities import Job, JobStatus, Role, RunStatus
 from aicloud.executors.base import LaunchRequest, WorkloadLimits
+from aicloud.executors.runtime_env import wrap as wrap_runtime_env
 from aicloud.server.services.secrets import open_secret
 from aicloud.server.services.workloads import scoped_token, workload_env
 from aicloud.server.state import AppState
@@ -33,7 +34,8 @@ class JobLauncher:
 
     def launch(self, job: Job) -> LaunchRequest:
         """A run (the job's existing one on a restart), a fresh job token (revoking an earlier
-        attempt's), and the LaunchRequest: the bootstrap on ``spec.workers`` workers."""
+        attempt's), and the LaunchRequest: the bootstrap on ``spec.workers`` workers, in the spec's
+        ``runtime_env`` when it has one (:mod:`aicloud.executors.runtime_env`)."""
         store = self.state.store
         if job.run_id:  # a restart (job.attempt > 0): the run goes on
             run_id = job.run_id
@@ -57,9 +59,17 @@ class JobLauncher:
             AICLOUD_JOB_SPEC=json.dumps({"kind": job.kind.value, "name": job.name, **job.spec}),
             AICLOUD_ATTEMPT=str(job.attempt),
         )
+        # a spec with a runtime_env (any kind that has the field) starts in the env's prelude
+        argv = wrap_runtime_env(
+            [sys.executable, "-m", "aicloud.training.bootstrap"],
+            env,
+            job.spec.get("runtime_env"),
+            self.state.settings,
+            job.workspace_id,
+        )
         return LaunchRequest(
             job_id=job.id,
-            argv=[sys.executable, "-m", "aicloud.training.bootstrap"],
+            argv=argv,
             env=env,
             cpus=int(job.spec.get("cpus") or 1),
             workers=int(job.spec.get("workers") or 1),

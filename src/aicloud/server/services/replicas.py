@@ -19,6 +19,7 @@ from aicloud.entities.serving import Deployment, Replica
 from aicloud.errors import NotFoundError, ValidationError
 from aicloud.executors.base import LaunchRequest, WorkloadLimits
 from aicloud.executors.local import visible_gpus
+from aicloud.executors.runtime_env import wrap as wrap_runtime_env
 from aicloud.server.services.models import resolve_model_ref
 from aicloud.server.services.secrets import open_secret
 from aicloud.server.services.workloads import scoped_token, workload_env
@@ -96,21 +97,32 @@ class ReplicaLauncher:
             AICLOUD_DEPLOYMENT_SPEC=json.dumps(spec),
         )
         cpus = int(spec.get("cpus") or 1)
+        runtime_env = spec.get("runtime_env")
+        argv = wrap_runtime_env(
+            [sys.executable, "-m", "aicloud.serving.replica"],
+            env,
+            runtime_env,
+            self.state.settings,
+            deployment.workspace_id,
+        )
         return LaunchRequest(
             job_id=replica_id,
-            argv=[sys.executable, "-m", "aicloud.serving.replica"],
+            argv=argv,
             env=env,
             cpus=cpus,
             threads=max(1, cpus // int(spec.get("batch_workers") or 1)),
             gpus=int(spec.get("gpus") or 0),  # the executor sets CUDA_VISIBLE_DEVICES, or refuses
             limits=WorkloadLimits.from_spec(spec.get("limits")),
-            template=template_of(spec),
+            # a template has the control plane's packages imported: a replica with its own env starts cold
+            template=None if runtime_env else template_of(spec),
         )
 
     def templates_needed(self) -> set[str]:
         """The warm templates the deployments in the store would fork their replicas from."""
         needed = set()
         for d in self.state.store.deployments.list_all():
+            if d.spec.get("runtime_env"):
+                continue
             try:
                 needed.add(template_of({**d.spec, "model_version": model_version_payload(self.state, d)}))
             except NotFoundError:
