@@ -10,9 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from test_cli import run_cli
 
 from aicloud import Client, __version__
+from aicloud.errors import AicloudError
 from aicloud.executors.envrun import spec_hash
 from aicloud.testing.server import ServerProcess
 
@@ -157,4 +159,22 @@ def test_a_service_imports_a_package_of_its_runtime_env(
     dep = client.deployments.get(name).wait_ready(timeout=BUILD_TIMEOUT)
     seen = dep.call("where", {"module": "tabulate"})
     assert "/envs/" in seen["python"] and "/envs/" in seen["tabulate"], seen
+    dep.delete()
+
+
+def test_a_replica_whose_env_cannot_build_fails_the_deployment_with_pips_message(
+    client: Client, tmp_path: Path, unique: Callable[[str], str]
+) -> None:
+    (tmp_path / "svc").mkdir()
+    (tmp_path / "svc" / "where.py").write_text(SERVICE)
+    name = unique("renv-bad")
+    dep = client.deployments.create(
+        name,
+        service=tmp_path / "svc",
+        entrypoint="where.py:Where",
+        requirements=["no-such-package-aicloud-xyz"],
+    )
+    with pytest.raises(AicloudError) as exc:
+        dep.wait_ready(timeout=BUILD_TIMEOUT)
+    assert "build failed" in str(exc.value) and "no-such-package-aicloud-xyz" in str(exc.value), exc.value
     dep.delete()

@@ -149,8 +149,13 @@ class JobWorker:
                 output = env.setdefault("AICLOUD_OUTPUT_DIR", os.path.join(cwd, "output"))
                 if os.path.abspath(output).startswith(cwd + os.sep):
                     os.makedirs(output, mode=0o700, exist_ok=True)
+            writable = []
+            if envs := env.get("AICLOUD_ENVS_DIR"):  # a runtime env: its workspace's cache on this node
+                os.makedirs(envs, exist_ok=True)
+                os.chmod(envs, 0o777)  # shared by the workspace's workloads, a uid each (executors/envrun.py)
+                writable.append(envs)
             if sandbox is not None:
-                argv = self._sandboxed(argv, cwd, sandbox)
+                argv = self._sandboxed(argv, cwd, sandbox, writable)
             threading.Thread(target=self._run, args=(argv, env, cwd), daemon=True).start()
         if not self._started.wait(START_TIMEOUT_S):
             raise RuntimeError(f"worker {self.rank}: the workload did not start in {START_TIMEOUT_S}s")
@@ -194,7 +199,7 @@ class JobWorker:
             if path:
                 shutil.rmtree(path, ignore_errors=True)
 
-    def _sandboxed(self, argv: list[str], cwd: str, spec: dict[str, Any]) -> list[str]:
+    def _sandboxed(self, argv: list[str], cwd: str, spec: dict[str, Any], writable: list[str]) -> list[str]:
         from aicloud.executors.sandbox import Sandbox, sandbox_uid
 
         box = Sandbox.detect(hidden=[*spec.get("hidden", []), self.dir])
@@ -203,7 +208,7 @@ class JobWorker:
             box.give(cwd, uid)
         rlimits = {name: (int(v[0]), int(v[1])) for name, v in (spec.get("rlimits") or {}).items()}
         self.sandboxed = True
-        return box.wrap(argv, workdir=cwd, uid=uid, gpus=self.gpus, rlimits=rlimits)
+        return box.wrap(argv, workdir=cwd, uid=uid, gpus=self.gpus, rlimits=rlimits, writable=writable)
 
     # -- the workload ------------------------------------------------------------------------
 
