@@ -85,7 +85,7 @@ def test_a_lightgbm_job_builds_its_env_registers_and_a_second_hits_the_cache(
     name = unique("lgbm")
     job = client.jobs.run(
         command="python train.py", code=code, env={"MODEL_NAME": name}, requirements=LGBM
-    ).wait(timeout=BUILD_TIMEOUT)
+    ).wait(timeout=BUILD_TIMEOUT, progress=True)  # the bar shows the build phase
     logs = job.logs()
     assert job.status == "succeeded", logs[-3000:]
     assert "[aicloud] runtime env" in logs and "building (2 requirements)" in logs and "built in" in logs

@@ -46,6 +46,14 @@ def test_gc_removes_old_envs_and_leftover_builds_but_not_recent_or_locked(tmp_pa
     assert not old.exists() and not leftover.exists() and not (ws / "aaa.lock").exists()
     assert recent.is_dir() and locked.is_dir() and (ws / ".pip-cache").is_dir()
     assert collect(tmp_path / "missing", DAY) == []
+    # a workload's symlinks are never followed by the control plane's clean-up
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (ws / "eee").symlink_to(outside)
+    (ws / "fff.lock").symlink_to(tmp_path / "created-by-root")
+    os.utime(outside, (now - 99 * DAY,) * 2)
+    assert collect(tmp_path, 14 * DAY, now=now) == [locked]  # its lock is free now
+    assert outside.is_dir() and not (tmp_path / "created-by-root").exists()
 
 
 def test_the_cache_key_ignores_order_and_duplicates_but_not_versions() -> None:

@@ -250,7 +250,8 @@ def collect(envs_root: Path, max_age_s: float, now: float | None = None) -> list
         return removed
     for workspace in sorted(p for p in envs_root.iterdir() if p.is_dir()):
         for entry in sorted(workspace.iterdir()):
-            if entry.name.startswith(".") or not entry.is_dir():
+            # the control plane runs this, in a folder its workloads write: never follow their links
+            if entry.name.startswith(".") or entry.is_symlink() or not entry.is_dir():
                 continue
             key = entry.name.split(".building-")[0]
             marker = entry / LAST_USED
@@ -262,7 +263,7 @@ def collect(envs_root: Path, max_age_s: float, now: float | None = None) -> list
                 continue
             lock = workspace / f"{key}.lock"
             try:
-                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
             except OSError:
                 continue
             try:
