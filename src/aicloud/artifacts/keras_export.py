@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -178,13 +179,18 @@ def export_keras(
         model(example if not isinstance(example, Mapping) else dict(example))  # builds a subclassed model
     structure, specs, names = _signature_specs(model)
     arrays = _flat_example(example, names, specs)
+    if len(arrays[0]) == 1:  # two rows: the check sees that the batch axis is free
+        arrays = [np.concatenate([a, a]) for a in arrays]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="aicloud-keras-"))
     try:
         path = scratch / ONNX
         try:
-            model.export(str(path), format="onnx", verbose=False, input_signature=structure)
+            with warnings.catch_warnings():  # the tracer's notes on shapes taken as constants
+                warnings.filterwarnings("ignore", message=".*Converting a tensor to a Python")
+                warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export")
+                model.export(str(path), format="onnx", verbose=False, input_signature=structure)
         except ImportError as exc:
             raise ValidationError.field(
                 "model",

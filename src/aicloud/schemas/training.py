@@ -214,13 +214,17 @@ class CommandSpec(BaseModel):
         return check_env_names(value)
 
 
+#: The AICLOUD_* variables a workload's env may set: the user's switches (docs/keras.md: autolog).
+USER_SETTABLE = frozenset({"AICLOUD_AUTOLOG"})
+
+
 def check_env_names(value: dict[str, str]) -> dict[str, str]:
     """``value`` when its keys are environment variable names a workload may set (not ``AICLOUD_*``);
     raises ``ValueError`` naming the first that is not (a pydantic validator's error)."""
     for name in value:
         if not _ENV_RE.fullmatch(name):
             raise ValueError(f"{name!r} is not a valid environment variable name")
-        if name.upper().startswith("AICLOUD_"):
+        if name.upper().startswith("AICLOUD_") and name not in USER_SETTABLE:
             raise ValueError(f"{name!r}: AICLOUD_* variables are set by aicloud and cannot be overridden")
     return value
 

@@ -28,7 +28,13 @@ def _warn(message: str) -> None:
     print(f"[aicloud] warning: {message}", file=sys.stderr, flush=True)
 
 
+def _off() -> bool:
+    return os.environ.get("AICLOUD_AUTOLOG", "1").strip().lower() in _OFF
+
+
 def _after_keras() -> None:
+    if _off():  # also set by the script itself before it imported keras
+        return
     try:
         from aicloud.training.keras import autolog
 
@@ -64,7 +70,7 @@ class KerasFinder(importlib.abc.MetaPathFinder):
 
 def install() -> None:
     """Add the hook (unless ``AICLOUD_AUTOLOG`` is off or keras is imported already)."""
-    if os.environ.get("AICLOUD_AUTOLOG", "1").strip().lower() in _OFF:
+    if _off():
         return
     if "keras" in sys.modules:
         _after_keras()
