@@ -39,6 +39,7 @@ from aicloud.schemas.sweeps import (
     LogUniformSpace,
     SweepSpec,
     UniformSpace,
+    base_train_params,
     grid_points,
     train_value,
 )
@@ -86,7 +87,7 @@ def _from_train(spec: SweepSpec, name: str, value: Any) -> Any:
     space = spec.space[name]
     if isinstance(space, CategoricalSpace):
         for choice in space.choices:
-            if train_value(name, choice, spec.train.params) == value:
+            if train_value(name, choice, base_train_params(spec)) == value:
                 return _encode_choice(choice)
         return None
     if name == "hidden" and isinstance(value, list):

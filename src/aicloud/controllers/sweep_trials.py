@@ -1,6 +1,7 @@
 """A sweep's trials as the metadata store has them: the one source of truth of a sweep's progress.
 
-A trial is a ``train`` job whose ``parent_id`` is the sweep and whose name ends in ``-trial-<number>``.
+A trial is a ``train`` job (a ``command`` job in a sweep over your own code) whose ``parent_id`` is
+the sweep and whose name ends in ``-trial-<number>``.
 Everything else is read from rows aicloud already keeps: the params from the job's spec, the
 per-epoch objective from its run's metric series, the final value from the model version it
 registered (else the run's last value), and a pruning decision from the job's message (written
@@ -109,7 +110,8 @@ def load_trial(
     series = _series(runs, job, metric)
     if job.reason == "pruned" and pruned_at is None:  # the marker message was overwritten
         pruned_at = max(series, default=0)
-    epochs_series = series if metric == "train_loss" else _series(runs, job, "train_loss")
+    command = spec.command is not None  # a command's steps are those of the metric it logs
+    epochs_series = series if metric == "train_loss" or command else _series(runs, job, "train_loss")
     intermediate = {s: v for s, v in sorted(series.items()) if pruned_at is None or s <= pruned_at}
     value, note = None, None
     if pruned_at is not None:
@@ -122,7 +124,9 @@ def load_trial(
     elif job.status is JobStatus.SUCCEEDED:
         value = _final_value(runs, models, job, metric)
         state = "complete" if value is not None else "failed"
-        if value is None:
+        if value is None and command:
+            note = f"the command never logged metric {metric!r} (aicloud.training.log_metric)"
+        elif value is None:
             note = f"the trial succeeded but never reported {metric!r}"
     elif job.status is JobStatus.CANCELLED:
         state = "cancelled"

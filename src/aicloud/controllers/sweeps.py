@@ -4,12 +4,14 @@ A sweep job has no process of its own. Each :meth:`SweepController.reconcile_onc
 ``pending`` or ``running`` sweep:
 
 1. a ``pending`` sweep becomes ``running``;
-2. its trials (``train`` jobs with ``parent_id`` = the sweep, run by the job controller) are read
+2. its trials (``train`` jobs, or ``command`` jobs for a sweep over your own code, with
+   ``parent_id`` = the sweep, run by the job controller) are read
    from the store. A trial the controller has not seen yet (a restart) is put into the sweep's
    Optuna study as the store has it (:class:`~aicloud.controllers.sweep_study.LiveStudy`);
 3. each running trial's new per-epoch objective values (its run's metric series) are reported to
    Optuna; when the pruner says stop, the decision is written to the trial job's message
-   (``pruned at epoch N: ...``) *before* the job is cancelled, so a restart reads it back; a trial
+   (``pruned at epoch N: ...``) *before* the job is cancelled (a command trial's SIGTERM reaches the
+   user's command), so a restart reads it back; a trial
    that ended is told its final value (the registered model's metric) or ``FAIL``; a cancelled
    pruned trial gets reason ``pruned``;
 4. a cancel of the sweep cancels its trials, and the sweep is ``cancelled`` once they have ended;
@@ -44,11 +46,12 @@ from aicloud.schemas.sweeps import (
     SweepSpec,
     pruned_epoch,
     pruned_message,
+    trial_command,
     trial_name,
     trial_params,
     trials_model_name,
 )
-from aicloud.schemas.training import TrainSpec
+from aicloud.schemas.training import CommandSpec, TrainSpec
 from aicloud.store.training import JobStore, ModelStore, RunStore
 
 if TYPE_CHECKING:  # Optuna is imported with the first sweep (half a second)
@@ -71,7 +74,7 @@ def _now() -> datetime:
 
 def model_name_of(sweep: Job, spec: SweepSpec) -> str:
     """The registry name of the sweep's best model: the base spec's ``model_name``, else the sweep's name."""
-    return spec.train.model_name or sweep.name
+    return (spec.train.model_name if spec.train is not None else None) or sweep.name
 
 
 def sweep_summary(spec: SweepSpec, records: list[TrialRecord], created: int) -> dict[str, Any]:
@@ -254,7 +257,8 @@ class SweepController(ReconcileLoop):
         if not job.run_id or number in live.finished:
             return
         last = live.last_step.get(number, 0)
-        epochs = int((job.spec.get("params") or {}).get("epochs") or 0)
+        # a train trial's last epoch is known; a command's last step is not (0: prune at any step)
+        epochs = int((job.spec.get("params") or {}).get("epochs") or 0) if spec.train is not None else 0
         points = [
             p for p in self.runs.metric_history(job.workspace_id, job.run_id, spec.objective) if p.step > last
         ]
@@ -262,7 +266,7 @@ class SweepController(ReconcileLoop):
             if point.value != point.value:  # NaN: not reportable
                 continue
             # at its last epoch a trial has spent what pruning would save: let it complete
-            if live.report(number, point.step, point.value) and prune and point.step < epochs:
+            if live.report(number, point.step, point.value) and prune and (not epochs or point.step < epochs):
                 self._prune(live, spec, number, job, point.step, point.value)
                 return
 
@@ -301,22 +305,28 @@ class SweepController(ReconcileLoop):
     def _create_trial(self, sweep: Job, spec: SweepSpec, live: LiveStudy, number: int) -> Job | None:
         sampled = live.ask(number)
         try:
-            trial = spec.train.model_dump(mode="json")
+            trial = spec.base.model_dump(mode="json")
             trial["params"] = trial_params(spec, sampled)
-            trial["model_name"] = trials_model_name(model_name_of(sweep, spec))
-            resolved = spec.train.resolved_datasets or spec.resolved_datasets
+            resolved = spec.base.resolved_datasets or spec.resolved_datasets
             trial["resolved_datasets"] = {k: v.model_dump() for k, v in (resolved or {}).items()} or None
+            model: type[TrainSpec | CommandSpec]
+            if spec.command is not None:
+                kind, model = JobKind.COMMAND, CommandSpec
+                trial["command"] = trial_command(spec, trial["params"])
+            else:
+                kind, model = JobKind.TRAIN, TrainSpec
+                trial["model_name"] = trials_model_name(model_name_of(sweep, spec))
             try:
-                TrainSpec.model_validate(trial)
+                model.model_validate(trial)
             except pydantic.ValidationError as exc:
                 live.forget(number)
-                why = f"trial {number}'s params {sampled} make an invalid train spec: {exc}"
+                why = f"trial {number}'s params {sampled} make an invalid {kind.value} spec: {exc}"
                 self._finish(sweep, JobStatus.FAILED, "invalid", why[:4000], {})
                 return None
             job = self.jobs.create(
                 workspace_id=sweep.workspace_id,
                 name=trial_name(sweep.name, number),
-                kind=JobKind.TRAIN,
+                kind=kind,
                 spec=trial,
                 priority=sweep.priority,
                 created_by=sweep.created_by,

@@ -1,7 +1,12 @@
 """Specs of sweeps (``kind: sweep``): a search space over the built-in tasks' params, and its results.
 
 A sweep runs trials of one base ``train`` spec (:class:`TrainSpec`), each with params sampled from
-``space`` merged into ``train.params``. The server validates a sweep's ``spec`` with these models (422
+``space`` merged into ``train.params``; or, over your own code, trials of one base ``command`` spec
+(:class:`CommandSpec`), each a command job whose ``params`` (``AICLOUD_PARAMS``,
+``AICLOUD_PARAM_<NAME>``, :func:`aicloud.training.params`) are the sampled values merged into
+``command.params``, its objective a metric the code logs (``metric``, required then).
+
+The server validates a sweep's ``spec`` with these models (422
 naming the field, e.g. ``spec.space.lr``), then checks the space against :class:`TrainParams` and the
 objective against the metrics the task reports with :func:`check_sweep_spec` (a pure function).
 
@@ -22,6 +27,7 @@ import itertools
 import json
 import math
 import re
+import shlex
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -37,7 +43,7 @@ from pydantic import (
 )
 
 from aicloud.errors import ValidationError
-from aicloud.schemas.training import ResolvedDataset, TrainParams, TrainSpec
+from aicloud.schemas.training import CommandSpec, ResolvedDataset, TrainParams, TrainSpec
 
 CLASSIFICATION_METRICS = ("eval_accuracy", "eval_loss", "train_loss")
 REGRESSION_METRICS = ("eval_loss", "eval_rmse", "eval_mae", "eval_r2", "train_loss")
@@ -50,6 +56,12 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
 
 MAXIMIZED = frozenset({"eval_accuracy", "eval_r2"})
 """Metrics where higher is better; the default direction of every other metric is ``minimize``."""
+
+MAXIMIZED_WORDS = frozenset({"accuracy", "acc", "auc", "f1", "r2", "precision", "recall", "reward", "score"})
+"""A metric a command logs is maximized by default when one of its ``_``-separated words is one of these
+(``val_accuracy``, ``roc_auc``); every other one is minimized (``val_loss``, ``rmse``)."""
+
+_PARAM_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}\Z")
 
 MAX_GRID = 100_000
 TRIAL_STATES = ("pending", "running", "complete", "pruned", "failed", "cancelled")
@@ -163,12 +175,23 @@ class SweepSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    train: TrainSpec = Field(description="The base train spec; the space's params override its params.")
+    train: TrainSpec | None = Field(
+        default=None, description="The base train spec; the space's params override its params."
+    )
+    command: CommandSpec | None = Field(
+        default=None,
+        description="Or the base command spec (your own code); each trial is a command job with the "
+        "space's values merged into its params (AICLOUD_PARAMS, AICLOUD_PARAM_<NAME>).",
+    )
+    args: bool = Field(
+        default=False,
+        description="command sweeps: also append each trial param to the command as --name=value.",
+    )
     space: dict[str, ParamSpace] = Field(description="Param name → search space (at least one).")
     metric: str | None = Field(
         default=None,
         description="The objective, a metric the task reports each epoch; default eval_accuracy "
-        "(classification) or eval_loss (regression).",
+        "(classification) or eval_loss (regression). Required with command: a metric the code logs.",
     )
     direction: Direction | None = Field(
         default=None, description="maximize or minimize; default by metric (accuracy, r2: maximize)."
@@ -186,18 +209,48 @@ class SweepSpec(BaseModel):
     def _type_shorthand(cls, value: Any) -> Any:
         return _shorthand(value)
 
+    @model_validator(mode="after")
+    def _one_base(self) -> SweepSpec:
+        if (self.train is None) == (self.command is None):
+            raise ValueError(
+                "give exactly one of train (trials of a built-in task) or command (trials that run your "
+                "own code), not " + ("both" if self.train is not None else "neither")
+            )
+        if self.args and self.command is None:
+            raise ValueError("args: true appends the params to a command; it needs command, not train")
+        return self
+
     @property
     def objective(self) -> str:
         """The metric, defaulted by task."""
         if self.metric:
             return self.metric
+        if self.train is None:  # a command sweep without one is refused by check_sweep_spec
+            return ""
         return "eval_loss" if self.train.task == "tabular-regression" else "eval_accuracy"
 
     @property
     def maximize(self) -> bool:
         if self.direction is not None:
             return self.direction == "maximize"
-        return self.objective in MAXIMIZED
+        if self.objective in MAXIMIZED:
+            return True
+        return self.command is not None and bool(MAXIMIZED_WORDS & set(self.objective.lower().split("_")))
+
+    @property
+    def base(self) -> TrainSpec | CommandSpec:
+        """The base spec each trial copies: ``train`` or ``command``."""
+        base = self.train if self.train is not None else self.command
+        assert base is not None  # _one_base
+        return base
+
+    @property
+    def base_params(self) -> dict[str, Any]:
+        """The base spec's params (JSON values) the sampled ones are merged into."""
+        if self.train is not None:
+            return self.train.params.model_dump(mode="json")
+        assert self.command is not None
+        return dict(self.command.params)
 
     def grid_size(self) -> int:
         """How many points the grid has (categorical and int spaces only; 0 otherwise)."""
@@ -222,23 +275,44 @@ class SweepSpec(BaseModel):
 # params: a sampled value → the train spec's value
 
 
-def train_value(name: str, value: Any, base: TrainParams) -> Any:
+def train_value(name: str, value: Any, base: TrainParams | None) -> Any:
     """What a sampled ``value`` of param ``name`` becomes in the trial's train params.
 
     ``hidden`` takes a list of layer widths: a list choice is used as is, a number sets the width of
-    every layer of the base spec's ``hidden`` (its depth kept; one layer when it has none).
+    every layer of the base spec's ``hidden`` (its depth kept; one layer when it has none). With no
+    train params (a command sweep) every value is used as it is.
     """
+    if base is None:
+        return value
     if name == "hidden" and not isinstance(value, list):
         return [value] * max(1, len(base.hidden))
     return value
 
 
+def base_train_params(spec: SweepSpec) -> TrainParams | None:
+    """The train sweep's base params (None for a command sweep)."""
+    return spec.train.params if spec.train is not None else None
+
+
 def trial_params(spec: SweepSpec, sampled: dict[str, Any]) -> dict[str, Any]:
-    """The full train params of a trial: the base params with the sampled values merged in."""
-    params = spec.train.params.model_dump(mode="json")
+    """The full params of a trial: the base params with the sampled values merged in."""
+    params = spec.base_params
     for name, value in sampled.items():
-        params[name] = train_value(name, value, spec.train.params)
+        params[name] = train_value(name, value, base_train_params(spec))
     return params
+
+
+def _arg_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def trial_command(spec: SweepSpec, params: dict[str, Any]) -> str:
+    """A command sweep's trial command: the base command, with ``--name=value`` per param if ``args``."""
+    assert spec.command is not None
+    if not spec.args:
+        return spec.command.command
+    args = [shlex.quote(f"--{k}={_arg_text(v)}") for k, v in params.items()]
+    return " ".join([spec.command.command, *args])
 
 
 def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
@@ -279,8 +353,37 @@ def _samples(space: UniformSpace | LogUniformSpace | IntSpace | CategoricalSpace
     return [space.low, space.high]
 
 
+def _check_command_param(spec: SweepSpec, name: str, seen: dict[str, str]) -> None:
+    field = f"spec.space.{name}"
+    if not _PARAM_NAME_RE.fullmatch(name):
+        raise ValidationError.field(
+            field, f"{name!r} is not a param name: a letter or '_', then letters, digits or '_'"
+        )
+    other = seen.setdefault(name.upper(), name)
+    if other != name:
+        raise ValidationError.field(
+            field, f"{name!r} and {other!r} are both AICLOUD_PARAM_{name.upper()}: rename one"
+        )
+
+
+def _check_command_sweep(spec: SweepSpec) -> None:
+    seen: dict[str, str] = {}
+    for name in [*(spec.command.params if spec.command else {}), *spec.space]:
+        if name in spec.space:
+            _check_command_param(spec, name, seen)
+        else:
+            seen.setdefault(name.upper(), name)
+    if not spec.metric:
+        raise ValidationError.field(
+            "spec.metric",
+            "a sweep over a command needs metric: the name of the metric your code logs each step "
+            "with aicloud.training.log_metric(name, value, step=...), e.g. metric: val_loss",
+        )
+
+
 def _check_param(spec: SweepSpec, name: str) -> None:
     field = f"spec.space.{name}"
+    assert spec.train is not None
     params = sorted(TrainParams.model_fields)
     if name not in TrainParams.model_fields:
         raise ValidationError.field(
@@ -326,10 +429,13 @@ def check_sweep_spec(spec: SweepSpec) -> None:
             "the search space is empty: give at least one parameter to search, "
             "e.g. {lr: {type: log_uniform, low: 1.0e-4, high: 1.0e-1}}",
         )
-    for name in spec.space:
-        _check_param(spec, name)
-    reported = TASK_METRICS[spec.train.task]
-    if spec.objective not in reported:
+    if spec.train is None:
+        _check_command_sweep(spec)
+    else:
+        for name in spec.space:
+            _check_param(spec, name)
+    reported = TASK_METRICS[spec.train.task] if spec.train is not None else (spec.objective,)
+    if spec.train is not None and spec.objective not in reported:
         raise ValidationError.field(
             "spec.metric",
             f"task {spec.train.task} never reports {spec.objective!r}; it reports: {', '.join(reported)}",
@@ -412,6 +518,7 @@ class SweepTrialsOut(BaseModel):
 
 __all__ = [
     "MAXIMIZED",
+    "MAXIMIZED_WORDS",
     "TASK_METRICS",
     "CategoricalSpace",
     "IntSpace",
@@ -428,6 +535,7 @@ __all__ = [
     "pruned_epoch",
     "pruned_message",
     "train_value",
+    "trial_command",
     "trial_name",
     "trial_number",
     "trial_params",

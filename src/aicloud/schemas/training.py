@@ -180,6 +180,11 @@ class CommandSpec(BaseModel):
     )
     secrets: list[SecretName] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
+    params: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")], Any] = Field(
+        default_factory=dict,
+        description="Params handed to the code as AICLOUD_PARAMS (JSON) and AICLOUD_PARAM_<NAME>, read "
+        "with aicloud.training.params() and recorded on the run; a sweep's trials get theirs here.",
+    )
     limits: ResourceLimits = Field(default_factory=ResourceLimits, description="Sandbox limits per worker.")
     runtime_env: RuntimeEnv | None = Field(
         default=None, description="Extra packages installed before the job starts (docs/runtime-envs.md)."

@@ -2,6 +2,7 @@
 
     from aicloud.training import log_metric, log_params, save_model, load_model
     from aicloud.training import save_checkpoint, load_checkpoint
+    from aicloud.training import params      # a sweep trial's params (training/params.py)
 
 ``log_params``/``log_metric``/``flush``/``save_model`` work inside an aicloud job (they talk to the
 control plane) and outside it (offline: stdout, ``./aicloud-run/``, ``./aicloud-model/``); see
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from aicloud.training.params import params
 from aicloud.training.session import (
     flush,
     load_checkpoint,
@@ -36,6 +38,7 @@ __all__ = [
     "load_model",
     "log_metric",
     "log_params",
+    "params",
     "register_model",
     "save_checkpoint",
     "save_model",

@@ -42,6 +42,7 @@ from aicloud.artifacts.archive import extract_archive
 from aicloud.errors import DataCorruptedError, ValidationError
 from aicloud.schemas.training import CommandSpec, TrainSpec
 from aicloud.training.env import JobDoc, WorkloadEnv
+from aicloud.training.params import param_env
 from aicloud.training.session import Session, use_session
 
 if TYPE_CHECKING:  # the checkpoint module imports torch
@@ -208,6 +209,7 @@ def run_command(sess: Session, env: WorkloadEnv, workdir: Path, output: Path) ->
     child_env = dict(os.environ)
     child_env.update(mlflow_env(env))
     child_env.update(spec.env)
+    child_env.update(param_env(spec.params))  # a sweep trial's params (training/params.py)
     child_env["AICLOUD_OUTPUT_DIR"] = str(output)
     keras_env(child_env, workdir)
     log(f"$ {spec.command}")

@@ -11,7 +11,8 @@ validator of its kind (:data:`VALIDATORS`):
   the text (or pixel) and label columns, its base resolved (a zoo entry or the workspace's version) to
   a text encoder or a built-in CNN (:mod:`aicloud.server.services.finetune_specs`).
 * ``sweep``: the sweep fields (``spec.space.lr``, ``spec.metric``...), then the base train spec with
-  every check a ``train`` job gets (errors name ``spec.train.<field>``).
+  every check a ``train`` job gets (errors name ``spec.train.<field>``), or the base command spec with
+  every check a ``command`` job gets (``spec.command.<field>``).
 """
 
 from __future__ import annotations
@@ -118,38 +119,57 @@ def validate_command(state: AppState, principal: Principal, body: JobCreate) -> 
     return check_name(body.name or "command", "name"), spec
 
 
-def _under_train(exc: ValidationError) -> ValidationError:
-    """A train-spec error of the base spec, its fields renamed ``spec.X`` → ``spec.train.X``."""
+def _under_base(exc: ValidationError, base: str) -> ValidationError:
+    """An error of the base spec, its fields renamed ``spec.X`` → ``spec.<base>.X`` (train, command)."""
 
     def rename(field: Any) -> Any:
-        return "spec.train." + field[5:] if isinstance(field, str) and field.startswith("spec.") else field
+        return f"spec.{base}." + field[5:] if isinstance(field, str) and field.startswith("spec.") else field
 
     details = exc.details if isinstance(exc.details, list) else []
     renamed = [{**d, "field": rename(d.get("field"))} if isinstance(d, dict) else d for d in details]
     message = exc.message[5:] if exc.message.startswith("spec.") else exc.message
     return ValidationError(
-        f"spec.train.{message}" if renamed else exc.message, details=renamed or exc.details
+        f"spec.{base}.{message}" if renamed else exc.message, details=renamed or exc.details
     )
 
 
 def validate_sweep(state: AppState, principal: Principal, body: JobCreate) -> tuple[str, dict[str, Any]]:
-    """A ``sweep`` job: the sweep fields and the base train spec, resolved as a train job's."""
+    """A ``sweep`` job: the sweep fields and the base train (or command) spec, resolved as that job's."""
     try:
         sweep = SweepSpec.model_validate(body.spec)
     except pydantic.ValidationError as exc:
         raise _pydantic_error(exc, "spec") from None
     check_sweep_spec(sweep)
+    if sweep.command is not None:
+        return _validate_command_sweep(state, principal, body, sweep)
     train_body = JobCreate(kind=JobKind.TRAIN, name=body.name, spec=dict(body.spec.get("train") or {}))
     try:
         name, train = validate_train(state, principal, train_body)
     except ValidationError as exc:
-        raise _under_train(exc) from None
+        raise _under_base(exc, "train") from None
     spec = sweep.model_dump(mode="json")
     spec["train"] = train
     spec["resolved_datasets"] = train.get("resolved_datasets")
     if body.name is None:
-        name = sweep.train.model_name or f"sweep-{train['resolved_datasets']['train']['name']}"[:100]
+        name = train.get("model_name") or f"sweep-{train['resolved_datasets']['train']['name']}"[:100]
     return name, spec
+
+
+def _validate_command_sweep(
+    state: AppState, principal: Principal, body: JobCreate, sweep: SweepSpec
+) -> tuple[str, dict[str, Any]]:
+    """A sweep over a command: the base command spec checked and resolved as a command job's."""
+    command_body = JobCreate(kind=JobKind.COMMAND, name=body.name, spec=dict(body.spec.get("command") or {}))
+    try:
+        _, command = validate_command(state, principal, command_body)
+    except ValidationError as exc:
+        raise _under_base(exc, "command") from None
+    spec = sweep.model_dump(mode="json")
+    spec["command"] = command
+    spec["resolved_datasets"] = command.get("resolved_datasets")
+    first = next(iter((command.get("resolved_datasets") or {}).values()), None)
+    name = body.name or (f"sweep-{first['name']}"[:100] if first else "sweep")
+    return check_name(name, "name"), spec
 
 
 def validate_finetune(state: AppState, principal: Principal, body: JobCreate) -> tuple[str, dict[str, Any]]:
