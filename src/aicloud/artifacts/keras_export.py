@@ -190,6 +190,7 @@ def export_keras(
             with warnings.catch_warnings():  # the tracer's notes on shapes taken as constants
                 warnings.filterwarnings("ignore", message=".*Converting a tensor to a Python")
                 warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export")
+                warnings.simplefilter("ignore", DeprecationWarning)  # Keras' and torch's internals
                 model.export(str(path), format="onnx", verbose=False, input_signature=structure)
         except ImportError as exc:
             raise ValidationError.field(
@@ -200,7 +201,9 @@ def export_keras(
         if tolerance is not None:
             packed = keras.tree.pack_sequence_as(structure, arrays)
             feed = packed[0] if len(packed) == 1 else packed
-            want = np.asarray(model.predict(feed, verbose=0))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # numpy 2's copy= in Keras' tree code
+                want = np.asarray(model.predict(feed, verbose=0))
             got = onnx_runner(path)(dict(zip(names, arrays, strict=True)))
             diff = _max_abs_diff(got, want)
             if not diff <= tolerance:  # NaN too
