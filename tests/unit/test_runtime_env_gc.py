@@ -87,6 +87,14 @@ def test_bad_specs_name_their_field(value: dict, field: str) -> None:
     assert exc.value.errors()[0]["loc"][0] == field
 
 
+def test_edge_placement_refuses_a_runtime_env() -> None:
+    from aicloud.schemas.serving import DeploymentSpec
+
+    spec = {"model": "m", "placement": {"edge": {"site": "shop1"}}, "runtime_env": {"requirements": ["x"]}}
+    with pytest.raises(ValidationError, match="runtime_env is not supported on edge nodes"):
+        DeploymentSpec.model_validate(spec)
+
+
 def test_requirements_are_normalized_and_files_expand(tmp_path: Path) -> None:
     env = RuntimeEnv.model_validate({"requirements": ["LightGBM >= 4", "pkg[extra]==1.0"], "python": "3.11"})
     assert env.requirements == ["LightGBM>=4", "pkg[extra]==1.0"]

@@ -55,11 +55,11 @@ def say(message: str) -> None:
 
 def spec_hash(requirements: list[str], python: str, fingerprint: str) -> str:
     """The cache key: the requirements (order and duplicates do not matter), the Python minor and the
-    base (this interpreter, its exact version, aicloud's version)."""
+    base (this interpreter, its exact version, the site-packages layered under the env, aicloud's version)."""
     canonical = {
         "requirements": sorted({r.strip() for r in requirements if r.strip()}),
         "python": python,
-        "base": [os.path.realpath(sys.executable), sys.version, fingerprint],
+        "base": [os.path.realpath(sys.executable), sys.version, base_site_dirs(), fingerprint],
     }
     return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()[:24]
 

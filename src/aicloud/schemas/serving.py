@@ -212,6 +212,11 @@ class DeploymentSpec(ScalingSpec):
             )
         if self.placement is not None and self.traffic is not None:
             raise ValueError("canary traffic is not supported on edge nodes; give placement or traffic")
+        if self.placement is not None and self.runtime_env is not None:
+            raise ValueError(
+                "runtime_env is not supported on edge nodes (their agent runs the bundle with its own "
+                "packages); give placement or runtime_env"
+            )
         if self.batch_workers > self.cpus:
             raise ValueError(
                 f"batch_workers ({self.batch_workers}) is above cpus ({self.cpus}): "
