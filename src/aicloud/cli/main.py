@@ -10,6 +10,7 @@ from aicloud.cli import (
     datasets,
     demo,
     edge,
+    evaluation,
     jobs,
     local,
     resources,
@@ -51,6 +52,8 @@ jobs.model_app.command("export")(compression.model_export)
 jobs.model_app.command("quantize")(compression.model_quantize)
 jobs.model_app.command("prune")(compression.model_prune)
 jobs.model_app.command("compare")(compression.model_compare)
+jobs.model_app.command("evaluate")(evaluation.model_evaluate)
+jobs.model_app.command("predict")(evaluation.model_predict)
 app.add_typer(edge.bundle_app, name="bundle")
 app.add_typer(edge.edge_app, name="edge")
 app.add_typer(zoo.zoo_app, name="zoo")

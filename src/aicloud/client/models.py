@@ -162,6 +162,81 @@ class ModelsAPI:
         )
         return version
 
+    # --- evaluation and batch prediction (docs/evaluation.md)
+
+    def record_metrics(self, name: str, version: int, metrics: Mapping[str, float]) -> ModelVersionOut:
+        """Merge evaluation metrics (``eval:<dataset>:<version>:<metric>``) into version ``name:version``;
+        what an ``evaluate`` job calls with its token."""
+        path = f"{_versions(quote(name, safe=''))}/{version}/metrics"
+        out = self._client._transport.json("POST", path, json={"metrics": dict(metrics)})
+        return ModelVersionOut.model_validate(out)
+
+    def evaluate(
+        self,
+        ref: str,
+        dataset: Any,
+        *,
+        target: str | None = None,
+        chunk_rows: int | None = None,
+        wait: bool = True,
+        progress: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
+        """Score version ``ref`` (``name``, ``name:3``, ``name@alias``) on a dataset version (``name``,
+        ``name:version`` or a :class:`DatasetVersion`) in an ``evaluate`` job; the metrics are recorded
+        on the version as ``eval:<dataset>:<version>:<metric>``. A classifier gets ``accuracy``,
+        ``f1_macro``, ``roc_auc``; a regressor ``rmse``, ``mae``, ``r2``. ``target``: the label column
+        (default: the model's own). Returns the metrics (``{"accuracy": 0.97, ...}``), or the
+        :class:`~aicloud.client.jobs.Job` with ``wait=False``. A failed job raises
+        :class:`~aicloud.errors.AicloudError` with its message."""
+        from aicloud.client._specs import dataset_ref
+        from aicloud.client.evaluation import job_failed, wait_rows
+
+        spec: dict[str, Any] = {"model": ref, "datasets": {"data": dataset_ref(dataset)}, "target": target}
+        if chunk_rows is not None:
+            spec["chunk_rows"] = chunk_rows
+        job = self._client.jobs._submit({"kind": "evaluate", "spec": spec})
+        if not wait:
+            return job
+        wait_rows(self._client, job, progress, timeout)
+        if job.status != "succeeded":
+            raise job_failed(job)
+        resolved = job.info.spec["resolved_model"]
+        data = job.info.spec["resolved_datasets"]["data"]
+        prefix = f"eval:{data['name']}:{data['version']}:"
+        version = self.get_by_id(resolved["id"])
+        return {k[len(prefix) :]: v for k, v in version.metrics.items() if k.startswith(prefix)}
+
+    def batch_predict(
+        self,
+        ref: str,
+        dataset: Any,
+        *,
+        output: str | None = None,
+        chunk_rows: int | None = None,
+        wait: bool = True,
+        progress: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
+        """Predict every row of a dataset version with version ``ref`` in a ``batch_predict`` job, in
+        chunks of ``chunk_rows`` (10,000) rows; the input columns plus ``prediction`` (classifiers:
+        the label, and ``proba_<label>`` per class) become the next version of dataset ``output``
+        (default ``<dataset>-predictions``) with lineage to the model and dataset versions. Returns that
+        :class:`DatasetVersion`, or the :class:`~aicloud.client.jobs.Job` with ``wait=False``."""
+        from aicloud.client._specs import dataset_ref
+        from aicloud.client.evaluation import job_failed, predictions_of, wait_rows
+
+        spec: dict[str, Any] = {"model": ref, "datasets": {"data": dataset_ref(dataset)}, "output": output}
+        if chunk_rows is not None:
+            spec["chunk_rows"] = chunk_rows
+        job = self._client.jobs._submit({"kind": "batch_predict", "spec": spec})
+        if not wait:
+            return job
+        wait_rows(self._client, job, progress, timeout)
+        if job.status != "succeeded":
+            raise job_failed(job)
+        return predictions_of(self._client, job)
+
     # --- compression (docs/compression.md)
 
     def _derive(self, ref: str, action: str, body: dict[str, Any]) -> ModelVersionOut:

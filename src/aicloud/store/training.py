@@ -308,6 +308,11 @@ class ModelStore(abc.ABC):
     def get_version_by_alias(self, workspace_id: str, name: str, alias: str) -> ModelVersion: ...
 
     @abc.abstractmethod
+    def merge_metrics(self, workspace_id: str, version_id: str, metrics: dict[str, float]) -> ModelVersion:
+        """Add ``metrics`` to the version's (a key already there is replaced), atomically: evaluations
+        (docs/evaluation.md). Raises NotFoundError for a version not of this workspace."""
+
+    @abc.abstractmethod
     def get_version_by_id(self, workspace_id: str, version_id: str) -> ModelVersion: ...
 
     @abc.abstractmethod

@@ -38,8 +38,11 @@ async def datasets_upload(
     upload = await receive_upload(request, state.blobs, state.settings.max_upload_bytes, filename)
     t1 = time.perf_counter()
     declared = format or upload.fields.get("format") or None
+    from aicloud.server.services.evaluation_specs import job_output_lineage  # a batch_predict job's output
+
+    lineage = await run_in_threadpool(job_output_lineage, state, principal)
     version = await run_in_threadpool(
-        ingest_upload, state, principal.workspace.id, name, upload.blob, upload.filename, declared
+        ingest_upload, state, principal.workspace.id, name, upload.blob, upload.filename, declared, lineage
     )
     t2 = time.perf_counter()
     # Where the time went, for clients and benchmarks (browsers show it in their dev tools).

@@ -18,6 +18,7 @@ from aicloud.schemas.compression import (
     PruneRequest,
     QuantizeRequest,
 )
+from aicloud.schemas.evaluation import MetricsRecord
 from aicloud.schemas.jobs import AliasSet, ModelOut, ModelVersionCreate, ModelVersionOut
 from aicloud.server.deps import Member, State, Viewer
 from aicloud.server.routes._paging import DEFAULT_LIMIT, MAX_LIMIT, Limit, Offset, set_total
@@ -99,6 +100,27 @@ def models_list_versions(
 def models_get_version(name: str, version: str, principal: Viewer, state: State) -> ModelVersionOut:
     row = state.store.models.get_version(principal.workspace.id, check_name(name), parse_version(version))
     return ModelVersionOut.model_validate(row)
+
+
+@router.post("/models/{name}/versions/{version}/metrics", response_model=ModelVersionOut)
+def models_record_metrics(
+    name: str, version: str, body: MetricsRecord, principal: Member, state: State
+) -> ModelVersionOut:
+    """Merge evaluation metrics (``eval:<dataset>:<version>:<metric>``, docs/evaluation.md) into the
+    version's metrics; the ones it was registered with stay as they are. A job's token may write only
+    to the version its own ``evaluate`` job scores."""
+    from aicloud.server.services.evaluation_specs import check_metrics_writer
+
+    row = state.store.models.get_version(principal.workspace.id, check_name(name), parse_version(version))
+    bad = [k for k in body.metrics if not k.startswith("eval:") or len(k) > 300]
+    if bad:
+        raise ValidationError.field(
+            f"metrics.{bad[0][:80]}", "an evaluation metric is named eval:<dataset>:<version>:<metric>"
+        )
+    check_metrics_writer(state, principal, row)
+    return ModelVersionOut.model_validate(
+        state.store.models.merge_metrics(principal.workspace.id, row.id, body.metrics)
+    )
 
 
 @router.get("/model-versions/{version_id}", response_model=ModelVersionOut)

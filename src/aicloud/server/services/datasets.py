@@ -35,7 +35,13 @@ def _discard(state: AppState, digest: str) -> None:
 
 
 def ingest_upload(
-    state: AppState, workspace_id: str, name: str, blob: BlobInfo, filename: str, declared: str | None
+    state: AppState,
+    workspace_id: str,
+    name: str,
+    blob: BlobInfo,
+    filename: str,
+    declared: str | None,
+    lineage: dict[str, Any] | None = None,
 ) -> DatasetVersion:
     """The stored upload ``blob`` as the next version of dataset ``name``: its format (``declared``,
     else from ``filename`` and the first bytes) and profile (in a worker process). A file that does
@@ -62,7 +68,7 @@ def ingest_upload(
             num_rows=prof.num_rows,
             schema=prof.schema,
             stats=prof.stats,
-            lineage={"source": "upload"},
+            lineage=lineage or {"source": "upload"},
         ),
     )
 

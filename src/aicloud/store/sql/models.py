@@ -200,6 +200,25 @@ class SqlModelStore(ModelStore):
 
         return self._db.run(tx, write=False)
 
+    def merge_metrics(self, workspace_id: str, version_id: str, metrics: dict[str, float]) -> ModelVersion:
+        added = json_normalize(metrics)
+
+        def tx(session: Session) -> ModelVersion:
+            found = session.execute(
+                select(ModelVersionRow, ModelRow.name)
+                .join(ModelRow, ModelRow.id == ModelVersionRow.model_id)
+                .where(ModelVersionRow.id == version_id, ModelVersionRow.workspace_id == workspace_id)
+                .with_for_update()
+            ).one_or_none()
+            if found is None:
+                raise NotFoundError.of("model version", version_id)
+            row, name = found
+            row.metrics = {**(row.metrics or {}), **added}  # a new dict: the JSON column sees the change
+            session.flush()
+            return _version_entity(row, name, _aliases_of(session, row.model_id, row.version))
+
+        return self._db.run(tx)
+
     def list_models(self, workspace_id: str, *, offset: int = 0, limit: int | None = None) -> list[Model]:
         def tx(session: Session) -> list[Model]:
             rows = list(
