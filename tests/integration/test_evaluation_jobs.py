@@ -5,6 +5,7 @@ input is a 4xx naming the field."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -148,3 +149,59 @@ def test_bad_input_is_a_4xx_naming_the_field(
     name, version = iris["ref"].split(":")
     r = http.post(f"/api/v1/models/{name}/versions/{version}/metrics", json={"metrics": {"accuracy": 1}})
     assert_error(r, 422)
+
+
+TENSOR_SCRIPT = """
+import pandas as pd, torch
+from aicloud.training import save_model
+
+frame = pd.read_csv("data.csv")
+X = torch.tensor(frame.drop(columns=["y"]).to_numpy(), dtype=torch.float32)
+y = torch.tensor(frame["y"].to_numpy())
+model = torch.nn.Sequential(torch.nn.Linear(7, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+opt = torch.optim.Adam(model.parameters(), lr=0.02)
+for _ in range(60):
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(model(X), y).backward()
+    opt.step()
+save_model(model, example_input=X[:2], name=NAME)
+"""
+
+
+def test_a_model_of_tensor_inputs_from_your_own_code(
+    client: Client, tmp_path: Path, unique: Callable[[str], str]
+) -> None:
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame(rng.normal(size=(300, 7)), columns=[f"f{i}" for i in range(7)])
+    frame["y"] = (frame["f0"] + frame["f3"] > 0).astype(int)
+    code = tmp_path / "code"
+    code.mkdir()
+    name = unique("eval-tensor")
+    (code / "train.py").write_text(TENSOR_SCRIPT.replace("NAME", repr(name)))
+    frame.to_csv(code / "data.csv", index=False)
+    job = client.jobs.run(command="python train.py", code=code)
+    job.wait(timeout=300)
+    assert job.status == "succeeded", job.logs()[-3000:]
+    ref = f"{name}:1"
+    labelled = _upload(client, unique("eval-tensor-data"), frame, tmp_path)
+    metrics = client.models.evaluate(ref, labelled, target="y", timeout=300)
+    assert set(metrics) == {"accuracy", "f1_macro", "roc_auc"} and metrics["accuracy"] > 0.8, metrics
+    features = _upload(client, unique("eval-tensor-x"), frame.drop(columns=["y"]), tmp_path)
+    out = client.models.batch_predict(ref, features, chunk_rows=64, timeout=300)
+    preds = pd.read_csv(out.download(tmp_path / "tensor-preds.csv"))
+    want = np.asarray(client.models.load(ref).outputs(frame.drop(columns=["y"]).to_numpy(np.float32)))
+    assert (preds["prediction"].to_numpy() == want.argmax(axis=1)).all()
+
+
+def test_cli_model_evaluate_and_predict(
+    server: ServerProcess, iris: dict[str, Any], unique: Callable[[str], str]
+) -> None:
+    from test_cli import run_cli
+
+    shown = run_cli(server, "model", "evaluate", iris["ref"], iris["dataset"], "--no-progress")
+    assert "accuracy" in shown.stdout and "roc_auc" in shown.stdout
+    out = unique("eval-cli-preds")
+    made = json.loads(
+        run_cli(server, "model", "predict", iris["ref"], iris["dataset"], "--to", out, "-o", "json").stdout
+    )
+    assert made["name"] == out and made["num_rows"] == 150 and made["lineage"]["source"] == "batch_predict"

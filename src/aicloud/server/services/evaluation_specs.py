@@ -62,17 +62,17 @@ def _columns(schema: list[dict[str, Any]]) -> list[str]:
 
 
 def _features(version: ModelVersion) -> list[str]:
-    """The tabular model's input columns (none for a model of tensor inputs)."""
+    """The tabular model's input columns; none for a model of tensor inputs (signature inputs with a
+    ``shape``: the job feeds them the data's columns, docs/evaluation.md)."""
     config = version.config or {}
     pre = config.get("preprocessing")
     if isinstance(pre, dict) and isinstance(pre.get("features"), list):
         return [str(f) for f in pre["features"]]
-    if config.get("tensor_inputs") or config.get("inputs"):
+    inputs = (config.get("signature") or {}).get("inputs") or version.signature.get("inputs") or []
+    inputs = [t for t in inputs if isinstance(t, dict) and t.get("name")]
+    if inputs and all(t.get("shape") for t in inputs):
         return []
-    inputs = (
-        ((version.config or {}).get("signature") or {}).get("inputs") or version.signature.get("inputs") or []
-    )
-    return [str(t.get("name")) for t in inputs if isinstance(t, dict) and t.get("name")]
+    return [str(t["name"]) for t in inputs]
 
 
 def _resolve(
