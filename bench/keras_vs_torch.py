@@ -181,6 +181,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     splits = data()
+    load_before = os.getloadavg()[0]  # other work on the machine slows both alike, not equally
     rows = []
     for kind, metric_name in (("mlp", "mae"), ("cnn", "accuracy")):
         for framework, run in (("keras", run_keras), ("torch", run_torch)):
@@ -213,6 +214,7 @@ def main() -> None:
         "torch": torch.__version__,
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
+        "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
         "rows": rows,
     }
     RESULTS.mkdir(exist_ok=True)

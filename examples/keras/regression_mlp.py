@@ -5,8 +5,8 @@ column, e.g. scikit-learn's diabetes set) is at ``AICLOUD_DATASET_TRAIN``; witho
 ``diabetes.csv`` next to it, or scikit-learn's own copy. Each epoch's loss, mae, val_loss and val_mae
 go to the job's run by themselves (aicloud's Keras autolog); ``EPOCHS`` (default 100) shortens a run.
 
-    aicloud jobs run --code examples/keras --dataset train=diabetes \
-        -- python regression_mlp.py
+    client.jobs.run(command="python regression_mlp.py", code="examples/keras/regression_mlp.py",
+                    datasets={"train": "diabetes"})
 """
 
 import os
