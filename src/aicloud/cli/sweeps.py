@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ from aicloud.client.sweeps import Sweep, submit_sweep_spec
 from aicloud.schemas.sweeps import SweepTrialsOut
 
 sweep_app = typer.Typer(
-    help="Hyperparameter sweeps: trials of a built-in task, the best model registered.", no_args_is_help=True
+    help="Hyperparameter sweeps: trials of a built-in task (the best model registered) or of your own code.",
+    no_args_is_help=True,
 )
 
 
@@ -90,9 +92,19 @@ def sweep_create(
     wait: bool = typer.Option(True, help="wait for the sweep and show its progress"),
     output: Output = OutputOpt,
 ) -> None:
-    """Submit a sweep from a file: ``name``, and ``spec`` with train, space, metric, max_trials..."""
+    """Submit a sweep from a file: ``name``, and ``spec`` with train (or command), space, metric,
+    max_trials... A command's ``code`` may be a folder or file (relative to the sweep file): it is
+    uploaded as ``aicloud job run`` uploads a command job's code."""
     spec, name, priority = _load(file)
-    sweep = submit_sweep_spec(client(), spec, name=name, priority=priority)
+    command = spec.get("command")
+    if isinstance(command, dict) and isinstance(command.get("code"), str):
+        code = command["code"]
+        if not (file.parent / code).exists() and not re.fullmatch(r"[0-9a-f]{64}", code):
+            raise UsageError(f"{file}: command.code {code!r} does not exist (a folder or file of your code)")
+    try:
+        sweep = submit_sweep_spec(client(), spec, name=name, priority=priority, base=file.parent)
+    except ValueError as exc:  # a runtime_env requirements_file that cannot be read
+        raise UsageError(f"{file}: {exc}") from None
     if not wait:
         emit(sweep.info, output, lambda _: console.print(f"sweep {sweep.id} submitted ({sweep.name})"))
         return

@@ -9,18 +9,31 @@ sweep = client.jobs.sweep(
 sweep.wait(progress=True)
 sweep.best.params, sweep.best.value        # the winner; its model is "digits-best"
 sweep.trials().trials                      # every trial: state (complete, pruned...), values
+
+Over your own code (trials are command jobs; the code reads its params with aicloud.training.params()
+and logs the objective with aicloud.training.log_metric):
+
+sweep = client.jobs.sweep(
+    {"lr": {"type": "log_uniform", "low": 1e-4, "high": 1e-1}},
+    command="python train.py", code="./src", datasets={"train": digits},
+    metric="val_loss", max_trials=8, parallelism=2,
+)
 """
 
 from __future__ import annotations
 
+import os
+import re
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aicloud.client._specs import TERMINAL, dataset_ref
+from aicloud.client._specs import TERMINAL, dataset_ref, pack_code
 from aicloud.client.jobs import Job
 from aicloud.client.progress import steps_bar
 from aicloud.errors import AicloudError
 from aicloud.schemas.jobs import JobOut
+from aicloud.schemas.runtime_env import expand_runtime_env
 from aicloud.schemas.sweeps import SweepTrialsOut, TrialOut
 
 if TYPE_CHECKING:
@@ -30,7 +43,7 @@ __all__ = ["Sweep", "submit_sweep"]
 
 
 class Sweep(Job):
-    """A submitted ``sweep`` job; its trials are ``train`` jobs."""
+    """A submitted ``sweep`` job; its trials are ``train`` jobs (``command`` jobs over your own code)."""
 
     def __repr__(self) -> str:
         return f"Sweep(id={self.id!r}, name={self.name!r}, status={self._out.status.value!r})"
@@ -99,9 +112,15 @@ def submit_sweep(
     client: Client,
     space: dict[str, dict[str, Any]],
     *,
-    task: str,
-    dataset: Any,
-    eval_dataset: Any,
+    task: str | None = None,
+    dataset: Any = None,
+    eval_dataset: Any = None,
+    command: str | None = None,
+    code: str | os.PathLike[str] | None = None,
+    datasets: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    runtime_env: dict[str, Any] | None = None,
+    args: bool = False,
     target: str = "label",
     params: dict[str, Any] | None = None,
     model_name: str | None = None,
@@ -119,6 +138,21 @@ def submit_sweep(
     exclude: list[str] | None = None,
 ) -> Sweep:
     """Submit a sweep; see :meth:`aicloud.client.jobs.JobsAPI.sweep`."""
+    if command is not None:
+        base: dict[str, Any] = {
+            "command": command,
+            "code": None if code is None else os.fspath(code),
+            "datasets": {k: dataset_ref(v) for k, v in (datasets or {}).items()},
+            "params": params or {},
+            "env": env or {},
+            "cpus": cpus,
+        }
+        if runtime_env is not None:
+            base["runtime_env"] = runtime_env
+        spec: dict[str, Any] = {"command": base, "space": space, "args": args}
+        return submit_sweep_spec(client, _search(spec, **_fields(locals())), name=name, priority=priority)
+    if task is None:
+        raise AicloudError("a sweep needs task=, dataset=, eval_dataset= (built-in) or command= (your code)")
     train: dict[str, Any] = {
         "task": task,
         "dataset": dataset_ref(dataset),
@@ -131,24 +165,69 @@ def submit_sweep(
     }
     if features is not None:
         train["features"] = features
-    spec: dict[str, Any] = {
-        "train": train,
-        "space": space,
-        "max_trials": max_trials,
-        "parallelism": parallelism,
-        "sampler": _typed(sampler, seed=seed),
-        "pruner": _typed(pruner),
-    }
+    spec = {"train": train, "space": space}
+    return submit_sweep_spec(client, _search(spec, **_fields(locals())), name=name, priority=priority)
+
+
+def _fields(scope: dict[str, Any]) -> dict[str, Any]:
+    keys = ("metric", "direction", "max_trials", "parallelism", "sampler", "seed", "pruner")
+    return {k: scope[k] for k in keys}
+
+
+def _search(
+    spec: dict[str, Any],
+    *,
+    metric: str | None,
+    direction: str | None,
+    max_trials: int,
+    parallelism: int,
+    sampler: str | dict[str, Any],
+    seed: int | None,
+    pruner: str | dict[str, Any],
+) -> dict[str, Any]:
+    """The search fields of a sweep spec, added to ``spec``."""
+    spec.update(
+        max_trials=max_trials,
+        parallelism=parallelism,
+        sampler=_typed(sampler, seed=seed),
+        pruner=_typed(pruner),
+    )
     if metric is not None:
         spec["metric"] = metric
     if direction is not None:
         spec["direction"] = direction
-    return submit_sweep_spec(client, spec, name=name, priority=priority)
+    return spec
+
+
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+def prepare_command(client: Client, command: dict[str, Any], base: Path | None = None) -> dict[str, Any]:
+    """A sweep's command spec as the server takes it: ``code`` a local file or folder (relative to
+    ``base``: the sweep file's folder) packed and uploaded as a command job's code, and a
+    ``runtime_env`` with ``requirements_file`` expanded. A blob digest is kept as it is."""
+    out = dict(command)
+    code = out.get("code")
+    if code is not None and not (isinstance(code, str) and _DIGEST.fullmatch(code)):
+        path = Path(os.fspath(code))
+        if base is not None and not path.is_absolute():
+            path = base / path
+        out["code"] = client.blobs.upload(pack_code(path), "application/gzip")
+    if out.get("runtime_env") is not None:
+        out["runtime_env"] = expand_runtime_env(out["runtime_env"], base=base)
+    return out
 
 
 def submit_sweep_spec(
-    client: Client, spec: dict[str, Any], name: str | None = None, priority: int = 0
+    client: Client,
+    spec: dict[str, Any],
+    name: str | None = None,
+    priority: int = 0,
+    base: Path | None = None,
 ) -> Sweep:
-    """Submit a sweep from a full spec (as in a ``kind: sweep`` file)."""
+    """Submit a sweep from a full spec (as in a ``kind: sweep`` file); a ``command`` spec's ``code``
+    may be a local path (relative to ``base``), uploaded first (:func:`prepare_command`)."""
+    if isinstance(spec.get("command"), dict):
+        spec = {**spec, "command": prepare_command(client, spec["command"], base)}
     body = {"kind": "sweep", "name": name, "priority": priority, "spec": spec}
     return Sweep(client, JobOut.model_validate(client._transport.json("POST", "/api/v1/jobs", json=body)))

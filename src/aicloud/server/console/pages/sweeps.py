@@ -1,5 +1,5 @@
-"""Sweeps: the sweep jobs, and a sweep's trials table with a scatter of a param against the
-objective and each trial's per-epoch curve."""
+"""Sweeps: the sweep jobs (trials of a task or of a command), and a sweep's trials table with a
+scatter of a param against the objective and each trial's per-epoch curve."""
 
 from __future__ import annotations
 
@@ -79,4 +79,13 @@ async def sweep_page(
     if sweep.kind is not JobKind.SWEEP:
         raise NotFoundError(f"job {sweep.id} is not a sweep", details={"kind": "sweep", "name": sweep.id})
     table = await run_in_threadpool(trials_table, state, sweep)
-    return page(request, "sweep.html", title=sweep.name, sweep=sweep, table=table, **_charts(table, param))
+    base = sweep.spec.get("command") or sweep.spec.get("train") or {}  # what each trial runs
+    return page(
+        request,
+        "sweep.html",
+        title=sweep.name,
+        sweep=sweep,
+        table=table,
+        base=base,
+        **_charts(table, param),
+    )
