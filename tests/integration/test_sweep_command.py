@@ -90,6 +90,11 @@ def test_a_sweep_file_over_a_code_folder_finds_the_best_x(
     assert sweep.info.usage["best_trial"] == best.number
     shown = run_cli(server, "sweep", "show", sweep.id).stdout
     assert "best: trial" in shown and "x=" in shown
+    # the console's sweep pages show what each trial runs
+    cookies = {"aicloud_console": server.token}
+    for path in (f"/sweeps/{sweep.id}", "/sweeps"):
+        page = httpx.get(server.url + path, cookies=cookies, timeout=30)
+        assert page.status_code == 200 and "python train.py" in page.text, page.text[:500]
 
 
 def test_asha_prunes_command_trials_by_cancelling_their_jobs(client: Client, code: Path) -> None:
