@@ -205,3 +205,18 @@ def test_cli_model_evaluate_and_predict(
         run_cli(server, "model", "predict", iris["ref"], iris["dataset"], "--to", out, "-o", "json").stdout
     )
     assert made["name"] == out and made["num_rows"] == 150 and made["lineage"]["source"] == "batch_predict"
+
+
+def test_parquet_in_parquet_out(
+    client: Client, iris: dict[str, Any], tmp_path: Path, unique: Callable[[str], str]
+) -> None:
+    path = tmp_path / "iris.parquet"
+    iris["frame"].to_parquet(path, index=False)
+    ds = client.datasets.create(unique("eval-pq"), path)
+    metrics = client.models.evaluate(iris["ref"], ds, chunk_rows=40, timeout=300)
+    assert metrics["accuracy"] > 0.7
+    out = client.models.batch_predict(iris["ref"], ds, chunk_rows=40, timeout=300)
+    assert out.format == "parquet" and out.num_rows == 150
+    preds = pd.read_parquet(out.download(tmp_path / "out.parquet"))
+    assert preds["species"].tolist() == iris["frame"]["species"].tolist()
+    assert np.allclose(preds[["proba_0", "proba_1", "proba_2"]].sum(axis=1), 1.0)
