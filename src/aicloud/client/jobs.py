@@ -370,6 +370,12 @@ class JobsAPI:
         ``parallelism``, ``sampler`` (``tpe``, ``random``, ``grid`` or a dict), ``seed``, ``pruner``
         (``asha``, ``median``, ``none`` or a dict), ``name``, ``cpus``, ``priority``, ``features`` or
         ``exclude`` (the trials' input columns, as in :meth:`train`). See docs/sweeps.md.
+
+        Over your own code: ``command`` (and ``code``, a file or folder uploaded as :meth:`run` does,
+        ``datasets``, ``env``, ``runtime_env``, ``params``: the base params) in place of ``task`` and
+        its datasets, with ``metric`` (required: what the code logs) and ``args=True`` to append
+        ``--name=value`` per param; each trial is a command job that reads its params with
+        ``aicloud.training.params()``.
         """
         from aicloud.client.sweeps import submit_sweep
 
