@@ -114,3 +114,40 @@ def test_params_reach_the_code_as_environment_variables_and_typed_json(
     with pytest.raises(ValueError, match="AICLOUD_PARAMS"):
         params()
     assert json.loads(param_env({"a": 1})["AICLOUD_PARAMS"]) == {"a": 1}
+
+
+def test_a_command_sweeps_study_is_rebuilt_from_its_stored_trials() -> None:
+    from datetime import UTC, datetime
+
+    from aicloud.controllers.sweep_study import LiveStudy
+    from aicloud.controllers.sweep_trials import TrialRecord
+    from aicloud.entities import Job, JobKind, JobStatus
+    from aicloud.schemas.sweeps import trial_name
+
+    s = spec(space={**SPACE, "opt": {"type": "categorical", "choices": ["a", "b"]}}, pruner="asha")
+
+    def record(number: int, params: dict[str, Any], value: float) -> TrialRecord:
+        job = Job(
+            id=f"job_{number}",
+            workspace_id="ws",
+            name=trial_name("s", number),
+            kind=JobKind.COMMAND,
+            spec={**COMMAND, "params": params},
+            status=JobStatus.SUCCEEDED,
+            priority=0,
+            created_at=datetime.now(UTC),
+        )
+        return TrialRecord(
+            number=number, job=job, params=params, state="complete", intermediate={1: value}, value=value
+        )
+
+    done = [
+        record(0, {"lr": 0.01, "layers": 2, "opt": "b"}, 0.5),
+        record(1, {"lr": 0.001, "layers": 4, "opt": "a"}, 0.2),
+    ]
+    live = LiveStudy.create(s, done)
+    assert set(live.trial_ids) == {0, 1} and live.finished == {0, 1}
+    assert live.study.best_trial.params == {"lr": 0.001, "layers": 4, "opt": "a"}
+    sampled = live.ask(2)
+    assert set(sampled) == {"lr", "layers", "opt"} and 1 <= sampled["layers"] <= 4
+    assert trial_params(s, sampled) == sampled  # values as they are: no train-param mapping
