@@ -16,6 +16,7 @@ from test_cli import run_cli
 from aicloud import Client, __version__
 from aicloud.errors import AicloudError
 from aicloud.executors.envrun import spec_hash
+from aicloud.executors.runtime_env import other_python
 from aicloud.testing.server import ServerProcess
 
 from helpers import assert_error
@@ -178,3 +179,36 @@ def test_a_replica_whose_env_cannot_build_fails_the_deployment_with_pips_message
         dep.wait_ready(timeout=BUILD_TIMEOUT)
     assert "build failed" in str(exc.value) and "no-such-package-aicloud-xyz" in str(exc.value), exc.value
     dep.delete()
+
+
+OTHER_PYTHON = "3.12" if sys.version_info[:2] != (3, 12) else "3.11"
+
+
+@pytest.mark.skipif(other_python(OTHER_PYTHON) is None, reason=f"no python{OTHER_PYTHON} here")
+def test_a_job_on_another_python_minor_runs_aicloud_and_its_requirements(
+    client: Client, tmp_path: Path
+) -> None:
+    script = "import sys, aicloud, tabulate\nprint('on', sys.version.split()[0], sys.executable)\n"
+    (tmp_path / "which.py").write_text(
+        script + "from aicloud.training import log_metric\nlog_metric('x', 1.0)\n"
+    )
+    job = client.jobs.run(
+        command="python which.py",
+        code=tmp_path,
+        runtime_env={"python": OTHER_PYTHON, "requirements": ["tabulate"]},
+    ).wait(timeout=BUILD_TIMEOUT)
+    logs = job.logs()
+    assert job.status == "succeeded", logs[-3000:]
+    (line,) = [x for x in logs.splitlines() if x.startswith("on ")]
+    assert line.startswith(f"on {OTHER_PYTHON}.") and "/envs/" in line, line
+    assert client.runs.metrics(job.run_id or "", "x")["x"]["values"] == [1.0]
+
+
+def test_a_python_that_is_not_installed_fails_saying_which_are(client: Client, tmp_path: Path) -> None:
+    (tmp_path / "never.py").write_text("print('user code ran')\n")
+    job = client.jobs.run(command="python never.py", code=tmp_path, runtime_env={"python": "3.99"})
+    job.wait(timeout=BUILD_TIMEOUT)
+    assert job.status == "failed"
+    message = job.info.message or ""
+    assert "python 3.99 is not installed on this node; installed: " in message, message
+    assert f"{sys.version_info.major}.{sys.version_info.minor}" in message.split("installed: ")[1]

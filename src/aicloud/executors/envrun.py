@@ -76,18 +76,45 @@ def installed_pythons() -> list[str]:
     return sorted(found, key=lambda v: tuple(int(x) for x in v.split(".")))
 
 
-def check_python(wanted: str) -> None:
-    """Only the control plane's own minor can be layered on its packages."""
+def check_python(wanted: str) -> str | None:
+    """None for the control plane's own minor (the env is layered on its packages); else the other
+    interpreter the launcher found on this node (``AICLOUD_ENV_PYTHON``), or BuildError."""
     have = f"{sys.version_info.major}.{sys.version_info.minor}"
     if wanted == have:
-        return
-    if shutil.which(f"python{wanted}") is None:
-        installed = ", ".join(installed_pythons()) or "none"
-        raise BuildError(f"python {wanted} is not installed on this node; installed: {installed}")
-    raise BuildError(
-        f"python {wanted} is installed but differs from the control plane's python {have}: a runtime env "
-        f"layers its packages on the control plane's own, so only python {have} (or no python field) "
-        "is supported"
+        return None
+    other = os.environ.get("AICLOUD_ENV_PYTHON")
+    if other and os.path.exists(other) and re.search(rf"python{re.escape(wanted)}$", other):
+        return other
+    installed = (
+        ", ".join(sorted({have, *installed_pythons()}, key=lambda v: tuple(map(int, v.split("."))))) or have
+    )
+    raise BuildError(f"python {wanted} is not installed on this node; installed: {installed}")
+
+
+def aicloud_requirements() -> list[str]:
+    """aicloud's own base dependencies (no extras), psutil (the job session's system metrics) and
+    packaging (the spec's requirements are checked with it): what
+    a workload on another Python needs to run the bootstrap, ``aicloud.training`` and the SDK."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        reqs = requires("aicloud") or []
+    except PackageNotFoundError:
+        reqs = []
+    base = [r for r in reqs if "extra ==" not in r and "extra==" not in r]
+    return (
+        [*base, "psutil>=5.9", "packaging>=23"]
+        if base
+        else [
+            "psutil>=5.9",
+            "packaging>=23",
+            "httpx>=0.27",
+            "pydantic>=2.6",
+            "pydantic-settings>=2.2",
+            "typer>=0.12",
+            "rich>=13",
+            "pyyaml>=6",
+        ]
     )
 
 
@@ -97,8 +124,9 @@ def base_site_dirs() -> list[str]:
     return [os.path.realpath(d) for d in dirs]
 
 
-def env_site_packages(env: Path) -> Path:
-    return env / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+def env_site_packages(env: Path, minor: str | None = None) -> Path:
+    minor = minor or f"{sys.version_info.major}.{sys.version_info.minor}"
+    return env / "lib" / f"python{minor}" / "site-packages"
 
 
 def folder_mb(path: Path) -> float:
@@ -126,10 +154,14 @@ def _read_only_for_others(path: Path) -> None:
                 continue
 
 
-def run_pip(python: Path, requirements: list[str], cache: Path, timeout_s: float) -> None:
+def run_pip(
+    python: Path, requirements: list[str], cache: Path, timeout_s: float, foreign: bool = False
+) -> None:
     """``pip install`` the requirements into the environment of ``python``; its output goes to the log.
-    BuildError with pip's ERROR lines on failure or timeout."""
-    cmd = [str(python), "-m", "pip", "install", "--no-input", "--progress-bar", "off"]
+    ``foreign``: another Python than the control plane's, without pip: the control plane's pip installs
+    into it (``--python``). BuildError with pip's ERROR lines on failure or timeout."""
+    pip = [sys.executable, "-m", "pip", "--python", str(python)] if foreign else [str(python), "-m", "pip"]
+    cmd = [*pip, "install", "--no-input", "--progress-bar", "off"]
     cmd += ["--disable-pip-version-check", "--cache-dir", str(cache), *requirements]
     env = {**os.environ, "PIP_NO_INPUT": "1", "PYTHONNOUSERSITE": "1"}
     old = os.umask(0)
@@ -165,23 +197,35 @@ def run_pip(python: Path, requirements: list[str], cache: Path, timeout_s: float
         raise BuildError("pip failed: " + "\n".join((errors or tail)[-_ERROR_LINES:]))
 
 
-def build(target: Path, requirements: list[str], cache: Path, timeout_s: float, max_mb: float) -> float:
+def build(
+    target: Path,
+    requirements: list[str],
+    cache: Path,
+    timeout_s: float,
+    max_mb: float,
+    other: tuple[str, str] | None = None,
+) -> float:
     """Build the environment into ``target`` (absent), through a ``.building-<pid>`` folder renamed into
-    place when complete; its size in MB."""
+    place when complete; its size in MB. ``other``: (interpreter, minor) of another Python than the
+    control plane's: no layering; aicloud's package is linked in and its base dependencies installed."""
     building = target.with_name(f"{target.name}.building-{os.getpid()}")
     shutil.rmtree(building, ignore_errors=True)
     try:
         subprocess.run(
-            [sys.executable, "-m", "venv", "--without-pip", str(building)],
+            [other[0] if other else sys.executable, "-m", "venv", "--without-pip", str(building)],
             check=True,
             stdin=subprocess.DEVNULL,
             capture_output=True,
         )
-        dirs = ", ".join(repr(d) for d in base_site_dirs())
-        pth = env_site_packages(building) / PTH_NAME
-        pth.write_text(f"import site; list(map(site.addsitedir, ({dirs},)))\n")
+        site_dir = env_site_packages(building, other[1] if other else None)
+        if other:  # aicloud is pure Python: its package folder serves any Python 3 minor
+            (site_dir / "aicloud").symlink_to(Path(__file__).resolve().parents[1], target_is_directory=True)
+            requirements = [*aicloud_requirements(), *requirements]
+        else:
+            dirs = ", ".join(repr(d) for d in base_site_dirs())
+            (site_dir / PTH_NAME).write_text(f"import site; list(map(site.addsitedir, ({dirs},)))\n")
         if requirements:
-            run_pip(building / "bin" / "python", requirements, cache, timeout_s)
+            run_pip(building / "bin" / "python", requirements, cache, timeout_s, foreign=other is not None)
         size = folder_mb(building)
         if size > max_mb:
             raise BuildError(
@@ -205,8 +249,8 @@ def prepare(spec: dict, envs_dir: Path, fingerprint: str, timeout_s: float, max_
     """The environment of ``spec``, built if it is not in the cache; its folder."""
     requirements = [str(r) for r in spec.get("requirements") or []]
     python = str(spec.get("python") or f"{sys.version_info.major}.{sys.version_info.minor}")
-    check_python(python)
-    key = spec_hash(requirements, python, fingerprint)
+    other = check_python(python)
+    key = spec_hash(requirements, python, f"{fingerprint} {other or ''}".strip())
     target = envs_dir / key
     started = time.monotonic()
     if target.is_dir():
@@ -228,7 +272,7 @@ def prepare(spec: dict, envs_dir: Path, fingerprint: str, timeout_s: float, max_
         say(f"{PREFIX} {key[:12]}: building ({len(requirements)} requirements)...")
         cache = envs_dir / ".pip-cache"
         cache.mkdir(exist_ok=True)
-        size = build(target, requirements, cache, timeout_s, max_mb)
+        size = build(target, requirements, cache, timeout_s, max_mb, (other, python) if other else None)
         say(f"{PREFIX} {key[:12]}: built in {time.monotonic() - started:.1f} s ({size:.0f} MB)")
         return target
     finally:

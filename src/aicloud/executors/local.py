@@ -244,6 +244,7 @@ class LocalExecutor(Executor):
                     gpus=req.gpus * req.workers,
                     rlimits=req.limits.rlimits(),
                     writable=[req.env["AICLOUD_ENVS_DIR"]] if "AICLOUD_ENVS_DIR" in req.env else [],
+                    readonly=[p] if (p := req.env.get("AICLOUD_ENV_PYTHON_PREFIX")) else [],
                 )
             template = (
                 ["--template", templates.options(req, warm, uid)] if templates is not None and warm else []

@@ -155,7 +155,9 @@ class JobWorker:
                 os.chmod(envs, 0o777)  # shared by the workspace's workloads, a uid each (executors/envrun.py)
                 writable.append(envs)
             if sandbox is not None:
-                argv = self._sandboxed(argv, cwd, sandbox, writable)
+                # a runtime env on another Python: its installation, read-only
+                readonly = [p] if (p := env.get("AICLOUD_ENV_PYTHON_PREFIX")) else []
+                argv = self._sandboxed(argv, cwd, sandbox, writable, readonly)
             threading.Thread(target=self._run, args=(argv, env, cwd), daemon=True).start()
         if not self._started.wait(START_TIMEOUT_S):
             raise RuntimeError(f"worker {self.rank}: the workload did not start in {START_TIMEOUT_S}s")
@@ -199,7 +201,9 @@ class JobWorker:
             if path:
                 shutil.rmtree(path, ignore_errors=True)
 
-    def _sandboxed(self, argv: list[str], cwd: str, spec: dict[str, Any], writable: list[str]) -> list[str]:
+    def _sandboxed(
+        self, argv: list[str], cwd: str, spec: dict[str, Any], writable: list[str], readonly: list[str]
+    ) -> list[str]:
         from aicloud.executors.sandbox import Sandbox, sandbox_uid
 
         box = Sandbox.detect(hidden=[*spec.get("hidden", []), self.dir])
@@ -208,7 +212,9 @@ class JobWorker:
             box.give(cwd, uid)
         rlimits = {name: (int(v[0]), int(v[1])) for name, v in (spec.get("rlimits") or {}).items()}
         self.sandboxed = True
-        return box.wrap(argv, workdir=cwd, uid=uid, gpus=self.gpus, rlimits=rlimits, writable=writable)
+        return box.wrap(
+            argv, workdir=cwd, uid=uid, gpus=self.gpus, rlimits=rlimits, writable=writable, readonly=readonly
+        )
 
     # -- the workload ------------------------------------------------------------------------
 

@@ -9,8 +9,12 @@ fingerprint. :func:`collect_envs` is the control plane's hourly clean-up of unus
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +56,38 @@ def wrap(
         AICLOUD_ENV_MAX_MB=str(settings.env_max_mb),
         AICLOUD_ENV_FINGERPRINT=f"aicloud {__version__}",
     )
+    python = runtime_env.get("python")
+    if python and python != f"{sys.version_info.major}.{sys.version_info.minor}":
+        found = other_python(str(python))
+        if found is not None:  # the prelude builds on it; the sandbox mounts its prefix read-only
+            env.update(AICLOUD_ENV_PYTHON=found[0], AICLOUD_ENV_PYTHON_PREFIX=found[1])
     return [argv[0], ENVRUN, "--", *argv]
+
+
+@functools.cache
+def other_python(minor: str) -> tuple[str, str] | None:
+    """The real interpreter of ``python<minor>`` on this machine and its installation prefix: the one on
+    PATH, else a pyenv installation of that minor (``$PYENV_ROOT/versions/<minor>.*``, which pyenv's
+    shims do not run unless it is selected); None when there is none."""
+    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    candidates = [shutil.which(f"python{minor}")]
+    candidates += [str(p) for p in sorted(root.glob(f"versions/{minor}.*/bin/python{minor}"), reverse=True)]
+    probe = "import os, sys; print(os.path.realpath(sys.executable)); print(sys.base_prefix)"
+    for exe in filter(None, candidates):
+        try:
+            done = subprocess.run(
+                [exe, "-c", probe],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+                stdin=subprocess.DEVNULL,
+            )
+            real, prefix = done.stdout.split()[:2]
+        except (OSError, subprocess.SubprocessError, ValueError):
+            continue
+        return real, prefix
+    return None
 
 
 def collect_envs(settings: Settings) -> list[Path]:

@@ -184,6 +184,7 @@ class Sandbox:
         tmpdir: str = "/tmp",
         template: bool = False,
         writable: Iterable[str] = (),
+        readonly: Iterable[str] = (),
     ) -> list[str]:
         """``argv`` inside the sandbox, with ``workdir`` writable and the current folder.
 
@@ -193,6 +194,8 @@ class Sandbox:
         are better in the working folder).
         ``writable``: extra folders bound read-write at their own paths (a workspace's runtime-env
         cache, ``AICLOUD_ENVS_DIR``: see :mod:`aicloud.executors.envrun`); they may lie under a hidden one.
+        ``readonly``: extra folders mounted read-only besides :attr:`readonly` (another Python
+        installation a runtime env is built on).
         ``template``: a warm template's sandbox (:mod:`aicloud.serving.template`, root only): it keeps
         :data:`TEMPLATE_CAPS` and the control plane's uid (``uid`` is unused) so that each replica it
         forks can make namespaces of its own and drop to its own uid; it does not die with its parent,
@@ -223,7 +226,7 @@ class Sandbox:
                 cmd += ["--symlink", os.readlink(path), path]
             elif os.path.isdir(path):
                 cmd += ["--ro-bind", path, path]
-        for path in self.readonly:
+        for path in [*self.readonly, *readonly]:
             cmd += [*_parents(path, made), "--ro-bind-try", path, path]
         if os.path.isdir("/sys"):
             cmd += ["--ro-bind", "/sys", "/sys"]

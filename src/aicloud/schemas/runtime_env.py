@@ -40,8 +40,10 @@ class RuntimeEnv(BaseModel):
     @field_validator("requirements")
     @classmethod
     def _pep508(cls, values: list[str]) -> list[str]:
-        from packaging.requirements import InvalidRequirement, Requirement
-
+        try:
+            from packaging.requirements import InvalidRequirement, Requirement
+        except ImportError:  # a thin install without packaging (the server has it and checks first)
+            return [v.strip() for v in values]
         out = []
         for raw in values:
             text = raw.strip()
