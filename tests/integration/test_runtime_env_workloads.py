@@ -17,7 +17,7 @@ from aicloud import Client, __version__
 from aicloud.errors import AicloudError
 from aicloud.executors.envrun import spec_hash
 from aicloud.executors.runtime_env import other_python
-from aicloud.testing.server import ServerProcess
+from aicloud.testing.server import ServerProcess, sandbox_unavailable
 
 from helpers import assert_error
 
@@ -212,3 +212,24 @@ def test_a_python_that_is_not_installed_fails_saying_which_are(client: Client, t
     message = job.info.message or ""
     assert "python 3.99 is not installed on this node; installed: " in message, message
     assert f"{sys.version_info.major}.{sys.version_info.minor}" in message.split("installed: ")[1]
+
+
+@pytest.mark.skipif(sandbox_unavailable() is not None, reason="workloads run unsandboxed here")
+def test_a_workload_sees_its_workspaces_env_cache_and_nothing_else_of_the_home(
+    server: ServerProcess, client: Client, tmp_path: Path
+) -> None:
+    other = server.home / "envs" / "ws_someone_else"
+    other.mkdir(parents=True, exist_ok=True)
+    (other / "secret-env").mkdir(exist_ok=True)
+    probe = (
+        "import os\nenvs = os.environ['AICLOUD_ENVS_DIR']\nhome = os.path.dirname(os.path.dirname(envs))\n"
+        "print('seen', sorted(os.listdir(os.path.dirname(envs))), sorted(os.listdir(home)))\n"
+    )
+    (tmp_path / "probe.py").write_text(probe)
+    job = client.jobs.run(command="python probe.py", code=tmp_path, runtime_env={"requirements": []})
+    job.wait(timeout=BUILD_TIMEOUT)
+    logs = job.logs()
+    assert job.status == "succeeded", logs[-3000:]
+    (line,) = [x for x in logs.splitlines() if x.startswith("seen ")]
+    assert "ws_someone_else" not in line and "aicloud.db" not in line and "master.key" not in line, line
+    assert line.endswith("['envs']"), line
