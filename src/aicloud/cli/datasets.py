@@ -54,17 +54,33 @@ def render_version(v: DatasetVersion, max_columns: int = 20) -> None:
 
 
 @app.command("upload")
+@app.command("create", hidden=True)
 def upload(
     name: str = typer.Argument(..., help="dataset name; an existing name gets a new version"),
-    file: Path = typer.Argument(
-        ..., exists=True, dir_okay=False, readable=True, help="the file: CSV, Parquet, NPZ or JSON Lines"
+    files: list[Path] = typer.Argument(
+        ...,
+        exists=True,
+        dir_okay=False,
+        readable=True,
+        help="the file (CSV, Parquet, NPZ or JSON Lines); several: each one to NAME-<stem>",
     ),
     format: str | None = typer.Option(None, help="csv, parquet, npz or jsonl (default: from the file name)"),
     output: Output = OutputOpt,
 ) -> None:
-    """Upload FILE as the next version of dataset NAME, with a progress bar."""
-    version = client().datasets.create(name, file, format=format, progress=output is Output.table)
-    emit(version, output, render_version)
+    """Upload FILE as the next version of dataset NAME, with a progress bar. Several files (e.g.
+    train.csv test.csv) become the next versions of NAME-train and NAME-test, one per file's stem."""
+    progress = output is Output.table
+    if len(files) == 1:
+        version = client().datasets.create(name, files[0], format=format, progress=progress)
+        emit(version, output, render_version)
+        return
+    parts = client().datasets.create(name, files=files, format=format, progress=progress)
+
+    def render(_: Any) -> None:
+        for version in parts.values():
+            render_version(version)
+
+    emit(parts, output, render)
 
 
 @app.command("list")

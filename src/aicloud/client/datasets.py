@@ -5,15 +5,15 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 from urllib.parse import quote
 
 from aicloud.client.progress import Advance, transfer_bar
-from aicloud.errors import DataCorruptedError
+from aicloud.errors import DataCorruptedError, ValidationError
 from aicloud.schemas import DatasetSummaryOut, DatasetVersionOut, SplitResponse
 
 if TYPE_CHECKING:
@@ -105,10 +105,45 @@ class DatasetsAPI:
     def _version(self, payload: Any) -> DatasetVersion:
         return DatasetVersion._from_wire(self, DatasetVersionOut.model_validate(payload))
 
+    @overload
     def create(
-        self, name: str, path: str | os.PathLike[str], format: str | None = None, progress: bool = False
-    ) -> DatasetVersion:
-        """Upload ``path`` as the next version of dataset ``name`` (CSV, Parquet, NPZ or JSON Lines)."""
+        self,
+        name: str,
+        path: str | os.PathLike[str],
+        format: str | None = None,
+        progress: bool = False,
+    ) -> DatasetVersion: ...
+
+    @overload
+    def create(
+        self,
+        name: str,
+        path: None = None,
+        format: str | None = None,
+        progress: bool = False,
+        *,
+        files: Sequence[str | os.PathLike[str]],
+    ) -> dict[str, DatasetVersion]: ...
+
+    def create(
+        self,
+        name: str,
+        path: str | os.PathLike[str] | None = None,
+        format: str | None = None,
+        progress: bool = False,
+        *,
+        files: Sequence[str | os.PathLike[str]] | None = None,
+    ) -> DatasetVersion | dict[str, DatasetVersion]:
+        """Upload ``path`` as the next version of dataset ``name`` (CSV, Parquet, NPZ or JSON Lines).
+
+        With ``files=[...]`` instead, each file becomes the next version of ``<name>-<stem>``
+        (``train.csv`` → ``<name>-train``, as splits name theirs); returns stem → DatasetVersion."""
+        if files is not None:
+            if path is not None:
+                raise ValidationError.field("files", "give a path or files, not both")
+            return self._create_many(name, [Path(f) for f in files], format, progress)
+        if path is None:
+            raise ValidationError.field("path", "a file to upload (or files=[...])")
         path = Path(path)
         fields = {"format": format} if format else {}
         with transfer_bar(f"upload {path.name}", path.stat().st_size, progress) as advance:
@@ -121,6 +156,20 @@ class DatasetsAPI:
                 timeout=None,
             )
         return self._version(payload)
+
+    def _create_many(
+        self, name: str, files: list[Path], format: str | None, progress: bool
+    ) -> dict[str, DatasetVersion]:
+        stems = [f.name.split(".")[0] for f in files]
+        if not files or len(set(stems)) != len(stems) or not all(stems):
+            raise ValidationError.field("files", f"one file or more, each of a stem of its own: {stems}")
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:  # before any upload: nothing half-written
+            raise ValidationError.field("files", f"no such file(s): {', '.join(missing)}")
+        return {
+            stem: self.create(f"{name}-{stem}", f, format=format, progress=progress)
+            for stem, f in zip(stems, files, strict=True)
+        }
 
     upload = create
 
