@@ -220,3 +220,44 @@ def test_parquet_in_parquet_out(
     preds = pd.read_parquet(out.download(tmp_path / "out.parquet"))
     assert preds["species"].tolist() == iris["frame"]["species"].tolist()
     assert np.allclose(preds[["proba_0", "proba_1", "proba_2"]].sum(axis=1), 1.0)
+
+
+def test_a_text_classifier_reads_its_text_column(
+    client: Client, tmp_path: Path, unique: Callable[[str], str]
+) -> None:
+    import torch
+
+    from aicloud.artifacts.loader import load_model
+    from aicloud.artifacts.text import TextTokenizer, save_text_model
+
+    from model_files import TinyEncoder, register, tiny_tokenizer
+
+    class Classifier(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = TinyEncoder()
+            self.head = torch.nn.Linear(32, 3)
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.head(self.encoder(input_ids, attention_mask))
+
+    torch.manual_seed(0)
+    labels = ["delivery", "password", "refund"]
+    folder = save_text_model(
+        tmp_path / "clf", Classifier().eval(), tiny_tokenizer(), "text-classification", labels=labels,
+        example_texts=["reset my password", "where is my order"],
+    )  # fmt: skip
+    ref = register(client, folder, unique("eval-text"))
+    texts = ["reset my password", "where is my order", "refund my money", "delivery is late"] * 5
+    frame = pd.DataFrame({"utterance": texts, "label": ["password", "delivery", "refund", "delivery"] * 5})
+    ds = _upload(client, unique("eval-texts"), frame, tmp_path)
+    metrics = client.models.evaluate(ref, ds, target="label", text="utterance", timeout=300)
+    assert set(metrics) == {"accuracy", "f1_macro", "roc_auc"}, metrics
+    out = client.models.batch_predict(ref, ds, text="utterance", timeout=300)
+    preds = pd.read_csv(out.download(tmp_path / "text-preds.csv"))
+    local = load_model(folder)
+    logits = local.run_features(TextTokenizer.load(folder).encode(texts).arrays)
+    assert preds["prediction"].tolist() == [labels[i] for i in np.argmax(logits, axis=1)]
+    with pytest.raises(ValidationError) as err:  # the default text column is `text`
+        client.models.evaluate(ref, ds, target="label")
+    assert "spec.text" in str(err.value)

@@ -18,6 +18,7 @@ def model_evaluate(
     ref: str = typer.Argument(..., help=REF_HELP),
     dataset: str = typer.Argument(..., help=DATASET_HELP),
     target: str | None = typer.Option(None, "--target", help="the label column (default: the model's)"),
+    text: str | None = typer.Option(None, "--text", help="a text classifier's text column (text)"),
     chunk_rows: int | None = typer.Option(None, "--chunk-rows", min=1, help="rows per chunk (10,000)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="a bar of rows scored"),
     output: Output = OutputOpt,
@@ -25,7 +26,12 @@ def model_evaluate(
     """Score a model version on a dataset version in a job; the metrics (accuracy, f1_macro, roc_auc or
     rmse, mae, r2) are recorded on the version as eval:<dataset>:<version>:<metric>."""
     metrics: dict[str, Any] = client().models.evaluate(
-        ref, dataset, target=target, chunk_rows=chunk_rows, progress=progress and output is Output.table
+        ref,
+        dataset,
+        target=target,
+        text=text,
+        chunk_rows=chunk_rows,
+        progress=progress and output is Output.table,
     )
     emit(
         metrics,
@@ -38,6 +44,7 @@ def model_predict(
     ref: str = typer.Argument(..., help=REF_HELP),
     dataset: str = typer.Argument(..., help=DATASET_HELP),
     out: str | None = typer.Option(None, "--output-dataset", "--to", help="default: <dataset>-predictions"),
+    text: str | None = typer.Option(None, "--text", help="a text classifier's text column (text)"),
     chunk_rows: int | None = typer.Option(None, "--chunk-rows", min=1, help="rows per chunk (10,000)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="a bar of rows predicted"),
     output: Output = OutputOpt,
@@ -45,7 +52,12 @@ def model_predict(
     """Predict every row of a dataset version in a job, in chunks; the input columns plus `prediction`
     (and `proba_<label>` for a classifier) become a new dataset version with lineage."""
     version = client().models.batch_predict(
-        ref, dataset, output=out, chunk_rows=chunk_rows, progress=progress and output is Output.table
+        ref,
+        dataset,
+        output=out,
+        text=text,
+        chunk_rows=chunk_rows,
+        progress=progress and output is Output.table,
     )
     payload = {"name": version.name, "version": version.version, "num_rows": version.num_rows,
                "lineage": version.lineage}  # fmt: skip

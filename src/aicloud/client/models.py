@@ -177,6 +177,7 @@ class ModelsAPI:
         dataset: Any,
         *,
         target: str | None = None,
+        text: str | None = None,
         chunk_rows: int | None = None,
         wait: bool = True,
         progress: bool = False,
@@ -186,8 +187,9 @@ class ModelsAPI:
         ``name:version`` or a :class:`DatasetVersion`) in an ``evaluate`` job; the metrics are recorded
         on the version as ``eval:<dataset>:<version>:<metric>``. A classifier gets ``accuracy``,
         ``f1_macro``, ``roc_auc``; a regressor ``rmse``, ``mae``, ``r2``. ``target``: the label column
-        (default: the model's own). Returns the metrics (``{"accuracy": 0.97, ...}``), or the
-        :class:`~aicloud.client.jobs.Job` with ``wait=False``. A failed job raises
+        (default: the model's own); ``text``: a text classifier's text column (``text``). Returns the
+        metrics (``{"accuracy": 0.97, ...}``), or the :class:`~aicloud.client.jobs.Job` with
+        ``wait=False``. A failed job raises
         :class:`~aicloud.errors.AicloudError` with its message."""
         from aicloud.client._specs import dataset_ref
         from aicloud.client.evaluation import job_failed, wait_rows
@@ -195,6 +197,8 @@ class ModelsAPI:
         spec: dict[str, Any] = {"model": ref, "datasets": {"data": dataset_ref(dataset)}, "target": target}
         if chunk_rows is not None:
             spec["chunk_rows"] = chunk_rows
+        if text is not None:
+            spec["text"] = text
         job = self._client.jobs._submit({"kind": "evaluate", "spec": spec})
         if not wait:
             return job
@@ -213,6 +217,7 @@ class ModelsAPI:
         dataset: Any,
         *,
         output: str | None = None,
+        text: str | None = None,
         chunk_rows: int | None = None,
         wait: bool = True,
         progress: bool = False,
@@ -221,7 +226,8 @@ class ModelsAPI:
         """Predict every row of a dataset version with version ``ref`` in a ``batch_predict`` job, in
         chunks of ``chunk_rows`` (10,000) rows; the input columns plus ``prediction`` (classifiers:
         the label, and ``proba_<label>`` per class) become the next version of dataset ``output``
-        (default ``<dataset>-predictions``) with lineage to the model and dataset versions. Returns that
+        (default ``<dataset>-predictions``) with lineage to the model and dataset versions; ``text``: a text
+        classifier's text column (``text``). Returns that
         :class:`DatasetVersion`, or the :class:`~aicloud.client.jobs.Job` with ``wait=False``."""
         from aicloud.client._specs import dataset_ref
         from aicloud.client.evaluation import job_failed, predictions_of, wait_rows
@@ -229,6 +235,8 @@ class ModelsAPI:
         spec: dict[str, Any] = {"model": ref, "datasets": {"data": dataset_ref(dataset)}, "output": output}
         if chunk_rows is not None:
             spec["chunk_rows"] = chunk_rows
+        if text is not None:
+            spec["text"] = text
         job = self._client.jobs._submit({"kind": "batch_predict", "spec": spec})
         if not wait:
             return job

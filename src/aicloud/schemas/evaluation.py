@@ -36,6 +36,7 @@ class _ModelOnData(BaseModel):
     chunk_rows: int = Field(default=DEFAULT_CHUNK_ROWS, ge=1, le=1_000_000, description="Rows per chunk.")
     cpus: int = Field(default=1, ge=1, le=1024, description="CPU cores (model threads).")
     limits: ResourceLimits = Field(default_factory=ResourceLimits, description="Sandbox limits.")
+    text: str = Field(default="text", min_length=1, max_length=200, description="A text model's text column.")
     resolved_datasets: dict[str, dict[str, object]] | None = Field(
         default=None, description="Filled by the server."
     )

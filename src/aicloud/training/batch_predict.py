@@ -108,7 +108,7 @@ def run_batch_predict(sess: Session, env: WorkloadEnv, paths: dict[str, Path], o
     writer = ChunkWriter(path, fmt)
     try:
         for step, frame in enumerate(iter_chunks(paths["data"], fmt, spec.chunk_rows)):
-            pred, proba = predict_chunk(model, frame, str(target) if target else None)
+            pred, proba = predict_chunk(model, frame, str(target) if target else None, spec.text)
             writer.write(output_frame(frame, pred, proba, class_labels(model, proba)))
             sess.log_metric("rows_done", writer.rows, step=step)
             _print(f"[aicloud] rows_done={writer.rows}")

@@ -142,12 +142,39 @@ def _is_probabilities(out: np.ndarray) -> bool:
     return bool(out.size) and float(out.min()) >= 0 and np.allclose(out.sum(axis=1), 1.0, atol=1e-3)
 
 
+def _softmax(out: np.ndarray) -> np.ndarray:
+    out = np.exp(out - out.max(axis=1, keepdims=True))
+    return np.asarray(out / out.sum(axis=1, keepdims=True))
+
+
+def _predict_texts(model: LoadedModel, frame: pd.DataFrame, text: str) -> tuple[np.ndarray, np.ndarray]:
+    """A text classifier (a ``text`` block, :mod:`aicloud.artifacts.text`) on column ``text``: the
+    texts tokenized as a replica does, the logits' softmax, the labels."""
+    from aicloud.artifacts.text import TextTokenizer
+
+    tokenizer = getattr(model, "_aicloud_tokenizer", None)
+    if tokenizer is None:
+        tokenizer = TextTokenizer.load(model.folder, model.config)
+        model._aicloud_tokenizer = tokenizer  # type: ignore[attr-defined]
+    if text not in frame.columns:
+        raise ValidationError.field("spec.text", f"the data has no column {text!r}")
+    texts = ["" if v is None or v != v else str(v) for v in frame[text].tolist()]
+    if model.task != "text-classification":
+        raise ValidationError.field("spec.model", f"a {model.task} text model has no predictions to score")
+    proba = _softmax(np.asarray(model.run_features(tokenizer.encode(texts).arrays), dtype=np.float64))
+    labels = list(model.config.get("labels") or range(proba.shape[1]))
+    return np.asarray([labels[i] for i in np.argmax(proba, axis=1)], dtype=object), proba
+
+
 def predict_chunk(
-    model: LoadedModel, frame: pd.DataFrame, target: str | None
+    model: LoadedModel, frame: pd.DataFrame, target: str | None, text: str = "text"
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(predictions, class probabilities or None) for one chunk. Built-in and labelled classifiers
-    predict their labels; a raw output of several columns is read as classes 0..C-1 (softmax unless
-    its rows already sum to 1); a single column is a regression."""
+    predict their labels; a text classifier reads column ``text``; a raw output of several columns
+    is read as classes 0..C-1 (softmax unless its rows already sum to 1); a single column is a
+    regression."""
+    if isinstance(model.config.get("text"), dict):
+        return _predict_texts(model, frame, text)
     inputs = model_inputs(model, frame, target)
     if model.is_classifier:
         proba = model.predict_proba(inputs)
@@ -161,8 +188,7 @@ def predict_chunk(
     if out.shape[1] == 1:
         return out[:, 0], None
     if not _is_probabilities(out):
-        out = np.exp(out - out.max(axis=1, keepdims=True))
-        out = out / out.sum(axis=1, keepdims=True)
+        out = _softmax(out)
     return np.argmax(out, axis=1), out
 
 
@@ -301,7 +327,7 @@ def run_evaluate(sess: Session, env: WorkloadEnv, paths: dict[str, Path], output
         frame = frame[frame[target].notna()].reset_index(drop=True)
         if frame.empty:
             continue
-        pred, proba = predict_chunk(model, frame, str(target))
+        pred, proba = predict_chunk(model, frame, str(target), spec.text)
         truth.append(frame[target].to_numpy())
         predicted.append(pred)
         if proba is not None:

@@ -3,9 +3,10 @@ records from them: metrics merged into a model version, lineage of a predictions
 
 Checks (422 naming the field): ``spec.model`` resolves to a version of this workspace (or the zoo, for
 ``batch_predict``; an evaluation is recorded on the version, so it needs one of this workspace) that
-the loader can run on rows (not a text model); ``spec.datasets.data`` resolves to a dataset version
-that has the model's feature columns; ``spec.target`` (default: the model's own target) is one of its
-columns. Both are pinned to exact versions: ``resolved_model`` and ``resolved_datasets``.
+the loader can run on rows (of text models, a text classifier); ``spec.datasets.data`` resolves to a
+dataset version that has the model's feature columns (a text model: column ``spec.text``);
+``spec.target`` (default: the model's own target) is one of its columns. Both are pinned to exact
+versions: ``resolved_model`` and ``resolved_datasets``.
 """
 
 from __future__ import annotations
@@ -40,10 +41,9 @@ def _model(state: AppState, workspace_id: str, ref: str, *, own: bool) -> ModelV
             f"{ref!r} is a zoo version; its metrics are not yours to record (batch_predict runs it)",
         )
     config = version.config or {}
-    if isinstance(config.get("text"), dict):
+    if isinstance(config.get("text"), dict) and config.get("task") != "text-classification":
         raise ValidationError.field(
-            "spec.model",
-            f"{ref!r} is a text model; evaluate and batch_predict take tabular and tensor models",
+            "spec.model", f"{ref!r} is a {config.get('task')} model; of text models, classifiers are scored"
         )
     return version
 
@@ -85,11 +85,13 @@ def _resolve(
     resolved = _resolve_dataset(state, ws, spec.datasets["data"], "spec.datasets.data")
     version = _model(state, ws, spec.model, own=own)
     columns = _columns(state.store.datasets.get_version_by_id(ws, resolved["id"]).schema)
-    missing = [c for c in _features(version) if c not in columns]
+    text_model = isinstance((version.config or {}).get("text"), dict)
+    field = "spec.text" if text_model else "spec.datasets.data"
+    missing = [c for c in ([spec.text] if text_model else _features(version)) if c not in columns]
     if missing:
         shown = ", ".join(repr(c) for c in missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise ValidationError.field(
-            "spec.datasets.data",
+            field,
             f"dataset {resolved['name']}:{resolved['version']} lacks the model's input column(s) {shown} "
             f"(its columns: {', '.join(columns[:12])})",
         )
