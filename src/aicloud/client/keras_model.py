@@ -18,6 +18,7 @@ import io
 import json
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +72,10 @@ def _jsonable(value: Any) -> Any:
         return value
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
-    return json.loads(json.dumps(_keras().saving.serialize_keras_object(value)))
+    keras = _keras()
+    with warnings.catch_warnings():  # numpy 2's copy= note on a variable's __array__
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return json.loads(json.dumps(keras.saving.serialize_keras_object(value)))
 
 
 class Model:
