@@ -15,7 +15,7 @@ import pytest
 
 import aicloud
 from aicloud import Client
-from aicloud.errors import ValidationError
+from aicloud.errors import AicloudError, ValidationError
 
 if importlib.util.find_spec("keras") is None:
     pytest.skip("pip install 'aicloud[keras]'", allow_module_level=True)
@@ -77,8 +77,9 @@ def test_seed_001_recommender_end_to_end(client: Client, tmp_path: Path, unique:
 
     dep = model.deploy(unique("recommender")).wait_ready(timeout=180)
     try:
-        answer = dep.predict([{"user_id": [3], "item_id": [7]}])
-        assert len(answer) == 1
+        first = pd.read_csv(test_csv).iloc[0]
+        answer = dep.predict([{"user_id": [int(first["user_id"])], "item_id": [int(first["item_id"])]}])
+        assert np.asarray(answer, dtype=float).reshape(-1)[0] == pytest.approx(float(preds[0, 0]), abs=1e-3)
     finally:
         dep.delete()
 
@@ -136,4 +137,31 @@ def test_bad_input_is_refused_before_any_job(client: Client, tmp_path: Path, uni
             "keras", {"model_config": "not json", "datasets": {"train": data.ref}, "target": "rating"}
         )
     assert err.value.details[0]["field"] == "spec.model_config"
+    spec = {"model_config": model.keras_model.to_json(), "target": "rating"}
+    for bad, field in (
+        ({"datasets": {"data": data.ref}}, "spec.datasets"),
+        ({"datasets": {"train": "no-such-dataset"}}, "spec.datasets.train"),
+        ({"datasets": {"train": data.ref}, "features": ["nope"]}, "spec.features"),
+        ({"datasets": {"data": data.ref}, "action": "predict"}, "spec.weights"),
+        ({"datasets": {"train": data.ref}, "pickle": True}, "spec.pickle"),
+    ):
+        with pytest.raises(ValidationError) as err:
+            client.jobs.submit("keras", {**spec, **bad})
+        assert err.value.details[0]["field"] == field, (bad, err.value.details)
+    with pytest.raises(AicloudError, match="fit first"):
+        model.predict(data)
     assert len(client.jobs.list()) == before
+
+
+def test_a_failing_job_raises_with_its_log(client: Client, tmp_path: Path, unique: Any) -> None:
+    """Two inputs not named after columns: the job fails, the error names it and shows its log."""
+    train_csv, _ = _ratings(tmp_path)
+    data = client.datasets.create(unique("ratings"), train_csv)
+    a, b = keras.Input(shape=(1,), name="a"), keras.Input(shape=(1,), name="b")
+    net = keras.Model([a, b], keras.layers.Dense(1)(keras.layers.Concatenate()([a, b])))
+    model = aicloud.Model(net, target="rating", client=client)
+    model.compile(optimizer="adam", loss="mse")
+    with pytest.raises(AicloudError) as err:
+        model.fit(data, epochs=1, verbose=0, timeout=600)
+    text = str(err.value)
+    assert "failed" in text and "name each keras.Input after a column" in text and "user_id" in text, text
