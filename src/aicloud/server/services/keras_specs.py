@@ -81,8 +81,8 @@ def validate_keras(state: AppState, principal: Principal, body: JobCreate) -> tu
             )
     out = spec.model_dump(mode="json", by_alias=True)
     out["resolved_datasets"] = resolved
-    if spec.action == "fit":
-        out["model_name"] = check_name(spec.model_name or body.name or "keras-model", "spec.model_name")
     first = resolved[sorted(required)[0]]["name"]
-    name = body.name or f"keras-{spec.action}-{class_name.lower()}-{first}"[:100]
-    return check_name(name, "name"), out
+    name = check_name(body.name or f"keras-{spec.action}-{class_name.lower()}-{first}"[:100], "name")
+    if spec.action == "fit":
+        out["model_name"] = spec.model_name or name
+    return name, out
