@@ -47,7 +47,8 @@ def test_the_walkthrough_uses_only_shipped_examples() -> None:
     assert {"make_data.py", "job.yaml", "sweep.yaml", "train-job.yaml", "train.py", "service.py"} <= shipped
     # every shipped file is used by the walk-through (train.py through train-job.yaml)
     # mlflow_train.py: run outside and inside a job by tests/integration/test_mlflow_api.py
-    unused = shipped - used - {".gitignore", "deploy.yaml", "train.py", "mlflow_train.py"}
+    # keras/: the seeds' Keras scripts, run as jobs by tests/integration/test_keras_seeds.py
+    unused = shipped - used - {".gitignore", "deploy.yaml", "train.py", "mlflow_train.py", "keras"}
     assert not unused, f"{unused}: use them in the README's walk-through, which this file runs"
 
 
