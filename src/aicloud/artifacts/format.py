@@ -227,18 +227,12 @@ def _check_export(path: Path, examples: Mapping[str, Any], expected: Any, tolera
 
     import numpy as np
 
-    from aicloud.artifacts.onnxrt import onnx_runner
+    from aicloud.artifacts.onnxrt import max_abs_diff, onnx_runner
 
     first = expected[0] if isinstance(expected, (tuple, list)) else expected
     want = np.asarray(first.detach().cpu().numpy(), dtype=np.float64)
     feed = {name: t.detach().cpu().numpy() for name, t in examples.items()}
-    got = np.asarray(onnx_runner(path)(feed), dtype=np.float64)
-    if got.shape != want.shape:
-        diff = math.inf
-    elif not (np.isfinite(got).all() and np.isfinite(want).all()):
-        diff = math.nan
-    else:
-        diff = float(np.max(np.abs(got - want))) if got.size else 0.0
+    diff = max_abs_diff(onnx_runner(path)(feed), want)
     if not diff <= tolerance:  # NaN too
         path.unlink(missing_ok=True)
         raise ValidationError(

@@ -139,18 +139,6 @@ def _flat_example(example: Any, names: list[str], specs: list[Any]) -> list[Any]
     return [a.astype(str(spec.dtype), copy=False) for a, spec in zip(arrays, specs, strict=True)]
 
 
-def _max_abs_diff(got: Any, want: Any) -> float:
-    import numpy as np
-
-    got = np.asarray(got, dtype=np.float64)
-    want = np.asarray(want, dtype=np.float64)
-    if got.shape != want.shape:
-        return math.inf
-    if not (np.isfinite(got).all() and np.isfinite(want).all()):
-        return math.nan
-    return float(np.max(np.abs(got - want))) if got.size else 0.0
-
-
 def export_keras(
     model: Any,
     folder: str | Path,
@@ -171,7 +159,7 @@ def export_keras(
     import keras
     import numpy as np
 
-    from aicloud.artifacts.onnxrt import onnx_runner
+    from aicloud.artifacts.onnxrt import max_abs_diff, onnx_runner
 
     if not is_keras_model(model):
         raise ValidationError.field("model", f"not a Keras model: {type(model).__name__}")
@@ -205,7 +193,7 @@ def export_keras(
                 warnings.simplefilter("ignore", DeprecationWarning)  # numpy 2's copy= in Keras' tree code
                 want = np.asarray(model.predict(feed, verbose=0))
             got = onnx_runner(path)(dict(zip(names, arrays, strict=True)))
-            diff = _max_abs_diff(got, want)
+            diff = max_abs_diff(got, want)
             if not diff <= tolerance:  # NaN too
                 raise ValidationError(
                     f"the Keras model's ONNX export differs from model.predict by up to {diff:.3g} (largest "

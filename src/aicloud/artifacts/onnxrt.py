@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,18 @@ _ONNX_DTYPES: dict[str, Any] = {
     "tensor(uint8)": np.uint8,
     "tensor(bool)": np.bool_,
 }
+
+
+def max_abs_diff(got: Any, want: Any) -> float:
+    """The largest absolute difference between two outputs (compared in float64): ``inf`` when their
+    shapes differ, NaN when either has a NaN or an infinity (``not diff <= tolerance`` refuses both);
+    what every check of an export against its source model measures."""
+    a, b = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    if a.shape != b.shape:
+        return math.inf
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return math.nan
+    return float(np.max(np.abs(a - b))) if a.size else 0.0
 
 
 def onnx_runner(model: Path | bytes, threads: int | None = None) -> Callable[[Features], np.ndarray]:

@@ -21,6 +21,7 @@ import numpy as np
 
 from aicloud.artifacts.format import ONNX, read_config
 from aicloud.artifacts.inputs import signature_examples
+from aicloud.artifacts.onnxrt import max_abs_diff
 from aicloud.errors import ConflictError, InvalidDataError, ValidationError
 
 #: the largest absolute difference of any output, parent against ONNX, that an export may have
@@ -122,13 +123,3 @@ def export_onnx(
             details={"max_abs_diff": diff if math.isfinite(diff) else None, "tolerance": tolerance},
         )
     return {"max_abs_diff": diff, "examples": len(x), "tolerance": tolerance}
-
-
-def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        return math.inf
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        return math.nan
-    return float(np.max(np.abs(a - b))) if a.size else 0.0

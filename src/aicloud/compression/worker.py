@@ -36,7 +36,7 @@ def _agreement(parent: Path, variant: Path, feed: Any) -> dict[str, Any]:
     difference and, for a classifier, the share of rows whose top class is the same, else (an
     encoder, a regressor) the mean cosine similarity of each row's outputs."""
     from aicloud.artifacts.loader import load_model
-    from aicloud.compression.export import max_abs_diff
+    from aicloud.artifacts.onnxrt import max_abs_diff
 
     a = load_model(parent)
     b = load_model(variant)

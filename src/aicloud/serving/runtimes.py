@@ -22,7 +22,6 @@ threads (``cpus // batch_workers``), one inter-op thread, and idle threads do no
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -34,6 +33,7 @@ import numpy as np
 
 from aicloud.artifacts.format import ONNX
 from aicloud.artifacts.inputs import TensorInput, signature_examples, tensor_inputs
+from aicloud.artifacts.onnxrt import max_abs_diff
 from aicloud.artifacts.runtimes import check_runtime, default_runtime, kind_of, reference_of, runnable
 from aicloud.errors import ValidationError
 
@@ -204,13 +204,6 @@ def _export(module: Any, config: Mapping[str, Any]) -> bytes:
     with tempfile.TemporaryDirectory(prefix="aicloud-onnx-") as tmp:
         save_onnx(tmp, module, torch.from_numpy(x), {}, tolerance=None)  # checked by the caller
         return (Path(tmp) / ONNX).read_bytes()
-
-
-def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
-    a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a64.shape != b64.shape or not (np.isfinite(a64).all() and np.isfinite(b64).all()):
-        return math.inf
-    return float(np.max(np.abs(a64 - b64))) if a64.size else 0.0
 
 
 def _rows(x: Features, n: int) -> Features:
