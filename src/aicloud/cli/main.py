@@ -13,6 +13,7 @@ from aicloud.cli import (
     evaluation,
     jobs,
     local,
+    monitoring,
     resources,
     runs,
     serving,
@@ -46,6 +47,7 @@ app.add_typer(serving.deploy_app, name="deploy")
 app.command("predict")(serving.predict)
 app.command("call")(serving.call)
 app.command("usage")(usage.usage)
+app.add_typer(monitoring.monitoring_app, name="monitoring")
 app.add_typer(runs.run_app, name="run")
 app.add_typer(jobs.model_app, name="model")
 jobs.model_app.command("export")(compression.model_export)

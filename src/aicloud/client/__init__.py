@@ -12,6 +12,7 @@ from aicloud.client.embeddings import EmbeddingsAPI
 from aicloud.client.http import Transport, resolve
 from aicloud.client.jobs import Job, JobsAPI
 from aicloud.client.models import ModelsAPI
+from aicloud.client.monitoring import MonitoringAPI
 from aicloud.client.resources import AdminAPI, SecretsAPI, TokensAPI, WorkspacesAPI
 from aicloud.client.runs import RunsAPI
 from aicloud.client.usage import Bound, UsageReport, get_usage
@@ -54,6 +55,7 @@ class Client:
         self.edge = EdgeAPI(self._transport)
         self.zoo = ZooAPI(self._transport)
         self.embeddings = EmbeddingsAPI(self._transport)
+        self.monitoring = MonitoringAPI(self._transport)
 
     @property
     def url(self) -> str:

@@ -267,6 +267,15 @@ class ParserSession:
             raise AicloudError("the parser worker sent a malformed preview")
         return result
 
+    def drift(self, job: dict[str, Any], f: BinaryIO, size: int) -> dict[str, Any]:
+        """:func:`aicloud.data.drift.drift_report` of two files read back to back from ``f`` (``job``:
+        ``ref_fmt``, ``ref_size``, ``fmt``, ``columns``, ``threshold``)."""
+        result = self._run({**job, "op": "drift"}, f, size, ())
+        if not isinstance(result, dict) or not isinstance(result.get("columns"), list):
+            self._worker.kill()
+            raise AicloudError("the parser worker sent a malformed drift report")
+        return result
+
     def split(
         self,
         fmt: str,

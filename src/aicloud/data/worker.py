@@ -168,7 +168,58 @@ def _run(job: dict[str, Any], f: BinaryIO, out: IO[bytes], limits: ParseLimits) 
         from aicloud.data.preview import preview
 
         return preview(job["fmt"], f, rows=int(job.get("rows", 20)), limits=limits)
+    if op == "drift":  # two files back to back: the reference's first ``ref_size`` bytes, then the current's
+        from aicloud.data.drift import drift_report, sample_table
+
+        ref_size = int(job["ref_size"])
+        ref = sample_table(job["ref_fmt"], cast(BinaryIO, _Window(f, 0, ref_size)), limits)
+        cur = sample_table(
+            job["fmt"], cast(BinaryIO, _Window(f, ref_size, f.seek(0, io.SEEK_END) - ref_size)), limits
+        )
+        return drift_report(
+            ref[0],
+            cur[0],
+            columns=job.get("columns"),
+            threshold=float(job.get("threshold", 0.5)),
+            unsupported=(ref[1], cur[1]),
+            rows=(ref[2], cur[2]),
+        )
     raise AicloudError(f"unknown parser job {op!r}")
+
+
+class _Window(io.RawIOBase):
+    """``length`` bytes of ``f`` from ``start``, as a seekable file of its own."""
+
+    def __init__(self, f: BinaryIO, start: int, length: int) -> None:
+        super().__init__()
+        self._f, self._start, self._len, self._pos = f, start, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._len}[whence]
+        self._pos = max(base + offset, 0)
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        left = max(self._len - self._pos, 0)
+        size = left if size is None or size < 0 else min(size, left)
+        self._f.seek(self._start + self._pos)
+        data = self._f.read(size)
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(memoryview(buffer)))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
 
 
 def serve(to_parent: IO[bytes], from_parent: IO[bytes], limits: ParseLimits) -> None:

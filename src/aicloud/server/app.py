@@ -41,6 +41,7 @@ from aicloud.server.routes import (
     mlflow_experiments,
     mlflow_runs,
     models,
+    monitoring,
     run_artifacts,
     runs,
     secrets,
@@ -228,6 +229,7 @@ def create_app(
         deployments,
         edge,
         usage,
+        monitoring,
         embeddings,
         zoo,  # after models: a model of a workspace named "zoo" keeps its routes
     )
