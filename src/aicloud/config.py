@@ -165,6 +165,12 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
         description="Usage: price of one GiB of peak memory for one hour.",
     )
+    price_gb_month: float = Field(
+        default=0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Usage: price of one GiB of blobs held (datasets, models, code) for 30 days.",
+    )
     currency: str = Field(
         default="USD", min_length=1, max_length=16, description="Usage: the currency of the prices."
     )

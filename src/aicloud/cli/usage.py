@@ -1,4 +1,4 @@
-"""``aicloud usage``: CPU-, GPU- and GB-hours and cost, by job, user or day."""
+"""``aicloud usage``: CPU-, GPU- and GB-hours and cost, by job, user or day; serving and storage."""
 
 from __future__ import annotations
 
@@ -79,6 +79,46 @@ def render_usage(report: UsageReport) -> None:
     console.print(table)
     if not report.rows:
         console.print("no jobs ended in this period")
+    _render_serving_storage(report)
+
+
+def _render_serving_storage(report: UsageReport) -> None:
+    """Serving by deployment, storage, and the cost of all (a server before 0012 sends none)."""
+    if report.serving is not None:
+        table = Table(title="serving (replicas, by deployment)")
+        table.add_column("deployment")
+        for name in ("replicas", "replica-hours", "cpu-hours", "gpu-hours", "GB-hours", "requests"):
+            table.add_column(name, justify="right")
+        table.add_column("cost", justify="right")
+        table.add_column("cost / 1k predictions", justify="right")
+        rows = [*report.serving.rows, report.serving.total]
+        for i, row in enumerate(rows):
+            if i == len(rows) - 1:
+                table.add_section()
+            per_1k = "-" if row.cost_per_1k is None else fmt_cost(row.cost_per_1k, report.currency)
+            table.add_row(
+                row.deployment,
+                str(row.replicas),
+                fmt_hours(row.replica_hours),
+                fmt_hours(row.cpu_hours),
+                fmt_hours(row.gpu_hours),
+                fmt_hours(row.gb_hours),
+                str(row.requests),
+                fmt_cost(row.cost, report.currency),
+                per_1k,
+                style="bold" if i == len(rows) - 1 else None,
+            )
+        console.print(table)
+    if report.storage is not None:
+        s = report.storage
+        console.print(
+            f"storage: {s.blobs} blobs, {s.bytes} bytes, {fmt_hours(s.gb_months)} GB-months "
+            f"at {fmt_cost(s.price_gb_month, report.currency)}/GB-month: {fmt_cost(s.cost, report.currency)}"
+        )
+    if report.total_cost is not None:
+        console.print(
+            f"total cost (jobs + serving + storage): {fmt_cost(report.total_cost, report.currency)}"
+        )
 
 
 def usage(
@@ -91,7 +131,9 @@ def usage(
     ),
     output: Output = OutputOpt,
 ) -> None:
-    """CPU-, GPU- and GB-hours, wall time and cost of the jobs that ended, with a total row.
+    """CPU-, GPU- and GB-hours, wall time and cost of the jobs that ended, with a total row;
+    then serving (replica-hours, requests, cost and cost per 1,000 predictions by deployment),
+    storage (GB-months of blobs held) and the total cost of all three.
 
     Cost = prices (AICLOUD_PRICE_*) * reserved resources * wall time; see docs/usage.md.
     """

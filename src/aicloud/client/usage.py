@@ -26,7 +26,9 @@ def get_usage(
     transport: Transport, by: UsageBy | str = UsageBy.JOB, since: Bound = None, until: Bound = None
 ) -> UsageReport:
     """The usage report of the workspace: jobs that ended in ``[since, until)``, grouped ``by``
-    ``job``, ``user`` or ``day``, with a total. A ``date`` for ``until`` includes that day."""
+    ``job``, ``user`` or ``day``, with a total; ``serving`` (replica-hours, requests, cost per
+    1,000 predictions by deployment), ``storage`` (GiB-months of blobs held) and ``total_cost``.
+    A ``date`` for ``until`` includes that day."""
     params: dict[str, Any] = {"by": UsageBy(by).value if isinstance(by, UsageBy) else by}
     for name, value in (("since", _bound(since)), ("until", _bound(until))):
         if value is not None:

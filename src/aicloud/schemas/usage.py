@@ -36,8 +36,43 @@ class UsageRow(BaseModel):
     finished_at: datetime | None = Field(default=None, description="by=job: when the job ended.")
 
 
+class ServingRow(BaseModel):
+    """The replicas of one deployment (or of all: ``serving.total``) in the report's period."""
+
+    deployment_id: str = Field(description="The deployment's id; 'total' for the total.")
+    deployment: str = Field(description="The deployment's name (as when its replicas started).")
+    replicas: int = Field(description="Replicas that ran in the period.")
+    replica_hours: float = Field(
+        description="Sum of the replicas' wall hours in the period (to now if running)."
+    )
+    cpu_hours: float = Field(description="Reserved: cpus * replica hours.")
+    gpu_hours: float = Field(description="Reserved: gpus * replica hours.")
+    gb_hours: float = Field(description="Memory limit in GiB * replica hours (0 without a limit).")
+    requests: int = Field(description="Calls the gateway counted since the server started.")
+    cost: float = Field(description="Priced at the prices in force now.")
+    cost_per_1k: float | None = Field(description="cost * 1000 / requests; None without requests.")
+
+
+class ServingUsage(BaseModel):
+    """Serving: replica-hours of the workspace's deployments, priced like jobs."""
+
+    rows: list[ServingRow] = Field(default_factory=list)
+    total: ServingRow
+
+
+class StorageUsage(BaseModel):
+    """Storage: the blobs the workspace holds now, each priced from when it first held it."""
+
+    blobs: int = Field(description="Distinct blobs held.")
+    bytes: int = Field(description="Their total size.")
+    gb_months: float = Field(description="Size in GiB * months (30 days) held in the period, summed.")
+    price_gb_month: float = Field(description="AICLOUD_PRICE_GB_MONTH.")
+    cost: float
+
+
 class UsageReport(BaseModel):
-    """Usage of the caller's workspace for jobs that ended in ``[since, until)``."""
+    """Usage of the caller's workspace: jobs that ended in ``[since, until)``, the replicas and
+    blobs held in it, and the cost of all three."""
 
     by: UsageBy
     since: datetime | None = None
@@ -45,3 +80,6 @@ class UsageReport(BaseModel):
     currency: str = Field(description="The currency of the prices in force now.")
     rows: list[UsageRow]
     total: UsageRow
+    serving: ServingUsage | None = Field(default=None, description="Replica-hours by deployment.")
+    storage: StorageUsage | None = Field(default=None, description="GiB-months of blobs held.")
+    total_cost: float | None = Field(default=None, description="Jobs + serving + storage.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import builtins
+from datetime import datetime
 from typing import Any
 
 from aicloud.entities.serving import Deployment, DeploymentStatus, Replica, ReplicaState
@@ -123,3 +124,10 @@ class DeploymentStore(abc.ABC):
 
     @abc.abstractmethod
     def remove_replica(self, replica_id: str) -> None: ...
+
+    def replica_usage(
+        self, workspace_id: str, since: datetime | None = None, until: datetime | None = None
+    ) -> builtins.list[dict[str, Any]]:
+        """The workspace's replicas that ran in ``[since, until)`` with what they reserved
+        (serving costs); a store that keeps no history has none."""
+        return []

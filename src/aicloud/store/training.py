@@ -364,6 +364,10 @@ class BlobRefStore(abc.ABC):
     writes the owner; ``add`` here is for raw uploads (``POST /blobs``) and tests.
     """
 
+    def held(self, workspace_id: str) -> list[tuple[str, datetime]]:
+        """The digests the workspace holds, each with when it first referenced it (storage costs)."""
+        return []
+
     @abc.abstractmethod
     def add(
         self, workspace_id: str, digest: str, owner: BlobOwner = BlobOwner.UPLOAD, owner_id: str = ""

@@ -21,6 +21,7 @@ from aicloud.entities import Job
 from aicloud.entities.usage import DIGITS, Prices, with_cost
 from aicloud.errors import NotFoundError, ValidationError
 from aicloud.schemas.usage import UsageBy, UsageReport, UsageRow
+from aicloud.server.services.usage_costs import serving_usage, storage_usage
 from aicloud.server.state import AppState
 
 __all__ = ["parse_bound", "priced", "summarize", "workspace_usage"]
@@ -187,7 +188,8 @@ def workspace_usage(
     state: AppState, workspace_id: str, by: UsageBy, since: str | None, until: str | None
 ) -> UsageReport:
     """The workspace's jobs that ended in ``[since, until)`` (query values, see :func:`parse_bound`),
-    summarized ``by`` job, user or day at the configured prices."""
+    summarized ``by`` job, user or day at the configured prices, with its serving and storage
+    costs in the same period (``server.services.usage_costs``)."""
     low = parse_bound(since, "since")
     high = parse_bound(until, "until", end=True)
     if low is not None and high is not None and low >= high:
@@ -199,7 +201,7 @@ def workspace_usage(
         with contextlib.suppress(NotFoundError):  # a sweep that is gone: its trials stand alone
             parents[parent_id] = state.store.jobs.get(workspace_id, parent_id)
     names = {t.id: t.name for t in state.store.tokens.list(workspace_id)}
-    return summarize(
+    report = summarize(
         jobs,
         by=by,
         prices=Prices.of(state.settings),
@@ -208,3 +210,8 @@ def workspace_usage(
         since=low,
         until=high,
     )
+    now = datetime.now(UTC)
+    report.serving = serving_usage(state, workspace_id, low, high, now)
+    report.storage = storage_usage(state, workspace_id, low, high, now)
+    report.total_cost = round(report.total.cost + report.serving.total.cost + report.storage.cost, DIGITS)
+    return report

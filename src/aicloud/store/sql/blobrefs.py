@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from datetime import datetime
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -107,6 +108,15 @@ class SqlBlobRefStore(BlobRefStore):
             lambda session: add_refs(session, workspace_id, owner, owner_id, [digest]),
             missing=lambda: NotFoundError.of("workspace", workspace_id),
         )
+
+    def held(self, workspace_id: str) -> list[tuple[str, datetime]]:
+        query = (
+            select(BlobRefRow.digest, func.min(BlobRefRow.created_at))
+            .where(BlobRefRow.workspace_id == workspace_id)
+            .group_by(BlobRefRow.digest)
+            .order_by(BlobRefRow.digest)
+        )
+        return self._db.run(lambda session: [(d, t) for d, t in session.execute(query)], write=False)
 
     def owns(self, workspace_id: str, digest: str) -> bool:
         def tx(session: Session) -> bool:

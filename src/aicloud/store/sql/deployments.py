@@ -9,6 +9,7 @@ deployment controller may repeat them after its own restart.
 from __future__ import annotations
 
 import builtins
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -21,7 +22,7 @@ from aicloud.store.serving import DeploymentStore
 from aicloud.store.sql import ids
 from aicloud.store.sql.blobrefs import add_refs, release_refs
 from aicloud.store.sql.session import Database, count_rows, json_normalize
-from aicloud.store.sql.tables import DeploymentRow, ReplicaRow
+from aicloud.store.sql.tables import DeploymentRow, ReplicaRow, ReplicaUsageRow
 
 DEPLOYMENT_PREFIX = "dep"
 REPLICA_PREFIX = "rep"
@@ -245,6 +246,7 @@ class SqlDeploymentStore(DeploymentStore):
             workspace_id = session.scalar(
                 select(DeploymentRow.workspace_id).where(DeploymentRow.id == deployment_id)
             )
+            _end_usage(session, ReplicaUsageRow.deployment_id == deployment_id)
             session.execute(delete(ReplicaRow).where(ReplicaRow.deployment_id == deployment_id))
             session.execute(delete(DeploymentRow).where(DeploymentRow.id == deployment_id))
             if workspace_id is not None:
@@ -281,6 +283,7 @@ class SqlDeploymentStore(DeploymentStore):
             )
             session.add(row)
             session.flush()
+            _start_usage(session, row)
             return _replica(row)
 
         return self._db.run(tx, missing=lambda: NotFoundError.of("deployment", deployment_id))
@@ -351,4 +354,81 @@ class SqlDeploymentStore(DeploymentStore):
         return self._db.run(tx, write=False)
 
     def remove_replica(self, replica_id: str) -> None:
-        self._db.run(lambda session: session.execute(delete(ReplicaRow).where(ReplicaRow.id == replica_id)))
+        def tx(session: Session) -> None:
+            _end_usage(session, ReplicaUsageRow.id == replica_id)
+            session.execute(delete(ReplicaRow).where(ReplicaRow.id == replica_id))
+
+        self._db.run(tx)
+
+    def replica_usage(
+        self, workspace_id: str, since: datetime | None = None, until: datetime | None = None
+    ) -> builtins.list[dict[str, Any]]:
+        """The workspace's replicas that ran in ``[since, until)``, oldest first. A row still
+        open whose replica is gone (its server stopped without retiring it) is closed now."""
+
+        def tx(session: Session) -> builtins.list[dict[str, Any]]:
+            orphans = select(ReplicaUsageRow.id).where(
+                ReplicaUsageRow.workspace_id == workspace_id,
+                ReplicaUsageRow.ended_at.is_(None),
+                ~select(ReplicaRow.id).where(ReplicaRow.id == ReplicaUsageRow.id).exists(),
+            )
+            _end_usage(session, ReplicaUsageRow.id.in_(orphans.scalar_subquery()))
+            query = select(ReplicaUsageRow).where(ReplicaUsageRow.workspace_id == workspace_id)
+            if until is not None:
+                query = query.where(ReplicaUsageRow.started_at < until)
+            if since is not None:
+                query = query.where((ReplicaUsageRow.ended_at.is_(None)) | (ReplicaUsageRow.ended_at > since))
+            rows = session.scalars(query.order_by(ReplicaUsageRow.started_at, ReplicaUsageRow.id))
+            return [
+                {
+                    "replica_id": r.id,
+                    "deployment_id": r.deployment_id,
+                    "deployment": r.deployment_name,
+                    "cpus": r.cpus,
+                    "gpus": r.gpus,
+                    "memory_mb": r.memory_mb,
+                    "started_at": r.started_at,
+                    "ended_at": r.ended_at,
+                }
+                for r in rows
+            ]
+
+        return self._db.run(tx)
+
+
+def _start_usage(session: Session, replica: ReplicaRow) -> None:
+    """A usage row for a replica just added: what its deployment's spec reserves, from now.
+    A replica placed on an edge node runs on that node's own machine: it is not charged."""
+    dep = session.get(DeploymentRow, replica.deployment_id)
+    if dep is None or replica.node_id is not None:
+        return
+    spec = dep.spec or {}
+    limits = spec.get("limits") if isinstance(spec.get("limits"), dict) else {}
+    memory = limits.get("memory_mb") if limits else None
+    session.add(
+        ReplicaUsageRow(
+            id=replica.id,
+            workspace_id=dep.workspace_id,
+            deployment_id=dep.id,
+            deployment_name=dep.name,
+            cpus=_whole(spec.get("cpus"), 1),
+            gpus=_whole(spec.get("gpus"), 0),
+            memory_mb=_whole(memory, 0) or None,
+            started_at=replica.created_at,
+        )
+    )
+
+
+def _whole(value: Any, default: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return default
+    return max(int(value), 0)
+
+
+def _end_usage(session: Session, where: Any) -> None:
+    session.execute(
+        update(ReplicaUsageRow)
+        .where(where, ReplicaUsageRow.ended_at.is_(None))
+        .values(ended_at=ids.utcnow())
+        .execution_options(synchronize_session=False)
+    )

@@ -388,6 +388,24 @@ class ReplicaRow(Base):
     )
 
 
+class ReplicaUsageRow(Base):
+    """What one replica reserved and from when to when (``None``: running), for serving costs
+    (``server.services.usage_costs``). It outlives its replica and its deployment; migration 0012."""
+
+    __tablename__ = "replica_usage"
+    __table_args__ = (Index(None, "workspace_id", "started_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the replica's id
+    workspace_id: Mapped[str] = mapped_column(String(64), ForeignKey("workspaces.id", ondelete="CASCADE"))
+    deployment_id: Mapped[str] = mapped_column(String(64))
+    deployment_name: Mapped[str] = mapped_column(String(255))
+    cpus: Mapped[int] = mapped_column(Integer())
+    gpus: Mapped[int] = mapped_column(Integer())
+    memory_mb: Mapped[int | None] = mapped_column(Integer(), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
 # --- edge nodes (docs/edge.md)
 
 
