@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install sandbox-tools browser-tools demo test check test-unit test-integration bench bench-peers bench-serving clean down
+.PHONY: install sandbox-tools prometheus-tools browser-tools demo test check test-unit test-integration bench bench-peers bench-serving clean down
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "aicloud needs Python 3.11 or newer")'
@@ -28,6 +28,18 @@ sandbox-tools:
 	  else \
 	    echo "aicloud: bubblewrap (bwrap) is missing and cannot be installed here: install it for the workload" \
 	      "sandbox (apt-get install bubblewrap), or set AICLOUD_ISOLATION=none on a single-user machine" >&2; \
+	  fi; }
+
+# Debian's prometheus, for tests/integration/test_prometheus_scrape.py (skipped without it; docs/metrics.md)
+prometheus-tools:
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	    sudo -n apt-get update -qq && sudo -n DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else \
+	    echo "aicloud: prometheus is missing and cannot be installed here (apt-get install prometheus);" \
+	      "its scrape test will be skipped" >&2; \
 	  fi; }
 
 # The console's browser tests drive Debian's Chromium (Playwright's own download cannot work offline):

@@ -45,7 +45,7 @@ def test_every_route_has_an_auth_decision() -> None:
             assert path == STATIC_PREFIX, f"unexpected mount {path}: only the console's static files are"
             continue
         if isinstance(route, APIRoute) and not path.startswith(
-            ("/api/", "/mlflow/", "/healthz", "/docs", "/redoc", "/openapi")
+            ("/api/", "/mlflow/", "/healthz", "/metrics", "/docs", "/redoc", "/openapi")
         ):
             # a console page: exactly one of the console's cookie-based decisions
             decisions = _calls(route.dependant) & set(CONSOLE_AUTH_DEPENDENCIES)

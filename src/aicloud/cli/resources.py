@@ -60,10 +60,13 @@ def token_create(
     name: str = typer.Argument(..., help="a name for the token (shown in usage by user)"),
     role: str = typer.Option("member", help="viewer, member or admin"),
     expires_in_days: int | None = typer.Option(None, help="days until it expires (default: never)"),
+    scope: str | None = typer.Option(
+        None, help="metrics: a scrape token for Prometheus only (docs/metrics.md)"
+    ),
     output: Output = OutputOpt,
 ) -> None:
     """Create a token. It is printed once; only its hash is stored."""
-    t = client().tokens.create(name, role=role, expires_in_days=expires_in_days)
+    t = client().tokens.create(name, role=role, expires_in_days=expires_in_days, scope=scope)
 
     def render(_: object) -> None:
         console.print(f"token {t.name} ({t.role.value}) id {t.id}")

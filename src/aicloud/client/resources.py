@@ -43,8 +43,13 @@ class TokensAPI:
     def __init__(self, transport: Transport) -> None:
         self._t = transport
 
-    def create(self, name: str, role: str = "member", expires_in_days: int | None = None) -> TokenCreated:
+    def create(
+        self, name: str, role: str = "member", expires_in_days: int | None = None, scope: str | None = None
+    ) -> TokenCreated:
+        """``scope="metrics"``: a scrape token, good only for Prometheus (docs/metrics.md)."""
         body: dict[str, Any] = {"name": name, "role": role, "expires_in_days": expires_in_days}
+        if scope is not None:
+            body["scope"] = scope
         return TokenCreated.model_validate(self._t.json("POST", "/api/v1/tokens", json=body))
 
     def list(self) -> list[TokenOut]:

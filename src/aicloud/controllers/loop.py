@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 import logging
 import threading
+import time
 from typing import Any
 
 from aicloud.executors.base import Executor, ExitInfo
@@ -52,6 +53,9 @@ class ReconcileLoop(abc.ABC):
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self.idle = False  # set by reconcile_once: its last pass found nothing to watch
+        self.passes = 0  # the loop's passes so far, their seconds summed, the last one's (/metrics)
+        self.pass_seconds = 0.0
+        self.last_pass_seconds = 0.0
         self._pass_lock = threading.Lock()  # one pass at a time (the loop, tests, shutdown)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -93,10 +97,14 @@ class ReconcileLoop(abc.ABC):
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            started = time.perf_counter()
             try:
                 self.tick()
             except Exception:
                 self.idle = False
                 self._log.exception("%s pass failed; retrying", self.loop_name)
+            self.last_pass_seconds = time.perf_counter() - started
+            self.pass_seconds += self.last_pass_seconds
+            self.passes += 1
             self._wake.wait(max(self.interval, self.idle_interval) if self.idle else self.interval)
             self._wake.clear()

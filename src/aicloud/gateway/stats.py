@@ -57,12 +57,13 @@ def quantile(buckets: list[int], q: float) -> float | None:
 class VersionStats:
     """Counts and latencies of one version's calls: since start and over the recent window."""
 
-    __slots__ = ("_clock", "_ring", "_stamps", "buckets", "errors", "requests")
+    __slots__ = ("_clock", "_ring", "_stamps", "buckets", "errors", "requests", "seconds")
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self.requests = 0
         self.errors = 0
+        self.seconds = 0.0  # latencies summed (a Prometheus histogram's _sum)
         self.buckets = [0] * (len(BOUNDS_S) + 1)
         # second → [requests, errors, bucket counts...]; slot = second % WINDOW_S
         self._stamps = [-1] * WINDOW_S
@@ -71,6 +72,7 @@ class VersionStats:
     def record(self, seconds: float, error: bool) -> None:
         i = bisect.bisect_left(BOUNDS_S, seconds)
         self.requests += 1
+        self.seconds += seconds
         self.buckets[i] += 1
         second = int(self._clock())
         slot = second % WINDOW_S
@@ -113,7 +115,7 @@ class EndpointStats:
     """One endpoint's :class:`VersionStats`, by version (``""``: a Service, or not known), and its
     per-minute history (all versions together)."""
 
-    __slots__ = ("_clock", "_minutes", "_wall", "edge", "versions")
+    __slots__ = ("_clock", "_minutes", "_wall", "codes", "edge", "versions")
 
     def __init__(
         self, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time
@@ -121,6 +123,8 @@ class EndpointStats:
         self._clock = clock
         self._wall = wall
         self.versions: dict[str, VersionStats] = {}
+        #: (version, status code) → calls since start (code 0: no answer), for /metrics
+        self.codes: dict[tuple[str, int], int] = {}
         #: version → [requests, errors, latency seconds summed], as edge nodes reported them
         self.edge: dict[str, list[float]] = {}
         # minute (wall clock // 60) → [requests, errors, ready, bucket counts...], oldest first
@@ -142,6 +146,7 @@ class EndpointStats:
             stats = self.versions[version] = VersionStats(self._clock)
         error = status >= 500 or status == 0
         stats.record(seconds, error)
+        self.codes[version, status] = self.codes.get((version, status), 0) + 1
         row = self._minute()
         row[0] += 1
         row[1] += error

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -96,6 +96,8 @@ class TokenCreate(BaseModel):
     name: Name
     role: Role = Role.MEMBER
     expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+    #: "metrics": a scrape token, good only for /metrics and Prometheus discovery (docs/metrics.md)
+    scope: Literal["metrics"] | None = None
 
 
 class TokenOut(_Out):

@@ -37,6 +37,7 @@ from aicloud.server.routes import (
     embeddings,
     health,
     jobs,
+    metrics,
     mlflow_artifacts,
     mlflow_experiments,
     mlflow_runs,
@@ -214,6 +215,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)  # /metrics, /metrics/replicas/..., /api/v1/prometheus/targets
     app.include_router(docs.docs_router(settings.public_api_docs))
     routers = (
         workspaces,

@@ -38,6 +38,9 @@ EDGE_NODE_ROUTES = frozenset(
     {"edge_node_pull", "edge_node_assignments", "edge_node_status", "workspace_signing_key", "whoami"}
 )
 
+#: Routes a scrape token (scope ``metrics``) may call: Prometheus' scrapes and discovery.
+METRICS_ROUTES = frozenset({"metrics_control_plane", "metrics_replica", "metrics_targets"})
+
 
 def check_scope(principal: Principal, request: Request) -> None:
     """Scoped tokens reach only what their scope is for.
@@ -57,6 +60,8 @@ def check_scope(principal: Principal, request: Request) -> None:
         )
     if scope.startswith("deployment:") and name not in REPLICA_ROUTES:
         raise PermissionDeniedError("a replica token can only download its deployment's artifacts")
+    if scope == "metrics" and name not in METRICS_ROUTES:
+        raise PermissionDeniedError("a scrape token (scope metrics) can only read metrics and scrape targets")
     if scope.startswith("edge-node:") and name not in EDGE_NODE_ROUTES:
         raise PermissionDeniedError("an edge node's token can only pull its bundles and sync its assignments")
 

@@ -29,6 +29,7 @@ def create_token(state: AppState, workspace_id: str, body: TokenCreate) -> Token
         role=body.role,
         secret_hash=secret_hash,
         expires_at=expires,
+        scope=body.scope,
     )
     return TokenCreated(**TokenOut.model_validate(row).model_dump(), token=token)
 
