@@ -86,6 +86,13 @@ def test_metrics_need_a_token_and_count_the_calls(srv: ServerProcess, world: dic
     assert _get(srv, "/metrics", srv.token).status_code == 200
     denied = _get(srv, "/api/v1/jobs", world["scrape"])
     assert denied.status_code == 403 and "scrape token" in denied.json()["error"]["message"]
+    bad = httpx.post(
+        f"{srv.url}/api/v1/tokens",
+        json={"name": "prom-bad", "role": "viewer", "scope": "everything"},
+        headers={"Authorization": f"Bearer {srv.token}"},
+        timeout=30,
+    )
+    assert bad.status_code == 422 and bad.json()["error"]["details"][0]["field"] == "scope"
 
 
 def test_targets_list_every_replica_and_the_proxy_labels_its_samples(
