@@ -65,7 +65,7 @@ demo: $(STAMP) sandbox-tools
 TEST_WORKERS ?= auto
 PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 
-test: $(STAMP) sandbox-tools browser-tools
+test: $(STAMP) sandbox-tools browser-tools prometheus-tools
 	$(BIN)/pytest $(PARALLEL) -m "not serial"
 	$(BIN)/pytest -m serial
 
@@ -73,7 +73,7 @@ test: $(STAMP) sandbox-tools browser-tools
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
-test-integration: $(STAMP) sandbox-tools browser-tools
+test-integration: $(STAMP) sandbox-tools browser-tools prometheus-tools
 	$(BIN)/pytest $(PARALLEL) -m "not serial" tests/integration tests/e2e
 	$(BIN)/pytest -m serial tests/integration tests/e2e
 
