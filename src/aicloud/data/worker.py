@@ -22,6 +22,7 @@ from typing import IO, Any, BinaryIO, cast
 
 from aicloud.data.isolation import CHUNK, READ_REQUEST, read_frame, write_frame
 from aicloud.data.limits import ParseLimits, limit_error
+from aicloud.data.seekable import SeekableReader
 from aicloud.errors import AicloudError, InvalidDataError
 
 #: within this much of the address-space limit, an error is taken for running out of memory
@@ -42,33 +43,15 @@ def _renew_cpu_limit(limits: ParseLimits) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (soft, resource.RLIM_INFINITY))
 
 
-class RemoteFile(io.RawIOBase):
+class RemoteFile(SeekableReader):
     """A read-only, seekable file whose bytes the parent sends on request. Thread-safe: pyarrow reads
     from its own threads, and a request and its answer must not interleave with another's."""
 
     def __init__(self, to_parent: IO[bytes], from_parent: IO[bytes], size: int) -> None:
-        super().__init__()
+        super().__init__(size)
         self._out = to_parent
         self._in = from_parent
-        self._size = size
-        self._pos = 0
         self._lock = threading.Lock()
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        if base + offset < 0:
-            raise ValueError("negative seek position")
-        self._pos = base + offset
-        return self._pos
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
@@ -187,39 +170,20 @@ def _run(job: dict[str, Any], f: BinaryIO, out: IO[bytes], limits: ParseLimits) 
     raise AicloudError(f"unknown parser job {op!r}")
 
 
-class _Window(io.RawIOBase):
+class _Window(SeekableReader):
     """``length`` bytes of ``f`` from ``start``, as a seekable file of its own."""
 
     def __init__(self, f: BinaryIO, start: int, length: int) -> None:
-        super().__init__()
-        self._f, self._start, self._len, self._pos = f, start, length, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._len}[whence]
-        self._pos = max(base + offset, 0)
-        return self._pos
+        super().__init__(length)
+        self._f, self._start = f, start
 
     def read(self, size: int = -1) -> bytes:
-        left = max(self._len - self._pos, 0)
+        left = max(self._size - self._pos, 0)
         size = left if size is None or size < 0 else min(size, left)
         self._f.seek(self._start + self._pos)
         data = self._f.read(size)
         self._pos += len(data)
         return data
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(memoryview(buffer)))
-        memoryview(buffer).cast("B")[: len(data)] = data
-        return len(data)
 
 
 def serve(to_parent: IO[bytes], from_parent: IO[bytes], limits: ParseLimits) -> None:

@@ -8,10 +8,10 @@ issue #24 build on the report's ``drift_score``.
 
 from __future__ import annotations
 
-import io
 from contextlib import ExitStack
 from typing import Any, BinaryIO
 
+from aicloud.data.seekable import SeekableReader
 from aicloud.entities import DatasetVersion
 from aicloud.errors import NotFoundError, ValidationError
 from aicloud.schemas.monitoring import DriftReport, DriftRequest
@@ -21,28 +21,12 @@ from aicloud.server.state import AppState
 __all__ = ["drift_report"]
 
 
-class _Joined(io.RawIOBase):
+class _Joined(SeekableReader):
     """Two seekable files read as one, the first's bytes then the second's."""
 
     def __init__(self, first: BinaryIO, first_size: int, second: BinaryIO, second_size: int) -> None:
-        super().__init__()
+        super().__init__(first_size + second_size)
         self._parts = ((first, 0, first_size), (second, first_size, second_size))
-        self._size = first_size + second_size
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(base + offset, 0)
-        return self._pos
 
     def read(self, size: int = -1) -> bytes:
         """At most ``size`` bytes, never across the two files (callers loop for full reads)."""
