@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from aicloud.entities import DatasetSummary, DatasetVersion, Role, Secret, Token, Workspace
+from aicloud.store.alerts import AlertStore
 from aicloud.store.edge import EdgeNodeStore
 from aicloud.store.serving import DeploymentStore
 from aicloud.store.tracking import TrackingStore
@@ -162,6 +163,7 @@ class MetadataStore(abc.ABC):
     deployments: DeploymentStore
     tracking: TrackingStore
     edge_nodes: EdgeNodeStore
+    alerts: AlertStore
 
     @abc.abstractmethod
     def close(self) -> None: ...

@@ -7,6 +7,7 @@ from sqlalchemy.exc import OperationalError
 from aicloud.errors import UnavailableError
 from aicloud.store.base import MetadataStore
 from aicloud.store.sql import migrate as migrations
+from aicloud.store.sql.alerts import SqlAlertStore
 from aicloud.store.sql.blobrefs import SqlBlobRefStore
 from aicloud.store.sql.datasets import SqlDatasetStore
 from aicloud.store.sql.deployments import SqlDeploymentStore
@@ -56,6 +57,7 @@ class SqlMetadataStore(MetadataStore):
         self.deployments = SqlDeploymentStore(self._db)
         self.tracking = SqlTrackingStore(self._db)
         self.edge_nodes = SqlEdgeNodeStore(self._db)
+        self.alerts = SqlAlertStore(self._db)
 
     @property
     def database(self) -> Database:

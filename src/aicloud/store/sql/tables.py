@@ -426,3 +426,51 @@ class EdgeNodeRow(Base):
     address: Mapped[str | None] = mapped_column(String(300), nullable=True)
     requests: Mapped[int] = mapped_column(BigInteger(), default=0, server_default="0")
     errors: Mapped[int] = mapped_column(BigInteger(), default=0, server_default="0")
+
+
+# --- alerts (docs/alerts.md; migration 0013)
+
+
+class AlertRuleRow(Base):
+    """A rule and its state machine's position, so a restarted control plane goes on where it was."""
+
+    __tablename__ = "alert_rules"
+    __table_args__ = (UniqueConstraint("workspace_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(String(64), ForeignKey("workspaces.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    signal: Mapped[str] = mapped_column(String(128))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON())
+    op: Mapped[str] = mapped_column(String(4))
+    threshold: Mapped[float] = mapped_column(Double())
+    for_s: Mapped[float] = mapped_column(Double())
+    severity: Mapped[str] = mapped_column(String(32))
+    notify: Mapped[list[str]] = mapped_column(JSON())
+    state: Mapped[str] = mapped_column(String(16))
+    state_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_value: Mapped[float | None] = mapped_column(Double(), nullable=True)
+    evaluated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AlertNotificationRow(Base):
+    """One payload for one target: written before it is sent, marked sent or failed after."""
+
+    __tablename__ = "alert_notifications"
+    __table_args__ = (Index(None, "delivery", "next_attempt_at"), Index(None, "workspace_id", "created_at"))
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rule_id: Mapped[str] = mapped_column(String(64), ForeignKey("alert_rules.id", ondelete="CASCADE"))
+    workspace_id: Mapped[str] = mapped_column(String(64))
+    rule_name: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(Text())
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON())
+    delivery: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer())
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text(), nullable=True)
