@@ -174,6 +174,12 @@ class Settings(BaseSettings):
     currency: str = Field(
         default="USD", min_length=1, max_length=16, description="Usage: the currency of the prices."
     )
+    alerts_interval_s: float = Field(
+        default=15.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Alerts: seconds between evaluations of the rules.",
+    )
 
     @cached_property
     def resolved_database_url(self) -> str:

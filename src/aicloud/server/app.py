@@ -29,6 +29,7 @@ from aicloud.server.home import prepare_home
 from aicloud.server.routes import (
     _mlflow,
     admin,
+    alerts,
     blobs,
     datasets,
     deployments,
@@ -52,6 +53,7 @@ from aicloud.server.routes import (
     workspaces,
     zoo,
 )
+from aicloud.server.services import alerts as alert_service
 from aicloud.server.services.jobs import JobLauncher
 from aicloud.server.services.replicas import ReplicaLauncher
 from aicloud.server.services.sweeps import SweepLauncher
@@ -187,14 +189,17 @@ def create_app(
             # background): after a restart, a deployment scaled to zero answers from a template too
             replica_executor.prepare(replicas.templates_needed())
         sweep_controller = app_state.sweeps = SweepLauncher(app_state).controller()
+        alert_controller = app_state.alerts = alert_service.controller(app_state)
         app_state.jobs.start()
         app_state.deployments.start()
         sweep_controller.start()
+        alert_controller.start()
         app_state.parsers.start()
         try:
             yield
         finally:
             app_state.parsers.close()
+            alert_controller.stop()
             sweep_controller.stop()
             app_state.deployments.stop()
             app_state.jobs.stop()
@@ -233,6 +238,7 @@ def create_app(
         usage,
         monitoring,
         embeddings,
+        alerts,
         zoo,  # after models: a model of a workspace named "zoo" keeps its routes
     )
     for module in routers:

@@ -19,6 +19,7 @@ from aicloud.schemas import DatasetVersionOut
 
 if TYPE_CHECKING:
     from aicloud.compression.runner import Confine
+    from aicloud.controllers.alerts import AlertController
     from aicloud.controllers.deployments import DeploymentController
     from aicloud.controllers.jobs import JobController
     from aicloud.controllers.sweeps import SweepController
@@ -35,6 +36,7 @@ class AppState:
     jobs: JobController | None = None
     deployments: DeploymentController | None = None
     sweeps: SweepController | None = None
+    alerts: AlertController | None = None
     endpoints: EndpointRegistry = field(default_factory=EndpointRegistry)
     gateway: Gateway = field(init=False)
     principals: PrincipalCache = field(init=False)
