@@ -6,6 +6,7 @@ import typer
 
 from aicloud import __version__
 from aicloud.cli import (
+    alerts,
     compression,
     datasets,
     demo,
@@ -48,6 +49,7 @@ app.command("predict")(serving.predict)
 app.command("call")(serving.call)
 app.command("usage")(usage.usage)
 app.add_typer(monitoring.monitoring_app, name="monitoring")
+app.add_typer(alerts.alerts_app, name="alerts")
 app.add_typer(runs.run_app, name="run")
 app.add_typer(jobs.model_app, name="model")
 jobs.model_app.command("export")(compression.model_export)

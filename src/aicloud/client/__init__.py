@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import TracebackType
 
+from aicloud.client.alerts import AlertsAPI
 from aicloud.client.blobs import BlobsAPI
 from aicloud.client.datasets import DatasetsAPI, DatasetVersion
 from aicloud.client.deployments import Deployment, DeploymentsAPI
@@ -56,6 +57,7 @@ class Client:
         self.zoo = ZooAPI(self._transport)
         self.embeddings = EmbeddingsAPI(self._transport)
         self.monitoring = MonitoringAPI(self._transport)
+        self.alerts = AlertsAPI(self._transport)
 
     @property
     def url(self) -> str:
