@@ -58,6 +58,8 @@ def _duration(value: str, field: str) -> float:
 def create_rule(state: AppState, workspace_id: str, body: AlertCreate) -> AlertRule:
     """Check every field (422 naming it), then store the rule."""
     name = check_name(body.name)
+    if name == "events":  # GET /alerts/events lists notifications
+        raise ValidationError.field("name", "'events' is reserved")
     signal = SIGNALS.get(body.signal)
     if signal is None:
         raise ValidationError.field(
