@@ -3,38 +3,22 @@ fields are checked (422 naming the field), another workspace's rule is a 404, vi
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
 
 from aicloud.testing.server import ServerProcess
+from webhooks import Receiver
 
 
 @pytest.fixture
 def hook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    bodies: list[dict[str, Any]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/hook?token=s3cret", bodies
-    srv.shutdown()
-    srv.server_close()
+    receiver = Receiver()
+    yield receiver.url, receiver.bodies
+    receiver.close()
 
 
 def test_a_rule_fires_into_a_webhook_and_is_listed_with_its_event(

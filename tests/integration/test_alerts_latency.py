@@ -3,16 +3,13 @@ local webhook; deleted, it sends nothing more."""
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 from aicloud import Client
 from aicloud.testing.server import ServerProcess
+from webhooks import Receiver
 
 SERVICE = """
 import time
@@ -29,20 +26,8 @@ class Slow(Service):
 
 
 def test_slow_calls_fire_a_p99_rule(make_server: Callable[..., ServerProcess], tmp_path: Path) -> None:
-    bodies: list[dict[str, Any]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    hook = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    hook = Receiver()
+    bodies = hook.bodies
     srv = make_server(env={"AICLOUD_ALERTS_INTERVAL_S": "0.5"})
     (tmp_path / "svc").mkdir()
     (tmp_path / "svc" / "slow.py").write_text(SERVICE)
@@ -59,7 +44,7 @@ def test_slow_calls_fire_a_p99_rule(make_server: Callable[..., ServerProcess], t
                 threshold=20,
                 for_="0s",
                 severity="page",
-                notify=[f"webhook:http://127.0.0.1:{hook.server_address[1]}/hook"],
+                notify=[f"webhook:{hook.url}"],
             )
             for _ in range(5):
                 assert dep.call("nap", {"seconds": 0.06}) == "ok"
@@ -82,5 +67,4 @@ def test_slow_calls_fire_a_p99_rule(make_server: Callable[..., ServerProcess], t
             time.sleep(2.0)
             assert len(bodies) == 1
     finally:
-        hook.shutdown()
-        hook.server_close()
+        hook.close()

@@ -4,36 +4,21 @@ sent twice."""
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import httpx
 
 from aicloud.testing.server import ServerProcess
+from webhooks import Receiver
 
 
 def test_a_killed_control_plane_keeps_firing_and_sends_once(
     make_server: Callable[..., ServerProcess],
 ) -> None:
-    bodies: list[dict[str, Any]] = []
-    answer = {"status": 500}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(answer["status"])
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    hook = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    hook = Receiver()
+    hook.status = 500
+    bodies = hook.bodies
     srv = make_server(env={"AICLOUD_ALERTS_INTERVAL_S": "0.5"})
 
     def api() -> httpx.Client:
@@ -50,12 +35,12 @@ def test_a_killed_control_plane_keeps_firing_and_sends_once(
     try:
         with api() as c:
             rule = {"name": "always", "signal": "jobs.failed", "op": ">=", "threshold": 0, "severity": "page"}
-            rule["notify"] = [f"webhook:http://127.0.0.1:{hook.server_address[1]}/hook?token=s3cret"]
+            rule["notify"] = [f"webhook:{hook.url}"]
             assert c.post("/api/v1/alerts", json=rule).status_code == 201
             wait(lambda: len(bodies) == 1, "the first (failing) delivery")
             wait(lambda: c.get("/api/v1/alerts/events").json()[0]["attempts"] == 1, "the attempt recorded")
         srv.kill()
-        answer["status"] = 200
+        hook.status = 200
         srv.start()
         with api() as c:
             wait(
@@ -69,5 +54,4 @@ def test_a_killed_control_plane_keeps_firing_and_sends_once(
         assert len(bodies) == 2 and all(b["status"] == "firing" for b in bodies)
         assert "s3cret" not in srv.output()
     finally:
-        hook.shutdown()
-        hook.server_close()
+        hook.close()
